@@ -1,0 +1,14 @@
+"""Builds the C extension in native/ as part of `pip install .`."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "cygnet._native",
+            sources=["native/cygnet_native.c"],
+            libraries=["xxhash"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+        )
+    ]
+)
