@@ -6,7 +6,12 @@ setup(
     ext_modules=[
         Extension(
             "cygnet._native",
-            sources=["native/cygnet_native.c"],
+            sources=[
+                "native/cygnet_native.c",
+                "native/hashing.c",
+                "native/dedup_index.c",
+            ],
+            depends=["native/cygnet_native.h"],
             libraries=["xxhash"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         )

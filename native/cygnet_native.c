@@ -1,9 +1,37 @@
-/* Placeholder module: the block hashing and dedup code lands here. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+/* Module definition of cygnet._native: block hashing, digest diffing and
+ * the dedup index. The functions live in hashing.c and dedup_index.c. */
+#include "cygnet_native.h"
 
-static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "_native", "Cygnet native hot paths.", -1, NULL,
+static int native_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &cyg_dedup_index_spec, NULL);
+    if (type == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "DedupIndex", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    Py_DECREF(type);
+    if (PyModule_AddIntConstant(module, "BLOCK_SIZE", CYG_BLOCK_SIZE) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "DIGEST_SIZE", CYG_DIGEST_SIZE) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+    {0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_native",
+    .m_doc = "Cygnet native hot paths: 8 KiB block hashing (XXH3-128), "
+             "digest diffing and a dedup index.",
+    .m_size = 0,
+    .m_methods = cyg_hashing_methods,
+    .m_slots = native_slots,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModuleDef_Init(&native_module); }

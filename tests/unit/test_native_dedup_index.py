@@ -1,0 +1,93 @@
+"""DedupIndex against a dict model (hypothesis state machine) and edge cases."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from cygnet.blocks import RECORD_SIZE, BlockLocation, DedupIndex, iter_records
+
+# Few distinct first bytes force long probe runs and wrap-around collisions.
+digests = st.builds(
+    lambda head, tail: bytes([head]) * 8 + tail, st.integers(0, 3), st.binary(min_size=8, max_size=8)
+)
+locations = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
+
+
+class IndexMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.index = DedupIndex()
+        self.model: dict[bytes, tuple[int, int, int]] = {}
+
+    @rule(digest=digests, loc=locations)
+    def insert(self, digest: bytes, loc: tuple[int, int, int]) -> None:
+        new = self.index.insert(digest, *loc)
+        assert new == (digest not in self.model)
+        self.model.setdefault(digest, loc)
+
+    @rule(digest=digests)
+    def remove(self, digest: bytes) -> None:
+        assert self.index.remove(digest) == (digest in self.model)
+        self.model.pop(digest, None)
+
+    @rule(digest=digests)
+    def lookup(self, digest: bytes) -> None:
+        assert (digest in self.index) == (digest in self.model)
+        assert self.index.get(digest) == self.model.get(digest)
+        assert self.index.get(digest, "x") == self.model.get(digest, "x")
+
+    @rule(probe=st.lists(digests, max_size=10))
+    def missing(self, probe: list[bytes]) -> None:
+        expected = [i for i, d in enumerate(probe) if d not in self.model]
+        assert self.index.missing(b"".join(probe)) == expected
+
+    @rule()
+    def round_trip(self) -> None:
+        self.index = DedupIndex.from_bytes(self.index.to_bytes())
+
+    @invariant()
+    def same_contents(self) -> None:
+        assert len(self.index) == len(self.model)
+        records = self.index.to_bytes()
+        assert len(records) == RECORD_SIZE * len(self.model)
+        assert {d: tuple(loc) for d, loc in iter_records(records)} == self.model
+
+
+TestIndexMachine = IndexMachine.TestCase
+TestIndexMachine.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+
+
+def test_many_entries_grow_and_persist() -> None:
+    index = DedupIndex(capacity=10)
+    keys = [i.to_bytes(16, "big") for i in range(50_000)]
+    for i, key in enumerate(keys):
+        assert index.insert(key, i, i * 2, i % 7)
+    assert len(index) == 50_000
+    assert index.get(keys[123]) == (123, 246, 4)
+    copy = DedupIndex()
+    assert copy.update(index.to_bytes()) == 50_000
+    assert copy.update(index.to_bytes()) == 0
+    assert all(k in copy for k in keys[::997])
+    assert BlockLocation(*copy.get(keys[5], (0, 0, 0))) == BlockLocation(5, 10, 5)
+
+
+def test_bad_arguments() -> None:
+    index = DedupIndex()
+    with pytest.raises(ValueError):
+        index.insert(b"short", 1, 2, 3)
+    with pytest.raises(ValueError):
+        b"x" * 15 in index  # noqa: B015
+    with pytest.raises(OverflowError):
+        index.insert(b"x" * 16, 1, 2, 2**32)
+    with pytest.raises(OverflowError):
+        index.insert(b"x" * 16, -1, 2, 3)
+    with pytest.raises(ValueError):
+        index.update(b"x" * (RECORD_SIZE + 1))
+    with pytest.raises(ValueError):
+        index.missing(b"x" * 17)
+    with pytest.raises(ValueError):
+        DedupIndex(capacity=-1)
+    assert len(index) == 0
