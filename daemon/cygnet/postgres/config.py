@@ -1,0 +1,150 @@
+"""Config files we own: PGDATA/cygnet.conf (settings), pg_hba.conf and pg_ident.conf.
+
+postgresql.conf includes cygnet.conf at its end, so our settings override
+initdb's defaults. (postgresql.auto.conf, from ALTER SYSTEM, still wins; the
+clone fixup strips the settings that must not be inherited from it.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cygnet.errors import InternalError
+from cygnet.postgres import _fs
+from cygnet.postgres.layout import POSTGRES_OS_USER, SUPERUSER_ROLE
+from cygnet.postgres.sizes import SizeClass
+
+SETTINGS_FILE = "cygnet.conf"
+INCLUDE_LINE = f"include_if_exists = '{SETTINGS_FILE}'"
+IDENT_MAP = "cygnet"
+# sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
+MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What differs between clusters: where they listen and how big they are.
+
+    logical_workers_enabled=False sets max_logical_replication_workers = 0, so
+    inherited subscriptions cannot start apply workers before they are disabled.
+    """
+
+    port: int
+    listen_addresses: str
+    socket_dir: Path
+    size: SizeClass
+    logical_workers_enabled: bool = True
+
+
+def _check(settings: ClusterSettings) -> None:
+    if not 1 <= settings.port <= 65535:
+        raise InternalError(f"port {settings.port} is out of range")
+    sock = str(settings.socket_dir)
+    if not _SAFE_PATH.match(sock) or len(sock) > MAX_SOCKET_DIR_LEN:
+        raise InternalError(f"socket dir {sock!r} is not a short plain absolute path")
+    for addr in settings.listen_addresses.split(","):
+        addr = addr.strip()
+        if addr not in ("*", "localhost"):
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise InternalError(f"listen address {addr!r} is not an IP address") from None
+
+
+def render_settings(settings: ClusterSettings) -> str:
+    """The text of cygnet.conf for `settings` (validated; raises InternalError)."""
+    _check(settings)
+    size = settings.size
+    lines = [
+        "# Written by cygnetd; edits are overwritten.",
+        f"port = {settings.port}",
+        f"listen_addresses = '{settings.listen_addresses}'",
+        f"unix_socket_directories = '{settings.socket_dir}'",
+        f"shared_buffers = {size.shared_buffers_mb}MB",
+        f"max_connections = {size.max_connections}",
+        f"work_mem = {size.work_mem_mb}MB",
+        f"maintenance_work_mem = {size.maintenance_work_mem_mb}MB",
+        f"effective_cache_size = {size.effective_cache_size_mb}MB",
+        f"max_wal_size = {size.max_wal_size_mb}MB",
+        f"max_worker_processes = {size.max_worker_processes}",
+        f"autovacuum_max_workers = {size.autovacuum_max_workers}",
+        "password_encryption = 'scram-sha-256'",
+        # Branches must never write into their parent's WAL archive.
+        "archive_mode = off",
+        # Durability stays at Postgres' defaults, whatever a template carried.
+        "fsync = on",
+        "full_page_writes = on",
+        "synchronous_commit = on",
+        # The postmaster's stderr is the log file; no collector process per cluster.
+        "log_destination = 'stderr'",
+        "logging_collector = off",
+        "log_line_prefix = '%m [%p] %q%u@%d '",
+    ]
+    if not settings.logical_workers_enabled:
+        lines.append("max_logical_replication_workers = 0")
+    return "\n".join(lines) + "\n"
+
+
+def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
+    """Atomically writes PGDATA/cygnet.conf and makes sure postgresql.conf includes it.
+
+    Also creates the branch's socket dir (postgres, 0700) if it is missing.
+    """
+    text = render_settings(settings)
+    _fs.ensure_postgres_dir(settings.socket_dir)
+    _fs.atomic_write(pgdata / SETTINGS_FILE, text)
+    ensure_include(pgdata)
+
+
+def ensure_include(pgdata: Path) -> None:
+    """Appends the include of cygnet.conf to postgresql.conf unless it is already there."""
+    conf = pgdata / "postgresql.conf"
+    text = conf.read_text(encoding="utf-8")
+    if INCLUDE_LINE in text.splitlines():
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += f"\n# Cygnet's settings win: keep this line last.\n{INCLUDE_LINE}\n"
+    _fs.atomic_write(conf, text)
+
+
+def socket_dir_of(pgdata: Path) -> Path | None:
+    """The unix_socket_directories value of PGDATA/cygnet.conf, or None if absent."""
+    try:
+        text = (pgdata / SETTINGS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    match = re.search(r"^unix_socket_directories = '([^']*)'$", text, re.MULTILINE)
+    return Path(match.group(1)) if match else None
+
+
+def render_hba() -> str:
+    """pg_hba.conf: peer over the socket (mapped), scram over TCP, never trust."""
+    return (
+        "# Written by cygnetd; edits are overwritten.\n"
+        "# TYPE  DATABASE     USER  ADDRESS    METHOD\n"
+        f"local   all          all              peer map={IDENT_MAP}\n"
+        f"local   replication  all              peer map={IDENT_MAP}\n"
+        "host    all          all   0.0.0.0/0  scram-sha-256\n"
+        "host    all          all   ::/0       scram-sha-256\n"
+    )
+
+
+def render_ident() -> str:
+    """pg_ident.conf: OS users root (the daemon) and postgres may log in as role postgres."""
+    return (
+        "# Written by cygnetd; edits are overwritten.\n"
+        "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n"
+        f"{IDENT_MAP}   root             {SUPERUSER_ROLE}\n"
+        f"{IDENT_MAP}   {POSTGRES_OS_USER:<16} {SUPERUSER_ROLE}\n"
+    )
+
+
+def write_access_rules(pgdata: Path) -> None:
+    """Atomically writes pg_hba.conf and pg_ident.conf (read at start or reload)."""
+    _fs.atomic_write(pgdata / "pg_ident.conf", render_ident())
+    _fs.atomic_write(pgdata / "pg_hba.conf", render_hba())

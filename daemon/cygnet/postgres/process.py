@@ -1,0 +1,180 @@
+"""Postmaster lifecycle: start detached, wait for readiness, stop by signal, adopt.
+
+The postmaster is never the daemon's child: a tiny launcher forks, the child
+calls setsid(), drops to the postgres user and execs postgres, and the
+launcher exits at once. So killing cygnetd (even with SIGKILL) leaves every
+database running, and the reconciler adopts them with find_live_postmaster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cygnet.errors import FailedPrecondition, InternalError, InvalidArgument, Unavailable
+from cygnet.postgres import _fs
+from cygnet.postgres._cmd import postgres_env
+from cygnet.postgres.config import socket_dir_of
+from cygnet.postgres.layout import postgres_user
+from cygnet.postgres.pidfile import PIDFILE, PidFile, read_pidfile
+from cygnet.postgres.procfs import Postmaster, find_live_postmaster, read_stat
+
+__all__ = [
+    "STOP_SIGNALS",
+    "PidFile",
+    "Postmaster",
+    "find_live_postmaster",
+    "read_pidfile",
+    "start",
+    "stop",
+    "wait_ready",
+]
+
+log = logging.getLogger(__name__)
+
+# Patroni's table: smart waits for clients, fast aborts them, immediate skips the checkpoint.
+STOP_SIGNALS: dict[str, signal.Signals] = {
+    "smart": signal.SIGTERM,
+    "fast": signal.SIGINT,
+    "immediate": signal.SIGQUIT,
+}
+POLL_INTERVAL = 0.003
+# How long an immediate shutdown may take after the requested mode timed out.
+IMMEDIATE_GRACE = 15.0
+
+# Runs as root with no site imports: fork, print the child's pid, exit. The child
+# gets its own session, drops to postgres and execs the postmaster, whose
+# stdout/stderr are the log file (fd 2) so it keeps nothing of ours open.
+_LAUNCHER = """
+import os, sys
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+pid = os.fork()
+if pid:
+    os.write(1, b"%d\\n" % pid)
+    os._exit(0)
+try:
+    os.setsid()
+    os.dup2(2, 1)
+    os.setgroups([]); os.setgid(gid); os.setuid(uid)
+    os.chdir("/")
+    os.umask(0o077)
+    os.execv(argv[0], argv)
+except BaseException as exc:
+    os.write(2, b"cygnet launcher: %r\\n" % exc)
+    os._exit(127)
+"""
+
+
+async def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
+    """Starts the detached postmaster; returns its pid (the launcher's child)."""
+    user = postgres_user()
+    argv = [str(bindir / "postgres"), "-D", str(pgdata)]
+    with log_path.open("ab") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", "-c", _LAUNCHER, str(user.uid), str(user.gid), *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            cwd="/",
+            env=postgres_env(),
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 10.0)
+    if proc.returncode != 0 or not out.strip().isdigit():
+        raise InternalError(f"postmaster launcher failed (rc={proc.returncode})")
+    return int(out)
+
+
+def _log_tail(log_path: Path) -> str:
+    tail = _fs.tail_lines(log_path, 20)
+    return f"; last log lines:\n{tail}" if tail else ""
+
+
+async def wait_ready(postmaster: Postmaster, log_path: Path, timeout: float = 60.0) -> None:
+    """Polls postmaster.pid every few ms until the postmaster reports "ready".
+
+    Raises Unavailable if it exits (with the log tail) or is not ready within
+    `timeout` (it is then left running: crash recovery may just be slow).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pidfile = read_pidfile(postmaster.pgdata)
+        if pidfile and pidfile.pid == postmaster.pid and pidfile.status == "ready":
+            return
+        if not postmaster.is_alive():
+            raise Unavailable(f"postmaster exited during startup{_log_tail(log_path)}")
+        if time.monotonic() >= deadline:
+            raise Unavailable(
+                f"postmaster {postmaster.pid} not ready after {timeout:.0f}s{_log_tail(log_path)}"
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.0) -> Postmaster:
+    """Starts a detached postmaster on `pgdata` and returns once it accepts connections.
+
+    Refuses with FailedPrecondition if a live postmaster already runs on
+    `pgdata` (use find_live_postmaster to adopt it). A stale postmaster.pid is
+    removed first, since Postgres refuses to start if its pid was reused.
+    Creates the socket dir named in cygnet.conf (lost on reboot with /run) and
+    the log file. Output goes to `log_path`; errors carry its last lines.
+    """
+    running = find_live_postmaster(pgdata)
+    if running is not None:
+        raise FailedPrecondition(f"a postmaster (pid {running.pid}) already runs on {pgdata}")
+    if _fs.remove_if_exists(pgdata / PIDFILE):
+        log.info("removed stale %s in %s", PIDFILE, pgdata)
+    socket_dir = socket_dir_of(pgdata)
+    if socket_dir is not None:
+        _fs.ensure_postgres_dir(socket_dir)
+    _fs.ensure_postgres_file(log_path)
+    pid = await _launch(bindir, pgdata, log_path)
+    stat = read_stat(pid)
+    if stat is None:
+        raise Unavailable(f"postmaster exited at once{_log_tail(log_path)}")
+    postmaster = Postmaster(pid=pid, start_ticks=stat.start_ticks, pgdata=pgdata)
+    await wait_ready(postmaster, log_path, timeout)
+    return postmaster
+
+
+async def _wait_exit(postmaster: Postmaster, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while postmaster.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_INTERVAL)
+    return True
+
+
+def _signal(postmaster: Postmaster, sig: signal.Signals) -> None:
+    # Re-check identity right before signalling: never signal a reused pid.
+    if postmaster.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster.pid, sig)
+
+
+async def stop(pgdata: Path, mode: str = "fast", timeout: float = 60.0) -> None:
+    """Stops the postmaster on `pgdata` with `mode` (smart, fast or immediate).
+
+    A no-op if none runs. Waits for the process to exit by polling /proc;
+    after `timeout` escalates to immediate; raises Unavailable if even that
+    does not end it within IMMEDIATE_GRACE seconds.
+    """
+    if mode not in STOP_SIGNALS:
+        raise InvalidArgument("mode", f"must be one of {', '.join(STOP_SIGNALS)}")
+    postmaster = find_live_postmaster(pgdata)
+    if postmaster is None:
+        return
+    _signal(postmaster, STOP_SIGNALS[mode])
+    if await _wait_exit(postmaster, timeout):
+        return
+    log.warning("postmaster %d not stopped (%s) in %.0fs", postmaster.pid, mode, timeout)
+    _signal(postmaster, signal.SIGQUIT)
+    if not await _wait_exit(postmaster, IMMEDIATE_GRACE):
+        raise Unavailable(f"postmaster {postmaster.pid} did not exit after SIGQUIT")
+

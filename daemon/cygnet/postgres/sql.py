@@ -1,0 +1,102 @@
+"""The few SQL statements cygnetd runs, as role postgres over the unix socket (peer auth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.abc import Params, QueryNoTemplate
+
+from cygnet.errors import Unavailable
+from cygnet.postgres.layout import SUPERUSER_ROLE
+
+CONNECT_TIMEOUT = 10
+
+
+async def connect(
+    socket_dir: Path, port: int, dbname: str = "postgres"
+) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection as the superuser; Unavailable if the server does not answer."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            host=str(socket_dir),
+            port=port,
+            user=SUPERUSER_ROLE,
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="cygnetd",
+        )
+    except psycopg.OperationalError as exc:
+        raise Unavailable(f"cannot connect to postgres on port {port}: {exc}") from exc
+
+
+async def query_one(
+    socket_dir: Path,
+    port: int,
+    query: QueryNoTemplate,
+    params: Params | None = None,
+    dbname: str = "postgres",
+) -> tuple[Any, ...] | None:
+    """Runs `query` on a fresh connection; returns its first row (None if no rows)."""
+    async with await connect(socket_dir, port, dbname) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchone() if cur.description else None
+
+
+async def query_all(
+    socket_dir: Path,
+    port: int,
+    query: QueryNoTemplate,
+    params: Params | None = None,
+    dbname: str = "postgres",
+) -> list[tuple[Any, ...]]:
+    """Runs `query` on a fresh connection; returns all rows."""
+    async with await connect(socket_dir, port, dbname) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def checkpoint(socket_dir: Path, port: int) -> None:
+    """CHECKPOINT, so that a snapshot taken next needs only a short crash recovery."""
+    await query_one(socket_dir, port, "CHECKPOINT")
+
+
+async def set_password(socket_dir: Path, port: int, role: str, password: str) -> None:
+    """Sets `role`'s password; creates the role (LOGIN) if it does not exist.
+
+    The password is SCRAM-hashed client side (libpq), so not even the server
+    log on a failing statement can show the cleartext; statement logging is
+    also switched off for this session.
+    """
+    async with await connect(socket_dir, port) as conn:
+        verifier = conn.pgconn.encrypt_password(
+            password.encode("utf-8"), role.encode("utf-8"), b"scram-sha-256"
+        ).decode("ascii")
+        await conn.execute("SET log_statement = 'none'")
+        await conn.execute("SET log_min_error_statement = 'panic'")
+        exists = await (
+            await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        ).fetchone()
+        if exists:
+            stmt = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}")
+        else:
+            stmt = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}")
+        await conn.execute(stmt.format(sql.Identifier(role), sql.Literal(verifier)))
+
+
+def connection_uri(host: str, port: int, user: str, password: str, dbname: str) -> str:
+    """postgresql://user:password@host:port/dbname, every part percent-encoded.
+
+    An IPv6 host is bracketed; a socket directory (absolute path) goes into
+    the ?host= parameter, as libpq expects.
+    """
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    path = quote(dbname, safe="")
+    if host.startswith("/"):
+        return f"postgresql://{userinfo}@:{port}/{path}?host={quote(host, safe='')}"
+    netloc_host = f"[{host}]" if ":" in host else quote(host, safe="")
+    return f"postgresql://{userinfo}@{netloc_host}:{port}/{path}"
