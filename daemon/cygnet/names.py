@@ -25,7 +25,9 @@ def validate_name(field: str, value: str | bytes) -> str:
     if not value:
         raise InvalidArgument(field, "must not be empty")
     if len(value) > MAX_NAME_LENGTH:
-        raise InvalidArgument(field, f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+        raise InvalidArgument(
+            field, f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}"
+        )
     if value != value.strip():
         raise InvalidArgument(field, "must not start or end with whitespace")
     for ch in value:
@@ -34,7 +36,9 @@ def validate_name(field: str, value: str | bytes) -> str:
         category = unicodedata.category(ch)
         if category.startswith("C"):
             # Cc control, Cf format, Cs surrogates, Co private use, Cn unassigned
-            raise InvalidArgument(field, f"must not contain control or unassigned character U+{ord(ch):04X}")
+            raise InvalidArgument(
+                field, f"must not contain control or unassigned character U+{ord(ch):04X}"
+            )
     if ".." in value:
         raise InvalidArgument(field, "must not contain '..'")
     if value in {".", "-"} or value.startswith("-"):

@@ -1,0 +1,1 @@
+"""cygnetd: the per-host daemon. Branch lifecycle, reconciler, supervisor and gRPC API."""

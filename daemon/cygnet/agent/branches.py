@@ -1,0 +1,158 @@
+"""Branch lifecycle: create (checkpoint, snapshot, clone, fix up, start), start, stop, destroy."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from cygnet.agent import layout as L
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.errors import AlreadyExists, FailedPrecondition, NotFound
+from cygnet.names import validate_name
+from cygnet.zfs import DatasetNotFound
+
+log = logging.getLogger("cygnet.agent")
+
+
+def find_snapshot(branch: BranchRecord, ref: str) -> SnapshotRecord:
+    for snap in branch.snapshots:
+        if ref in (snap.id, snap.name) and snap.kind == "user":
+            return snap
+    raise NotFound(f"snapshot {ref!r} not found on branch {branch.name!r}")
+
+
+def find_branch_by_request(inv: Inventory, request_id: str) -> BranchRecord | None:
+    if not request_id:
+        return None
+    return next((b for b in inv.branches() if b.request_id == request_id), None)
+
+
+async def branch_point(host: Host, parent: BranchRecord, label: str) -> tuple[str, int]:
+    """A fresh snapshot of `parent`'s current state, and its subscription count.
+
+    A running parent gets a CHECKPOINT first so the clone's crash recovery has
+    almost nothing to replay; the snapshot itself is atomic and includes pg_wal.
+    """
+    return await take_snapshot(host, parent, L.new_id("sn"), label, "branch-point", "")
+
+
+async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: str, kind: str,
+                        request_id: str) -> tuple[str, int]:
+    """CHECKPOINT if running, then `zfs snapshot` with its properties set atomically.
+
+    Returns the snapshot and the subscription count (1 when the branch is
+    stopped and the count unknown: callers then take the safe path).
+    """
+    subscriptions = -1
+    if host.clusters.live(branch) is not None:
+        subscriptions = await host.clusters.checkpoint(branch)
+    snapshot = f"{branch.dataset}@{snap_id}"
+    props = {L.P_ID: snap_id, L.P_NAME: name, L.P_SNAP_KIND: kind,
+             L.P_CREATED: f"{time.time():.3f}", L.P_REQUEST: request_id}
+    if subscriptions >= 0:
+        props[L.P_SUBS] = str(subscriptions)
+    await host.zfs.snapshot(snapshot, props)
+    return snapshot, abs(subscriptions)
+
+
+async def create_branch(host: Host, db: DatabaseRecord, name: str, parent_ref: str,
+                        snapshot_ref: str, request_id: str) -> BranchRecord:
+    """Must run under the database's lock, with `db` freshly loaded."""
+    from cygnet.agent.databases import branch_props
+
+    name = validate_name("name", name)
+    if any(b.name == name for b in db.branches.values()):
+        raise AlreadyExists(f"branch {name!r} already exists in database {db.name!r}")
+    parent = db.branch(parent_ref)
+    if parent.phase != L.PHASE_READY:
+        raise FailedPrecondition(f"parent branch {parent.name!r} is {parent.phase}")
+    inv = await host.inventory()
+    async with host.catalog_lock:
+        port = host.ports.reserve(inv.used_ports())
+    branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
+                          L.PHASE_CREATING, time.time(), request_id, 0, 0)
+    branch.dataset = L.branch(db.pool, db.id, branch.id)
+    own_snapshot = not snapshot_ref
+    try:
+        if snapshot_ref:
+            snap = find_snapshot(parent, snapshot_ref)
+            # Unknown counts take the safe path: start with workers off first.
+            origin, subscriptions = snap.dataset, abs(snap.subscriptions)
+        else:
+            origin, subscriptions = await branch_point(host, parent, f"branch {name}")
+        branch.origin = origin
+        try:
+            await host.zfs.clone(origin, branch.dataset, branch_props(branch))
+            await host.clusters.start_clone(branch, db, subscriptions)
+            await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+        except BaseException:
+            log.exception("create branch %s failed; removing what was made", branch.id)
+            await destroy_branch(host, branch, drop_origin=own_snapshot)
+            raise
+    finally:
+        host.ports.release(port)
+    branch.phase = L.PHASE_READY
+    return branch
+
+
+async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool = True) -> None:
+    """Stops the branch, destroys its dataset and snapshots, and its own branch point."""
+    if await host.zfs.exists(branch.dataset):
+        await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_DELETING})
+        if host.clusters.live(branch) is not None:
+            await host.clusters.stop(branch, "fast")
+        await host.zfs.destroy(branch.dataset, recursive=True)
+    if drop_origin and branch.origin:
+        await drop_branch_point(host, branch.origin)
+    shutil.rmtree(host.clusters.socket_dir(branch), ignore_errors=True)
+
+
+async def drop_branch_point(host: Host, snapshot: str) -> None:
+    """Destroys a snapshot Cygnet took to branch from, once no clone depends on it."""
+    try:
+        props = await host.zfs.get_props(snapshot, [L.P_SNAP_KIND])
+    except DatasetNotFound:
+        return
+    ds = props.get(snapshot)
+    if ds is not None and ds.user.get(L.P_SNAP_KIND) == "branch-point":
+        from cygnet.zfs import HasDependents
+
+        try:
+            await host.zfs.destroy(snapshot)
+        except (HasDependents, DatasetNotFound):
+            pass
+
+
+async def delete_branch(host: Host, db: DatabaseRecord, ref: str, cascade: bool) -> list[str]:
+    """Must run under the database's lock, with `db` freshly loaded."""
+    branch = db.branch(ref)
+    if branch.is_main:
+        raise FailedPrecondition("the main branch goes with its database: use DeleteDatabase")
+    descendants = db.descendants(branch.id)
+    if descendants and not cascade:
+        names = ", ".join(sorted(b.name for b in descendants))
+        raise FailedPrecondition(
+            f"branch {branch.name!r} has child branches ({names}); delete them first "
+            "or ask for cascade")
+    deleted = []
+    for victim in [*descendants, branch]:
+        await destroy_branch(host, victim)
+        deleted.append(victim.id)
+    return deleted
+
+
+async def set_running(host: Host, db: DatabaseRecord, branch: BranchRecord, running: bool
+                      ) -> None:
+    """StartBranch / StopBranch: records the desired state first, so it survives a crash."""
+    if branch.phase != L.PHASE_READY:
+        raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
+    desired = "running" if running else "stopped"
+    if branch.desired != desired:
+        await host.zfs.set_props(branch.dataset, {L.P_DESIRED: desired})
+        branch.desired = desired
+    if running:
+        await host.clusters.start(branch, db)
+    else:
+        await host.clusters.stop(branch, "fast")

@@ -1,0 +1,126 @@
+"""The bridge from branches to the Postgres layer: paths, settings, start, stop, adopt."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cygnet.agent import layout as L
+from cygnet.agent.config import AgentConfig
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.postgres import fixup, process, sql
+from cygnet.postgres.config import ClusterSettings, write_settings
+from cygnet.postgres.sizes import size_class
+from cygnet.postgres.versions import resolve_version
+
+log = logging.getLogger("cygnet.agent")
+
+ADMIN_ROLE = "postgres"
+DEFAULT_DBNAME = "postgres"
+
+
+@dataclass(frozen=True)
+class Connection:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    socket_dir: Path
+
+    @property
+    def uri(self) -> str:
+        return sql.connection_uri(self.host, self.port, self.user, self.password, self.dbname)
+
+
+class Clusters:
+    """Runs the Postgres cluster of each branch. Postmasters outlive the daemon."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def mount(self, branch: BranchRecord | str) -> Path:
+        dataset = branch if isinstance(branch, str) else branch.dataset
+        return L.mountpoint(self.config.mount_root, dataset)
+
+    def pgdata(self, branch: BranchRecord) -> Path:
+        return L.pgdata(self.mount(branch))
+
+    def socket_dir(self, branch: BranchRecord) -> Path:
+        return L.socket_dir(self.config.run_dir, branch.id)
+
+    def settings(self, branch: BranchRecord, db: DatabaseRecord, *, workers: bool = True
+                 ) -> ClusterSettings:
+        return ClusterSettings(
+            port=branch.port, listen_addresses=self.config.postgres_listen,
+            socket_dir=self.socket_dir(branch), size=size_class(db.size_class),
+            logical_workers_enabled=workers,
+        )
+
+    def bindir(self, db: DatabaseRecord) -> Path:
+        return resolve_version(db.version, self.config.postgres_root)[1]
+
+    def live(self, branch: BranchRecord) -> process.Postmaster | None:
+        return process.find_live_postmaster(self.pgdata(branch))
+
+    async def start(self, branch: BranchRecord, db: DatabaseRecord) -> None:
+        """Starts the branch's postmaster unless one already runs; returns when ready."""
+        if self.live(branch) is not None:
+            return
+        pgdata = self.pgdata(branch)
+        self._prepare_start(pgdata, self.settings(branch, db))
+        await process.start(self.bindir(db), pgdata, L.server_log(self.mount(branch)))
+
+    async def start_clone(self, branch: BranchRecord, db: DatabaseRecord,
+                          subscriptions: int) -> None:
+        """First start of a fresh clone: fix it up, and disarm inherited subscriptions."""
+        pgdata = self.pgdata(branch)
+        logfile = L.server_log(self.mount(branch))
+        fixup.prepare_clone(pgdata, self.settings(branch, db, workers=subscriptions == 0))
+        await process.start(self.bindir(db), pgdata, logfile)
+        if subscriptions:
+            # Workers were off, so no subscription reached its publisher. Disable
+            # them, then restart with workers on.
+            await fixup.disable_subscriptions(self.socket_dir(branch), branch.port)
+            await process.stop(pgdata, "fast")
+            self._prepare_start(pgdata, self.settings(branch, db))
+            await process.start(self.bindir(db), pgdata, logfile)
+
+    @staticmethod
+    def _prepare_start(pgdata: Path, settings: ClusterSettings) -> None:
+        # Nobody runs on this data dir (checked by the caller), so a pid file is
+        # stale: e.g. a rollback to a snapshot taken while the cluster ran.
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+        write_settings(pgdata, settings)
+
+    async def stop(self, branch: BranchRecord, mode: str = "fast") -> None:
+        await process.stop(self.pgdata(branch), mode)
+
+    async def checkpoint(self, branch: BranchRecord) -> int:
+        """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""
+        await sql.checkpoint(self.socket_dir(branch), branch.port)
+        return await fixup.subscription_count(self.socket_dir(branch), branch.port)
+
+    def write_secret(self, branch: BranchRecord) -> str:
+        password = secrets.token_urlsafe(24)
+        path = L.secret_file(self.mount(branch))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
+        return password
+
+    def read_secret(self, branch: BranchRecord) -> str:
+        try:
+            return L.secret_file(self.mount(branch)).read_text().strip()
+        except OSError:
+            return ""
+
+    async def set_password(self, branch: BranchRecord, password: str) -> None:
+        await sql.set_password(self.socket_dir(branch), branch.port, ADMIN_ROLE, password)
+
+    def connection(self, branch: BranchRecord) -> Connection:
+        return Connection(self.config.advertise_host, branch.port, ADMIN_ROLE,
+                          self.read_secret(branch), DEFAULT_DBNAME, self.socket_dir(branch))

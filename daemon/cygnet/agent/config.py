@@ -1,0 +1,74 @@
+"""cygnetd settings: defaults, an optional TOML file, then command-line overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from cygnet.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    # ZFS pools this host's databases may live on.
+    pools: tuple[str, ...] = ()
+    # Postgres data is mounted below here, one directory per pool.
+    mount_root: Path = Path("/var/lib/cygnet/mnt")
+    # Certificates and other daemon state.
+    state_dir: Path = Path("/var/lib/cygnet")
+    # Unix sockets: the daemon's own and one directory per branch.
+    run_dir: Path = Path("/run/cygnet")
+    # Local admin API (root only). Empty disables it.
+    socket_path: Path | None = None
+    # Remote API with TLS, host:port. Empty disables it.
+    listen: str = "0.0.0.0:7433"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Ports given to Postgres clusters, inclusive.
+    port_min: int = 54000
+    port_max: int = 54999
+    # Where Postgres listens, and the host name put in connection strings.
+    postgres_listen: str = "*"
+    advertise_host: str = "127.0.0.1"
+    postgres_root: Path = Path("/usr/lib/postgresql")
+    host_id: str = ""
+    # How often the supervisor checks that postmasters are alive.
+    supervise_interval: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.socket_path or self.run_dir / "cygnetd.sock"
+
+    def validate(self) -> AgentConfig:
+        if not self.pools:
+            raise InvalidArgument("pools", "at least one ZFS pool must be configured")
+        if not 1024 <= self.port_min <= self.port_max <= 65535:
+            raise InvalidArgument("port_range", f"{self.port_min}-{self.port_max} is not a valid range")
+        return self
+
+
+_PATH_FIELDS = {"mount_root", "state_dir", "run_dir", "socket_path", "tls_cert", "tls_key",
+                "postgres_root"}
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    """Defaults <- TOML file <- overrides (None values in overrides are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgument("config", f"{path}: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(AgentConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidArgument("config", f"unknown settings: {', '.join(unknown)}")
+    for key in _PATH_FIELDS & values.keys():
+        values[key] = Path(values[key]) if values[key] else None
+    if "pools" in values:
+        values["pools"] = tuple(values["pools"])
+    return replace(AgentConfig(), **values).validate()

@@ -1,0 +1,134 @@
+"""Create and delete databases: a template clone, its `main` branch, its credentials."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from cygnet.agent import layout as L
+from cygnet.agent.branches import destroy_branch
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.templates import ensure_template
+from cygnet.errors import AlreadyExists, InvalidArgument, NotFound
+from cygnet.names import validate_name
+from cygnet.postgres.sizes import size_class
+from cygnet.postgres.versions import resolve_version
+from cygnet.zfs.pools import pool_status
+
+log = logging.getLogger("cygnet.agent")
+
+
+async def _choose_pool(host: Host, requested: str) -> str:
+    if requested:
+        if requested not in host.config.pools:
+            raise InvalidArgument("pool", f"{requested!r} is not one of this host's pools: "
+                                  f"{', '.join(host.config.pools)}")
+        return requested
+    free = {p: (await pool_status(host.zfs.runner, p)).free_bytes for p in host.config.pools}
+    return max(free, key=lambda p: free[p])
+
+
+def _check_name_free(inv: Inventory, name: str) -> None:
+    for db in inv.databases.values():
+        if db.name == name and db.phase != L.PHASE_DELETING:
+            raise AlreadyExists(f"database {name!r} already exists (id {db.id})")
+
+
+def find_by_request(inv: Inventory, request_id: str) -> DatabaseRecord | None:
+    if not request_id:
+        return None
+    return next((d for d in inv.databases.values() if d.request_id == request_id), None)
+
+
+async def create_database(host: Host, name: str, version: str, size: str, pool: str,
+                          request_id: str) -> tuple[DatabaseRecord, BranchRecord]:
+    name = validate_name("name", name)
+    version = resolve_version(version, host.config.postgres_root)[0]
+    size = size_class(size).name
+    pool = await _choose_pool(host, pool)
+    golden = await ensure_template(host, pool, version)
+    async with host.catalog_lock:
+        inv = await host.inventory()
+        _check_name_free(inv, name)
+        db = DatabaseRecord(L.new_id("db"), name, "", pool, version, size, L.PHASE_CREATING,
+                            time.time(), request_id)
+        db.dataset = L.database(pool, db.id)
+        port = host.ports.reserve(inv.used_ports())
+        try:
+            await host.zfs.create(db.dataset, {
+                "canmount": "off", L.P_KIND: "database", L.P_ID: db.id, L.P_NAME: name,
+                L.P_VERSION: version, L.P_SIZE: size, L.P_PHASE: L.PHASE_CREATING,
+                L.P_CREATED: f"{db.created:.3f}", L.P_REQUEST: request_id})
+        except BaseException:
+            host.ports.release(port)
+            raise
+    async with host.db_locks[db.id]:
+        try:
+            main = await _create_main(host, db, golden, port)
+            await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_READY})
+        except BaseException:
+            log.exception("create database %s failed; removing what was made", db.id)
+            await _remove_database(host, db.dataset)
+            raise
+        finally:
+            host.ports.release(port)
+    db.phase = L.PHASE_READY
+    db.branches[main.id] = main
+    return db, main
+
+
+async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int) -> BranchRecord:
+    main = BranchRecord(L.new_id("br"), "main", db.id, "", "", golden, port, "running",
+                        L.PHASE_CREATING, time.time(), "", 0, 0)
+    main.dataset = L.branch(db.pool, db.id, main.id)
+    await host.zfs.clone(golden, main.dataset, branch_props(main))
+    password = host.clusters.write_secret(main)
+    await host.clusters.start_clone(main, db, subscriptions=0)
+    await host.clusters.set_password(main, password)
+    await host.zfs.set_props(main.dataset, {L.P_PHASE: L.PHASE_READY})
+    main.phase = L.PHASE_READY
+    return main
+
+
+def branch_props(b: BranchRecord) -> dict[str, str]:
+    return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
+            L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
+            L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id}
+
+
+async def delete_database(host: Host, ref: str) -> tuple[DatabaseRecord, list[str]]:
+    inv = await host.inventory()
+    db = inv.database(ref)
+    async with host.db_locks[db.id]:
+        inv = await host.inventory()
+        if db.id not in inv.databases:
+            raise NotFound(f"database {ref!r} not found")
+        db = inv.databases[db.id]
+        await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_DELETING})
+        deleted = await finish_delete(host, db)
+    return db, deleted
+
+
+async def finish_delete(host: Host, db: DatabaseRecord) -> list[str]:
+    """Stops and destroys every branch, leaves first, then the database dataset."""
+    deleted: list[str] = []
+    main = db.main
+    order = [*db.descendants(main.id), main] if main else []
+    order += [b for b in db.branches.values() if b not in order]  # orphans, if any
+    for branch in order:
+        await destroy_branch(host, branch)
+        deleted.append(branch.id)
+    await _remove_database(host, db.dataset)
+    return deleted
+
+
+async def _remove_database(host: Host, dataset: str) -> None:
+    """Destroys a database dataset with whatever branches a failed create left in it."""
+    inv = await host.inventory()
+    db = next((d for d in inv.databases.values() if d.dataset == dataset), None)
+    if db is not None:
+        for branch in sorted(db.branches.values(), key=lambda b: -b.created):
+            await destroy_branch(host, branch)
+    if await host.zfs.exists(dataset):
+        await host.zfs.destroy(dataset, recursive=True)

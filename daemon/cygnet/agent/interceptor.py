@@ -1,0 +1,81 @@
+"""The one place where domain errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from cygnet import errors
+from cygnet.zfs import errors as zfs_errors
+
+log = logging.getLogger("cygnet.api")
+
+# Ordered: subclasses before their bases.
+STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (zfs_errors.DatasetNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (zfs_errors.DatasetExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (zfs_errors.HasDependents, grpc.StatusCode.FAILED_PRECONDITION),
+    (zfs_errors.DatasetBusy, grpc.StatusCode.UNAVAILABLE),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (zfs_errors.OutOfSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (zfs_errors.ZfsTimeout, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    for cls, code in STATUS:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _message(exc: BaseException, code: grpc.StatusCode) -> str:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and isinstance(exc, zfs_errors.OutOfSpace):
+        return f"the pool is full: {exc}"
+    if code == grpc.StatusCode.INTERNAL:
+        return f"internal error ({type(exc).__name__}: {exc}); the daemon log has details"
+    return str(exc)
+
+
+class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps unary handlers: CygnetError -> status with a clear message, never a traceback.
+
+    INVALID_ARGUMENT also carries the field in trailing metadata `cygnet-field`.
+    """
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method
+
+        async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                code = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method)
+                else:
+                    log.info("%s: %s: %s", method, code.name, exc)
+                if isinstance(exc, errors.InvalidArgument):
+                    context.set_trailing_metadata((("cygnet-field", exc.field),))
+                await context.abort(code, _message(exc, code))
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)

@@ -1,0 +1,210 @@
+"""What exists on this host, read from ZFS user properties in one `zfs get`.
+
+The inventory is derived state: it is rebuilt from ZFS whenever it is needed,
+so a daemon that loses its memory loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cygnet.agent import layout as L
+from cygnet.errors import NotFound
+from cygnet.zfs import Dataset, Zfs
+
+
+@dataclass
+class SnapshotRecord:
+    id: str
+    name: str
+    dataset: str  # full snapshot name, DATASET@ID
+    branch_id: str
+    kind: str  # user | branch-point
+    created: float
+    used_bytes: int
+    subscriptions: int  # -1 when unknown
+    clones: list[str] = field(default_factory=list)  # datasets cloned from it
+
+
+@dataclass
+class BranchRecord:
+    id: str
+    name: str
+    database_id: str
+    parent_id: str
+    dataset: str
+    origin: str | None  # ZFS origin snapshot
+    port: int
+    desired: str
+    phase: str
+    created: float
+    request_id: str
+    used_bytes: int
+    logical_bytes: int
+    snapshots: list[SnapshotRecord] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        return not self.parent_id
+
+
+@dataclass
+class DatabaseRecord:
+    id: str
+    name: str
+    dataset: str
+    pool: str
+    version: str
+    size_class: str
+    phase: str
+    created: float
+    request_id: str
+    branches: dict[str, BranchRecord] = field(default_factory=dict)
+
+    @property
+    def main(self) -> BranchRecord | None:
+        return next((b for b in self.branches.values() if b.is_main), None)
+
+    def branch(self, ref: str) -> BranchRecord:
+        """A branch by id or name; an empty ref means `main`."""
+        if not ref:
+            main = self.main
+            if main is None:
+                raise NotFound(f"database {self.name!r} has no main branch")
+            return main
+        if ref in self.branches:
+            return self.branches[ref]
+        for b in self.branches.values():
+            if b.name == ref:
+                return b
+        raise NotFound(f"branch {ref!r} not found in database {self.name!r}")
+
+    def children(self, branch_id: str) -> list[BranchRecord]:
+        return [b for b in self.branches.values() if b.parent_id == branch_id]
+
+    def descendants(self, branch_id: str) -> list[BranchRecord]:
+        """All descendants, deepest first: the order they can be destroyed in."""
+        out: list[BranchRecord] = []
+        for child in self.children(branch_id):
+            out.extend(self.descendants(child.id))
+            out.append(child)
+        return out
+
+
+@dataclass
+class Inventory:
+    databases: dict[str, DatabaseRecord]
+    templates: dict[str, Dataset]  # template dataset name -> dataset
+    datasets: dict[str, Dataset]  # every dataset and snapshot seen, by name
+    # Clones made by a reset that a crash cut short, by the branch dataset they replace.
+    replacements: dict[str, Dataset] = field(default_factory=dict)
+
+    def database(self, ref: str) -> DatabaseRecord:
+        if not ref:
+            raise NotFound("no database named")
+        if ref in self.databases:
+            return self.databases[ref]
+        for db in self.databases.values():
+            if db.name == ref and db.phase != L.PHASE_DELETING:
+                return db
+        raise NotFound(f"database {ref!r} not found")
+
+    def branch_by_id(self, branch_id: str) -> tuple[DatabaseRecord, BranchRecord]:
+        for db in self.databases.values():
+            if branch_id in db.branches:
+                return db, db.branches[branch_id]
+        raise NotFound(f"branch {branch_id!r} not found")
+
+    def branches(self) -> list[BranchRecord]:
+        return [b for db in self.databases.values() for b in db.branches.values()]
+
+    def used_ports(self) -> set[int]:
+        return {b.port for b in self.branches() if b.port}
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0
+
+
+def _database(ds: Dataset) -> DatabaseRecord:
+    u = ds.user
+    return DatabaseRecord(
+        id=u.get(L.P_ID, ""), name=u.get(L.P_NAME, ""), dataset=ds.name,
+        pool=L.pool_of(ds.name), version=u.get(L.P_VERSION, ""), size_class=u.get(L.P_SIZE, ""),
+        phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
+        request_id=u.get(L.P_REQUEST, ""),
+    )
+
+
+def _branch(ds: Dataset) -> BranchRecord:
+    u = ds.user
+    port = u.get(L.P_PORT, "0")
+    return BranchRecord(
+        id=u.get(L.P_ID, ""), name=u.get(L.P_NAME, ""), database_id=u.get(L.P_DATABASE, ""),
+        parent_id=u.get(L.P_PARENT, ""), dataset=ds.name, origin=ds.origin,
+        port=int(port) if port.isdigit() else 0, desired=u.get(L.P_DESIRED, "running"),
+        phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
+        request_id=u.get(L.P_REQUEST, ""), used_bytes=ds.number("used"),
+        logical_bytes=ds.number("referenced"),
+    )
+
+
+def snapshot_record(ds: Dataset, branch_id: str) -> SnapshotRecord:
+    u = ds.user
+    snap_id = ds.name.split("@", 1)[1]
+    return SnapshotRecord(
+        id=u.get(L.P_ID, snap_id), name=u.get(L.P_NAME, snap_id), dataset=ds.name,
+        branch_id=branch_id, kind=u.get(L.P_SNAP_KIND, "user"),
+        created=_float(u.get(L.P_CREATED)) or _float(ds.native.get("creation")),
+        used_bytes=ds.number("used"),
+        subscriptions=int(u[L.P_SUBS]) if u.get(L.P_SUBS, "").isdigit() else -1,
+    )
+
+
+def build(datasets: dict[str, Dataset]) -> Inventory:
+    """Turns a recursive property listing into databases, branches and snapshots."""
+    databases: dict[str, DatabaseRecord] = {}
+    templates: dict[str, Dataset] = {}
+    branches_by_dataset: dict[str, BranchRecord] = {}
+    for ds in datasets.values():
+        kind = ds.user.get(L.P_KIND)
+        if kind == "database":
+            db = _database(ds)
+            databases[db.id] = db
+        elif kind == "template":
+            templates[ds.name] = ds
+    replacements: dict[str, Dataset] = {}
+    for ds in datasets.values():
+        if ds.user.get(L.P_KIND) == "branch" and not ds.is_snapshot:
+            if ds.name.endswith(L.NEXT_SUFFIX):
+                replacements[ds.name.removesuffix(L.NEXT_SUFFIX)] = ds
+                continue
+            b = _branch(ds)
+            branches_by_dataset[ds.name] = b
+            if b.database_id in databases:
+                databases[b.database_id].branches[b.id] = b
+    snapshots: dict[str, SnapshotRecord] = {}
+    for ds in datasets.values():
+        base = ds.name.split("@", 1)[0]
+        if ds.is_snapshot and base in branches_by_dataset:
+            owner = branches_by_dataset[base]
+            snap = snapshot_record(ds, owner.id)
+            owner.snapshots.append(snap)
+            snapshots[ds.name] = snap
+    for b in branches_by_dataset.values():
+        if b.origin in snapshots:
+            snapshots[b.origin].clones.append(b.dataset)
+    for b in branches_by_dataset.values():
+        b.snapshots.sort(key=lambda s: s.created)
+    return Inventory(databases, templates, datasets, replacements)
+
+
+async def load(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
+    """One `zfs get -r` per pool, below POOL/cygnet."""
+    datasets: dict[str, Dataset] = {}
+    for pool in pools:
+        datasets.update(await zfs.list(L.root(pool), L.USER_PROPS))
+    return build(datasets)

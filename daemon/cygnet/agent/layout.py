@@ -1,0 +1,106 @@
+"""Where things live: dataset names, property names, paths and generated ids.
+
+Dataset names are built from generated ids only; human names are stored in
+`cygnet:name` properties and never reach a dataset name, path or argv.
+
+    POOL/cygnet                         root, mountpoint MOUNT_ROOT/POOL
+    POOL/cygnet/templates/pgNN          golden template, snapshot @golden
+    POOL/cygnet/db/DBID                 one database (canmount=off), its props
+    POOL/cygnet/db/DBID/BRANCHID        one branch: PGDATA in pgdata/
+    POOL/cygnet/db/DBID/BRANCHID@SNAPID a snapshot (user, or a branch point)
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from pathlib import Path
+
+# User properties (the source of truth for what exists on the host).
+P_KIND = "cygnet:kind"  # database | branch | template | snapshot
+P_ID = "cygnet:id"
+P_NAME = "cygnet:name"
+P_DATABASE = "cygnet:database"  # on branches: the database id
+P_PARENT = "cygnet:parent"  # on branches: the parent branch id ("" for main)
+P_PORT = "cygnet:port"
+P_DESIRED = "cygnet:desired"  # running | stopped
+P_PHASE = "cygnet:phase"  # creating | ready | resetting | deleting
+P_CREATED = "cygnet:created"  # unix time, float
+P_REQUEST = "cygnet:request"  # request id of the call that created it
+P_VERSION = "cygnet:pg-version"
+P_SIZE = "cygnet:size-class"
+P_SNAP_KIND = "cygnet:snapshot-kind"  # user | branch-point
+# On snapshots: subscriptions the cluster had when it was taken (absent: unknown).
+P_SUBS = "cygnet:subscriptions"
+
+USER_PROPS = (P_KIND, P_ID, P_NAME, P_DATABASE, P_PARENT, P_PORT, P_DESIRED, P_PHASE,
+              P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS)
+
+PHASE_CREATING = "creating"
+PHASE_READY = "ready"
+PHASE_RESETTING = "resetting"
+PHASE_DELETING = "deleting"
+
+GOLDEN = "golden"
+NEXT_SUFFIX = "-next"  # a reset's replacement clone, before it takes the branch's name
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """A short random id, safe in dataset names: e.g. `br4k2m9x0q1z`."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def root(pool: str) -> str:
+    return f"{pool}/cygnet"
+
+
+def templates_root(pool: str) -> str:
+    return f"{root(pool)}/templates"
+
+
+def template(pool: str, version: str) -> str:
+    return f"{templates_root(pool)}/pg{version}"
+
+
+def databases_root(pool: str) -> str:
+    return f"{root(pool)}/db"
+
+
+def database(pool: str, database_id: str) -> str:
+    return f"{databases_root(pool)}/{database_id}"
+
+
+def branch(pool: str, database_id: str, branch_id: str) -> str:
+    return f"{database(pool, database_id)}/{branch_id}"
+
+
+def pool_of(dataset: str) -> str:
+    return dataset.split("/", 1)[0]
+
+
+def pool_mountpoint(mount_root: Path, pool: str) -> Path:
+    return mount_root / pool
+
+
+def mountpoint(mount_root: Path, dataset: str) -> Path:
+    """Datasets inherit their mountpoint from POOL/cygnet, so the path follows the name."""
+    pool, rest = dataset.split("/", 1)
+    return pool_mountpoint(mount_root, pool) / rest.removeprefix("cygnet/")
+
+
+def pgdata(mount: Path) -> Path:
+    return mount / "pgdata"
+
+
+def server_log(mount: Path) -> Path:
+    return mount / "log" / "postgres.log"
+
+
+def secret_file(mount: Path) -> Path:
+    return mount / "secret"
+
+
+def socket_dir(run_dir: Path, branch_id: str) -> Path:
+    return run_dir / "s" / branch_id

@@ -1,0 +1,111 @@
+"""`cygnetd`: the per-host daemon.
+
+Start-up order: probe ZFS, reconcile (adopt, finish, clean up), then serve, so
+a client never sees a half-reconciled host. SIGTERM stops serving but never
+stops a database: Postgres runs detached from the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from cygnet import __version__
+from cygnet.agent.config import AgentConfig, load_config
+from cygnet.agent.host import Host
+from cygnet.agent.reconciler import reconcile
+from cygnet.agent.server import build_server, set_serving
+from cygnet.agent.service import AgentService
+from cygnet.agent.servicer import AgentServicer
+from cygnet.agent.supervisor import Supervisor
+from cygnet.agent.templates import ensure_template
+from cygnet.errors import CygnetError
+from cygnet.postgres.versions import installed_versions
+
+log = logging.getLogger("cygnet.agent")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cygnetd", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"cygnetd {__version__}")
+    p.add_argument("--config", type=Path, help="TOML file with the settings below")
+    p.add_argument("--pool", action="append", dest="pools", help="ZFS pool to use (repeatable)")
+    p.add_argument("--socket", dest="socket_path", type=Path, help="admin unix socket path")
+    p.add_argument("--listen", help="TLS listener host:port ('' disables it)")
+    p.add_argument("--state-dir", type=Path)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--mount-root", type=Path)
+    p.add_argument("--port-range", help="Postgres ports, e.g. 54000-54999")
+    p.add_argument("--advertise-host", help="host name or address put in connection strings")
+    p.add_argument("--postgres-listen", help="listen_addresses for the clusters")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> AgentConfig:
+    overrides = {k: getattr(args, k) for k in (
+        "pools", "socket_path", "listen", "state_dir", "run_dir", "mount_root",
+        "advertise_host", "postgres_listen")}
+    if args.port_range:
+        low, _, high = args.port_range.partition("-")
+        if not (low.isdigit() and high.isdigit()):
+            raise CygnetError(f"port_range: {args.port_range!r} is not LOW-HIGH")
+        overrides |= {"port_min": int(low), "port_max": int(high)}
+    return load_config(args.config, overrides)
+
+
+async def serve(config: AgentConfig) -> None:
+    host = Host.create(config)
+    dialect = await host.zfs.dialect()
+    log.info("cygnetd %s on %s, pools %s", __version__, dialect.name, ", ".join(config.pools))
+    supervisor = Supervisor(host)
+    await reconcile(host, supervisor)
+    service = AgentService(host, supervisor)
+    server, health_servicer = await build_server(config, AgentServicer(service))
+    await server.start()
+    await set_serving(health_servicer, True)
+    log.info("serving")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    background = [asyncio.create_task(supervisor.run(stop)),
+                  asyncio.create_task(_warm_templates(host))]
+    await stop.wait()
+    log.info("stopping: the databases keep running")
+    await set_serving(health_servicer, False)
+    await server.stop(grace=5)
+    for task in background:
+        task.cancel()
+
+
+async def _warm_templates(host: Host) -> None:
+    """Makes the golden templates ahead of the first CreateDatabase."""
+    for pool in host.config.pools:
+        for version in sorted(installed_versions(host.config.postgres_root)):
+            try:
+                await ensure_template(host, pool, version)
+            except Exception:
+                log.exception("template for PostgreSQL %s on %s failed", version, pool)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from(args)
+        asyncio.run(serve(config))
+    except CygnetError as exc:
+        print(f"cygnetd: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Brings the host back to its desired state when cygnetd starts.
+
+Reads ZFS (the source of truth), then: removes half-made templates, databases
+and branches; finishes deletes and resets a crash cut short; drops branch
+points nobody uses; adopts live postmasters, starts what should run and stops
+what should not.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from cygnet.agent import branches as br
+from cygnet.agent import databases as dbs
+from cygnet.agent import layout as L
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.reset import swap_in
+from cygnet.agent.supervisor import Supervisor
+from cygnet.agent.templates import ensure_roots
+from cygnet.zfs import HasDependents
+
+log = logging.getLogger("cygnet.agent")
+
+
+async def reconcile(host: Host, supervisor: Supervisor) -> None:
+    await ensure_roots(host)
+    inv = await host.inventory()
+    await _drop_half_made_templates(host, inv)
+    for db in list(inv.databases.values()):
+        if db.phase == L.PHASE_CREATING:
+            log.warning("removing database %s: its creation was cut short", db.id)
+            await dbs.finish_delete(host, db)
+        elif db.phase == L.PHASE_DELETING:
+            log.warning("finishing the deletion of database %s", db.id)
+            await dbs.finish_delete(host, db)
+        else:
+            await _reconcile_branches(host, inv, db, supervisor)
+    inv = await host.inventory()
+    await _drop_orphan_branch_points(host, inv)
+    _drop_orphan_socket_dirs(host, inv)
+
+
+async def _drop_half_made_templates(host: Host, inv: Inventory) -> None:
+    for name in inv.templates:
+        if f"{name}@{L.GOLDEN}" not in inv.datasets:
+            log.warning("removing half-made template %s", name)
+            await host.zfs.destroy(name, recursive=True)
+
+
+async def _reconcile_branches(host: Host, inv: Inventory, db: DatabaseRecord,
+                              supervisor: Supervisor) -> None:
+    # Children before parents, so a parent's delete never waits on a child.
+    for branch in sorted(db.branches.values(), key=lambda b: -b.created):
+        if branch.phase in (L.PHASE_CREATING, L.PHASE_DELETING):
+            log.warning("removing branch %s (%s was cut short)", branch.id, branch.phase)
+            await br.destroy_branch(host, branch)
+            del db.branches[branch.id]
+        elif branch.phase == L.PHASE_RESETTING:
+            await _finish_reset(host, inv, db, branch)
+    for branch in db.branches.values():
+        await _converge(host, db, branch, supervisor)
+
+
+async def _finish_reset(host: Host, inv: Inventory, db: DatabaseRecord,
+                        branch: BranchRecord) -> None:
+    replacement = inv.replacements.get(branch.dataset)
+    if replacement is not None:
+        # The replacement clone is complete (made in one `zfs clone`): roll forward.
+        log.warning("finishing the reset of branch %s", branch.id)
+        await swap_in(host, branch, replacement.name)
+        branch.origin = replacement.origin
+        await host.clusters.start_clone(branch, db, subscriptions=1)
+    else:
+        log.warning("branch %s: reset cut short before its new clone; keeping its data",
+                    branch.id)
+    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+    branch.phase = L.PHASE_READY
+
+
+async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
+                    supervisor: Supervisor) -> None:
+    live = host.clusters.live(branch)
+    if branch.desired == "running" and live is None:
+        try:
+            await host.clusters.start(branch, db)
+        except Exception as exc:
+            log.error("branch %s did not start: %s", branch.id, exc)
+            supervisor.record_failure(branch.id)
+    elif branch.desired != "running" and live is not None:
+        await host.clusters.stop(branch, "fast")
+    elif live is not None:
+        log.info("adopted postmaster %d of %s/%s", live.pid, db.name, branch.name)
+
+
+async def _drop_orphan_branch_points(host: Host, inv: Inventory) -> None:
+    for db in inv.databases.values():
+        for branch in db.branches.values():
+            for snap in branch.snapshots:
+                if snap.kind == "branch-point" and not snap.clones:
+                    try:
+                        await host.zfs.destroy(snap.dataset)
+                    except HasDependents:
+                        pass
+
+
+def _drop_orphan_socket_dirs(host: Host, inv: Inventory) -> None:
+    sockets = host.config.run_dir / "s"
+    if not sockets.is_dir():
+        return
+    known = {b.id for b in inv.branches()}
+    for entry in sockets.iterdir():
+        if entry.name not in known:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""ResetBranch: back to the parent's current state, or to one of the branch's snapshots.
+
+The branch keeps its id, name, port and credentials, so its connection string
+does not change. Each step is recorded in ZFS (phase `resetting`, and a
+`-next` dataset) so the reconciler can finish or undo a reset cut short.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cygnet.agent import layout as L
+from cygnet.agent.branches import branch_point, drop_branch_point, find_snapshot
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.errors import FailedPrecondition
+from cygnet.zfs import HasDependents
+
+log = logging.getLogger("cygnet.agent")
+
+
+async def reset_branch(host: Host, db: DatabaseRecord, branch: BranchRecord, snapshot_ref: str
+                       ) -> BranchRecord:
+    """Must run under the database's lock, with `db` freshly loaded."""
+    if branch.phase != L.PHASE_READY:
+        raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
+    if snapshot_ref:
+        await _rollback(host, db, branch, snapshot_ref)
+    else:
+        await _reclone(host, db, branch)
+    return branch
+
+
+async def _rollback(host: Host, db: DatabaseRecord, branch: BranchRecord, ref: str) -> None:
+    snap = find_snapshot(branch, ref)
+    newer = [s for s in branch.snapshots if s.created > snap.created and s.clones]
+    if newer:
+        raise FailedPrecondition(
+            f"snapshots newer than {snap.name!r} have dependent branches; delete those first")
+    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_RESETTING})
+    await host.clusters.stop(branch, "fast")
+    try:
+        await host.zfs.rollback(snap.dataset, destroy_newer=True)
+    except HasDependents as exc:
+        await _finish(host, db, branch)
+        raise FailedPrecondition(str(exc)) from exc
+    await _finish(host, db, branch)
+
+
+async def _reclone(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
+    from cygnet.agent.databases import branch_props
+
+    if branch.is_main:
+        raise FailedPrecondition("main has no parent: name a snapshot to reset to")
+    children = db.children(branch.id)
+    if children:
+        names = ", ".join(sorted(c.name for c in children))
+        raise FailedPrecondition(
+            f"branch {branch.name!r} has child branches ({names}); a reset would orphan them")
+    parent = db.branches[branch.parent_id]
+    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_RESETTING})
+    await host.clusters.stop(branch, "fast")
+    origin, subscriptions = await branch_point(host, parent, f"reset {branch.name}")
+    old_origin = branch.origin
+    replacement = branch.dataset + L.NEXT_SUFFIX
+    props = branch_props(branch) | {L.P_PHASE: L.PHASE_RESETTING}
+    await host.zfs.clone(origin, replacement, props)
+    # From here on the replacement is complete: the reconciler rolls forward.
+    await swap_in(host, branch, replacement)
+    branch.origin = origin
+    if old_origin:
+        await drop_branch_point(host, old_origin)
+    await host.clusters.start_clone(branch, db, subscriptions)
+    if branch.desired != "running":
+        await host.clusters.stop(branch, "fast")
+    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+    branch.phase = L.PHASE_READY
+
+
+async def swap_in(host: Host, branch: BranchRecord, replacement: str) -> None:
+    """Destroys the old dataset and gives the replacement its name (and mountpoint)."""
+    if await host.zfs.exists(branch.dataset):
+        await host.zfs.destroy(branch.dataset, recursive=True)
+    await host.zfs.rename(replacement, branch.dataset)
+
+
+async def _finish(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
+    if branch.desired == "running":
+        await host.clusters.start(branch, db)
+    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+    branch.phase = L.PHASE_READY

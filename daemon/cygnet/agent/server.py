@@ -1,0 +1,65 @@
+"""The gRPC server: a root-only unix socket and a TLS TCP listener, health and reflection."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cygnet.agent.config import AgentConfig
+from cygnet.agent.interceptor import ErrorInterceptor
+from cygnet.agent.servicer import AgentServicer
+from cygnet.agent.tls import ensure_certificates
+from cygnet.api.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("cygnet.api")
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+
+
+def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
+    if config.tls_cert and config.tls_key:
+        cert, key = config.tls_cert, config.tls_key
+    else:
+        files = ensure_certificates(config.state_dir / "tls", [config.advertise_host])
+        cert, key = files.cert, files.key
+    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+
+
+def _prepare_socket(path: Path) -> None:
+    # The directory is root-only, so the socket is reachable by root alone
+    # whatever mode grpc gives it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+
+
+async def build_server(config: AgentConfig, servicer: AgentServicer
+                       ) -> tuple[aio.Server, health.aio.HealthServicer]:
+    server = aio.server(interceptors=[ErrorInterceptor()])
+    agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    sock = config.admin_socket
+    _prepare_socket(sock)
+    server.add_insecure_port(f"unix:{sock}")
+    if config.listen:
+        port = server.add_secure_port(config.listen, _tls_credentials(config))
+        log.info("TLS listener on %s (port %d)", config.listen, port)
+    log.info("admin socket %s", sock)
+    return server, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

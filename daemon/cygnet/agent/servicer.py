@@ -1,0 +1,118 @@
+"""The gRPC servicer: thin. It converts messages and calls AgentService."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from cygnet import __version__
+from cygnet.agent import convert
+from cygnet.agent.service import AgentService
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from cygnet.postgres.versions import installed_versions
+from cygnet.zfs.pools import pool_status
+
+Ctx = Any  # grpc.aio.ServicerContext
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+
+    async def CreateDatabase(self, req: pb.CreateDatabaseRequest, ctx: Ctx
+                             ) -> pb.CreateDatabaseResponse:
+        db, main = await self.service.create_database(
+            req.name, req.postgres_version, req.size_class, req.pool, req.request_id)
+        conn = self.service.host.clusters.connection(main.record)
+        return pb.CreateDatabaseResponse(database=convert.database(db),
+                                         main_branch=convert.branch(main),
+                                         connection=convert.connection(conn))
+
+    async def GetDatabase(self, req: pb.GetDatabaseRequest, ctx: Ctx) -> pb.Database:
+        return convert.database(await self.service.get_database(req.database))
+
+    async def ListDatabases(self, req: pb.ListDatabasesRequest, ctx: Ctx
+                            ) -> pb.ListDatabasesResponse:
+        dbs = await self.service.list_databases()
+        return pb.ListDatabasesResponse(databases=[convert.database(d) for d in dbs])
+
+    async def DeleteDatabase(self, req: pb.DeleteDatabaseRequest, ctx: Ctx
+                             ) -> pb.DeleteDatabaseResponse:
+        db, deleted = await self.service.delete_database(req.database, req.request_id)
+        return pb.DeleteDatabaseResponse(database_id=db.id, deleted_branch_ids=deleted)
+
+    async def CreateBranch(self, req: pb.CreateBranchRequest, ctx: Ctx
+                           ) -> pb.CreateBranchResponse:
+        view = await self.service.create_branch(req.database, req.name, req.parent,
+                                                req.parent_snapshot, req.request_id)
+        conn = self.service.host.clusters.connection(view.record)
+        return pb.CreateBranchResponse(branch=convert.branch(view),
+                                       connection=convert.connection(conn))
+
+    async def GetBranch(self, req: pb.GetBranchRequest, ctx: Ctx) -> pb.Branch:
+        return convert.branch(await self.service.get_branch(convert.branch_ref(req.branch)))
+
+    async def ListBranches(self, req: pb.ListBranchesRequest, ctx: Ctx
+                           ) -> pb.ListBranchesResponse:
+        views = await self.service.list_branches(req.database)
+        return pb.ListBranchesResponse(branches=[convert.branch(v) for v in views])
+
+    async def DeleteBranch(self, req: pb.DeleteBranchRequest, ctx: Ctx
+                           ) -> pb.DeleteBranchResponse:
+        deleted = await self.service.delete_branch(convert.branch_ref(req.branch), req.cascade,
+                                                   req.request_id)
+        return pb.DeleteBranchResponse(deleted_branch_ids=deleted)
+
+    async def ResetBranch(self, req: pb.ResetBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await self.service.reset_branch(convert.branch_ref(req.branch), req.snapshot,
+                                               req.request_id)
+        return convert.branch(view)
+
+    async def StartBranch(self, req: pb.StartBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await self.service.set_running(convert.branch_ref(req.branch), True,
+                                              req.request_id)
+        return convert.branch(view)
+
+    async def StopBranch(self, req: pb.StopBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await self.service.set_running(convert.branch_ref(req.branch), False,
+                                              req.request_id)
+        return convert.branch(view)
+
+    async def GetConnection(self, req: pb.GetConnectionRequest, ctx: Ctx) -> pb.Connection:
+        return convert.connection(await self.service.connection(convert.branch_ref(req.branch)))
+
+    async def CreateSnapshot(self, req: pb.CreateSnapshotRequest, ctx: Ctx) -> pb.Snapshot:
+        snap = await self.service.create_snapshot(convert.branch_ref(req.branch), req.name,
+                                                  req.request_id)
+        return convert.snapshot(snap, {})
+
+    async def ListSnapshots(self, req: pb.ListSnapshotsRequest, ctx: Ctx
+                            ) -> pb.ListSnapshotsResponse:
+        ref = convert.branch_ref(req.branch)
+        snaps = await self.service.list_snapshots(ref)
+        ids = {v.record.dataset: v.record.id for v in await self.service.list_branches("")}
+        return pb.ListSnapshotsResponse(snapshots=[convert.snapshot(s, ids) for s in snaps])
+
+    async def DeleteSnapshot(self, req: pb.DeleteSnapshotRequest, ctx: Ctx
+                             ) -> pb.DeleteSnapshotResponse:
+        snap = await self.service.delete_snapshot(convert.branch_ref(req.branch), req.snapshot,
+                                                  req.request_id)
+        return pb.DeleteSnapshotResponse(snapshot_id=snap.id)
+
+    async def GetHostStatus(self, req: pb.GetHostStatusRequest, ctx: Ctx) -> pb.HostStatus:
+        host = self.service.host
+        inv = await host.inventory()
+        pools = [await pool_status(host.zfs.runner, p) for p in host.config.pools]
+        branches = inv.branches()
+        running = sum(1 for b in branches if host.clusters.live(b) is not None)
+        return pb.HostStatus(
+            host_id=host.config.host_id or socket.gethostname(), hostname=socket.gethostname(),
+            version=__version__,
+            pools=[pb.Pool(name=p.name, size_bytes=p.size_bytes, free_bytes=p.free_bytes,
+                           used_bytes=p.used_bytes, health=p.health) for p in pools],
+            running_clusters=running,
+            postgres_versions=sorted(installed_versions(host.config.postgres_root)),
+            database_count=len(inv.databases), branch_count=len(branches),
+            zfs_dialect=(await host.zfs.dialect()).name,
+        )

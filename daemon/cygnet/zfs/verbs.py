@@ -1,0 +1,130 @@
+"""One coroutine per zfs/zpool verb. Parsing uses `-H -p` output only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cygnet.zfs.dialect import Dialect, probe
+from cygnet.zfs.runner import CommandRunner
+
+# Native properties every listing reads; user properties are added per call.
+LISTED_NATIVE = ("type", "origin", "used", "referenced", "creation", "mountpoint", "available")
+
+
+@dataclass
+class Dataset:
+    """A filesystem or snapshot with the properties a listing asked for."""
+
+    name: str
+    native: dict[str, str] = field(default_factory=dict)
+    user: dict[str, str] = field(default_factory=dict)  # only locally set values
+
+    @property
+    def is_snapshot(self) -> bool:
+        return "@" in self.name
+
+    @property
+    def origin(self) -> str | None:
+        value = self.native.get("origin", "-")
+        return None if value in ("", "-") else value
+
+    def number(self, prop: str) -> int:
+        value = self.native.get(prop, "-")
+        return int(value) if value.isdigit() else 0
+
+
+def _props_args(props: Mapping[str, str]) -> list[str]:
+    args: list[str] = []
+    for key, value in props.items():
+        args += ["-o", f"{key}={value}"]
+    return args
+
+
+class Zfs:
+    """The verbs. Create one per process; the dialect is probed on first use."""
+
+    def __init__(self, runner: CommandRunner | None = None) -> None:
+        self.runner = runner or CommandRunner()
+        self._dialect: Dialect | None = None
+        self._probe_lock = asyncio.Lock()
+
+    async def dialect(self) -> Dialect:
+        async with self._probe_lock:
+            if self._dialect is None:
+                self._dialect = await probe(self.runner)
+            return self._dialect
+
+    async def create(self, name: str, props: Mapping[str, str] | None = None) -> None:
+        await self.runner.run(["zfs", "create", *_props_args(props or {}), name])
+
+    async def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
+        await self.runner.run(["zfs", "snapshot", *_props_args(props or {}), name])
+
+    async def clone(self, snapshot: str, name: str, props: Mapping[str, str] | None = None) -> None:
+        await self.runner.run(["zfs", "clone", *_props_args(props or {}), snapshot, name])
+
+    async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        """`recursive` also destroys the dataset's snapshots, never dependent clones."""
+        await self.runner.run(["zfs", "destroy", *(["-r"] if recursive else []), name])
+
+    async def promote(self, name: str) -> None:
+        await self.runner.run(["zfs", "promote", name])
+
+    async def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None:
+        """`destroy_newer` drops snapshots taken after `snapshot` (never clones of them)."""
+        await self.runner.run(["zfs", "rollback", *(["-r"] if destroy_newer else []), snapshot])
+
+    async def rename(self, old: str, new: str) -> None:
+        await self.runner.run(["zfs", "rename", old, new])
+
+    async def set_props(self, name: str, props: Mapping[str, str]) -> None:
+        # One call per property keeps us compatible with zfs-fuse, whose
+        # `zfs set` takes a single property.
+        for key, value in props.items():
+            await self.runner.run(["zfs", "set", f"{key}={value}", name])
+
+    async def inherit(self, name: str, prop: str) -> None:
+        await self.runner.run(["zfs", "inherit", prop, name])
+
+    async def get_props(
+        self, name: str, props: Iterable[str], *, recursive: bool = False
+    ) -> dict[str, Dataset]:
+        """Properties of `name` (and, if `recursive`, of everything below it, snapshots too)."""
+        wanted = list(props)
+        argv = ["zfs", "get", "-H", "-p", *(["-r"] if recursive else []),
+                "-o", "name,property,value,source", ",".join(wanted), name]
+        result = await self.runner.run(argv)
+        return parse_get(result.stdout)
+
+    async def list(self, root: str, user_props: Iterable[str] = ()) -> dict[str, Dataset]:
+        """Every dataset and snapshot below `root` (inclusive), with native and user props."""
+        return await self.get_props(root, [*LISTED_NATIVE, *user_props], recursive=True)
+
+    async def exists(self, name: str) -> bool:
+        result = await self.runner.run(["zfs", "get", "-H", "-o", "value", "type", name],
+                                       check=False)
+        return result.returncode == 0
+
+
+def parse_get(stdout: str) -> dict[str, Dataset]:
+    """Parses `zfs get -H -p -o name,property,value,source` into datasets.
+
+    A user property counts only where it is set locally: ZFS shows a dataset's
+    user properties on its snapshots and children as inherited, and those are
+    not theirs.
+    """
+    datasets: dict[str, Dataset] = {}
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 4:
+            continue
+        name, prop, value, source = parts
+        ds = datasets.setdefault(name, Dataset(name))
+        if ":" in prop:
+            if source == "local" or source.startswith("received"):
+                ds.user[prop] = value
+        else:
+            ds.native[prop] = value
+    return datasets
