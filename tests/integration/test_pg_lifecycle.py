@@ -11,14 +11,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_helpers import PgEnv, pg_env, pg_template  # noqa: F401  (fixtures)
-
 from cygnet.errors import FailedPrecondition, Unavailable
 from cygnet.postgres import process, sql
 from cygnet.postgres.pidfile import PIDFILE, read_pidfile
 from cygnet.postgres.procfs import read_stat
 
+from tests.integration import pg_helpers
+from tests.integration.pg_helpers import PgEnv
+
 pytestmark = pytest.mark.integration
+
+# Fixtures shared through pg_helpers (no conftest.py in this layer's files).
+pg_template = pg_helpers.pg_template
+pg_env = pg_helpers.pg_env
 
 PASSWORD = "p@ss w:rd/'\"%"
 
