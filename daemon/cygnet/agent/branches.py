@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -119,10 +120,8 @@ async def drop_branch_point(host: Host, snapshot: str) -> None:
     if ds is not None and ds.user.get(L.P_SNAP_KIND) == "branch-point":
         from cygnet.zfs import HasDependents
 
-        try:
+        with contextlib.suppress(HasDependents, DatasetNotFound):
             await host.zfs.destroy(snapshot)
-        except (HasDependents, DatasetNotFound):
-            pass
 
 
 async def delete_branch(host: Host, db: DatabaseRecord, ref: str, cascade: bool) -> list[str]:

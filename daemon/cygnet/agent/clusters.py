@@ -79,7 +79,7 @@ class Clusters:
         """First start of a fresh clone: fix it up, and disarm inherited subscriptions."""
         pgdata = self.pgdata(branch)
         logfile = L.server_log(self.mount(branch))
-        fixup.prepare_clone(pgdata, self.settings(branch, db, workers=subscriptions == 0))
+        fixup.prepare_clone(pgdata, logfile, self.settings(branch, db, workers=subscriptions == 0))
         await process.start(self.bindir(db), pgdata, logfile)
         if subscriptions:
             # Workers were off, so no subscription reached its publisher. Disable

@@ -46,7 +46,8 @@ class AgentConfig:
         if not self.pools:
             raise InvalidArgument("pools", "at least one ZFS pool must be configured")
         if not 1024 <= self.port_min <= self.port_max <= 65535:
-            raise InvalidArgument("port_range", f"{self.port_min}-{self.port_max} is not a valid range")
+            span = f"{self.port_min}-{self.port_max}"
+            raise InvalidArgument("port_range", f"{span} is not a valid range")
         return self
 
 

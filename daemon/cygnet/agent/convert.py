@@ -9,7 +9,7 @@ from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.api.v1 import agent_pb2 as pb
 
-STATES = {
+STATES: dict[str, pb.BranchState.ValueType] = {
     "creating": pb.BRANCH_STATE_CREATING,
     "starting": pb.BRANCH_STATE_STARTING,
     "running": pb.BRANCH_STATE_RUNNING,
@@ -45,7 +45,7 @@ def branch(view: BranchView) -> pb.Branch:
     return pb.Branch(
         id=b.id, name=b.name, database_id=db.id, database_name=db.name,
         parent_branch_id=b.parent_id, parent_branch_name=parent.name if parent else "",
-        origin_snapshot=view.origin_name, state=STATES.get(view.state, 0),
+        origin_snapshot=view.origin_name, state=STATES.get(view.state, pb.BRANCH_STATE_UNSPECIFIED),
         desired_running=b.desired == "running", used_bytes=b.used_bytes,
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
         postgres_version=db.version, size_class=db.size_class,

@@ -18,7 +18,7 @@ from cygnet import __version__
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.reconciler import reconcile
-from cygnet.agent.server import build_server, set_serving
+from cygnet.agent.server import build_server, restrict_socket, set_serving
 from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.supervisor import Supervisor
@@ -60,6 +60,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 
 
 async def serve(config: AgentConfig) -> None:
+    # Branch socket dirs live below the run dir, so postgres must traverse it.
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.chmod(0o755)
     host = Host.create(config)
     dialect = await host.zfs.dialect()
     log.info("cygnetd %s on %s, pools %s", __version__, dialect.name, ", ".join(config.pools))
@@ -68,6 +71,7 @@ async def serve(config: AgentConfig) -> None:
     service = AgentService(host, supervisor)
     server, health_servicer = await build_server(config, AgentServicer(service))
     await server.start()
+    restrict_socket(config.admin_socket)
     await set_serving(health_servicer, True)
     log.info("serving")
     stop = asyncio.Event()

@@ -8,6 +8,7 @@ what should not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 
@@ -99,10 +100,8 @@ async def _drop_orphan_branch_points(host: Host, inv: Inventory) -> None:
         for branch in db.branches.values():
             for snap in branch.snapshots:
                 if snap.kind == "branch-point" and not snap.clones:
-                    try:
+                    with contextlib.suppress(HasDependents):
                         await host.zfs.destroy(snap.dataset)
-                    except HasDependents:
-                        pass
 
 
 def _drop_orphan_socket_dirs(host: Host, inv: Inventory) -> None:

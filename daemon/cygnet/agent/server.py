@@ -32,17 +32,19 @@ def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
 
 
 def _prepare_socket(path: Path) -> None:
-    # The directory is root-only, so the socket is reachable by root alone
-    # whatever mode grpc gives it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     path.unlink(missing_ok=True)
+
+
+def restrict_socket(path: Path) -> None:
+    """The admin socket is for root alone: it can do anything to any database."""
+    os.chmod(path, 0o600)
 
 
 async def build_server(config: AgentConfig, servicer: AgentServicer
                        ) -> tuple[aio.Server, health.aio.HealthServicer]:
     server = aio.server(interceptors=[ErrorInterceptor()])
-    agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)
+    agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class Supervisor:
     def record_failure(self, branch_id: str) -> float:
         previous = self._failures.get(branch_id)
         count = previous.count + 1 if previous else 1
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (count - 1))
+        delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (count - 1))
         self._failures[branch_id] = _Failure(count, time.monotonic() + delay)
         return delay
 
@@ -80,7 +81,5 @@ class Supervisor:
                 await self.check_once()
             except Exception:
                 log.exception("supervisor round failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.host.config.supervise_interval)
-            except TimeoutError:
-                pass

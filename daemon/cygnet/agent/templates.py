@@ -7,10 +7,10 @@ template's @golden snapshot, which is why creating one takes well under a second
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
@@ -31,35 +31,21 @@ async def ensure_template(host: Host, pool: str, version: str) -> str:
         if await host.zfs.exists(golden):
             return golden
         # A template without @golden is a half-made one from a crash.
-        try:
+        with contextlib.suppress(DatasetNotFound):
             await host.zfs.destroy(dataset, recursive=True)
-        except DatasetNotFound:
-            pass
         started = time.monotonic()
         bindir = resolve_version(version, host.config.postgres_root)[1]
         await host.zfs.create(dataset, {L.P_KIND: "template", L.P_VERSION: version,
                                         L.P_CREATED: f"{time.time():.3f}"})
         try:
             mount = L.mountpoint(host.config.mount_root, dataset)
-            (mount / "log").mkdir(exist_ok=True)
             await init_cluster(bindir, L.pgdata(mount), L.server_log(mount))
-            _chown_postgres(mount / "log")
             await host.zfs.snapshot(golden)
         except BaseException:
             await host.zfs.destroy(dataset, recursive=True)
             raise
         log.info("template %s ready in %.1fs", golden, time.monotonic() - started)
         return golden
-
-
-def _chown_postgres(path: Path) -> None:
-    import pwd
-    import shutil
-
-    user = pwd.getpwnam("postgres")
-    shutil.chown(path, user.pw_uid, user.pw_gid)
-    for child in path.iterdir():
-        shutil.chown(child, user.pw_uid, user.pw_gid)
 
 
 async def ensure_roots(host: Host) -> None:

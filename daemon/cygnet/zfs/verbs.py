@@ -7,7 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cygnet.zfs.dialect import Dialect, probe
+from cygnet.zfs.errors import DatasetBusy
 from cygnet.zfs.runner import CommandRunner
+
+BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 # Native properties every listing reads; user properties are added per call.
 LISTED_NATIVE = ("type", "origin", "used", "referenced", "creation", "mountpoint", "available")
@@ -66,8 +69,19 @@ class Zfs:
         await self.runner.run(["zfs", "clone", *_props_args(props or {}), snapshot, name])
 
     async def destroy(self, name: str, *, recursive: bool = False) -> None:
-        """`recursive` also destroys the dataset's snapshots, never dependent clones."""
-        await self.runner.run(["zfs", "destroy", *(["-r"] if recursive else []), name])
+        """`recursive` also destroys the dataset's snapshots, never dependent clones.
+
+        Unmounting right after the last process left can report "busy" for a
+        moment (zfs-fuse especially), so busy is retried briefly.
+        """
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), name]
+        for delay in BUSY_RETRY_DELAYS:
+            try:
+                await self.runner.run(argv)
+                return
+            except DatasetBusy:
+                await asyncio.sleep(delay)
+        await self.runner.run(argv)
 
     async def promote(self, name: str) -> None:
         await self.runner.run(["zfs", "promote", name])

@@ -1,0 +1,184 @@
+"""Real parts for tests: file-backed zfs-fuse pools and a real cygnetd process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = Path(os.environ.get("CYGNET_TEST_DIR", "/var/tmp/cygnet-test"))
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
+
+
+def ensure_zfs() -> None:
+    subprocess.run([str(REPO / "scripts" / "start-zfs")], check=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class FilePool:
+    name: str
+    image: Path
+
+    @classmethod
+    def create(cls, size: str = "4G") -> FilePool:
+        ensure_zfs()
+        name = "cyt" + secrets.token_hex(4)
+        image = WORK / "pools" / f"{name}.img"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        run("truncate", "-s", size, str(image))
+        run("zpool", "create", "-m", "none", name, str(image))
+        return cls(name, image)
+
+    def datasets(self) -> list[str]:
+        out = run("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", self.name).stdout
+        return out.split()
+
+    def destroy(self, mount_root: Path | None = None) -> None:
+        if mount_root is not None:
+            kill_postmasters_under(mount_root)
+        run("zpool", "destroy", "-f", self.name, check=False)
+        self.image.unlink(missing_ok=True)
+
+
+def postmasters_under(root: Path) -> list[int]:
+    """Pids of postgres processes whose working directory is below `root`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            if Path(os.readlink(entry / "cwd")).is_relative_to(root):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_postmasters_under(root: Path) -> None:
+    for pid in postmasters_under(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    while postmasters_under(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class Daemon:
+    """One cygnetd process with its own pool, directories and ports."""
+
+    pool: FilePool
+    base: Path
+    port_min: int
+    listen_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "run" / "cygnetd.sock"
+
+    @property
+    def mount_root(self) -> Path:
+        return self.base / "mnt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "cygnetd.log"
+
+    def argv(self) -> list[str]:
+        return [str(VENV_BIN / "cygnetd"), "--pool", self.pool.name,
+                "--socket", str(self.socket), "--run-dir", str(self.base / "run"),
+                "--state-dir", str(self.base / "state"), "--mount-root", str(self.mount_root),
+                "--listen", f"127.0.0.1:{self.listen_port}",
+                "--port-range", f"{self.port_min}-{self.port_min + 199}",
+                "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG"]
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                     start_new_session=True)
+        log.close()
+        self.wait_serving(timeout)
+
+    def wait_serving(self, timeout: float) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cygnetd exited {self.proc.returncode}:\n{self.tail()}")
+            if self.socket.exists():
+                try:
+                    with self.channel() as ch:
+                        resp = health_pb2_grpc.HealthStub(ch).Check(
+                            health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"cygnetd did not serve within {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(f"unix:{self.socket}")
+
+    @contextlib.contextmanager
+    def stub(self) -> Iterator[pb_grpc.AgentStub]:
+        with self.channel() as ch:
+            yield pb_grpc.AgentStub(ch)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def query(conn: pb.Connection, sql: str, password: str | None = None) -> list[tuple[object, ...]]:
+    """Runs SQL over TCP with the connection's own credentials (scram)."""
+    import psycopg
+
+    with psycopg.connect(conn.uri if password is None else conn.uri.replace(
+            conn.password, password), autocommit=True, connect_timeout=10) as c:
+        cur = c.execute(sql)
+        return cur.fetchall() if cur.description else []
