@@ -84,7 +84,12 @@ async def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
             cwd="/",
             env=postgres_env(),
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 10.0)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 10.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise Unavailable("postmaster launcher hung") from None
     if proc.returncode != 0 or not out.strip().isdigit():
         raise InternalError(f"postmaster launcher failed (rc={proc.returncode})")
     return int(out)
@@ -123,6 +128,7 @@ async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.
     removed first, since Postgres refuses to start if its pid was reused.
     Creates the socket dir named in cygnet.conf (lost on reboot with /run) and
     the log file. Output goes to `log_path`; errors carry its last lines.
+    Callers serialize start/stop per pgdata (the agent holds a per-branch lock).
     """
     running = find_live_postmaster(pgdata)
     if running is not None:
