@@ -69,6 +69,7 @@ async def create_branch(host: Host, db: DatabaseRecord, name: str, parent_ref: s
     parent = db.branch(parent_ref)
     if parent.phase != L.PHASE_READY:
         raise FailedPrecondition(f"parent branch {parent.name!r} is {parent.phase}")
+    await host.ensure_headroom(db.pool)
     inv = await host.inventory()
     async with host.catalog_lock:
         port = host.ports.reserve(inv.used_ports())

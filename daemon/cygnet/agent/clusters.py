@@ -13,12 +13,13 @@ from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.postgres import fixup, process, sql
 from cygnet.postgres.config import ClusterSettings, write_settings
+from cygnet.postgres.layout import SUPERUSER_ROLE, ClusterLayout
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
 
 log = logging.getLogger("cygnet.agent")
 
-ADMIN_ROLE = "postgres"
+ADMIN_ROLE = SUPERUSER_ROLE
 DEFAULT_DBNAME = "postgres"
 
 
@@ -42,12 +43,11 @@ class Clusters:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
 
-    def mount(self, branch: BranchRecord | str) -> Path:
-        dataset = branch if isinstance(branch, str) else branch.dataset
-        return L.mountpoint(self.config.mount_root, dataset)
+    def files(self, branch: BranchRecord) -> ClusterLayout:
+        return ClusterLayout(L.mountpoint(self.config.mount_root, branch.dataset))
 
     def pgdata(self, branch: BranchRecord) -> Path:
-        return L.pgdata(self.mount(branch))
+        return self.files(branch).pgdata
 
     def socket_dir(self, branch: BranchRecord) -> Path:
         return L.socket_dir(self.config.run_dir, branch.id)
@@ -72,13 +72,13 @@ class Clusters:
             return
         pgdata = self.pgdata(branch)
         self._prepare_start(pgdata, self.settings(branch, db))
-        await process.start(self.bindir(db), pgdata, L.server_log(self.mount(branch)))
+        await process.start(self.bindir(db), pgdata, self.files(branch).log_file)
 
     async def start_clone(self, branch: BranchRecord, db: DatabaseRecord,
                           subscriptions: int) -> None:
         """First start of a fresh clone: fix it up, and disarm inherited subscriptions."""
         pgdata = self.pgdata(branch)
-        logfile = L.server_log(self.mount(branch))
+        logfile = self.files(branch).log_file
         fixup.prepare_clone(pgdata, logfile, self.settings(branch, db, workers=subscriptions == 0))
         await process.start(self.bindir(db), pgdata, logfile)
         if subscriptions:
@@ -106,7 +106,7 @@ class Clusters:
 
     def write_secret(self, branch: BranchRecord) -> str:
         password = secrets.token_urlsafe(24)
-        path = L.secret_file(self.mount(branch))
+        path = self.files(branch).secret_file
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(password)
@@ -114,7 +114,7 @@ class Clusters:
 
     def read_secret(self, branch: BranchRecord) -> str:
         try:
-            return L.secret_file(self.mount(branch)).read_text().strip()
+            return self.files(branch).secret_file.read_text().strip()
         except OSError:
             return ""
 

@@ -34,6 +34,9 @@ class AgentConfig:
     advertise_host: str = "127.0.0.1"
     postgres_root: Path = Path("/usr/lib/postgresql")
     host_id: str = ""
+    # New databases and branches are refused below this much free pool space:
+    # a cluster needs room for WAL from its first second.
+    min_free_bytes: int = 128 * 1024 * 1024
     # How often the supervisor checks that postmasters are alive.
     supervise_interval: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -10,7 +10,9 @@ from cygnet.agent import inventory
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.ports import PortAllocator
+from cygnet.errors import ResourceExhausted
 from cygnet.zfs import Zfs
+from cygnet.zfs.pools import pool_status
 
 
 @dataclass
@@ -29,6 +31,14 @@ class Host:
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
         return cls(config, zfs or Zfs(), Clusters(config),
                    PortAllocator(config.port_min, config.port_max))
+
+    async def ensure_headroom(self, pool: str) -> None:
+        """ResourceExhausted when the pool is (nearly) full, before anything is made."""
+        free = (await pool_status(self.zfs.runner, pool)).free_bytes
+        if free < self.config.min_free_bytes:
+            raise ResourceExhausted(
+                f"pool {pool} is full: {free // 2**20} MiB free, "
+                f"{self.config.min_free_bytes // 2**20} MiB needed for a new cluster")
 
     async def inventory(self) -> inventory.Inventory:
         return await inventory.load(self.zfs, self.config.pools)

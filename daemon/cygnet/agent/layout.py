@@ -6,7 +6,7 @@ Dataset names are built from generated ids only; human names are stored in
     POOL/cygnet                         root, mountpoint MOUNT_ROOT/POOL
     POOL/cygnet/templates/pgNN          golden template, snapshot @golden
     POOL/cygnet/db/DBID                 one database (canmount=off), its props
-    POOL/cygnet/db/DBID/BRANCHID        one branch: PGDATA in pgdata/
+    POOL/cygnet/db/DBID/BRANCHID        one branch (files: cygnet.postgres.layout)
     POOL/cygnet/db/DBID/BRANCHID@SNAPID a snapshot (user, or a branch point)
 """
 
@@ -88,18 +88,6 @@ def mountpoint(mount_root: Path, dataset: str) -> Path:
     """Datasets inherit their mountpoint from POOL/cygnet, so the path follows the name."""
     pool, rest = dataset.split("/", 1)
     return pool_mountpoint(mount_root, pool) / rest.removeprefix("cygnet/")
-
-
-def pgdata(mount: Path) -> Path:
-    return mount / "pgdata"
-
-
-def server_log(mount: Path) -> Path:
-    return mount / "log" / "postgres.log"
-
-
-def secret_file(mount: Path) -> Path:
-    return mount / "secret"
 
 
 def socket_dir(run_dir: Path, branch_id: str) -> Path:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
 from cygnet.postgres.initdb import init_cluster
+from cygnet.postgres.layout import ClusterLayout
 from cygnet.postgres.versions import resolve_version
 from cygnet.zfs import DatasetNotFound
 
@@ -38,8 +39,8 @@ async def ensure_template(host: Host, pool: str, version: str) -> str:
         await host.zfs.create(dataset, {L.P_KIND: "template", L.P_VERSION: version,
                                         L.P_CREATED: f"{time.time():.3f}"})
         try:
-            mount = L.mountpoint(host.config.mount_root, dataset)
-            await init_cluster(bindir, L.pgdata(mount), L.server_log(mount))
+            files = ClusterLayout(L.mountpoint(host.config.mount_root, dataset))
+            await init_cluster(bindir, files.pgdata, files.log_file)
             await host.zfs.snapshot(golden)
         except BaseException:
             await host.zfs.destroy(dataset, recursive=True)
