@@ -10,6 +10,7 @@ import grpc
 from grpc import aio
 
 from cygnet import errors
+from cygnet.agent.wire import decode
 from cygnet.zfs import errors as zfs_errors
 
 log = logging.getLogger("cygnet.api")
@@ -49,6 +50,9 @@ def _message(exc: BaseException, code: grpc.StatusCode) -> str:
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps unary handlers: CygnetError -> status with a clear message, never a traceback.
 
+    It also decodes the request itself (see wire.py), so undecodable input is
+    INVALID_ARGUMENT naming the field rather than gRPC's UNKNOWN.
+
     INVALID_ARGUMENT also carries the field in trailing metadata `cygnet-field`.
     """
 
@@ -61,8 +65,11 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
         method = details.method
 
-        async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
+        deserialize = handler.request_deserializer
+
+        async def wrapped(raw: bytes, context: aio.ServicerContext) -> Any:
             try:
+                request = decode(deserialize, raw) if deserialize else raw
                 return await inner(request, context)
             except aio.AbortError:
                 raise
@@ -77,5 +84,4 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 await context.abort(code, _message(exc, code))
 
         return grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
