@@ -19,10 +19,6 @@ BS = blocks.BLOCK_SIZE
 EDGE_SIZES = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 17, (4 << 20) - 1, 4 << 20, (4 << 20) + BS + 5]
 
 
-def _random_data(size: int, seed: int) -> bytes:
-    return xxhash.xxh64_digest(str(seed)) * (size // 8) + os.urandom(size % 8)
-
-
 @pytest.mark.parametrize("size", EDGE_SIZES)
 def test_hash_file_edge_sizes(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
@@ -35,7 +31,9 @@ def test_hash_file_edge_sizes(tmp_path: Path, size: int) -> None:
     assert len(expected) == 16 * -(-size // BS)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=5 * BS + 100))
 def test_hash_matches_reference(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "f"

@@ -51,7 +51,7 @@ def create_backup(
             writer.abort()
             raise
         info = BackupInfo(
-            backup_id=created_at.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(4),
+            backup_id=created_at.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(4),
             created_at=created_at,
             metadata=meta,
             file_count=sum(e.kind == "file" for e in entries),

@@ -14,9 +14,10 @@ from cygnet.errors import InvalidArgument
 MetadataValue = str | int | float | bool | None
 Metadata = Mapping[str, MetadataValue]
 
-# Backup ids are generated (UTC time + random); the pattern keeps any id a
-# caller passes back from ever reaching a path as anything but a file name.
-BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+# Backup ids are generated: UTC time to the microsecond (so ids sort by age)
+# and a random suffix. The pattern keeps an id a caller passes back from ever
+# reaching a path as anything but a plain file name.
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}$")
 
 
 def check_backup_id(backup_id: str) -> str:
