@@ -74,7 +74,9 @@ class Zfs:
         Unmounting right after the last process left can report "busy" for a
         moment (zfs-fuse especially), so busy is retried briefly.
         """
-        argv = ["zfs", "destroy", *(["-r"] if recursive else []), name]
+        await self._run_retrying_busy(["zfs", "destroy", *(["-r"] if recursive else []), name])
+
+    async def _run_retrying_busy(self, argv: list[str]) -> None:
         for delay in BUSY_RETRY_DELAYS:
             try:
                 await self.runner.run(argv)
@@ -91,7 +93,17 @@ class Zfs:
         await self.runner.run(["zfs", "rollback", *(["-r"] if destroy_newer else []), snapshot])
 
     async def rename(self, old: str, new: str) -> None:
-        await self.runner.run(["zfs", "rename", old, new])
+        """Renames a filesystem; it ends up mounted at the new name's mountpoint.
+
+        zfs-fuse reports any mounted filesystem as busy on rename, so on that
+        dialect the filesystem is unmounted first and mounted again after.
+        """
+        if (await self.dialect()).name == "zfs-fuse" and "@" not in old:
+            await self._run_retrying_busy(["zfs", "umount", old])
+            await self.runner.run(["zfs", "rename", old, new])
+            await self.runner.run(["zfs", "mount", new])
+            return
+        await self._run_retrying_busy(["zfs", "rename", old, new])
 
     async def set_props(self, name: str, props: Mapping[str, str]) -> None:
         # One call per property keeps us compatible with zfs-fuse, whose

@@ -1,0 +1,172 @@
+"""Branches, snapshots and resets through the real API: isolation and lineage."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.conftest import unique
+from tests.harness import Daemon, query
+
+pytestmark = pytest.mark.integration
+
+
+def ref(db: str, name: str = "") -> pb.BranchRef:
+    return pb.BranchRef(database=db, name=name)
+
+
+def values(conn: pb.Connection) -> list[str]:
+    return [r[0] for r in query(conn, "select v from t order by v")]  # type: ignore[misc]
+
+
+@pytest.fixture
+def db(stub) -> pb.CreateDatabaseResponse:
+    resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique(), size_class="nano"),
+                               timeout=120)
+    query(resp.connection, "create table t(v text); insert into t values ('parent-1')")
+    return resp
+
+
+def branch(stub, db: pb.CreateDatabaseResponse, name: str, parent: str = "",
+           snapshot: str = "") -> pb.CreateBranchResponse:
+    return stub.CreateBranch(pb.CreateBranchRequest(
+        database=db.database.name, name=name, parent=parent, parent_snapshot=snapshot),
+        timeout=60)
+
+
+def test_branches_are_isolated_from_parent_and_siblings(stub, db) -> None:
+    a = branch(stub, db, "a")
+    b = branch(stub, db, "b")
+    assert values(a.connection) == ["parent-1"] == values(b.connection)
+    query(a.connection, "insert into t values ('a-only')")
+    query(b.connection, "insert into t values ('b-only')")
+    query(db.connection, "insert into t values ('parent-2')")
+    assert values(a.connection) == ["a-only", "parent-1"]
+    assert values(b.connection) == ["b-only", "parent-1"]
+    assert values(db.connection) == ["parent-1", "parent-2"]
+    assert len({db.connection.port, a.connection.port, b.connection.port}) == 3
+
+
+def test_branch_shows_its_lineage(stub, db) -> None:
+    child = branch(stub, db, "child").branch
+    got = stub.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id=child.id)))
+    assert got.parent_branch_id == db.main_branch.id and got.parent_branch_name == "main"
+    assert got.origin_snapshot and got.state == pb.BRANCH_STATE_RUNNING
+    assert got.created_at.seconds > 0 and got.used_bytes > 0 and got.logical_bytes > 0
+    main = stub.GetBranch(pb.GetBranchRequest(branch=ref(db.database.name)))
+    assert list(main.child_branch_ids) == [child.id]
+    listed = stub.ListBranches(pb.ListBranchesRequest(database=db.database.id)).branches
+    assert [b.name for b in listed] == ["main", "child"]
+
+
+def test_branch_of_a_branch_and_from_a_snapshot(stub, db) -> None:
+    snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name),
+                                                        name="before"))
+    query(db.connection, "insert into t values ('after-snapshot')")
+    old = branch(stub, db, "old", snapshot="before")
+    assert values(old.connection) == ["parent-1"]
+    grandchild = branch(stub, db, "grandchild", parent="old")
+    assert values(grandchild.connection) == ["parent-1"]
+    assert grandchild.branch.parent_branch_id == old.branch.id
+    snaps = stub.ListSnapshots(pb.ListSnapshotsRequest(branch=ref(db.database.name)))
+    assert [s.name for s in snaps.snapshots] == ["before"]
+    assert list(snaps.snapshots[0].dependent_branch_ids) == [old.branch.id]
+    assert snap.id == snaps.snapshots[0].id
+
+
+def test_snapshot_with_dependents_cannot_be_deleted(stub, db) -> None:
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name), name="s1"))
+    child = branch(stub, db, "from-s1", snapshot="s1")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteSnapshot(pb.DeleteSnapshotRequest(branch=ref(db.database.name),
+                                                     snapshot="s1"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "from-s1" in err.value.details()
+    stub.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(branch_id=child.branch.id)))
+    stub.DeleteSnapshot(pb.DeleteSnapshotRequest(branch=ref(db.database.name), snapshot="s1"))
+    snaps = stub.ListSnapshots(pb.ListSnapshotsRequest(branch=ref(db.database.name)))
+    assert not snaps.snapshots
+
+
+def test_duplicate_names_conflict(stub, db) -> None:
+    branch(stub, db, "dup")
+    with pytest.raises(grpc.RpcError) as err:
+        branch(stub, db, "dup")
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name), name="x"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name), name="x"))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_delete_refuses_children_unless_cascade(stub, daemon: Daemon, db) -> None:
+    mid = branch(stub, db, "mid")
+    leaf = branch(stub, db, "leaf", parent="mid")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteBranch(pb.DeleteBranchRequest(branch=ref(db.database.name, "mid")))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "leaf" in err.value.details()
+    deleted = stub.DeleteBranch(pb.DeleteBranchRequest(branch=ref(db.database.name, "mid"),
+                                                       cascade=True))
+    assert list(deleted.deleted_branch_ids) == [leaf.branch.id, mid.branch.id]
+    names = [b.name for b in stub.ListBranches(
+        pb.ListBranchesRequest(database=db.database.id)).branches]
+    assert names == ["main"]
+    # Their branch points on main are gone too: nothing but the database's own datasets.
+    leftovers = [d for d in daemon.pool.datasets()
+                 if mid.branch.id in d or leaf.branch.id in d or ("@" in d and db.database.id in d)]
+    assert leftovers == []
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteBranch(pb.DeleteBranchRequest(branch=ref(db.database.name, "main")))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_reset_to_parent_keeps_connection_string(stub, db) -> None:
+    child = branch(stub, db, "resettable")
+    query(child.connection, "insert into t values ('child-work')")
+    query(db.connection, "insert into t values ('parent-2')")
+    reset = stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db.database.name, "resettable")),
+                             timeout=60)
+    assert reset.id == child.branch.id and reset.port == child.branch.port
+    assert reset.state == pb.BRANCH_STATE_RUNNING
+    conn = stub.GetConnection(pb.GetConnectionRequest(branch=ref(db.database.name,
+                                                                 "resettable")))
+    assert conn.uri == child.connection.uri
+    assert values(child.connection) == ["parent-1", "parent-2"]
+
+
+def test_reset_to_snapshot(stub, db) -> None:
+    child = branch(stub, db, "snapme")
+    query(child.connection, "insert into t values ('kept')")
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name, "snapme"),
+                                                 name="good"))
+    query(child.connection, "delete from t")
+    stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db.database.name, "snapme"),
+                                           snapshot="good"), timeout=60)
+    assert values(child.connection) == ["kept", "parent-1"]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db.database.name)), timeout=60)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_reset_refuses_with_children(stub, db) -> None:
+    branch(stub, db, "p")
+    branch(stub, db, "c", parent="p")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db.database.name, "p")), timeout=60)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_stop_and_start(stub, db) -> None:
+    child = branch(stub, db, "sleepy")
+    stopped = stub.StopBranch(pb.StopBranchRequest(branch=ref(db.database.name, "sleepy")))
+    assert stopped.state == pb.BRANCH_STATE_STOPPED and not stopped.desired_running
+    with pytest.raises(Exception):  # noqa: B017 - any connection error will do
+        query(child.connection, "select 1")
+    # A stopped parent can still be branched (no checkpoint needed).
+    grand = branch(stub, db, "from-stopped", parent="sleepy")
+    assert values(grand.connection) == ["parent-1"]
+    started = stub.StartBranch(pb.StartBranchRequest(branch=ref(db.database.name, "sleepy")))
+    assert started.state == pb.BRANCH_STATE_RUNNING
+    assert values(child.connection) == ["parent-1"]
