@@ -60,7 +60,11 @@ class FilePool:
     def destroy(self, mount_root: Path | None = None) -> None:
         if mount_root is not None:
             kill_postmasters_under(mount_root)
-        run("zpool", "destroy", "-f", self.name, check=False)
+        # Mounts may stay busy for a moment after their last process exits.
+        for _ in range(50):
+            if run("zpool", "destroy", "-f", self.name, check=False).returncode == 0:
+                break
+            time.sleep(0.2)
         self.image.unlink(missing_ok=True)
 
 
