@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from cygnet.backup.create import create_backup
+from cygnet.backup.diff import DataDirDiff, RelationChange, RelFileKey, diff_backups, diff_data_dirs
 from cygnet.backup.errors import (
     BackupNotFound,
     CorruptRepository,
@@ -39,8 +40,11 @@ __all__ = [
     "BackupInfo",
     "BackupNotFound",
     "CorruptRepository",
+    "DataDirDiff",
     "Metadata",
     "PruneReport",
+    "RelFileKey",
+    "RelationChange",
     "RepositoryLocked",
     "RepositoryNotFound",
     "RestoreInfo",
@@ -48,6 +52,8 @@ __all__ = [
     "VerifyIssue",
     "VerifyReport",
     "create_backup",
+    "diff_backups",
+    "diff_data_dirs",
     "get_backup",
     "init_repository",
     "list_backups",
