@@ -84,6 +84,21 @@ def postmasters_under(root: Path) -> list[int]:
     return pids
 
 
+def postmaster_pids(root: Path) -> set[int]:
+    """Postmasters (not their backends) running on data below `root`."""
+    pids = set(postgres_under := postmasters_under(root))
+    out = set()
+    for pid in postgres_under:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid not in pids:
+            out.add(pid)
+    return out
+
+
 def kill_postmasters_under(root: Path) -> None:
     for pid in postmasters_under(root):
         with contextlib.suppress(ProcessLookupError):

@@ -66,6 +66,12 @@ class Clusters:
     def live(self, branch: BranchRecord) -> process.Postmaster | None:
         return process.find_live_postmaster(self.pgdata(branch))
 
+    def accepting(self, branch: BranchRecord) -> bool:
+        """Live and done with startup and recovery (postmaster.pid says "ready")."""
+        pidfile = process.read_pidfile(self.pgdata(branch))
+        return (pidfile is not None and pidfile.status == "ready"
+                and self.live(branch) is not None)
+
     async def start(self, branch: BranchRecord, db: DatabaseRecord) -> None:
         """Starts the branch's postmaster unless one already runs; returns when ready."""
         if self.live(branch) is not None:

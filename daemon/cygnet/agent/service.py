@@ -73,8 +73,10 @@ class AgentService:
     def state_of(self, branch: BranchRecord) -> str:
         if branch.phase != L.PHASE_READY:
             return branch.phase
-        if self.host.clusters.live(branch) is not None:
+        if self.host.clusters.accepting(branch):
             return "running"
+        if self.host.clusters.live(branch) is not None:
+            return "starting"
         if branch.desired != "running":
             return "stopped"
         return "failed" if self.supervisor.is_failing(branch.id) else "starting"
