@@ -65,7 +65,8 @@ def _check_chunk(field: FieldDescriptor | None, chunk: bytes, prefix: str) -> st
         except UnicodeDecodeError:
             return path
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        return bad_utf8_field(field.message_type, chunk, f"{path}.")
+        if field.message_type is not None:
+            return bad_utf8_field(field.message_type, chunk, f"{path}.")
     return None
 
 
