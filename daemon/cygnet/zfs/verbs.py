@@ -98,12 +98,16 @@ class Zfs:
         zfs-fuse reports any mounted filesystem as busy on rename, so on that
         dialect the filesystem is unmounted first and mounted again after.
         """
-        if (await self.dialect()).name == "zfs-fuse" and "@" not in old:
+        if (await self.dialect()).name == "zfs-fuse" and await self._mounted(old):
             await self._run_retrying_busy(["zfs", "umount", old])
             await self.runner.run(["zfs", "rename", old, new])
             await self.runner.run(["zfs", "mount", new])
             return
         await self._run_retrying_busy(["zfs", "rename", old, new])
+
+    async def _mounted(self, name: str) -> bool:
+        result = await self.runner.run(["zfs", "get", "-H", "-o", "value", "mounted", name])
+        return result.stdout.strip() == "yes"
 
     async def set_props(self, name: str, props: Mapping[str, str]) -> None:
         # One call per property keeps us compatible with zfs-fuse, whose
