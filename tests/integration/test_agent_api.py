@@ -1,0 +1,73 @@
+"""The daemon's surface: listeners, TLS, health, reflection, and a full pool."""
+
+from __future__ import annotations
+
+import secrets
+import stat
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from tests.harness import WORK, Daemon, FilePool, run
+
+pytestmark = pytest.mark.integration
+
+
+def test_admin_socket_is_root_only(daemon: Daemon) -> None:
+    mode = daemon.socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_tls_listener_with_generated_certificates(daemon: Daemon) -> None:
+    ca = (daemon.base / "state" / "tls" / "ca.pem").read_bytes()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    with grpc.secure_channel(f"localhost:{daemon.listen_port}", creds) as ch:
+        status = pb_grpc.AgentStub(ch).GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+    assert status.pools[0].name == daemon.pool.name
+    # Plain text on the TLS port is refused.
+    with grpc.insecure_channel(f"localhost:{daemon.listen_port}") as ch, \
+            pytest.raises(grpc.RpcError):
+        pb_grpc.AgentStub(ch).GetHostStatus(pb.GetHostStatusRequest(), timeout=5)
+
+
+def test_health_and_reflection(daemon: Daemon) -> None:
+    with daemon.channel() as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "cygnet.v1.Agent"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        req = reflection_pb2.ServerReflectionRequest(list_services="")
+        (resp,) = list(refl.ServerReflectionInfo(iter([req]), timeout=5))
+    names = {s.name for s in resp.list_services_response.service}
+    assert {"cygnet.v1.Agent", "grpc.health.v1.Health"} <= names
+
+
+def test_full_pool_is_resource_exhausted_and_leaves_nothing() -> None:
+    pool = FilePool.create("300M")
+    d = Daemon(pool, WORK / ("f" + secrets.token_hex(3)), port_min=55250)
+    try:
+        d.start()
+        with d.stub() as s:
+            s.CreateDatabase(pb.CreateDatabaseRequest(name="first", size_class="nano"),
+                             timeout=120)
+            filler = d.mount_root / pool.name / "filler"
+            run("dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400", check=False)
+            before = pool.datasets()
+            for call in (
+                lambda: s.CreateDatabase(pb.CreateDatabaseRequest(name="second"), timeout=60),
+                lambda: s.CreateBranch(pb.CreateBranchRequest(database="first", name="b"),
+                                       timeout=60),
+            ):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "full" in err.value.details()
+            assert pool.datasets() == before
+    finally:
+        d.stop()
+        pool.destroy(d.mount_root)
