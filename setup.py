@@ -10,8 +10,10 @@ setup(
                 "native/cygnet_native.c",
                 "native/hashing.c",
                 "native/dedup_index.c",
+                "native/hash_kernels.c",
+                "native/hash_kernels_avx2.c",
             ],
-            depends=["native/cygnet_native.h"],
+            depends=["native/cygnet_native.h", "native/hash_kernels.h"],
             libraries=["xxhash"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         )

@@ -10,7 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+
+#include "hash_kernels.h"
 
 /* Large sequential reads amortise syscalls; a multiple of the block size so
  * that only the last chunk of a file can end in a partial block. */
@@ -22,12 +23,11 @@ _Static_assert(READ_CHUNK % CYG_BLOCK_SIZE == 0, "chunk must hold whole blocks")
 
 static size_t block_count(size_t len) { return (len + CYG_BLOCK_SIZE - 1) / CYG_BLOCK_SIZE; }
 
+_Static_assert(CYG_KERNEL_BLOCK == CYG_BLOCK_SIZE, "one block size");
+
 static void hash_blocks(const unsigned char *data, size_t len, unsigned char *out)
 {
-    for (size_t off = 0; off < len; off += CYG_BLOCK_SIZE, out += CYG_DIGEST_SIZE) {
-        size_t n = len - off < CYG_BLOCK_SIZE ? len - off : CYG_BLOCK_SIZE;
-        XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits(data + off, n));
-    }
+    cyg_hash_blocks(data, len, out);
 }
 
 static PyObject *hash_bytes(PyObject *Py_UNUSED(module), PyObject *arg)
