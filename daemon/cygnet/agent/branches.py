@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -10,6 +11,7 @@ import time
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.agent.timing import StepTimer
 from cygnet.errors import AlreadyExists, FailedPrecondition, NotFound
 from cygnet.names import validate_name
 from cygnet.zfs import DatasetNotFound
@@ -58,9 +60,9 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
     return snapshot, abs(subscriptions)
 
 
-async def create_branch(host: Host, db: DatabaseRecord, name: str, parent_ref: str,
-                        snapshot_ref: str, request_id: str) -> BranchRecord:
-    """Must run under the database's lock, with `db` freshly loaded."""
+async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: str,
+                        parent_ref: str, snapshot_ref: str, request_id: str) -> BranchRecord:
+    """Must run under the database's lock, with `inv` and `db` loaded under it."""
     from cygnet.agent.databases import branch_props
 
     name = validate_name("name", name)
@@ -69,34 +71,54 @@ async def create_branch(host: Host, db: DatabaseRecord, name: str, parent_ref: s
     parent = db.branch(parent_ref)
     if parent.phase != L.PHASE_READY:
         raise FailedPrecondition(f"parent branch {parent.name!r} is {parent.phase}")
-    await host.ensure_headroom(db.pool)
-    inv = await host.inventory()
+    host.ensure_headroom(inv, db.pool)
     async with host.catalog_lock:
         port = host.ports.reserve(inv.used_ports())
     branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
     own_snapshot = not snapshot_ref
+    timer = StepTimer()
     try:
-        if snapshot_ref:
-            snap = find_snapshot(parent, snapshot_ref)
-            # Unknown counts take the safe path: start with workers off first.
-            origin, subscriptions = snap.dataset, abs(snap.subscriptions)
-        else:
-            origin, subscriptions = await branch_point(host, parent, f"branch {name}")
+        with timer.step("snapshot"):
+            if snapshot_ref:
+                snap = find_snapshot(parent, snapshot_ref)
+                # Unknown counts take the safe path: start with workers off first.
+                origin, subscriptions = snap.dataset, abs(snap.subscriptions)
+            else:
+                origin, subscriptions = await branch_point(host, parent, f"branch {name}")
         branch.origin = origin
         try:
-            await host.zfs.clone(origin, branch.dataset, branch_props(branch))
-            await host.clusters.start_clone(branch, db, subscriptions)
-            await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+            with timer.step("clone"):
+                await host.zfs.clone(origin, branch.dataset, branch_props(branch))
+            with timer.step("start"):
+                await _start_and_mark_ready(host, db, branch, subscriptions)
         except BaseException:
             log.exception("create branch %s failed; removing what was made", branch.id)
             await destroy_branch(host, branch, drop_origin=own_snapshot)
             raise
     finally:
         host.ports.release(port)
+    log.info("branch %s/%s (%s) ready in %s", db.name, name, branch.id, timer)
     branch.phase = L.PHASE_READY
     return branch
+
+
+async def _start_and_mark_ready(host: Host, db: DatabaseRecord, branch: BranchRecord,
+                                subscriptions: int) -> None:
+    """Starts the clone while ZFS records it as ready: the two take similar time.
+
+    Marking it ready before Postgres answers is safe: if the start fails, the
+    caller destroys the branch; if the daemon dies meanwhile, the reconciler
+    starts a ready branch that should run, and a retry finds it by request id.
+    """
+    results = await asyncio.gather(
+        host.clusters.start_clone(branch, db, subscriptions),
+        host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY}),
+        return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool = True) -> None:

@@ -107,8 +107,7 @@ class Clusters:
 
     async def checkpoint(self, branch: BranchRecord) -> int:
         """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""
-        await sql.checkpoint(self.socket_dir(branch), branch.port)
-        return await fixup.subscription_count(self.socket_dir(branch), branch.port)
+        return await sql.checkpoint_for_snapshot(self.socket_dir(branch), branch.port)
 
     def write_secret(self, branch: BranchRecord) -> str:
         password = secrets.token_urlsafe(24)

@@ -47,10 +47,10 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     version = resolve_version(version, host.config.postgres_root)[0]
     size = size_class(size).name
     pool = await _choose_pool(host, pool)
-    await host.ensure_headroom(pool)
     golden = await ensure_template(host, pool, version)
     async with host.catalog_lock:
         inv = await host.inventory()
+        host.ensure_headroom(inv, pool)
         _check_name_free(inv, name)
         db = DatabaseRecord(L.new_id("db"), name, "", pool, version, size, L.PHASE_CREATING,
                             time.time(), request_id)

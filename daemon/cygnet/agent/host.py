@@ -6,13 +6,12 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cygnet.agent import inventory
+from cygnet.agent import inventory, layout
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.ports import PortAllocator
 from cygnet.errors import ResourceExhausted
 from cygnet.zfs import Zfs
-from cygnet.zfs.pools import pool_status
 
 
 @dataclass
@@ -32,9 +31,10 @@ class Host:
         return cls(config, zfs or Zfs(), Clusters(config),
                    PortAllocator(config.port_min, config.port_max))
 
-    async def ensure_headroom(self, pool: str) -> None:
+    def ensure_headroom(self, inv: inventory.Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""
-        free = (await pool_status(self.zfs.runner, pool)).free_bytes
+        root = inv.datasets.get(layout.root(pool))
+        free = root.number("available") if root is not None else 0
         if free < self.config.min_free_bytes:
             raise ResourceExhausted(
                 f"pool {pool} is full: {free // 2**20} MiB free, "

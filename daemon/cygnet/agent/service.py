@@ -56,6 +56,7 @@ class AgentService:
         self.host = host
         self.supervisor = supervisor
         self.requests = RequestLog()
+        self._db_ids: dict[str, str] = {}
 
     # --- lookups -------------------------------------------------------------
 
@@ -125,17 +126,27 @@ class AgentService:
 
         return await self.requests.run(request_id, "DeleteDatabase", call)
 
+    async def _database_id(self, database: str) -> str:
+        """Resolves a database name or id. Ids never change hands, so hits are cached;
+        the caller re-reads ZFS under the database's lock anyway."""
+        if database in self._db_ids:
+            return self._db_ids[database]
+        db = (await self.host.inventory()).database(database)
+        self._db_ids[database] = db.id
+        return db.id
+
     async def _locked_db(self, database: str) -> tuple[DatabaseRecord, Inventory]:
         """Waits for the database's lock; the caller must release host.db_locks[db.id]."""
-        db = (await self.host.inventory()).database(database)
-        await self.host.db_locks[db.id].acquire()
+        db_id = await self._database_id(database)
+        await self.host.db_locks[db_id].acquire()
         try:
             inv = await self.host.inventory()
-            if db.id not in inv.databases:
+            if db_id not in inv.databases or inv.databases[db_id].phase == L.PHASE_DELETING:
+                self._db_ids.pop(database, None)
                 raise NotFound(f"database {database!r} not found")
-            return inv.databases[db.id], inv
+            return inv.databases[db_id], inv
         except BaseException:
-            self.host.db_locks[db.id].release()
+            self.host.db_locks[db_id].release()
             raise
 
     async def create_branch(self, database: str, name: str, parent: str, snapshot: str,
@@ -146,7 +157,7 @@ class AgentService:
                 found = br.find_branch_by_request(inv, request_id)
                 if found is not None:
                     return self.view(db, found)
-                branch = await br.create_branch(self.host, db, name, parent, snapshot,
+                branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
                                                 request_id)
                 db.branches[branch.id] = branch
                 return self.view(db, branch)
@@ -159,8 +170,10 @@ class AgentService:
                            action: Callable[[DatabaseRecord, BranchRecord], Awaitable[T]]) -> T:
         """Runs `action` on the branch under its database's lock, once per request id."""
         async def call() -> T:
-            db, _ = self.resolve(await self.host.inventory(), ref)
-            db, inv = await self._locked_db(db.id)
+            database = ref.database
+            if ref.branch_id or not database:
+                database = self.resolve(await self.host.inventory(), ref)[0].id
+            db, inv = await self._locked_db(database)
             try:
                 _, branch = self.resolve(inv, ref)
                 return await action(db, branch)

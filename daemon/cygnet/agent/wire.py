@@ -64,9 +64,8 @@ def _check_chunk(field: FieldDescriptor | None, chunk: bytes, prefix: str) -> st
             chunk.decode("utf-8")
         except UnicodeDecodeError:
             return path
-    elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        if field.message_type is not None:
-            return bad_utf8_field(field.message_type, chunk, f"{path}.")
+    elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+        return bad_utf8_field(field.message_type, chunk, f"{path}.")
     return None
 
 

@@ -65,6 +65,19 @@ async def checkpoint(socket_dir: Path, port: int) -> None:
     await query_one(socket_dir, port, "CHECKPOINT")
 
 
+async def checkpoint_for_snapshot(socket_dir: Path, port: int) -> int:
+    """CHECKPOINT, then count subscriptions, on one connection; returns the count.
+
+    Taking a branch point is on the latency path of every new branch, so this
+    spends one connection where two separate helpers would spend two.
+    """
+    async with await connect(socket_dir, port) as conn:
+        await conn.execute("CHECKPOINT")
+        cur = await conn.execute("SELECT count(*) FROM pg_subscription")
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def set_password(socket_dir: Path, port: int, role: str, password: str) -> None:
     """Sets `role`'s password; creates the role (LOGIN) if it does not exist.
 
