@@ -1,0 +1,1 @@
+"""The operator CLI `cygnet`: a thin client of cygnetd's gRPC API (click + rich)."""

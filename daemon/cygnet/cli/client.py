@@ -1,0 +1,142 @@
+"""A typed, synchronous client of the Agent API with retries and error mapping.
+
+Mutating calls carry a fresh request_id; a retry after UNAVAILABLE reuses it,
+so the daemon returns the first result instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
+import grpc
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc
+from cygnet.cli.rpcerrors import from_rpc
+from cygnet.cli.target import Target
+
+T = TypeVar("T")
+
+QUERY_TIMEOUT = 30.0
+# A first database of a Postgres version runs initdb; big resets wait for checkpoints.
+CHANGE_TIMEOUT = 900.0
+RETRY_DELAYS = (0.5, 1.5)
+
+
+class _Mutation(Protocol):
+    request_id: str
+
+
+class Client:
+    def __init__(self, target: Target, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel: grpc.Channel | None = None
+        self._stub: Any = None
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    @property
+    def stub(self) -> Any:
+        if self._stub is None:
+            self._channel = self.target.channel()
+            self._stub = agent_pb2_grpc.AgentStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    # --- the one place calls are made --------------------------------------
+
+    def _call(self, method: Callable[..., T], request: Any, change: bool) -> T:
+        if change and not request.request_id:
+            request.request_id = str(uuid.uuid4())
+        timeout = self.timeout or (CHANGE_TIMEOUT if change else QUERY_TIMEOUT)
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return method(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
+                    raise from_rpc(exc, self.target.address, self._connected()) from exc
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _connected(self) -> bool:
+        """Whether the daemon answers at all: tells 'unreachable' from 'too slow'."""
+        if self._channel is None:
+            return False
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def _query(self, name: str, request: Any, returns: type[T]) -> T:
+        return cast(T, self._call(getattr(self.stub, name), request, change=False))
+
+    def _change(self, name: str, request: _Mutation, returns: type[T]) -> T:
+        return cast(T, self._call(getattr(self.stub, name), request, change=True))
+
+    # --- databases ------------------------------------------------------------
+
+    def create_database(self, req: pb.CreateDatabaseRequest) -> pb.CreateDatabaseResponse:
+        return self._change("CreateDatabase", req, pb.CreateDatabaseResponse)
+
+    def get_database(self, database: str) -> pb.Database:
+        return self._query("GetDatabase", pb.GetDatabaseRequest(database=database), pb.Database)
+
+    def list_databases(self) -> list[pb.Database]:
+        resp = self._query("ListDatabases", pb.ListDatabasesRequest(), pb.ListDatabasesResponse)
+        return list(resp.databases)
+
+    def delete_database(self, database: str) -> pb.DeleteDatabaseResponse:
+        req = pb.DeleteDatabaseRequest(database=database)
+        return self._change("DeleteDatabase", req, pb.DeleteDatabaseResponse)
+
+    # --- branches -------------------------------------------------------------
+
+    def create_branch(self, req: pb.CreateBranchRequest) -> pb.CreateBranchResponse:
+        return self._change("CreateBranch", req, pb.CreateBranchResponse)
+
+    def get_branch(self, ref: pb.BranchRef) -> pb.Branch:
+        return self._query("GetBranch", pb.GetBranchRequest(branch=ref), pb.Branch)
+
+    def list_branches(self, database: str = "") -> list[pb.Branch]:
+        req = pb.ListBranchesRequest(database=database)
+        return list(self._query("ListBranches", req, pb.ListBranchesResponse).branches)
+
+    def delete_branch(self, ref: pb.BranchRef, cascade: bool) -> list[str]:
+        req = pb.DeleteBranchRequest(branch=ref, cascade=cascade)
+        return list(self._change("DeleteBranch", req, pb.DeleteBranchResponse).deleted_branch_ids)
+
+    def reset_branch(self, ref: pb.BranchRef, snapshot: str) -> pb.Branch:
+        req = pb.ResetBranchRequest(branch=ref, snapshot=snapshot)
+        return self._change("ResetBranch", req, pb.Branch)
+
+    def start_branch(self, ref: pb.BranchRef) -> pb.Branch:
+        return self._change("StartBranch", pb.StartBranchRequest(branch=ref), pb.Branch)
+
+    def stop_branch(self, ref: pb.BranchRef) -> pb.Branch:
+        return self._change("StopBranch", pb.StopBranchRequest(branch=ref), pb.Branch)
+
+    def connection(self, ref: pb.BranchRef) -> pb.Connection:
+        return self._query("GetConnection", pb.GetConnectionRequest(branch=ref), pb.Connection)
+
+    # --- snapshots and host ---------------------------------------------------
+
+    def create_snapshot(self, ref: pb.BranchRef, name: str) -> pb.Snapshot:
+        req = pb.CreateSnapshotRequest(branch=ref, name=name)
+        return self._change("CreateSnapshot", req, pb.Snapshot)
+
+    def list_snapshots(self, ref: pb.BranchRef) -> list[pb.Snapshot]:
+        req = pb.ListSnapshotsRequest(branch=ref)
+        return list(self._query("ListSnapshots", req, pb.ListSnapshotsResponse).snapshots)
+
+    def delete_snapshot(self, ref: pb.BranchRef, snapshot: str) -> str:
+        req = pb.DeleteSnapshotRequest(branch=ref, snapshot=snapshot)
+        return self._change("DeleteSnapshot", req, pb.DeleteSnapshotResponse).snapshot_id
+
+    def host_status(self) -> pb.HostStatus:
+        return self._query("GetHostStatus", pb.GetHostStatusRequest(), pb.HostStatus)

@@ -1,0 +1,1 @@
+"""One module per noun: db, branch, snapshot, and the small top-level commands."""

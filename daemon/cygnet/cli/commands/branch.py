@@ -1,0 +1,199 @@
+"""`cygnet branch`: copy-on-write branches of a database (zfs snapshot + clone)."""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.cli import output, shapes, views
+from cygnet.cli.progress import working
+from cygnet.cli.refs import branch_ref, describe, split_new
+from cygnet.cli.state import State, db_option, json_option, pass_state
+
+REF_HELP = "BRANCH is DB/BRANCH, BRANCH with --db DB, a branch id, or DB for its main branch."
+
+
+@click.group()
+def branch() -> None:
+    """Create, inspect, reset, start, stop and delete branches.
+
+    A branch is a running Postgres cluster on a ZFS clone of its parent: it is
+    created in about a second whatever the size of the data, and costs only
+    the blocks that change afterwards.
+
+    BRANCH is written DB/BRANCH, or BRANCH with --db DB; a bare DB means its
+    main branch; branch ids (br...) are accepted everywhere.
+    """
+
+
+@branch.command("create", epilog="""\b
+Examples:
+  cygnet branch create shop/feature            # from main's current state
+  cygnet branch create shop/hotfix --from feature
+  cygnet branch create shop/replay --snapshot before-migration
+  cygnet branch create feature --db shop --json""")
+@click.argument("name", metavar="DB/NAME")
+@click.option("--from", "parent", metavar="PARENT", default="",
+              help="Parent branch (name or id; default: main).")
+@click.option("--snapshot", metavar="SNAP", default="",
+              help="Branch from this existing snapshot of the parent instead of its "
+                   "current state.")
+@db_option
+@json_option
+@pass_state
+def create(state: State, name: str, parent: str, snapshot: str, db: str | None) -> None:
+    """Create branch NAME of database DB and start it.
+
+    Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
+    starts Postgres on the clone. Prints the branch and its connection string.
+    """
+    database, branch_name = split_new(name, db)
+    req = pb.CreateBranchRequest(database=database, name=branch_name, parent=parent,
+                                 parent_snapshot=snapshot)
+    label = f"{database}/{branch_name}"
+    with working(f"Creating branch {label}", f"Created branch {label}"):
+        resp = state.client().create_branch(req)
+    if state.json:
+        output.emit_json({"branch": shapes.branch(resp.branch),
+                          "connection": shapes.connection(resp.connection)})
+        return
+    output.show(views.branch_fields(resp.branch), Text(""),
+                views.connection_fields(resp.connection))
+
+
+@branch.command("list", epilog="""\b
+Examples:
+  cygnet branch list
+  cygnet branch list shop --json | jq -r '.[] | "\\(.name) \\(.state)"'""")
+@click.argument("database", metavar="[DB]", required=False, default="")
+@json_option
+@pass_state
+def list_(state: State, database: str) -> None:
+    """List the branches of DB, or of every database, oldest first."""
+    branches = state.client().list_branches(database)
+    if state.json:
+        output.emit_json([shapes.branch(b) for b in branches])
+    else:
+        output.show(views.branches_table(branches))
+
+
+@branch.command("tree", epilog="""\b
+Example:
+  cygnet branch tree shop""")
+@click.argument("database", metavar="[DB]", required=False, default="")
+@json_option
+@pass_state
+def tree(state: State, database: str) -> None:
+    """Draw the lineage of DB (or of every database) as a tree.
+
+    Each branch shows its state, used size, age and port.
+    """
+    client = state.client()
+    dbs = [client.get_database(database)] if database else client.list_databases()
+    branches = client.list_branches(database)
+    if state.json:
+        output.emit_json([{"database": shapes.database(d),
+                           "branches": shapes.tree([b for b in branches
+                                                    if b.database_id == d.id])}
+                          for d in dbs])
+        return
+    output.show(*[views.branch_tree(d, [b for b in branches if b.database_id == d.id])
+                  for d in dbs])
+
+
+@branch.command("show", epilog=REF_HELP)
+@click.argument("ref", metavar="BRANCH")
+@db_option
+@json_option
+@pass_state
+def show(state: State, ref: str, db: str | None) -> None:
+    """Show one branch: state, lineage, port, sizes."""
+    _show_branch(state, state.client().get_branch(branch_ref(ref, db)))
+
+
+def _show_branch(state: State, b: pb.Branch) -> None:
+    if state.json:
+        output.emit_json(shapes.branch(b))
+    else:
+        output.show(views.branch_fields(b))
+
+
+@branch.command("reset", epilog=f"""{REF_HELP}
+
+\b
+Examples:
+  cygnet branch reset shop/feature                    # to main's current state
+  cygnet branch reset shop/feature --to before-test   # to its own snapshot""")
+@click.argument("ref", metavar="BRANCH")
+@click.option("--to", "snapshot", metavar="SNAP", default="",
+              help="One of the branch's own snapshots (default: the parent's current state).")
+@db_option
+@json_option
+@pass_state
+def reset(state: State, ref: str, snapshot: str, db: str | None) -> None:
+    """Throw away a branch's changes.
+
+    Resets BRANCH to its parent's current state, or to one of its own
+    snapshots with --to. Name, port and credentials stay the same; open
+    connections are dropped.
+    """
+    target = branch_ref(ref, db)
+    name = describe(target)
+    with working(f"Resetting branch {name}", f"Reset branch {name}"):
+        b = state.client().reset_branch(target, snapshot)
+    _show_branch(state, b)
+
+
+@branch.command("start", epilog=REF_HELP)
+@click.argument("ref", metavar="BRANCH")
+@db_option
+@json_option
+@pass_state
+def start(state: State, ref: str, db: str | None) -> None:
+    """Start a stopped branch's Postgres (and keep it running)."""
+    target = branch_ref(ref, db)
+    with working(f"Starting branch {describe(target)}", f"Started {describe(target)}"):
+        b = state.client().start_branch(target)
+    _show_branch(state, b)
+
+
+@branch.command("stop", epilog=REF_HELP)
+@click.argument("ref", metavar="BRANCH")
+@db_option
+@json_option
+@pass_state
+def stop(state: State, ref: str, db: str | None) -> None:
+    """Stop a branch's Postgres; its data stays (start it again with `branch start`)."""
+    target = branch_ref(ref, db)
+    with working(f"Stopping branch {describe(target)}", f"Stopped {describe(target)}"):
+        b = state.client().stop_branch(target)
+    _show_branch(state, b)
+
+
+@branch.command("rm", epilog="""BRANCH is DB/BRANCH, BRANCH with --db DB, or a branch id.
+
+\b
+Examples:
+  cygnet branch rm shop/feature
+  cygnet branch rm shop/feature --cascade   # with every descendant""")
+@click.argument("ref", metavar="BRANCH")
+@click.option("--cascade", is_flag=True, help="Also delete every descendant branch.")
+@db_option
+@json_option
+@pass_state
+def rm(state: State, ref: str, cascade: bool, db: str | None) -> None:
+    """Delete a branch: stop its Postgres and destroy its clone.
+
+    Refused while the branch has child branches, unless --cascade. To delete
+    main, delete the database (`cygnet db rm`).
+    """
+    target = branch_ref(ref, db, bare_is_main=False)
+    name = describe(target)
+    with working(f"Deleting branch {name}", f"Deleted branch {name}"):
+        deleted = state.client().delete_branch(target, cascade)
+    if state.json:
+        output.emit_json({"deleted_branch_ids": deleted})
+    else:
+        output.show(f"Deleted {len(deleted)} branch{'es' if len(deleted) != 1 else ''}: "
+                    + ", ".join(deleted))

@@ -1,0 +1,49 @@
+"""`cygnet connect`: the connection string of a branch, or psql on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import click
+
+from cygnet.cli import output, shapes
+from cygnet.cli.errors import CliError
+from cygnet.cli.refs import branch_ref
+from cygnet.cli.state import State, db_option, json_option, pass_state
+
+
+@click.command(epilog="""BRANCH is DB/BRANCH, BRANCH with --db DB, a branch id, or DB for
+its main branch.
+
+\b
+Examples:
+  cygnet connect shop                      # main's connection string
+  psql "$(cygnet connect shop/feature)"
+  cygnet connect shop/feature --psql
+  cygnet connect shop --psql -- -c 'select 1'""")
+@click.argument("ref", metavar="BRANCH")
+@click.argument("psql_args", nargs=-1, metavar="[-- PSQL_ARGS]")
+@click.option("--psql", "run_psql", is_flag=True, help="Run psql on the branch instead.")
+@db_option
+@json_option
+@pass_state
+def connect(state: State, ref: str, psql_args: tuple[str, ...], run_psql: bool,
+            db: str | None) -> None:
+    """Print the connection string (URI) of BRANCH, or run psql on it.
+
+    The URI carries the branch's password: treat it as a secret.
+    """
+    conn = state.client().connection(branch_ref(ref, db))
+    if run_psql:
+        psql = shutil.which("psql")
+        if psql is None:
+            raise CliError("psql: not found on PATH (install postgresql-client)")
+        state.close()
+        os.execv(psql, ["psql", conn.uri, *psql_args])
+    if psql_args:
+        raise click.UsageError("extra arguments are passed to psql: add --psql")
+    if state.json:
+        output.emit_json(shapes.connection(conn))
+    else:
+        click.echo(conn.uri)

@@ -1,0 +1,104 @@
+"""`cygnet db`: databases (a lineage of branches rooted at `main`)."""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.cli import output, shapes, views
+from cygnet.cli.progress import working
+from cygnet.cli.state import State, json_option, pass_state
+
+
+@click.group()
+def db() -> None:
+    """Create, list, inspect and delete databases.
+
+    A database is a lineage of branches sharing one origin: creating it starts
+    its `main` branch, and every other branch descends from main.
+    """
+
+
+@db.command("create", epilog="""\b
+Examples:
+  cygnet db create shop
+  cygnet db create shop --version 15 --size medium
+  cygnet db create shop --json | jq -r .connection.uri""")
+@click.argument("name")
+@click.option("--version", "version", metavar="MAJOR", default="",
+              help="Postgres major version, e.g. 15 (default: the newest installed).")
+@click.option("--size", metavar="CLASS", default="",
+              help="Size class: nano, small, medium or large (default: small).")
+@click.option("--pool", metavar="POOL", default="",
+              help="ZFS pool (default: the one with the most free space).")
+@json_option
+@pass_state
+def create(state: State, name: str, version: str, size: str, pool: str) -> None:
+    """Create database NAME and start its main branch.
+
+    Prints the database and the connection string of main.
+    """
+    req = pb.CreateDatabaseRequest(name=name, postgres_version=version, size_class=size,
+                                   pool=pool)
+    with working(f"Creating database {name}", f"Created database {name}"):
+        resp = state.client().create_database(req)
+    if state.json:
+        output.emit_json({"database": shapes.database(resp.database),
+                          "main_branch": shapes.branch(resp.main_branch),
+                          "connection": shapes.connection(resp.connection)})
+        return
+    output.show(views.database_fields(resp.database), Text(""),
+                views.connection_fields(resp.connection))
+
+
+@db.command("list", epilog="""\b
+Examples:
+  cygnet db list
+  cygnet db list --json | jq -r '.[].name'""")
+@json_option
+@pass_state
+def list_(state: State) -> None:
+    """List the databases on the host, oldest first."""
+    dbs = state.client().list_databases()
+    if state.json:
+        output.emit_json([shapes.database(d) for d in dbs])
+    else:
+        output.show(views.databases_table(dbs))
+
+
+@db.command("show")
+@click.argument("database", metavar="DB")
+@json_option
+@pass_state
+def show(state: State, database: str) -> None:
+    """Show database DB (name or id) and its branches."""
+    client = state.client()
+    d = client.get_database(database)
+    branches = client.list_branches(d.id)
+    if state.json:
+        output.emit_json({**shapes.database(d), "branches": [shapes.branch(b) for b in branches]})
+        return
+    output.show(views.database_fields(d), Text(""), views.branches_table(branches))
+
+
+@db.command("rm", epilog="""\b
+Example:
+  cygnet db rm shop""")
+@click.argument("database", metavar="DB")
+@json_option
+@pass_state
+def rm(state: State, database: str) -> None:
+    """Delete database DB (name or id) with every branch and snapshot.
+
+    Stops each branch's Postgres and destroys its datasets. There is no undo.
+    """
+    with working(f"Deleting database {database}", f"Deleted database {database}"):
+        resp = state.client().delete_database(database)
+    if state.json:
+        output.emit_json({"database_id": resp.database_id,
+                          "deleted_branch_ids": list(resp.deleted_branch_ids)})
+        return
+    n = len(resp.deleted_branch_ids)
+    output.show(f"Deleted database {database} ({resp.database_id}) and "
+                f"{n} branch{'es' if n != 1 else ''}.")

@@ -1,0 +1,66 @@
+"""Entry point of the `cygnet` console script: runs the CLI and turns failures into exit codes.
+
+A user error is one line on stderr and a documented exit code; a traceback
+appears only with --debug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from cygnet.cli.errors import CliError, Exit
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    # Known before parsing, so a failure while parsing can still show its traceback.
+    return "--debug" in argv
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"cygnet: error: {message}", err=True)
+    return code
+
+
+def _usage(exc: click.UsageError) -> int:
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return _fail(f"{exc.format_message().rstrip('.')}{hint}", Exit.INVALID)
+
+
+def run(argv: list[str]) -> int:
+    debug = _debug_requested(argv)
+    if not debug:
+        # gRPC core logs handshake and connection failures itself; we report them once.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    # Imported only now: grpc reads GRPC_VERBOSITY when it is loaded.
+    from cygnet.cli.app import cli
+
+    try:
+        result = cli.main(args=argv, prog_name="cygnet", standalone_mode=False)
+    except CliError as exc:
+        if debug:
+            traceback.print_exc()
+        return _fail(exc.message, exc.code)
+    except click.UsageError as exc:
+        return _usage(exc)
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        return _fail("interrupted", Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # `cygnet ... | head`: the reader left; nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+            return Exit.ERROR
+        return _fail(f"{type(exc).__name__}: {exc} (run with --debug for details)", Exit.ERROR)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""Human renderings (rich) of API messages; the JSON twins live in shapes.py."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.cli import output as o
+from cygnet.cli.shapes import lineage, state_name
+
+
+def databases_table(dbs: list[pb.Database]) -> RenderableType:
+    rows = [(d.name, d.postgres_version, d.size_class, d.pool, str(d.branch_count),
+             o.age(d.created_at), d.id) for d in dbs]
+    return o.table(("NAME", "POSTGRES", "SIZE", "POOL", "BRANCHES", "CREATED", "ID"), rows)
+
+
+def database_fields(d: pb.Database) -> RenderableType:
+    return o.fields([
+        ("Database", d.name), ("Id", d.id), ("Postgres", d.postgres_version),
+        ("Size class", d.size_class), ("Pool", d.pool), ("Branches", str(d.branch_count)),
+        ("Created", o.timestamp(d.created_at)),
+    ])
+
+
+def branches_table(branches: list[pb.Branch]) -> RenderableType:
+    rows = [(b.database_name, b.name, b.parent_branch_name or "-", o.state(state_name(b.state)),
+             str(b.port or "-"), o.size(b.used_bytes), o.age(b.created_at), b.id)
+            for b in branches]
+    return o.table(("DATABASE", "BRANCH", "PARENT", "STATE", "PORT", "USED", "CREATED", "ID"),
+                   rows)
+
+
+def branch_fields(b: pb.Branch) -> RenderableType:
+    parent = f"{b.parent_branch_name} ({b.parent_branch_id})" if b.parent_branch_id else "-"
+    return o.fields([
+        ("Branch", f"{b.database_name}/{b.name}"), ("Id", b.id),
+        ("State", o.state(state_name(b.state))),
+        ("Desired", "running" if b.desired_running else "stopped"),
+        ("Parent", parent), ("Origin snapshot", b.origin_snapshot or "-"),
+        ("Port", str(b.port or "-")), ("Used", o.size(b.used_bytes)),
+        ("Logical", o.size(b.logical_bytes)), ("Postgres", b.postgres_version),
+        ("Size class", b.size_class), ("Children", str(len(b.child_branch_ids))),
+        ("Created", o.timestamp(b.created_at)),
+    ])
+
+
+def snapshots_table(snaps: list[pb.Snapshot]) -> RenderableType:
+    rows = [(s.name, o.size(s.used_bytes), ", ".join(s.dependent_branch_ids) or "-",
+             o.age(s.created_at), s.id) for s in snaps]
+    return o.table(("NAME", "USED", "DEPENDENT BRANCHES", "CREATED", "ID"), rows)
+
+
+def connection_fields(c: pb.Connection) -> RenderableType:
+    # Never wrapped: a URI folded at the terminal's edge cannot be copied.
+    lines = [Text.assemble(("Connect   ", "bold"), "  ", c.uri, no_wrap=True, overflow="ignore")]
+    if c.socket_dir:
+        lines.append(Text.assemble(("Socket dir", "bold"), "  ", c.socket_dir, no_wrap=True,
+                                   overflow="ignore"))
+    return Group(*lines)
+
+
+def _branch_label(b: pb.Branch) -> Text:
+    label = Text.assemble((b.name, "bold"), "  ", o.state(state_name(b.state)),
+                          f"  {o.size(b.used_bytes)}  {o.age(b.created_at)}")
+    if b.port:
+        label.append(f"  :{b.port}", style="dim")
+    return label
+
+
+def branch_tree(db: pb.Database, branches: list[pb.Branch]) -> Tree:
+    """The lineage of one database: main at the root, children below their parents."""
+    root = Tree(Text.assemble((db.name, "bold cyan"),
+                              (f"  postgres {db.postgres_version}, {db.size_class}, "
+                               f"pool {db.pool}", "dim")))
+    by_parent = lineage(branches)
+
+    def grow(node: Tree, b: pb.Branch) -> None:
+        child = node.add(_branch_label(b))
+        for c in by_parent.get(b.id, []):
+            grow(child, c)
+
+    for b in by_parent.get("", []):
+        grow(root, b)
+    return root
+
+
+def host_view(h: pb.HostStatus) -> RenderableType:
+    info = o.fields([
+        ("Host", f"{h.hostname} ({h.host_id})" if h.host_id != h.hostname else h.hostname),
+        ("cygnetd", h.version), ("ZFS", h.zfs_dialect),
+        ("Postgres", ", ".join(h.postgres_versions) or "-"),
+        ("Databases", str(h.database_count)), ("Branches", str(h.branch_count)),
+        ("Running", str(h.running_clusters)),
+    ])
+    rows = [(p.name, p.health, o.size(p.size_bytes), o.size(p.used_bytes), o.size(p.free_bytes))
+            for p in h.pools]
+    pools = o.table(("POOL", "HEALTH", "SIZE", "USED", "FREE"), rows)
+    return Group(info, Text(""), pools)
