@@ -71,6 +71,10 @@ class AgentService:
     def view(self, db: DatabaseRecord, branch: BranchRecord) -> BranchView:
         return BranchView(branch, db, self.state_of(branch))
 
+    async def fresh_view(self, branch_id: str) -> BranchView:
+        """The branch as ZFS now sees it: space used, origin snapshot, children."""
+        return self.view(*(await self.host.inventory()).branch_by_id(branch_id))
+
     def state_of(self, branch: BranchRecord) -> str:
         if branch.phase != L.PHASE_READY:
             return branch.phase
@@ -114,9 +118,10 @@ class AgentService:
             found = dbs.find_by_request(await self.host.inventory(), request_id)
             if found is not None and found.main is not None:
                 return found, self.view(found, found.main)
-            db, main = await dbs.create_database(self.host, name, version, size, pool,
+            _, main = await dbs.create_database(self.host, name, version, size, pool,
                                                  request_id)
-            return db, self.view(db, main)
+            view = await self.fresh_view(main.id)
+            return view.database, view
 
         return await self.requests.run(request_id, "CreateDatabase", call)
 
@@ -159,8 +164,7 @@ class AgentService:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
                                                 request_id)
-                db.branches[branch.id] = branch
-                return self.view(db, branch)
+                return await self.fresh_view(branch.id)
             finally:
                 self.host.db_locks[db.id].release()
 
@@ -191,7 +195,7 @@ class AgentService:
     async def reset_branch(self, ref: BranchRef, snapshot: str, request_id: str) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
             await reset.reset_branch(self.host, db, branch, snapshot)
-            return self.view(db, branch)
+            return await self.fresh_view(branch.id)
 
         return await self._with_branch(ref, request_id, "ResetBranch", action)
 
