@@ -6,24 +6,23 @@ from pathlib import Path
 
 import click
 
-from cygnet import __version__
 from cygnet.cli.commands.branch import branch
 from cygnet.cli.commands.completion import completion
 from cygnet.cli.commands.connect import connect
 from cygnet.cli.commands.db import db
 from cygnet.cli.commands.host import host, version
 from cygnet.cli.commands.snapshot import snapshot
-from cygnet.cli.state import State
+from cygnet.cli.state import OrderedGroup, State
 from cygnet.cli.target import DEFAULT_SOCKET
 
 EPILOG = """\b
 Quick tour:
-  cygnet db create shop                       # a database; its main branch starts
-  cygnet branch create shop/feature           # a copy-on-write branch of main
-  cygnet connect shop/feature --psql          # psql on the branch
-  cygnet snapshot create shop/feature clean   # a named point on the branch
-  cygnet branch reset shop/feature --to clean # back to that point
-  cygnet branch tree shop                     # the lineage, with state and size
+  cygnet db create shop                        # a database; its main branch starts
+  cygnet branch create shop/feature            # a copy-on-write branch of main
+  cygnet connect shop/feature --psql           # psql on the branch
+  cygnet snapshot create shop/feature clean    # a named point on the branch
+  cygnet branch reset shop/feature --to clean  # back to that point
+  cygnet branch tree shop                      # the lineage, with state and size
   cygnet branch rm shop/feature
   cygnet db rm shop
 
@@ -33,8 +32,10 @@ Exit codes: 0 ok, 1 other error, 2 invalid input or usage, 3 not found,
 Documentation: docs/cli.md"""
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
-                                              "max_content_width": 100})
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=OrderedGroup, epilog=EPILOG, context_settings=SETTINGS)
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), envvar="CYGNET_SOCKET",
               default=DEFAULT_SOCKET, show_default=True, show_envvar=True,
               help="The local daemon's admin socket.")
@@ -51,8 +52,6 @@ Documentation: docs/cli.md"""
 @click.option("--json", "json_", is_flag=True,
               help="Print results as JSON (shapes in docs/cli.md).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and gRPC logs on errors.")
-@click.version_option(__version__, "-V", "--client-version", prog_name="cygnet",
-                      message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None,
         server_name: str | None, timeout: float | None, json_: bool, debug: bool) -> None:

@@ -42,6 +42,13 @@ class State:
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
+class OrderedGroup(click.Group):
+    """Lists subcommands in the order they were added (create, list, show, rm), not A-Z."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(State).json = True

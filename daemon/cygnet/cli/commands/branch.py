@@ -9,12 +9,12 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
-from cygnet.cli.state import State, db_option, json_option, pass_state
+from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
 
 REF_HELP = "BRANCH is DB/BRANCH, BRANCH with --db DB, a branch id, or DB for its main branch."
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def branch() -> None:
     """Create, inspect, reset, start, stop and delete branches.
 
@@ -164,7 +164,10 @@ def start(state: State, ref: str, db: str | None) -> None:
 @json_option
 @pass_state
 def stop(state: State, ref: str, db: str | None) -> None:
-    """Stop a branch's Postgres; its data stays (start it again with `branch start`)."""
+    """Stop a branch's Postgres; its data stays.
+
+    It stays stopped (also across daemon restarts) until `branch start`.
+    """
     target = branch_ref(ref, db)
     with working(f"Stopping branch {describe(target)}", f"Stopped {describe(target)}"):
         b = state.client().stop_branch(target)

@@ -16,7 +16,10 @@ Setup:
 @click.argument("shell", type=click.Choice(SHELLS), metavar="SHELL")
 @click.pass_context
 def completion(ctx: click.Context, shell: str) -> None:
-    """Print the completion script for SHELL (click's shell completion)."""
+    """Print the shell script for tab completion.
+
+    SHELL is bash, zsh or fish (click's shell completion).
+    """
     cls = get_completion_class(shell)
     assert cls is not None  # every name in SHELLS is registered by click
     root = ctx.find_root().command

@@ -30,7 +30,7 @@ Examples:
 @pass_state
 def connect(state: State, ref: str, psql_args: tuple[str, ...], run_psql: bool,
             db: str | None) -> None:
-    """Print the connection string (URI) of BRANCH, or run psql on it.
+    """Print the connection string of a branch, or run psql on it.
 
     The URI carries the branch's password: treat it as a secret.
     """

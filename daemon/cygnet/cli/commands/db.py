@@ -8,10 +8,10 @@ from rich.text import Text
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import output, shapes, views
 from cygnet.cli.progress import working
-from cygnet.cli.state import State, json_option, pass_state
+from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def db() -> None:
     """Create, list, inspect and delete databases.
 

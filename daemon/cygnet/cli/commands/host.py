@@ -8,13 +8,13 @@ from cygnet import __version__
 from cygnet.cli import output, shapes, views
 from cygnet.cli.client import Client
 from cygnet.cli.errors import CliError
-from cygnet.cli.state import State, json_option, pass_state
+from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
 # `version` must answer quickly even when the daemon is far away or gone.
 VERSION_TIMEOUT = 5.0
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def host() -> None:
     """The host: its cygnetd, pools and Postgres versions."""
 
@@ -26,8 +26,11 @@ Example:
 @json_option
 @pass_state
 def status(state: State) -> None:
-    """Show the daemon version, ZFS pools with their space, and counts of databases,
-    branches and running clusters."""
+    """Show the daemon, its ZFS pools and what runs on them.
+
+    Daemon version, ZFS dialect, Postgres versions, counts of databases,
+    branches and running clusters, and each pool's health and space.
+    """
     h = state.client().host_status()
     if state.json:
         output.emit_json(shapes.host(h))
@@ -39,7 +42,7 @@ def status(state: State) -> None:
 @json_option
 @pass_state
 def version(state: State) -> None:
-    """Print the version of this client and, if reachable, of the daemon."""
+    """Print the client version (and the daemon's, if reachable)."""
     client = Client(state.target(), state.timeout or VERSION_TIMEOUT)
     daemon: str | None = None
     problem = ""

@@ -7,10 +7,10 @@ import click
 from cygnet.cli import output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe
-from cygnet.cli.state import State, db_option, json_option, pass_state
+from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def snapshot() -> None:
     """Create, list and delete snapshots of a branch.
 
