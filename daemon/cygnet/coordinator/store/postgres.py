@@ -1,0 +1,116 @@
+"""The shared store: PostgreSQL through psycopg, for several coordinators.
+
+Every coordinator serves the API; placements serialize on a transaction-level
+advisory lock, so coordinators sharing the database never overcommit a host.
+One coordinator is the leader and runs the housekeeping (marking silent hosts
+unavailable, expiring reservations): it holds a session-level advisory lock
+on its own connection. When the leader dies its session ends, PostgreSQL
+drops the lock and the next coordinator to try takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from cygnet.coordinator.store.schema import statements
+from cygnet.coordinator.store.sql import Row, SqlStore
+
+log = logging.getLogger("cygnet.coordinator.store")
+
+# Advisory lock keys: arbitrary, fixed, and shared by every coordinator.
+PLACEMENT_LOCK = 0x6379676E01
+LEADER_LOCK = 0x6379676E02
+SCHEMA_LOCK = 0x6379676E03
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    def q(self, sql: str, *params: object) -> list[Row]:
+        return self.cur.execute(_pg(sql), params).fetchall()
+
+    def x(self, sql: str, *params: object) -> int:
+        return self.cur.execute(_pg(sql), params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            self.cur.executemany(_pg(sql), rows)
+
+
+class PostgresStore(SqlStore):
+    integrity_errors = (psycopg.errors.IntegrityError,)
+
+    def __init__(self, dsn: str, pool_size: int = 4) -> None:
+        self.dsn = dsn
+        self._pool: queue.Queue[psycopg.Connection[Any]] = queue.Queue()
+        self._leader: psycopg.Connection[Any] | None = None
+        self._leader_lock = threading.Lock()
+        for _ in range(pool_size):
+            self._pool.put(psycopg.connect(dsn, connect_timeout=10))
+        with self.transaction() as tx:
+            # CREATE ... IF NOT EXISTS still races between coordinators starting together.
+            tx.q("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
+            for stmt in statements("BIGINT", "DOUBLE PRECISION"):
+                tx.x(stmt)
+
+    def _take(self) -> psycopg.Connection[Any]:
+        conn = self._pool.get()
+        if conn.closed or conn.broken:
+            conn = psycopg.connect(self.dsn, connect_timeout=10)
+        return conn
+
+    @contextmanager
+    def transaction(self, placement: bool = False) -> Iterator[_PgTx]:
+        conn = self._take()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if placement:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK,))
+                yield _PgTx(cur)
+        finally:
+            self._pool.put(conn)
+
+    def try_lead(self) -> bool:
+        with self._leader_lock:
+            try:
+                if self._leader is not None and not self._leader.broken:
+                    # Still our session, so still our lock.
+                    self._leader.execute("SELECT 1")
+                    return True
+            except psycopg.Error:
+                log.warning("lost the leader connection")
+            self._drop_leader()
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            except psycopg.Error as exc:
+                log.warning("leadership check failed: %s", exc)
+                return False
+            if row and row[0]:
+                self._leader = conn
+                return True
+            conn.close()
+            return False
+
+    def _drop_leader(self) -> None:
+        if self._leader is not None:
+            self._leader.close()
+            self._leader = None
+
+    def close(self) -> None:
+        with self._leader_lock:
+            self._drop_leader()
+        while not self._pool.empty():
+            self._pool.get().close()

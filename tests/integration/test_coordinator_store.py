@@ -1,0 +1,239 @@
+"""The coordinator's two stores, SQLite and PostgreSQL, pass the same tests."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cygnet.coordinator.models import (
+    MB,
+    Capacity,
+    CatalogEntry,
+    Constraints,
+    Demand,
+    PlaceRequest,
+    PoolInfo,
+    Registration,
+)
+from cygnet.coordinator.store.postgres import PostgresStore
+from cygnet.coordinator.store.sql import SqlStore
+from cygnet.coordinator.store.sqlite import SqliteStore
+from cygnet.errors import AlreadyExists, NotFound, ResourceExhausted
+from tests.integration import coordinator_helpers, pg_helpers
+from tests.integration.coordinator_helpers import PgServer
+
+pytestmark = pytest.mark.integration
+pg_template = pg_helpers.pg_template
+pg_server = coordinator_helpers.pg_server
+
+GB = 1024 * MB
+NANO = Demand.for_size("nano")
+Factory = Callable[[], SqlStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Opens stores on one shared database (a file, or a fresh PostgreSQL database)."""
+    opened: list[SqlStore] = []
+    if request.param == "sqlite":
+        path = tmp_path / "coordinator.db"
+
+        def factory() -> SqlStore:
+            opened.append(SqliteStore(path))
+            return opened[-1]
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        dsn = server.new_database()
+
+        def factory() -> SqlStore:
+            opened.append(PostgresStore(dsn, pool_size=3))
+            return opened[-1]
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def reg(host_id: str, memory_gb: float = 4, zone: str = "z1", free_gb: float = 95,
+        labels: dict[str, str] | None = None, versions: tuple[str, ...] = ("15",)
+        ) -> Registration:
+    pool = PoolInfo("tank", 100 * GB, int(free_gb * GB))
+    cap = Capacity((pool,), int(memory_gb * GB), 0, versions, 0)
+    return Registration(host_id, f"{host_id}:7433", zone, labels or {}, cap, 100, "0.1.0")
+
+
+def register(store: SqlStore, r: Registration, now: float | None = None) -> None:
+    store.register(r, r.capacity.memory_bytes, 100, time.time() if now is None else now)
+
+
+def reservation(name: str | None = None, group: str = "") -> CatalogEntry:
+    return CatalogEntry("r-" + secrets.token_hex(6), name, "", "nano", "15",
+                        memory_bytes=NANO.memory_bytes, disk_bytes=NANO.disk_bytes, group=group,
+                        state="reserved", expires_at=time.time() + 300, created_at=time.time())
+
+
+def place(store: SqlStore, c: Constraints | None = None, name: str | None = None,
+          group: str = "", dry: bool = False, version: str = "15") -> str:
+    res = None if dry else reservation(name, group)
+    return store.place(PlaceRequest(NANO, version, c or Constraints(), res)).host_id
+
+
+def test_register_heartbeat_and_stale(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("h1", labels={"disk": "nvme"}), now=100.0)
+    h = store.get_host("h1")
+    assert h is not None and h.available and h.labels == {"disk": "nvme"}
+    assert h.capacity.postgres_versions == ("15",) and h.capacity.pools[0].name == "tank"
+    assert not store.heartbeat("nope", Capacity(), 0, 101.0)
+    assert store.mark_stale(cutoff=150.0) == ["h1"]
+    assert not store.get_host("h1").available  # type: ignore[union-attr]
+    assert store.mark_stale(cutoff=150.0) == []
+    assert store.heartbeat("h1", reg("h1").capacity, 4 * GB, 200.0)
+    assert store.get_host("h1").available  # type: ignore[union-attr]
+
+
+def test_drain_survives_reregistration(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("h1"))
+    register(store, reg("h2"))
+    assert store.set_drained("h1", True).drained
+    register(store, reg("h1"))
+    assert store.get_host("h1").drained  # type: ignore[union-attr]
+    assert {place(store) for _ in range(4)} == {"h2"}
+    store.set_drained("h1", False)
+    assert place(store) == "h1"
+    with pytest.raises(NotFound):
+        store.set_drained("ghost", True)
+
+
+def test_spread_follows_capacity(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("big", memory_gb=4))
+    register(store, reg("small", memory_gb=2))
+    got = [place(store) for _ in range(30)]
+    assert got.count("big") == 20 and got.count("small") == 10
+    assert store.get_host("big").db_count == 20  # type: ignore[union-attr]
+    assert place(store, dry=True) in {"big", "small"}
+    assert store.get_host("big").db_count == 20  # type: ignore[union-attr]
+
+
+def test_constraints(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("a", zone="z1", labels={"disk": "nvme"}))
+    register(store, reg("b", zone="z2", versions=("15", "16")))
+    register(store, reg("c", zone="z2", memory_gb=8))
+    assert place(store, Constraints(zone="z1")) == "a"
+    assert place(store, Constraints(labels={"disk": "nvme"})) == "a"
+    assert place(store, version="16") == "b"
+    with pytest.raises(ResourceExhausted, match="no available"):
+        place(store, version="17")
+    first = place(store, Constraints(anti_affinity_group="g"), group="g")
+    second = place(store, Constraints(anti_affinity_group="g"), group="g")
+    third = place(store, Constraints(anti_affinity_group="g"), group="g")
+    assert {first, second, third} == {"a", "b", "c"}
+    with pytest.raises(ResourceExhausted, match="anti-affinity"):
+        place(store, Constraints(anti_affinity_group="g"), group="g")
+    on = place(store, name="lonely")
+    assert place(store, Constraints(avoid_databases=("lonely",))) != on
+
+
+def test_full_hosts_are_refused_with_the_reason(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("tiny", memory_gb=0.25))  # room for two nano databases
+    place(store)
+    place(store)
+    with pytest.raises(ResourceExhausted, match="memory"):
+        place(store)
+    register(store, reg("nodisk", free_gb=0.1))
+    with pytest.raises(ResourceExhausted, match="pool space"):
+        place(store)
+
+
+def test_catalog_lifecycle(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("h1"))
+    res = reservation("shop")
+    store.place(PlaceRequest(NANO, "15", Constraints(), res))
+    with pytest.raises(AlreadyExists):
+        place(store, name="shop")
+    assert store.find_database("shop") is None  # reserved, not created yet
+    db = CatalogEntry("db1", "shop", "h1", "nano", "15", "tank", NANO.memory_bytes,
+                      NANO.disk_bytes, created_at=time.time(), main_branch_id="br1")
+    store.confirm(res.id, db)
+    assert store.get_entry(res.id) is None
+    assert store.find_database("shop") == store.find_database("db1") == db
+    store.add_branch("br2", "db1")
+    assert store.branch_database("br2") == "db1"
+    assert [e.id for e in store.list_databases("h1")] == ["db1"]
+    store.release("db1")
+    assert store.find_database("db1") is None and store.branch_database("br2") is None
+    assert store.get_host("h1").db_count == 0  # type: ignore[union-attr]
+
+
+def test_reservations_expire(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("h1"))
+    place(store, name="later")
+    assert store.get_host("h1").db_count == 1  # type: ignore[union-attr]
+    assert store.expire_reservations(time.time() + 3600) == 1
+    assert store.get_host("h1").db_count == 0  # type: ignore[union-attr]
+
+
+def test_rebuild_host_catalog(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("h1"))
+    old = CatalogEntry("old", "old", "h1", "nano", "15", created_at=1.0)
+    store.replace_host_catalog("h1", [old], {"b-old": "old"})
+    place(store, name="pending")  # a reservation survives the rebuild
+    register(store, reg("h2"))
+    entries = [CatalogEntry(f"d{i}", f"n{i}", "h1", "nano", "15", "tank", NANO.memory_bytes,
+                            created_at=float(i)) for i in range(3)]
+    store.replace_host_catalog("h1", entries, {"b0": "d0", "b1": "d1", "stray": "zz"})
+    assert [e.id for e in store.list_databases("h1")] == ["d0", "d1", "d2"]
+    assert store.branch_database("b1") == "d1" and store.branch_database("stray") is None
+    assert store.branch_database("b-old") is None
+    # The same database found on another host moves there.
+    store.replace_host_catalog("h2", [CatalogEntry("d0", "n0", "h2", "nano", "15")], {})
+    assert store.find_database("n0").host_id == "h2"  # type: ignore[union-attr]
+    # d1, d2 and the reservation.
+    assert store.get_host("h1").db_count == 3  # type: ignore[union-attr]
+
+
+def test_concurrent_placements_never_overcommit(make_store: Factory) -> None:
+    # Two coordinators (store instances) on one database, eight threads each.
+    stores = [make_store(), make_store()]
+    register(stores[0], reg("only", memory_gb=NANO.memory_bytes * 5 / GB))
+    ok: list[str] = []
+    refused: list[Exception] = []
+
+    def worker(store: SqlStore) -> None:
+        for _ in range(2):
+            try:
+                ok.append(place(store))
+            except ResourceExhausted as exc:
+                refused.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(stores[i % 2],)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ok) == 5 and len(refused) == 27
+    host = stores[1].get_host("only")
+    assert host is not None and host.memory_reserved == 5 * NANO.memory_bytes
+
+
+def test_leadership_fails_over(make_store: Factory) -> None:
+    first, second = make_store(), make_store()
+    assert first.try_lead()
+    assert first.try_lead()
+    assert not second.try_lead()
+    first.close()  # the leader dies: its lock goes with its session
+    deadline = time.monotonic() + 10
+    while not second.try_lead():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
