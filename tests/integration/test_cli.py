@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +15,12 @@ from tests.integration.test_cli_support import (
     ANSI,
     BRANCH_KEYS,
     CONNECTION_KEYS,
+    CYGNET,
     DATABASE_KEYS,
     ISO_UTC,
     NOT_FOUND,
     SNAPSHOT_KEYS,
+    cli_env,
     cygnet,
 )
 
@@ -169,3 +172,19 @@ def test_host_status_and_version(daemon: Daemon) -> None:
     assert version == {"client_version": host["version"], "daemon_version": host["version"]}
     lines = cygnet(daemon, "version").out.splitlines()
     assert lines == [f"cygnet {host['version']}", f"cygnetd {host['version']}"]
+
+
+def complete(daemon: Daemon, *words: str) -> list[str]:
+    """What bash completion offers for the last of `words` (asks the daemon for names)."""
+    line = ["cygnet", "--socket", str(daemon.socket), *words]
+    env = cli_env(_CYGNET_COMPLETE="bash_complete", COMP_WORDS=" ".join(line),
+                  COMP_CWORD=str(len(line) - 1))
+    out = subprocess.run([CYGNET], capture_output=True, text=True, env=env, timeout=30).stdout
+    return [ln.split(",", 1)[1] for ln in out.splitlines()]
+
+
+def test_completion_of_names(daemon: Daemon, shop: dict[str, Any]) -> None:
+    db = shop["database"]["name"]
+    assert complete(daemon, "connect", db[:-1]) == [db]
+    assert complete(daemon, "db", "show", db) == [db]
+    assert complete(daemon, "branch", "rm", f"{db}/m") == [f"{db}/main"]

@@ -31,9 +31,10 @@ class _Mutation(Protocol):
 
 
 class Client:
-    def __init__(self, target: Target, timeout: float | None = None) -> None:
+    def __init__(self, target: Target, timeout: float | None = None, retry: bool = True) -> None:
         self.target = target
         self.timeout = timeout
+        self.retry_delays = RETRY_DELAYS if retry else ()
         self._channel: grpc.Channel | None = None
         self._stub: Any = None
 
@@ -54,7 +55,7 @@ class Client:
         if change and not request.request_id:
             request.request_id = str(uuid.uuid4())
         timeout = self.timeout or (CHANGE_TIMEOUT if change else QUERY_TIMEOUT)
-        for delay in (*RETRY_DELAYS, None):
+        for delay in (*self.retry_delays, None):
             try:
                 return method(request, timeout=timeout)
             except grpc.RpcError as exc:

@@ -6,7 +6,7 @@ import click
 from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.cli import output, shapes, views
+from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
@@ -33,7 +33,7 @@ Examples:
   cygnet branch create shop/hotfix --from feature
   cygnet branch create shop/replay --snapshot before-migration
   cygnet branch create feature --db shop --json""")
-@click.argument("name", metavar="DB/NAME")
+@click.argument("name", metavar="DB/NAME", shell_complete=complete.databases)
 @click.option("--from", "parent", metavar="PARENT", default="",
               help="Parent branch (name or id; default: main).")
 @click.option("--snapshot", metavar="SNAP", default="",
@@ -66,7 +66,8 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None) 
 Examples:
   cygnet branch list
   cygnet branch list shop --json | jq -r '.[] | "\\(.name) \\(.state)"'""")
-@click.argument("database", metavar="[DB]", required=False, default="")
+@click.argument("database", metavar="[DB]", required=False, default="",
+                shell_complete=complete.databases)
 @json_option
 @pass_state
 def list_(state: State, database: str) -> None:
@@ -81,7 +82,8 @@ def list_(state: State, database: str) -> None:
 @branch.command("tree", epilog="""\b
 Example:
   cygnet branch tree shop""")
-@click.argument("database", metavar="[DB]", required=False, default="")
+@click.argument("database", metavar="[DB]", required=False, default="",
+                shell_complete=complete.databases)
 @json_option
 @pass_state
 def tree(state: State, database: str) -> None:
@@ -103,7 +105,7 @@ def tree(state: State, database: str) -> None:
 
 
 @branch.command("show", epilog=REF_HELP)
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @db_option
 @json_option
 @pass_state
@@ -125,7 +127,7 @@ def _show_branch(state: State, b: pb.Branch) -> None:
 Examples:
   cygnet branch reset shop/feature                    # to main's current state
   cygnet branch reset shop/feature --to before-test   # to its own snapshot""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.option("--to", "snapshot", metavar="SNAP", default="",
               help="One of the branch's own snapshots (default: the parent's current state).")
 @db_option
@@ -146,7 +148,7 @@ def reset(state: State, ref: str, snapshot: str, db: str | None) -> None:
 
 
 @branch.command("start", epilog=REF_HELP)
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @db_option
 @json_option
 @pass_state
@@ -159,7 +161,7 @@ def start(state: State, ref: str, db: str | None) -> None:
 
 
 @branch.command("stop", epilog=REF_HELP)
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @db_option
 @json_option
 @pass_state
@@ -180,7 +182,7 @@ def stop(state: State, ref: str, db: str | None) -> None:
 Examples:
   cygnet branch rm shop/feature
   cygnet branch rm shop/feature --cascade   # with every descendant""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.option("--cascade", is_flag=True, help="Also delete every descendant branch.")
 @db_option
 @json_option

@@ -7,7 +7,7 @@ import shutil
 
 import click
 
-from cygnet.cli import output, shapes
+from cygnet.cli import complete, output, shapes
 from cygnet.cli.errors import CliError
 from cygnet.cli.refs import branch_ref
 from cygnet.cli.state import State, db_option, json_option, pass_state
@@ -22,7 +22,7 @@ Examples:
   psql "$(cygnet connect shop/feature)"
   cygnet connect shop/feature --psql
   cygnet connect shop --psql -- -c 'select 1'""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.argument("psql_args", nargs=-1, metavar="[-- PSQL_ARGS]")
 @click.option("--psql", "run_psql", is_flag=True, help="Run psql on the branch instead.")
 @db_option

@@ -6,7 +6,7 @@ import click
 from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.cli import output, shapes, views
+from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
@@ -68,7 +68,7 @@ def list_(state: State) -> None:
 
 
 @db.command("show")
-@click.argument("database", metavar="DB")
+@click.argument("database", metavar="DB", shell_complete=complete.databases)
 @json_option
 @pass_state
 def show(state: State, database: str) -> None:
@@ -85,7 +85,7 @@ def show(state: State, database: str) -> None:
 @db.command("rm", epilog="""\b
 Example:
   cygnet db rm shop""")
-@click.argument("database", metavar="DB")
+@click.argument("database", metavar="DB", shell_complete=complete.databases)
 @json_option
 @pass_state
 def rm(state: State, database: str) -> None:

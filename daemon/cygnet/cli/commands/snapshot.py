@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cygnet.cli import output, shapes, views
+from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
@@ -24,7 +24,7 @@ def snapshot() -> None:
 Examples:
   cygnet snapshot create shop/main before-migration
   cygnet snapshot create shop before-migration   # DB alone means main""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.argument("name")
 @db_option
 @json_option
@@ -44,7 +44,7 @@ def create(state: State, ref: str, name: str, db: str | None) -> None:
 @snapshot.command("list", epilog="""\b
 Example:
   cygnet snapshot list shop/main --json""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @db_option
 @json_option
 @pass_state
@@ -60,7 +60,7 @@ def list_(state: State, ref: str, db: str | None) -> None:
 @snapshot.command("rm", epilog="""\b
 Example:
   cygnet snapshot rm shop/main before-migration""")
-@click.argument("ref", metavar="BRANCH")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.argument("snap", metavar="SNAP")
 @db_option
 @json_option
