@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from cygnet.postgres import process
 from cygnet.postgres.config import ClusterSettings
 from cygnet.postgres.fixup import prepare_clone

@@ -8,11 +8,11 @@ import subprocess
 
 import psycopg
 import pytest
+
 from cygnet.postgres import process, sql
 from cygnet.postgres.config import write_settings
 from cygnet.postgres.fixup import disable_subscriptions, prepare_clone, subscription_count
 from cygnet.postgres.pidfile import PIDFILE
-
 from tests.integration import pg_helpers
 from tests.integration.pg_helpers import Cluster, PgEnv
 

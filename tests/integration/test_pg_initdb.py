@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cygnet.errors import FailedPrecondition, InternalError
 from cygnet.postgres.initdb import init_cluster
 from cygnet.postgres.layout import ClusterLayout, postgres_user
 from cygnet.postgres.versions import resolve_version
-
 from tests.integration.pg_helpers import make_base
 
 pytestmark = pytest.mark.integration

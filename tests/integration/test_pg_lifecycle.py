@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from cygnet.errors import FailedPrecondition, Unavailable
 from cygnet.postgres import process, sql
 from cygnet.postgres.pidfile import PIDFILE, read_pidfile
 from cygnet.postgres.procfs import read_stat
-
 from tests.integration import pg_helpers
 from tests.integration.pg_helpers import PgEnv
 

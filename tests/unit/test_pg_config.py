@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cygnet.errors import InternalError
 from cygnet.postgres.config import ClusterSettings, render_hba, render_ident, render_settings
 from cygnet.postgres.fixup import strip_auto_conf

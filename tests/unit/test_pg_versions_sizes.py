@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cygnet.errors import InvalidArgument
 from cygnet.postgres.sizes import SIZE_CLASSES, size_class
 from cygnet.postgres.sql import connection_uri
