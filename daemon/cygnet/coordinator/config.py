@@ -1,0 +1,79 @@
+"""cygnet-coordinator settings: defaults, an optional TOML file, then command-line overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from cygnet.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    # Mutual TLS: agents and certificate clients, all with fleet CA certificates.
+    listen: str = "0.0.0.0:7434"
+    # TLS without client certificates, for clients with a bearer token. "" disables it.
+    listen_token: str = ""
+    # sqlite:///PATH (default, one coordinator) or postgresql://... (several, one leader).
+    store: str = "sqlite:////var/lib/cygnet/coordinator.db"
+    # The coordinator's certificate and the fleet CA (`cygnet-coordinator pki`).
+    tls_cert: Path = Path("/etc/cygnet/pki/coordinator.pem")
+    tls_key: Path = Path("/etc/cygnet/pki/coordinator.key")
+    tls_ca: Path = Path("/etc/cygnet/pki/ca.pem")
+    # Lines of "NAME TOKEN"; callers send "authorization: Bearer TOKEN".
+    tokens_file: Path | None = None
+    heartbeat_interval: float = 5.0
+    # A host that missed this many heartbeats is unavailable.
+    missed_heartbeats: int = 3
+    # Share of a host's memory that its clusters' budgets may take.
+    memory_fraction: float = 0.75
+    # Clusters per host unless the host says otherwise.
+    max_clusters: int = 200
+    # A PlaceDatabase reservation not used by CreateDatabase is freed after this.
+    reservation_ttl: float = 300.0
+    # Deadline of calls to agents that change something (creating takes a while).
+    agent_timeout: float = 600.0
+
+    @property
+    def stale_after(self) -> float:
+        return self.heartbeat_interval * self.missed_heartbeats
+
+    def validate(self) -> CoordinatorConfig:
+        if not self.listen and not self.listen_token:
+            raise InvalidArgument("listen", "give listen, listen_token or both")
+        if self.heartbeat_interval <= 0:
+            raise InvalidArgument("heartbeat_interval", "must be positive")
+        if self.missed_heartbeats < 1:
+            raise InvalidArgument("missed_heartbeats", "must be at least 1")
+        if not 0 < self.memory_fraction <= 1:
+            raise InvalidArgument("memory_fraction", "must be in (0, 1]")
+        if self.max_clusters < 1:
+            raise InvalidArgument("max_clusters", "must be at least 1")
+        if self.listen_token and self.tokens_file is None:
+            raise InvalidArgument("tokens_file", "listen_token needs a tokens file")
+        return self
+
+
+_PATH_FIELDS = {"tls_cert", "tls_key", "tls_ca", "tokens_file"}
+_FLOAT_FIELDS = {"heartbeat_interval", "memory_fraction", "reservation_ttl", "agent_timeout"}
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> CoordinatorConfig:
+    """Defaults <- TOML file <- overrides (None values in overrides are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgument("config", f"{path}: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - {f.name for f in fields(CoordinatorConfig)})
+    if unknown:
+        raise InvalidArgument("config", f"unknown settings: {', '.join(unknown)}")
+    for key in _PATH_FIELDS & values.keys():
+        values[key] = Path(values[key]) if values[key] else None
+    for key in _FLOAT_FIELDS & values.keys():
+        values[key] = float(values[key])
+    return replace(CoordinatorConfig(), **values).validate()

@@ -1,0 +1,120 @@
+"""`cygnet-coordinator`: the fleet's one endpoint, and its certificate tool.
+
+  cygnet-coordinator serve --store sqlite:///var/lib/cygnet/coordinator.db
+  cygnet-coordinator pki init --dir /etc/cygnet/pki
+  cygnet-coordinator pki issue --dir /etc/cygnet/pki --role host --name db-17 --san 10.0.0.17
+
+See docs/coordinator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from cygnet import __version__, pki
+from cygnet.coordinator.auth import load_tokens
+from cygnet.coordinator.config import CoordinatorConfig, load_config
+from cygnet.coordinator.registry import Registry
+from cygnet.coordinator.remote import AgentClients
+from cygnet.coordinator.router import Router
+from cygnet.coordinator.server import build_server, set_serving
+from cygnet.coordinator.servicer import CoordinatorServicer
+from cygnet.coordinator.store import open_store
+from cygnet.errors import CygnetError
+
+log = logging.getLogger("cygnet.coordinator")
+
+_SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
+             "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
+             "reservation_ttl")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cygnet-coordinator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"cygnet-coordinator {__version__}")
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the coordinator")
+    serve.add_argument("--config", type=Path, help="TOML file with the settings below")
+    for name in _SETTINGS:
+        kind = int if name in ("missed_heartbeats", "max_clusters") else str
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    pki_cmd = sub.add_parser("pki", help="make the fleet CA and certificates")
+    pki_sub = pki_cmd.add_subparsers(dest="pki_command", required=True)
+    init = pki_sub.add_parser("init", help="create the fleet CA in --dir")
+    init.add_argument("--dir", type=Path, required=True)
+    issue = pki_sub.add_parser("issue", help="sign a certificate with the fleet CA")
+    issue.add_argument("--dir", type=Path, required=True, help="where the CA is")
+    issue.add_argument("--role", choices=pki.ROLES, required=True)
+    issue.add_argument("--name", required=True, help="host id, coordinator or client name")
+    issue.add_argument("--san", action="append", default=[],
+                       help="extra DNS name or IP address (repeatable)")
+    issue.add_argument("--out", type=Path, help="where to write NAME.pem/NAME.key (--dir)")
+    return p.parse_args(argv)
+
+
+async def serve(config: CoordinatorConfig) -> None:
+    store = open_store(config.store)
+    clients = AgentClients(pki_bytes(config.tls_ca), pki_bytes(config.tls_cert),
+                           pki_bytes(config.tls_key))
+    registry = Registry(store, config, clients)
+    servicer = CoordinatorServicer(registry, Router(store, config, clients))
+    server, health_servicer, _ = await build_server(config, servicer,
+                                                    load_tokens(config.tokens_file))
+    await server.start()
+    await set_serving(health_servicer, True)
+    log.info("cygnet-coordinator %s serving, store %s", __version__,
+             config.store.split("@")[-1])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    housekeeping = asyncio.create_task(registry.housekeeping(stop))
+    await stop.wait()
+    await set_serving(health_servicer, False)
+    await server.stop(grace=5)
+    await housekeeping
+    await clients.close()
+    store.close()
+
+
+def pki_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CygnetError(f"{path}: {exc.strerror} (make certificates with "
+                          "`cygnet-coordinator pki`)") from exc
+
+
+def run_pki(args: argparse.Namespace) -> None:
+    if args.pki_command == "init":
+        print(f"fleet CA: {pki.init_ca(args.dir)}")
+        return
+    files = pki.issue(args.dir, args.role, args.name, args.san, args.out)
+    print(f"certificate: {files.cert}\nkey: {files.key}\nCA: {files.ca}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "pki":
+            run_pki(args)
+            return 0
+        config = load_config(args.config, {k: getattr(args, k) for k in _SETTINGS})
+        asyncio.run(serve(config))
+    except CygnetError as exc:
+        print(f"cygnet-coordinator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The coordinator's gRPC server: mutual-TLS and token listeners, health and reflection."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cygnet.agent.interceptor import ErrorInterceptor
+from cygnet.api.v1 import coordinator_pb2, coordinator_pb2_grpc
+from cygnet.coordinator.auth import AuthInterceptor
+from cygnet.coordinator.config import CoordinatorConfig
+from cygnet.coordinator.servicer import CoordinatorServicer
+from cygnet.errors import InvalidArgument
+
+log = logging.getLogger("cygnet.coordinator")
+
+SERVICE_NAME = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
+
+
+def _read(path: object, field: str) -> bytes:
+    try:
+        return Path(str(path)).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(field, f"{path}: {exc.strerror}") from exc
+
+
+def credentials(config: CoordinatorConfig, require_client_cert: bool) -> grpc.ServerCredentials:
+    pair = (_read(config.tls_key, "tls_key"), _read(config.tls_cert, "tls_cert"))
+    if not require_client_cert:
+        return grpc.ssl_server_credentials([pair])
+    return grpc.ssl_server_credentials([pair], root_certificates=_read(config.tls_ca, "tls_ca"),
+                                       require_client_auth=True)
+
+
+async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
+                       tokens: dict[str, str]
+                       ) -> tuple[aio.Server, health.aio.HealthServicer, dict[str, int]]:
+    # Authentication first: an unauthenticated request is not even decoded.
+    server = aio.server(interceptors=[AuthInterceptor(tokens), ErrorInterceptor()])
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    ports: dict[str, int] = {}
+    if config.listen:
+        ports["listen"] = server.add_secure_port(config.listen, credentials(config, True))
+        log.info("mutual TLS listener on %s (port %d)", config.listen, ports["listen"])
+    if config.listen_token:
+        ports["listen_token"] = server.add_secure_port(config.listen_token,
+                                                       credentials(config, False))
+        log.info("token listener on %s (port %d)", config.listen_token, ports["listen_token"])
+    return server, health_servicer, ports
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

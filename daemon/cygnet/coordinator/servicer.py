@@ -1,0 +1,98 @@
+"""The gRPC servicer: thin. It converts messages and calls the registry and the router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import coordinator_pb2 as pb
+from cygnet.api.v1 import coordinator_pb2_grpc as pb_grpc
+from cygnet.coordinator import convert
+from cygnet.coordinator.auth import host_refusal
+from cygnet.coordinator.registry import Registry
+from cygnet.coordinator.router import Router
+
+Ctx = Any  # grpc.aio.ServicerContext
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    def __init__(self, registry: Registry, router: Router) -> None:
+        self.registry = registry
+        self.router = router
+
+    def _interval(self) -> float:
+        return self.registry.config.heartbeat_interval
+
+    async def RegisterHost(self, req: pb.RegisterHostRequest, ctx: Ctx
+                           ) -> pb.RegisterHostResponse:
+        refusal = host_refusal(req.host_id)
+        if refusal:
+            await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        await self.registry.register(convert.registration(req))
+        return pb.RegisterHostResponse(heartbeat_interval_seconds=self._interval())
+
+    async def Heartbeat(self, req: pb.HeartbeatRequest, ctx: Ctx) -> pb.HeartbeatResponse:
+        refusal = host_refusal(req.host_id)
+        if refusal:
+            await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
+        return pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+
+    async def ListHosts(self, req: pb.ListHostsRequest, ctx: Ctx) -> pb.ListHostsResponse:
+        return pb.ListHostsResponse(hosts=[convert.host(h) for h in await self.registry.list()])
+
+    async def GetHost(self, req: pb.GetHostRequest, ctx: Ctx) -> pb.FleetHost:
+        return convert.host(await self.registry.get(req.host_id))
+
+    async def DrainHost(self, req: pb.DrainHostRequest, ctx: Ctx) -> pb.FleetHost:
+        return convert.host(await self.registry.drain(req.host_id, True))
+
+    async def UndrainHost(self, req: pb.DrainHostRequest, ctx: Ctx) -> pb.FleetHost:
+        return convert.host(await self.registry.drain(req.host_id, False))
+
+    async def PlaceDatabase(self, req: pb.PlaceDatabaseRequest, ctx: Ctx) -> pb.Placement:
+        placed = await self.router.place(req.size_class, req.postgres_version,
+                                         convert.constraints(req.constraints), req.dry_run)
+        return convert.placement(placed)
+
+    async def CreateDatabase(self, req: pb.FleetCreateDatabaseRequest, ctx: Ctx
+                             ) -> pb.FleetCreateDatabaseResponse:
+        resp, placed = await self.router.create_database(
+            req.database, convert.constraints(req.constraints), req.reservation_id)
+        return pb.FleetCreateDatabaseResponse(result=resp, placement=convert.placement(placed))
+
+    async def GetDatabase(self, req: apb.GetDatabaseRequest, ctx: Ctx) -> pb.FleetDatabase:
+        loc, live = await self.router.get_database(req.database)
+        return convert.fleet_database(loc, live)
+
+    async def ListDatabases(self, req: apb.ListDatabasesRequest, ctx: Ctx
+                            ) -> pb.FleetListDatabasesResponse:
+        found = await self.router.list_databases()
+        return pb.FleetListDatabasesResponse(databases=[convert.fleet_database(x) for x in found])
+
+    async def DeleteDatabase(self, req: apb.DeleteDatabaseRequest, ctx: Ctx
+                             ) -> apb.DeleteDatabaseResponse:
+        return await self.router.delete_database(req)
+
+    async def CreateBranch(self, req: apb.CreateBranchRequest, ctx: Ctx
+                           ) -> apb.CreateBranchResponse:
+        return await self.router.create_branch(req)
+
+    async def GetBranch(self, req: apb.GetBranchRequest, ctx: Ctx) -> apb.Branch:
+        return await self.router.get_branch(req)
+
+    async def ListBranches(self, req: apb.ListBranchesRequest, ctx: Ctx
+                           ) -> apb.ListBranchesResponse:
+        return await self.router.list_branches(req)
+
+    async def DeleteBranch(self, req: apb.DeleteBranchRequest, ctx: Ctx
+                           ) -> apb.DeleteBranchResponse:
+        return await self.router.delete_branch(req)
+
+    async def ResetBranch(self, req: apb.ResetBranchRequest, ctx: Ctx) -> apb.Branch:
+        return await self.router.reset_branch(req)
+
+    async def GetConnection(self, req: apb.GetConnectionRequest, ctx: Ctx) -> apb.Connection:
+        return await self.router.get_connection(req)

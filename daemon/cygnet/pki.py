@@ -1,0 +1,78 @@
+"""The fleet's certificates: one CA, and a certificate for every host, coordinator and client.
+
+`cygnet-coordinator pki init --dir DIR` makes DIR/ca.pem and DIR/ca.key;
+`cygnet-coordinator pki issue --dir DIR --role host --name h1 --san 10.0.0.5`
+makes DIR/h1.pem and DIR/h1.key signed by it. The common name is ROLE/NAME:
+the coordinator lets a host certificate register only the host it names. The
+same certificate serves as TLS server and client certificate (cygnetd's
+listener and its calls to the coordinator). The signing helpers are the ones
+cygnetd uses for its self-signed certificates (agent/tls.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cygnet.agent import tls
+from cygnet.errors import AlreadyExists, InvalidArgument, NotFound
+
+ROLES = ("host", "coordinator", "client")
+CA_NAME = "cygnet fleet CA"
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def init_ca(directory: Path) -> Path:
+    """Creates the fleet CA in `directory`; refuses to overwrite one."""
+    ca_pem, ca_key = directory / "ca.pem", directory / "ca.key"
+    if ca_pem.exists() or ca_key.exists():
+        raise AlreadyExists(f"{directory} holds a CA already")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = tls._key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+    cert = tls._cert(CA_NAME, key, name, key, True, [])
+    tls._write_key(ca_key, key)
+    ca_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return ca_pem
+
+
+def issue(directory: Path, role: str, name: str, sans: list[str],
+          out: Path | None = None) -> Issued:
+    """Signs a ROLE/NAME certificate (with `sans` and localhost) by the CA in `directory`."""
+    if role not in ROLES:
+        raise InvalidArgument("role", f"{role!r} is not one of {', '.join(ROLES)}")
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidArgument("name", f"{name!r} is not a plain name")
+    try:
+        ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    except FileNotFoundError as exc:
+        raise NotFound(f"no CA in {directory}: run `pki init` first") from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise InvalidArgument("dir", "the CA key is not an EC key")
+    out = out or directory
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = tls._key()
+    cert = tls._cert(f"{role}/{name}", key, ca.subject, ca_key, False,
+                     tls.server_names([name, *sans]))
+    files = Issued(out / f"{name}.pem", out / f"{name}.key", directory / "ca.pem")
+    tls._write_key(files.key, key)
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def identity(common_name: str) -> tuple[str, str]:
+    """("host", "h1") from "host/h1"; ("", "") if the name is not ROLE/NAME."""
+    role, _, name = common_name.partition("/")
+    return (role, name) if role in ROLES and name else ("", "")
