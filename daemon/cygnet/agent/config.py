@@ -39,6 +39,20 @@ class AgentConfig:
     min_free_bytes: int = 128 * 1024 * 1024
     # How often the supervisor checks that postmasters are alive.
     supervise_interval: float = 1.0
+    # Fleet membership (docs/coordinator.md): the coordinator's host:port, the
+    # fleet CA, and what the host tells it. Empty coordinator: standalone host.
+    coordinator: str = ""
+    coordinator_ca: Path | None = None
+    # Require client certificates signed by this CA on the TLS listener.
+    tls_client_ca: Path | None = None
+    # host:port the coordinator dials; empty: advertise_host and the listen port.
+    advertise_api: str = ""
+    zone: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    # Memory offered to clusters; 0 reads /proc/meminfo.
+    memory_bytes: int = 0
+    # Clusters this host runs at most; 0 leaves it to the coordinator.
+    max_clusters: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,11 +65,14 @@ class AgentConfig:
         if not 1024 <= self.port_min <= self.port_max <= 65535:
             span = f"{self.port_min}-{self.port_max}"
             raise InvalidArgument("port_range", f"{span} is not a valid range")
+        if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
+            raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
+                                  "(a fleet host certificate, see docs/coordinator.md)")
         return self
 
 
 _PATH_FIELDS = {"mount_root", "state_dir", "run_dir", "socket_path", "tls_cert", "tls_key",
-                "postgres_root"}
+                "postgres_root", "coordinator_ca", "tls_client_ca"}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
