@@ -28,7 +28,12 @@ def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
     else:
         files = ensure_certificates(config.state_dir / "tls", [config.advertise_host])
         cert, key = files.cert, files.key
-    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    pair = (key.read_bytes(), cert.read_bytes())
+    if config.tls_client_ca:
+        # In a fleet only holders of fleet certificates (the coordinator) get in.
+        return grpc.ssl_server_credentials([pair], config.tls_client_ca.read_bytes(),
+                                           require_client_auth=True)
+    return grpc.ssl_server_credentials([pair])
 
 
 def _prepare_socket(path: Path) -> None:
