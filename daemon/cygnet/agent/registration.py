@@ -1,0 +1,116 @@
+"""Fleet membership: register with the coordinator, then send heartbeats.
+
+Each heartbeat carries the host's capacity (pools, memory, running clusters,
+Postgres versions). A NOT_FOUND answer means the coordinator lost the host
+(a new store, say), so the host registers again, and the coordinator rebuilds
+its catalog from the host. An unreachable coordinator is retried with a
+capped backoff; the databases are never affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from cygnet import __version__
+from cygnet.agent.config import AgentConfig
+from cygnet.agent.servicer import AgentServicer
+from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
+
+log = logging.getLogger("cygnet.agent.registration")
+
+CALL_TIMEOUT = 10.0
+MAX_BACKOFF = 30.0
+
+
+def memory_bytes(config: AgentConfig) -> int:
+    if config.memory_bytes:
+        return config.memory_bytes
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def api_address(config: AgentConfig) -> str:
+    if config.advertise_api:
+        return config.advertise_api
+    port = config.listen.rpartition(":")[2]
+    return f"{config.advertise_host}:{port}"
+
+
+def host_id(config: AgentConfig) -> str:
+    return config.host_id or socket.gethostname()
+
+
+async def capacity(config: AgentConfig, servicer: AgentServicer) -> cpb.HostCapacity:
+    status: apb.HostStatus = await servicer.GetHostStatus(apb.GetHostStatusRequest(), None)
+    return cpb.HostCapacity(pools=status.pools, memory_bytes=memory_bytes(config),
+                            running_clusters=status.running_clusters,
+                            postgres_versions=status.postgres_versions,
+                            database_count=status.database_count)
+
+
+def _channel(config: AgentConfig) -> aio.Channel:
+    assert config.coordinator_ca and config.tls_cert and config.tls_key
+    creds = grpc.ssl_channel_credentials(config.coordinator_ca.read_bytes(),
+                                         config.tls_key.read_bytes(),
+                                         config.tls_cert.read_bytes())
+    return aio.secure_channel(config.coordinator, creds)
+
+
+class Membership:
+    def __init__(self, config: AgentConfig, servicer: AgentServicer) -> None:
+        self.config = config
+        self.servicer = servicer
+        self.registered = False
+        self.interval = 5.0
+
+    async def beat(self, stub: cpb_grpc.CoordinatorStub) -> None:
+        """One register or heartbeat call."""
+        cap = await capacity(self.config, self.servicer)
+        hid = host_id(self.config)
+        if not self.registered:
+            req = cpb.RegisterHostRequest(
+                host_id=hid, address=api_address(self.config), zone=self.config.zone,
+                labels=self.config.labels, capacity=cap,
+                max_clusters=self.config.max_clusters, version=__version__)
+            resp = await stub.RegisterHost(req, timeout=CALL_TIMEOUT)
+            self.registered = True
+            log.info("registered with coordinator %s as %s", self.config.coordinator, hid)
+        else:
+            resp = await stub.Heartbeat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
+                                        timeout=CALL_TIMEOUT)
+        self.interval = resp.heartbeat_interval_seconds or self.interval
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        async with _channel(self.config) as channel:
+            stub = cpb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
+            while not stop.is_set():
+                wait = self.interval
+                try:
+                    await self.beat(stub)
+                    backoff = 0.5
+                except aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND and self.registered:
+                        log.warning("the coordinator forgot this host: registering again")
+                        self.registered = False
+                        continue
+                    log.warning("coordinator %s: %s: %s", self.config.coordinator,
+                                exc.code().name, exc.details())
+                    wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                except Exception:
+                    log.exception("heartbeat failed")
+                    wait = backoff
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
