@@ -18,6 +18,7 @@ from cygnet import __version__
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.reconciler import reconcile
+from cygnet.agent.registration import Membership
 from cygnet.agent.server import build_server, restrict_socket, set_serving
 from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
@@ -44,13 +45,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--advertise-host", help="host name or address put in connection strings")
     p.add_argument("--postgres-listen", help="listen_addresses for the clusters")
     p.add_argument("--log-level", default="INFO")
+    fleet = p.add_argument_group("fleet (docs/coordinator.md)")
+    fleet.add_argument("--coordinator", help="coordinator host:port to register with")
+    fleet.add_argument("--coordinator-ca", type=Path, help="fleet CA certificate")
+    fleet.add_argument("--tls-cert", type=Path, help="this host's certificate")
+    fleet.add_argument("--tls-key", type=Path, help="this host's key")
+    fleet.add_argument("--tls-client-ca", type=Path,
+                       help="require TLS clients to have certificates signed by this CA")
+    fleet.add_argument("--host-id")
+    fleet.add_argument("--zone")
+    fleet.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    fleet.add_argument("--memory-bytes", type=int, help="memory offered to clusters")
+    fleet.add_argument("--advertise-api", help="host:port the coordinator dials")
     return p.parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> AgentConfig:
     overrides = {k: getattr(args, k) for k in (
         "pools", "socket_path", "listen", "state_dir", "run_dir", "mount_root",
-        "advertise_host", "postgres_listen")}
+        "advertise_host", "postgres_listen", "coordinator", "coordinator_ca", "tls_cert",
+        "tls_key", "tls_client_ca", "host_id", "zone", "memory_bytes", "advertise_api")}
+    if args.label:
+        if not all("=" in item for item in args.label):
+            raise CygnetError("label: use KEY=VALUE")
+        overrides["labels"] = dict(item.split("=", 1) for item in args.label)
     if args.port_range:
         low, _, high = args.port_range.partition("-")
         if not (low.isdigit() and high.isdigit()):
@@ -69,7 +87,8 @@ async def serve(config: AgentConfig) -> None:
     supervisor = Supervisor(host)
     await reconcile(host, supervisor)
     service = AgentService(host, supervisor)
-    server, health_servicer = await build_server(config, AgentServicer(service))
+    servicer = AgentServicer(service)
+    server, health_servicer = await build_server(config, servicer)
     await server.start()
     restrict_socket(config.admin_socket)
     await set_serving(health_servicer, True)
@@ -80,6 +99,8 @@ async def serve(config: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     background = [asyncio.create_task(supervisor.run(stop)),
                   asyncio.create_task(_warm_templates(host))]
+    if config.coordinator:
+        background.append(asyncio.create_task(Membership(config, servicer).run(stop)))
     await stop.wait()
     log.info("stopping: the databases keep running")
     await set_serving(health_servicer, False)
