@@ -117,6 +117,10 @@ class Daemon:
     port_min: int
     listen_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Appended to the command line: later options override the defaults above.
+    extra_args: list[str] = field(default_factory=list)
+    # Run inside this network namespace (`ip netns exec`).
+    netns: str | None = None
 
     @property
     def socket(self) -> Path:
@@ -136,12 +140,13 @@ class Daemon:
                 "--state-dir", str(self.base / "state"), "--mount-root", str(self.mount_root),
                 "--listen", f"127.0.0.1:{self.listen_port}",
                 "--port-range", f"{self.port_min}-{self.port_min + 199}",
-                "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG"]
+                "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG", *self.extra_args]
 
     def start(self, timeout: float = 120.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*prefix, *self.argv()], stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()
         self.wait_serving(timeout)
