@@ -48,7 +48,10 @@ class BranchView:
         if not origin or parent is None:
             return ""
         snap = next((s for s in parent.snapshots if s.dataset == origin), None)
-        return snap.name if snap and snap.kind == "user" else (snap.id if snap else origin)
+        if snap is not None and snap.kind == "user":
+            return snap.name
+        # A branch point: its id, which is the snapshot's name in ZFS.
+        return snap.id if snap else origin.rsplit("@", 1)[-1]
 
 
 class AgentService:
@@ -164,7 +167,9 @@ class AgentService:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
                                                 request_id)
-                return await self.fresh_view(branch.id)
+                await self.host.refresh_space(branch)
+                db.branches[branch.id] = branch
+                return self.view(db, branch)
             finally:
                 self.host.db_locks[db.id].release()
 
