@@ -25,6 +25,7 @@ from cygnet.backup.manifest import read_info
 from cygnet.backup.models import (
     BackupInfo,
     Metadata,
+    ProgressFn,
     PruneReport,
     RestoreInfo,
     VerifyIssue,
@@ -42,6 +43,7 @@ __all__ = [
     "CorruptRepository",
     "DataDirDiff",
     "Metadata",
+    "ProgressFn",
     "PruneReport",
     "RelFileKey",
     "RelationChange",

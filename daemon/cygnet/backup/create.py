@@ -6,11 +6,12 @@ import dataclasses
 import os
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cygnet.backup.manifest import Entry, Manifest, write_manifest
-from cygnet.backup.models import BackupInfo, Metadata, check_metadata
+from cygnet.backup.models import BackupInfo, Metadata, ProgressFn, check_metadata
 from cygnet.backup.packs import DEFAULT_LEVEL, DEFAULT_PACK_SIZE, PackWriter, load_index
 from cygnet.backup.repo import open_repository
 from cygnet.backup.tree import scan
@@ -28,12 +29,13 @@ def create_backup(
     pack_size: int = DEFAULT_PACK_SIZE,
     level: int = DEFAULT_LEVEL,
     lock_timeout: float = 0.0,
+    progress: ProgressFn | None = None,
 ) -> BackupInfo:
     """Backs up source_dir (which must not change meanwhile: point it at a snapshot).
 
     Creates the repository if needed. Blocks already stored by any backup are
     referenced, not written again, so every backup is incremental and every
-    backup is also complete on its own."""
+    backup is also complete on its own. `progress` is told of each 4 MiB read."""
     source = Path(source_dir)
     if not source.is_dir():
         raise InvalidArgument("source_dir", f"{source} is not a directory")
@@ -45,7 +47,7 @@ def create_backup(
         index, _ = load_index(repository)  # unreadable .idx: its blocks are stored again
         writer = PackWriter(repository, pack_size, level)
         try:
-            entries, digests = _store_tree(source, index, writer)
+            entries, digests = _store_tree(source, index, writer, progress)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -65,22 +67,38 @@ def create_backup(
     return info
 
 
-def _store_tree(source: Path, index: DedupIndex, writer: PackWriter) -> tuple[list[Entry], bytes]:
+def _store_tree(
+    source: Path, index: DedupIndex, writer: PackWriter, progress: ProgressFn | None
+) -> tuple[list[Entry], bytes]:
     entries: list[Entry] = []
     digests: list[bytes] = []
     buf = bytearray(READ_SIZE)
+    files = done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(files, done)
+
     for item in scan(source):
         entry = item.entry
         if entry.kind == "file":
-            file_digests, size = _store_file(item.path, index, writer, buf)
+            file_digests, size = _store_file(item.path, index, writer, buf, advance)
             entry = dataclasses.replace(entry, size=size)
             digests.append(file_digests)
+            files += 1
+            advance(0)
         entries.append(entry)
     return entries, b"".join(digests)
 
 
 def _store_file(
-    path: Path, index: DedupIndex, writer: PackWriter, buf: bytearray
+    path: Path,
+    index: DedupIndex,
+    writer: PackWriter,
+    buf: bytearray,
+    advance: Callable[[int], None],
 ) -> tuple[bytes, int]:
     digests: list[bytes] = []
     size = 0
@@ -96,6 +114,7 @@ def _store_file(
                     index.insert(digest, *loc)
             digests.append(chunk_digests)
             size += n
+            advance(n)
             if n < len(buf):
                 break
     return b"".join(digests), size

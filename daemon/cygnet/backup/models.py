@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,8 @@ from cygnet.errors import InvalidArgument
 # Caller metadata is a flat map of JSON scalars (database, branch, pg version...).
 MetadataValue = str | int | float | bool | None
 Metadata = Mapping[str, MetadataValue]
+# Progress hook of long calls: (files done, bytes done). Called from the calling thread.
+ProgressFn = Callable[[int, int], None]
 
 # Backup ids are generated: UTC time to the microsecond (so ids sort by age)
 # and a random suffix. The pattern keeps an id a caller passes back from ever

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cygnet.backup.errors import CorruptRepository, RestoreTargetNotEmpty
 from cygnet.backup.manifest import Entry, Manifest, read_manifest
-from cygnet.backup.models import RestoreInfo, check_backup_id
+from cygnet.backup.models import ProgressFn, RestoreInfo, check_backup_id
 from cygnet.backup.packs import BlockReader, load_index
 from cygnet.backup.repo import open_repository
 from cygnet.blocks import DIGEST_SIZE, BlockLocation, DedupIndex
@@ -27,6 +27,7 @@ def restore(
     dest_dir: str | os.PathLike[str],
     *,
     lock_timeout: float = 0.0,
+    progress: ProgressFn | None = None,
 ) -> RestoreInfo:
     """Restores a backup into dest_dir, which must be absent or empty.
 
@@ -42,7 +43,7 @@ def restore(
         created = _prepare_dest(dest)
         reader = BlockReader(repository)
         try:
-            written = _write_tree(manifest, dest, index, reader)
+            written = _write_tree(manifest, dest, index, reader, progress)
         except BaseException:
             _remove_partial(dest, created)
             raise
@@ -83,9 +84,15 @@ def _remove_partial(dest: Path, created: bool) -> None:
             child.unlink(missing_ok=True)
 
 
-def _write_tree(manifest: Manifest, dest: Path, index: DedupIndex, reader: BlockReader) -> int:
+def _write_tree(
+    manifest: Manifest,
+    dest: Path,
+    index: DedupIndex,
+    reader: BlockReader,
+    progress: ProgressFn | None = None,
+) -> int:
     digests = dict((e.path, d) for e, d in manifest.files())
-    written = 0
+    written = files = 0
     dirs = {"."}
     for entry in manifest.entries:
         path = dest / _checked_path(entry, dirs)
@@ -95,6 +102,9 @@ def _write_tree(manifest: Manifest, dest: Path, index: DedupIndex, reader: Block
             os.symlink(entry.target, path)
         else:
             written += _write_file(path, entry, digests[entry.path], index, reader)
+            files += 1
+            if progress is not None:
+                progress(files, written)
     # Directory modes and mtimes last (deepest first): writing into them changes mtime.
     for entry in reversed(manifest.entries):
         if entry.kind == "dir":

@@ -8,13 +8,15 @@ import zstandard
 
 from cygnet.backup.errors import CorruptRepository
 from cygnet.backup.manifest import read_manifest
-from cygnet.backup.models import VerifyIssue, VerifyReport
+from cygnet.backup.models import ProgressFn, VerifyIssue, VerifyReport
 from cygnet.backup.packs import PACK_MAGIC, check_frame, read_idx
 from cygnet.backup.repo import Repository, open_repository
 from cygnet.blocks import DIGEST_SIZE, DedupIndex, iter_records
 
 
-def verify(repo: str | os.PathLike[str], *, lock_timeout: float = 0.0) -> VerifyReport:
+def verify(
+    repo: str | os.PathLike[str], *, lock_timeout: float = 0.0, progress: ProgressFn | None = None
+) -> VerifyReport:
     """Checks the whole repository; report.ok is False if anything stored is damaged.
 
     Leftovers of an interrupted backup or prune are listed as garbage, not
@@ -26,6 +28,8 @@ def verify(repo: str | os.PathLike[str], *, lock_timeout: float = 0.0) -> Verify
         good = DedupIndex()  # blocks that passed, for the manifest check
         for pack_id in repository.pack_ids():
             _verify_pack(repository, pack_id, good, report)
+            if progress is not None:  # (packs done, uncompressed bytes re-hashed)
+                progress(report.packs_checked, report.bytes_checked)
         referenced = DedupIndex()
         for backup_id in repository.backup_ids():
             _verify_manifest(repository, backup_id, good, referenced, report)
