@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -11,6 +11,7 @@ from grpc import aio
 
 from cygnet import errors
 from cygnet.agent.wire import decode
+from cygnet.backup.errors import CorruptRepository
 from cygnet.zfs import errors as zfs_errors
 
 log = logging.getLogger("cygnet.api")
@@ -28,6 +29,7 @@ STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (zfs_errors.OutOfSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (CorruptRepository, grpc.StatusCode.DATA_LOSS),
     (zfs_errors.ZfsTimeout, grpc.StatusCode.UNAVAILABLE),
 ]
 
@@ -42,13 +44,29 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
 def _message(exc: BaseException, code: grpc.StatusCode) -> str:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and isinstance(exc, zfs_errors.OutOfSpace):
         return f"the pool is full: {exc}"
+    if isinstance(exc, CorruptRepository) and exc.problems:
+        return f"{exc}: {'; '.join(exc.problems[:3])}"
     if code == grpc.StatusCode.INTERNAL:
         return f"internal error ({type(exc).__name__}: {exc}); the daemon log has details"
     return str(exc)
 
 
+async def _abort(exc: Exception, context: aio.ServicerContext, method: str) -> None:
+    """Logs `exc` and ends the call with its status; INTERNAL alone gets a traceback."""
+    code = status_for(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+    else:
+        log.info("%s: %s: %s", method, code.name, exc)
+    if isinstance(exc, errors.InvalidArgument):
+        context.set_trailing_metadata((("cygnet-field", exc.field),))
+    await context.abort(code, _message(exc, code))
+
+
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps unary handlers: CygnetError -> status with a clear message, never a traceback.
+    """Wraps unary-unary and unary-stream handlers: CygnetError -> status with a clear
+    message, never a traceback. A stream that fails after sending events ends with
+    the same status.
 
     It also decodes the request itself (see wire.py), so undecodable input is
     INVALID_ARGUMENT naming the field rather than gRPC's UNKNOWN.
@@ -60,28 +78,46 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
-        method = details.method
+        if handler.unary_unary is not None:
+            return _wrap_unary(handler, details.method)
+        if handler.unary_stream is not None:
+            return _wrap_stream(handler, details.method)
+        return handler
 
-        deserialize = handler.request_deserializer
 
-        async def wrapped(raw: bytes, context: aio.ServicerContext) -> Any:
-            try:
-                request = decode(deserialize, raw) if deserialize else raw
-                return await inner(request, context)
-            except aio.AbortError:
-                raise
-            except Exception as exc:
-                code = status_for(exc)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("%s failed", method)
-                else:
-                    log.info("%s: %s: %s", method, code.name, exc)
-                if isinstance(exc, errors.InvalidArgument):
-                    context.set_trailing_metadata((("cygnet-field", exc.field),))
-                await context.abort(code, _message(exc, code))
+def _request(handler: Any, raw: bytes) -> Any:
+    deserialize = handler.request_deserializer
+    return decode(deserialize, raw) if deserialize else raw
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
+
+def _wrap_unary(handler: Any, method: str) -> Any:
+    inner = handler.unary_unary
+
+    async def wrapped(raw: bytes, context: aio.ServicerContext) -> Any:
+        try:
+            return await inner(_request(handler, raw), context)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, context, method)
+
+    return grpc.unary_unary_rpc_method_handler(
+        wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+def _wrap_stream(handler: Any, method: str) -> Any:
+    inner = handler.unary_stream
+
+    async def wrapped(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for event in inner(_request(handler, raw), context):
+                yield event
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, context, method)
+
+    return grpc.unary_stream_rpc_method_handler(
+        wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
