@@ -18,6 +18,8 @@ class AgentConfig:
     mount_root: Path = Path("/var/lib/cygnet/mnt")
     # Certificates and other daemon state.
     state_dir: Path = Path("/var/lib/cygnet")
+    # The backup repository (a directory); empty means STATE_DIR/backups.
+    backup_dir: Path | None = None
     # Unix sockets: the daemon's own and one directory per branch.
     run_dir: Path = Path("/run/cygnet")
     # Local admin API (root only). Empty disables it.
@@ -59,6 +61,10 @@ class AgentConfig:
     def admin_socket(self) -> Path:
         return self.socket_path or self.run_dir / "cygnetd.sock"
 
+    @property
+    def backup_repository(self) -> Path:
+        return self.backup_dir or self.state_dir / "backups"
+
     def validate(self) -> AgentConfig:
         if not self.pools:
             raise InvalidArgument("pools", "at least one ZFS pool must be configured")
@@ -71,7 +77,7 @@ class AgentConfig:
         return self
 
 
-_PATH_FIELDS = {"mount_root", "state_dir", "run_dir", "socket_path", "tls_cert", "tls_key",
+_PATH_FIELDS = {"mount_root", "state_dir", "backup_dir", "run_dir", "socket_path", "tls_cert", "tls_key",
                 "postgres_root", "coordinator_ca", "tls_client_ca"}
 
 
