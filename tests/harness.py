@@ -119,7 +119,7 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     # Appended to the command line: later options override the defaults above.
     extra_args: list[str] = field(default_factory=list)
-    # Run inside this network namespace (`ip netns exec`).
+    # Run inside this network namespace (see /var/run/netns).
     netns: str | None = None
 
     @property
@@ -145,7 +145,9 @@ class Daemon:
     def start(self, timeout: float = 120.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        # nsenter, not `ip netns exec`: only the network namespace changes, so ZFS
+        # mounts stay in the machine's mount namespace.
+        prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
         self.proc = subprocess.Popen([*prefix, *self.argv()], stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()
