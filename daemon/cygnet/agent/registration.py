@@ -97,10 +97,9 @@ class Membership:
         async with _channel(self.config) as channel:
             stub = cpb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
             while not stop.is_set():
-                wait = self.interval
                 try:
                     await self.beat(stub)
-                    backoff = 0.5
+                    wait, backoff = self.interval, 0.5
                 except aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.NOT_FOUND and self.registered:
                         log.warning("the coordinator forgot this host: registering again")
