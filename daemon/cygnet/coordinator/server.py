@@ -49,9 +49,10 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     ports: dict[str, int] = {}
-    if config.listen:
-        ports["listen"] = server.add_secure_port(config.listen, credentials(config, True))
-        log.info("mutual TLS listener on %s (port %d)", config.listen, ports["listen"])
+    # Several addresses are comma-separated (e.g. a unix socket for local tools).
+    for address in filter(None, config.listen.split(",")):
+        ports[address] = server.add_secure_port(address, credentials(config, True))
+        log.info("mutual TLS listener on %s (port %d)", address, ports[address])
     if config.listen_token:
         ports["listen_token"] = server.add_secure_port(config.listen_token,
                                                        credentials(config, False))

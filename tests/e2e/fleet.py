@@ -1,0 +1,157 @@
+"""Real parts for fleet tests: certificates, a cygnet-coordinator process, network namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from cygnet import pki
+from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
+from tests.harness import VENV_BIN, run
+
+
+@dataclass
+class Pki:
+    """A fleet CA in `dir`, and certificates issued on demand."""
+
+    dir: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> Pki:
+        pki.init_ca(directory)
+        return cls(directory)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.pem"
+
+    def issue(self, role: str, name: str, *sans: str) -> tuple[Path, Path]:
+        files = pki.issue(self.dir, role, name, list(sans))
+        return files.cert, files.key
+
+    def channel_credentials(self, role: str, name: str) -> grpc.ChannelCredentials:
+        cert, key = self.issue(role, name) if not (self.dir / f"{name}.pem").exists() else (
+            self.dir / f"{name}.pem", self.dir / f"{name}.key")
+        return grpc.ssl_channel_credentials(self.ca.read_bytes(), key.read_bytes(),
+                                            cert.read_bytes())
+
+
+@dataclass
+class Coordinator:
+    """One cygnet-coordinator process; `socket` is a mutual-TLS unix socket for the test."""
+
+    base: Path
+    pki: Pki
+    store: str
+    listen: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+    netns: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "coordinator.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "coordinator.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cert, key = self.pki.issue("coordinator", "coordinator", *[
+            a.rpartition(":")[0] for a in self.listen])
+        listen = ",".join([f"unix:{self.socket}", *self.listen])
+        argv = [str(VENV_BIN / "cygnet-coordinator"), "--log-level", "DEBUG", "serve",
+                "--listen", listen, "--store", self.store, "--tls-cert", str(cert),
+                "--tls-key", str(key), "--tls-ca", str(self.pki.ca), *self.extra_args]
+        prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*prefix, *argv], stdout=log, stderr=log,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"coordinator did not start:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        return ""
+
+    @contextlib.contextmanager
+    def stub(self, role: str = "client", name: str = "tester"
+             ) -> Iterator[cpb_grpc.CoordinatorStub]:
+        creds = self.pki.channel_credentials(role, name)
+        with grpc.secure_channel(f"unix:{self.socket}", creds,
+                                 options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
+            yield cpb_grpc.CoordinatorStub(ch)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Lan:
+    """Network namespaces joined by a bridge that lives in a namespace of its own.
+
+    Addresses (10.77.0.0/24) exist only inside the namespaces; the machine's own
+    network is untouched. `close` deletes every namespace, and their links with them.
+    """
+
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    nodes: dict[str, str] = field(default_factory=dict)  # name -> address
+
+    @property
+    def hub(self) -> str:
+        return f"cy{self.tag}-lan"
+
+    def ns(self, node: str) -> str:
+        return f"cy{self.tag}-{node}"
+
+    def open(self) -> Lan:
+        run("ip", "netns", "add", self.hub)
+        run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", self.hub, "link", "set", "br0", "up")
+        return self
+
+    def add(self, node: str) -> str:
+        index = len(self.nodes) + 1
+        address = f"10.77.0.{10 + index}"
+        ns, outer = self.ns(node), f"v{self.tag}{index}"
+        run("ip", "netns", "add", ns)
+        self.nodes[node] = address
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", outer,
+            "netns", self.hub)
+        run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", self.hub, "link", "set", outer, "master", "br0")
+        run("ip", "-n", self.hub, "link", "set", outer, "up")
+        return address
+
+    def close(self) -> None:
+        for node in self.nodes:
+            run("ip", "netns", "del", self.ns(node), check=False)
+        run("ip", "netns", "del", self.hub, check=False)
