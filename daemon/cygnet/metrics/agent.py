@@ -1,0 +1,101 @@
+"""What cygnetd reports: branches by state, pool space, per-branch bytes, restarts."""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from cygnet import __version__
+from cygnet.agent import layout as L
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.service import AgentService
+from cygnet.metrics.snapshot import gauge
+from cygnet.zfs.pools import pool_status
+
+# Every state a branch can report, so a state with no branch shows 0, not nothing.
+STATES = ("creating", "starting", "running", "stopped", "failed", "resetting", "deleting")
+BRANCH_LABELS = ("pool", "database", "branch", "branch_id")
+
+
+class AgentMetrics:
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+        self.host = service.host
+
+    async def build(self) -> list[Metric]:
+        inv = await self.host.inventory()
+        branches = [(db, b) for db in inv.databases.values() for b in db.branches.values()]
+        metrics: list[Metric] = [
+            gauge("cygnet_agent_info", "Version of this cygnetd and its ZFS dialect",
+                  ["version", "zfs_dialect"],
+                  [((__version__, (await self.host.zfs.dialect()).name), 1.0)]),
+            gauge("cygnet_databases", "Databases on this host", [], [((), len(inv.databases))]),
+            self._by_state(branches),
+            *await self._pools(inv),
+            *await self._branch_bytes(inv, branches),
+        ]
+        restarts = CounterMetricFamily("cygnet_postmaster_restarts",
+                                       "Dead postmasters the supervisor started again")
+        restarts.add_metric([], float(self.service.supervisor.restarts))
+        metrics.append(restarts)
+        return metrics
+
+    def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:
+        counts = dict.fromkeys(STATES, 0)
+        for _, branch in branches:
+            state = self.service.state_of(branch)
+            counts[state] = counts.get(state, 0) + 1
+        return gauge("cygnet_branches", "Branches on this host by state", ["state"],
+                     (((s,), float(n)) for s, n in counts.items()))
+
+    async def _pools(self, inv: Inventory) -> list[Metric]:
+        pools = [await pool_status(self.host.zfs.runner, p) for p in self.host.config.pools]
+        by_pool: dict[str, int] = dict.fromkeys(self.host.config.pools, 0)
+        for db in inv.databases.values():
+            for b in db.branches.values():
+                by_pool[db.pool] = by_pool.get(db.pool, 0) + b.used_bytes
+        return [
+            gauge("cygnet_pool_size_bytes", "Pool space: used plus available", ["pool"],
+                  (((p.name,), p.size_bytes) for p in pools)),
+            gauge("cygnet_pool_free_bytes", "Pool space datasets can still use", ["pool"],
+                  (((p.name,), p.free_bytes) for p in pools)),
+            gauge("cygnet_pool_used_bytes", "Pool space in use", ["pool"],
+                  (((p.name,), p.used_bytes) for p in pools)),
+            gauge("cygnet_pool_branches_used_bytes",
+                  "Space used by branches (their data and snapshots)", ["pool"],
+                  (((name,), used) for name, used in by_pool.items())),
+            gauge("cygnet_pool_healthy", "1 when zpool reports the pool ONLINE",
+                  ["pool", "health"],
+                  (((p.name, p.health), float(p.health == "ONLINE")) for p in pools)),
+        ]
+
+    async def _branch_bytes(self, inv: Inventory,
+                            branches: list[tuple[DatabaseRecord, BranchRecord]]) -> list[Metric]:
+        def labels(db: DatabaseRecord, b: BranchRecord) -> tuple[str, ...]:
+            return (db.pool, db.name, b.name, b.id)
+
+        metrics: list[Metric] = [
+            gauge("cygnet_branch_used_bytes",
+                  "ZFS `used` of a branch: what it holds apart from its origin",
+                  BRANCH_LABELS, ((labels(db, b), b.used_bytes) for db, b in branches)),
+            gauge("cygnet_branch_referenced_bytes", "ZFS `referenced`: the branch's logical size",
+                  BRANCH_LABELS, ((labels(db, b), b.logical_bytes) for db, b in branches)),
+        ]
+        written = await self._written(inv)
+        if written is not None:  # OpenZFS only: zfs-fuse has no `written` property
+            metrics.append(gauge(
+                "cygnet_branch_written_bytes",
+                "ZFS `written`: bytes written to the branch since its latest snapshot",
+                BRANCH_LABELS,
+                ((labels(db, b), written.get(b.dataset, 0)) for db, b in branches)))
+        return metrics
+
+    async def _written(self, inv: Inventory) -> dict[str, int] | None:
+        if (await self.host.zfs.dialect()).name != "openzfs":
+            return None
+        out: dict[str, int] = {}
+        for pool in {db.pool for db in inv.databases.values()}:
+            props = await self.host.zfs.get_props(f"{L.root(pool)}/db", ["written"],
+                                                  recursive=True)
+            out.update({name: ds.number("written") for name, ds in props.items()})
+        return out
