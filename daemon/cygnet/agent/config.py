@@ -41,6 +41,10 @@ class AgentConfig:
     min_free_bytes: int = 128 * 1024 * 1024
     # How often the supervisor checks that postmasters are alive.
     supervise_interval: float = 1.0
+    # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9433). Empty disables it.
+    metrics_listen: str = ""
+    # How often the gauges (pool space, branches by state) are recomputed.
+    metrics_interval: float = 15.0
     # Fleet membership (docs/coordinator.md): the coordinator's host:port, the
     # fleet CA, and what the host tells it. Empty coordinator: standalone host.
     coordinator: str = ""
