@@ -16,6 +16,7 @@ from cygnet.agent.interceptor import ErrorInterceptor
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
 from cygnet.api.v1 import agent_pb2, agent_pb2_grpc
+from cygnet.metrics.rpc import MetricsInterceptor
 
 log = logging.getLogger("cygnet.api")
 
@@ -48,7 +49,8 @@ def restrict_socket(path: Path) -> None:
 
 async def build_server(config: AgentConfig, servicer: AgentServicer
                        ) -> tuple[aio.Server, health.aio.HealthServicer]:
-    server = aio.server(interceptors=[ErrorInterceptor()])
+    # Metrics outermost: it counts the status code ErrorInterceptor's abort sets.
+    server = aio.server(interceptors=[MetricsInterceptor("agent"), ErrorInterceptor()])
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
