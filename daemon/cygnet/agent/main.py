@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cygnet import __version__
+from cygnet import __version__, systemd
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.reconciler import reconcile
@@ -25,6 +25,8 @@ from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.supervisor import Supervisor
 from cygnet.agent.templates import ensure_template
 from cygnet.errors import CygnetError
+from cygnet.metrics.agent import AgentMetrics
+from cygnet.metrics.runtime import start as start_metrics
 from cygnet.postgres.versions import installed_versions
 
 log = logging.getLogger("cygnet.agent")
@@ -44,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-range", help="Postgres ports, e.g. 54000-54999")
     p.add_argument("--advertise-host", help="host name or address put in connection strings")
     p.add_argument("--postgres-listen", help="listen_addresses for the clusters")
+    p.add_argument("--metrics-listen", help="Prometheus endpoint host:port ('' disables it)")
     p.add_argument("--log-level", default="INFO")
     fleet = p.add_argument_group("fleet (docs/coordinator.md)")
     fleet.add_argument("--coordinator", help="coordinator host:port to register with")
@@ -64,7 +67,8 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
     overrides = {k: getattr(args, k) for k in (
         "pools", "socket_path", "listen", "state_dir", "run_dir", "mount_root",
         "advertise_host", "postgres_listen", "coordinator", "coordinator_ca", "tls_cert",
-        "tls_key", "tls_client_ca", "host_id", "zone", "memory_bytes", "advertise_api")}
+        "tls_key", "tls_client_ca", "host_id", "zone", "memory_bytes", "advertise_api",
+        "metrics_listen")}
     if args.label:
         if not all("=" in item for item in args.label):
             raise CygnetError("label: use KEY=VALUE")
@@ -82,9 +86,11 @@ async def serve(config: AgentConfig) -> None:
     config.run_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o755)
     host = Host.create(config)
+    systemd.status("probing ZFS")
     dialect = await host.zfs.dialect()
     log.info("cygnetd %s on %s, pools %s", __version__, dialect.name, ", ".join(config.pools))
     supervisor = Supervisor(host)
+    systemd.status("reconciling: adopting running databases")
     await reconcile(host, supervisor)
     service = AgentService(host, supervisor)
     servicer = AgentServicer(service)
@@ -98,11 +104,19 @@ async def serve(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     background = [asyncio.create_task(supervisor.run(stop)),
-                  asyncio.create_task(_warm_templates(host))]
+                  asyncio.create_task(_warm_templates(host)),
+                  asyncio.create_task(systemd.watchdog(stop))]
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, servicer).run(stop)))
+    metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
+                                  config.metrics_interval, stop)
+    systemd.ready(f"serving on {config.admin_socket}"
+                  + (f" and {config.listen}" if config.listen else ""))
     await stop.wait()
     log.info("stopping: the databases keep running")
+    systemd.stopping("stopping: the databases keep running")
+    if metrics is not None:
+        await metrics.stop()
     await set_serving(health_servicer, False)
     await server.stop(grace=5)
     for task in background:
@@ -121,8 +135,7 @@ async def _warm_templates(host: Host) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    systemd.setup_logging(args.log_level, "cygnetd")
     try:
         config = config_from(args)
         asyncio.run(serve(config))
