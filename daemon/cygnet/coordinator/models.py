@@ -8,6 +8,7 @@ from cygnet.errors import InvalidArgument
 from cygnet.postgres.sizes import DEFAULT_SIZE_CLASS, SIZE_CLASSES
 
 MB = 1024 * 1024
+GB_UNIT = 1024 * MB
 
 # What one cluster of each size class is budgeted: memory (shared buffers, the
 # per-connection work memory it will plausibly use, the auxiliary processes)
