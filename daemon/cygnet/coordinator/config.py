@@ -35,6 +35,10 @@ class CoordinatorConfig:
     reservation_ttl: float = 300.0
     # Deadline of calls to agents that change something (creating takes a while).
     agent_timeout: float = 600.0
+    # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9434). Empty disables it.
+    metrics_listen: str = ""
+    # How often the gauges (hosts by state) are recomputed.
+    metrics_interval: float = 15.0
 
     @property
     def stale_after(self) -> float:
@@ -57,7 +61,8 @@ class CoordinatorConfig:
 
 
 _PATH_FIELDS = {"tls_cert", "tls_key", "tls_ca", "tokens_file"}
-_FLOAT_FIELDS = {"heartbeat_interval", "memory_fraction", "reservation_ttl", "agent_timeout"}
+_FLOAT_FIELDS = {"heartbeat_interval", "memory_fraction", "reservation_ttl", "agent_timeout",
+                 "metrics_interval"}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> CoordinatorConfig:
