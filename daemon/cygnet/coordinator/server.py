@@ -16,6 +16,7 @@ from cygnet.coordinator.auth import AuthInterceptor
 from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.servicer import CoordinatorServicer
 from cygnet.errors import InvalidArgument
+from cygnet.metrics.rpc import MetricsInterceptor
 
 log = logging.getLogger("cygnet.coordinator")
 
@@ -41,7 +42,9 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
                        tokens: dict[str, str]
                        ) -> tuple[aio.Server, health.aio.HealthServicer, dict[str, int]]:
     # Authentication first: an unauthenticated request is not even decoded.
-    server = aio.server(interceptors=[AuthInterceptor(tokens), ErrorInterceptor()])
+    # Metrics outside both, so refused and failed calls are counted by code.
+    server = aio.server(interceptors=[MetricsInterceptor("coordinator"), AuthInterceptor(tokens),
+                                      ErrorInterceptor()])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
