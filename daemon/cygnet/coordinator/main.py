@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cygnet import __version__, pki
+from cygnet import __version__, pki, systemd
 from cygnet.coordinator.auth import load_tokens
 from cygnet.coordinator.config import CoordinatorConfig, load_config
 from cygnet.coordinator.registry import Registry
@@ -26,12 +26,14 @@ from cygnet.coordinator.server import build_server, set_serving
 from cygnet.coordinator.servicer import CoordinatorServicer
 from cygnet.coordinator.store import open_store
 from cygnet.errors import CygnetError
+from cygnet.metrics.coordinator import CoordinatorMetrics
+from cygnet.metrics.runtime import start as start_metrics
 
 log = logging.getLogger("cygnet.coordinator")
 
 _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
              "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
-             "reservation_ttl")
+             "reservation_ttl", "metrics_listen", "metrics_interval")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,7 +78,15 @@ async def serve(config: CoordinatorConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     housekeeping = asyncio.create_task(registry.housekeeping(stop))
+    watchdog = asyncio.create_task(systemd.watchdog(stop))
+    metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
+                                  config.metrics_interval, stop)
+    systemd.ready(f"serving on {config.listen or config.listen_token}")
     await stop.wait()
+    systemd.stopping()
+    if metrics is not None:
+        await metrics.stop()
+    await watchdog
     await set_serving(health_servicer, False)
     await server.stop(grace=5)
     await housekeeping
@@ -102,8 +112,7 @@ def run_pki(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    systemd.setup_logging(args.log_level, "cygnet-coordinator")
     try:
         if args.command == "pki":
             run_pki(args)
