@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
@@ -17,6 +18,11 @@ from cygnet.names import validate_name
 from cygnet.zfs import DatasetNotFound
 
 log = logging.getLogger("cygnet.agent")
+
+# Makes a new branch's dataset (with all its properties, in one call) and fills
+# it, instead of cloning a snapshot (a restore does this); returns how many
+# subscriptions its data may hold.
+Populate = Callable[[BranchRecord], Awaitable[int]]
 
 
 def find_snapshot(branch: BranchRecord, ref: str) -> SnapshotRecord:
@@ -61,8 +67,11 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
 
 
 async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: str,
-                        parent_ref: str, snapshot_ref: str, request_id: str) -> BranchRecord:
-    """Must run under the database's lock, with `inv` and `db` loaded under it."""
+                        parent_ref: str, snapshot_ref: str, request_id: str,
+                        populate: Populate | None = None) -> BranchRecord:
+    """Must run under the database's lock, with `inv` and `db` loaded under it.
+
+    With `populate`, the branch is a new dataset filled by it (no origin)."""
     from cygnet.agent.databases import branch_props
 
     name = validate_name("name", name)
@@ -77,20 +86,26 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
-    own_snapshot = not snapshot_ref
+    own_snapshot = not snapshot_ref and populate is None
     timer = StepTimer()
     try:
+        origin, subscriptions = "", 1
         with timer.step("snapshot"):
-            if snapshot_ref:
+            if populate is not None:
+                pass
+            elif snapshot_ref:
                 snap = find_snapshot(parent, snapshot_ref)
                 # Unknown counts take the safe path: start with workers off first.
                 origin, subscriptions = snap.dataset, abs(snap.subscriptions)
             else:
                 origin, subscriptions = await branch_point(host, parent, f"branch {name}")
-        branch.origin = origin
+        branch.origin = origin or None
         try:
             with timer.step("clone"):
-                await host.zfs.clone(origin, branch.dataset, branch_props(branch))
+                if populate is None:
+                    await host.zfs.clone(origin, branch.dataset, branch_props(branch))
+                else:
+                    subscriptions = await populate(branch)
             with timer.step("start"):
                 await _start_and_mark_ready(host, db, branch, subscriptions)
         except BaseException:

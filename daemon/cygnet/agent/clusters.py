@@ -109,8 +109,9 @@ class Clusters:
         """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""
         return await sql.checkpoint_for_snapshot(self.socket_dir(branch), branch.port)
 
-    def write_secret(self, branch: BranchRecord) -> str:
-        password = secrets.token_urlsafe(24)
+    def write_secret(self, branch: BranchRecord, password: str = "") -> str:
+        """Writes the branch's password file: `password`, or a new one if empty."""
+        password = password or secrets.token_urlsafe(24)
         path = self.files(branch).secret_file
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -6,7 +6,7 @@ import logging
 import time
 
 from cygnet.agent import layout as L
-from cygnet.agent.branches import destroy_branch
+from cygnet.agent.branches import Populate, destroy_branch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.templates import ensure_template
@@ -42,12 +42,14 @@ def find_by_request(inv: Inventory, request_id: str) -> DatabaseRecord | None:
 
 
 async def create_database(host: Host, name: str, version: str, size: str, pool: str,
-                          request_id: str) -> tuple[DatabaseRecord, BranchRecord]:
+                          request_id: str, populate: Populate | None = None
+                          ) -> tuple[DatabaseRecord, BranchRecord]:
+    """With `populate`, main is a new dataset filled by it instead of a template clone."""
     name = validate_name("name", name)
     version = resolve_version(version, host.config.postgres_root)[0]
     size = size_class(size).name
     pool = await _choose_pool(host, pool)
-    golden = await ensure_template(host, pool, version)
+    golden = await ensure_template(host, pool, version) if populate is None else ""
     async with host.catalog_lock:
         inv = await host.inventory()
         host.ensure_headroom(inv, pool)
@@ -66,7 +68,7 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
             raise
     async with host.db_locks[db.id]:
         try:
-            main = await _create_main(host, db, golden, port)
+            main = await _create_main(host, db, golden, port, populate)
             await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_READY})
         except BaseException:
             log.exception("create database %s failed; removing what was made", db.id)
@@ -79,13 +81,18 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     return db, main
 
 
-async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int) -> BranchRecord:
-    main = BranchRecord(L.new_id("br"), "main", db.id, "", "", golden, port, "running",
+async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int,
+                       populate: Populate | None) -> BranchRecord:
+    main = BranchRecord(L.new_id("br"), "main", db.id, "", "", golden or None, port, "running",
                         L.PHASE_CREATING, time.time(), "", 0, 0)
     main.dataset = L.branch(db.pool, db.id, main.id)
-    await host.zfs.clone(golden, main.dataset, branch_props(main))
+    subscriptions = 0
+    if populate is None:
+        await host.zfs.clone(golden, main.dataset, branch_props(main))
+    else:
+        subscriptions = await populate(main)
     password = host.clusters.write_secret(main)
-    await host.clusters.start_clone(main, db, subscriptions=0)
+    await host.clusters.start_clone(main, db, subscriptions=subscriptions)
     await host.clusters.set_password(main, password)
     await host.zfs.set_props(main.dataset, {L.P_PHASE: L.PHASE_READY})
     main.phase = L.PHASE_READY
