@@ -170,11 +170,17 @@ def _branches(f: Fleet, made: list[cpb.FleetCreateDatabaseResponse]) -> None:
 
 
 def _drain(f: Fleet) -> None:
+    nvme = cpb.PlaceDatabaseRequest(size_class="nano", dry_run=True,
+                                    constraints=cpb.PlacementConstraints(labels={"disk": "nvme"}))
     with f.coordinator.stub() as c:
+        assert c.PlaceDatabase(nvme, timeout=10).host_id == "h1"
         assert c.DrainHost(cpb.DrainHostRequest(host_id="h1"), timeout=10).drained
         assert "h1" not in dry_place(f)
+        with pytest.raises(grpc.RpcError) as err:
+            c.PlaceDatabase(nvme, timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert not c.UndrainHost(cpb.DrainHostRequest(host_id="h1"), timeout=10).drained
-        assert "h1" in dry_place(f, 2)
+        assert c.PlaceDatabase(nvme, timeout=10).host_id == "h1"
 
 
 def _host_down_and_back(f: Fleet, made: list[cpb.FleetCreateDatabaseResponse]) -> None:
