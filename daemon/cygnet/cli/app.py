@@ -11,7 +11,9 @@ from cygnet.cli.commands.completion import completion
 from cygnet.cli.commands.connect import connect
 from cygnet.cli.commands.db import db
 from cygnet.cli.commands.host import host, version
+from cygnet.cli.commands.hosts import hosts
 from cygnet.cli.commands.snapshot import snapshot
+from cygnet.cli.fleet import coordinator_option
 from cygnet.cli.state import OrderedGroup, State
 from cygnet.cli.target import DEFAULT_SOCKET
 
@@ -52,6 +54,7 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--json", "json_", is_flag=True,
               help="Print results as JSON (shapes in docs/cli.md).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and gRPC logs on errors.")
+@coordinator_option
 @click.pass_context
 def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None,
         server_name: str | None, timeout: float | None, json_: bool, debug: bool) -> None:
@@ -69,5 +72,5 @@ def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None
     ctx.call_on_close(state.close)
 
 
-for command in (db, branch, snapshot, connect, host, version, completion):
+for command in (db, branch, snapshot, connect, host, hosts, version, completion):
     cli.add_command(command)
