@@ -1,0 +1,139 @@
+"""The backup operations as the API offers them: request ids, locks, progress.
+
+Backups and prunes (the repository's writers) run one at a time in this
+daemon; reads (list, verify, restore, diff) run beside them, the repository's
+own file locks keep them consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from cygnet import backup
+from cygnet.agent.backups import catalog
+from cygnet.agent.backups.create import backup_branch
+from cygnet.agent.backups.diff import BranchDiff, diff_branches
+from cygnet.agent.backups.progress import Progress, Reporter, stream
+from cygnet.agent.backups.restore import Restored, into_branch, into_database
+from cygnet.agent.service import AgentService, BranchRef, BranchView
+from cygnet.backup import BackupInfo, PruneReport, VerifyReport
+from cygnet.backup.models import check_backup_id
+from cygnet.errors import InvalidArgument
+
+T = TypeVar("T")
+
+VERIFY_LOCK_TIMEOUT = 600.0
+PRUNE_LOCK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    view: BranchView
+    bytes_written: int
+    duration_s: float
+
+
+class BackupService:
+    def __init__(self, agent: AgentService) -> None:
+        self.agent = agent
+        self.host = agent.host
+        self.writer = asyncio.Lock()
+
+    @property
+    def repo(self) -> Path:
+        return self.host.config.backup_repository
+
+    def _stream(self, request_id: str, method: str, run: Callable[[Reporter], Awaitable[T]]
+                ) -> AsyncIterator[Progress | T]:
+        """Progress and result; a retry with the same request id gets the first result."""
+        async def once(report: Reporter) -> T:
+            return await self.agent.requests.run(request_id, method, lambda: run(report))
+
+        return stream(once)
+
+    async def _branch_id(self, ref: BranchRef) -> tuple[str, str]:
+        db, branch = self.agent.resolve(await self.host.inventory(), ref)
+        return db.id, branch.id
+
+    def create(self, ref: BranchRef, request_id: str) -> AsyncIterator[Progress | BackupInfo]:
+        async def run(report: Reporter) -> BackupInfo:
+            _, branch_id = await self._branch_id(ref)
+            async with self.writer:
+                return await backup_branch(self.host, self.repo, branch_id, report)
+
+        return self._stream(request_id, "CreateBackup", run)
+
+    async def list_backups(self, database: str, branch: str) -> list[BackupInfo]:
+        infos = await asyncio.to_thread(catalog.list_backups, self.repo)
+        return [i for i in infos if catalog.matches(i, database, branch)]
+
+    def verify(self) -> AsyncIterator[Progress | VerifyReport]:
+        async def run(report: Reporter) -> VerifyReport:
+            if not (self.repo / backup.repo.CONFIG_NAME).exists():
+                return VerifyReport()
+            packs = len(list((self.repo / "packs").glob("*.idx")))
+            # Counted in packs (files_done/files_total) and bytes re-hashed.
+            progress = report.counter("verify", 0, packs)
+            return await asyncio.to_thread(backup.verify, self.repo,
+                                           lock_timeout=VERIFY_LOCK_TIMEOUT, progress=progress)
+
+        return stream(run)
+
+    def restore(self, backup_id: str, branch_name: str, database_name: str, pool: str,
+                request_id: str) -> AsyncIterator[Progress | RestoreResult]:
+        check_backup_id(backup_id)
+        if bool(branch_name) == bool(database_name):
+            raise InvalidArgument("branch_name", "give exactly one of branch_name (a new branch "
+                                  "of the backup's database) and database_name (a new database)")
+
+        async def run(report: Reporter) -> RestoreResult:
+            started = time.monotonic()
+            info = await asyncio.to_thread(backup.get_backup, self.repo, backup_id)
+            if branch_name:
+                done = await into_branch(self.host, self.repo, info, branch_name, request_id,
+                                         report)
+            else:
+                done = await into_database(self.host, self.repo, info, database_name, pool,
+                                           request_id, report)
+            done = replace(done, duration_s=time.monotonic() - started)
+            return await self._restored(done)
+
+        return self._stream(request_id, "RestoreBackup", run)
+
+    async def _restored(self, done: Restored) -> RestoreResult:
+        db, branch = (await self.host.inventory()).branch_by_id(done.branch_id)
+        return RestoreResult(self.agent.view(db, branch), done.bytes_written, done.duration_s)
+
+    async def prune(self, keep_last: int | None, database: str, ids: list[str],
+                    request_id: str) -> PruneReport:
+        catalog.check_ids(ids)
+
+        async def call() -> PruneReport:
+            async with self.writer:
+                doomed = set(ids)
+                if keep_last is not None:
+                    infos = await asyncio.to_thread(catalog.list_backups, self.repo)
+                    doomed.update(catalog.retention(infos, keep_last, database))
+                if not doomed and not (self.repo / backup.repo.CONFIG_NAME).exists():
+                    return PruneReport([], 0, 0, 0, 0)
+                return await asyncio.to_thread(backup.prune, self.repo, delete=sorted(doomed),
+                                               lock_timeout=PRUNE_LOCK_TIMEOUT)
+
+        return await self.agent.requests.run(request_id, "PruneBackups", call)
+
+    def diff(self, ref: BranchRef, other: BranchRef | None) -> AsyncIterator[Progress | BranchDiff]:
+        async def run(report: Reporter) -> BranchDiff:
+            db_id, new_id = await self._branch_id(ref)
+            old_id = ""
+            if other is not None:
+                other_db, old_id = await self._branch_id(other)
+                if other_db != db_id:
+                    raise InvalidArgument("other", "both branches must be of the same database")
+            return await diff_branches(self.host, db_id, new_id, old_id, report)
+
+        return stream(run)
