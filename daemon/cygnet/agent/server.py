@@ -11,16 +11,19 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cygnet.agent.backups.service import BackupService
+from cygnet.agent.backups.servicer import BackupsServicer
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.interceptor import ErrorInterceptor
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
-from cygnet.api.v1 import agent_pb2, agent_pb2_grpc
+from cygnet.api.v1 import agent_pb2, agent_pb2_grpc, backup_pb2, backup_pb2_grpc
 from cygnet.metrics.rpc import MetricsInterceptor
 
 log = logging.getLogger("cygnet.api")
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+BACKUPS_NAME = backup_pb2.DESCRIPTOR.services_by_name["Backups"].full_name
 
 
 def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
@@ -52,10 +55,12 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
     # Metrics outermost: it counts the status code ErrorInterceptor's abort sets.
     server = aio.server(interceptors=[MetricsInterceptor("agent"), ErrorInterceptor()])
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    backup_pb2_grpc.add_BackupsServicer_to_server(  # type: ignore[no-untyped-call]
+        BackupsServicer(BackupService(servicer.service)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        [SERVICE_NAME, BACKUPS_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     sock = config.admin_socket
     _prepare_socket(sock)
@@ -70,5 +75,5 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     status = (health_pb2.HealthCheckResponse.SERVING if serving
               else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, BACKUPS_NAME):
         await health_servicer.set(name, status)
