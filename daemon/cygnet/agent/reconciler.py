@@ -1,6 +1,7 @@
 """Brings the host back to its desired state when cygnetd starts.
 
-Reads ZFS (the source of truth), then: removes half-made templates, databases
+Reads ZFS (the source of truth), then: removes temporary clones and
+snapshots of interrupted backups and diffs, half-made templates, databases
 and branches; finishes deletes and resets a crash cut short; drops branch
 points nobody uses; adopts live postmasters, starts what should run and stops
 what should not.
@@ -15,6 +16,7 @@ import shutil
 from cygnet.agent import branches as br
 from cygnet.agent import databases as dbs
 from cygnet.agent import layout as L
+from cygnet.agent.backups.temp import remove_leftovers
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.reset import swap_in
@@ -27,6 +29,8 @@ log = logging.getLogger("cygnet.agent")
 
 async def reconcile(host: Host, supervisor: Supervisor) -> None:
     await ensure_roots(host)
+    # Temporary clones of backups and diffs first: they pin their branches' snapshots.
+    await remove_leftovers(host)
     inv = await host.inventory()
     await _drop_half_made_templates(host, inv)
     for db in list(inv.databases.values()):
