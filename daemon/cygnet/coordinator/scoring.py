@@ -112,6 +112,19 @@ def choose(candidates: list[Candidate], demand: Demand, constraints: Constraints
                   len(candidates), eligible)
 
 
+def describe(best: Candidate, runner_up: Candidate | None, demand: Demand,
+             eligible: int) -> Choice:
+    """The Choice for a host the store ranked first (see SqlStore.place's fast path)."""
+    parts = fractions(best, demand)
+    assert isinstance(parts, tuple), "the store ranked a host that does not fit"
+    second = None
+    if runner_up is not None:
+        other = fractions(runner_up, demand)
+        second = (max(other) if isinstance(other, tuple) else 1.0, runner_up.id)
+    return Choice(best.id, best.address, 1.0 - max(parts),
+                  _reason(best.id, parts, eligible, second), eligible, eligible)
+
+
 def _reason(host: str, parts: tuple[float, float, float], eligible: int,
             runner_up: tuple[float, str] | None) -> str:
     mem, disk, slots = parts

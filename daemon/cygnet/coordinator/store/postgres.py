@@ -51,6 +51,7 @@ class _PgTx:
 
 class PostgresStore(SqlStore):
     integrity_errors = (psycopg.errors.IntegrityError,)
+    greatest = "GREATEST"
 
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
         self.dsn = dsn
