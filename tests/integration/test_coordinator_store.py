@@ -237,3 +237,22 @@ def test_leadership_fails_over(make_store: Factory) -> None:
     while not second.try_lead():
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_ranking_in_sql_matches_scoring(make_store: Factory) -> None:
+    """The store's SQL fast path picks what scoring.choose picks."""
+    import random
+
+    from cygnet.coordinator import scoring
+    from cygnet.coordinator.convert import candidate
+
+    store = make_store()
+    rng = random.Random(3)
+    for i in range(8):
+        register(store, reg(f"h{i}", memory_gb=rng.choice([1, 2, 4]),
+                            free_gb=rng.uniform(80, 98)))
+    for _ in range(40):
+        cands = [candidate(h) for h in store.list_hosts()]
+        expected = scoring.choose(cands, NANO, Constraints(), set())
+        got = store.place(PlaceRequest(NANO, "15", Constraints(), reservation()))
+        assert (got.host_id, round(got.score, 9)) == (expected.host_id, round(expected.score, 9))
