@@ -58,12 +58,14 @@ def bench_daemon(pool_size: str, port_min: int) -> Iterator[Daemon]:
         pool.destroy(daemon.mount_root)
 
 
-def emit(name: str, result: dict[str, Any]) -> None:
-    """Prints the JSON result and keeps a copy in benchmarks/results/NAME.json."""
+def emit(name: str, result: dict[str, Any], out: Path = RESULTS) -> Path:
+    """Prints the JSON result and keeps a copy in OUT/NAME.json (default benchmarks/results)."""
     text = json.dumps(result, indent=2)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(text + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(text + "\n")
     sys.stdout.write(text + "\n")
+    return path
 
 
 def log(message: str) -> None:
