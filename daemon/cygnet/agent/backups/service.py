@@ -21,7 +21,7 @@ from cygnet.agent.backups.diff import BranchDiff, diff_branches
 from cygnet.agent.backups.progress import Progress, Reporter, stream
 from cygnet.agent.backups.restore import Restored, into_branch, into_database
 from cygnet.agent.service import AgentService, BranchRef, BranchView
-from cygnet.backup import BackupInfo, PruneReport, VerifyReport
+from cygnet.backup import BackupInfo, CorruptRepository, PruneReport, VerifyReport
 from cygnet.backup.models import check_backup_id
 from cygnet.errors import InvalidArgument
 
@@ -94,12 +94,16 @@ class BackupService:
         async def run(report: Reporter) -> RestoreResult:
             started = time.monotonic()
             info = await asyncio.to_thread(backup.get_backup, self.repo, backup_id)
-            if branch_name:
-                done = await into_branch(self.host, self.repo, info, branch_name, request_id,
-                                         report)
-            else:
-                done = await into_database(self.host, self.repo, info, database_name, pool,
-                                           request_id, report)
+            try:
+                if branch_name:
+                    done = await into_branch(self.host, self.repo, info, branch_name,
+                                             request_id, report)
+                else:
+                    done = await into_database(self.host, self.repo, info, database_name, pool,
+                                               request_id, report)
+            except CorruptRepository as exc:
+                raise CorruptRepository(f"backup {backup_id} is damaged; nothing was restored "
+                                        f"({exc})", exc.problems) from exc
             done = replace(done, duration_s=time.monotonic() - started)
             return await self._restored(done)
 
