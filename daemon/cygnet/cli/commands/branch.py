@@ -202,3 +202,40 @@ def rm(state: State, ref: str, cascade: bool, db: str | None) -> None:
     else:
         output.show(f"Deleted {len(deleted)} branch{'es' if len(deleted) != 1 else ''}: "
                     + ", ".join(deleted))
+
+
+@branch.command("diff", epilog="""\b
+Examples:
+  cygnet branch diff shop/feature          # what feature changed since it was made
+  cygnet branch diff shop/main feature     # from main to feature (same database)
+  cygnet branch diff shop/feature --json""")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
+@click.argument("other", metavar="[OTHER]", required=False, default="",
+                shell_complete=complete.branches)
+@db_option
+@json_option
+@pass_state
+def diff(state: State, ref: str, other: str, db: str | None) -> None:
+    """Which tables and indexes changed, and how many 8 KiB pages.
+
+    With one branch: against its origin snapshot. With two: from BRANCH to
+    OTHER (a bare OTHER is a branch of BRANCH's database). Both are read as
+    fresh snapshots; pages are compared by their hashes.
+    """
+    from cygnet.api.v1 import backup_pb2 as bpb
+    from cygnet.cli.commands import _backups as api
+
+    first = branch_ref(ref, db)
+    req = bpb.DiffBranchesRequest(branch=first)
+    label = describe(first)
+    if other:
+        second = (branch_ref(other) if "/" in other or not first.database
+                  else branch_ref(other, first.database))
+        # From BRANCH to OTHER: OTHER is the side whose changes are shown.
+        req = bpb.DiffBranchesRequest(branch=second, other=first)
+        label = f"{describe(first)} and {describe(second)}"
+    result = api.stream(state, "DiffBranches", req, f"Comparing {label}")
+    if state.json:
+        output.emit_json(api.branch_diff(result))
+    else:
+        output.show(api.diff_table(result))
