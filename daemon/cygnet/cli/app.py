@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cygnet.cli.commands.backup import backup
 from cygnet.cli.commands.branch import branch
 from cygnet.cli.commands.completion import completion
 from cygnet.cli.commands.connect import connect
@@ -72,5 +73,5 @@ def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None
     ctx.call_on_close(state.close)
 
 
-for command in (db, branch, snapshot, connect, host, hosts, version, completion):
+for command in (db, branch, snapshot, backup, connect, host, hosts, version, completion):
     cli.add_command(command)
