@@ -14,6 +14,7 @@ a markdown table and two PNG charts to --out. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--small", action="store_true",
                    help="10 and 30 MB, 1 copy, 3 idle branches: checks the scripts (< 2 min)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and PNGs go")
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="no run: redraw the table and charts of a saved result")
     p.add_argument("--publish", action="store_true",
                    help="also copy the JSON, table and PNGs to benchmarks/figures/")
     args = p.parse_args()
@@ -135,6 +138,11 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        args.small = saved["small"]
+        write_outputs(args, saved)
+        return
     result: dict[str, Any] = {
         "benchmark": "compare", "small": args.small, "machine": report.machine(WORK),
         "versions": {"postgres": tool_version("postgres"), "pg_dump": tool_version("pg_dump"),
