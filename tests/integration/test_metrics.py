@@ -1,0 +1,135 @@
+"""cygnetd's /metrics: operations and errors by code, branches by state, space, restarts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.harness import WORK, Daemon, FilePool, free_port, postmaster_pids
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def metered() -> Iterator[tuple[Daemon, str]]:
+    base = WORK / ("m" + secrets.token_hex(3))
+    base.mkdir(parents=True)
+    (base / "cygnetd.toml").write_text("metrics_interval = 0.5\n")
+    port = free_port()
+    pool = FilePool.create("2G")
+    daemon = Daemon(pool, base, port_min=60200, extra_args=[
+        "--config", str(base / "cygnetd.toml"), "--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        daemon.start()
+        yield daemon, f"http://127.0.0.1:{port}/metrics"
+    finally:
+        daemon.stop()
+        pool.destroy(daemon.mount_root)
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def eventually(url: str, check: Callable[[Samples], bool], timeout: float = 20) -> Samples:
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(url)
+        if check(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
+
+
+def test_operations_errors_branches_and_space(metered: tuple[Daemon, str]) -> None:
+    daemon, url = metered
+    name = "m-" + secrets.token_hex(3)
+    with daemon.stub() as s:
+        s.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
+        s.CreateBranch(pb.CreateBranchRequest(database=name, name="dev"), timeout=60)
+        ref = pb.BranchRef(database=name, name="dev")
+        s.ResetBranch(pb.ResetBranchRequest(branch=ref), timeout=60)
+        with pytest.raises(grpc.RpcError) as missing:
+            s.GetDatabase(pb.GetDatabaseRequest(database="nope-" + name))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError):
+            s.CreateDatabase(pb.CreateDatabaseRequest(name="bad/name"))
+
+    ag = {"service": "agent"}
+    m = eventually(url, lambda m: value(m, "cygnet_branches", state="running") == 2)
+    # Failed calls are timed too: the refused create is the second create_database.
+    for op, calls in (("create_database", 2), ("create_branch", 1), ("reset_branch", 1)):
+        assert value(m, "cygnet_operations_total", **ag, operation=op, code="OK") == 1, op
+        assert value(m, "cygnet_operation_duration_seconds_count", **ag, operation=op) == calls
+    assert value(m, "cygnet_operation_errors_total", **ag, operation="get_database",
+                 code="NOT_FOUND") == 1
+    assert value(m, "cygnet_operation_errors_total", **ag, operation="create_database",
+                 code="INVALID_ARGUMENT") == 1
+    # A create takes a while, unlike the refusal, which never gets past validation.
+    assert value(m, "cygnet_operation_duration_seconds_bucket", **ag,
+                 operation="create_database", le="0.005") <= 1
+    assert value(m, "cygnet_operation_duration_seconds_sum", **ag,
+                 operation="create_database") > 0.05
+
+    pool = daemon.pool.name
+    size = value(m, "cygnet_pool_size_bytes", pool=pool)
+    free = value(m, "cygnet_pool_free_bytes", pool=pool)
+    assert 1e9 < size < 2.2e9 and 0 < free < size
+    by_branches = value(m, "cygnet_pool_branches_used_bytes", pool=pool)
+    assert 0 < by_branches <= value(m, "cygnet_pool_used_bytes", pool=pool)
+    main = [v for (n, labels), v in m.items() if n == "cygnet_branch_referenced_bytes"
+            and ("database", name) in labels and ("branch", "main") in labels]
+    assert main and main[0] > 1e7  # a whole cluster's files
+    assert value(m, "cygnet_metrics_refresh_ok") == 1
+    assert value(m, "cygnet_databases") == 1
+
+    with daemon.stub() as s:
+        s.DeleteBranch(pb.DeleteBranchRequest(branch=ref), timeout=60)
+    m = eventually(url, lambda m: value(m, "cygnet_branches", state="running") == 1)
+    assert value(m, "cygnet_branches", state="running") == 1
+    assert value(m, "cygnet_operations_total", **ag, operation="delete_branch", code="OK") == 1
+
+
+def test_postmaster_restart_is_counted(metered: tuple[Daemon, str]) -> None:
+    daemon, url = metered
+    name = "r-" + secrets.token_hex(3)
+    before = postmaster_pids(daemon.mount_root)
+    with daemon.stub() as s:
+        s.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
+    (new,) = postmaster_pids(daemon.mount_root) - before
+    start = value(scrape(url), "cygnet_postmaster_restarts_total")
+    os.kill(new, signal.SIGKILL)
+    m = eventually(url, lambda m: value(m, "cygnet_postmaster_restarts_total") > start, 30)
+    assert value(m, "cygnet_postmaster_restarts_total") == start + 1
+
+
+def test_metrics_are_off_by_default_and_bad_listen_is_refused(tmp_path: object) -> None:
+    from cygnet.errors import InvalidArgument
+    from cygnet.metrics.http import parse_listen, serve
+    from cygnet.metrics.rpc import operation_name
+
+    assert serve("", None) is None  # type: ignore[arg-type]
+    assert parse_listen(":9433") == ("0.0.0.0", 9433)
+    assert parse_listen("[::1]:9433") == ("::1", 9433)
+    with pytest.raises(InvalidArgument):
+        parse_listen("localhost")
+    assert operation_name("/cygnet.v1.Agent/CreateDatabase") == "create_database"
