@@ -20,19 +20,19 @@ LOCK_TIMEOUT = 600.0
 
 
 async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter) -> BackupInfo:
-    async with TempImages(host) as images:
-        report.phase("snapshot")
+    """Holds the database's lock throughout: the temporary snapshot pins the branch,
+    so a delete or reset of it waits for the backup instead of failing half-way."""
+    report.phase("snapshot")
+    db, _ = (await host.inventory()).branch_by_id(branch_id)
+    async with host.db_locks[db.id], TempImages(host) as images:
         inv = await host.inventory()
-        db, _ = inv.branch_by_id(branch_id)
-        async with host.db_locks[db.id]:
-            inv = await host.inventory()
-            if db.id not in inv.databases or branch_id not in inv.databases[db.id].branches:
-                raise NotFound(f"branch {branch_id!r} not found")
-            db = inv.databases[db.id]
-            branch = db.branches[branch_id]
-            if branch.phase != L.PHASE_READY:
-                raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
-            image = await images.of_branch(branch)
+        if db.id not in inv.databases or branch_id not in inv.databases[db.id].branches:
+            raise NotFound(f"branch {branch_id!r} not found")
+        db = inv.databases[db.id]
+        branch = db.branches[branch_id]
+        if branch.phase != L.PHASE_READY:
+            raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
+        image = await images.of_branch(branch)
         metadata: dict[str, MetadataValue] = {
             "database": db.name, "database_id": db.id, "branch": branch.name,
             "branch_id": branch.id, "postgres_version": db.version,

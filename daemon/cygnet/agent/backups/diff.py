@@ -42,23 +42,23 @@ async def diff_branches(host: Host, db_id: str, new_id: str, old_id: str, report
                         ) -> BranchDiff:
     """`new_id` against `old_id` (a branch of the same database), or against its
     origin snapshot when `old_id` is empty."""
-    async with TempImages(host) as images:
-        report.phase("snapshot")
-        async with host.db_locks[db_id]:
-            db = await _fresh(host, db_id)
-            new = _ready(db, new_id)
-            old = _ready(db, old_id) if old_id else None
-            if old is None:
-                if not new.origin:
-                    raise FailedPrecondition(
-                        f"branch {new.name!r} has no origin snapshot (it was restored from a "
-                        "backup); compare it with another branch")
-                old_image = await images.of_snapshot(new.origin)
-            else:
-                if old.id == new.id:
-                    raise InvalidArgument("other", "compare a branch with another branch")
-                old_image = await images.of_branch(old)
-            new_image = await images.of_branch(new)
+    report.phase("snapshot")
+    # The lock is held until the temporary clones are gone (see create.py).
+    async with host.db_locks[db_id], TempImages(host) as images:
+        db = await _fresh(host, db_id)
+        new = _ready(db, new_id)
+        old = _ready(db, old_id) if old_id else None
+        if old is None:
+            if not new.origin:
+                raise FailedPrecondition(
+                    f"branch {new.name!r} has no origin snapshot (it was restored from a "
+                    "backup); compare it with another branch")
+            old_image = await images.of_snapshot(new.origin)
+        else:
+            if old.id == new.id:
+                raise InvalidArgument("other", "compare a branch with another branch")
+            old_image = await images.of_branch(old)
+        new_image = await images.of_branch(new)
         report.phase("compare")
         diff = await asyncio.to_thread(diff_data_dirs, old_image.pgdata, new_image.pgdata)
     report.phase("map")
