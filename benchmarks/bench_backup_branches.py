@@ -112,7 +112,8 @@ def load(d: Daemon, scale: int) -> tuple[pb.CreateDatabaseResponse, int]:
                               timeout=300)
     log(f"pgbench -i -s {scale} -F 90")
     started = time.perf_counter()
-    run(str(PGBIN / "pgbench"), "-i", "-q", "-s", str(scale), "-F", "90", db.connection.uri)
+    subprocess.run([str(PGBIN / "pgbench"), "-i", "-q", "-s", str(scale), "-F", "90",
+                    db.connection.uri], check=True, capture_output=True, timeout=3600)
     log(f"loaded in {time.perf_counter() - started:.0f}s")
     row = query(db.connection, "select pg_database_size('postgres')")[0]
     return db, int(str(row[0]))
