@@ -159,20 +159,25 @@ def postgres_dsn() -> Iterator[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--small", action="store_true")
+    p.add_argument("--balance-hosts", type=int, default=300,
+                   help="fleet size of the balance run (each host takes ~70 placements)")
+    p.add_argument("--balance-only", action="store_true")
     args = p.parse_args()
     hosts, databases, n = (1000, 10_000, 200) if args.small else (10_000, 100_000, 1000)
     result: dict[str, Any] = {"benchmark": "placement", "hosts": hosts, "databases": databases}
     with tempfile.TemporaryDirectory(prefix="cygnet-bench-") as tmp:
-        sqlite = SqliteStore(Path(tmp) / "coordinator.db")
-        result["sqlite"] = measure(sqlite, hosts, databases, n)
-        sqlite.close()
-        with postgres_dsn() as dsn:
-            pg = PostgresStore(dsn, pool_size=8)
-            result["postgres"] = measure(pg, hosts, databases, n)
-            pg.close()
-        result["balance"] = balance(Path(tmp), 1000 if not args.small else 200)
+        if not args.balance_only:
+            sqlite = SqliteStore(Path(tmp) / "coordinator.db")
+            result["sqlite"] = measure(sqlite, hosts, databases, n)
+            sqlite.close()
+            with postgres_dsn() as dsn:
+                pg = PostgresStore(dsn, pool_size=8)
+                result["postgres"] = measure(pg, hosts, databases, n)
+                pg.close()
+        result["balance"] = balance(Path(tmp), 100 if args.small else args.balance_hosts)
     result["run_id"] = secrets.token_hex(3)
-    emit("placement_small" if args.small else "placement", result)
+    name = "placement_small" if args.small else "placement"
+    emit(name + ("_balance" if args.balance_only else ""), result)
 
 
 if __name__ == "__main__":
