@@ -43,10 +43,17 @@ def assert_consistent(d: Daemon) -> None:
     listed = branches(d)
     assert all(b.state == pb.BRANCH_STATE_RUNNING for b in listed), listed
     ids = {b.id for b in listed} | {b.database_id for b in listed}
+    generations: dict[str, int] = {}
     for name in d.pool.datasets():
+        if "/db/" not in name:
+            continue
         leaf = name.split("@")[0].rsplit("/", 1)[-1]
-        if "/db/" in name:
-            assert leaf in ids, f"leaked dataset {name}"
+        owner = leaf.split("-")[0]  # a reset gives a branch dataset a generation suffix
+        assert owner in ids, f"leaked dataset {name}"
+        if "@" not in name:
+            generations[owner] = generations.get(owner, 0) + 1
+    doubled = {k: v for k, v in generations.items() if v > 1}
+    assert not doubled, f"a branch with two datasets: {doubled}"
     assert len(postmaster_pids(d.mount_root)) == len(listed)
     assert len({b.port for b in listed}) == len(listed)
     with d.stub() as s:

@@ -81,8 +81,7 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     if parent.phase != L.PHASE_READY:
         raise FailedPrecondition(f"parent branch {parent.name!r} is {parent.phase}")
     host.ensure_headroom(inv, db.pool)
-    async with host.catalog_lock:
-        port = host.ports.reserve(inv.used_ports())
+    port = host.ports.reserve()
     branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
@@ -112,8 +111,10 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
             log.exception("create branch %s failed; removing what was made", branch.id)
             await destroy_branch(host, branch, drop_origin=own_snapshot)
             raise
-    finally:
+    except BaseException:
         host.ports.release(port)
+        raise
+    host.ports.commit(port)
     log.info("branch %s/%s (%s) ready in %s", db.name, name, branch.id, timer)
     branch.phase = L.PHASE_READY
     return branch
@@ -146,6 +147,7 @@ async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool 
     if drop_origin and branch.origin:
         await drop_branch_point(host, branch.origin)
     shutil.rmtree(host.clusters.socket_dir(branch), ignore_errors=True)
+    host.ports.release(branch.port)
 
 
 async def drop_branch_point(host: Host, snapshot: str) -> None:

@@ -81,8 +81,8 @@ class AgentConfig:
         return self
 
 
-_PATH_FIELDS = {"mount_root", "state_dir", "backup_dir", "run_dir", "socket_path", "tls_cert", "tls_key",
-                "postgres_root", "coordinator_ca", "tls_client_ca"}
+_PATH_FIELDS = {"mount_root", "state_dir", "backup_dir", "run_dir", "socket_path", "tls_cert",
+                "tls_key", "postgres_root", "coordinator_ca", "tls_client_ca"}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:

@@ -51,13 +51,13 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     pool = await _choose_pool(host, pool)
     golden = await ensure_template(host, pool, version) if populate is None else ""
     async with host.catalog_lock:
-        inv = await host.inventory()
+        inv = await host.catalog()
         host.ensure_headroom(inv, pool)
         _check_name_free(inv, name)
         db = DatabaseRecord(L.new_id("db"), name, "", pool, version, size, L.PHASE_CREATING,
                             time.time(), request_id)
         db.dataset = L.database(pool, db.id)
-        port = host.ports.reserve(inv.used_ports())
+        port = host.ports.reserve()
         try:
             await host.zfs.create(db.dataset, {
                 "canmount": "off", L.P_KIND: "database", L.P_ID: db.id, L.P_NAME: name,
@@ -72,12 +72,13 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
             await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_READY})
         except BaseException:
             log.exception("create database %s failed; removing what was made", db.id)
-            await _remove_database(host, db.dataset)
-            raise
-        finally:
             host.ports.release(port)
+            await _remove_database(host, db)
+            raise
+        host.ports.commit(port)
     db.phase = L.PHASE_READY
     db.branches[main.id] = main
+    host.known[db.id] = db
     return db, main
 
 
@@ -106,13 +107,12 @@ def branch_props(b: BranchRecord) -> dict[str, str]:
 
 
 async def delete_database(host: Host, ref: str) -> tuple[DatabaseRecord, list[str]]:
-    inv = await host.inventory()
-    db = inv.database(ref)
-    async with host.db_locks[db.id]:
-        inv = await host.inventory()
-        if db.id not in inv.databases:
+    found = host.find_database(ref) or (await host.catalog()).database(ref)
+    async with host.db_locks[found.id]:
+        inv = await host.database_inventory(found.id)
+        if found.id not in inv.databases:
             raise NotFound(f"database {ref!r} not found")
-        db = inv.databases[db.id]
+        db = inv.databases[found.id]
         await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_DELETING})
         deleted = await finish_delete(host, db)
     return db, deleted
@@ -127,16 +127,16 @@ async def finish_delete(host: Host, db: DatabaseRecord) -> list[str]:
     for branch in order:
         await destroy_branch(host, branch)
         deleted.append(branch.id)
-    await _remove_database(host, db.dataset)
+    await _remove_database(host, db)
     return deleted
 
 
-async def _remove_database(host: Host, dataset: str) -> None:
+async def _remove_database(host: Host, db: DatabaseRecord) -> None:
     """Destroys a database dataset with whatever branches a failed create left in it."""
-    inv = await host.inventory()
-    db = next((d for d in inv.databases.values() if d.dataset == dataset), None)
-    if db is not None:
-        for branch in sorted(db.branches.values(), key=lambda b: -b.created):
+    inv = await host.database_inventory(db.id, db.pool)
+    found = inv.databases.get(db.id)
+    if found is not None:
+        for branch in sorted(found.branches.values(), key=lambda b: -b.created):
             await destroy_branch(host, branch)
-    if await host.zfs.exists(dataset):
-        await host.zfs.destroy(dataset, recursive=True)
+    if await host.zfs.exists(db.dataset):
+        await host.zfs.destroy(db.dataset, recursive=True)

@@ -6,9 +6,18 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cygnet.agent import inventory, layout
+from cygnet.agent import layout
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
+from cygnet.agent.inventory import (
+    BranchRecord,
+    DatabaseRecord,
+    Inventory,
+    build,
+    load,
+    load_catalog,
+    load_database,
+)
 from cygnet.agent.ports import PortAllocator
 from cygnet.errors import ResourceExhausted
 from cygnet.zfs import Zfs
@@ -25,13 +34,17 @@ class Host:
     # Serialises the operations on one database (by database id).
     db_locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
+    # The databases as last read from ZFS (whole, or one at a time after each
+    # operation): for lookups by name and for the supervisor. Never the basis
+    # of a change: operations re-read their database under its lock.
+    known: dict[str, DatabaseRecord] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
         return cls(config, zfs or Zfs(), Clusters(config),
                    PortAllocator(config.port_min, config.port_max))
 
-    def ensure_headroom(self, inv: inventory.Inventory, pool: str) -> None:
+    def ensure_headroom(self, inv: Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""
         root = inv.datasets.get(layout.root(pool))
         free = root.number("available") if root is not None else 0
@@ -40,11 +53,49 @@ class Host:
                 f"pool {pool} is full: {free // 2**20} MiB free, "
                 f"{self.config.min_free_bytes // 2**20} MiB needed for a new cluster")
 
-    async def refresh_space(self, branch: inventory.BranchRecord) -> None:
+    async def refresh_space(self, branch: BranchRecord) -> None:
         """Reads a branch's space figures alone: cheaper than a whole inventory."""
         props = await self.zfs.get_props(branch.dataset, ["used", "referenced"])
         ds = props[branch.dataset]
         branch.used_bytes, branch.logical_bytes = ds.number("used"), ds.number("referenced")
 
-    async def inventory(self) -> inventory.Inventory:
-        return await inventory.load(self.zfs, self.config.pools)
+    async def inventory(self) -> Inventory:
+        """Everything on the host (costly with many datasets); resyncs caches."""
+        inv = await load(self.zfs, self.config.pools)
+        self.known = dict(inv.databases)
+        self.ports.sync(inv.used_ports())
+        return inv
+
+    async def catalog(self) -> Inventory:
+        """Databases and branches, without snapshots."""
+        inv = await load_catalog(self.zfs, self.config.pools)
+        self.known = dict(inv.databases)
+        return inv
+
+    async def database_inventory(self, database_id: str, pool: str = "") -> Inventory:
+        """One database, freshly read; the cache learns it (or forgets it if gone)."""
+        if not pool:
+            known = self.known.get(database_id)
+            if known is None:
+                await self.catalog()
+                known = self.known.get(database_id)
+            if known is None:
+                return build({})
+            pool = known.pool
+        inv = await load_database(self.zfs, pool, database_id)
+        if database_id in inv.databases:
+            self.known[database_id] = inv.databases[database_id]
+        else:
+            self.known.pop(database_id, None)
+        return inv
+
+    def find_database(self, ref: str) -> DatabaseRecord | None:
+        """By id or name, from the cache."""
+        if ref in self.known:
+            return self.known[ref]
+        return next((d for d in self.known.values()
+                     if d.name == ref and d.phase != layout.PHASE_DELETING), None)
+
+    def find_branch(self, branch_id: str) -> DatabaseRecord | None:
+        """The database holding a branch id, from the cache."""
+        return next((d for d in self.known.values() if branch_id in d.branches), None)

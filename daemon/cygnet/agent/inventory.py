@@ -6,11 +6,12 @@ so a daemon that loses its memory loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from cygnet.agent import layout as L
 from cygnet.errors import NotFound
-from cygnet.zfs import Dataset, Zfs
+from cygnet.zfs import Dataset, DatasetNotFound, Zfs
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Inventory:
     databases: dict[str, DatabaseRecord]
     templates: dict[str, Dataset]  # template dataset name -> dataset
     datasets: dict[str, Dataset]  # every dataset and snapshot seen, by name
-    # Clones made by a reset that a crash cut short, by the branch dataset they replace.
+    # Reset clones whose old dataset still exists, by the dataset they replace.
     replacements: dict[str, Dataset] = field(default_factory=dict)
 
     def database(self, ref: str) -> DatabaseRecord:
@@ -179,8 +180,9 @@ def build(datasets: dict[str, Dataset]) -> Inventory:
     replacements: dict[str, Dataset] = {}
     for ds in datasets.values():
         if ds.user.get(L.P_KIND) == "branch" and not ds.is_snapshot:
-            if ds.name.endswith(L.NEXT_SUFFIX):
-                replacements[ds.name.removesuffix(L.NEXT_SUFFIX)] = ds
+            replaced = ds.user.get(L.P_REPLACES, "")
+            if replaced and replaced in datasets:
+                replacements[replaced] = ds
                 continue
             b = _branch(ds)
             branches_by_dataset[ds.name] = b
@@ -203,8 +205,34 @@ def build(datasets: dict[str, Dataset]) -> Inventory:
 
 
 async def load(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
-    """One `zfs get -r` per pool, below POOL/cygnet."""
+    """Everything: one `zfs get -r` per pool, below POOL/cygnet. Its cost grows with
+    every dataset and snapshot on the host, so operations use the scoped loads below."""
     datasets: dict[str, Dataset] = {}
     for pool in pools:
         datasets.update(await zfs.list(L.root(pool), L.USER_PROPS))
+    return build(datasets)
+
+
+async def _pool_roots(zfs: Zfs, pools: tuple[str, ...]) -> dict[str, Dataset]:
+    """POOL/cygnet of each pool, alone: its `available` is the pool's free space."""
+    datasets: dict[str, Dataset] = {}
+    for pool in pools:
+        datasets.update(await zfs.list(L.root(pool), depth=0))
+    return datasets
+
+
+async def load_catalog(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
+    """Databases and their branches, without snapshots: enough for names, ports,
+    states and counts, at a cost that grows with branches only."""
+    datasets = await _pool_roots(zfs, pools)
+    for pool in pools:
+        datasets.update(await zfs.list(L.databases_root(pool), L.USER_PROPS, depth=2))
+    return build(datasets)
+
+
+async def load_database(zfs: Zfs, pool: str, database_id: str) -> Inventory:
+    """One database, whole (branches and snapshots), and its pool's root."""
+    datasets = await _pool_roots(zfs, (pool,))
+    with contextlib.suppress(DatasetNotFound):
+        datasets.update(await zfs.list(L.database(pool, database_id), L.USER_PROPS))
     return build(datasets)

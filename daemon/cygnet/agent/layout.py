@@ -6,7 +6,8 @@ Dataset names are built from generated ids only; human names are stored in
     POOL/cygnet                         root, mountpoint MOUNT_ROOT/POOL
     POOL/cygnet/templates/pgNN          golden template, snapshot @golden
     POOL/cygnet/db/DBID                 one database (canmount=off), its props
-    POOL/cygnet/db/DBID/BRANCHID        one branch (files: cygnet.postgres.layout)
+    POOL/cygnet/db/DBID/BRANCHID[-GEN]  one branch (files: cygnet.postgres.layout);
+                                        a reset makes a new generation
     POOL/cygnet/db/DBID/BRANCHID@SNAPID a snapshot (user, or a branch point)
 """
 
@@ -33,8 +34,12 @@ P_SNAP_KIND = "cygnet:snapshot-kind"  # user | branch-point
 # On snapshots: subscriptions the cluster had when it was taken (absent: unknown).
 P_SUBS = "cygnet:subscriptions"
 
+# On a reset's replacement clone: the dataset it replaces. While both exist the
+# old one is the branch; once the old one is destroyed the replacement is.
+P_REPLACES = "cygnet:replaces"
+
 USER_PROPS = (P_KIND, P_ID, P_NAME, P_DATABASE, P_PARENT, P_PORT, P_DESIRED, P_PHASE,
-              P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS)
+              P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS, P_REPLACES)
 
 PHASE_CREATING = "creating"
 PHASE_READY = "ready"
@@ -42,7 +47,6 @@ PHASE_RESETTING = "resetting"
 PHASE_DELETING = "deleting"
 
 GOLDEN = "golden"
-NEXT_SUFFIX = "-next"  # a reset's replacement clone, before it takes the branch's name
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -72,8 +76,10 @@ def database(pool: str, database_id: str) -> str:
     return f"{databases_root(pool)}/{database_id}"
 
 
-def branch(pool: str, database_id: str, branch_id: str) -> str:
-    return f"{database(pool, database_id)}/{branch_id}"
+def branch(pool: str, database_id: str, branch_id: str, generation: str = "") -> str:
+    """A branch's dataset; a reset gives the branch a new one with a new generation."""
+    leaf = f"{branch_id}-{generation}" if generation else branch_id
+    return f"{database(pool, database_id)}/{leaf}"
 
 
 def pool_of(dataset: str) -> str:

@@ -25,23 +25,40 @@ def _bindable(port: int) -> bool:
 
 
 class PortAllocator:
-    """Hands out free ports. Reservations cover the gap until the dataset records the port."""
+    """Hands out free ports and remembers which ones branches hold.
+
+    `sync` takes the truth from a full inventory (at start and periodically);
+    in between, `reserve` and `release` keep the set current, so no operation
+    needs to list every branch on the host to pick a port.
+    """
 
     def __init__(self, low: int, high: int) -> None:
         self.low, self.high = low, high
-        self._reserved: set[int] = set()
+        self._taken: set[int] = set()
+        self._in_flight: set[int] = set()
         self._next = low
 
-    def reserve(self, in_use: set[int]) -> int:
+    def sync(self, in_use: set[int]) -> None:
+        self._taken = set(in_use)
+
+    def reserve(self) -> int:
+        """A port no branch holds and nothing else has bound; held until released."""
         span = self.high - self.low + 1
         for i in range(span):
             port = self.low + (self._next - self.low + i) % span
-            if port in in_use or port in self._reserved or not _bindable(port):
+            if port in self._taken or port in self._in_flight or not _bindable(port):
                 continue
-            self._reserved.add(port)
+            self._in_flight.add(port)
             self._next = port + 1 if port < self.high else self.low
             return port
         raise ResourceExhausted(f"no free port left in {self.low}-{self.high}")
 
+    def commit(self, port: int) -> None:
+        """The port now belongs to a branch recorded in ZFS."""
+        self._in_flight.discard(port)
+        self._taken.add(port)
+
     def release(self, port: int) -> None:
-        self._reserved.discard(port)
+        """The reservation failed, or the branch holding the port is gone."""
+        self._in_flight.discard(port)
+        self._taken.discard(port)

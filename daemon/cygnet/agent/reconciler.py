@@ -71,12 +71,17 @@ async def _reconcile_branches(host: Host, inv: Inventory, db: DatabaseRecord,
 async def _finish_reset(host: Host, inv: Inventory, db: DatabaseRecord,
                         branch: BranchRecord) -> None:
     replacement = inv.replacements.get(branch.dataset)
+    own = inv.datasets.get(branch.dataset)
     if replacement is not None:
         # The replacement clone is complete (made in one `zfs clone`): roll forward.
         log.warning("finishing the reset of branch %s", branch.id)
-        await swap_in(host, branch, replacement.name)
-        branch.origin = replacement.origin
-        await host.clusters.start_clone(branch, db, subscriptions=1)
+        await swap_in(host, db, branch, replacement.name, replacement.origin, 1)
+    elif own is not None and own.user.get(L.P_REPLACES):
+        # The old data is gone already: this is the replacement, maybe running.
+        log.warning("finishing the reset of branch %s (new data in place)", branch.id)
+        await host.zfs.inherit(branch.dataset, L.P_REPLACES)
+        if host.clusters.live(branch) is None:
+            await host.clusters.start_clone(branch, db, subscriptions=1)
     else:
         log.warning("branch %s: reset cut short before its new clone; keeping its data",
                     branch.id)

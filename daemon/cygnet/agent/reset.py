@@ -1,13 +1,17 @@
 """ResetBranch: back to the parent's current state, or to one of the branch's snapshots.
 
 The branch keeps its id, name, port and credentials, so its connection string
-does not change. Each step is recorded in ZFS (phase `resetting`, and a
-`-next` dataset) so the reconciler can finish or undo a reset cut short.
+does not change. A reset to the parent makes a new clone under a new dataset
+name (a new generation) that records which dataset it replaces; no rename is
+needed, which zfs-fuse does badly on fresh mounts. Each step is recorded in ZFS
+(phase `resetting`, the `cygnet:replaces` property) so the reconciler can
+finish or undo a reset cut short.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from cygnet.agent import layout as L
 from cygnet.agent.branches import branch_point, drop_branch_point, find_snapshot
@@ -60,28 +64,35 @@ async def _reclone(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None
     parent = db.branches[branch.parent_id]
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_RESETTING})
     await host.clusters.stop(branch, "fast")
-    origin, subscriptions = await branch_point(host, parent, f"reset {branch.name}")
-    old_origin = branch.origin
-    replacement = branch.dataset + L.NEXT_SUFFIX
-    props = branch_props(branch) | {L.P_PHASE: L.PHASE_RESETTING}
-    await host.zfs.clone(origin, replacement, props)
-    # From here on the replacement is complete: the reconciler rolls forward.
-    await swap_in(host, branch, replacement)
-    branch.origin = origin
+    try:
+        origin, subscriptions = await branch_point(host, parent, f"reset {branch.name}")
+        replacement = L.branch(db.pool, db.id, branch.id, secrets.token_hex(3))
+        props = branch_props(branch) | {L.P_PHASE: L.PHASE_RESETTING,
+                                        L.P_REPLACES: branch.dataset}
+        await host.zfs.clone(origin, replacement, props)
+    except BaseException:
+        # Nothing replaced yet: the branch goes on with its old data.
+        await _finish(host, db, branch)
+        raise
+    # The replacement is complete (one `zfs clone`): from here on we roll forward.
+    await swap_in(host, db, branch, replacement, origin, subscriptions)
+
+
+async def swap_in(host: Host, db: DatabaseRecord, branch: BranchRecord, replacement: str,
+                  origin: str | None, subscriptions: int) -> None:
+    """Destroys the old dataset, makes the replacement the branch and starts it."""
+    old_dataset, old_origin = branch.dataset, branch.origin
+    if await host.zfs.exists(old_dataset):
+        await host.zfs.destroy(old_dataset, recursive=True)
     if old_origin:
         await drop_branch_point(host, old_origin)
+    branch.dataset, branch.origin = replacement, origin
+    await host.zfs.inherit(replacement, L.P_REPLACES)
     await host.clusters.start_clone(branch, db, subscriptions)
     if branch.desired != "running":
         await host.clusters.stop(branch, "fast")
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
     branch.phase = L.PHASE_READY
-
-
-async def swap_in(host: Host, branch: BranchRecord, replacement: str) -> None:
-    """Destroys the old dataset and gives the replacement its name (and mountpoint)."""
-    if await host.zfs.exists(branch.dataset):
-        await host.zfs.destroy(branch.dataset, recursive=True)
-    await host.zfs.rename(replacement, branch.dataset)
 
 
 async def _finish(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:

@@ -59,24 +59,54 @@ class AgentService:
         self.host = host
         self.supervisor = supervisor
         self.requests = RequestLog()
-        self._db_ids: dict[str, str] = {}
 
     # --- lookups -------------------------------------------------------------
+    # Names are resolved through the host's cache of databases; what is
+    # returned is always read from ZFS for that one database.
+
+    async def database_id(self, ref: BranchRef | str) -> str:
+        """The id of the database a branch ref or database name/id points at."""
+        if isinstance(ref, BranchRef) and ref.branch_id:
+            found = self.host.find_branch(ref.branch_id)
+            if found is None:
+                await self.host.catalog()
+                found = self.host.find_branch(ref.branch_id)
+            if found is None:
+                raise NotFound(f"branch {ref.branch_id!r} not found")
+            return found.id
+        name = ref if isinstance(ref, str) else ref.database
+        if not name:
+            if isinstance(ref, BranchRef):
+                raise InvalidArgument(
+                    "branch", "give a branch_id, or a database and a branch name")
+            raise InvalidArgument("database", "must not be empty")
+        db = self.host.find_database(name)
+        if db is None:
+            await self.host.catalog()
+            db = self.host.find_database(name)
+        if db is None:
+            raise NotFound(f"database {name!r} not found")
+        return db.id
+
+    async def read_database(self, database_id: str) -> tuple[DatabaseRecord, Inventory]:
+        inv = await self.host.database_inventory(database_id)
+        db = inv.databases.get(database_id)
+        if db is None or db.phase == L.PHASE_DELETING:
+            raise NotFound(f"database {database_id!r} not found")
+        return db, inv
 
     def resolve(self, inv: Inventory, ref: BranchRef) -> tuple[DatabaseRecord, BranchRecord]:
         if ref.branch_id:
             return inv.branch_by_id(ref.branch_id)
-        if not ref.database:
-            raise InvalidArgument("branch", "give a branch_id, or a database and a branch name")
         db = inv.database(ref.database)
         return db, db.branch(ref.name)
 
+    async def read_branch(self, ref: BranchRef) -> tuple[DatabaseRecord, BranchRecord]:
+        _, inv = await self.read_database(await self.database_id(ref))
+        return self.resolve(inv, ref)
+
     def view(self, db: DatabaseRecord, branch: BranchRecord) -> BranchView:
         return BranchView(branch, db, self.state_of(branch))
-
-    async def fresh_view(self, branch_id: str) -> BranchView:
-        """The branch as ZFS now sees it: space used, origin snapshot, children."""
-        return self.view(*(await self.host.inventory()).branch_by_id(branch_id))
 
     def state_of(self, branch: BranchRecord) -> str:
         if branch.phase != L.PHASE_READY:
@@ -90,41 +120,45 @@ class AgentService:
         return "failed" if self.supervisor.is_failing(branch.id) else "starting"
 
     async def get_database(self, ref: str) -> DatabaseRecord:
-        return (await self.host.inventory()).database(ref)
+        return (await self.read_database(await self.database_id(ref)))[0]
 
     async def list_databases(self) -> list[DatabaseRecord]:
-        inv = await self.host.inventory()
+        inv = await self.host.catalog()
         return sorted(inv.databases.values(), key=lambda d: d.created)
 
     async def get_branch(self, ref: BranchRef) -> BranchView:
-        return self.view(*self.resolve(await self.host.inventory(), ref))
+        return self.view(*await self.read_branch(ref))
 
     async def list_branches(self, database: str) -> list[BranchView]:
-        inv = await self.host.inventory()
-        dbs_ = [inv.database(database)] if database else list(inv.databases.values())
-        views = [self.view(db, b) for db in dbs_ for b in db.branches.values()]
+        if database:
+            databases = [(await self.read_database(await self.database_id(database)))[0]]
+        else:
+            databases = list((await self.host.inventory()).databases.values())
+        views = [self.view(db, b) for db in databases for b in db.branches.values()]
         return sorted(views, key=lambda v: v.record.created)
 
     async def connection(self, ref: BranchRef) -> Connection:
-        _, branch = self.resolve(await self.host.inventory(), ref)
+        _, branch = await self.read_branch(ref)
         return self.host.clusters.connection(branch)
 
-    async def list_snapshots(self, ref: BranchRef) -> list[SnapshotRecord]:
-        _, branch = self.resolve(await self.host.inventory(), ref)
-        return [s for s in branch.snapshots if s.kind == "user"]
+    async def list_snapshots(self, ref: BranchRef
+                             ) -> tuple[DatabaseRecord, list[SnapshotRecord]]:
+        db, branch = await self.read_branch(ref)
+        return db, [s for s in branch.snapshots if s.kind == "user"]
 
     # --- mutations -----------------------------------------------------------
 
     async def create_database(self, name: str, version: str, size: str, pool: str,
                               request_id: str) -> tuple[DatabaseRecord, BranchView]:
         async def call() -> tuple[DatabaseRecord, BranchView]:
-            found = dbs.find_by_request(await self.host.inventory(), request_id)
-            if found is not None and found.main is not None:
-                return found, self.view(found, found.main)
-            _, main = await dbs.create_database(self.host, name, version, size, pool,
+            if request_id:
+                found = dbs.find_by_request(await self.host.catalog(), request_id)
+                if found is not None and found.main is not None:
+                    return found, self.view(found, found.main)
+            db, main = await dbs.create_database(self.host, name, version, size, pool,
                                                  request_id)
-            view = await self.fresh_view(main.id)
-            return view.database, view
+            await self.host.refresh_space(main)
+            return db, self.view(db, main)
 
         return await self.requests.run(request_id, "CreateDatabase", call)
 
@@ -134,25 +168,12 @@ class AgentService:
 
         return await self.requests.run(request_id, "DeleteDatabase", call)
 
-    async def _database_id(self, database: str) -> str:
-        """Resolves a database name or id. Ids never change hands, so hits are cached;
-        the caller re-reads ZFS under the database's lock anyway."""
-        if database in self._db_ids:
-            return self._db_ids[database]
-        db = (await self.host.inventory()).database(database)
-        self._db_ids[database] = db.id
-        return db.id
-
-    async def _locked_db(self, database: str) -> tuple[DatabaseRecord, Inventory]:
+    async def _locked_db(self, ref: BranchRef | str) -> tuple[DatabaseRecord, Inventory]:
         """Waits for the database's lock; the caller must release host.db_locks[db.id]."""
-        db_id = await self._database_id(database)
+        db_id = await self.database_id(ref)
         await self.host.db_locks[db_id].acquire()
         try:
-            inv = await self.host.inventory()
-            if db_id not in inv.databases or inv.databases[db_id].phase == L.PHASE_DELETING:
-                self._db_ids.pop(database, None)
-                raise NotFound(f"database {database!r} not found")
-            return inv.databases[db_id], inv
+            return await self.read_database(db_id)
         except BaseException:
             self.host.db_locks[db_id].release()
             raise
@@ -179,10 +200,7 @@ class AgentService:
                            action: Callable[[DatabaseRecord, BranchRecord], Awaitable[T]]) -> T:
         """Runs `action` on the branch under its database's lock, once per request id."""
         async def call() -> T:
-            database = ref.database
-            if ref.branch_id or not database:
-                database = self.resolve(await self.host.inventory(), ref)[0].id
-            db, inv = await self._locked_db(database)
+            db, inv = await self._locked_db(ref)
             try:
                 _, branch = self.resolve(inv, ref)
                 return await action(db, branch)
@@ -200,7 +218,8 @@ class AgentService:
     async def reset_branch(self, ref: BranchRef, snapshot: str, request_id: str) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
             await reset.reset_branch(self.host, db, branch, snapshot)
-            return await self.fresh_view(branch.id)
+            await self.host.refresh_space(branch)
+            return self.view(db, branch)
 
         return await self._with_branch(ref, request_id, "ResetBranch", action)
 

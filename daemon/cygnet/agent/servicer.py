@@ -89,9 +89,8 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     async def ListSnapshots(self, req: pb.ListSnapshotsRequest, ctx: Ctx
                             ) -> pb.ListSnapshotsResponse:
-        ref = convert.branch_ref(req.branch)
-        snaps = await self.service.list_snapshots(ref)
-        ids = {v.record.dataset: v.record.id for v in await self.service.list_branches("")}
+        db, snaps = await self.service.list_snapshots(convert.branch_ref(req.branch))
+        ids = {b.dataset: b.id for b in db.branches.values()}
         return pb.ListSnapshotsResponse(snapshots=[convert.snapshot(s, ids) for s in snaps])
 
     async def DeleteSnapshot(self, req: pb.DeleteSnapshotRequest, ctx: Ctx
@@ -102,7 +101,7 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     async def GetHostStatus(self, req: pb.GetHostStatusRequest, ctx: Ctx) -> pb.HostStatus:
         host = self.service.host
-        inv = await host.inventory()
+        inv = await host.catalog()
         pools = [await pool_status(host.zfs.runner, p) for p in host.config.pools]
         branches = inv.branches()
         running = sum(1 for b in branches if host.clusters.live(b) is not None)

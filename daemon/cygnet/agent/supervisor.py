@@ -16,6 +16,8 @@ log = logging.getLogger("cygnet.agent")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+# Every this many rounds the whole host is re-read from ZFS.
+RESYNC_ROUNDS = 60
 
 
 @dataclass
@@ -45,23 +47,36 @@ class Supervisor:
         return delay
 
     async def check_once(self) -> None:
-        inv = await self.host.inventory()
+        """Checks every branch that should run, from the cached view of the host.
+
+        Liveness is a /proc lookup, so a round costs nothing per branch that
+        is fine; only a dead postmaster makes us read its database from ZFS.
+        """
         now = time.monotonic()
-        for db in inv.databases.values():
+        for db in list(self.host.known.values()):
             lock = self.host.db_locks[db.id]
             if lock.locked() or db.phase != L.PHASE_READY:
                 continue  # an operation is changing this database; look next round
-            async with lock:
-                for branch in db.branches.values():
-                    if branch.phase != L.PHASE_READY or branch.desired != "running":
-                        continue
-                    if self.host.clusters.live(branch) is not None:
-                        self._failures.pop(branch.id, None)
-                        continue
-                    failure = self._failures.get(branch.id)
-                    if failure and now < failure.retry_at:
-                        continue
-                    await self._restart(db, branch)
+            for branch in list(db.branches.values()):
+                if branch.phase != L.PHASE_READY or branch.desired != "running":
+                    continue
+                if self.host.clusters.live(branch) is not None:
+                    self._failures.pop(branch.id, None)
+                    continue
+                failure = self._failures.get(branch.id)
+                if failure is None or now >= failure.retry_at:
+                    await self._restart_if_still_wanted(db.id, branch.id)
+
+    async def _restart_if_still_wanted(self, database_id: str, branch_id: str) -> None:
+        """Re-reads the database under its lock: the cache may be behind."""
+        async with self.host.db_locks[database_id]:
+            inv = await self.host.database_inventory(database_id)
+            db = inv.databases.get(database_id)
+            branch = db.branches.get(branch_id) if db else None
+            if (db is None or branch is None or branch.phase != L.PHASE_READY
+                    or branch.desired != "running" or self.host.clusters.live(branch)):
+                return
+            await self._restart(db, branch)
 
     async def _restart(self, db: DatabaseRecord, branch: BranchRecord) -> None:
         log.warning("postmaster of %s/%s (%s) is down; starting it", db.name, branch.name,
@@ -76,8 +91,12 @@ class Supervisor:
         self._failures.pop(branch.id, None)
 
     async def run(self, stop: asyncio.Event) -> None:
+        rounds = 0
         while not stop.is_set():
             try:
+                if rounds % RESYNC_ROUNDS == 0:
+                    await self.host.inventory()  # catch changes made behind our back
+                rounds += 1
                 await self.check_once()
             except Exception:
                 log.exception("supervisor round failed")

@@ -119,18 +119,26 @@ class Zfs:
         await self.runner.run(["zfs", "inherit", prop, name])
 
     async def get_props(
-        self, name: str, props: Iterable[str], *, recursive: bool = False
+        self, name: str, props: Iterable[str], *, recursive: bool = False,
+        depth: int | None = None,
     ) -> dict[str, Dataset]:
-        """Properties of `name` (and, if `recursive`, of everything below it, snapshots too)."""
+        """Properties of `name` and, if `recursive`, of everything below it (snapshots
+        too), down to `depth` levels if given (a snapshot is one level below its dataset)."""
         wanted = list(props)
-        argv = ["zfs", "get", "-H", "-p", *(["-r"] if recursive else []),
+        scope = ["-r"] if recursive else []
+        if recursive and depth is not None:
+            scope = ["-d", str(depth)]
+        argv = ["zfs", "get", "-H", "-p", *scope,
                 "-o", "name,property,value,source", ",".join(wanted), name]
         result = await self.runner.run(argv)
         return parse_get(result.stdout)
 
-    async def list(self, root: str, user_props: Iterable[str] = ()) -> dict[str, Dataset]:
-        """Every dataset and snapshot below `root` (inclusive), with native and user props."""
-        return await self.get_props(root, [*LISTED_NATIVE, *user_props], recursive=True)
+    async def list(self, root: str, user_props: Iterable[str] = (), depth: int | None = None
+                   ) -> dict[str, Dataset]:
+        """Every dataset and snapshot below `root` (inclusive, down to `depth` levels),
+        with native and user properties."""
+        return await self.get_props(root, [*LISTED_NATIVE, *user_props], recursive=True,
+                                    depth=depth)
 
     async def exists(self, name: str) -> bool:
         result = await self.runner.run(["zfs", "get", "-H", "-o", "value", "type", name],
