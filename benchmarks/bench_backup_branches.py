@@ -128,8 +128,11 @@ def cat_clone(d: Daemon, dataset: str) -> float:
         pgdata = d.mount_root / d.pool.name / "benchcat" / "pgdata"
         return sh(f"find {pgdata} -type f -print0 | xargs -0 cat > /dev/null")
     finally:
-        run("zfs", "destroy", clone)
-        run("zfs", "destroy", f"{dataset}@benchcat")
+        for name in (clone, f"{dataset}@benchcat"):
+            for _ in range(50):  # zfs-fuse reports busy for a moment after the last read
+                if run("zfs", "destroy", name, check=False).returncode == 0:
+                    break
+                time.sleep(0.2)
 
 
 def full_round(d: Daemon, db: pb.CreateDatabaseResponse, work: Path) -> dict[str, Any]:
