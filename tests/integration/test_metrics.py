@@ -133,3 +133,20 @@ def test_metrics_are_off_by_default_and_bad_listen_is_refused(tmp_path: object) 
     with pytest.raises(InvalidArgument):
         parse_listen("localhost")
     assert operation_name("/cygnet.v1.Agent/CreateDatabase") == "create_database"
+
+
+def test_rules_and_dashboard_use_metrics_that_exist() -> None:
+    """Every cygnet_* name in the alert rules and the dashboard is one the daemons export."""
+    import re
+    from pathlib import Path
+
+    from tests.harness import REPO
+
+    source = "".join(p.read_text() for p in (REPO / "daemon/cygnet/metrics").glob("*.py"))
+    exported = set(re.findall(r'"(cygnet_[a-z_]+)"', source))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    for path in [*(REPO / "deploy/prometheus").glob("*.yml"),
+                 *(REPO / "deploy/grafana").glob("*.json")]:
+        for name in set(re.findall(r"\bcygnet_[a-z_]+", path.read_text())):
+            base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
+            assert name in exported or base in exported, f"{path.name}: {name}"
