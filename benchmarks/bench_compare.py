@@ -7,7 +7,7 @@ fresh cluster and pg_basebackup + start (on a plain cluster on that pool).
 Then: how many idle nano branches fit in memory. Prints JSON; writes the JSON,
 a markdown table and two PNG charts to --out. See benchmarks/README.md.
 
-    .venv/bin/python -m benchmarks.bench_compare --publish   # 10 MB .. 4 GB (20-40 min)
+    .venv/bin/python -m benchmarks.bench_compare --publish   # 10 MB .. 4 GB (1.5 h+ on 2 cores)
     .venv/bin/python -m benchmarks.bench_compare --small     # smoke run, < 2 min
 """
 
