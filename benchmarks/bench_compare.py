@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,9 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
+    # A SIGTERM (a CI timeout, kill PID) unwinds like Ctrl-C, so the finally
+    # blocks stop every cluster and destroy the pool.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.replot:
         saved = json.loads(args.replot.read_text())
         args.small = saved["small"]
