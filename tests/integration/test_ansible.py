@@ -39,7 +39,8 @@ class Fleet:
     tag: str
     wheel: Path
     coord_port: int = field(default_factory=free_port)
-    ports: dict[str, int] = field(default_factory=dict)
+    # Daemon logs are kept in WORK/ansible-logs unless the test passed.
+    passed: bool = False
 
     def service(self, name: str) -> str:
         return f"cyt-{name}-{self.tag}"
@@ -114,9 +115,11 @@ class Fleet:
                            capture_output=True, check=False, timeout=60)
             Path(f"/etc/cygnet/{self.service(name)}.run").unlink(missing_ok=True)
             log = Path(f"/var/log/cygnet/{self.service(name)}.log")
-            with contextlib.suppress(OSError):  # kept for a look after a failure
-                (WORK / "ansible-logs").mkdir(exist_ok=True)
-                shutil.move(log, WORK / "ansible-logs" / log.name)
+            with contextlib.suppress(OSError):
+                if not self.passed:  # kept for a look after a failure
+                    (WORK / "ansible-logs").mkdir(exist_ok=True)
+                    shutil.move(log, WORK / "ansible-logs" / log.name)
+                log.unlink(missing_ok=True)
         for name in ("a", "b"):
             kill_postmasters_under(self.base / name / "mnt")
             for _ in range(50):
@@ -126,6 +129,11 @@ class Fleet:
                     break
                 time.sleep(0.2)
         shutil.rmtree(self.base, ignore_errors=True)
+        # What the role installed outside the fleet's tree (re-installed by each run).
+        Path("/usr/local/sbin/cygnet-supervise").unlink(missing_ok=True)
+        for empty in (Path("/etc/cygnet"), Path("/var/log/cygnet")):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
 
 
 def changed_counts(output: str) -> dict[str, int]:
@@ -212,4 +220,5 @@ def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -
     with contextlib.closing(grpc.insecure_channel(f"unix:{fleet.socket('a')}")) as ch:
         got = pb_grpc.AgentStub(ch).GetDatabase(pb.GetDatabaseRequest(database="shop"))
     assert got.name == "shop"
+    fleet.passed = True
     print(f"site.yml {t1 - t0:.0f}s, again {t2 - t1:.0f}s, rolling upgrade {t3 - t2:.0f}s")

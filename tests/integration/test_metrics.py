@@ -138,7 +138,6 @@ def test_metrics_are_off_by_default_and_bad_listen_is_refused(tmp_path: object) 
 def test_rules_and_dashboard_use_metrics_that_exist() -> None:
     """Every cygnet_* name in the alert rules and the dashboard is one the daemons export."""
     import re
-    from pathlib import Path
 
     from tests.harness import REPO
 
