@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cygnet.errors import InvalidArgument
+from cygnet.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -81,25 +81,12 @@ class AgentConfig:
         return self
 
 
-_PATH_FIELDS = {"mount_root", "state_dir", "backup_dir", "run_dir", "socket_path", "tls_cert",
-                "tls_key", "postgres_root", "coordinator_ca", "tls_client_ca"}
+_PATH_FIELDS = frozenset({"mount_root", "state_dir", "backup_dir", "run_dir", "socket_path",
+                          "tls_cert", "tls_key", "postgres_root", "coordinator_ca",
+                          "tls_client_ca"})
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     """Defaults <- TOML file <- overrides (None values in overrides are ignored)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidArgument("config", f"{path}: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(AgentConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InvalidArgument("config", f"unknown settings: {', '.join(unknown)}")
-    for key in _PATH_FIELDS & values.keys():
-        values[key] = Path(values[key]) if values[key] else None
-    if "pools" in values:
-        values["pools"] = tuple(values["pools"])
-    return replace(AgentConfig(), **values).validate()
+    return load_settings(AgentConfig(), path, overrides, paths=_PATH_FIELDS,
+                         tuples=frozenset({"pools"})).validate()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cygnet.errors import InvalidArgument
+from cygnet.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -60,25 +60,12 @@ class CoordinatorConfig:
         return self
 
 
-_PATH_FIELDS = {"tls_cert", "tls_key", "tls_ca", "tokens_file"}
-_FLOAT_FIELDS = {"heartbeat_interval", "memory_fraction", "reservation_ttl", "agent_timeout",
-                 "metrics_interval"}
+_PATH_FIELDS = frozenset({"tls_cert", "tls_key", "tls_ca", "tokens_file"})
+_FLOAT_FIELDS = frozenset({"heartbeat_interval", "memory_fraction", "reservation_ttl",
+                           "agent_timeout", "metrics_interval"})
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> CoordinatorConfig:
     """Defaults <- TOML file <- overrides (None values in overrides are ignored)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidArgument("config", f"{path}: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - {f.name for f in fields(CoordinatorConfig)})
-    if unknown:
-        raise InvalidArgument("config", f"unknown settings: {', '.join(unknown)}")
-    for key in _PATH_FIELDS & values.keys():
-        values[key] = Path(values[key]) if values[key] else None
-    for key in _FLOAT_FIELDS & values.keys():
-        values[key] = float(values[key])
-    return replace(CoordinatorConfig(), **values).validate()
+    return load_settings(CoordinatorConfig(), path, overrides, paths=_PATH_FIELDS,
+                         floats=_FLOAT_FIELDS).validate()
