@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
 import sys
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from tests.harness import WORK, Daemon, FilePool
+from tests.harness import Daemon, private_daemon
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,14 +47,8 @@ def wait_query(conninfo: str, timeout: float = 60.0, **kwargs: Any) -> None:
 
 @contextmanager
 def bench_daemon(pool_size: str, port_min: int) -> Iterator[Daemon]:
-    pool = FilePool.create(pool_size)
-    daemon = Daemon(pool, WORK / ("bench-" + secrets.token_hex(3)), port_min=port_min)
-    try:
-        daemon.start()
+    with private_daemon("bench-", port_min, pool_size) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        pool.destroy(daemon.mount_root)
 
 
 def emit(name: str, result: dict[str, Any], out: Path = RESULTS) -> Path:

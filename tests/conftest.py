@@ -7,19 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import WORK, Daemon, FilePool
+from tests.harness import Daemon, private_daemon
 
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
-    pool = FilePool.create("6G")
-    d = Daemon(pool, WORK / ("d" + secrets.token_hex(3)), port_min=55000)
-    try:
-        d.start()
+    with private_daemon("d", 55000, "6G") as d:
         yield d
-    finally:
-        d.stop()
-        pool.destroy(d.mount_root)
 
 
 @pytest.fixture

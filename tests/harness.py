@@ -201,6 +201,19 @@ class Daemon:
                 self.kill9()
 
 
+@contextlib.contextmanager
+def private_daemon(prefix: str, port_min: int, pool_size: str = "4G") -> Iterator[Daemon]:
+    """A cygnetd of its own on a pool of its own; both are gone afterwards."""
+    pool = FilePool.create(pool_size)
+    daemon = Daemon(pool, WORK / (prefix + secrets.token_hex(3)), port_min=port_min)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        pool.destroy(daemon.mount_root)
+
+
 def query(conn: pb.Connection, sql: str, password: str | None = None) -> list[tuple[object, ...]]:
     """Runs SQL over TCP with the connection's own credentials (scram)."""
     import psycopg

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,19 +11,13 @@ import pytest
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.api.v1 import backup_pb2_grpc as bpb_grpc
-from tests.harness import WORK, Daemon, FilePool, query
+from tests.harness import Daemon, private_daemon, query
 
 
 @pytest.fixture(scope="module")
 def bdaemon() -> Iterator[Daemon]:
-    pool = FilePool.create("4G")
-    d = Daemon(pool, WORK / ("b" + secrets.token_hex(3)), port_min=59500)
-    try:
-        d.start()
+    with private_daemon("b", 59500, "4G") as d:
         yield d
-    finally:
-        d.stop()
-        pool.destroy(d.mount_root)
 
 
 def backups(d: Daemon) -> Any:

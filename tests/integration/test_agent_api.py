@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import stat
 
 import grpc
@@ -12,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
-from tests.harness import WORK, Daemon, FilePool, run
+from tests.harness import Daemon, private_daemon, run
 
 pytestmark = pytest.mark.integration
 
@@ -48,26 +47,18 @@ def test_health_and_reflection(daemon: Daemon) -> None:
 
 
 def test_full_pool_is_resource_exhausted_and_leaves_nothing() -> None:
-    pool = FilePool.create("300M")
-    d = Daemon(pool, WORK / ("f" + secrets.token_hex(3)), port_min=55250)
-    try:
-        d.start()
-        with d.stub() as s:
-            s.CreateDatabase(pb.CreateDatabaseRequest(name="first", size_class="nano"),
-                             timeout=120)
-            filler = d.mount_root / pool.name / "filler"
-            run("dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400", check=False)
-            before = pool.datasets()
-            for call in (
-                lambda: s.CreateDatabase(pb.CreateDatabaseRequest(name="second"), timeout=60),
-                lambda: s.CreateBranch(pb.CreateBranchRequest(database="first", name="b"),
-                                       timeout=60),
-            ):
-                with pytest.raises(grpc.RpcError) as err:
-                    call()
-                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "full" in err.value.details()
-            assert pool.datasets() == before
-    finally:
-        d.stop()
-        pool.destroy(d.mount_root)
+    with private_daemon("f", 55250, "300M") as d, d.stub() as s:
+        s.CreateDatabase(pb.CreateDatabaseRequest(name="first", size_class="nano"), timeout=120)
+        filler = d.mount_root / d.pool.name / "filler"
+        run("dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400", check=False)
+        before = d.pool.datasets()
+        for call in (
+            lambda: s.CreateDatabase(pb.CreateDatabaseRequest(name="second"), timeout=60),
+            lambda: s.CreateBranch(pb.CreateBranchRequest(database="first", name="b"),
+                                   timeout=60),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "full" in err.value.details()
+        assert d.pool.datasets() == before

@@ -16,21 +16,15 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
-from tests.harness import WORK, Daemon, FilePool, postmaster_pids, query
+from tests.harness import Daemon, postmaster_pids, private_daemon, query
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def crashy() -> Iterator[Daemon]:
-    pool = FilePool.create("4G")
-    d = Daemon(pool, WORK / ("c" + secrets.token_hex(3)), port_min=55300)
-    try:
-        d.start()
+    with private_daemon("c", 55300, "4G") as d:
         yield d
-    finally:
-        d.stop()
-        pool.destroy(d.mount_root)
 
 
 def branches(d: Daemon) -> list[pb.Branch]:

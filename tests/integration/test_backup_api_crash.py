@@ -3,7 +3,6 @@ dataset survives the restart. A daemon of its own (ports 59700-59899)."""
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
-from tests.harness import WORK, Daemon, FilePool, query
+from tests.harness import Daemon, private_daemon, query
 from tests.integration.backup_helpers import (
     backups,
     checksums,
@@ -28,14 +27,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def crashy() -> Iterator[Daemon]:
-    pool = FilePool.create("4G")
-    d = Daemon(pool, WORK / ("bc" + secrets.token_hex(3)), port_min=59700)
-    try:
-        d.start()
+    with private_daemon("bc", 59700, "4G") as d:
         yield d
-    finally:
-        d.stop()
-        pool.destroy(d.mount_root)
 
 
 @pytest.mark.parametrize("phase", ["snapshot", "read"])
