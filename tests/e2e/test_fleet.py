@@ -132,6 +132,7 @@ def test_fleet(fleet: Fleet) -> None:
     print(f"placed 30 in {time.monotonic() - t0:.1f}s: {dict(counts)}")
     _branches(fleet, made)
     _drain(fleet)
+    _cli_hosts(fleet)
     _host_down_and_back(fleet, made)
     _security(fleet)
     _catalog_rebuild(fleet)
@@ -181,6 +182,28 @@ def _drain(f: Fleet) -> None:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert not c.UndrainHost(cpb.DrainHostRequest(host_id="h1"), timeout=10).drained
         assert c.PlaceDatabase(nvme, timeout=10).host_id == "h1"
+
+
+def _cli_hosts(f: Fleet) -> None:
+    """The operator's view: `cygnet --coordinator ... hosts`, from the client's namespace."""
+    coordinator = f"{f.lan.nodes['coord']}:7435"
+
+    def cygnet(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["nsenter", f"--net=/var/run/netns/{f.lan.ns('client')}",
+                str(VENV_BIN / "cygnet"), "--coordinator", coordinator, "--ca", str(f.pki.ca),
+                *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                              env={"CYGNET_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"})
+
+    listed = cygnet("--json", "hosts", "list")
+    assert listed.returncode == 0, listed.stderr
+    hosts = {h["id"]: h for h in json.loads(listed.stdout)}
+    assert set(hosts) == set(HOSTS)
+    assert cygnet("hosts", "drain", "h2").returncode == 0
+    assert "h2" not in dry_place(f)
+    assert cygnet("hosts", "undrain", "h2").returncode == 0
+    assert cygnet("hosts", "drain", "nosuchhost").returncode == 3
+    assert "h2" in dry_place(f, 12)
 
 
 def _host_down_and_back(f: Fleet, made: list[cpb.FleetCreateDatabaseResponse]) -> None:
