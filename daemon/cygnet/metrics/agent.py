@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -12,7 +9,7 @@ from cygnet import __version__
 from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.service import AgentService
-from cygnet.metrics.snapshot import Skip, gauge
+from cygnet.metrics.snapshot import gauge
 from cygnet.zfs.pools import pool_status
 
 # Every state a branch can report, so a state with no branch shows 0, not nothing.
@@ -24,38 +21,14 @@ class AgentMetrics:
     def __init__(self, service: AgentService) -> None:
         self.service = service
         self.host = service.host
-        self._seen: set[str] = set()
-
-    @contextlib.asynccontextmanager
-    async def _quiet(self) -> AsyncIterator[None]:
-        """Holds every database lock while reading ZFS, or raises Skip if one is taken.
-
-        zfs-fuse fails a rename (as in a reset) as busy while a `zfs get -r`
-        reads the dataset, so the gauges read only between operations. In a
-        single-threaded loop, taking free locks never waits.
-        """
-        # Databases seen last time get their lock made now, so an operation that
-        # starts on one of them during the read waits for us.
-        for db_id in self._seen:
-            self.host.db_locks[db_id]  # the defaultdict makes it
-        locks = list(self.host.db_locks.values())
-        if any(lock.locked() for lock in locks):
-            raise Skip
-        for lock in locks:
-            await lock.acquire()
-        try:
-            yield
-        finally:
-            for lock in locks:
-                lock.release()
 
     async def build(self) -> list[Metric]:
-        async with self._quiet():
-            return await self._build()
+        return await self._build()
 
     async def _build(self) -> list[Metric]:
-        inv = await self.host.inventory()
-        self._seen = set(inv.databases)
+        # Databases and branches without their snapshots: a scrape costs one
+        # `zfs get` that grows with branches only, and takes no lock.
+        inv = await self.host.catalog()
         branches = [(db, b) for db in inv.databases.values() for b in db.branches.values()]
         metrics: list[Metric] = [
             gauge("cygnet_agent_info", "Version of this cygnetd and its ZFS dialect",
@@ -127,7 +100,7 @@ class AgentMetrics:
             return None
         out: dict[str, int] = {}
         for pool in {db.pool for db in inv.databases.values()}:
-            props = await self.host.zfs.get_props(f"{L.root(pool)}/db", ["written"],
-                                                  recursive=True)
+            props = await self.host.zfs.get_props(L.databases_root(pool), ["written"],
+                                                  recursive=True, depth=2)
             out.update({name: ds.number("written") for name, ds in props.items()})
         return out

@@ -21,10 +21,6 @@ log = logging.getLogger("cygnet.metrics")
 Build = Callable[[], Awaitable[list[Metric]]]
 
 
-class Skip(Exception):
-    """Raised by a build to keep the previous snapshot this time."""
-
-
 class SnapshotCollector(Collector):
     def __init__(self, build: Build) -> None:
         self._build = build
@@ -42,8 +38,6 @@ class SnapshotCollector(Collector):
         try:
             self._metrics = await self._build()
             self._ok = 1.0
-        except Skip:
-            pass
         except Exception:
             self._ok = 0.0
             log.exception("metrics refresh failed")
