@@ -131,6 +131,7 @@ async def _start_and_mark_ready(host: Host, db: DatabaseRecord, branch: BranchRe
     results = await asyncio.gather(
         host.clusters.start_clone(branch, db, subscriptions),
         host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY}),
+        host.refresh_space(branch),  # for the reply; a fresh clone's figures hold
         return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

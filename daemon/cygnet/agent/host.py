@@ -46,8 +46,7 @@ class Host:
 
     def ensure_headroom(self, inv: Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""
-        root = inv.datasets.get(layout.root(pool))
-        free = root.number("available") if root is not None else 0
+        free = inv.free_bytes(pool)
         if free < self.config.min_free_bytes:
             raise ResourceExhausted(
                 f"pool {pool} is full: {free // 2**20} MiB free, "

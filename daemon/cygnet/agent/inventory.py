@@ -119,6 +119,14 @@ class Inventory:
     def branches(self) -> list[BranchRecord]:
         return [b for db in self.databases.values() for b in db.branches.values()]
 
+    def free_bytes(self, pool: str) -> int:
+        """The pool's free space, as any of its datasets reports it (`available`:
+        Cygnet sets no quotas), so no extra `zfs get` of the pool is needed."""
+        for ds in self.datasets.values():
+            if L.pool_of(ds.name) == pool and not ds.is_snapshot and "available" in ds.native:
+                return ds.number("available")
+        return 0
+
     def used_ports(self) -> set[int]:
         return {b.port for b in self.branches() if b.port}
 
@@ -231,8 +239,7 @@ async def load_catalog(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
 
 
 async def load_database(zfs: Zfs, pool: str, database_id: str) -> Inventory:
-    """One database, whole (branches and snapshots), and its pool's root."""
-    datasets = await _pool_roots(zfs, (pool,))
+    """One database, whole (branches and snapshots): one `zfs get`."""
     with contextlib.suppress(DatasetNotFound):
-        datasets.update(await zfs.list(L.database(pool, database_id), L.USER_PROPS))
-    return build(datasets)
+        return build(await zfs.list(L.database(pool, database_id), L.USER_PROPS))
+    return build({})

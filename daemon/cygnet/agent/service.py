@@ -188,7 +188,6 @@ class AgentService:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
                                                 request_id)
-                await self.host.refresh_space(branch)
                 db.branches[branch.id] = branch
                 return self.view(db, branch)
             finally:
