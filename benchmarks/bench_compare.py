@@ -7,7 +7,7 @@ fresh cluster and pg_basebackup + start (on a plain cluster on that pool).
 Then: how many idle nano branches fit in memory. Prints JSON; writes the JSON,
 a markdown table and two PNG charts to --out. See benchmarks/README.md.
 
-    .venv/bin/python -m benchmarks.bench_compare --publish   # 10 MB .. 4 GB (1.5 h+ on 2 cores)
+    .venv/bin/python -m benchmarks.bench_compare --publish   # 10 MB .. 4 GB (1 h+ on 2 cores)
     .venv/bin/python -m benchmarks.bench_compare --small     # smoke run, < 2 min
 """
 
@@ -63,8 +63,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--small", action="store_true",
                    help="10 and 30 MB, 1 copy, 3 idle branches: checks the scripts (< 2 min)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and PNGs go")
-    p.add_argument("--replot", type=Path, metavar="JSON",
-                   help="no run: redraw the table and charts of a saved result")
+    p.add_argument("--replot", type=Path, nargs="+", metavar="JSON",
+                   help="no run: redraw the table and charts of saved results; several "
+                        "runs of different sizes are merged, each size kept whole")
     p.add_argument("--publish", action="store_true",
                    help="also copy the JSON, table and PNGs to benchmarks/figures/")
     args = p.parse_args()
@@ -138,13 +139,28 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any]) -> None:
             shutil.copy(out / f"{name}{suffix}", FIGURES / f"{name}{suffix}")
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run, plus the sizes of later runs; every size keeps its own round robin."""
+    merged = runs[0]
+    for extra in runs[1:]:
+        if extra["methods"] != merged["methods"]:
+            raise SystemExit("--replot: runs with different methods cannot be merged")
+        merged["sizes"].extend(extra["sizes"])
+        merged.setdefault("merged_runs", [{"sizes": [s["label"] for s in runs[0]["sizes"]],
+                                           "machine": runs[0]["machine"]}])
+        merged["merged_runs"].append({"sizes": [s["label"] for s in extra["sizes"]],
+                                      "machine": extra["machine"]})
+    merged["sizes"].sort(key=lambda s: s["megabytes"])
+    return merged
+
+
 def main() -> None:
     args = parse_args()
     # A SIGTERM (a CI timeout, kill PID) unwinds like Ctrl-C, so the finally
     # blocks stop every cluster and destroy the pool.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.replot:
-        saved = json.loads(args.replot.read_text())
+        saved = merge_runs([json.loads(p.read_text()) for p in args.replot])
         args.small = saved["small"]
         write_outputs(args, saved)
         return

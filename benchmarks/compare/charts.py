@@ -40,7 +40,7 @@ def series(result: dict[str, Any], key: str, metric: str) -> tuple[list[float], 
 def _size_ticks(ax: Any, result: dict[str, Any]) -> None:
     """One labelled tick per measured size, so a short range still reads as sizes."""
     sizes = [float(s["database_bytes"]) for s in result["sizes"]]
-    ax.set_xticks(sizes, [f"{s['label']}\n({human_bytes(b)})"
+    ax.set_xticks(sizes, [f"{s['label']}\n({human_bytes(b)}, n={s.get('copies', '?')})"
                           for s, b in zip(result["sizes"], sizes, strict=True)])
     ax.xaxis.set_minor_formatter(NullFormatter())
 

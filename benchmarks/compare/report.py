@@ -65,6 +65,6 @@ def density_lines(density: dict[str, Any] | None) -> str:
         f"{human_bytes(density['memory_per_branch_memavailable_bytes'])} of MemAvailable; "
         f"extrapolated maximum {density['extrapolated_max_branches']} "
         f"({density['extrapolated_max_branches_keeping_reserve']} keeping "
-        f"{human_bytes(density['reserve_bytes'])} free); branch ready with "
+        f"{density['reserve_bytes'] / 2**30:.0f} GiB free); branch ready with "
         f"{density['branches_running']} running: p50 {at_n.get('p50', 0):.3f} s, "
         f"p95 {at_n.get('p95', 0):.3f} s (n={at_n.get('n', 0)}).\n")
