@@ -49,7 +49,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10,100,1024,4096",
-                   help="database sizes in MB, comma-separated (pgbench scale = MB/15)")
+                   help="database sizes in MB, comma-separated (pgbench scale = MB/15); "
+                        "empty: density only")
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help="comma-separated subset of: " + ", ".join(ALL_METHODS))
     p.add_argument("--repeat", type=int, default=5, help="copies per method and size")
@@ -92,7 +93,7 @@ def build_methods(keys: list[str], d: Daemon, workdir: Path) -> list[Method]:
 def pool_size(sizes: list[int]) -> str:
     # Sources in Cygnet and in the plain cluster, one copy plus WAL_LOG's WAL
     # and the dump's fresh cluster: about 4x the largest, plus room for the rest.
-    return f"{max(4, (4 * max(sizes) * 1024 ** 2) // GB + 6)}G"
+    return f"{max(4, (4 * max(sizes, default=0) * 1024 ** 2) // GB + 6)}G"
 
 
 def run_all(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -142,14 +143,15 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any]) -> None:
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The first run, plus the sizes of later runs; every size keeps its own round robin."""
     merged = runs[0]
+    merged["merged_runs"] = [{"sizes": [s["label"] for s in run["sizes"]],
+                              "density": bool(run.get("density")),
+                              "machine": run["machine"]} for run in runs]
     for extra in runs[1:]:
         if extra["methods"] != merged["methods"]:
             raise SystemExit("--replot: runs with different methods cannot be merged")
         merged["sizes"].extend(extra["sizes"])
-        merged.setdefault("merged_runs", [{"sizes": [s["label"] for s in runs[0]["sizes"]],
-                                           "machine": runs[0]["machine"]}])
-        merged["merged_runs"].append({"sizes": [s["label"] for s in extra["sizes"]],
-                                      "machine": extra["machine"]})
+        if extra.get("density"):  # a later density run (e.g. --sizes "") replaces it
+            merged["density"] = extra["density"]
     merged["sizes"].sort(key=lambda s: s["megabytes"])
     return merged
 
