@@ -71,7 +71,8 @@ class Host:
         self.known = dict(inv.databases)
         return inv
 
-    async def database_inventory(self, database_id: str, pool: str = "") -> Inventory:
+    async def database_inventory(self, database_id: str, pool: str = "", *,
+                                 snapshots: bool = True) -> Inventory:
         """One database, freshly read; the cache learns it (or forgets it if gone)."""
         if not pool:
             known = self.known.get(database_id)
@@ -81,7 +82,7 @@ class Host:
             if known is None:
                 return build({})
             pool = known.pool
-        inv = await load_database(self.zfs, pool, database_id)
+        inv = await load_database(self.zfs, pool, database_id, snapshots=snapshots)
         if database_id in inv.databases:
             self.known[database_id] = inv.databases[database_id]
         else:

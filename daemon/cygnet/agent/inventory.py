@@ -238,8 +238,11 @@ async def load_catalog(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
     return build(datasets)
 
 
-async def load_database(zfs: Zfs, pool: str, database_id: str) -> Inventory:
-    """One database, whole (branches and snapshots): one `zfs get`."""
+async def load_database(zfs: Zfs, pool: str, database_id: str, *, snapshots: bool = True
+                        ) -> Inventory:
+    """One database in one `zfs get`: its branches and, if asked, their snapshots
+    (branch points double the datasets to read, and a new branch needs none)."""
+    depth = None if snapshots else 1
     with contextlib.suppress(DatasetNotFound):
-        return build(await zfs.list(L.database(pool, database_id), L.USER_PROPS))
+        return build(await zfs.list(L.database(pool, database_id), L.USER_PROPS, depth=depth))
     return build({})

@@ -88,8 +88,9 @@ class AgentService:
             raise NotFound(f"database {name!r} not found")
         return db.id
 
-    async def read_database(self, database_id: str) -> tuple[DatabaseRecord, Inventory]:
-        inv = await self.host.database_inventory(database_id)
+    async def read_database(self, database_id: str, *, snapshots: bool = True
+                            ) -> tuple[DatabaseRecord, Inventory]:
+        inv = await self.host.database_inventory(database_id, snapshots=snapshots)
         db = inv.databases.get(database_id)
         if db is None or db.phase == L.PHASE_DELETING:
             raise NotFound(f"database {database_id!r} not found")
@@ -168,12 +169,13 @@ class AgentService:
 
         return await self.requests.run(request_id, "DeleteDatabase", call)
 
-    async def _locked_db(self, ref: BranchRef | str) -> tuple[DatabaseRecord, Inventory]:
+    async def _locked_db(self, ref: BranchRef | str, *, snapshots: bool = True
+                         ) -> tuple[DatabaseRecord, Inventory]:
         """Waits for the database's lock; the caller must release host.db_locks[db.id]."""
         db_id = await self.database_id(ref)
         await self.host.db_locks[db_id].acquire()
         try:
-            return await self.read_database(db_id)
+            return await self.read_database(db_id, snapshots=snapshots)
         except BaseException:
             self.host.db_locks[db_id].release()
             raise
@@ -181,7 +183,8 @@ class AgentService:
     async def create_branch(self, database: str, name: str, parent: str, snapshot: str,
                             request_id: str) -> BranchView:
         async def call() -> BranchView:
-            db, inv = await self._locked_db(database)
+            # Snapshots are read only when branching from a named one.
+            db, inv = await self._locked_db(database, snapshots=bool(snapshot))
             try:
                 found = br.find_branch_by_request(inv, request_id)
                 if found is not None:
