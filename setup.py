@@ -12,6 +12,7 @@ setup(
                 "native/dedup_index.c",
                 "native/hash_kernels.c",
                 "native/hash_kernels_avx2.c",
+                "native/spawn.c",
             ],
             depends=["native/cygnet_native.h", "native/hash_kernels.h"],
             libraries=["xxhash"],

@@ -1,5 +1,6 @@
-/* Module definition of cygnet._native: block hashing, digest diffing and
- * the dedup index. The functions live in hashing.c and dedup_index.c. */
+/* Module definition of cygnet._native: block hashing, digest diffing, the
+ * dedup index and detached process start. The functions live in hashing.c,
+ * dedup_index.c and spawn.c. */
 #include "cygnet_native.h"
 
 static int native_exec(PyObject *module)
@@ -15,6 +16,8 @@ static int native_exec(PyObject *module)
     if (PyModule_AddIntConstant(module, "BLOCK_SIZE", CYG_BLOCK_SIZE) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "DIGEST_SIZE", CYG_DIGEST_SIZE) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, cyg_spawn_methods) < 0)
         return -1;
     return 0;
 }

@@ -11,6 +11,7 @@
 #define CYG_DIGEST_SIZE 16
 
 extern PyMethodDef cyg_hashing_methods[];
+extern PyMethodDef cyg_spawn_methods[];
 extern PyType_Spec cyg_dedup_index_spec;
 
 #endif

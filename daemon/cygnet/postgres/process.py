@@ -1,8 +1,7 @@
 """Postmaster lifecycle: start detached, wait for readiness, stop by signal, adopt.
 
-The postmaster is never the daemon's child: a tiny launcher forks, the child
-calls setsid(), drops to the postgres user and execs postgres, and the
-launcher exits at once. So killing cygnetd (even with SIGKILL) leaves every
+The postmaster is never the daemon's child: a double fork in C (native/spawn.c)
+gives it its own session and the postgres user, and leaves PID 1 its parent. So killing cygnetd (even with SIGKILL) leaves every
 database running, and the reconciler adopts them with find_live_postmaster.
 """
 
@@ -13,10 +12,10 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
+from cygnet._native import spawn_detached
 from cygnet.errors import FailedPrecondition, InternalError, InvalidArgument, Unavailable
 from cygnet.postgres import _fs
 from cygnet.postgres._cmd import postgres_env
@@ -48,51 +47,23 @@ POLL_INTERVAL = 0.003
 # How long an immediate shutdown may take after the requested mode timed out.
 IMMEDIATE_GRACE = 15.0
 
-# Runs as root with no site imports: fork, print the child's pid, exit. The child
-# gets its own session, drops to postgres and execs the postmaster, whose
-# stdout/stderr are the log file (fd 2) so it keeps nothing of ours open.
-_LAUNCHER = """
-import os, sys
-uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-pid = os.fork()
-if pid:
-    os.write(1, b"%d\\n" % pid)
-    os._exit(0)
-try:
-    os.setsid()
-    os.dup2(2, 1)
-    os.setgroups([]); os.setgid(gid); os.setuid(uid)
-    os.chdir("/")
-    os.umask(0o077)
-    os.execv(argv[0], argv)
-except BaseException as exc:
-    os.write(2, b"cygnet launcher: %r\\n" % exc)
-    os._exit(127)
-"""
+def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
+    """Starts the detached postmaster (see native/spawn.c); returns its pid.
 
-
-async def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
-    """Starts the detached postmaster; returns its pid (the launcher's child)."""
+    A double fork in C: the postmaster gets its own session, runs as postgres
+    with PID 1 as its parent, and writes to the log file, so it keeps nothing
+    of the daemon's open and outlives any daemon restart.
+    """
     user = postgres_user()
     argv = [str(bindir / "postgres"), "-D", str(pgdata)]
-    with log_path.open("ab") as log_file:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", _LAUNCHER, str(user.uid), str(user.gid), *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-            cwd="/",
-            env=postgres_env(),
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 10.0)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise Unavailable("postmaster launcher hung") from None
-    if proc.returncode != 0 or not out.strip().isdigit():
-        raise InternalError(f"postmaster launcher failed (rc={proc.returncode})")
-    return int(out)
+    env = [f"{key}={value}" for key, value in postgres_env().items()]
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        return spawn_detached(argv, env, user.uid, user.gid, fd, "/")
+    except OSError as exc:
+        raise InternalError(f"could not start the postmaster: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def _log_tail(log_path: Path) -> str:
@@ -139,7 +110,7 @@ async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.
     if socket_dir is not None:
         _fs.ensure_postgres_dir(socket_dir)
     _fs.ensure_postgres_file(log_path)
-    pid = await _launch(bindir, pgdata, log_path)
+    pid = _launch(bindir, pgdata, log_path)
     stat = read_stat(pid)
     if stat is None:
         raise Unavailable(f"postmaster exited at once{_log_tail(log_path)}")
