@@ -1,8 +1,9 @@
 """Postmaster lifecycle: start detached, wait for readiness, stop by signal, adopt.
 
 The postmaster is never the daemon's child: a double fork in C (native/spawn.c)
-gives it its own session and the postgres user, and leaves PID 1 its parent. So killing cygnetd (even with SIGKILL) leaves every
-database running, and the reconciler adopts them with find_live_postmaster.
+gives it its own session and the postgres user, and leaves PID 1 its parent.
+So killing cygnetd (even with SIGKILL) leaves every database running, and the
+reconciler adopts them with find_live_postmaster.
 """
 
 from __future__ import annotations
