@@ -5,6 +5,7 @@ These tests run their own daemon (they kill it), on their own pool.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -79,7 +80,8 @@ def test_kill9_during_branch_creation_leaves_nothing_half_made(crashy: Daemon,
         s.CreateDatabase(pb.CreateDatabaseRequest(name=name), timeout=120)
 
     def create() -> None:
-        with crashy.stub() as s, pytest.raises(grpc.RpcError):
+        # The call may also finish before the kill: both outcomes must be consistent.
+        with crashy.stub() as s, contextlib.suppress(grpc.RpcError):
             s.CreateBranch(pb.CreateBranchRequest(database=name, name="half"), timeout=30)
 
     caller = threading.Thread(target=create)
@@ -100,7 +102,7 @@ def test_kill9_during_reset_finishes_or_undoes_it(crashy: Daemon) -> None:
         query(db.connection, "insert into t values (2)")
 
         def reset() -> None:
-            with crashy.stub() as s, pytest.raises(grpc.RpcError):
+            with crashy.stub() as s, contextlib.suppress(grpc.RpcError):
                 s.ResetBranch(pb.ResetBranchRequest(
                     branch=pb.BranchRef(branch_id=child.branch.id)), timeout=30)
 
