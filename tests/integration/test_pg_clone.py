@@ -11,7 +11,7 @@ import pytest
 
 from cygnet.postgres import process, sql
 from cygnet.postgres.config import write_settings
-from cygnet.postgres.fixup import disable_subscriptions, prepare_clone, subscription_count
+from cygnet.postgres.fixup import disable_subscriptions, prepare_clone
 from cygnet.postgres.pidfile import PIDFILE
 from tests.integration import pg_helpers
 from tests.integration.pg_helpers import Cluster, PgEnv
@@ -51,7 +51,7 @@ def make_parent(pg_env: PgEnv) -> Cluster:
     q(parent, "SELECT pg_reload_conf()")
     q(parent, SUBSCRIBE.format('"Sub One"'))
     q(parent, SUBSCRIBE.format("sub2"), dbname='odd "db"')
-    asyncio.run(sql.checkpoint(parent.socket_dir, parent.port))
+    asyncio.run(sql.checkpoint_for_snapshot(parent.socket_dir, parent.port))
     return parent
 
 
@@ -88,7 +88,7 @@ def test_clone_of_running_cluster(pg_env: PgEnv) -> None:
     assert q(parent, "SELECT slot_name FROM pg_replication_slots") == [("inherited_slot",)]
 
     # Subscriptions: disable them with workers off, then restart with workers on.
-    assert asyncio.run(subscription_count(clone.socket_dir, clone.port)) == 2
+    assert asyncio.run(sql.checkpoint_for_snapshot(clone.socket_dir, clone.port)) == 2
     assert asyncio.run(disable_subscriptions(clone.socket_dir, clone.port)) == 2
     rows = q(clone, "SELECT subname, subenabled, subslotname FROM pg_subscription ORDER BY 1")
     assert rows == [("Sub One", False, None), ("sub2", False, None)]
@@ -97,7 +97,7 @@ def test_clone_of_running_cluster(pg_env: PgEnv) -> None:
     write_settings(clone.pgdata, settings)
     clone.start()
     assert q(clone, "SHOW max_logical_replication_workers") != [("0",)]
-    assert asyncio.run(subscription_count(clone.socket_dir, clone.port)) == 2
+    assert asyncio.run(sql.checkpoint_for_snapshot(clone.socket_dir, clone.port)) == 2
     # And the clone is reachable over TCP with its own password only.
     asyncio.run(sql.set_password(clone.socket_dir, clone.port, "postgres", "clonepw"))
     uri = sql.connection_uri("127.0.0.1", clone.port, "postgres", "clonepw", 'odd "db"')

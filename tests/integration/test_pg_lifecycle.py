@@ -92,7 +92,7 @@ def test_start_refuses_when_running(pg_env: PgEnv) -> None:
 def test_stop_modes(pg_env: PgEnv, mode: str) -> None:
     c = pg_env.new_cluster("a")
     pm = c.start()
-    asyncio.run(sql.checkpoint(c.socket_dir, c.port))
+    asyncio.run(sql.checkpoint_for_snapshot(c.socket_dir, c.port))
     c.stop(mode)
     assert not pm.is_alive()
     assert process.find_live_postmaster(c.pgdata) is None

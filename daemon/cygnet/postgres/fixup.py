@@ -17,7 +17,7 @@ from psycopg import sql
 from cygnet.postgres import _fs
 from cygnet.postgres.config import ClusterSettings, write_settings
 from cygnet.postgres.pidfile import PIDFILE
-from cygnet.postgres.sql import connect, query_all, query_one
+from cygnet.postgres.sql import connect, query_all
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,6 @@ def prepare_clone(pgdata: Path, log_path: Path, settings: ClusterSettings) -> No
     _fs.ensure_postgres_file(log_path, truncate=True)
     write_settings(pgdata, settings)
     log.info("prepared clone %s: removed %d replication slot(s)", pgdata, slots)
-
-
-async def subscription_count(socket_dir: Path, port: int) -> int:
-    """How many subscriptions the cluster has, in all databases (pg_subscription is shared)."""
-    row = await query_one(socket_dir, port, "SELECT count(*) FROM pg_subscription")
-    return int(row[0]) if row else 0
 
 
 async def disable_subscriptions(socket_dir: Path, port: int) -> int:

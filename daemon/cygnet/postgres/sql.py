@@ -60,16 +60,13 @@ async def query_all(
         return await cur.fetchall() if cur.description else []
 
 
-async def checkpoint(socket_dir: Path, port: int) -> None:
-    """CHECKPOINT, so that a snapshot taken next needs only a short crash recovery."""
-    await query_one(socket_dir, port, "CHECKPOINT")
-
-
 async def checkpoint_for_snapshot(socket_dir: Path, port: int) -> int:
     """CHECKPOINT, then count subscriptions, on one connection; returns the count.
 
-    Taking a branch point is on the latency path of every new branch, so this
-    spends one connection where two separate helpers would spend two.
+    The checkpoint means a snapshot taken next needs only a short crash
+    recovery; the count says whether a clone must have its subscriptions
+    disarmed (pg_subscription is a shared catalog). Both on one connection:
+    this is on the latency path of every new branch.
     """
     async with await connect(socket_dir, port) as conn:
         await conn.execute("CHECKPOINT")
