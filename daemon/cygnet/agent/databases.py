@@ -52,6 +52,10 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     golden = await ensure_template(host, pool, version) if populate is None else ""
     async with host.catalog_lock:
         inv = await host.catalog()
+        # A retry after a daemon restart: the first call's database, if made.
+        found = find_by_request(inv, request_id)
+        if found is not None and found.main is not None:
+            return found, found.main
         host.ensure_headroom(inv, pool)
         _check_name_free(inv, name)
         db = DatabaseRecord(L.new_id("db"), name, "", pool, version, size, L.PHASE_CREATING,

@@ -152,10 +152,6 @@ class AgentService:
     async def create_database(self, name: str, version: str, size: str, pool: str,
                               request_id: str) -> tuple[DatabaseRecord, BranchView]:
         async def call() -> tuple[DatabaseRecord, BranchView]:
-            if request_id:
-                found = dbs.find_by_request(await self.host.catalog(), request_id)
-                if found is not None and found.main is not None:
-                    return found, self.view(found, found.main)
             db, main = await dbs.create_database(self.host, name, version, size, pool,
                                                  request_id)
             await self.host.refresh_space(main)
