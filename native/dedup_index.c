@@ -1,10 +1,15 @@
-/* DedupIndex: 16-byte block digest -> (pack_id, offset, length).
+/* DedupIndex: 16-byte block digest -> (pack_id, offset, length, slot).
+ *
+ * A location names a zstd frame in a pack and the block's place in it: a
+ * frame holds one block (slot 0) or a group of whole blocks compressed
+ * together.
  *
  * Open addressing with linear probing over a power-of-two table. Real
  * digests are uniform already, but the home slot mixes all 16 bytes anyway
  * so that structured keys (tests, crafted data) cannot pile into one run. Removal uses backward-shift deletion (no tombstones). The table
  * serialises to fixed 40-byte little-endian records:
- *   digest[16] | pack_id u64 | offset u64 | length u32 | reserved u32 (0). */
+ *   digest[16] | pack_id u64 | offset u64 | length u32 | slot u32.
+ * Slots are below 65536 (they are kept in 16 bits to keep a slot at 40 bytes). */
 #include "cygnet_native.h"
 
 #include <stdint.h>
@@ -18,7 +23,8 @@ typedef struct {
     uint64_t pack_id;
     uint64_t offset;
     uint32_t length;
-    uint32_t used;
+    uint16_t slot;
+    uint16_t used;
 } slot_t;
 
 typedef struct {
@@ -103,7 +109,7 @@ static int reserve_one(DedupIndex *self)
 /* Returns 1 if inserted, 0 if the digest was already present (the first
  * location wins), -1 on error. */
 static int insert(DedupIndex *self, const unsigned char *digest, uint64_t pack_id,
-                  uint64_t offset, uint32_t length)
+                  uint64_t offset, uint32_t length, uint16_t slot)
 {
     if (reserve_one(self) < 0)
         return -1;
@@ -114,6 +120,7 @@ static int insert(DedupIndex *self, const unsigned char *digest, uint64_t pack_i
     s->pack_id = pack_id;
     s->offset = offset;
     s->length = length;
+    s->slot = slot;
     s->used = 1;
     self->count++;
     return 1;
@@ -209,8 +216,9 @@ static PyObject *index_get(DedupIndex *self, PyObject *const *args, Py_ssize_t n
     slot_t *s = lookup(self, digest);
     if (s == NULL)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return Py_BuildValue("(KKI)", (unsigned long long)s->pack_id,
-                         (unsigned long long)s->offset, (unsigned int)s->length);
+    return Py_BuildValue("(KKII)", (unsigned long long)s->pack_id,
+                         (unsigned long long)s->offset, (unsigned int)s->length,
+                         (unsigned int)s->slot);
 }
 
 static int parse_u64(PyObject *obj, uint64_t max, const char *name, uint64_t *out)
@@ -228,17 +236,18 @@ static int parse_u64(PyObject *obj, uint64_t max, const char *name, uint64_t *ou
 
 static PyObject *index_insert(DedupIndex *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "insert(digest, pack_id, offset, length)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "insert(digest, pack_id, offset, length, slot=0)");
         return NULL;
     }
     unsigned char digest[CYG_DIGEST_SIZE];
-    uint64_t pack_id, offset, length;
+    uint64_t pack_id, offset, length, slot = 0;
     if (parse_digest(args[0], digest) < 0 || parse_u64(args[1], UINT64_MAX, "pack_id", &pack_id) < 0 ||
         parse_u64(args[2], UINT64_MAX, "offset", &offset) < 0 ||
-        parse_u64(args[3], UINT32_MAX, "length", &length) < 0)
+        parse_u64(args[3], UINT32_MAX, "length", &length) < 0 ||
+        (nargs == 5 && parse_u64(args[4], UINT16_MAX, "slot", &slot) < 0))
         return NULL;
-    int r = insert(self, digest, pack_id, offset, (uint32_t)length);
+    int r = insert(self, digest, pack_id, offset, (uint32_t)length, (uint16_t)slot);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -310,7 +319,7 @@ static PyObject *index_to_bytes(DedupIndex *self, PyObject *Py_UNUSED(ignored))
         put_le(p + 16, s->pack_id, 8);
         put_le(p + 24, s->offset, 8);
         put_le(p + 32, s->length, 4);
-        put_le(p + 36, 0, 4);
+        put_le(p + 36, s->slot, 4);
         p += RECORD_SIZE;
     }
     return out;
@@ -331,7 +340,15 @@ static PyObject *index_update(DedupIndex *self, PyObject *arg)
     }
     size_t added = 0;
     for (const unsigned char *p = view.buf, *end = p + view.len; p < end; p += RECORD_SIZE) {
-        int r = insert(self, p, get_le(p + 16, 8), get_le(p + 24, 8), (uint32_t)get_le(p + 32, 4));
+        uint64_t slot = get_le(p + 36, 4);
+        if (slot > UINT16_MAX) {
+            PyErr_Format(PyExc_ValueError, "record %zd: slot %llu out of range",
+                         (Py_ssize_t)((p - (const unsigned char *)view.buf) / RECORD_SIZE),
+                         (unsigned long long)slot);
+            goto done;
+        }
+        int r = insert(self, p, get_le(p + 16, 8), get_le(p + 24, 8), (uint32_t)get_le(p + 32, 4),
+                       (uint16_t)slot);
         if (r < 0)
             goto done;
         added += (size_t)r;
@@ -358,9 +375,9 @@ static PyObject *index_from_bytes(PyObject *cls, PyObject *arg)
 
 static PyMethodDef index_methods[] = {
     {"get", (PyCFunction)(void (*)(void))index_get, METH_FASTCALL,
-     "get(digest, default=None) -> (pack_id, offset, length) or default"},
+     "get(digest, default=None) -> (pack_id, offset, length, slot) or default"},
     {"insert", (PyCFunction)(void (*)(void))index_insert, METH_FASTCALL,
-     "insert(digest, pack_id, offset, length) -> bool\n\nAdds the digest if absent "
+     "insert(digest, pack_id, offset, length, slot=0) -> bool\n\nAdds the digest if absent "
      "(an existing location is kept); returns whether it was new."},
     {"remove", (PyCFunction)index_remove, METH_O, "remove(digest) -> bool"},
     {"missing", (PyCFunction)index_missing, METH_O,
@@ -376,7 +393,7 @@ static PyMethodDef index_methods[] = {
 
 static PyType_Slot index_slots[] = {
     {Py_tp_doc, "DedupIndex(capacity=0)\n\nMaps 16-byte block digests to "
-                "(pack_id, offset, length) locations."},
+                "(pack_id, offset, length, slot) locations."},
     {Py_tp_new, index_new},
     {Py_tp_dealloc, index_dealloc},
     {Py_tp_methods, index_methods},

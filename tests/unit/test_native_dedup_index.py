@@ -16,17 +16,17 @@ digests = st.builds(
     st.binary(min_size=1, max_size=1),
 )
 u64 = st.integers(0, 2**64 - 1)
-locations = st.tuples(u64, u64, st.integers(0, 2**32 - 1))
+locations = st.tuples(u64, u64, st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1))
 
 
 class IndexMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.index = DedupIndex()
-        self.model: dict[bytes, tuple[int, int, int]] = {}
+        self.model: dict[bytes, tuple[int, int, int, int]] = {}
 
     @rule(digest=digests, loc=locations)
-    def insert(self, digest: bytes, loc: tuple[int, int, int]) -> None:
+    def insert(self, digest: bytes, loc: tuple[int, int, int, int]) -> None:
         new = self.index.insert(digest, *loc)
         assert new == (digest not in self.model)
         self.model.setdefault(digest, loc)
@@ -67,14 +67,20 @@ def test_many_entries_grow_and_persist() -> None:
     index = DedupIndex(capacity=10)
     keys = [i.to_bytes(16, "big") for i in range(50_000)]
     for i, key in enumerate(keys):
-        assert index.insert(key, i, i * 2, i % 7)
+        assert (
+            index.insert(key, i, i * 2, i % 7, i % 3)
+            if i % 2
+            else index.insert(key, i, i * 2, i % 7)
+        )
     assert len(index) == 50_000
-    assert index.get(keys[123]) == (123, 246, 4)
+    assert index.get(keys[123]) == (123, 246, 4, 0)
+    assert index.get(keys[124]) == (124, 248, 5, 0)
+    assert index.get(keys[125]) == (125, 250, 6, 2)
     copy = DedupIndex()
     assert copy.update(index.to_bytes()) == 50_000
     assert copy.update(index.to_bytes()) == 0
     assert all(k in copy for k in keys[::997])
-    assert BlockLocation(*copy.get(keys[5], (0, 0, 0))) == BlockLocation(5, 10, 5)
+    assert BlockLocation(*copy.get(keys[5], (0, 0, 0))) == BlockLocation(5, 10, 5, 2)
 
 
 def test_bad_arguments() -> None:
@@ -87,6 +93,10 @@ def test_bad_arguments() -> None:
         index.insert(b"x" * 16, 1, 2, 2**32)
     with pytest.raises(OverflowError):
         index.insert(b"x" * 16, -1, 2, 3)
+    with pytest.raises(OverflowError):
+        index.insert(b"x" * 16, 1, 2, 3, 2**16)
+    with pytest.raises(ValueError, match="slot"):
+        index.update(b"x" * 36 + (2**16).to_bytes(4, "little"))
     with pytest.raises(ValueError):
         index.update(b"x" * (RECORD_SIZE + 1))
     with pytest.raises(ValueError):

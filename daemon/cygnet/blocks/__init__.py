@@ -32,11 +32,13 @@ RECORD_SIZE = 40
 
 
 class BlockLocation(NamedTuple):
-    """Where a stored block lives: a compressed frame inside a pack file."""
+    """Where a stored block lives: a compressed frame inside a pack file, and
+    the block's place among the whole blocks that frame holds (0 if only one)."""
 
     pack_id: int
     offset: int
     length: int
+    slot: int = 0
 
 
 def iter_digests(digests: bytes) -> Iterator[bytes]:
@@ -55,5 +57,6 @@ def iter_records(records: bytes) -> Iterator[tuple[bytes, BlockLocation]]:
                 int.from_bytes(rec[16:24], "little"),
                 int.from_bytes(rec[24:32], "little"),
                 int.from_bytes(rec[32:36], "little"),
+                int.from_bytes(rec[36:40], "little"),
             ),
         )
