@@ -1,9 +1,11 @@
 """prune: delete backups, then the blocks no remaining backup references.
 
-Order is what makes a crash at any point safe: manifests go first (leaving
-at worst unreferenced blocks), surviving blocks of partly-dead packs are
-copied into new committed packs before the old packs are unlinked (leaving
-at worst a block stored twice, which the next prune drops).
+Order is what makes a crash at any point safe: surviving delta manifests
+whose base is to go are first rewritten (same id, atomic rename) against
+another base or in full, then manifests go (leaving at worst unreferenced
+blocks), surviving blocks of partly-dead packs are copied into new committed
+packs before the old packs are unlinked (leaving at worst a block stored
+twice, which the next prune drops).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 
 from cygnet.backup.errors import BackupNotFound
 from cygnet.backup.fsutil import unlink_durably
-from cygnet.backup.manifest import read_info, read_manifest
+from cygnet.backup.manifest import read_header, read_info, read_manifest, write_manifest
 from cygnet.backup.models import PruneReport, check_backup_id
 from cygnet.backup.packs import DEFAULT_PACK_SIZE, PackWriter, read_idx
 from cygnet.backup.repo import Repository, open_repository
@@ -38,6 +40,7 @@ def prune(
     with repository.writer_lock(lock_timeout), repository.reader_lock(True, lock_timeout):
         repository.clean_garbage()
         doomed = _select(repository, keep_last, [check_backup_id(b) for b in delete])
+        _rebase_dependents(repository, set(doomed))
         unlink_durably([repository.manifest_path(b) for b in doomed])
         report = _collect(repository, pack_size)
     return PruneReport(doomed, *report)
@@ -53,6 +56,22 @@ def _select(repo: Repository, keep_last: int | None, delete: list[str]) -> list[
         by_age = sorted(ids, key=lambda b: (read_info(repo, b).created_at, b))
         doomed.update(by_age[: max(0, len(by_age) - keep_last)])
     return sorted(doomed)
+
+
+def _rebase_dependents(repo: Repository, doomed: set[str]) -> None:
+    """Rewrites the surviving deltas based on a doomed backup, newest first:
+    the first becomes full (unless another surviving base fits) and is then
+    a candidate base for the rest. Every rewrite is complete on disk before
+    the next and before any base is deleted, so a crash leaves each backup
+    either as it was or rewritten, and readable either way."""
+    if not doomed:
+        return
+    dependents = []
+    for backup_id in reversed(repo.backup_ids()):
+        if backup_id not in doomed and read_header(repo, backup_id)[1] in doomed:
+            dependents.append(backup_id)
+    for backup_id in dependents:
+        write_manifest(repo, read_manifest(repo, backup_id), exclude=doomed)
 
 
 def _referenced(repo: Repository) -> DedupIndex:

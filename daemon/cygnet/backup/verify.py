@@ -75,6 +75,7 @@ def _verify_manifest(
     try:
         manifest = read_manifest(repo, backup_id)
     except (CorruptRepository, OSError) as e:
+        # A delta whose base is missing or damaged lands here, under its own name.
         report.issues.append(VerifyIssue("manifest", name, str(e)))
         return
     report.manifests_checked += 1
