@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cygnet.backup.manifest import Entry, Manifest, write_manifest
+from cygnet.backup.manifest import Manifest, write_manifest
 from cygnet.backup.models import BackupInfo, Metadata, ProgressFn, check_metadata
 from cygnet.backup.packs import DEFAULT_LEVEL, DEFAULT_PACK_SIZE, PackWriter, load_index
 from cygnet.backup.repo import open_repository
-from cygnet.backup.tree import scan
-from cygnet.blocks import BLOCK_SIZE, DIGEST_SIZE, DedupIndex, hash_bytes
+from cygnet.backup.store import store_tree
+from cygnet.blocks import DIGEST_SIZE
 from cygnet.errors import InvalidArgument
-
-READ_SIZE = 4 << 20  # whole blocks, so only a file's last block can be partial
 
 
 def create_backup(
@@ -35,7 +31,8 @@ def create_backup(
 
     Creates the repository if needed. Blocks already stored by any backup are
     referenced, not written again, so every backup is incremental and every
-    backup is also complete on its own. `progress` is told of each 4 MiB read."""
+    backup is also complete on its own. `progress` is told of each 4 MiB read
+    (from the calling thread)."""
     source = Path(source_dir)
     if not source.is_dir():
         raise InvalidArgument("source_dir", f"{source} is not a directory")
@@ -47,7 +44,7 @@ def create_backup(
         index, _ = load_index(repository)  # unreadable .idx: its blocks are stored again
         writer = PackWriter(repository, pack_size, level)
         try:
-            entries, digests = _store_tree(source, index, writer, progress)
+            entries, digests = store_tree(source, index, writer, level, progress)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -65,68 +62,3 @@ def create_backup(
         )
         write_manifest(repository, Manifest(info, entries, digests))
     return info
-
-
-def _store_tree(
-    source: Path, index: DedupIndex, writer: PackWriter, progress: ProgressFn | None
-) -> tuple[list[Entry], bytes]:
-    entries: list[Entry] = []
-    digests: list[bytes] = []
-    buf = bytearray(READ_SIZE)
-    files = done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(files, done)
-
-    for item in scan(source):
-        entry = item.entry
-        if entry.kind == "file":
-            file_digests, size = _store_file(item.path, index, writer, buf, advance)
-            entry = dataclasses.replace(entry, size=size)
-            digests.append(file_digests)
-            files += 1
-            advance(0)
-        entries.append(entry)
-    return entries, b"".join(digests)
-
-
-def _store_file(
-    path: Path,
-    index: DedupIndex,
-    writer: PackWriter,
-    buf: bytearray,
-    advance: Callable[[int], None],
-) -> tuple[bytes, int]:
-    digests: list[bytes] = []
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := _read_full(f.fileno(), buf):
-            chunk = memoryview(buf)[:n]
-            chunk_digests = hash_bytes(chunk)
-            for i in index.missing(chunk_digests):
-                digest = chunk_digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
-                if digest not in index:  # repeated within this chunk
-                    loc = writer.add(digest, chunk[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE])
-                    index.insert(digest, *loc)
-            digests.append(chunk_digests)
-            size += n
-            advance(n)
-            if n < len(buf):
-                break
-    return b"".join(digests), size
-
-
-def _read_full(fd: int, buf: bytearray) -> int:
-    """Fills buf unless end of file comes first; returns the byte count."""
-    view = memoryview(buf)
-    got = 0
-    while got < len(buf):
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            break
-        got += n
-    return got

@@ -1,8 +1,12 @@
-"""Pack files: each distinct block stored once as a zstd frame.
+"""Pack files: each distinct block stored once, in a zstd frame.
 
-A pack is PACK_MAGIC followed by frames. Its .idx holds IDX_MAGIC, a record
-count, the DedupIndex records (digest, pack id, frame offset, frame length)
-and an XXH3-128 of all that. The pack is fsynced before its .idx is renamed
+A pack is PACK_MAGIC followed by frames. A frame holds one block, or a group
+of up to MAX_GROUP whole blocks compressed together: neighbouring pages
+compress far better together (pgbench heap: 44:1 against 19:1 alone) and
+zstd runs twice as fast on 256 KiB as on 8 KiB calls. Its .idx holds
+IDX_MAGIC, a record count, the DedupIndex records (digest, pack id, frame
+offset, frame length, slot of the block in its frame) and an XXH3-128 of
+all that. The pack is fsynced before its .idx is renamed
 into place, so an .idx always describes durable data; a pack without an
 .idx is an interrupted write and is garbage.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+from collections.abc import Callable, Sequence
 
 import xxhash
 import zstandard
@@ -25,6 +30,8 @@ PACK_MAGIC = b"CYGPACK1"
 IDX_MAGIC = b"CYGIDX01"
 DEFAULT_PACK_SIZE = 32 << 20
 DEFAULT_LEVEL = 1  # pages compress well at level 1; higher levels cost CPU for little
+MAX_GROUP = 32  # blocks per frame written: 256 KiB; restoring one block decompresses ~0.1 ms
+MAX_FRAME_BLOCKS = 512  # largest frame a reader accepts (a zip-bomb guard, not a format limit)
 _RECORD = struct.Struct("<16sQQII")
 
 
@@ -84,22 +91,33 @@ class PackWriter:
     def add(self, digest: bytes, block: bytes | memoryview) -> BlockLocation:
         return self.add_frame(digest, self._cctx.compress(block))
 
+    def add_blocks(self, blocks: Sequence[tuple[bytes, bytes]]) -> list[BlockLocation]:
+        """Compresses whole blocks, given as (digest, block), together into one frame."""
+        frame = self._cctx.compress(b"".join(block for _, block in blocks))
+        return self.add_group(frame, [(slot, digest) for slot, (digest, _) in enumerate(blocks)])
+
     def add_frame(self, digest: bytes, frame: bytes) -> BlockLocation:
-        """Stores an already-compressed frame (prune copies frames unchanged)."""
+        """Stores an already-compressed frame of one block."""
+        return self.add_group(frame, [(0, digest)])[0]
+
+    def add_group(self, frame: bytes, members: Sequence[tuple[int, bytes]]) -> list[BlockLocation]:
+        """Stores a compressed frame of whole blocks; members are (slot, digest)
+        of the blocks to index (a slot left out is a block stored meanwhile)."""
         if self._fd < 0:
             self._open()
-        loc = BlockLocation(self._pack_id, self._offset, len(frame))
+        locs = [BlockLocation(self._pack_id, self._offset, len(frame), slot) for slot, _ in members]
         self._pending.append(frame)
         self._pending_bytes += len(frame)
-        self._records += _RECORD.pack(digest, loc.pack_id, loc.offset, loc.length, 0)
+        for (slot, digest), loc in zip(members, locs, strict=True):
+            self._records += _RECORD.pack(digest, loc.pack_id, loc.offset, loc.length, slot)
         self._offset += len(frame)
         self.bytes_written += len(frame)
-        self.blocks_written += 1
+        self.blocks_written += len(members)
         if self._pending_bytes >= 1 << 20:
             self._flush()
         if self._offset >= self.pack_size:
             self.commit()
-        return loc
+        return locs
 
     def commit(self) -> None:
         """Makes the current pack durable and visible (no-op if none is open)."""
@@ -144,20 +162,46 @@ class PackWriter:
             self._pending_bytes = 0
 
 
+class FrameCache:
+    """Decompresses a frame once while its blocks are asked for in turn (the
+    blocks of a group are stored, restored and verified side by side)."""
+
+    def __init__(self) -> None:
+        self._dctx = zstandard.ZstdDecompressor()
+        self._key: tuple[int, int] = (-1, -1)
+        self._data = b""
+
+    def block(
+        self,
+        digest: bytes,
+        loc: BlockLocation,
+        read: Callable[[BlockLocation], bytes | memoryview],
+        where: str,
+    ) -> bytes:
+        """The block at loc, checked against digest; `read` fetches the compressed
+        frame when it is not the cached one. CorruptRepository on any mismatch."""
+        key = (loc.pack_id, loc.offset)
+        if key != self._key:
+            self._key, self._data = (-1, -1), b""
+            self._data = decompress_frame(self._dctx, read(loc), where)
+            self._key = key
+        return check_block(digest, self._data, loc.slot, where)
+
+
 class BlockReader:
     """Reads blocks back from packs, checking each against its digest."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._dctx = zstandard.ZstdDecompressor()
+        self._frames = FrameCache()
         self._fds: dict[int, int] = {}
 
     def read(self, digest: bytes, loc: BlockLocation) -> bytes:
         fd = self._fds.get(loc.pack_id)
         if fd is None:
             fd = self._fds[loc.pack_id] = os.open(self.repo.pack_path(loc.pack_id), os.O_RDONLY)
-        frame = os.pread(fd, loc.length, loc.offset)
-        return check_frame(self._dctx, digest, frame, f"{loc.pack_id:016x}.pack@{loc.offset}")
+        where = f"{loc.pack_id:016x}.pack@{loc.offset}"
+        return self._frames.block(digest, loc, lambda at: os.pread(fd, at.length, at.offset), where)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -165,12 +209,19 @@ class BlockReader:
         self._fds.clear()
 
 
-def check_frame(dctx: zstandard.ZstdDecompressor, digest: bytes, frame: bytes, where: str) -> bytes:
-    """Decompresses a frame and checks it hashes to digest (CorruptRepository if not)."""
+def decompress_frame(
+    dctx: zstandard.ZstdDecompressor, frame: bytes | memoryview, where: str
+) -> bytes:
     try:
-        block = dctx.decompress(frame, max_output_size=BLOCK_SIZE)
+        return dctx.decompress(frame, max_output_size=MAX_FRAME_BLOCKS * BLOCK_SIZE)
     except zstandard.ZstdError as e:
-        raise CorruptRepository(f"{where}: cannot decompress block: {e}") from None
-    if hash_bytes(block) != digest or not block:
-        raise CorruptRepository(f"{where}: block does not match its digest {digest.hex()}")
+        raise CorruptRepository(f"{where}: cannot decompress frame: {e}") from None
+
+
+def check_block(digest: bytes, data: bytes, slot: int, where: str) -> bytes:
+    """Block `slot` of a decompressed frame, if it hashes to digest."""
+    block = data[slot * BLOCK_SIZE : (slot + 1) * BLOCK_SIZE]
+    if not block or hash_bytes(block) != digest:
+        raise CorruptRepository(f"{where}: block {slot} does not match its digest {digest.hex()}")
     return block
+

@@ -17,9 +17,9 @@ from cygnet.backup.errors import BackupNotFound
 from cygnet.backup.fsutil import unlink_durably
 from cygnet.backup.manifest import read_header, read_info, read_manifest, write_manifest
 from cygnet.backup.models import PruneReport, check_backup_id
-from cygnet.backup.packs import DEFAULT_PACK_SIZE, PackWriter, read_idx
+from cygnet.backup.packs import DEFAULT_PACK_SIZE, FrameCache, PackWriter, read_idx
 from cygnet.backup.repo import Repository, open_repository
-from cygnet.blocks import DIGEST_SIZE, RECORD_SIZE, DedupIndex, iter_records
+from cygnet.blocks import DIGEST_SIZE, RECORD_SIZE, BlockLocation, DedupIndex, iter_records
 from cygnet.errors import InvalidArgument
 
 
@@ -120,8 +120,22 @@ def _collect(repo: Repository, pack_size: int) -> tuple[int, int, int, int]:
 def _copy_survivors(
     repo: Repository, pack_id: int, records: bytes, unused: set[int], writer: PackWriter
 ) -> None:
+    """Copies the live blocks of a partly dead pack, frame by frame: a frame
+    whose indexed blocks all live is copied as it is; one that lost some is
+    decompressed, and its survivors are checked and compressed anew."""
+    frames: dict[int, list[tuple[bool, bytes, BlockLocation]]] = {}
+    for i, (digest, loc) in enumerate(iter_records(records)):
+        frames.setdefault(loc.offset, []).append((i not in unused, digest, loc))
+    cache = FrameCache()
     with open(repo.pack_path(pack_id), "rb") as f:
-        for i, (digest, loc) in enumerate(iter_records(records)):
-            if i not in unused:
-                frame = os.pread(f.fileno(), loc.length, loc.offset)
-                writer.add_frame(digest, frame)
+
+        def read(at: BlockLocation) -> bytes:
+            return os.pread(f.fileno(), at.length, at.offset)
+
+        for members in frames.values():
+            live = [(digest, loc) for alive, digest, loc in members if alive]
+            if len(live) == len(members):
+                writer.add_group(read(live[0][1]), [(loc.slot, d) for d, loc in live])
+            elif live:
+                where = f"{repo.pack_path(pack_id).name}@{live[0][1].offset}"
+                writer.add_blocks([(d, cache.block(d, loc, read, where)) for d, loc in live])

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 
-import zstandard
-
 from cygnet.backup.errors import CorruptRepository
 from cygnet.backup.manifest import read_manifest
 from cygnet.backup.models import ProgressFn, VerifyIssue, VerifyReport
-from cygnet.backup.packs import PACK_MAGIC, check_frame, read_idx
+from cygnet.backup.packs import PACK_MAGIC, FrameCache, read_idx
 from cygnet.backup.repo import Repository, open_repository
 from cygnet.blocks import DIGEST_SIZE, DedupIndex, iter_records
 
@@ -48,14 +46,16 @@ def _verify_pack(repo: Repository, pack_id: int, good: DedupIndex, report: Verif
     report.packs_checked += 1
     if not data.startswith(PACK_MAGIC):
         report.issues.append(VerifyIssue("pack", name, "bad pack header"))
-    dctx = zstandard.ZstdDecompressor()
+    frames, view = FrameCache(), memoryview(data)
     bad = 0
     for digest, loc in iter_records(records):
         where = f"{name}@{loc.offset}"
         try:
             if loc.offset + loc.length > len(data):
                 raise CorruptRepository(f"{where}: frame runs past the end of the pack")
-            block = check_frame(dctx, digest, data[loc.offset : loc.offset + loc.length], where)
+            block = frames.block(
+                digest, loc, lambda at: view[at.offset : at.offset + at.length], where
+            )
         except CorruptRepository as e:
             bad += 1
             if bad <= 20:  # one broken pack must not flood the report
@@ -63,7 +63,7 @@ def _verify_pack(repo: Repository, pack_id: int, good: DedupIndex, report: Verif
             continue
         report.blocks_checked += 1
         report.bytes_checked += len(block)
-        good.insert(digest, loc.pack_id, loc.offset, loc.length)
+        good.insert(digest, *loc)
     if bad > 20:
         report.issues.append(VerifyIssue("pack", name, f"{bad} damaged blocks in all"))
 

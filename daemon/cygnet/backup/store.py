@@ -1,0 +1,233 @@
+"""Storing a tree's blocks: parallel reading, hashing and compression, in-order storing.
+
+A backup's speed is set by how fast the source can be read (a clone on
+zfs-fuse serves one FUSE request at a time per reader) and by zstd. Worker
+threads each read a 4 MiB chunk, hash it and compress the blocks the index
+lacks, all with the GIL released (os.pread, the C hasher, zstandard). The
+calling thread takes the chunks back in file order and is the only one that
+adds to the index and the pack writer, so the repository is written exactly
+as a one-thread backup would write it. Memory is bounded by the chunks in
+flight: 2 x WORKERS x READ_SIZE of reads plus their compressed blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from cygnet.backup.manifest import Entry
+from cygnet.backup.models import ProgressFn
+from cygnet.backup.packs import MAX_GROUP, PackWriter
+from cygnet.backup.tree import scan
+from cygnet.blocks import BLOCK_SIZE, DIGEST_SIZE, DedupIndex, hash_bytes
+from cygnet.errors import FailedPrecondition
+
+READ_SIZE = 4 << 20  # whole blocks, so only a file's last chunk can end in a partial block
+WORKERS = 4  # more readers than cores: reads through FUSE wait on the daemon, not the CPU
+
+
+class SourceChanged(FailedPrecondition):
+    """A file's size changed while it was read: the source was not a snapshot."""
+
+
+@dataclass
+class _Chunk:
+    size: int
+    digests: bytes
+    # Blocks the index lacked, compressed in groups: (block indexes in slot order, zstd frame).
+    frames: list[tuple[list[int], bytes]]
+
+
+@dataclass
+class _File:
+    slot: int  # position of its entry
+    path: Path
+    fd: int
+    size: int
+    digests: list[bytes] = field(default_factory=list)
+    read: int = 0
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.size // READ_SIZE)
+
+
+class _ChunkWorker:
+    """Runs in the pool: read, hash, compress what the index lacks."""
+
+    def __init__(self, index: DedupIndex, level: int) -> None:
+        self._index = index
+        self._level = level
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:  # a compressor context is not thread-safe: one per worker
+            cctx = self._local.cctx = zstandard.ZstdCompressor(level=self._level)
+        return cctx
+
+    def __call__(self, f: _File, offset: int) -> _Chunk:
+        want = min(READ_SIZE, f.size - offset)
+        data = _pread_full(f.fd, want, offset)
+        if len(data) != want:
+            raise SourceChanged(f"{f.path} shrank while it was read")
+        digests = hash_bytes(data)
+        # missing() holds the GIL: it sees a consistent index, at worst one
+        # that lacks blocks another chunk in flight is about to add.
+        todo = _first_of_each(digests, self._index.missing(digests))
+        cctx = self._compressor()
+        frames = []
+        for group in _groups(todo, len(data)):
+            blocks = b"".join(data[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE] for i in group)
+            frames.append((group, cctx.compress(blocks)))
+        return _Chunk(len(data), digests, frames)
+
+
+def _first_of_each(digests: bytes, indexes: list[int]) -> list[int]:
+    """indexes without repeats of a digest (a chunk's zero pages, say)."""
+    seen: set[bytes] = set()
+    out = []
+    for i in indexes:
+        d = digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+        if d not in seen:
+            seen.add(d)
+            out.append(i)
+    return out
+
+
+def _groups(indexes: list[int], size: int) -> list[list[int]]:
+    """Runs of at most MAX_GROUP whole blocks; a partial last block goes alone
+    (a group's slots are BLOCK_SIZE apart)."""
+    whole = [i for i in indexes if (i + 1) * BLOCK_SIZE <= size]
+    groups = [whole[k : k + MAX_GROUP] for k in range(0, len(whole), MAX_GROUP)]
+    return groups + [[i] for i in indexes if (i + 1) * BLOCK_SIZE > size]
+
+
+def _pread_full(fd: int, length: int, offset: int) -> bytes:
+    parts = []
+    while length > 0:
+        part = os.pread(fd, length, offset)
+        if not part:
+            break
+        parts.append(part)
+        length -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Progress:
+    def __init__(self, hook: ProgressFn | None) -> None:
+        self.hook = hook
+        self.files = 0
+        self.bytes = 0
+
+    def add(self, files: int, nbytes: int) -> None:
+        self.files += files
+        self.bytes += nbytes
+        if self.hook is not None:
+            self.hook(self.files, self.bytes)
+
+
+def store_tree(
+    source: Path,
+    index: DedupIndex,
+    writer: PackWriter,
+    level: int,
+    progress: ProgressFn | None = None,
+    workers: int = WORKERS,
+) -> tuple[list[Entry], bytes]:
+    """Stores every block of the files under source the index lacks; returns
+    the entries (files sized as read) and the digest arrays in entry order."""
+    entries: list[Entry] = []
+    opened: list[_File] = []
+    inflight: deque[tuple[_File, Future[_Chunk]]] = deque()
+    done = _Progress(progress)
+    work = _ChunkWorker(index, level)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="cygnet-backup") as pool:
+            try:
+                for f, offset in _chunks(source, entries, opened, done):
+                    inflight.append((f, pool.submit(work, f, offset)))
+                    while len(inflight) >= 2 * workers:
+                        _take(inflight.popleft(), entries, index, writer, done)
+                while inflight:
+                    _take(inflight.popleft(), entries, index, writer, done)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # before their fds close
+                raise
+    finally:
+        for f in opened:
+            _close(f)
+    digests = b"".join(b"".join(f.digests) for f in opened)
+    return entries, digests
+
+
+def _chunks(
+    source: Path, entries: list[Entry], opened: list[_File], done: _Progress
+) -> Iterator[tuple[_File, int]]:
+    """(file, offset) of every chunk of every file, opening files as it goes;
+    directories, symlinks and empty files need no reading."""
+    for item in scan(source):
+        entries.append(item.entry)
+        if item.entry.kind != "file":
+            continue
+        fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC)
+        f = _File(len(entries) - 1, item.path, fd, os.fstat(fd).st_size)
+        opened.append(f)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        if f.size == 0:
+            _finish(f, entries, done)
+        for k in range(f.chunks):
+            yield f, k * READ_SIZE
+
+
+def _take(
+    pending: tuple[_File, Future[_Chunk]],
+    entries: list[Entry],
+    index: DedupIndex,
+    writer: PackWriter,
+    done: _Progress,
+) -> None:
+    f, future = pending
+    chunk = future.result()
+    for group, frame in chunk.frames:
+        members = [
+            (slot, chunk.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
+            for slot, i in enumerate(group)
+        ]
+        # A block an earlier chunk in flight stored meanwhile is not indexed twice.
+        new = [(slot, d) for slot, d in members if d not in index]
+        if new:
+            for (_, digest), loc in zip(new, writer.add_group(frame, new), strict=True):
+                index.insert(digest, *loc)
+    f.digests.append(chunk.digests)
+    f.read += chunk.size
+    done.add(0, chunk.size)
+    if f.read == f.size:
+        _finish(f, entries, done)
+
+
+def _finish(f: _File, entries: list[Entry], done: _Progress) -> None:
+    if _grew(f):
+        raise SourceChanged(f"{f.path} grew while it was read")
+    entries[f.slot] = dataclasses.replace(entries[f.slot], size=f.size)
+    _close(f)
+    done.add(1, 0)
+
+
+def _grew(f: _File) -> bool:
+    return f.fd >= 0 and bool(os.pread(f.fd, 1, f.size))
+
+
+def _close(f: _File) -> None:
+    if f.fd >= 0:
+        os.close(f.fd)
+        f.fd = -1
