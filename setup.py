@@ -12,10 +12,11 @@ setup(
                 "native/dedup_index.c",
                 "native/hash_kernels.c",
                 "native/hash_kernels_avx2.c",
+                "native/parallel_hash.c",
                 "native/spawn.c",
             ],
-            depends=["native/cygnet_native.h", "native/hash_kernels.h"],
-            libraries=["xxhash"],
+            depends=["native/cygnet_native.h", "native/hash_kernels.h", "native/parallel_hash.h"],
+            libraries=["xxhash", "pthread"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         )
     ]

@@ -142,9 +142,14 @@ def full_round(d: Daemon, db: pb.CreateDatabaseResponse, work: Path) -> dict[str
     dataset = f"{d.pool.name}/cygnet/db/{db.database.id}/{db.main_branch.id}"
     files = sum(1 for p in pgdata.rglob("*") if p.is_file())
     query(db.connection, "checkpoint")
-    cat = [sh(f"find {pgdata} -type f -print0 | xargs -0 cat > /dev/null") for _ in range(2)]
-    cat_fresh_clone = cat_clone(d, dataset)
+    # The live directory: Postgres may drop a file (pg_internal.init) meanwhile.
+    cat = [sh(f"{{ find {pgdata} -type f -print0 | xargs -0 cat > /dev/null 2>&1; }} || true")
+           for _ in range(2)]
+    # `cat` through a fresh clone before and after the backup: the best of the
+    # two is the baseline, so a cache warmed by one side favours neither.
+    cat_fresh_clone = [cat_clone(d, dataset)]
     made, seconds = backup(d, main)
+    cat_fresh_clone.append(cat_clone(d, dataset))
     sums = table_sums(db.connection)  # nothing writes meanwhile: the backup's contents
     snap = snapshot(d, main, "full", dataset)
     pgbr = PgBackRest(work, pgdata, db.connection)
@@ -152,14 +157,15 @@ def full_round(d: Daemon, db: pb.CreateDatabaseResponse, work: Path) -> dict[str
         "pgdata_bytes": made.logical_bytes, "files": files,
         "cat_seconds": [round(c, 2) for c in cat],
         "cat_gb_per_s": round(made.logical_bytes / min(cat) / GB, 3),
-        "cat_fresh_clone_seconds": round(cat_fresh_clone, 2),
-        "cat_fresh_clone_gb_per_s": round(made.logical_bytes / cat_fresh_clone / GB, 3),
+        "cat_fresh_clone_seconds": [round(c, 2) for c in cat_fresh_clone],
+        "cat_fresh_clone_gb_per_s": round(made.logical_bytes / min(cat_fresh_clone) / GB, 3),
         "cygnet": {"backup_id": made.id, "seconds": round(seconds, 2),
                    "gb_per_s": round(made.logical_bytes / seconds / GB, 3),
                    "read_and_store_seconds": round(made.duration_seconds, 2),
                    "bytes_written": made.new_bytes,
                    "slowdown_vs_cat_warm": round(seconds / min(cat), 2),
-                   "slowdown_vs_cat_fresh_clone": round(seconds / cat_fresh_clone, 2)},
+                   "slowdown_vs_cat_fresh_clone": round(seconds / min(cat_fresh_clone), 2)},
+        "repository_bytes_after": tree_bytes(d.base / "state" / "backups"),
         "pgbackrest": pgbr.backup("full"),
         "zfs_send": zfs_send(work / "full.zstream", snap),
         "_sums": sums, "_snap": snap, "_pgbr": pgbr, "_dataset": dataset,
@@ -181,7 +187,7 @@ def incremental_round(d: Daemon, db: pb.CreateDatabaseResponse, work: Path,
     }
 
 
-def branches_round(d: Daemon, count: int, full_bytes: int) -> dict[str, Any]:
+def branches_round(d: Daemon, count: int, full_bytes: int, full_repo: int) -> dict[str, Any]:
     """`count` branches of main, each with a different 1% of pages changed, each backed up."""
     written, seconds = [], []
     with d.stub() as s:
@@ -201,6 +207,7 @@ def branches_round(d: Daemon, count: int, full_bytes: int) -> dict[str, Any]:
             "repository_bytes": total, "pack_bytes": packs,
             "manifest_bytes": tree_bytes(repo / "backups"),
             "repository_ratio_to_full": round(total / full_bytes, 4),
+            "repository_ratio_to_full_repository": round(total / full_repo, 4),
             "pack_ratio_to_full": round(packs / full_bytes, 4)}
 
 
@@ -240,7 +247,8 @@ def main() -> None:
         log("incremental round (1% of pages)")
         incr = incremental_round(d, db, work, full)
         log(f"{count} branches")
-        many = branches_round(d, count, full["cygnet"]["bytes_written"])
+        many = branches_round(d, count, full["cygnet"]["bytes_written"],
+                              full["repository_bytes_after"])
         log("restore and verify")
         restored = restore_round(d, full["cygnet"]["backup_id"], full["_sums"])
         verified = verify_round(d)
@@ -249,6 +257,7 @@ def main() -> None:
         "full": {k: v for k, v in full.items() if not k.startswith("_")},
         "incremental_1pct": incr, "branches": many, "restore": restored, "verify": verified,
         "targets": {
+            "full_backup_within_1_5x_cat": full["cygnet"]["slowdown_vs_cat_fresh_clone"] <= 1.5,
             "incremental_at_most_3pct": incr["cygnet"]["ratio_to_full"] <= 0.03,
             "ten_branches_at_most_1_2x": many["repository_ratio_to_full"] <= 1.2,
             "restore_checksums_equal": restored["checksums_equal"],

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "hash_kernels.h"
+#include "parallel_hash.h"
 
 /* Large sequential reads amortise syscalls; a multiple of the block size so
  * that only the last chunk of a file can end in a partial block. */
@@ -132,18 +133,42 @@ static int hash_fd(int fd, digest_buf *out)
     return rc == -1 ? 0 : rc;
 }
 
-/* Returns a descriptor or -errno. */
-static int open_for_hashing(const char *path, digest_buf *out)
+/* Returns a descriptor or -errno; *size is the regular file's size, else 0. */
+static int open_for_hashing(const char *path, digest_buf *out, size_t *size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-        (void)digest_buf_reserve(out, block_count((size_t)st.st_size) * CYG_DIGEST_SIZE);
+    *size = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        *size = (size_t)st.st_size;
+        if (digest_buf_reserve(out, block_count(*size) * CYG_DIGEST_SIZE) != 0)
+            *size = 0;
+    }
     /* Advisory only: a failure changes speed, never the result. */
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     return fd;
+}
+
+/* A large file is split among threads. If its size is not what fstat said
+ * (it changed meanwhile), the result is thrown away and the file is read
+ * again from the start, one chunk at a time, to its real end. Returns 0,
+ * an errno value, or 1 when the caller must do that sequential pass. */
+static int hash_fd_in_ranges(int fd, size_t size, digest_buf *out)
+{
+    int threads = cyg_threads_for(size);
+    if (threads < 2)
+        return 1;
+    unsigned char probe;
+    int err = cyg_hash_fd_parallel(fd, size, out->data, threads);
+    if (err == 0 && pread(fd, &probe, 1, (off_t)size) != 0)
+        err = -1; /* it grew, or the probe failed: redo it the plain way */
+    if (err == 0)
+        out->len = block_count(size) * CYG_DIGEST_SIZE;
+    if (err != -1)
+        return err;
+    return lseek(fd, 0, SEEK_SET) < 0 ? errno : 1;
 }
 
 static PyObject *hash_file(PyObject *Py_UNUSED(module), PyObject *arg)
@@ -152,9 +177,12 @@ static PyObject *hash_file(PyObject *Py_UNUSED(module), PyObject *arg)
     if (!PyUnicode_FSConverter(arg, &path))
         return NULL;
     digest_buf out = {NULL, 0, 0};
-    int fd;
+    int fd, ranged = 1;
+    size_t size = 0;
     Py_BEGIN_ALLOW_THREADS
-    fd = open_for_hashing(PyBytes_AS_STRING(path), &out);
+    fd = open_for_hashing(PyBytes_AS_STRING(path), &out, &size);
+    if (fd >= 0)
+        ranged = hash_fd_in_ranges(fd, size, &out);
     Py_END_ALLOW_THREADS
     PyObject *result = NULL;
     if (fd < 0) {
@@ -162,7 +190,7 @@ static PyObject *hash_file(PyObject *Py_UNUSED(module), PyObject *arg)
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, arg);
         goto done;
     }
-    int err = hash_fd(fd, &out);
+    int err = ranged == 1 ? hash_fd(fd, &out) : ranged;
     close(fd);
     if (err > 0) {
         errno = err;

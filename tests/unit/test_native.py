@@ -85,3 +85,12 @@ def test_diff_of_modified_file(tmp_path: Path) -> None:
     data[19 * BS] ^= 1
     data += b"tail"
     assert blocks.diff_digests(before, blocks.hash_bytes(data)) == [3, 19, 20]
+
+
+@pytest.mark.parametrize("size", [32 << 20, (40 << 20) + 123, (64 << 20) + BS])
+def test_large_files_hashed_in_ranges_match_reference(tmp_path: Path, size: int) -> None:
+    """Files of 32 MiB and more are split among threads: same digests, same order."""
+    path = tmp_path / "big"
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    assert blocks.hash_file(path) == reference.hash_file(path)

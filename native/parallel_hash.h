@@ -1,0 +1,19 @@
+/* Multi-threaded hashing of one large file (see parallel_hash.c). */
+#ifndef CYGNET_PARALLEL_HASH_H
+#define CYGNET_PARALLEL_HASH_H
+
+#include <stddef.h>
+
+/* Files below this are hashed by one thread: starting threads costs more. */
+#define CYG_PARALLEL_MIN ((size_t)32 << 20)
+
+/* How many threads hash a file of `size` bytes: 1 below CYG_PARALLEL_MIN,
+ * else up to one per online CPU (at most 8, and one per 16 MiB). */
+int cyg_threads_for(size_t size);
+
+/* Hashes the first `size` bytes of fd into out (16 bytes per 8 KiB block,
+ * room for all of them). Returns 0, an errno value, or -1 if the file holds
+ * fewer than `size` bytes. */
+int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads);
+
+#endif
