@@ -32,7 +32,8 @@ DEFAULT_PACK_SIZE = 32 << 20
 DEFAULT_LEVEL = 1  # pages compress well at level 1; higher levels cost CPU for little
 MAX_GROUP = 32  # blocks per frame written: 256 KiB; restoring one block decompresses ~0.1 ms
 MAX_FRAME_BLOCKS = 512  # largest frame a reader accepts (a zip-bomb guard, not a format limit)
-_RECORD = struct.Struct("<16sQQII")
+_SHARED = struct.Struct("<QQI")  # pack id, frame offset, frame length: a record after its digest
+_SLOTS = [slot.to_bytes(4, "little") for slot in range(MAX_FRAME_BLOCKS)]
 
 
 def encode_idx(records: bytes) -> list[bytes]:
@@ -88,28 +89,24 @@ class PackWriter:
         self.blocks_written = 0
         self.packs_written: list[int] = []
 
-    def add(self, digest: bytes, block: bytes | memoryview) -> BlockLocation:
-        return self.add_frame(digest, self._cctx.compress(block))
-
-    def add_blocks(self, blocks: Sequence[tuple[bytes, bytes]]) -> list[BlockLocation]:
+    def add_blocks(self, blocks: Sequence[tuple[bytes, bytes]]) -> bytes:
         """Compresses whole blocks, given as (digest, block), together into one frame."""
         frame = self._cctx.compress(b"".join(block for _, block in blocks))
         return self.add_group(frame, [(slot, digest) for slot, (digest, _) in enumerate(blocks)])
 
-    def add_frame(self, digest: bytes, frame: bytes) -> BlockLocation:
-        """Stores an already-compressed frame of one block."""
-        return self.add_group(frame, [(0, digest)])[0]
-
-    def add_group(self, frame: bytes, members: Sequence[tuple[int, bytes]]) -> list[BlockLocation]:
+    def add_group(self, frame: bytes | memoryview, members: Sequence[tuple[int, bytes]]) -> bytes:
         """Stores a compressed frame of whole blocks; members are (slot, digest)
-        of the blocks to index (a slot left out is a block stored meanwhile)."""
+        of the blocks to index (a slot left out is a block stored meanwhile).
+        Returns their index records (for DedupIndex.update)."""
         if self._fd < 0:
             self._open()
-        locs = [BlockLocation(self._pack_id, self._offset, len(frame), slot) for slot, _ in members]
-        self._pending.append(frame)
+        # One record per block: digest, then (pack, offset, length) shared by
+        # the frame, then the slot. Built by concatenation: this runs per block.
+        shared = _SHARED.pack(self._pack_id, self._offset, len(frame))
+        records = b"".join(digest + shared + _SLOTS[slot] for slot, digest in members)
+        self._records += records
+        self._pending.append(bytes(frame))
         self._pending_bytes += len(frame)
-        for (slot, digest), loc in zip(members, locs, strict=True):
-            self._records += _RECORD.pack(digest, loc.pack_id, loc.offset, loc.length, slot)
         self._offset += len(frame)
         self.bytes_written += len(frame)
         self.blocks_written += len(members)
@@ -117,7 +114,7 @@ class PackWriter:
             self._flush()
         if self._offset >= self.pack_size:
             self.commit()
-        return locs
+        return records
 
     def commit(self) -> None:
         """Makes the current pack durable and visible (no-op if none is open)."""
@@ -224,4 +221,3 @@ def check_block(digest: bytes, data: bytes, slot: int, where: str) -> bytes:
     if not block or hash_bytes(block) != digest:
         raise CorruptRepository(f"{where}: block {slot} does not match its digest {digest.hex()}")
     return block
-
