@@ -251,6 +251,72 @@ static PyObject *index_insert(DedupIndex *self, PyObject *const *args, Py_ssize_
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
+static void put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* insert_frame(digests, pack_id, offset, length) -> bytes: block k of a frame
+ * has digests[16k:16k+16] and slot k. Inserts the absent ones and returns
+ * their records; a digest already present (stored elsewhere, or earlier in
+ * this frame) gets none. One call per frame instead of one per block. */
+static PyObject *index_insert_frame(DedupIndex *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "insert_frame(digests, pack_id, offset, length)");
+        return NULL;
+    }
+    uint64_t pack_id, offset, length;
+    if (parse_u64(args[1], UINT64_MAX, "pack_id", &pack_id) < 0 ||
+        parse_u64(args[2], UINT64_MAX, "offset", &offset) < 0 ||
+        parse_u64(args[3], UINT32_MAX, "length", &length) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = view.len / CYG_DIGEST_SIZE;
+    if (view.len % CYG_DIGEST_SIZE != 0 || n > UINT16_MAX + 1) {
+        PyErr_Format(PyExc_ValueError, "digests: length %zd is not 16 bytes per block of a frame",
+                     view.len);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * RECORD_SIZE);
+    if (out == NULL)
+        goto done;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *d = view.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int r = insert(self, d + k * CYG_DIGEST_SIZE, pack_id, offset, (uint32_t)length,
+                       (uint16_t)k);
+        if (r < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        if (r == 0)
+            continue;
+        memcpy(p, d + k * CYG_DIGEST_SIZE, CYG_DIGEST_SIZE);
+        put_le(p + 16, pack_id, 8);
+        put_le(p + 24, offset, 8);
+        put_le(p + 32, length, 4);
+        put_le(p + 36, (uint64_t)k, 4);
+        p += RECORD_SIZE;
+    }
+    (void)_PyBytes_Resize(&out, p - (unsigned char *)PyBytes_AS_STRING(out)); /* NULL on error */
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyObject *index_remove(DedupIndex *self, PyObject *key)
 {
     unsigned char digest[CYG_DIGEST_SIZE];
@@ -286,20 +352,6 @@ static PyObject *index_missing(DedupIndex *self, PyObject *arg)
 done:
     PyBuffer_Release(&view);
     return list;
-}
-
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 static PyObject *index_to_bytes(DedupIndex *self, PyObject *Py_UNUSED(ignored))
@@ -379,6 +431,9 @@ static PyMethodDef index_methods[] = {
     {"insert", (PyCFunction)(void (*)(void))index_insert, METH_FASTCALL,
      "insert(digest, pack_id, offset, length, slot=0) -> bool\n\nAdds the digest if absent "
      "(an existing location is kept); returns whether it was new."},
+    {"insert_frame", (PyCFunction)(void (*)(void))index_insert_frame, METH_FASTCALL,
+     "insert_frame(digests, pack_id, offset, length) -> bytes\n\nInserts block k of a frame "
+     "(digest k of the array, slot k) unless present; returns the new entries' records."},
     {"remove", (PyCFunction)index_remove, METH_O, "remove(digest) -> bool"},
     {"missing", (PyCFunction)index_missing, METH_O,
      "missing(digests) -> list[int]\n\nIndexes of the digests of a digest array that are absent."},

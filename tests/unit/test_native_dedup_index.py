@@ -104,3 +104,19 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         DedupIndex(capacity=-1)
     assert len(index) == 0
+
+
+def test_insert_frame_indexes_new_blocks_by_slot() -> None:
+    index = DedupIndex()
+    a, b, c = (bytes([n]) * 16 for n in (1, 2, 3))
+    index.insert(b, 9, 9, 9)
+    records = index.insert_frame(a + b + c + a, 7, 100, 50)  # b stored, a repeated
+    assert [(d, tuple(loc)) for d, loc in iter_records(records)] == [
+        (a, (7, 100, 50, 0)),
+        (c, (7, 100, 50, 2)),
+    ]
+    assert index.get(a) == (7, 100, 50, 0)
+    assert index.get(b) == (9, 9, 9, 0)
+    assert index.insert_frame(a + c, 1, 2, 3) == b""
+    with pytest.raises(ValueError, match="digests"):
+        index.insert_frame(b"x" * 17, 1, 2, 3)

@@ -98,27 +98,39 @@ class PackWriter:
         """Stores a compressed frame of whole blocks; members are (slot, digest)
         of the blocks to index (a slot left out is a block stored meanwhile).
         Returns their index records (for DedupIndex.update)."""
-        if self._fd < 0:
-            self._open()
+        pack_id, offset = self.location()
         # One record per block: digest, then (pack, offset, length) shared by
         # the frame, then the slot. Built by concatenation: this runs per block.
-        shared = _SHARED.pack(self._pack_id, self._offset, len(frame))
+        shared = _SHARED.pack(pack_id, offset, len(frame))
         records = b"".join(digest + shared + _SLOTS[slot] for slot, digest in members)
+        self.append(frame, records)
+        return records
+
+    def location(self) -> tuple[int, int]:
+        """(pack id, offset) where the next frame goes, opening a pack if none is."""
+        if self._fd < 0:
+            self._open()
+        return self._pack_id, self._offset
+
+    def append(self, frame: bytes | memoryview, records: bytes) -> None:
+        """Writes a frame at location(); records are its blocks' index records."""
         self._records += records
         self._pending.append(bytes(frame))
         self._pending_bytes += len(frame)
         self._offset += len(frame)
         self.bytes_written += len(frame)
-        self.blocks_written += len(members)
+        self.blocks_written += len(records) // RECORD_SIZE
         if self._pending_bytes >= 1 << 20:
             self._flush()
         if self._offset >= self.pack_size:
             self.commit()
-        return records
 
     def commit(self) -> None:
         """Makes the current pack durable and visible (no-op if none is open)."""
         if self._fd < 0:
+            return
+        if not self._records:  # opened by location() for frames that were all stored already
+            self.abort()
             return
         self._flush()
         os.fsync(self._fd)

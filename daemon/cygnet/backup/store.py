@@ -85,7 +85,7 @@ class _ChunkWorker:
         digests = hash_bytes(data)
         # missing() holds the GIL: it sees a consistent index, at worst one
         # that lacks blocks another chunk in flight is about to add.
-        todo = _first_of_each(digests, self._index.missing(digests))
+        todo = self._index.missing(digests)
         cctx = self._compressor()
         frames = []
         view = memoryview(data)
@@ -100,16 +100,10 @@ class _ChunkWorker:
         return _Chunk(len(data), digests, frames)
 
 
-def _first_of_each(digests: bytes, indexes: list[int]) -> list[int]:
-    """indexes without repeats of a digest (a chunk's zero pages, say)."""
-    seen: set[bytes] = set()
-    out = []
-    for i in indexes:
-        d = digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
-        if d not in seen:
-            seen.add(d)
-            out.append(i)
-    return out
+def _digests_of(digests: bytes, group: list[int]) -> bytes:
+    if group[-1] - group[0] == len(group) - 1:
+        return digests[group[0] * DIGEST_SIZE : (group[-1] + 1) * DIGEST_SIZE]
+    return b"".join(digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in group)
 
 
 def _groups(indexes: list[int], size: int) -> list[list[int]]:
@@ -208,14 +202,13 @@ def _take(
     f, future = pending
     chunk = future.result()
     for group, frame in chunk.frames:
-        members = [
-            (slot, chunk.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
-            for slot, i in enumerate(group)
-        ]
-        # A block an earlier chunk in flight stored meanwhile is not indexed twice.
-        new = [(slot, d) for slot, d in members if d not in index]
-        if new:
-            index.update(writer.add_group(frame, new))
+        # Blocks stored meanwhile (by an earlier chunk in flight, or a repeat in
+        # this frame) get no record; a frame with none left is not written.
+        records = index.insert_frame(
+            _digests_of(chunk.digests, group), *writer.location(), len(frame)
+        )
+        if records:
+            writer.append(frame, records)
     f.digests.append(chunk.digests)
     f.read += chunk.size
     done.add(0, chunk.size)
