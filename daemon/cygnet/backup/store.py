@@ -90,20 +90,16 @@ class _ChunkWorker:
         frames = []
         view = memoryview(data)
         for group in _groups(todo, len(data)):
-            if group[-1] - group[0] == len(group) - 1:  # a run: compress in place
-                blocks: bytes | memoryview = view[
-                    group[0] * BLOCK_SIZE : (group[-1] + 1) * BLOCK_SIZE
-                ]
-            else:
-                blocks = b"".join(view[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE] for i in group)
-            frames.append((group, cctx.compress(blocks)))
+            frames.append((group, cctx.compress(_gather(view, group, BLOCK_SIZE))))
         return _Chunk(len(data), digests, frames)
 
 
-def _digests_of(digests: bytes, group: list[int]) -> bytes:
+def _gather(data: bytes | memoryview, group: list[int], unit: int) -> bytes | memoryview:
+    """The units (blocks, digests) at the group's indexes: a slice, not a copy,
+    when they are a run, as they are for every block of a first backup."""
     if group[-1] - group[0] == len(group) - 1:
-        return digests[group[0] * DIGEST_SIZE : (group[-1] + 1) * DIGEST_SIZE]
-    return b"".join(digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in group)
+        return data[group[0] * unit : (group[-1] + 1) * unit]
+    return b"".join(data[i * unit : (i + 1) * unit] for i in group)
 
 
 def _groups(indexes: list[int], size: int) -> list[list[int]]:
@@ -205,7 +201,7 @@ def _take(
         # Blocks stored meanwhile (by an earlier chunk in flight, or a repeat in
         # this frame) get no record; a frame with none left is not written.
         records = index.insert_frame(
-            _digests_of(chunk.digests, group), *writer.location(), len(frame)
+            _gather(chunk.digests, group, DIGEST_SIZE), *writer.location(), len(frame)
         )
         if records:
             writer.append(frame, records)
