@@ -191,7 +191,7 @@ class FrameCache:
         frame when it is not the cached one. CorruptRepository on any mismatch."""
         key = (loc.pack_id, loc.offset)
         if key != self._key:
-            self._key, self._data = (-1, -1), b""
+            self._key = (-1, -1)  # stays unset if the frame turns out damaged
             self._data = decompress_frame(self._dctx, read(loc), where)
             self._key = key
         return check_block(digest, self._data, loc.slot, where)
