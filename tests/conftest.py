@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Daemon, private_daemon
+from tests.harness import WORK, Daemon, private_daemon
+from tests.leftovers import clean_if_alone
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers_of_killed_runs() -> None:
+    removed = Counter(item.split()[0] for item in clean_if_alone(WORK))
+    if removed:
+        kinds = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(removed.items()))
+        print(f"\nremoved what killed runs left in {WORK}: {kinds}")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import grpc
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from tests.leftovers import join_run
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("CYGNET_TEST_DIR", "/var/tmp/cygnet-test"))
@@ -46,11 +47,13 @@ class FilePool:
     @classmethod
     def create(cls, size: str = "4G") -> FilePool:
         ensure_zfs()
+        join_run(WORK)
         name = "cyt" + secrets.token_hex(4)
         image = WORK / "pools" / f"{name}.img"
         image.parent.mkdir(parents=True, exist_ok=True)
         run("truncate", "-s", size, str(image))
-        run("zpool", "create", "-m", "none", name, str(image))
+        # Out of the pool cache: a restarted zfs-fuse must not import a killed run's pool.
+        run("zpool", "create", "-o", "cachefile=none", "-m", "none", name, str(image))
         return cls(name, image)
 
     def datasets(self) -> list[str]:
