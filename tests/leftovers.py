@@ -25,6 +25,7 @@ TEST_POOL = re.compile(r"^cyt")
 # Namespaces of tests/e2e/fleet.py: cy<4 hex digits>-<node>.
 TEST_NETNS = re.compile(r"^cy[0-9a-f]{4}-[a-z0-9]+$")
 KEEP = {".run.lock", "ansible-logs"}
+START_ZFS = Path(__file__).resolve().parent.parent / "scripts" / "start-zfs"
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -110,4 +111,7 @@ def clean(work: Path) -> list[str]:
         if entry.name not in KEEP:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
             removed.append(f"path {entry.name}")
+    # A zfs-fuse that now serves nothing is restarted, so no run inherits the
+    # state of one that has served many (see scripts/start-zfs).
+    subprocess.run([str(START_ZFS), "--fresh"], check=True, timeout=300)
     return removed
