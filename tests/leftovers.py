@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import IO
 
@@ -92,26 +93,44 @@ def mounts_below(work: Path) -> list[str]:
 
 def clean(work: Path) -> list[str]:
     """Removes every leftover of earlier runs below `work`; returns what it removed."""
-    removed: list[str] = []
-    for pid in processes_using(work):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            removed.append(f"process {pid}")
-    pools = _run("zpool", "list", "-H", "-o", "name").stdout.split()
-    for pool in filter(TEST_POOL.match, pools):
-        if _run("zpool", "destroy", "-f", pool).returncode == 0:
-            removed.append(f"pool {pool}")
+    removed = [f"process {pid}" for pid in _kill_processes(work)]
+    if shutil.which("zpool"):
+        pools = _run("zpool", "list", "-H", "-o", "name").stdout.split()
+        removed += [f"pool {p}" for p in filter(TEST_POOL.match, pools) if _destroy_pool(p)]
     for target in mounts_below(work):
         if _run("umount", "-l", target).returncode == 0:
             removed.append(f"mount {target}")
-    for ns in filter(TEST_NETNS.match, _run("ip", "netns", "list").stdout.split()):
-        if _run("ip", "netns", "del", ns).returncode == 0:
-            removed.append(f"netns {ns}")
+    if shutil.which("ip"):
+        for ns in filter(TEST_NETNS.match, _run("ip", "netns", "list").stdout.split()):
+            if _run("ip", "netns", "del", ns).returncode == 0:
+                removed.append(f"netns {ns}")
     for entry in work.iterdir():
         if entry.name not in KEEP:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
             removed.append(f"path {entry.name}")
-    # A zfs-fuse that now serves nothing is restarted, so no run inherits the
-    # state of one that has served many (see scripts/start-zfs).
-    subprocess.run([str(START_ZFS), "--fresh"], check=True, timeout=300)
+    if shutil.which("zfs-fuse"):
+        # A zfs-fuse that now serves nothing is restarted, so no run inherits the
+        # state of one that has served many (see scripts/start-zfs).
+        subprocess.run([str(START_ZFS), "--fresh"], check=True, timeout=300)
     return removed
+
+
+def _kill_processes(work: Path) -> list[int]:
+    """SIGKILLs what runs below `work` and waits (10 s at most) until it is gone."""
+    pids = processes_using(work)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while processes_using(work) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids
+
+
+def _destroy_pool(pool: str) -> bool:
+    """A mount stays busy for a moment after its last process exits."""
+    for _ in range(25):
+        if _run("zpool", "destroy", "-f", pool).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
