@@ -74,30 +74,11 @@ static int digest_buf_reserve(digest_buf *d, size_t extra)
     return 0;
 }
 
-/* Fills buf with up to READ_CHUNK bytes, retrying short reads so that only
- * end of file yields a partial chunk. Returns 0 or an errno value. */
-static int read_chunk(int fd, unsigned char *buf, size_t *got)
-{
-    *got = 0;
-    while (*got < READ_CHUNK) {
-        ssize_t r = read(fd, buf + *got, READ_CHUNK - *got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (r == 0)
-            break;
-        *got += (size_t)r;
-    }
-    return 0;
-}
-
 /* Reads and hashes one chunk. Returns 0, an errno value, or -1 at EOF. */
 static int hash_next_chunk(int fd, unsigned char *buf, digest_buf *out)
 {
     size_t got;
-    int err = read_chunk(fd, buf, &got);
+    int err = cyg_read_full(fd, buf, READ_CHUNK, -1, &got);
     if (err)
         return err;
     if (got == 0)

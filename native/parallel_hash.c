@@ -26,11 +26,12 @@ typedef struct {
     int err;            /* 0, an errno value, or -1: the file ended early */
 } range_job;
 
-static int pread_full(int fd, unsigned char *buf, size_t want, size_t off, size_t *got)
+int cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got)
 {
     *got = 0;
     while (*got < want) {
-        ssize_t r = pread(fd, buf + *got, want - *got, (off_t)(off + *got));
+        ssize_t r = off < 0 ? read(fd, buf + *got, want - *got)
+                            : pread(fd, buf + *got, want - *got, off + (off_t)*got);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -53,7 +54,7 @@ static void *hash_range(void *arg)
     }
     for (size_t off = job->start; off < job->end && job->err == 0;) {
         size_t want = job->end - off < RANGE_READ ? job->end - off : RANGE_READ, got;
-        job->err = pread_full(job->fd, buf, want, off, &got);
+        job->err = cyg_read_full(job->fd, buf, want, (off_t)off, &got);
         if (job->err == 0 && got < want)
             job->err = -1;
         if (job->err == 0)

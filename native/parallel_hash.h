@@ -3,6 +3,7 @@
 #define CYGNET_PARALLEL_HASH_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Files below this are hashed by one thread: starting threads costs more. */
 #define CYG_PARALLEL_MIN ((size_t)32 << 20)
@@ -15,5 +16,10 @@ int cyg_threads_for(size_t size);
  * room for all of them). Returns 0, an errno value, or -1 if the file holds
  * fewer than `size` bytes. */
 int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads);
+
+/* Reads `want` bytes into buf, retrying short reads, so that only end of file
+ * yields fewer (*got). At offset `off` with pread, or with read() at the
+ * file position when off < 0. Returns 0 or an errno value. */
+int cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got);
 
 #endif
