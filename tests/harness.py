@@ -18,7 +18,7 @@ import grpc
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
-from tests.leftovers import join_run
+from tests.leftovers import destroy_pool, join_run
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("CYGNET_TEST_DIR", "/var/tmp/cygnet-test"))
@@ -63,11 +63,7 @@ class FilePool:
     def destroy(self, mount_root: Path | None = None) -> None:
         if mount_root is not None:
             kill_postmasters_under(mount_root)
-        # Mounts may stay busy for a moment after their last process exits.
-        for _ in range(50):
-            if run("zpool", "destroy", "-f", self.name, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
+        destroy_pool(self.name, tries=50)
         self.image.unlink(missing_ok=True)
 
 

@@ -37,12 +37,17 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 _run_lock: IO[str] | None = None
 
 
+def _open_lock(work: Path) -> IO[str]:
+    work.mkdir(parents=True, exist_ok=True)
+    # Held open until the process exits: closing it drops the lock.
+    return open(work / ".run.lock", "a+")
+
+
 def join_run(work: Path) -> None:
     """Takes this process's shared lock; waits while another run is still cleaning."""
     global _run_lock
     if _run_lock is None:
-        work.mkdir(parents=True, exist_ok=True)
-        _run_lock = open(work / ".run.lock", "a+")  # noqa: SIM115 - held until exit
+        _run_lock = _open_lock(work)
         fcntl.flock(_run_lock, fcntl.LOCK_SH)
 
 
@@ -51,8 +56,7 @@ def clean_if_alone(work: Path) -> list[str]:
     global _run_lock
     if _run_lock is not None:
         return []
-    work.mkdir(parents=True, exist_ok=True)
-    lock = open(work / ".run.lock", "a+")  # noqa: SIM115 - held until exit
+    lock = _open_lock(work)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -96,7 +100,7 @@ def clean(work: Path) -> list[str]:
     removed = [f"process {pid}" for pid in _kill_processes(work)]
     if shutil.which("zpool"):
         pools = _run("zpool", "list", "-H", "-o", "name").stdout.split()
-        removed += [f"pool {p}" for p in filter(TEST_POOL.match, pools) if _destroy_pool(p)]
+        removed += [f"pool {p}" for p in filter(TEST_POOL.match, pools) if destroy_pool(p)]
     for target in mounts_below(work):
         if _run("umount", "-l", target).returncode == 0:
             removed.append(f"mount {target}")
@@ -127,9 +131,9 @@ def _kill_processes(work: Path) -> list[int]:
     return pids
 
 
-def _destroy_pool(pool: str) -> bool:
-    """A mount stays busy for a moment after its last process exits."""
-    for _ in range(25):
+def destroy_pool(pool: str, tries: int = 25) -> bool:
+    """A mount stays busy for a moment after its last process exits: retries 0.2 s apart."""
+    for _ in range(tries):
         if _run("zpool", "destroy", "-f", pool).returncode == 0:
             return True
         time.sleep(0.2)
