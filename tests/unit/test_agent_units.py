@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from cygnet.agent.config import load_config
 from cygnet.agent.idempotency import RequestLog
-from cygnet.agent.wire import bad_utf8_field, decode
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import AlreadyExists, InvalidArgument, Unavailable
+from cygnet.rpc.wire import bad_utf8_field, decode
 
 
 def test_request_log_returns_first_result_and_joins_duplicates() -> None:

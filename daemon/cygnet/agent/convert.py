@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cygnet.agent.clusters import Connection
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.rpc.convert import timestamp
 
 STATES: dict[str, pb.BranchState.ValueType] = {
     "creating": pb.BRANCH_STATE_CREATING,
@@ -18,12 +17,6 @@ STATES: dict[str, pb.BranchState.ValueType] = {
     "resetting": pb.BRANCH_STATE_RESETTING,
     "deleting": pb.BRANCH_STATE_DELETING,
 }
-
-
-def timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def branch_ref(msg: pb.BranchRef) -> BranchRef:

@@ -14,11 +14,11 @@ from grpc_reflection.v1alpha import reflection
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.backups.servicer import BackupsServicer
 from cygnet.agent.config import AgentConfig
-from cygnet.agent.interceptor import ErrorInterceptor
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
 from cygnet.api.v1 import agent_pb2, agent_pb2_grpc, backup_pb2, backup_pb2_grpc
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc.errors import ErrorInterceptor
 
 log = logging.getLogger("cygnet.api")
 

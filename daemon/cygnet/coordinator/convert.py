@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cygnet.agent.convert import timestamp
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as pb
 from cygnet.coordinator import scoring
@@ -16,6 +15,7 @@ from cygnet.coordinator.models import (
 )
 from cygnet.coordinator.router import Located, Placed
 from cygnet.errors import InvalidArgument
+from cygnet.rpc.convert import timestamp
 
 
 def capacity(msg: pb.HostCapacity, field: str = "capacity") -> Capacity:

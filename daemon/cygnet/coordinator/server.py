@@ -10,13 +10,13 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cygnet.agent.interceptor import ErrorInterceptor
 from cygnet.api.v1 import coordinator_pb2, coordinator_pb2_grpc
 from cygnet.coordinator.auth import AuthInterceptor
 from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.servicer import CoordinatorServicer
 from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc.errors import ErrorInterceptor
 
 log = logging.getLogger("cygnet.coordinator")
 

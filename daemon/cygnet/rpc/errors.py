@@ -10,8 +10,8 @@ import grpc
 from grpc import aio
 
 from cygnet import errors
-from cygnet.agent.wire import decode
 from cygnet.backup.errors import CorruptRepository
+from cygnet.rpc.wire import decode
 from cygnet.zfs import errors as zfs_errors
 
 log = logging.getLogger("cygnet.api")
