@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cygnet.agent import convert
+from cygnet.rpc import convert
 from cygnet.agent.backups.diff import BranchDiff, RelationRow
 from cygnet.agent.backups.progress import Progress
 from cygnet.api.v1 import backup_pb2 as pb
