@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cygnet.rpc import convert
 from cygnet.agent.backups.diff import BranchDiff, RelationRow
 from cygnet.agent.backups.progress import Progress
 from cygnet.api.v1 import backup_pb2 as pb
 from cygnet.backup import BackupInfo, PruneReport, VerifyReport
+from cygnet.rpc import convert
 
 
 def progress(p: Progress) -> pb.Progress:
