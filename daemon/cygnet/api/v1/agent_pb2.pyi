@@ -37,6 +37,8 @@ class _BranchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BranchSta
     """Postgres should run but does not; the supervisor is retrying."""
     BRANCH_STATE_RESETTING: _BranchState.ValueType  # 6
     BRANCH_STATE_DELETING: _BranchState.ValueType  # 7
+    BRANCH_STATE_UNAVAILABLE: _BranchState.ValueType  # 8
+    """Should run, but its dataset is missing or not mounted (see state_message)."""
 
 class BranchState(_BranchState, metaclass=_BranchStateEnumTypeWrapper): ...
 
@@ -49,6 +51,8 @@ BRANCH_STATE_FAILED: BranchState.ValueType  # 5
 """Postgres should run but does not; the supervisor is retrying."""
 BRANCH_STATE_RESETTING: BranchState.ValueType  # 6
 BRANCH_STATE_DELETING: BranchState.ValueType  # 7
+BRANCH_STATE_UNAVAILABLE: BranchState.ValueType  # 8
+"""Should run, but its dataset is missing or not mounted (see state_message)."""
 Global___BranchState: _TypeAlias = BranchState  # noqa: Y015
 
 @_typing.final
@@ -131,6 +135,7 @@ class Database(_message.Message):
     MAIN_BRANCH_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     BRANCH_COUNT_FIELD_NUMBER: _builtins.int
+    QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     postgres_version: _builtins.str
@@ -138,6 +143,8 @@ class Database(_message.Message):
     pool: _builtins.str
     main_branch_id: _builtins.str
     branch_count: _builtins.int
+    quota_bytes: _builtins.int
+    """ZFS quota of the database's dataset; 0: no limit."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -151,10 +158,11 @@ class Database(_message.Message):
         main_branch_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         branch_count: _builtins.int = ...,
+        quota_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_count", b"branch_count", "created_at", b"created_at", "id", b"id", "main_branch_id", b"main_branch_id", "name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "size_class", b"size_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_count", b"branch_count", "created_at", b"created_at", "id", b"id", "main_branch_id", b"main_branch_id", "name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "quota_bytes", b"quota_bytes", "size_class", b"size_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,6 +188,7 @@ class Branch(_message.Message):
     POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
     SIZE_CLASS_FIELD_NUMBER: _builtins.int
     CHILD_BRANCH_IDS_FIELD_NUMBER: _builtins.int
+    STATE_MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     database_id: _builtins.str
@@ -196,6 +205,8 @@ class Branch(_message.Message):
     port: _builtins.int
     postgres_version: _builtins.str
     size_class: _builtins.str
+    state_message: _builtins.str
+    """Why the branch is in its state, when that needs saying (failed, unavailable)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -219,10 +230,11 @@ class Branch(_message.Message):
         postgres_version: _builtins.str = ...,
         size_class: _builtins.str = ...,
         child_branch_ids: _abc.Iterable[_builtins.str] | None = ...,
+        state_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "size_class", b"size_class", "state", b"state", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,6 +286,7 @@ class CreateDatabaseRequest(_message.Message):
     POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
     SIZE_CLASS_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
+    QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     postgres_version: _builtins.str
@@ -282,6 +295,8 @@ class CreateDatabaseRequest(_message.Message):
     """nano | small | medium | large. Empty means small."""
     pool: _builtins.str
     """Empty picks the pool with the most free space."""
+    quota_bytes: _builtins.int
+    """Most bytes the database (all its branches and snapshots) may use; 0: no limit."""
     request_id: _builtins.str
     """A retry with the same id returns the first result."""
     def __init__(
@@ -291,11 +306,12 @@ class CreateDatabaseRequest(_message.Message):
         postgres_version: _builtins.str = ...,
         size_class: _builtins.str = ...,
         pool: _builtins.str = ...,
+        quota_bytes: _builtins.int = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "request_id", b"request_id", "size_class", b"size_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "quota_bytes", b"quota_bytes", "request_id", b"request_id", "size_class", b"size_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -827,11 +843,14 @@ class Pool(_message.Message):
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     USED_BYTES_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    RESERVE_BYTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     size_bytes: _builtins.int
     free_bytes: _builtins.int
     used_bytes: _builtins.int
     health: _builtins.str
+    reserve_bytes: _builtins.int
+    """Space held back so deletes and stops work when the pool is full; 0 while released."""
     def __init__(
         self,
         *,
@@ -840,10 +859,11 @@ class Pool(_message.Message):
         free_bytes: _builtins.int = ...,
         used_bytes: _builtins.int = ...,
         health: _builtins.str = ...,
+        reserve_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_bytes", b"free_bytes", "health", b"health", "name", b"name", "size_bytes", b"size_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_bytes", b"free_bytes", "health", b"health", "name", b"name", "reserve_bytes", b"reserve_bytes", "size_bytes", b"size_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
