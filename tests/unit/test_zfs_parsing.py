@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cygnet.zfs import errors
+from cygnet.zfs.parsing import ZfsOutputError
 from cygnet.zfs.verbs import parse_get
 
 SAMPLE = "\n".join([
@@ -15,7 +16,7 @@ SAMPLE = "\n".join([
     "p/a@s\ttype\tsnapshot\t-",
     "p/a@s\tcygnet:id\tbr1\tinherited from p/a",
     "p/a@s\tcygnet:name\tsnap one\tlocal",
-    "garbage line",
+    "p/a@s\tcygnet:note\ttab\tinside\tlocal",
 ])
 
 
@@ -23,8 +24,18 @@ def test_parse_get_keeps_only_local_user_properties() -> None:
     ds = parse_get(SAMPLE)
     assert ds["p/a"].origin == "p/t@golden" and ds["p/a"].number("used") == 114688
     assert ds["p/a"].user == {"cygnet:id": "br1"}
-    assert ds["p/a@s"].is_snapshot and ds["p/a@s"].user == {"cygnet:name": "snap one"}
-    assert ds["p/a@s"].origin is None
+    assert ds["p/a@s"].is_snapshot and ds["p/a@s"].origin is None
+    assert ds["p/a@s"].user == {"cygnet:name": "snap one", "cygnet:note": "tab\tinside"}
+
+
+@pytest.mark.parametrize("line", [
+    "garbage line", "", "p/a\ttype\tfilesystem", "\ttype\tfilesystem\t-",
+    "p/a\t\tfilesystem\t-", "p/a\ttype\tfilesystem\t",
+])
+def test_parse_get_rejects_a_malformed_line(line: str) -> None:
+    with pytest.raises(ZfsOutputError, match="malformed line 2") as err:
+        parse_get(SAMPLE.split("\n")[0] + "\n" + line + "\n" + SAMPLE)
+    assert isinstance(err.value, errors.ZfsError)
 
 
 @pytest.mark.parametrize(("stderr", "cls"), [

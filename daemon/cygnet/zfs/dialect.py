@@ -10,15 +10,10 @@ from cygnet.zfs.runner import CommandRunner
 @dataclass(frozen=True)
 class Dialect:
     name: str  # "openzfs" or "zfs-fuse"
-    list_parsable: bool  # `zfs list -p` exists
-    holds: bool  # `zfs hold` exists
-    snapshot_dir: bool  # `.zfs/snapshot` is reachable
-    compression: str  # best cheap compression the pool accepts
 
 
-OPENZFS = Dialect("openzfs", list_parsable=True, holds=True, snapshot_dir=True, compression="lz4")
-ZFS_FUSE = Dialect("zfs-fuse", list_parsable=False, holds=False, snapshot_dir=False,
-                   compression="lzjb")
+OPENZFS = Dialect("openzfs")
+ZFS_FUSE = Dialect("zfs-fuse")
 
 
 async def probe(runner: CommandRunner) -> Dialect:

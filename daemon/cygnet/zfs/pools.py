@@ -1,9 +1,8 @@
-"""Pool-level verbs: space and health, and file-backed pools for demos and tests."""
+"""Pool-level reads: space and health."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from cygnet.zfs.runner import CommandRunner
 
@@ -28,20 +27,3 @@ async def pool_status(runner: CommandRunner, pool: str) -> PoolStatus:
     used, free = int(values.get("used", "0")), int(values.get("available", "0"))
     health = await runner.run(["zpool", "list", "-H", "-o", "health", pool])
     return PoolStatus(pool, used + free, free, used, health.stdout.strip() or "UNKNOWN")
-
-
-async def pool_exists(runner: CommandRunner, pool: str) -> bool:
-    result = await runner.run(["zpool", "list", "-H", "-o", "name", pool], check=False)
-    return result.returncode == 0
-
-
-async def create_file_pool(runner: CommandRunner, pool: str, image: Path, size_bytes: int) -> None:
-    """A pool on one sparse file: for demos, tests and hosts without spare disks."""
-    image.parent.mkdir(parents=True, exist_ok=True)
-    with open(image, "ab") as f:
-        f.truncate(max(size_bytes, f.tell()))
-    await runner.run(["zpool", "create", "-m", "none", pool, str(image)])
-
-
-async def destroy_pool(runner: CommandRunner, pool: str) -> None:
-    await runner.run(["zpool", "destroy", "-f", pool])

@@ -1,31 +1,26 @@
-"""One runner for every external command Cygnet's zfs layer starts.
+"""How the zfs layer runs `zfs` and `zpool`: the shared runner (cygnet/command.py),
+with zfs's errors turned into typed exceptions.
 
-Argv lists only (never a shell), a deadline on every call, stderr captured,
-and one log line per call with its duration.
+A `zfs` killed at its deadline or on cancellation may still have done its
+work (the kernel module or zfs-fuse goes on without it): zfs/settle.py
+re-reads the dataset where the outcome matters.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from cygnet import command
+from cygnet.command import CommandResult
 from cygnet.zfs.errors import ZfsTimeout, error_from
 
-log = logging.getLogger("cygnet.zfs")
+__all__ = ["DEFAULT_TIMEOUT", "CommandResult", "CommandRunner"]
 
 DEFAULT_TIMEOUT = 60.0
 
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
+# Tools whose first argument is a verb; others are labelled by their name only,
+# so the histogram's label values stay few.
+_VERB_TOOLS = frozenset({"zfs", "zpool"})
 
 
 class CommandRunner:
@@ -39,31 +34,11 @@ class CommandRunner:
     ) -> CommandResult:
         args = [str(a) for a in argv]
         deadline = self.timeout if timeout is None else timeout
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        verb = args[1] if args[0] in _VERB_TOOLS and len(args) > 1 else ""
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), deadline)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log.error("timeout after %.1fs: %s", deadline, " ".join(args))
-            message = f"{args[0]} did not finish within {deadline:.0f}s"
-            raise ZfsTimeout(message, argv=args) from None
-        result = CommandResult(
-            argv=args,
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode("utf-8", "replace"),
-            stderr=err.decode("utf-8", "replace"),
-            seconds=time.monotonic() - started,
-        )
-        level = logging.DEBUG if result.returncode == 0 else logging.INFO
-        log.log(level, "%s -> %d in %.1f ms", " ".join(args), result.returncode,
-                result.seconds * 1000)
+            result = await command.run(args, timeout=deadline, verb=verb)
+        except command.CommandTimedOut as exc:
+            raise ZfsTimeout(str(exc), argv=args) from None
         if check and result.returncode != 0:
             raise error_from(args, result.returncode, result.stderr)
         return result
