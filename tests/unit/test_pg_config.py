@@ -74,8 +74,8 @@ def test_hba_has_no_trust_and_scram_for_tcp() -> None:
     assert "trust" not in hba
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
     assert ["local", "all", "all", "peer", "map=cygnet"] in rules
-    assert ["host", "all", "all", "0.0.0.0/0", "scram-sha-256"] in rules
-    assert ["host", "all", "all", "::/0", "scram-sha-256"] in rules
+    assert ["hostssl", "all", "all", "0.0.0.0/0", "scram-sha-256"] in rules
+    assert ["hostssl", "all", "all", "::/0", "scram-sha-256"] in rules
     assert all(r[0] == "local" or r[-1] == "scram-sha-256" for r in rules)
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from cygnet.agent import layout as L
+from cygnet.agent import pgtls
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.postgres import fixup, process, sql
-from cygnet.postgres.config import ClusterSettings, write_settings
+from cygnet.postgres.config import ClusterSettings, ServerTls, write_settings
 from cygnet.postgres.layout import SUPERUSER_ROLE, ClusterLayout
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
@@ -25,16 +28,25 @@ DEFAULT_DBNAME = "postgres"
 
 @dataclass(frozen=True)
 class Connection:
+    """How to reach a branch. TCP is TLS only: verify-full against the host's CA
+    when Cygnet knows it (`sslrootcert`, a path on this host), else require."""
+
     host: str
     port: int
     user: str
     password: str
     dbname: str
     socket_dir: Path
+    sslmode: str = "require"
+    sslrootcert: Path | None = None
 
     @property
     def uri(self) -> str:
-        return sql.connection_uri(self.host, self.port, self.user, self.password, self.dbname)
+        uri = sql.connection_uri(self.host, self.port, self.user, self.password, self.dbname)
+        params = {"sslmode": self.sslmode}
+        if self.sslrootcert is not None:
+            params["sslrootcert"] = str(self.sslrootcert)
+        return f"{uri}{'&' if '?' in uri else '?'}{urlencode(params, safe='/')}"
 
 
 class Clusters:
@@ -42,6 +54,15 @@ class Clusters:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+
+    @functools.cached_property
+    def tls(self) -> ServerTls:
+        """The host's certificate for Postgres, copied outside pgdata (once per daemon run)."""
+        return pgtls.ensure_postgres_tls(self.config)
+
+    @functools.cached_property
+    def listen_addresses(self) -> str:
+        return pgtls.listen_addresses(self.config)
 
     def files(self, branch: BranchRecord) -> ClusterLayout:
         return ClusterLayout(L.mountpoint(self.config.mount_root, branch.dataset))
@@ -55,9 +76,9 @@ class Clusters:
     def settings(self, branch: BranchRecord, db: DatabaseRecord, *, workers: bool = True
                  ) -> ClusterSettings:
         return ClusterSettings(
-            port=branch.port, listen_addresses=self.config.postgres_listen,
+            port=branch.port, listen_addresses=self.listen_addresses,
             socket_dir=self.socket_dir(branch), size=size_class(db.size_class),
-            logical_workers_enabled=workers,
+            logical_workers_enabled=workers, tls=self.tls,
         )
 
     def bindir(self, db: DatabaseRecord) -> Path:
@@ -128,5 +149,7 @@ class Clusters:
         await sql.set_password(self.socket_dir(branch), branch.port, ADMIN_ROLE, password)
 
     def connection(self, branch: BranchRecord) -> Connection:
+        ca = self.tls.ca
         return Connection(self.config.advertise_host, branch.port, ADMIN_ROLE,
-                          self.read_secret(branch), DEFAULT_DBNAME, self.socket_dir(branch))
+                          self.read_secret(branch), DEFAULT_DBNAME, self.socket_dir(branch),
+                          sslmode="verify-full" if ca else "require", sslrootcert=ca)

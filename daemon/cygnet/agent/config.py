@@ -35,7 +35,7 @@ class AgentConfig:
     port_min: int = 54000
     port_max: int = 54999
     # Where Postgres listens, and the host name put in connection strings.
-    postgres_listen: str = "*"
+    postgres_listen: str = ""  # empty: the advertise_host addresses only
     advertise_host: str = "127.0.0.1"
     postgres_root: Path = Path("/usr/lib/postgresql")
     host_id: str = ""

@@ -3,6 +3,9 @@
 postgresql.conf includes cygnet.conf at its end, so our settings override
 initdb's defaults. (postgresql.auto.conf, from ALTER SYSTEM, still wins; the
 clone fixup strips the settings that must not be inherited from it.)
+
+TLS files are named by absolute paths outside pgdata: a private key inside
+pgdata would travel with every clone, backup and copy of the data.
 """
 
 from __future__ import annotations
@@ -26,11 +29,25 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """The certificate, key and (optional) CA the server uses, all outside pgdata."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    def paths(self) -> list[Path]:
+        return [self.cert, self.key] + ([self.ca] if self.ca else [])
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
-    """What differs between clusters: where they listen and how big they are.
+    """What differs between clusters: where they listen, how big they are, their TLS.
 
     logical_workers_enabled=False sets max_logical_replication_workers = 0, so
     inherited subscriptions cannot start apply workers before they are disabled.
+    With `tls`, TCP clients must use TLS (hostssl); without it TCP is clear text
+    (host), which only the Postgres layer's own tests use.
     """
 
     port: int
@@ -38,6 +55,7 @@ class ClusterSettings:
     socket_dir: Path
     size: SizeClass
     logical_workers_enabled: bool = True
+    tls: ServerTls | None = None
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -53,6 +71,23 @@ def _check(settings: ClusterSettings) -> None:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise InternalError(f"listen address {addr!r} is not an IP address") from None
+    for path in settings.tls.paths() if settings.tls else []:
+        # Absolute: Postgres reads a relative path from pgdata, where no key belongs.
+        if not _SAFE_PATH.match(str(path)):
+            raise InternalError(f"TLS file {str(path)!r} is not a plain absolute path")
+
+
+def _tls_lines(tls: ServerTls | None) -> list[str]:
+    if tls is None:
+        return ["ssl = off"]
+    return [
+        "ssl = on",
+        f"ssl_cert_file = '{tls.cert}'",
+        f"ssl_key_file = '{tls.key}'",
+        # The CA lets clients with certificates of the same PKI authenticate later.
+        f"ssl_ca_file = '{tls.ca or ''}'",
+        "ssl_min_protocol_version = 'TLSv1.2'",
+    ]
 
 
 def render_settings(settings: ClusterSettings) -> str:
@@ -87,6 +122,7 @@ def render_settings(settings: ClusterSettings) -> str:
         "log_destination = 'stderr'",
         "logging_collector = off",
         "log_line_prefix = '%m [%p] %q%u@%d '",
+        *_tls_lines(settings.tls),
     ]
     if not settings.logical_workers_enabled:
         lines.append("max_logical_replication_workers = 0")
@@ -96,12 +132,15 @@ def render_settings(settings: ClusterSettings) -> str:
 def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
     """Atomically writes PGDATA/cygnet.conf and makes sure postgresql.conf includes it.
 
-    Also creates the branch's socket dir (postgres, 0700) if it is missing.
+    Also rewrites pg_hba.conf/pg_ident.conf (so data made by older versions, or
+    cloned from an older template, gets today's rules at its next start) and
+    creates the branch's socket dir (postgres, 0700) if it is missing.
     """
     text = render_settings(settings)
     _fs.ensure_postgres_dir(settings.socket_dir)
     _fs.atomic_write(pgdata / SETTINGS_FILE, text)
     ensure_include(pgdata)
+    write_access_rules(pgdata, ssl=settings.tls is not None)
 
 
 def ensure_include(pgdata: Path) -> None:
@@ -126,15 +165,20 @@ def socket_dir_of(pgdata: Path) -> Path | None:
     return Path(match.group(1)) if match else None
 
 
-def render_hba() -> str:
-    """pg_hba.conf: peer over the socket (mapped), scram over TCP, never trust."""
+def render_hba(ssl: bool = True) -> str:
+    """pg_hba.conf: peer over the socket (mapped), scram over TCP, never trust.
+
+    With `ssl`, the TCP rules are hostssl: a clear-text TCP connection matches
+    no rule and is refused.
+    """
+    tcp = "hostssl" if ssl else "host   "
     return (
         "# Written by cygnetd; edits are overwritten.\n"
         "# TYPE  DATABASE     USER  ADDRESS    METHOD\n"
         f"local   all          all              peer map={IDENT_MAP}\n"
         f"local   replication  all              peer map={IDENT_MAP}\n"
-        "host    all          all   0.0.0.0/0  scram-sha-256\n"
-        "host    all          all   ::/0       scram-sha-256\n"
+        f"{tcp} all          all   0.0.0.0/0  scram-sha-256\n"
+        f"{tcp} all          all   ::/0       scram-sha-256\n"
     )
 
 
@@ -148,7 +192,7 @@ def render_ident() -> str:
     )
 
 
-def write_access_rules(pgdata: Path) -> None:
+def write_access_rules(pgdata: Path, *, ssl: bool = True) -> None:
     """Atomically writes pg_hba.conf and pg_ident.conf (read at start or reload)."""
     _fs.atomic_write(pgdata / "pg_ident.conf", render_ident())
-    _fs.atomic_write(pgdata / "pg_hba.conf", render_hba())
+    _fs.atomic_write(pgdata / "pg_hba.conf", render_hba(ssl))

@@ -3,7 +3,8 @@
 The clone carries its parent's state: a stale postmaster.pid, the parent's
 port and socket dir, replication slots (which would pin WAL forever), WAL
 archiving and standby settings, and subscriptions (catalog rows, handled
-with SQL after a start with logical workers disabled).
+with SQL after a start with logical workers disabled). Its TLS settings and
+pg_hba.conf are rewritten for the host it runs on (write_settings).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ STRIPPED_AUTO_SETTINGS = frozenset({
     "restore_command",
     "primary_conninfo",
     "primary_slot_name",
+    # TLS and listening are the host's: a clone must not keep a parent's choice.
+    "listen_addresses",
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
 })
 REMOVED_FILES = (PIDFILE, "postmaster.opts", "standby.signal", "recovery.signal")
 

@@ -34,7 +34,9 @@ async def init_cluster(bindir: Path, pgdata: Path, log_path: Path) -> None:
 
     Creates pgdata (postgres, 0700) and the log file's dir and file (postgres);
     `pgdata` must be missing or empty. Appends the include of cygnet.conf to
-    postgresql.conf and writes pg_hba.conf/pg_ident.conf (no trust). Leaves a
+    postgresql.conf and writes pg_hba.conf/pg_ident.conf (no trust; TCP only
+    over TLS). initdb makes no certificate or key: TLS files live outside
+    pgdata and write_settings names them. Leaves a
     cleanly shut-down cluster without cygnet.conf: write_settings (or
     prepare_clone on a clone of it) comes before the first start. Raises
     InternalError with initdb's stderr if it fails.
