@@ -20,9 +20,13 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
-STATE_STYLES = {
-    "running": "green", "stopped": "dim", "failed": "bold red", "creating": "yellow",
-    "starting": "yellow", "resetting": "yellow", "deleting": "magenta",
+from cygnet.states import BranchState
+
+STATE_STYLES: dict[str, str] = {
+    BranchState.RUNNING: "green", BranchState.STOPPED: "dim", BranchState.FAILED: "bold red",
+    BranchState.CREATING: "yellow", BranchState.STARTING: "yellow",
+    BranchState.RESETTING: "yellow", BranchState.DELETING: "magenta",
+    BranchState.UNAVAILABLE: "bold red",
 }
 # Piped tables are read by programs and people with wide terminals: never wrap.
 PIPE_WIDTH = 250

@@ -10,10 +10,11 @@ from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.service import AgentService
 from cygnet.metrics.snapshot import gauge
+from cygnet.states import BranchState
 from cygnet.zfs.pools import pool_status
 
 # Every state a branch can report, so a state with no branch shows 0, not nothing.
-STATES = ("creating", "starting", "running", "stopped", "failed", "resetting", "deleting")
+STATES = tuple(BranchState)
 BRANCH_LABELS = ("pool", "database", "branch", "branch_id")
 
 
