@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -155,3 +157,45 @@ def test_data_from_before_tls_gets_it_at_next_start(
         _connect(made.connection, sslmode="disable")
     assert query(made.connection, "SELECT 1") == [(1,)]
     assert "hostssl" in (pgdata / "pg_hba.conf").read_text()
+
+
+def _make_clear_text(pgdata: Path, pid: int) -> None:
+    """What a postmaster started by an older cygnetd serves: ssl off, host rules."""
+    (pgdata / "pg_hba.conf").write_text(OLD_HBA)
+    conf = pgdata / "cygnet.conf"
+    conf.write_text(conf.read_text().replace("ssl = on", "ssl = off"))
+    os.kill(pid, signal.SIGHUP)
+
+
+def _clear_text_accepted(conn: pb.Connection) -> bool:
+    try:
+        with _connect(conn, sslmode="disable") as c:
+            return _uses_ssl(c) is False
+    except psycopg.OperationalError as exc:
+        assert "no encryption" in str(exc)
+        return False
+
+
+def _wait_for(want: bool, conn: pb.Connection) -> bool:
+    """A reload is asynchronous: poll (bounded) until clear text is accepted or not."""
+    deadline = time.monotonic() + 15
+    while _clear_text_accepted(conn) != want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _clear_text_accepted(conn) == want
+
+
+def test_adopted_postmaster_gets_tls_without_a_restart(
+        daemon: Daemon, created: pb.CreateDatabaseResponse) -> None:
+    conn = created.connection
+    pgdata = Path(_show(conn, "data_directory"))
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    daemon.stop()
+    try:
+        _make_clear_text(pgdata, pid)
+        assert _wait_for(True, conn), "the simulated older config never took effect"
+    finally:
+        daemon.start()
+    assert _wait_for(False, conn), "clear text still accepted after adoption"
+    assert int((pgdata / "postmaster.pid").read_text().split()[0]) == pid
+    with psycopg.connect(conn.uri, connect_timeout=10) as c:
+        assert _uses_ssl(c) is True

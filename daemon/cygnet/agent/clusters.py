@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -122,6 +123,23 @@ class Clusters:
         # stale: e.g. a rollback to a snapshot taken while the cluster ran.
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
         write_settings(pgdata, settings)
+
+    def refresh(self, branch: BranchRecord, db: DatabaseRecord) -> None:
+        """Rewrites an adopted postmaster's config and reloads it (SIGHUP).
+
+        TLS files, `ssl` and pg_hba.conf apply at once, so a branch started by
+        an older cygnetd stops taking clear-text TCP without a restart;
+        listen_addresses waits for its next start. Errors are logged only: the
+        branch keeps serving as it did.
+        """
+        live = self.live(branch)
+        if live is None:
+            return
+        try:
+            write_settings(self.pgdata(branch), self.settings(branch, db))
+            os.kill(live.pid, signal.SIGHUP)
+        except Exception as exc:
+            log.error("branch %s: could not refresh its config: %s", branch.id, exc)
 
     async def stop(self, branch: BranchRecord, mode: str = "fast") -> None:
         await process.stop(self.pgdata(branch), mode)

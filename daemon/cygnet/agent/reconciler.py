@@ -102,6 +102,8 @@ async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
         await host.clusters.stop(branch, "fast")
     elif live is not None:
         log.info("adopted postmaster %d of %s/%s", live.pid, db.name, branch.name)
+        # TLS and pg_hba.conf as this version writes them, without a restart.
+        host.clusters.refresh(branch, db)
 
 
 async def _drop_orphan_branch_points(host: Host, inv: Inventory) -> None:
