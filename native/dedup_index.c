@@ -2,12 +2,8 @@
  *
  * A location names a zstd frame in a pack and the block's place in it: a
  * frame holds one block (slot 0) or a group of whole blocks compressed
- * together.
- *
- * Open addressing with linear probing over a power-of-two table. Real
- * digests are uniform already, but the home slot mixes all 16 bytes anyway
- * so that structured keys (tests, crafted data) cannot pile into one run. Removal uses backward-shift deletion (no tombstones). The table
- * serialises to fixed 40-byte little-endian records:
+ * together. The table itself is in dedup_table.c. It serialises to fixed
+ * 40-byte little-endian records:
  *   digest[16] | pack_id u64 | offset u64 | length u32 | slot u32.
  * Slots are below 65536 (they are kept in 16 bits to keep a slot at 40 bytes). */
 #include "cygnet_native.h"
@@ -15,135 +11,24 @@
 #include <stdint.h>
 #include <string.h>
 
-#define RECORD_SIZE 40
-#define MIN_CAPACITY 16
+#include "dedup_table.h"
 
-typedef struct {
-    unsigned char digest[CYG_DIGEST_SIZE];
-    uint64_t pack_id;
-    uint64_t offset;
-    uint32_t length;
-    uint16_t slot;
-    uint16_t used;
-} slot_t;
+#define RECORD_SIZE CYG_RECORD_SIZE
+
+_Static_assert(CYG_TABLE_DIGEST == CYG_DIGEST_SIZE, "one digest size");
 
 typedef struct {
     PyObject_HEAD
-    slot_t *slots;
-    size_t mask; /* capacity - 1, or 0 while slots == NULL */
-    size_t count;
+    cyg_table table;
 } DedupIndex;
 
-static uint64_t fmix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 33);
-}
-
-static size_t home_of(const unsigned char *digest, size_t mask)
-{
-    uint64_t lo, hi;
-    memcpy(&lo, digest, sizeof lo);
-    memcpy(&hi, digest + 8, sizeof hi);
-    return (size_t)fmix64(lo ^ (hi * 0x9e3779b97f4a7c15ULL)) & mask;
-}
-
-/* The slot holding digest, or the empty slot where it would go. */
-static slot_t *find_slot(const DedupIndex *self, const unsigned char *digest)
-{
-    size_t i = home_of(digest, self->mask);
-    for (;;) {
-        slot_t *s = &self->slots[i];
-        if (!s->used || memcmp(s->digest, digest, CYG_DIGEST_SIZE) == 0)
-            return s;
-        i = (i + 1) & self->mask;
-    }
-}
-
-static slot_t *lookup(const DedupIndex *self, const unsigned char *digest)
-{
-    if (self->slots == NULL)
-        return NULL;
-    slot_t *s = find_slot(self, digest);
-    return s->used ? s : NULL;
-}
-
-static int resize(DedupIndex *self, size_t capacity)
-{
-    slot_t *slots = PyMem_Calloc(capacity, sizeof(slot_t));
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    slot_t *old = self->slots;
-    size_t old_cap = old ? self->mask + 1 : 0;
-    self->slots = slots;
-    self->mask = capacity - 1;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i].used)
-            *find_slot(self, old[i].digest) = old[i];
-    PyMem_Free(old);
-    return 0;
-}
-
-/* Keeps the load factor at or below 0.7 for one more entry. */
-static int reserve_one(DedupIndex *self)
-{
-    size_t cap = self->slots ? self->mask + 1 : 0;
-    if ((self->count + 1) * 10 <= cap * 7)
-        return 0;
-    size_t new_cap = cap ? cap : MIN_CAPACITY;
-    while ((self->count + 1) * 10 > new_cap * 7) {
-        if (new_cap > SIZE_MAX / 2 / sizeof(slot_t)) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        new_cap *= 2;
-    }
-    return resize(self, new_cap);
-}
-
-/* Returns 1 if inserted, 0 if the digest was already present (the first
- * location wins), -1 on error. */
 static int insert(DedupIndex *self, const unsigned char *digest, uint64_t pack_id,
                   uint64_t offset, uint32_t length, uint16_t slot)
 {
-    if (reserve_one(self) < 0)
-        return -1;
-    slot_t *s = find_slot(self, digest);
-    if (s->used)
-        return 0;
-    memcpy(s->digest, digest, CYG_DIGEST_SIZE);
-    s->pack_id = pack_id;
-    s->offset = offset;
-    s->length = length;
-    s->slot = slot;
-    s->used = 1;
-    self->count++;
-    return 1;
-}
-
-/* Backward-shift deletion: pull later entries of the probe run into the
- * hole unless their home slot lies cyclically in (hole, j]. */
-static void remove_slot(DedupIndex *self, size_t hole)
-{
-    size_t j = hole;
-    for (;;) {
-        j = (j + 1) & self->mask;
-        if (!self->slots[j].used)
-            break;
-        size_t k = home_of(self->slots[j].digest, self->mask);
-        int stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
-        if (stays)
-            continue;
-        self->slots[hole] = self->slots[j];
-        hole = j;
-    }
-    memset(&self->slots[hole], 0, sizeof(slot_t));
-    self->count--;
+    int r = cyg_table_insert(&self->table, digest, pack_id, offset, length, slot);
+    if (r < 0)
+        PyErr_NoMemory();
+    return r;
 }
 
 /* ---- Python glue ---------------------------------------------------- */
@@ -176,12 +61,9 @@ static PyObject *index_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     DedupIndex *self = (DedupIndex *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    size_t cap = MIN_CAPACITY;
-    while ((size_t)capacity * 10 > cap * 7 && cap < ((size_t)1 << 40))
-        cap *= 2;
-    if (capacity > 0 && resize(self, cap) < 0) {
+    if (cyg_table_reserve(&self->table, (size_t)capacity) < 0) {
         Py_DECREF(self);
-        return NULL;
+        return PyErr_NoMemory();
     }
     return (PyObject *)self;
 }
@@ -189,19 +71,19 @@ static PyObject *index_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void index_dealloc(DedupIndex *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    PyMem_Free(self->slots);
+    cyg_table_free(&self->table);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
 
-static Py_ssize_t index_len(DedupIndex *self) { return (Py_ssize_t)self->count; }
+static Py_ssize_t index_len(DedupIndex *self) { return (Py_ssize_t)self->table.count; }
 
 static int index_contains(DedupIndex *self, PyObject *key)
 {
     unsigned char digest[CYG_DIGEST_SIZE];
     if (parse_digest(key, digest) < 0)
         return -1;
-    return lookup(self, digest) != NULL;
+    return cyg_table_lookup(&self->table, digest) != NULL;
 }
 
 static PyObject *index_get(DedupIndex *self, PyObject *const *args, Py_ssize_t nargs)
@@ -213,7 +95,7 @@ static PyObject *index_get(DedupIndex *self, PyObject *const *args, Py_ssize_t n
     unsigned char digest[CYG_DIGEST_SIZE];
     if (parse_digest(args[0], digest) < 0)
         return NULL;
-    slot_t *s = lookup(self, digest);
+    cyg_slot *s = cyg_table_lookup(&self->table, digest);
     if (s == NULL)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
     return Py_BuildValue("(KKII)", (unsigned long long)s->pack_id,
@@ -251,20 +133,6 @@ static PyObject *index_insert(DedupIndex *self, PyObject *const *args, Py_ssize_
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* insert_frame(digests, pack_id, offset, length) -> bytes: block k of a frame
  * has digests[16k:16k+16] and slot k. Inserts the absent ones and returns
  * their records; a digest already present (stored elsewhere, or earlier in
@@ -293,25 +161,14 @@ static PyObject *index_insert_frame(DedupIndex *self, PyObject *const *args, Py_
     out = PyBytes_FromStringAndSize(NULL, n * RECORD_SIZE);
     if (out == NULL)
         goto done;
-    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    const unsigned char *d = view.buf;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        int r = insert(self, d + k * CYG_DIGEST_SIZE, pack_id, offset, (uint32_t)length,
-                       (uint16_t)k);
-        if (r < 0) {
-            Py_CLEAR(out);
-            goto done;
-        }
-        if (r == 0)
-            continue;
-        memcpy(p, d + k * CYG_DIGEST_SIZE, CYG_DIGEST_SIZE);
-        put_le(p + 16, pack_id, 8);
-        put_le(p + 24, offset, 8);
-        put_le(p + 32, length, 4);
-        put_le(p + 36, (uint64_t)k, 4);
-        p += RECORD_SIZE;
+    long added = cyg_table_insert_frame(&self->table, view.buf, (size_t)n, pack_id, offset,
+                                        (uint32_t)length, (unsigned char *)PyBytes_AS_STRING(out));
+    if (added < 0) {
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+        goto done;
     }
-    (void)_PyBytes_Resize(&out, p - (unsigned char *)PyBytes_AS_STRING(out)); /* NULL on error */
+    (void)_PyBytes_Resize(&out, (Py_ssize_t)added * RECORD_SIZE); /* NULL on error */
 done:
     PyBuffer_Release(&view);
     return out;
@@ -322,9 +179,9 @@ static PyObject *index_remove(DedupIndex *self, PyObject *key)
     unsigned char digest[CYG_DIGEST_SIZE];
     if (parse_digest(key, digest) < 0)
         return NULL;
-    slot_t *s = lookup(self, digest);
+    cyg_slot *s = cyg_table_lookup(&self->table, digest);
     if (s != NULL)
-        remove_slot(self, (size_t)(s - self->slots));
+        cyg_table_remove(&self->table, s);
     return PyBool_FromLong(s != NULL);
 }
 
@@ -342,7 +199,7 @@ static PyObject *index_missing(DedupIndex *self, PyObject *arg)
     list = PyList_New(0);
     const unsigned char *d = view.buf;
     for (Py_ssize_t i = 0; list != NULL && i < view.len / CYG_DIGEST_SIZE; i++) {
-        if (lookup(self, d + i * CYG_DIGEST_SIZE) != NULL)
+        if (cyg_table_lookup(&self->table, d + i * CYG_DIGEST_SIZE) != NULL)
             continue;
         PyObject *idx = PyLong_FromSsize_t(i);
         if (idx == NULL || PyList_Append(list, idx) < 0)
@@ -356,22 +213,18 @@ done:
 
 static PyObject *index_to_bytes(DedupIndex *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->count > (size_t)PY_SSIZE_T_MAX / RECORD_SIZE)
+    const cyg_table *t = &self->table;
+    if (t->count > (size_t)PY_SSIZE_T_MAX / RECORD_SIZE)
         return PyErr_NoMemory();
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(self->count * RECORD_SIZE));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(t->count * RECORD_SIZE));
     if (out == NULL)
         return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    size_t cap = self->slots ? self->mask + 1 : 0;
+    size_t cap = t->slots ? t->mask + 1 : 0;
     for (size_t i = 0; i < cap; i++) {
-        const slot_t *s = &self->slots[i];
-        if (!s->used)
+        if (!t->slots[i].used)
             continue;
-        memcpy(p, s->digest, CYG_DIGEST_SIZE);
-        put_le(p + 16, s->pack_id, 8);
-        put_le(p + 24, s->offset, 8);
-        put_le(p + 32, s->length, 4);
-        put_le(p + 36, s->slot, 4);
+        cyg_record_write(p, &t->slots[i]);
         p += RECORD_SIZE;
     }
     return out;
@@ -390,20 +243,26 @@ static PyObject *index_update(DedupIndex *self, PyObject *arg)
                      RECORD_SIZE);
         goto done;
     }
+    /* Checked and reserved first, so records are added all or none. */
+    const unsigned char *start = view.buf, *end = start + view.len;
     size_t added = 0;
-    for (const unsigned char *p = view.buf, *end = p + view.len; p < end; p += RECORD_SIZE) {
-        uint64_t slot = get_le(p + 36, 4);
+    cyg_slot rec;
+    uint64_t slot;
+    for (const unsigned char *p = start; p < end; p += RECORD_SIZE) {
+        cyg_record_read(p, &rec, &slot);
         if (slot > UINT16_MAX) {
             PyErr_Format(PyExc_ValueError, "record %zd: slot %llu out of range",
-                         (Py_ssize_t)((p - (const unsigned char *)view.buf) / RECORD_SIZE),
-                         (unsigned long long)slot);
+                         (Py_ssize_t)((p - start) / RECORD_SIZE), (unsigned long long)slot);
             goto done;
         }
-        int r = insert(self, p, get_le(p + 16, 8), get_le(p + 24, 8), (uint32_t)get_le(p + 32, 4),
-                       (uint16_t)slot);
-        if (r < 0)
-            goto done;
-        added += (size_t)r;
+    }
+    if (cyg_table_reserve(&self->table, (size_t)view.len / RECORD_SIZE) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (const unsigned char *p = start; p < end; p += RECORD_SIZE) {
+        cyg_record_read(p, &rec, &slot);
+        added += (size_t)insert(self, rec.digest, rec.pack_id, rec.offset, rec.length, rec.slot);
     }
     result = PyLong_FromSize_t(added);
 done:

@@ -11,16 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file_hash.h"
 #include "hash_kernels.h"
-#include "parallel_hash.h"
 
-/* Large sequential reads amortise syscalls; a multiple of the block size so
- * that only the last chunk of a file can end in a partial block. */
-#define READ_CHUNK (4u << 20)
 /* Below this size releasing the GIL costs more than it buys. */
 #define NOGIL_MIN (64u << 10)
-
-_Static_assert(READ_CHUNK % CYG_BLOCK_SIZE == 0, "chunk must hold whole blocks");
 
 static size_t block_count(size_t len) { return (len + CYG_BLOCK_SIZE - 1) / CYG_BLOCK_SIZE; }
 
@@ -29,6 +24,19 @@ _Static_assert(CYG_KERNEL_BLOCK == CYG_BLOCK_SIZE, "one block size");
 static void hash_blocks(const unsigned char *data, size_t len, unsigned char *out)
 {
     cyg_hash_blocks(data, len, out);
+}
+
+/* Raises the Python exception for a failed cyg_hash_rc. */
+static void set_hash_error(cyg_hash_rc rc, int err, PyObject *path)
+{
+    if (rc == CYG_HASH_NO_MEMORY) {
+        PyErr_NoMemory();
+    } else if (rc == CYG_HASH_OS_ERROR) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    } else {
+        PyErr_Format(PyExc_RuntimeError, "hashing %R: unexpected status %d", path, (int)rc);
+    }
 }
 
 static PyObject *hash_bytes(PyObject *Py_UNUSED(module), PyObject *arg)
@@ -52,104 +60,32 @@ static PyObject *hash_bytes(PyObject *Py_UNUSED(module), PyObject *arg)
     return out;
 }
 
-/* Growable digest array, allocated with the raw allocator (no GIL needed). */
-typedef struct {
-    unsigned char *data;
-    size_t len;
-    size_t cap;
-} digest_buf;
-
-static int digest_buf_reserve(digest_buf *d, size_t extra)
+/* Hashes chunk by chunk from the file offset; the GIL is released per chunk,
+ * so signals (Ctrl-C) are still seen between chunks of a large file. Returns
+ * 0, or -1 with an exception set. */
+static int hash_sequential(int fd, cyg_digests *out, PyObject *path)
 {
-    if (d->len + extra <= d->cap)
-        return 0;
-    size_t cap = d->cap ? d->cap : 4096;
-    while (cap < d->len + extra)
-        cap *= 2;
-    unsigned char *p = PyMem_RawRealloc(d->data, cap);
-    if (p == NULL)
-        return ENOMEM;
-    d->data = p;
-    d->cap = cap;
-    return 0;
-}
-
-/* Reads and hashes one chunk. Returns 0, an errno value, or -1 at EOF. */
-static int hash_next_chunk(int fd, unsigned char *buf, digest_buf *out)
-{
-    size_t got;
-    int err = cyg_read_full(fd, buf, READ_CHUNK, -1, &got);
-    if (err)
-        return err;
-    if (got == 0)
+    unsigned char *buf = PyMem_RawMalloc(CYG_READ_CHUNK);
+    if (buf == NULL) {
+        PyErr_NoMemory();
         return -1;
-    err = digest_buf_reserve(out, block_count(got) * CYG_DIGEST_SIZE);
-    if (err)
-        return err;
-    hash_blocks(buf, got, out->data + out->len);
-    out->len += block_count(got) * CYG_DIGEST_SIZE;
-    return got < READ_CHUNK ? -1 : 0;
-}
-
-/* The GIL is released per chunk, so signals (Ctrl-C) are still seen
- * between chunks of a large file. Returns 0 or an errno value. */
-static int hash_fd(int fd, digest_buf *out)
-{
-    unsigned char *buf = PyMem_RawMalloc(READ_CHUNK);
-    if (buf == NULL)
-        return ENOMEM;
-    int rc = 0;
-    for (;;) {
+    }
+    cyg_hash_rc rc = CYG_HASH_OK;
+    int err = 0;
+    while (rc == CYG_HASH_OK) {
         Py_BEGIN_ALLOW_THREADS
-        rc = hash_next_chunk(fd, buf, out);
+        rc = cyg_hash_next_chunk(fd, buf, out, &err);
         Py_END_ALLOW_THREADS
-        if (rc != 0)
-            break;
-        if (PyErr_CheckSignals() < 0) {
-            rc = -2;
-            break;
-        }
+        if (rc == CYG_HASH_OK && PyErr_CheckSignals() < 0)
+            break; /* a signal handler raised; its exception is set */
     }
     PyMem_RawFree(buf);
-    return rc == -1 ? 0 : rc;
-}
-
-/* Returns a descriptor or -errno; *size is the regular file's size, else 0. */
-static int open_for_hashing(const char *path, digest_buf *out, size_t *size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    *size = 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-        *size = (size_t)st.st_size;
-        if (digest_buf_reserve(out, block_count(*size) * CYG_DIGEST_SIZE) != 0)
-            *size = 0;
-    }
-    /* Advisory only: a failure changes speed, never the result. */
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    return fd;
-}
-
-/* A large file is split among threads. If its size is not what fstat said
- * (it changed meanwhile), the result is thrown away and the file is read
- * again from the start, one chunk at a time, to its real end. Returns 0,
- * an errno value, or 1 when the caller must do that sequential pass. */
-static int hash_fd_in_ranges(int fd, size_t size, digest_buf *out)
-{
-    int threads = cyg_threads_for(size);
-    if (threads < 2)
-        return 1;
-    unsigned char probe;
-    int err = cyg_hash_fd_parallel(fd, size, out->data, threads);
-    if (err == 0 && pread(fd, &probe, 1, (off_t)size) != 0)
-        err = -1; /* it grew, or the probe failed: redo it the plain way */
-    if (err == 0)
-        out->len = block_count(size) * CYG_DIGEST_SIZE;
-    if (err != -1)
-        return err;
-    return lseek(fd, 0, SEEK_SET) < 0 ? errno : 1;
+    if (rc == CYG_HASH_EOF)
+        return 0;
+    if (rc == CYG_HASH_OK)
+        return -1;
+    set_hash_error(rc, err, path);
+    return -1;
 }
 
 static PyObject *hash_file(PyObject *Py_UNUSED(module), PyObject *arg)
@@ -157,30 +93,25 @@ static PyObject *hash_file(PyObject *Py_UNUSED(module), PyObject *arg)
     PyObject *path = NULL;
     if (!PyUnicode_FSConverter(arg, &path))
         return NULL;
-    digest_buf out = {NULL, 0, 0};
-    int fd, ranged = 1;
+    cyg_digests out = {NULL, 0, 0};
+    int fd = -1, err = 0;
     size_t size = 0;
+    cyg_hash_rc rc;
     Py_BEGIN_ALLOW_THREADS
-    fd = open_for_hashing(PyBytes_AS_STRING(path), &out, &size);
-    if (fd >= 0)
-        ranged = hash_fd_in_ranges(fd, size, &out);
+    rc = cyg_hash_open(PyBytes_AS_STRING(path), &out, &fd, &size, &err);
+    if (rc == CYG_HASH_OK)
+        rc = cyg_hash_ranges(fd, size, &out, &err);
     Py_END_ALLOW_THREADS
     PyObject *result = NULL;
-    if (fd < 0) {
-        errno = -fd;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, arg);
-        goto done;
-    }
-    int err = ranged == 1 ? hash_fd(fd, &out) : ranged;
-    close(fd);
-    if (err > 0) {
-        errno = err;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, arg);
-    } else if (err == 0) {
+    if (rc == CYG_HASH_SEQUENTIAL && hash_sequential(fd, &out, arg) == 0)
+        rc = CYG_HASH_OK;
+    else if (rc != CYG_HASH_OK && rc != CYG_HASH_SEQUENTIAL)
+        set_hash_error(rc, err, arg);
+    if (rc == CYG_HASH_OK)
         result = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.len);
-    } /* err == -2: a signal handler raised; its exception is set. */
-done:
-    PyMem_RawFree(out.data);
+    if (fd >= 0)
+        close(fd);
+    free(out.data);
     Py_DECREF(path);
     return result;
 }

@@ -23,10 +23,12 @@ typedef struct {
     int fd;
     size_t start, end; /* byte range; start is a multiple of the block size */
     unsigned char *out; /* digests of the file, indexed from offset 0 */
-    int err;            /* 0, an errno value, or -1: the file ended early */
+    cyg_hash_rc rc;     /* OK, SHORT (the file ended early), or an error */
+    int err;            /* errno when rc is CYG_HASH_OS_ERROR */
 } range_job;
 
-int cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got)
+cyg_hash_rc cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got,
+                          int *err)
 {
     *got = 0;
     while (*got < want) {
@@ -35,13 +37,14 @@ int cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *go
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            return errno;
+            *err = errno;
+            return CYG_HASH_OS_ERROR;
         }
         if (r == 0)
             break;
         *got += (size_t)r;
     }
-    return 0;
+    return CYG_HASH_OK;
 }
 
 static void *hash_range(void *arg)
@@ -49,15 +52,15 @@ static void *hash_range(void *arg)
     range_job *job = arg;
     unsigned char *buf = malloc(RANGE_READ);
     if (buf == NULL) {
-        job->err = ENOMEM;
+        job->rc = CYG_HASH_NO_MEMORY;
         return NULL;
     }
-    for (size_t off = job->start; off < job->end && job->err == 0;) {
+    for (size_t off = job->start; off < job->end && job->rc == CYG_HASH_OK;) {
         size_t want = job->end - off < RANGE_READ ? job->end - off : RANGE_READ, got;
-        job->err = cyg_read_full(job->fd, buf, want, (off_t)off, &got);
-        if (job->err == 0 && got < want)
-            job->err = -1;
-        if (job->err == 0)
+        job->rc = cyg_read_full(job->fd, buf, want, (off_t)off, &got, &job->err);
+        if (job->rc == CYG_HASH_OK && got < want)
+            job->rc = CYG_HASH_SHORT;
+        if (job->rc == CYG_HASH_OK)
             cyg_hash_blocks(buf, got, job->out + off / CYG_KERNEL_BLOCK * 16);
         off += got;
     }
@@ -77,7 +80,7 @@ int cyg_threads_for(size_t size)
     return n > MAX_THREADS ? MAX_THREADS : (int)n;
 }
 
-int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads)
+cyg_hash_rc cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads, int *err)
 {
     range_job jobs[MAX_THREADS];
     pthread_t tids[MAX_THREADS];
@@ -86,7 +89,7 @@ int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads)
     size_t per = (blocks + (size_t)threads - 1) / (size_t)threads * CYG_KERNEL_BLOCK;
     for (int i = 0; i < threads; i++) {
         size_t start = per * (size_t)i, end = start + per < size ? start + per : size;
-        jobs[i] = (range_job){fd, start < size ? start : size, end, out, 0};
+        jobs[i] = (range_job){fd, start < size ? start : size, end, out, CYG_HASH_OK, 0};
     }
     /* Range 0 runs here; a thread that cannot start leaves its range to us. */
     for (int i = 1; i < threads; i++) {
@@ -97,12 +100,15 @@ int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads)
     hash_range(&jobs[0]);
     for (int i = started; i < threads; i++)
         hash_range(&jobs[i]);
-    int err = jobs[0].err;
-    for (int i = 1; i < threads; i++) {
-        if (i < started)
+    const range_job *failed = NULL;
+    for (int i = 0; i < threads; i++) {
+        if (i > 0 && i < started)
             pthread_join(tids[i], NULL);
-        if (err == 0)
-            err = jobs[i].err;
+        if (failed == NULL && jobs[i].rc != CYG_HASH_OK)
+            failed = &jobs[i];
     }
-    return err;
+    if (failed == NULL)
+        return CYG_HASH_OK;
+    *err = failed->err;
+    return failed->rc;
 }

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "file_hash.h"
+
 /* Files below this are hashed by one thread: starting threads costs more. */
 #define CYG_PARALLEL_MIN ((size_t)32 << 20)
 
@@ -13,13 +15,14 @@
 int cyg_threads_for(size_t size);
 
 /* Hashes the first `size` bytes of fd into out (16 bytes per 8 KiB block,
- * room for all of them). Returns 0, an errno value, or -1 if the file holds
- * fewer than `size` bytes. */
-int cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads);
+ * room for all of them). Returns OK, SHORT if the file holds fewer than
+ * `size` bytes, NO_MEMORY, or OS_ERROR with errno in *err. */
+cyg_hash_rc cyg_hash_fd_parallel(int fd, size_t size, unsigned char *out, int threads, int *err);
 
 /* Reads `want` bytes into buf, retrying short reads, so that only end of file
  * yields fewer (*got). At offset `off` with pread, or with read() at the
- * file position when off < 0. Returns 0 or an errno value. */
-int cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got);
+ * file position when off < 0. Returns OK, or OS_ERROR with errno in *err. */
+cyg_hash_rc cyg_read_full(int fd, unsigned char *buf, size_t want, off_t off, size_t *got,
+                          int *err);
 
 #endif

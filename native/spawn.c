@@ -1,21 +1,13 @@
-/* spawn_detached: start a program as another user, in its own session, with
- * PID 1 as its parent (a double fork), and return its pid.
+/* spawn_detached: Python face of cyg_spawn_detached (spawn_core.c).
  *
  * cygnetd starts every postmaster this way so that no daemon restart, not even
- * kill -9, stops a database. Doing it in C costs a fork and an exec, where a
- * Python launcher costs an interpreter start on every branch. Between fork and
- * exec the children call only async-signal-safe functions, as they must in a
- * process with other threads (gRPC's). */
+ * kill -9, stops a database. Doing it in C costs one exec, where a Python
+ * launcher costs an interpreter start on every branch. */
 #include "cygnet_native.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <string.h>
+
+#include "spawn_core.h"
 
 /* A NULL-terminated char* array of a list of str/bytes; `keep` owns the bytes. */
 static char **to_cstrings(PyObject *list, const char *what, PyObject **keep)
@@ -43,105 +35,121 @@ static char **to_cstrings(PyObject *list, const char *what, PyObject **keep)
     return out;
 }
 
-/* Runs in the grandchild; never returns. */
-static void become(char **argv, char **envp, uid_t uid, gid_t gid, int log_fd, const char *cwd)
+/* pass_fds as a C array of descriptors >= 3 (0-2 are the program's stdio). */
+static int *to_fds(PyObject *seq, Py_ssize_t *n)
 {
-    /* Leader of a session of its own: no signal sent to the daemon's session
-     * or process group (a terminal's Ctrl-C, a service manager) reaches it. */
-    setsid();
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
-        _exit(126);
-    /* Python ignores these; the program gets the defaults, as with subprocess. */
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGXFSZ, SIG_DFL);
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
-        _exit(126);
-    if (chdir(cwd) != 0)
-        _exit(126);
-    umask(077);
-    execve(argv[0], argv, envp);
-    _exit(127);
+    PyObject *fast = PySequence_Fast(seq, "pass_fds must be a sequence of int");
+    if (fast == NULL)
+        return NULL;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    int *fds = PyMem_Calloc((size_t)*n + 1, sizeof(int));
+    if (fds == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "pass_fds[%zd] must be an int", i);
+            break;
+        }
+        if (fd < 3 || fd > INT_MAX) {
+            PyErr_Format(PyExc_ValueError, "pass_fds[%zd]: %ld is not a descriptor >= 3", i, fd);
+            break;
+        }
+        fds[i] = (int)fd;
+    }
+    Py_DECREF(fast);
+    if (PyErr_Occurred()) {
+        PyMem_Free(fds);
+        return NULL;
+    }
+    return fds;
 }
 
-static pid_t fork_detached(char **argv, char **envp, uid_t uid, gid_t gid, int log_fd,
-                           const char *cwd, int *err)
+/* OSError(errno, "<step>: <strerror>", argv[0]); a subclass by errno. */
+static PyObject *spawn_error(const cyg_spawn_report *r, const char *program, const char *cwd)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        *err = errno;
-        return -1;
+    PyObject *msg = r->step == CYG_SPAWN_CHDIR
+                        ? PyUnicode_FromFormat("chdir to %s: %s", cwd, strerror(r->err))
+                        : PyUnicode_FromFormat("%s: %s", cyg_spawn_step_name(r->step),
+                                               strerror(r->err));
+    PyObject *name = PyUnicode_DecodeFSDefault(program);
+    if (msg != NULL && name != NULL) {
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iOO", r->err, msg, name);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
     }
-    pid_t child = fork();
-    if (child == 0) {
-        close(fds[0]);
-        pid_t grandchild = fork();
-        if (grandchild == 0)
-            become(argv, envp, uid, gid, log_fd, cwd);
-        ssize_t w = write(fds[1], &grandchild, sizeof grandchild);
-        _exit(grandchild > 0 && w == (ssize_t)sizeof grandchild ? 0 : 1);
-    }
-    close(fds[1]);
-    if (child < 0) {
-        *err = errno;
-        close(fds[0]);
-        return -1;
-    }
-    int status = 0;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_t grandchild = -1;
-    ssize_t r = read(fds[0], &grandchild, sizeof grandchild);
-    close(fds[0]);
-    if (r != (ssize_t)sizeof grandchild || grandchild <= 0) {
-        *err = ECHILD;
-        return -1;
-    }
-    return grandchild;
+    Py_XDECREF(msg);
+    Py_XDECREF(name);
+    return NULL;
 }
 
-static PyObject *spawn_detached(PyObject *self, PyObject *args)
+/* The argument lists as C arrays; 0, or -1 with an exception set. */
+static int prepare(PyObject *argv_list, PyObject *env_list, PyObject *pass_fds,
+                   cyg_spawn_request *req, PyObject **keep)
+{
+    Py_ssize_t n_fds = 0;
+    req->argv = to_cstrings(argv_list, "argv", &keep[0]);
+    if (req->argv == NULL)
+        return -1;
+    req->envp = to_cstrings(env_list, "env", &keep[1]);
+    if (req->envp == NULL)
+        return -1;
+    if (pass_fds != NULL) {
+        req->keep_fds = to_fds(pass_fds, &n_fds);
+        if (req->keep_fds == NULL)
+            return -1;
+    }
+    req->n_keep = (size_t)n_fds;
+    return 0;
+}
+
+static PyObject *spawn_detached(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
-    PyObject *argv_list, *env_list, *argv_keep = NULL, *env_keep = NULL;
+    static char *kwlist[] = {"", "", "", "", "", "", "pass_fds", NULL};
+    PyObject *argv_list, *env_list, *pass_fds = NULL, *keep[2] = {NULL, NULL};
     unsigned int uid, gid;
-    int log_fd;
-    const char *cwd;
-    if (!PyArg_ParseTuple(args, "O!O!IIis:spawn_detached", &PyList_Type, &argv_list,
-                          &PyList_Type, &env_list, &uid, &gid, &log_fd, &cwd))
+    cyg_spawn_request req = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!IIis|O:spawn_detached", kwlist,
+                                     &PyList_Type, &argv_list, &PyList_Type, &env_list, &uid,
+                                     &gid, &req.log_fd, &req.cwd, &pass_fds))
         return NULL;
     if (PyList_GET_SIZE(argv_list) == 0)
         return PyErr_Format(PyExc_ValueError, "argv must not be empty");
-    char **argv = to_cstrings(argv_list, "argv", &argv_keep);
-    if (argv == NULL)
-        return NULL;
-    char **envp = to_cstrings(env_list, "env", &env_keep);
-    if (envp == NULL) {
-        PyMem_Free(argv);
-        Py_DECREF(argv_keep);
-        return NULL;
+    if (req.log_fd < 0)
+        return PyErr_Format(PyExc_ValueError, "log_fd: %d is not a descriptor", req.log_fd);
+    req.uid = (uid_t)uid;
+    req.gid = (gid_t)gid;
+    PyObject *result = NULL;
+    if (prepare(argv_list, env_list, pass_fds, &req, keep) == 0) {
+        cyg_spawn_report report;
+        pid_t pid;
+        Py_BEGIN_ALLOW_THREADS
+        pid = cyg_spawn_detached(&req, &report);
+        Py_END_ALLOW_THREADS
+        result = pid > 0 ? PyLong_FromLong((long)pid)
+                         : spawn_error(&report, req.argv[0], req.cwd);
     }
-    int err = 0;
-    pid_t pid;
-    Py_BEGIN_ALLOW_THREADS
-    pid = fork_detached(argv, envp, (uid_t)uid, (gid_t)gid, log_fd, cwd, &err);
-    Py_END_ALLOW_THREADS
-    PyMem_Free(argv);
-    PyMem_Free(envp);
-    Py_DECREF(argv_keep);
-    Py_DECREF(env_keep);
-    if (pid < 0) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyLong_FromLong((long)pid);
+    PyMem_Free((void *)req.argv);
+    PyMem_Free((void *)req.envp);
+    PyMem_Free((void *)req.keep_fds);
+    Py_XDECREF(keep[0]);
+    Py_XDECREF(keep[1]);
+    return result;
 }
 
 PyMethodDef cyg_spawn_methods[] = {
-    {"spawn_detached", spawn_detached, METH_VARARGS,
-     "spawn_detached(argv, env, uid, gid, log_fd, cwd) -> int\n\n"
+    {"spawn_detached", (PyCFunction)(void (*)(void))spawn_detached,
+     METH_VARARGS | METH_KEYWORDS,
+     "spawn_detached(argv, env, uid, gid, log_fd, cwd, pass_fds=()) -> int\n\n"
      "Starts argv[0] (an absolute path) as uid/gid in a new session, as a grandchild "
-     "(so PID 1 becomes its parent), stdin /dev/null, stdout and stderr on log_fd; "
-     "returns its pid. Exit status 126/127 in the log means setup/exec failed."},
+     "(so PID 1 becomes its parent), stdin /dev/null, stdout and stderr on log_fd, "
+     "and no other descriptor but pass_fds; returns its pid once it has exec'd. "
+     "Raises OSError naming the program and the failed step otherwise."},
     {NULL, NULL, 0, NULL},
 };
