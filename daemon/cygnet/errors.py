@@ -32,8 +32,16 @@ class ResourceExhausted(CygnetError):
     """Out of pool space or of ports."""
 
 
+class Aborted(CygnetError):
+    """The operation could not complete: a postmaster did not start, a Postgres tool or
+    ZFS did not finish in time, a dataset was busy. What it made is undone and the
+    message says why. A domain failure, not a transport one: a retry with the same
+    request id gets this same answer."""
+
+
 class Unavailable(CygnetError):
-    """A dependency (ZFS, a postmaster) did not answer in time; retrying may help."""
+    """Another host could not be reached: a transport failure, so retrying may help.
+    Only for the network; a local dependency that fails is Aborted."""
 
 
 class InternalError(CygnetError):

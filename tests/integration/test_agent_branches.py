@@ -170,3 +170,49 @@ def test_stop_and_start(stub, db) -> None:
     started = stub.StartBranch(pb.StartBranchRequest(branch=ref(db.database.name, "sleepy")))
     assert started.state == pb.BRANCH_STATE_RUNNING
     assert values(child.connection) == ["parent-1"]
+
+
+def field_of(err: grpc.RpcError) -> str:
+    return dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+
+
+def test_an_id_never_silently_wins_over_a_name(stub, db) -> None:
+    # `branch create t1/<main's id>` used to be accepted; `branch show` then showed main.
+    with pytest.raises(grpc.RpcError) as err:
+        branch(stub, db, db.main_branch.id)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    kid = branch(stub, db, "kid").branch
+    agreeing = pb.BranchRef(branch_id=kid.id, database=db.database.name, name="kid")
+    assert stub.GetBranch(pb.GetBranchRequest(branch=agreeing)).id == kid.id
+    for ref, field in ((pb.BranchRef(branch_id=kid.id, database=db.database.name,
+                                     name="main"), "branch.name"),
+                       (pb.BranchRef(branch_id=kid.id, database=unique()), "branch.database")):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetBranch(pb.GetBranchRequest(branch=ref))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_of(err.value) == field
+        with pytest.raises(grpc.RpcError) as err:
+            stub.DeleteBranch(pb.DeleteBranchRequest(branch=ref))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id=kid.id))).name
+
+
+def test_a_retried_request_gets_the_first_failure(stub, db) -> None:
+    rid = f"fail-{unique()}"
+    req = pb.CreateBranchRequest(database=db.database.name, name="late", parent_snapshot="s1",
+                                 request_id=rid)
+    with pytest.raises(grpc.RpcError) as first:
+        stub.CreateBranch(req, timeout=60)
+    assert first.value.code() == grpc.StatusCode.NOT_FOUND
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name), name="s1"),
+                        timeout=60)
+    # The same request id answers as the first time, without running again.
+    with pytest.raises(grpc.RpcError) as again:
+        stub.CreateBranch(req, timeout=60)
+    assert (again.value.code(), again.value.details()) == (first.value.code(),
+                                                           first.value.details())
+    names = {b.name for b in stub.ListBranches(
+        pb.ListBranchesRequest(database=db.database.id)).branches}
+    assert "late" not in names
+    req.request_id = ""
+    assert branch(stub, db, "late", snapshot="s1").branch.name == "late"

@@ -145,7 +145,9 @@ def test_unknown_ids_are_not_found(stub) -> None:
     calls = [
         lambda: stub.GetDatabase(pb.GetDatabaseRequest(database="dbnothere")),
         lambda: stub.DeleteDatabase(pb.DeleteDatabaseRequest(database="dbnothere")),
-        lambda: stub.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id="brnope"))),
+        lambda: stub.GetBranch(pb.GetBranchRequest(
+            branch=pb.BranchRef(branch_id="br0000000000"))),
+        lambda: stub.GetDatabase(pb.GetDatabaseRequest(database="db0000000000")),
         lambda: stub.CreateBranch(pb.CreateBranchRequest(database="dbnothere", name="x")),
         lambda: stub.ListSnapshots(pb.ListSnapshotsRequest(
             branch=pb.BranchRef(database="dbnothere"))),
@@ -167,3 +169,50 @@ def test_host_status(stub, daemon: Daemon) -> None:
                if b.state == pb.BRANCH_STATE_RUNNING]
     assert status.running_clusters == len(running)
     assert status.branch_count >= len(running)
+
+
+def test_a_name_shaped_like_an_id_is_refused(stub) -> None:
+    # `db create victim`, then `db create <victim's id>` and `db rm <victim's id>`
+    # used to delete victim.
+    victim = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique(), size_class="nano"),
+                                 timeout=120)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateDatabase(pb.CreateDatabaseRequest(name=victim.database.id), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(err.value) == "name" and "id" in err.value.details()
+    for bad in ("db0123456789", "br0123456789", "sn0123456789",
+                "20261125T211520123456Z-0a1b2c3d"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateBranch(pb.CreateBranchRequest(database=victim.database.id, name=bad),
+                              timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert field_of(err.value) == "name"
+    # An id of another kind where a database is expected names nothing.
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=victim.main_branch.id))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(err.value) == "database"
+    assert stub.GetDatabase(pb.GetDatabaseRequest(database=victim.database.id)).name
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    ("DeleteDatabase", "database"), ("GetDatabase", "database"), ("CreateBranch", "database"),
+    ("GetBranch", "branch"), ("CreateSnapshot", "branch"), ("DeleteSnapshot", "branch"),
+])
+def test_empty_requests_name_the_missing_field(stub, call: str, field: str) -> None:
+    request = getattr(pb, f"{call}Request")()
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stub, call)(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_of(err.value) == field
+
+
+def test_a_huge_reference_is_refused_briefly(stub) -> None:
+    huge = "x" * 20_000
+    for request, call in ((pb.GetDatabaseRequest(database=huge), stub.GetDatabase),
+                          (pb.GetBranchRequest(branch=pb.BranchRef(database="d", name=huge)),
+                           stub.GetBranch)):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(err.value.details()) < 200

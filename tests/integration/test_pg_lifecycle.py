@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cygnet.errors import FailedPrecondition, Unavailable
+from cygnet.errors import Aborted, FailedPrecondition
 from cygnet.postgres import process, sql
 from cygnet.postgres.pidfile import PIDFILE, read_pidfile
 from cygnet.postgres.procfs import read_stat
@@ -182,7 +182,7 @@ def test_failed_start_reports_log(pg_env: PgEnv) -> None:
     with (c.pgdata / "postgresql.auto.conf").open("a") as f:
         f.write("shared_buffers = 'lots'\n")
     t0 = time.monotonic()
-    with pytest.raises(Unavailable, match="shared_buffers"):
+    with pytest.raises(Aborted, match="shared_buffers"):
         c.start()
     assert time.monotonic() - t0 < 5
     assert process.find_live_postmaster(c.pgdata) is None

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cygnet.agent.config import load_config
 from cygnet.agent.idempotency import RequestLog
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.errors import AlreadyExists, InvalidArgument, Unavailable
+from cygnet.errors import Aborted, AlreadyExists, InvalidArgument
 from cygnet.rpc.wire import bad_utf8_field, decode
 
 
@@ -37,27 +37,34 @@ def test_request_log_returns_first_result_and_joins_duplicates() -> None:
     asyncio.run(go())
 
 
-def test_request_log_keeps_final_errors_but_retries_transient_ones() -> None:
-    attempts = {"final": 0, "transient": 0}
+def test_request_log_keeps_every_failure_as_the_answer() -> None:
+    attempts = {"final": 0, "aborted": 0, "bug": 0}
 
     async def final() -> None:
         attempts["final"] += 1
         raise AlreadyExists("x")
 
-    async def transient() -> None:
-        attempts["transient"] += 1
-        raise Unavailable("later")
+    async def aborted() -> None:
+        attempts["aborted"] += 1
+        raise Aborted("postmaster exited during startup")
+
+    async def bug() -> None:
+        attempts["bug"] += 1
+        raise RuntimeError("unexpected")
 
     async def go() -> None:
         log = RequestLog()
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(AlreadyExists):
                 await log.run("f", "M", final)
-            with pytest.raises(Unavailable):
-                await log.run("t", "M", transient)
+            with pytest.raises(Aborted):
+                await log.run("a", "M", aborted)
+            with pytest.raises(RuntimeError):
+                await log.run("b", "M", bug)
 
     asyncio.run(go())
-    assert attempts == {"final": 1, "transient": 2}
+    # A retry returns the first outcome, failure included, without running again.
+    assert attempts == {"final": 1, "aborted": 1, "bug": 1}
 
 
 def test_request_log_is_bounded() -> None:

@@ -11,11 +11,17 @@ from collections.abc import Awaitable, Callable
 
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.agent.inventory import (
+    BranchRecord,
+    DatabaseRecord,
+    Inventory,
+    SnapshotRecord,
+    branch_props,
+)
 from cygnet.agent.timing import StepTimer
-from cygnet.errors import AlreadyExists, FailedPrecondition, NotFound
-from cygnet.names import validate_name
-from cygnet.zfs import DatasetNotFound
+from cygnet.errors import AlreadyExists, CygnetError, FailedPrecondition, NotFound
+from cygnet.names import is_id, shown, validate_name
+from cygnet.zfs import DatasetNotFound, HasDependents
 
 log = logging.getLogger("cygnet.agent")
 
@@ -26,10 +32,12 @@ Populate = Callable[[BranchRecord], Awaitable[int]]
 
 
 def find_snapshot(branch: BranchRecord, ref: str) -> SnapshotRecord:
+    """A user snapshot by id (an id-shaped ref) or else by name."""
+    by_id = is_id(ref, "sn")
     for snap in branch.snapshots:
-        if ref in (snap.id, snap.name) and snap.kind == "user":
+        if (snap.id if by_id else snap.name) == ref and snap.kind == "user":
             return snap
-    raise NotFound(f"snapshot {ref!r} not found on branch {branch.name!r}")
+    raise NotFound(f"snapshot {shown(ref)} not found on branch {branch.name!r}")
 
 
 def find_branch_by_request(inv: Inventory, request_id: str) -> BranchRecord | None:
@@ -72,8 +80,6 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     """Must run under the database's lock, with `inv` and `db` loaded under it.
 
     With `populate`, the branch is a new dataset filled by it (no origin)."""
-    from cygnet.agent.databases import branch_props
-
     name = validate_name("name", name)
     if any(b.name == name for b in db.branches.values()):
         raise AlreadyExists(f"branch {name!r} already exists in database {db.name!r}")
@@ -107,8 +113,10 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
                     subscriptions = await populate(branch)
             with timer.step("start"):
                 await _start_and_mark_ready(host, db, branch, subscriptions)
-        except BaseException:
-            log.exception("create branch %s failed; removing what was made", branch.id)
+        except BaseException as exc:
+            # A domain failure says what happened; only a surprise needs a traceback.
+            log.warning("create branch %s failed (%s); removing what was made", branch.id, exc,
+                        exc_info=not isinstance(exc, CygnetError))
             await destroy_branch(host, branch, drop_origin=own_snapshot)
             raise
     except BaseException:
@@ -141,7 +149,7 @@ async def _start_and_mark_ready(host: Host, db: DatabaseRecord, branch: BranchRe
 async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool = True) -> None:
     """Stops the branch, destroys its dataset and snapshots, and its own branch point."""
     if await host.zfs.exists(branch.dataset):
-        await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_DELETING})
+        await host.mark_deleting(branch.dataset)  # works on a full pool
         if host.clusters.live(branch) is not None:
             await host.clusters.stop(branch, "fast")
         await host.zfs.destroy(branch.dataset, recursive=True)
@@ -159,8 +167,6 @@ async def drop_branch_point(host: Host, snapshot: str) -> None:
         return
     ds = props.get(snapshot)
     if ds is not None and ds.user.get(L.P_SNAP_KIND) == "branch-point":
-        from cygnet.zfs import HasDependents
-
         with contextlib.suppress(HasDependents, DatasetNotFound):
             await host.zfs.destroy(snapshot)
 

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from cygnet.agent.clusters import Connection
+from cygnet.agent.host import HostStatus, PoolView
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.rpc.convert import timestamp
+from cygnet.states import BranchState, Desired
 
+# By member name: BranchState.RUNNING -> BRANCH_STATE_RUNNING (tests/unit/test_states.py).
 STATES: dict[str, pb.BranchState.ValueType] = {
-    "creating": pb.BRANCH_STATE_CREATING,
-    "starting": pb.BRANCH_STATE_STARTING,
-    "running": pb.BRANCH_STATE_RUNNING,
-    "stopped": pb.BRANCH_STATE_STOPPED,
-    "failed": pb.BRANCH_STATE_FAILED,
-    "resetting": pb.BRANCH_STATE_RESETTING,
-    "deleting": pb.BRANCH_STATE_DELETING,
-}
+    state: pb.BranchState.Value(f"BRANCH_STATE_{state.name}") for state in BranchState}
 
 
-def branch_ref(msg: pb.BranchRef) -> BranchRef:
-    return BranchRef(msg.branch_id, msg.database, msg.name)
+def branch_ref(msg: pb.BranchRef, field: str = "branch") -> BranchRef:
+    return BranchRef(msg.branch_id, msg.database, msg.name, field)
 
 
 def database(db: DatabaseRecord) -> pb.Database:
@@ -28,7 +24,7 @@ def database(db: DatabaseRecord) -> pb.Database:
     return pb.Database(
         id=db.id, name=db.name, postgres_version=db.version, size_class=db.size_class,
         pool=db.pool, main_branch_id=main.id if main else "", created_at=timestamp(db.created),
-        branch_count=len(db.branches),
+        branch_count=len(db.branches), quota_bytes=db.quota_bytes,
     )
 
 
@@ -39,10 +35,10 @@ def branch(view: BranchView) -> pb.Branch:
         id=b.id, name=b.name, database_id=db.id, database_name=db.name,
         parent_branch_id=b.parent_id, parent_branch_name=parent.name if parent else "",
         origin_snapshot=view.origin_name, state=STATES.get(view.state, pb.BRANCH_STATE_UNSPECIFIED),
-        desired_running=b.desired == "running", used_bytes=b.used_bytes,
+        desired_running=b.desired == Desired.RUNNING, used_bytes=b.used_bytes,
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
         postgres_version=db.version, size_class=db.size_class,
-        child_branch_ids=[c.id for c in db.children(b.id)],
+        child_branch_ids=[c.id for c in db.children(b.id)], state_message=view.message,
     )
 
 
@@ -57,3 +53,17 @@ def snapshot(snap: SnapshotRecord, branch_ids_by_dataset: dict[str, str]) -> pb.
 def connection(conn: Connection) -> pb.Connection:
     return pb.Connection(host=conn.host, port=conn.port, user=conn.user, password=conn.password,
                          dbname=conn.dbname, uri=conn.uri, socket_dir=str(conn.socket_dir))
+
+
+def pool(view: PoolView) -> pb.Pool:
+    p = view.status
+    return pb.Pool(name=p.name, size_bytes=p.size_bytes, free_bytes=p.free_bytes,
+                   used_bytes=p.used_bytes, health=p.health, reserve_bytes=view.reserve_bytes)
+
+
+def host_status(status: HostStatus) -> pb.HostStatus:
+    return pb.HostStatus(
+        host_id=status.host_id, hostname=status.hostname, version=status.version,
+        pools=[pool(p) for p in status.pools], running_clusters=status.running_clusters,
+        postgres_versions=status.postgres_versions, database_count=status.database_count,
+        branch_count=status.branch_count, zfs_dialect=status.zfs_dialect)

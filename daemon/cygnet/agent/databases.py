@@ -8,10 +8,10 @@ import time
 from cygnet.agent import layout as L
 from cygnet.agent.branches import Populate, destroy_branch
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, branch_props
 from cygnet.agent.templates import ensure_template
-from cygnet.errors import AlreadyExists, InvalidArgument, NotFound
-from cygnet.names import validate_name
+from cygnet.errors import AlreadyExists, CygnetError, InvalidArgument, NotFound
+from cygnet.names import shown, validate_name
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
 from cygnet.zfs.pools import pool_status
@@ -22,7 +22,7 @@ log = logging.getLogger("cygnet.agent")
 async def _choose_pool(host: Host, requested: str) -> str:
     if requested:
         if requested not in host.config.pools:
-            raise InvalidArgument("pool", f"{requested!r} is not one of this host's pools: "
+            raise InvalidArgument("pool", f"{shown(requested)} is not one of this host's pools: "
                                   f"{', '.join(host.config.pools)}")
         return requested
     free = {p: (await pool_status(host.zfs.runner, p)).free_bytes for p in host.config.pools}
@@ -42,10 +42,12 @@ def find_by_request(inv: Inventory, request_id: str) -> DatabaseRecord | None:
 
 
 async def create_database(host: Host, name: str, version: str, size: str, pool: str,
-                          request_id: str, populate: Populate | None = None
+                          request_id: str, populate: Populate | None = None, *, quota: int = 0
                           ) -> tuple[DatabaseRecord, BranchRecord]:
-    """With `populate`, main is a new dataset filled by it instead of a template clone."""
+    """With `populate`, main is a new dataset filled by it instead of a template clone.
+    A `quota` (bytes, 0: none) caps the database's dataset, branches and snapshots included."""
     name = validate_name("name", name)
+    quota_props = host.space.quota_props(quota)
     version = resolve_version(version, host.config.postgres_root)[0]
     size = size_class(size).name
     pool = await _choose_pool(host, pool)
@@ -59,11 +61,12 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
         host.ensure_headroom(inv, pool)
         _check_name_free(inv, name)
         db = DatabaseRecord(L.new_id("db"), name, "", pool, version, size, L.PHASE_CREATING,
-                            time.time(), request_id)
+                            time.time(), request_id, quota_bytes=quota)
         db.dataset = L.database(pool, db.id)
         port = host.ports.reserve()
         try:
             await host.zfs.create(db.dataset, {
+                **quota_props,
                 "canmount": "off", L.P_KIND: "database", L.P_ID: db.id, L.P_NAME: name,
                 L.P_VERSION: version, L.P_SIZE: size, L.P_PHASE: L.PHASE_CREATING,
                 L.P_CREATED: f"{db.created:.3f}", L.P_REQUEST: request_id})
@@ -74,8 +77,10 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
         try:
             main = await _create_main(host, db, golden, port, populate)
             await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_READY})
-        except BaseException:
-            log.exception("create database %s failed; removing what was made", db.id)
+        except BaseException as exc:
+            # A domain failure says what happened; only a surprise needs a traceback.
+            log.warning("create database %s failed (%s); removing what was made", db.id, exc,
+                        exc_info=not isinstance(exc, CygnetError))
             host.ports.release(port)
             await _remove_database(host, db)
             raise
@@ -104,20 +109,14 @@ async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int,
     return main
 
 
-def branch_props(b: BranchRecord) -> dict[str, str]:
-    return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
-            L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
-            L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id}
-
-
 async def delete_database(host: Host, ref: str) -> tuple[DatabaseRecord, list[str]]:
     found = host.find_database(ref) or (await host.catalog()).database(ref)
     async with host.db_locks[found.id]:
         inv = await host.database_inventory(found.id)
         if found.id not in inv.databases:
-            raise NotFound(f"database {ref!r} not found")
+            raise NotFound(f"database {shown(ref)} not found")
         db = inv.databases[found.id]
-        await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_DELETING})
+        await host.mark_deleting(db.dataset)  # works on a full pool
         deleted = await finish_delete(host, db)
     return db, deleted
 

@@ -1,6 +1,9 @@
-"""Request ids: a retried mutating call returns the first call's result.
+"""Request ids: a retried mutating call returns the first call's outcome.
 
-In memory, bounded. Creates also record their request id in ZFS
+Failures are outcomes too: a retry gets the first failure without running the
+operation again (a failed create must not snapshot, clone and start three
+times). Only a call cut short by cancellation (the daemon stopping) is
+forgotten, as it never finished. In memory, bounded. Creates also record their request id in ZFS
 (`cygnet:request`), so a retry after a daemon restart still finds the first
 result (see service.py).
 """
@@ -13,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cygnet.errors import CygnetError, InternalError, InvalidArgument, Unavailable
+from cygnet.errors import InvalidArgument
+from cygnet.names import MAX_REQUEST_ID_LENGTH
 
 T = TypeVar("T")
 
@@ -32,8 +36,9 @@ class RequestLog:
     async def run(self, request_id: str, method: str, call: Callable[[], Awaitable[T]]) -> T:
         if not request_id:
             return await call()
-        if len(request_id) > 128:
-            raise InvalidArgument("request_id", "must be at most 128 characters")
+        if len(request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidArgument("request_id",
+                                  f"must be at most {MAX_REQUEST_ID_LENGTH} characters")
         entry = self._entries.get(request_id)
         if entry is not None:
             if entry.method != method:
@@ -42,18 +47,14 @@ class RequestLog:
             return result
         future: asyncio.Future[T] = asyncio.ensure_future(call())
         self._entries[request_id] = _Entry(method, future)
-        future.add_done_callback(lambda f: self._forget_if_retryable(request_id, f))
+        future.add_done_callback(lambda f: self._forget_if_cancelled(request_id, f))
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
         # Shielded: a caller that gives up does not cancel the work; its retry joins it.
         return await asyncio.shield(future)
 
-    def _forget_if_retryable(self, request_id: str, future: asyncio.Future[Any]) -> None:
+    def _forget_if_cancelled(self, request_id: str, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             self._entries.pop(request_id, None)
-            return
-        exc = future.exception()
-        # Answers are final; transient failures must be tried again for real.
-        if exc is not None and (not isinstance(exc, CygnetError)
-                                or isinstance(exc, Unavailable | InternalError)):
-            self._entries.pop(request_id, None)
+        else:
+            future.exception()  # retrieved: a failure is kept as the answer, not "never seen"

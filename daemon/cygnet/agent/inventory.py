@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cygnet.agent import layout as L
 from cygnet.errors import NotFound
+from cygnet.names import is_id, shown
 from cygnet.zfs import Dataset, DatasetNotFound, Zfs
 
 
@@ -61,24 +62,27 @@ class DatabaseRecord:
     created: float
     request_id: str
     branches: dict[str, BranchRecord] = field(default_factory=dict)
+    quota_bytes: int = 0  # ZFS quota of the database's dataset; 0: none
 
     @property
     def main(self) -> BranchRecord | None:
         return next((b for b in self.branches.values() if b.is_main), None)
 
     def branch(self, ref: str) -> BranchRecord:
-        """A branch by id or name; an empty ref means `main`."""
+        """A branch by id (an id-shaped ref) or else by name; an empty ref means `main`."""
         if not ref:
             main = self.main
             if main is None:
                 raise NotFound(f"database {self.name!r} has no main branch")
             return main
-        if ref in self.branches:
-            return self.branches[ref]
-        for b in self.branches.values():
-            if b.name == ref:
-                return b
-        raise NotFound(f"branch {ref!r} not found in database {self.name!r}")
+        if is_id(ref, "br"):
+            if ref in self.branches:
+                return self.branches[ref]
+        else:
+            for b in self.branches.values():
+                if b.name == ref:
+                    return b
+        raise NotFound(f"branch {shown(ref)} not found in database {self.name!r}")
 
     def children(self, branch_id: str) -> list[BranchRecord]:
         return [b for b in self.branches.values() if b.parent_id == branch_id]
@@ -101,20 +105,21 @@ class Inventory:
     replacements: dict[str, Dataset] = field(default_factory=dict)
 
     def database(self, ref: str) -> DatabaseRecord:
-        if not ref:
-            raise NotFound("no database named")
-        if ref in self.databases:
-            return self.databases[ref]
-        for db in self.databases.values():
-            if db.name == ref and db.phase != L.PHASE_DELETING:
-                return db
-        raise NotFound(f"database {ref!r} not found")
+        """A database by id (an id-shaped ref) or else by name."""
+        if is_id(ref, "db"):
+            if ref in self.databases:
+                return self.databases[ref]
+        else:
+            for db in self.databases.values():
+                if db.name == ref and db.phase != L.PHASE_DELETING:
+                    return db
+        raise NotFound(f"database {shown(ref)} not found")
 
     def branch_by_id(self, branch_id: str) -> tuple[DatabaseRecord, BranchRecord]:
         for db in self.databases.values():
             if branch_id in db.branches:
                 return db, db.branches[branch_id]
-        raise NotFound(f"branch {branch_id!r} not found")
+        raise NotFound(f"branch {shown(branch_id)} not found")
 
     def branches(self) -> list[BranchRecord]:
         return [b for db in self.databases.values() for b in db.branches.values()]
@@ -131,6 +136,13 @@ class Inventory:
         return {b.port for b in self.branches() if b.port}
 
 
+def branch_props(b: BranchRecord) -> dict[str, str]:
+    """The user properties a branch's dataset is made with (the inventory reads them back)."""
+    return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
+            L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
+            L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id}
+
+
 def _float(value: str | None) -> float:
     try:
         return float(value or 0)
@@ -144,7 +156,7 @@ def _database(ds: Dataset) -> DatabaseRecord:
         id=u.get(L.P_ID, ""), name=u.get(L.P_NAME, ""), dataset=ds.name,
         pool=L.pool_of(ds.name), version=u.get(L.P_VERSION, ""), size_class=u.get(L.P_SIZE, ""),
         phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
-        request_id=u.get(L.P_REQUEST, ""),
+        request_id=u.get(L.P_REQUEST, ""), quota_bytes=ds.number("quota"),
     )
 
 

@@ -16,7 +16,7 @@ import secrets
 from cygnet.agent import layout as L
 from cygnet.agent.branches import branch_point, drop_branch_point, find_snapshot
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
 from cygnet.errors import FailedPrecondition
 from cygnet.zfs import HasDependents
 
@@ -52,8 +52,6 @@ async def _rollback(host: Host, db: DatabaseRecord, branch: BranchRecord, ref: s
 
 
 async def _reclone(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
-    from cygnet.agent.databases import branch_props
-
     if branch.is_main:
         raise FailedPrecondition("main has no parent: name a snapshot to reset to")
     children = db.children(branch.id)

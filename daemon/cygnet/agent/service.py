@@ -19,6 +19,8 @@ from cygnet.agent.idempotency import RequestLog
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
 from cygnet.agent.supervisor import Supervisor
 from cygnet.errors import InvalidArgument, NotFound
+from cygnet.names import shown
+from cygnet.states import BranchState, Desired, state_of_phase
 
 T = TypeVar("T")
 
@@ -28,13 +30,26 @@ class BranchRef:
     branch_id: str = ""
     database: str = ""
     name: str = ""
+    field: str = "branch"  # the request field it came from, for error messages
+
+
+def check_agrees(ref: BranchRef, db: DatabaseRecord, branch: BranchRecord) -> None:
+    """A ref with a branch_id and also a database or name must say the same thing:
+    the id never silently wins over a name that disagrees."""
+    if ref.database and ref.database not in (db.id, db.name):
+        raise InvalidArgument(f"{ref.field}.database", f"branch_id {ref.branch_id} is a "
+                              f"branch of database {db.name!r}, not of {shown(ref.database)}")
+    if ref.name and ref.name not in (branch.id, branch.name):
+        raise InvalidArgument(f"{ref.field}.name", f"branch_id {ref.branch_id} is branch "
+                              f"{db.name}/{branch.name}, not {shown(ref.name)}")
 
 
 @dataclass
 class BranchView:
     record: BranchRecord
     database: DatabaseRecord
-    state: str  # creating | starting | running | stopped | failed | resetting | deleting
+    state: BranchState
+    message: str = ""  # why: failed or unavailable (no data mounted)
 
     @property
     def parent(self) -> BranchRecord | None:
@@ -72,20 +87,20 @@ class AgentService:
                 await self.host.catalog()
                 found = self.host.find_branch(ref.branch_id)
             if found is None:
-                raise NotFound(f"branch {ref.branch_id!r} not found")
+                raise NotFound(f"branch {shown(ref.branch_id)} not found")
             return found.id
         name = ref if isinstance(ref, str) else ref.database
         if not name:
             if isinstance(ref, BranchRef):
                 raise InvalidArgument(
-                    "branch", "give a branch_id, or a database and a branch name")
+                    ref.field, "give a branch_id, or a database and a branch name")
             raise InvalidArgument("database", "must not be empty")
         db = self.host.find_database(name)
         if db is None:
             await self.host.catalog()
             db = self.host.find_database(name)
         if db is None:
-            raise NotFound(f"database {name!r} not found")
+            raise NotFound(f"database {shown(name)} not found")
         return db.id
 
     async def read_database(self, database_id: str, *, snapshots: bool = True
@@ -93,12 +108,14 @@ class AgentService:
         inv = await self.host.database_inventory(database_id, snapshots=snapshots)
         db = inv.databases.get(database_id)
         if db is None or db.phase == L.PHASE_DELETING:
-            raise NotFound(f"database {database_id!r} not found")
+            raise NotFound(f"database {shown(database_id)} not found")
         return db, inv
 
     def resolve(self, inv: Inventory, ref: BranchRef) -> tuple[DatabaseRecord, BranchRecord]:
         if ref.branch_id:
-            return inv.branch_by_id(ref.branch_id)
+            db, branch = inv.branch_by_id(ref.branch_id)
+            check_agrees(ref, db, branch)
+            return db, branch
         db = inv.database(ref.database)
         return db, db.branch(ref.name)
 
@@ -107,18 +124,25 @@ class AgentService:
         return self.resolve(inv, ref)
 
     def view(self, db: DatabaseRecord, branch: BranchRecord) -> BranchView:
-        return BranchView(branch, db, self.state_of(branch))
+        state = self.state_of(branch)
+        failing = state in (BranchState.FAILED, BranchState.UNAVAILABLE)
+        message = self.supervisor.reason(branch.id) if failing else ""
+        return BranchView(branch, db, state, message)
 
-    def state_of(self, branch: BranchRecord) -> str:
+    def state_of(self, branch: BranchRecord) -> BranchState:
         if branch.phase != L.PHASE_READY:
-            return branch.phase
+            return state_of_phase(branch.phase)
         if self.host.clusters.accepting(branch):
-            return "running"
+            return BranchState.RUNNING
         if self.host.clusters.live(branch) is not None:
-            return "starting"
-        if branch.desired != "running":
-            return "stopped"
-        return "failed" if self.supervisor.is_failing(branch.id) else "starting"
+            return BranchState.STARTING
+        if branch.desired != Desired.RUNNING:
+            return BranchState.STOPPED
+        if self.supervisor.is_unavailable(branch.id):
+            return BranchState.UNAVAILABLE
+        if self.supervisor.is_failing(branch.id):
+            return BranchState.FAILED
+        return BranchState.STARTING
 
     async def get_database(self, ref: str) -> DatabaseRecord:
         return (await self.read_database(await self.database_id(ref)))[0]
@@ -150,10 +174,11 @@ class AgentService:
     # --- mutations -----------------------------------------------------------
 
     async def create_database(self, name: str, version: str, size: str, pool: str,
-                              request_id: str) -> tuple[DatabaseRecord, BranchView]:
+                              request_id: str, *, quota: int = 0
+                              ) -> tuple[DatabaseRecord, BranchView]:
         async def call() -> tuple[DatabaseRecord, BranchView]:
             db, main = await dbs.create_database(self.host, name, version, size, pool,
-                                                 request_id)
+                                                 request_id, quota=quota)
             await self.host.refresh_space(main)
             return db, self.view(db, main)
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.abc import Params, QueryNoTemplate
 
-from cygnet.errors import Unavailable
+from cygnet.errors import Aborted
 from cygnet.postgres.layout import SUPERUSER_ROLE
 
 CONNECT_TIMEOUT = 10
@@ -19,7 +19,7 @@ CONNECT_TIMEOUT = 10
 async def connect(
     socket_dir: Path, port: int, dbname: str = "postgres"
 ) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection as the superuser; Unavailable if the server does not answer."""
+    """An autocommit connection as the superuser; Aborted if the server does not answer."""
     try:
         return await psycopg.AsyncConnection.connect(
             host=str(socket_dir),
@@ -31,7 +31,7 @@ async def connect(
             application_name="cygnetd",
         )
     except psycopg.OperationalError as exc:
-        raise Unavailable(f"cannot connect to postgres on port {port}: {exc}") from exc
+        raise Aborted(f"cannot connect to postgres on port {port}: {exc}") from exc
 
 
 async def query_one(

@@ -8,6 +8,7 @@ from pathlib import Path
 from cygnet import backup
 from cygnet.backup import BackupInfo, RepositoryNotFound
 from cygnet.errors import InvalidArgument
+from cygnet.names import shown
 
 LIST_LOCK_TIMEOUT = 60.0
 
@@ -45,5 +46,5 @@ def retention(infos: list[BackupInfo], keep_last: int, database: str) -> list[st
 def check_ids(ids: list[str]) -> list[str]:
     for backup_id in ids:
         if not backup.models.BACKUP_ID_RE.fullmatch(backup_id):
-            raise InvalidArgument("backup_ids", f"not a backup id: {backup_id!r}")
+            raise InvalidArgument("backup_ids", f"not a backup id: {shown(backup_id)}")
     return ids

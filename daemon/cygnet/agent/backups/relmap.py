@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord
 from cygnet.blocks.pgdiff import RelFileKey
-from cygnet.errors import Unavailable
+from cygnet.errors import Aborted
 from cygnet.postgres import sql
 
 log = logging.getLogger("cygnet.agent")
@@ -62,7 +62,7 @@ async def relation_names(host: Host, branch: BranchRecord, keys: Iterable[RelFil
                 if key in wanted:
                     found[key] = RelName(shown, schema, name, KINDS.get(kind, kind))
         return found
-    except Unavailable as exc:
+    except Aborted as exc:
         log.info("relation names from %s: %s", branch.id, exc)
         return {}
 

@@ -17,9 +17,8 @@ from cygnet import backup
 from cygnet.agent import databases as dbs
 from cygnet.agent.backups.progress import Progress, Reporter
 from cygnet.agent.branches import Populate, create_branch
-from cygnet.agent.databases import branch_props
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
 from cygnet.backup import BackupInfo
 from cygnet.errors import InvalidArgument, NotFound
 from cygnet.postgres.layout import postgres_user

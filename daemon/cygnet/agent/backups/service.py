@@ -63,6 +63,7 @@ class BackupService:
     def create(self, ref: BranchRef, request_id: str) -> AsyncIterator[Progress | BackupInfo]:
         async def run(report: Reporter) -> BackupInfo:
             _, branch_id = await self._branch_id(ref)
+            await self.host.require_free_for(branch_id, "a backup")  # before CHECKPOINT
             async with self.writer:
                 return await backup_branch(self.host, self.repo, branch_id, report)
 
@@ -70,7 +71,18 @@ class BackupService:
 
     async def list_backups(self, database: str, branch: str) -> list[BackupInfo]:
         infos = await asyncio.to_thread(catalog.list_backups, self.repo)
-        return [i for i in infos if catalog.matches(i, database, branch)]
+        found = [i for i in infos if catalog.matches(i, database, branch)]
+        if not found:
+            await self._check_known(infos, database, branch)
+        return found
+
+    async def _check_known(self, infos: list[BackupInfo], database: str, branch: str) -> None:
+        """NotFound unless `database` (and `branch`) exist here or have backups: an
+        empty answer must mean "no backups", never "no such database"."""
+        if database and not any(catalog.matches(i, database, "") for i in infos):
+            db = await self.agent.get_database(database)
+            if branch:
+                db.branch(branch)
 
     def verify(self) -> AsyncIterator[Progress | VerifyReport]:
         async def run(report: Reporter) -> VerifyReport:
@@ -86,10 +98,7 @@ class BackupService:
 
     def restore(self, backup_id: str, branch_name: str, database_name: str, pool: str,
                 request_id: str) -> AsyncIterator[Progress | RestoreResult]:
-        check_backup_id(backup_id)
-        if bool(branch_name) == bool(database_name):
-            raise InvalidArgument("branch_name", "give exactly one of branch_name (a new branch "
-                                  "of the backup's database) and database_name (a new database)")
+        check_backup_id(backup_id)  # the request table also requires one of the two names
 
         async def run(report: Reporter) -> RestoreResult:
             started = time.monotonic()
@@ -120,8 +129,9 @@ class BackupService:
         async def call() -> PruneReport:
             async with self.writer:
                 doomed = set(ids)
+                infos = await asyncio.to_thread(catalog.list_backups, self.repo)
+                await self._check_known(infos, database, "")
                 if keep_last is not None:
-                    infos = await asyncio.to_thread(catalog.list_backups, self.repo)
                     doomed.update(catalog.retention(infos, keep_last, database))
                 if not doomed and not (self.repo / backup.repo.CONFIG_NAME).exists():
                     return PruneReport([], 0, 0, 0, 0)

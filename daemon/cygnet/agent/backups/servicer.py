@@ -66,7 +66,7 @@ class BackupsServicer(pb_grpc.BackupsServicer):
 
     async def DiffBranches(self, req: pb.DiffBranchesRequest, ctx: Ctx
                            ) -> AsyncIterator[pb.DiffBranchesEvent]:
-        other = agent_convert.branch_ref(req.other) if req.HasField("other") else None
+        other = agent_convert.branch_ref(req.other, "other") if req.HasField("other") else None
         async for event in self.service.diff(agent_convert.branch_ref(req.branch), other):
             if isinstance(event, Progress):
                 yield pb.DiffBranchesEvent(progress=convert.progress(event))

@@ -1,0 +1,130 @@
+"""What every Agent and Backups request must look like, field by field.
+
+One table, applied by the error interceptor before any handler runs (see
+validate.py). A test checks that every field of every request of both
+services has an entry, so a new field cannot slip through unchecked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cygnet.api.v1 import agent_pb2, backup_pb2
+from cygnet.errors import InvalidArgument
+from cygnet.names import (
+    shown,
+    validate_backup_id,
+    validate_id,
+    validate_name,
+    validate_reference,
+    validate_request_id,
+)
+from cygnet.rpc.validate import Check, Rules, Validator, anything, integer_range, message_check
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+MAX_KEEP_LAST = 100_000
+MAX_BYTES = 2**60  # an exbibyte: larger is a typo or a negative number
+
+
+def token(path: str, value: str) -> None:
+    """Versions, size classes and pool names: short plain words."""
+    if not _TOKEN.fullmatch(value):
+        raise InvalidArgument(path, f"{shown(value)} is not a valid value: letters, digits "
+                              "and '_.:-', at most 64 characters")
+
+
+def reference(prefix: str) -> Check:
+    """An "id or name" field: an id of kind `prefix` (db, br, sn) or a valid name."""
+    def check(path: str, value: str) -> None:
+        validate_reference(path, value, prefix)
+
+    return check
+
+
+def backup_id(path: str, value: str) -> None:
+    validate_backup_id(path, value)
+
+
+def branch_id(path: str, value: str) -> None:
+    validate_id(path, value, "br")
+
+
+def name(path: str, value: str) -> None:
+    validate_name(path, value)
+
+
+def request_id(path: str, value: str) -> None:
+    validate_request_id(path, value)
+
+
+def _branch_ref_whole(path: str, ref: Any) -> None:
+    if not ref.branch_id and not ref.database:
+        raise InvalidArgument(path, "give a branch_id, or a database and a branch name")
+
+
+BRANCH_REF = message_check(
+    {"branch_id": branch_id, "database": reference("db"), "name": reference("br")},
+    whole=_branch_ref_whole)
+
+
+def _one_target(request: Any) -> None:
+    if bool(request.branch_name) == bool(request.database_name):
+        raise InvalidArgument("branch_name", "give exactly one of branch_name (a new branch "
+                              "of the backup's database) and database_name (a new database)")
+
+
+def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
+           *whole: Any) -> Rules:
+    return Rules(fields, frozenset(required), tuple(whole))
+
+
+_RID = {"request_id": request_id}
+_REF = {"branch": BRANCH_REF}
+
+AGENT: dict[str, Rules] = {
+    "CreateDatabase": _rules({"name": name, "postgres_version": token, "size_class": token,
+                              "pool": token, "quota_bytes": integer_range(0, MAX_BYTES),
+                              **_RID}, ("name",)),
+    "GetDatabase": _rules({"database": reference("db")}, ("database",)),
+    "ListDatabases": _rules({}),
+    "DeleteDatabase": _rules({"database": reference("db"), **_RID}, ("database",)),
+    "CreateBranch": _rules({"database": reference("db"), "name": name,
+                            "parent": reference("br"), "parent_snapshot": reference("sn"),
+                            **_RID}, ("database", "name")),
+    "GetBranch": _rules(_REF, ("branch",)),
+    "ListBranches": _rules({"database": reference("db")}),
+    "DeleteBranch": _rules({**_REF, "cascade": anything, **_RID}, ("branch",)),
+    "ResetBranch": _rules({**_REF, "snapshot": reference("sn"), **_RID}, ("branch",)),
+    "StartBranch": _rules({**_REF, **_RID}, ("branch",)),
+    "StopBranch": _rules({**_REF, **_RID}, ("branch",)),
+    "GetConnection": _rules(_REF, ("branch",)),
+    "CreateSnapshot": _rules({**_REF, "name": name, **_RID}, ("branch", "name")),
+    "ListSnapshots": _rules(_REF, ("branch",)),
+    "DeleteSnapshot": _rules({**_REF, "snapshot": reference("sn"), **_RID},
+                             ("branch", "snapshot")),
+    "GetHostStatus": _rules({}),
+}
+
+BACKUPS: dict[str, Rules] = {
+    "CreateBackup": _rules({**_REF, **_RID}, ("branch",)),
+    "ListBackups": _rules({"database": reference("db"), "branch": reference("br")}),
+    "VerifyBackups": _rules({}),
+    "RestoreBackup": _rules({"backup_id": backup_id, "branch_name": name,
+                             "database_name": name, "pool": token, **_RID},
+                            ("backup_id",), _one_target),
+    "PruneBackups": _rules({"keep_last": integer_range(0, MAX_KEEP_LAST),
+                            "database": reference("db"), "backup_ids": backup_id, **_RID}),
+    "DiffBranches": _rules({**_REF, "other": BRANCH_REF}, ("branch",)),
+}
+
+
+def _paths(package: Any, service: str, table: dict[str, Rules]) -> dict[str, Rules]:
+    full = package.DESCRIPTOR.services_by_name[service].full_name
+    return {f"/{full}/{method}": rules for method, rules in table.items()}
+
+
+RULES: dict[str, Rules] = {**_paths(agent_pb2, "Agent", AGENT),
+                           **_paths(backup_pb2, "Backups", BACKUPS)}
+
+VALIDATOR = Validator(RULES)
