@@ -79,7 +79,7 @@ ID_SHAPED = st.builds(lambda kind, tail: kind + tail, st.sampled_from(["db", "br
 @given(ID_SHAPED)
 def test_a_name_never_has_the_shape_of_an_id(text: str) -> None:
     # `db create dbXXXXXXXXXX` then `db rm dbXXXXXXXXXX` must not be able to hit another.
-    with pytest.raises(InvalidArgument, match="shape of a .* id") as err:
+    with pytest.raises(InvalidArgument, match=r"shape of a .* id") as err:
         validate_name("name", text)
     assert err.value.field == "name"
 
@@ -99,7 +99,7 @@ def test_a_reference_takes_an_id_of_its_own_kind_only(text: str) -> None:
         if kind == prefix:
             assert validate_reference("database", text, kind) == text
         else:
-            with pytest.raises(InvalidArgument, match="is a .* id, not a"):
+            with pytest.raises(InvalidArgument, match=r"is a .* id, not a"):
                 validate_reference("database", text, kind)
 
 
