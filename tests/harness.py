@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,6 +110,42 @@ def kill_postmasters_under(root: Path) -> None:
         time.sleep(0.05)
 
 
+# Client certificates of the test fleet and the role each daemon gives them.
+CLIENT_ROLES = {"admin": "admin", "operator": "operator", "reader": "reader",
+                "revokee": "admin", "nobody": ""}
+
+
+@dataclass(frozen=True)
+class FleetPki:
+    """A fleet CA and client certificates (ROLE/NAME common names), made by cygnet.pki."""
+
+    dir: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.pem"
+
+    def pair(self, name: str) -> tuple[Path, Path]:
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    def key_and_chain(self, name: str) -> tuple[bytes, bytes]:
+        cert, key = self.pair(name)
+        return key.read_bytes(), cert.read_bytes()
+
+
+@functools.cache
+def fleet_pki() -> FleetPki:
+    """Made once per test session; daemons require these client certificates on TCP."""
+    from cygnet import pki
+
+    directory = WORK / "pki" / f"run-{os.getpid()}-{secrets.token_hex(3)}"
+    pki.init_ca(directory)
+    for name in CLIENT_ROLES:
+        pki.issue(directory, "client", name, [])
+    atexit.register(shutil.rmtree, directory, True)
+    return FleetPki(directory)
+
+
 @dataclass
 class Daemon:
     """One cygnetd process with its own pool, directories and ports."""
@@ -133,16 +172,50 @@ class Daemon:
     def log_path(self) -> Path:
         return self.base / "cygnetd.log"
 
+    @property
+    def config_path(self) -> Path:
+        return self.base / "cygnetd-auth.toml"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.base / "audit.log"
+
+    @property
+    def revoked_path(self) -> Path:
+        return self.base / "revoked"
+
+    @property
+    def server_ca(self) -> Path:
+        """The CA of the listener's own (generated) certificate."""
+        return self.base / "state" / "tls" / "ca.pem"
+
+    def write_auth_config(self) -> None:
+        """Roles for the test fleet's clients, the audit file and an empty deny list."""
+        roles = "\n".join(f'"client/{name}" = "{role}"'
+                          for name, role in CLIENT_ROLES.items() if role)
+        self.revoked_path.touch()
+        self.config_path.write_text(f'audit_log = "{self.audit_path}"\n'
+                                    f'revoked = "{self.revoked_path}"\n[roles]\n{roles}\n')
+
+    def tls_channel(self, client: str | None = "admin", host: str = "127.0.0.1"
+                    ) -> grpc.Channel:
+        """A channel to the TCP listener with a test fleet client certificate (None: none)."""
+        pair = fleet_pki().key_and_chain(client) if client else (None, None)
+        creds = grpc.ssl_channel_credentials(self.server_ca.read_bytes(), *pair)
+        return grpc.secure_channel(f"{host}:{self.listen_port}", creds)
+
     def argv(self) -> list[str]:
         return [str(VENV_BIN / "cygnetd"), "--pool", self.pool.name,
                 "--socket", str(self.socket), "--run-dir", str(self.base / "run"),
                 "--state-dir", str(self.base / "state"), "--mount-root", str(self.mount_root),
-                "--listen", f"127.0.0.1:{self.listen_port}",
+                "--listen", f"127.0.0.1:{self.listen_port}", "--config", str(self.config_path),
+                "--tls-client-ca", str(fleet_pki().ca),
                 "--port-range", f"{self.port_min}-{self.port_min + 199}",
                 "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG", *self.extra_args]
 
     def start(self, timeout: float = 120.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
+        self.write_auth_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         # nsenter, not `ip netns exec`: only the network namespace changes, so ZFS
         # mounts stay in the machine's mount namespace.

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
-from tests.harness import Daemon, private_daemon, run
+from tests.harness import Daemon, fleet_pki, private_daemon, run
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_admin_socket_is_root_only(daemon: Daemon) -> None:
 
 def test_tls_listener_with_generated_certificates(daemon: Daemon) -> None:
     ca = (daemon.base / "state" / "tls" / "ca.pem").read_bytes()
-    creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    creds = grpc.ssl_channel_credentials(ca, *fleet_pki().key_and_chain("reader"))
     with grpc.secure_channel(f"localhost:{daemon.listen_port}", creds) as ch:
         status = pb_grpc.AgentStub(ch).GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
     assert status.pools[0].name == daemon.pool.name

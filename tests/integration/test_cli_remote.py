@@ -1,4 +1,4 @@
-"""`cygnet --host` over the daemon's TLS listener, and retries that reuse the request id."""
+"""`cygnet --host` over the daemon's mutual-TLS listener, and retries that reuse the request id."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc
 from tests.conftest import unique
-from tests.harness import Daemon
+from tests.harness import Daemon, fleet_pki
 from tests.integration.test_cli_support import (
     CONNECTION_KEYS,
     INVALID,
@@ -28,9 +28,10 @@ pytestmark = pytest.mark.integration
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def remote(daemon: Daemon, host: str = "127.0.0.1") -> list[str]:
-    ca = daemon.base / "state" / "tls" / "ca.pem"
-    return ["--host", f"{host}:{daemon.listen_port}", "--ca", str(ca)]
+def remote(daemon: Daemon, host: str = "127.0.0.1", client: str = "admin") -> list[str]:
+    cert, key = fleet_pki().pair(client)
+    return ["--host", f"{host}:{daemon.listen_port}", "--ca", str(daemon.server_ca),
+            "--cert", str(cert), "--key", str(key)]
 
 
 def test_remote_over_tls(daemon: Daemon) -> None:
@@ -43,8 +44,9 @@ def test_remote_over_tls(daemon: Daemon) -> None:
     cygnet(daemon, "branch", "create", f"{name}/local")
     tree = cygnet(None, *remote(daemon, "localhost"), "branch", "tree", name).out
     assert "local" in tree and "main" in tree
-    env = cli_env(CYGNET_HOST=f"127.0.0.1:{daemon.listen_port}",
-                  CYGNET_CA=str(daemon.base / "state" / "tls" / "ca.pem"))
+    cert, key = fleet_pki().pair("reader")
+    env = cli_env(CYGNET_HOST=f"127.0.0.1:{daemon.listen_port}", CYGNET_CA=str(daemon.server_ca),
+                  CYGNET_CERT=str(cert), CYGNET_KEY=str(key))
     status = cygnet(None, "host", "status", "--json", env=env).json()
     assert status["pools"][0]["name"] == daemon.pool.name
     cygnet(None, *remote(daemon), "db", "rm", name)
@@ -53,9 +55,9 @@ def test_remote_over_tls(daemon: Daemon) -> None:
 def test_remote_refuses_an_untrusted_certificate(daemon: Daemon, tmp_path: Path) -> None:
     host = f"127.0.0.1:{daemon.listen_port}"
     if SYSTEM_CAS.exists():
-        result = cygnet(None, "--host", host, "--ca", str(SYSTEM_CAS), "db", "list",
-                        expect=UNREACHABLE)
-        assert_one_error_line(result, host)
+        result = cygnet(None, *remote(daemon)[2:], "--host", host, "--ca", str(SYSTEM_CAS),
+                        "db", "list", expect=UNREACHABLE)
+        assert_one_error_line(result, host, "cannot trust cygnetd")
     result = cygnet(None, "--host", host, "--ca", str(tmp_path / "missing.pem"), "db", "list",
                     expect=INVALID)
     assert_one_error_line(result, "--ca", "missing.pem")

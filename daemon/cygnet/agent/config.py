@@ -28,7 +28,7 @@ class AgentConfig:
     # Local admin API (root only). Empty disables it.
     socket_path: Path | None = None
     # Remote API with TLS, host:port. Empty disables it.
-    listen: str = "0.0.0.0:7433"
+    listen: str = ""  # needs tls_client_ca (mutual TLS); empty: the unix socket only
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Ports given to Postgres clusters, inclusive.
@@ -57,6 +57,14 @@ class AgentConfig:
     # host:port the coordinator dials; empty: advertise_host and the listen port.
     advertise_api: str = ""
     zone: str = ""
+    # Lab only: serve TCP clients without certificates, as admin (logged loudly at start).
+    allow_tcp_without_client_certs: bool = False
+    # Identity (certificate common name or KIND/*) -> admin, operator or reader (rpc/roles.py).
+    roles: dict[str, str] = field(default_factory=dict)
+    # Audit lines go to this file; None: the journal under systemd, else the daemon's log.
+    audit_log: Path | None = None
+    # Deny list of revoked certificate serials and identities, re-read when it changes.
+    revoked: Path | None = None
     labels: dict[str, str] = field(default_factory=dict)
     # Memory offered to clusters; 0 reads /proc/meminfo.
     memory_bytes: int = 0

@@ -19,7 +19,7 @@ from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.reconciler import reconcile
 from cygnet.agent.registration import Membership
-from cygnet.agent.server import build_server, restrict_socket, set_serving
+from cygnet.agent.server import build_server, check_listener, restrict_socket, set_serving
 from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.supervisor import Supervisor
@@ -82,6 +82,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 
 
 async def serve(config: AgentConfig) -> None:
+    check_listener(config)  # a listener without client certificates is refused before any work
     # Branch socket dirs live below the run dir, so postgres must traverse it.
     config.run_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o755)

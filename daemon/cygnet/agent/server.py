@@ -1,4 +1,5 @@
-"""The gRPC server: a root-only unix socket and a TLS TCP listener, health and reflection."""
+"""The gRPC server: a root-only unix socket and a mutual-TLS TCP listener, health and
+reflection. Every call is authenticated, authorized by role and audited (rpc/auth.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,33 @@ from cygnet.agent.config import AgentConfig
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
 from cygnet.api.v1 import agent_pb2, agent_pb2_grpc, backup_pb2, backup_pb2_grpc
+from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc.audit import AuditLog
+from cygnet.rpc.auth import AuthInterceptor, AuthPolicy
+from cygnet.rpc.credentials import ReloadingCredentials
 from cygnet.rpc.errors import ErrorInterceptor
+from cygnet.rpc.revocation import DenyList
+from cygnet.rpc.roles import Role, RoleMap
 
 log = logging.getLogger("cygnet.api")
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 BACKUPS_NAME = backup_pb2.DESCRIPTOR.services_by_name["Backups"].full_name
+
+
+def check_listener(config: AgentConfig) -> None:
+    """Refuses a TCP listener that would serve callers without client certificates."""
+    if not config.listen or config.tls_client_ca is not None:
+        return
+    if config.allow_tcp_without_client_certs:
+        log.warning("listen = %s serves TLS clients WITHOUT certificates, each as admin: "
+                    "anyone who reaches it can read every password and delete every "
+                    "database (allow_tcp_without_client_certs; for labs only)", config.listen)
+        return
+    raise InvalidArgument("tls_client_ca", f"listen = {config.listen} needs tls_client_ca: "
+                          "the fleet CA that signs client certificates (docs/operations.md). "
+                          "Set listen = \"\" to serve the unix socket only")
 
 
 def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
@@ -32,12 +53,14 @@ def _tls_credentials(config: AgentConfig) -> grpc.ServerCredentials:
     else:
         files = ensure_certificates(config.state_dir / "tls", [config.advertise_host])
         cert, key = files.cert, files.key
-    pair = (key.read_bytes(), cert.read_bytes())
-    if config.tls_client_ca:
-        # In a fleet only holders of fleet certificates (the coordinator) get in.
-        return grpc.ssl_server_credentials([pair], config.tls_client_ca.read_bytes(),
-                                           require_client_auth=True)
-    return grpc.ssl_server_credentials([pair])
+    # Reloaded from their files on change: renewals and a new client CA need no restart.
+    return ReloadingCredentials(cert, key, config.tls_client_ca).server_credentials()
+
+
+def auth_policy(config: AgentConfig) -> AuthPolicy:
+    anonymous = Role.ADMIN if config.allow_tcp_without_client_certs else None
+    return AuthPolicy(RoleMap.from_setting(config.roles), DenyList(config.revoked),
+                      AuditLog(config.audit_log), anonymous_role=anonymous)
 
 
 def _prepare_socket(path: Path) -> None:
@@ -53,7 +76,10 @@ def restrict_socket(path: Path) -> None:
 async def build_server(config: AgentConfig, servicer: AgentServicer
                        ) -> tuple[aio.Server, health.aio.HealthServicer]:
     # Metrics outermost: it counts the status code ErrorInterceptor's abort sets.
-    server = aio.server(interceptors=[MetricsInterceptor("agent"), ErrorInterceptor()])
+    # Then authentication and authorization: a refused request never reaches a servicer.
+    # (main.py has called check_listener before any work.)
+    server = aio.server(interceptors=[MetricsInterceptor("agent"),
+                                      AuthInterceptor(auth_policy(config)), ErrorInterceptor()])
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     backup_pb2_grpc.add_BackupsServicer_to_server(  # type: ignore[no-untyped-call]
         BackupsServicer(BackupService(servicer.service)), server)
@@ -67,7 +93,8 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
     server.add_insecure_port(f"unix:{sock}")
     if config.listen:
         port = server.add_secure_port(config.listen, _tls_credentials(config))
-        log.info("TLS listener on %s (port %d)", config.listen, port)
+        log.info("TLS listener on %s (port %d), client certificates signed by %s", config.listen,
+                 port, config.tls_client_ca or "anyone (lab mode)")
     log.info("admin socket %s", sock)
     return server, health_servicer
 

@@ -31,7 +31,8 @@ Quick tour:
 
 \b
 Exit codes: 0 ok, 1 other error, 2 invalid input or usage, 3 not found,
-4 conflict (exists already / not in a state that allows it), 5 daemon unreachable.
+4 conflict (exists already / not in a state that allows it), 5 daemon unreachable
+or this client's certificate refused.
 Documentation: docs/cli.md"""
 
 
@@ -43,11 +44,18 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               default=DEFAULT_SOCKET, show_default=True, show_envvar=True,
               help="The local daemon's admin socket.")
 @click.option("--host", metavar="HOST[:PORT]", envvar="CYGNET_HOST", show_envvar=True,
-              help="Reach a remote daemon over TLS instead (default port 7433).")
+              help="Reach a remote daemon over mutual TLS instead (default port 7433); "
+                   "needs --cert and --key.")
 @click.option("--ca", type=click.Path(path_type=Path, dir_okay=False), envvar="CYGNET_CA",
               show_envvar=True,
               help="CA certificate to trust for --host (default: "
                    "/var/lib/cygnet/tls/ca.pem if it exists, else the system's).")
+@click.option("--cert", type=click.Path(path_type=Path, dir_okay=False), envvar="CYGNET_CERT",
+              show_envvar=True,
+              help="Client certificate for --host (from `cygnet-coordinator pki issue "
+                   "--role client`).")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), envvar="CYGNET_KEY",
+              show_envvar=True, help="The client certificate's key.")
 @click.option("--server-name", metavar="NAME",
               help="Name expected in the daemon's certificate, if not the one in --host.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
@@ -58,7 +66,8 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @coordinator_option
 @click.pass_context
 def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None,
-        server_name: str | None, timeout: float | None, json_: bool, debug: bool) -> None:
+        cert: Path | None, key: Path | None, server_name: str | None, timeout: float | None,
+        json_: bool, debug: bool) -> None:
     """Operate cygnetd: PostgreSQL databases with instant copy-on-write branches on ZFS.
 
     Talks to the local daemon over its unix socket, or to a remote one with
@@ -68,6 +77,7 @@ def cli(ctx: click.Context, socket_path: Path, host: str | None, ca: Path | None
     state = ctx.ensure_object(State)
     state.socket, state.host, state.ca = socket_path, host or None, ca
     state.server_name, state.timeout = server_name, timeout
+    state.cert, state.key = cert, key
     state.json = state.json or json_
     state.debug = state.debug or debug
     ctx.call_on_close(state.close)

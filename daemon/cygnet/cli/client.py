@@ -1,7 +1,9 @@
 """A typed, synchronous client of the Agent API with retries and error mapping.
 
 Mutating calls carry a fresh request_id; a retry after UNAVAILABLE reuses it,
-so the daemon returns the first result instead of acting twice.
+so the daemon returns the first result instead of acting twice. Transport
+failures are retried with backoff for about 10 s (a restarting daemon serves
+again within seconds); a refused client certificate is never retried.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ T = TypeVar("T")
 QUERY_TIMEOUT = 30.0
 # A first database of a Postgres version runs initdb; big resets wait for checkpoints.
 CHANGE_TIMEOUT = 900.0
-RETRY_DELAYS = (0.5, 1.5)
+# 9.75 s in all: longer than a daemon restart takes.
+RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 
 class _Mutation(Protocol):
@@ -55,10 +58,15 @@ class Client:
         if change and not request.request_id:
             request.request_id = str(uuid.uuid4())
         timeout = self.timeout or (CHANGE_TIMEOUT if change else QUERY_TIMEOUT)
-        for delay in (*self.retry_delays, None):
+        for attempt, delay in enumerate((*self.retry_delays, None)):
             try:
                 return method(request, timeout=timeout)
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and attempt == 0:
+                    # gRPC reports a refused certificate as UNAVAILABLE too: no retry.
+                    refusal = self.target.refusal()
+                    if refusal is not None:
+                        raise refusal from exc
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise from_rpc(exc, self.target.address, self._connected()) from exc
                 time.sleep(delay)

@@ -25,9 +25,14 @@ def from_rpc(exc: grpc.RpcError, target: str, connected: bool) -> CliError:
     """A CliError for a failed call. `connected`: whether the channel ever reached the daemon."""
     code: grpc.StatusCode = exc.code()
     details = (exc.details() or code.name.lower()).strip()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        who = "the coordinator" if target.startswith("coordinator") else "the daemon"
+        return CliError(f"{who} refused this client's certificate: {details}",
+                        Exit.UNREACHABLE)
     if not connected and code in (grpc.StatusCode.UNAVAILABLE,
                                   grpc.StatusCode.DEADLINE_EXCEEDED):
-        return CliError(f"cannot reach cygnetd at {target}: {_short(details)}", Exit.UNREACHABLE)
+        return CliError(f"cygnetd not answering at {target}: {_short(details)}",
+                        Exit.UNREACHABLE)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CliError(f"cygnetd did not answer in time ({details}); see --timeout")
     if code == grpc.StatusCode.UNIMPLEMENTED:
@@ -42,6 +47,6 @@ def _short(details: str) -> str:
     marker = "last error: "
     if marker in details:
         details = details.split(marker, 1)[1]
-        for prefix in ("UNKNOWN: ", "UNAVAILABLE: "):
+        for prefix in ("UNKNOWN: ", "UNAVAILABLE: ", "FAILED_PRECONDITION: "):
             details = details.removeprefix(prefix)
     return details.removesuffix(": OK")

@@ -21,13 +21,15 @@ class State:
     host: str | None = None
     ca: Path | None = None
     server_name: str | None = None
+    cert: Path | None = None  # client certificate and key for --host
+    key: Path | None = None
     timeout: float | None = None
     json: bool = False
     debug: bool = False
     _client: Client | None = field(default=None, repr=False)
 
     def target(self) -> Target:
-        return Target(self.socket, self.host, self.ca, self.server_name)
+        return Target(self.socket, self.host, self.ca, self.server_name, self.cert, self.key)
 
     def client(self) -> Client:
         if self._client is None:

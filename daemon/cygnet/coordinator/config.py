@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,12 @@ class CoordinatorConfig:
     tls_ca: Path = Path("/etc/cygnet/pki/ca.pem")
     # Lines of "NAME TOKEN"; callers send "authorization: Bearer TOKEN".
     tokens_file: Path | None = None
+    # Identity (certificate common name, token/NAME, or KIND/*) -> admin, operator or reader.
+    roles: dict[str, str] = field(default_factory=dict)
+    # Audit lines go to this file; None: the journal under systemd, else the log.
+    audit_log: Path | None = None
+    # Deny list of revoked certificate serials and identities, re-read when it changes.
+    revoked: Path | None = None
     heartbeat_interval: float = 5.0
     # A host that missed this many heartbeats is unavailable.
     missed_heartbeats: int = 3

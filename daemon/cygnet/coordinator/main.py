@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -33,7 +34,7 @@ log = logging.getLogger("cygnet.coordinator")
 
 _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
              "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
-             "reservation_ttl", "metrics_listen", "metrics_interval")
+             "reservation_ttl", "metrics_listen", "metrics_interval", "audit_log", "revoked")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in _SETTINGS:
         kind = int if name in ("missed_heartbeats", "max_clusters") else str
         serve.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    serve.add_argument("--role", action="append", default=[], metavar="IDENTITY=ROLE",
+                       help="e.g. client/alice=operator or client/*=reader (repeatable; "
+                            "adds to the roles setting)")
     pki_cmd = sub.add_parser("pki", help="make the fleet CA and certificates")
     pki_sub = pki_cmd.add_subparsers(dest="pki_command", required=True)
     init = pki_sub.add_parser("init", help="create the fleet CA in --dir")
@@ -94,6 +98,14 @@ async def serve(config: CoordinatorConfig) -> None:
     store.close()
 
 
+def with_roles(config: CoordinatorConfig, items: list[str]) -> CoordinatorConfig:
+    """The --role IDENTITY=ROLE options added to the settings' roles."""
+    if not all("=" in item for item in items):
+        raise CygnetError("role: use IDENTITY=ROLE, e.g. client/alice=operator")
+    extra = dict(item.split("=", 1) for item in items)
+    return dataclasses.replace(config, roles={**config.roles, **extra}) if extra else config
+
+
 def pki_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             run_pki(args)
             return 0
         config = load_config(args.config, {k: getattr(args, k) for k in _SETTINGS})
+        config = with_roles(config, args.role)
         asyncio.run(serve(config))
     except CygnetError as exc:
         print(f"cygnet-coordinator: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from grpc import aio
 
 from cygnet import errors
 from cygnet.api.v1 import agent_pb2_grpc
+from cygnet.rpc.auth import ForwardCaller
 
 T = TypeVar("T")
 
@@ -49,7 +50,8 @@ class AgentClients:
     def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = aio.secure_channel(address, self._creds)
+            # The agent's audit log names the caller the coordinator acts for.
+            channel = aio.secure_channel(address, self._creds, interceptors=[ForwardCaller()])
             self._channels[address] = channel
         return agent_pb2_grpc.AgentStub(channel)  # type: ignore[no-untyped-call]
 

@@ -11,12 +11,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cygnet.api.v1 import coordinator_pb2, coordinator_pb2_grpc
-from cygnet.coordinator.auth import AuthInterceptor
 from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.servicer import CoordinatorServicer
 from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc.audit import AuditLog
+from cygnet.rpc.auth import AuthInterceptor, AuthPolicy
+from cygnet.rpc.credentials import ReloadingCredentials
 from cygnet.rpc.errors import ErrorInterceptor
+from cygnet.rpc.revocation import DenyList
+from cygnet.rpc.roles import RoleMap
 
 log = logging.getLogger("cygnet.coordinator")
 
@@ -31,19 +35,26 @@ def _read(path: object, field: str) -> bytes:
 
 
 def credentials(config: CoordinatorConfig, require_client_cert: bool) -> grpc.ServerCredentials:
-    pair = (_read(config.tls_key, "tls_key"), _read(config.tls_cert, "tls_cert"))
-    if not require_client_cert:
-        return grpc.ssl_server_credentials([pair])
-    return grpc.ssl_server_credentials([pair], root_certificates=_read(config.tls_ca, "tls_ca"),
-                                       require_client_auth=True)
+    """Reloaded from their files on change: renewals and a new CA need no restart."""
+    for field in ("tls_cert", "tls_key", "tls_ca"):
+        _read(getattr(config, field), field)  # a missing file is a clear error at start
+    return ReloadingCredentials(config.tls_cert, config.tls_key,
+                                config.tls_ca if require_client_cert else None
+                                ).server_credentials()
+
+
+def auth_policy(config: CoordinatorConfig, tokens: dict[str, tuple[str, str]]) -> AuthPolicy:
+    return AuthPolicy(RoleMap.from_setting(config.roles), DenyList(config.revoked),
+                      AuditLog(config.audit_log), tokens=tokens)
 
 
 async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
-                       tokens: dict[str, str]
+                       tokens: dict[str, tuple[str, str]]
                        ) -> tuple[aio.Server, health.aio.HealthServicer, dict[str, int]]:
     # Authentication first: an unauthenticated request is not even decoded.
     # Metrics outside both, so refused and failed calls are counted by code.
-    server = aio.server(interceptors=[MetricsInterceptor("coordinator"), AuthInterceptor(tokens),
+    server = aio.server(interceptors=[MetricsInterceptor("coordinator"),
+                                      AuthInterceptor(auth_policy(config, tokens)),
                                       ErrorInterceptor()])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
