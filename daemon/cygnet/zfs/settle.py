@@ -5,6 +5,11 @@ zfs-fuse may finish the work anyway (or may already have). Answering
 "failed" for a dataset that exists, or "done" for one that does not, would
 leave the caller's idea of the host wrong, so the verbs whose outcome decides
 what comes next (create, snapshot, clone, destroy) look again.
+
+A cancelled call has no caller left to answer, so nothing is looked up then:
+the runner logs the kill, and the next reader of the host (every request
+reads ZFS afresh, and the reconciler finishes or undoes whatever a
+`cygnet:phase` of creating or deleting says was cut short) sees the outcome.
 """
 
 from __future__ import annotations
