@@ -142,7 +142,8 @@ class Clusters:
             log.error("branch %s: could not refresh its config: %s", branch.id, exc)
 
     async def stop(self, branch: BranchRecord, mode: str = "fast") -> None:
-        await process.stop(self.pgdata(branch), mode)
+        # The log lets a stop that cannot write its checkpoint fall back to immediate.
+        await process.stop(self.pgdata(branch), mode, log_path=self.files(branch).log_file)
 
     async def checkpoint(self, branch: BranchRecord) -> int:
         """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""

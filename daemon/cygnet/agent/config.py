@@ -42,6 +42,9 @@ class AgentConfig:
     # New databases and branches are refused below this much free pool space:
     # a cluster needs room for WAL from its first second.
     min_free_bytes: int = 128 * 1024 * 1024
+    # Space each pool keeps in reserve (POOL/cygnet/reserve-N) and gives up so that
+    # deletes and stops work when the pool is full; 0 keeps none.
+    reserve_bytes: int = 64 * 1024 * 1024
     # How often the supervisor checks that postmasters are alive.
     supervise_interval: float = 1.0
     # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9433). Empty disables it.

@@ -1,11 +1,14 @@
-"""The daemon's shared context: config, ZFS, clusters, ports and the locks."""
+"""The daemon's shared context: config, ZFS, clusters, ports, pool space and the locks."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cygnet import __version__
 from cygnet.agent import layout
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
@@ -19,8 +22,34 @@ from cygnet.agent.inventory import (
     load_database,
 )
 from cygnet.agent.ports import PortAllocator
+from cygnet.agent.space import PoolSpace
 from cygnet.errors import ResourceExhausted
-from cygnet.zfs import Zfs
+from cygnet.postgres.versions import installed_versions
+from cygnet.zfs import OutOfSpace, Zfs
+from cygnet.zfs.pools import PoolStatus, pool_status
+
+log = logging.getLogger("cygnet.agent")
+
+
+@dataclass(frozen=True)
+class PoolView:
+    status: PoolStatus
+    reserve_bytes: int  # held back for deletes on a full pool; 0 while released
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """What GetHostStatus and the coordinator's heartbeats report."""
+
+    host_id: str
+    hostname: str
+    version: str
+    pools: list[PoolView]
+    running_clusters: int
+    postgres_versions: list[str]
+    database_count: int
+    branch_count: int
+    zfs_dialect: str
 
 
 @dataclass
@@ -29,6 +58,7 @@ class Host:
     zfs: Zfs
     clusters: Clusters
     ports: PortAllocator
+    space: PoolSpace
     # Serialises name checks and dataset creation across the host (short).
     catalog_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Serialises the operations on one database (by database id).
@@ -41,8 +71,44 @@ class Host:
 
     @classmethod
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
-        return cls(config, zfs or Zfs(), Clusters(config),
-                   PortAllocator(config.port_min, config.port_max))
+        zfs = zfs or Zfs()
+        space = PoolSpace(config, zfs)
+        # A property write refused on a full pool gives up the pool's reserve.
+        zfs.make_room = space.release_reserve
+        return cls(config, zfs, Clusters(config),
+                   PortAllocator(config.port_min, config.port_max), space)
+
+    async def status(self) -> HostStatus:
+        inv = await self.catalog()
+        pools = [PoolView(await pool_status(self.zfs.runner, p), await self.space.reserve_of(p))
+                 for p in self.config.pools]
+        branches = inv.branches()
+        return HostStatus(
+            host_id=self.config.host_id or socket.gethostname(), hostname=socket.gethostname(),
+            version=__version__, pools=pools,
+            running_clusters=sum(1 for b in branches if self.clusters.live(b) is not None),
+            postgres_versions=sorted(installed_versions(self.config.postgres_root)),
+            database_count=len(inv.databases), branch_count=len(branches),
+            zfs_dialect=(await self.zfs.dialect()).name)
+
+    async def mark_deleting(self, dataset: str) -> None:
+        """Records phase=deleting before a delete. On a full pool whose reserve is spent
+        the delete goes on unmarked (`zfs destroy` needs no room): a crash midway then
+        leaves what remains as it was, for the user to delete again."""
+        try:
+            await self.zfs.set_props(dataset, {layout.P_PHASE: layout.PHASE_DELETING})
+        except OutOfSpace:
+            log.warning("pool full: deleting %s without marking it first", dataset)
+
+    async def require_free_for(self, branch_id: str, what: str) -> None:
+        """ResourceExhausted when the (cached) branch's dataset is short of space."""
+        db = self.find_branch(branch_id)
+        if db is not None:
+            await self.space.require_free(db.branches[branch_id].dataset, what)
+
+    def mounted(self, branch: BranchRecord) -> bool:
+        """Whether the branch's dataset is mounted where its files should be."""
+        return self.clusters.files(branch).mount.is_mount()
 
     def ensure_headroom(self, inv: Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""

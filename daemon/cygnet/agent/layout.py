@@ -5,6 +5,7 @@ Dataset names are built from generated ids only; human names are stored in
 
     POOL/cygnet                         root, mountpoint MOUNT_ROOT/POOL
     POOL/cygnet/templates/pgNN          golden template, snapshot @golden
+    POOL/cygnet/reserve-N               space held back for deletes on a full pool
     POOL/cygnet/db/DBID                 one database (canmount=off), its props
     POOL/cygnet/db/DBID/BRANCHID[-GEN]  one branch (files: cygnet.postgres.layout);
                                         a reset makes a new generation
@@ -16,6 +17,8 @@ from __future__ import annotations
 import secrets
 import string
 from pathlib import Path
+
+from cygnet.states import Phase
 
 # User properties (the source of truth for what exists on the host).
 P_KIND = "cygnet:kind"  # database | branch | template | snapshot
@@ -41,10 +44,10 @@ P_REPLACES = "cygnet:replaces"
 USER_PROPS = (P_KIND, P_ID, P_NAME, P_DATABASE, P_PARENT, P_PORT, P_DESIRED, P_PHASE,
               P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS, P_REPLACES)
 
-PHASE_CREATING = "creating"
-PHASE_READY = "ready"
-PHASE_RESETTING = "resetting"
-PHASE_DELETING = "deleting"
+PHASE_CREATING = Phase.CREATING
+PHASE_READY = Phase.READY
+PHASE_RESETTING = Phase.RESETTING
+PHASE_DELETING = Phase.DELETING
 
 GOLDEN = "golden"
 
@@ -66,6 +69,11 @@ def templates_root(pool: str) -> str:
 
 def template(pool: str, version: str) -> str:
     return f"{templates_root(pool)}/pg{version}"
+
+
+def reserve(pool: str, chunk: int) -> str:
+    """Datasets holding `refreservation` bytes, destroyed to make room (agent/space.py)."""
+    return f"{root(pool)}/reserve-{chunk}"
 
 
 def databases_root(pool: str) -> str:

@@ -108,7 +108,7 @@ async def serve(config: AgentConfig) -> None:
                   asyncio.create_task(_warm_templates(host)),
                   asyncio.create_task(systemd.watchdog(stop))]
     if config.coordinator:
-        background.append(asyncio.create_task(Membership(config, servicer).run(stop)))
+        background.append(asyncio.create_task(Membership(config, host).run(stop)))
     metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
                                   config.metrics_interval, stop)
     systemd.ready(f"serving on {config.admin_socket}"

@@ -29,6 +29,8 @@ log = logging.getLogger("cygnet.agent")
 
 async def reconcile(host: Host, supervisor: Supervisor) -> None:
     await ensure_roots(host)
+    # cygnetd owns its pools: after a reboot they may be imported but not mounted.
+    await host.space.mount_own()
     # Temporary clones of backups and diffs first: they pin their branches' snapshots.
     await remove_leftovers(host)
     inv = await host.inventory()
@@ -45,6 +47,7 @@ async def reconcile(host: Host, supervisor: Supervisor) -> None:
     inv = await host.inventory()
     await _drop_orphan_branch_points(host, inv)
     _drop_orphan_socket_dirs(host, inv)
+    await host.space.ensure_reserves()
 
 
 async def _drop_half_made_templates(host: Host, inv: Inventory) -> None:
@@ -93,11 +96,13 @@ async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
                     supervisor: Supervisor) -> None:
     live = host.clusters.live(branch)
     if branch.desired == "running" and live is None:
+        if not await supervisor.ensure_data(branch):
+            return
         try:
             await host.clusters.start(branch, db)
         except Exception as exc:
             log.error("branch %s did not start: %s", branch.id, exc)
-            supervisor.record_failure(branch.id)
+            supervisor.record_failure(branch.id, f"Postgres did not start: {exc}".split("\n")[0])
     elif branch.desired != "running" and live is not None:
         await host.clusters.stop(branch, "fast")
     elif live is not None:

@@ -19,9 +19,9 @@ import grpc
 from grpc import aio
 
 from cygnet import __version__
+from cygnet.agent import convert
 from cygnet.agent.config import AgentConfig
-from cygnet.agent.servicer import AgentServicer
-from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.agent.host import Host
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 
@@ -52,9 +52,10 @@ def host_id(config: AgentConfig) -> str:
     return config.host_id or socket.gethostname()
 
 
-async def capacity(config: AgentConfig, servicer: AgentServicer) -> cpb.HostCapacity:
-    status: apb.HostStatus = await servicer.GetHostStatus(apb.GetHostStatusRequest(), None)
-    return cpb.HostCapacity(pools=status.pools, memory_bytes=memory_bytes(config),
+async def capacity(config: AgentConfig, host: Host) -> cpb.HostCapacity:
+    status = await host.status()
+    return cpb.HostCapacity(pools=[convert.pool(p) for p in status.pools],
+                            memory_bytes=memory_bytes(config),
                             running_clusters=status.running_clusters,
                             postgres_versions=status.postgres_versions,
                             database_count=status.database_count)
@@ -69,15 +70,15 @@ def _channel(config: AgentConfig) -> aio.Channel:
 
 
 class Membership:
-    def __init__(self, config: AgentConfig, servicer: AgentServicer) -> None:
+    def __init__(self, config: AgentConfig, host: Host) -> None:
         self.config = config
-        self.servicer = servicer
+        self.host = host
         self.registered = False
         self.interval = 5.0
 
     async def beat(self, stub: cpb_grpc.CoordinatorStub) -> None:
         """One register or heartbeat call."""
-        cap = await capacity(self.config, self.servicer)
+        cap = await capacity(self.config, self.host)
         hid = host_id(self.config)
         if not self.registered:
             req = cpb.RegisterHostRequest(

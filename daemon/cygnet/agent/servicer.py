@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
-from cygnet import __version__
 from cygnet.agent import convert
 from cygnet.agent.service import AgentService
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
-from cygnet.postgres.versions import installed_versions
-from cygnet.zfs.pools import pool_status
 
 Ctx = Any  # grpc.aio.ServicerContext
 
@@ -23,7 +19,8 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def CreateDatabase(self, req: pb.CreateDatabaseRequest, ctx: Ctx
                              ) -> pb.CreateDatabaseResponse:
         db, main = await self.service.create_database(
-            req.name, req.postgres_version, req.size_class, req.pool, req.request_id)
+            req.name, req.postgres_version, req.size_class, req.pool, req.request_id,
+            quota=req.quota_bytes)
         conn = self.service.host.clusters.connection(main.record)
         return pb.CreateDatabaseResponse(database=convert.database(db),
                                          main_branch=convert.branch(main),
@@ -100,18 +97,4 @@ class AgentServicer(pb_grpc.AgentServicer):
         return pb.DeleteSnapshotResponse(snapshot_id=snap.id)
 
     async def GetHostStatus(self, req: pb.GetHostStatusRequest, ctx: Ctx) -> pb.HostStatus:
-        host = self.service.host
-        inv = await host.catalog()
-        pools = [await pool_status(host.zfs.runner, p) for p in host.config.pools]
-        branches = inv.branches()
-        running = sum(1 for b in branches if host.clusters.live(b) is not None)
-        return pb.HostStatus(
-            host_id=host.config.host_id or socket.gethostname(), hostname=socket.gethostname(),
-            version=__version__,
-            pools=[pb.Pool(name=p.name, size_bytes=p.size_bytes, free_bytes=p.free_bytes,
-                           used_bytes=p.used_bytes, health=p.health) for p in pools],
-            running_clusters=running,
-            postgres_versions=sorted(installed_versions(host.config.postgres_root)),
-            database_count=len(inv.databases), branch_count=len(branches),
-            zfs_dialect=(await host.zfs.dialect()).name,
-        )
+        return convert.host_status(await self.service.host.status())

@@ -17,6 +17,7 @@ async def create_snapshot(host: Host, branch: BranchRecord, name: str, request_i
         raise AlreadyExists(f"snapshot {name!r} already exists on branch {branch.name!r}")
     if branch.phase != L.PHASE_READY:
         raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
+    await host.space.require_free(branch.dataset, "a snapshot")  # before CHECKPOINT
     snap_id = L.new_id("sn")
     dataset, _ = await take_snapshot(host, branch, snap_id, name, "user", request_id)
     props = await host.zfs.get_props(dataset, ["used", "creation", *L.USER_PROPS])

@@ -1,4 +1,9 @@
-"""Keeps every branch that should run, running: restarts dead postmasters with backoff."""
+"""Keeps every branch that should run, running: restarts dead postmasters with backoff.
+
+It also keeps what cygnetd owns in place: on every resync it mounts its
+datasets that are not mounted (a pool re-imported after a reboot may come back
+unmounted) and makes each pool's reserve again once there is room for it.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ RESYNC_ROUNDS = 60
 class _Failure:
     count: int
     retry_at: float
+    reason: str = ""
+    unavailable: bool = False  # the data is not there (unmounted), rather than a failed start
 
 
 class Supervisor:
@@ -35,16 +42,50 @@ class Supervisor:
     def is_failing(self, branch_id: str) -> bool:
         return branch_id in self._failures
 
+    def is_unavailable(self, branch_id: str) -> bool:
+        failure = self._failures.get(branch_id)
+        return failure is not None and failure.unavailable
+
+    def reason(self, branch_id: str) -> str:
+        """Why the branch is not running as it should ("" if nothing is known)."""
+        failure = self._failures.get(branch_id)
+        return failure.reason if failure else ""
+
     def forget(self, branch_id: str) -> None:
         """An operator's start/stop wipes the backoff slate."""
         self._failures.pop(branch_id, None)
 
-    def record_failure(self, branch_id: str) -> float:
+    def record_failure(self, branch_id: str, reason: str = "", *,
+                       unavailable: bool = False) -> float:
         previous = self._failures.get(branch_id)
         count = previous.count + 1 if previous else 1
         delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (count - 1))
-        self._failures[branch_id] = _Failure(count, time.monotonic() + delay)
+        if unavailable:  # a mount comes back at any moment: look often
+            delay = BACKOFF_FIRST
+        self._failures[branch_id] = _Failure(count, time.monotonic() + delay, reason,
+                                             unavailable)
         return delay
+
+    async def ensure_data(self, branch: BranchRecord) -> bool:
+        """True when the branch's files are there; otherwise tries to mount them and,
+        failing that, records the branch as unavailable with the reason."""
+        if self.host.mounted(branch) or await self._mount_own(branch):
+            if self.host.clusters.pgdata(branch).joinpath("PG_VERSION").is_file():
+                return True
+            reason = "its data directory is missing from its dataset"
+        else:
+            reason = "its ZFS dataset is not mounted, and cygnetd could not mount it"
+        if not self.is_unavailable(branch.id):
+            log.error("branch %s cannot start: %s", branch.id, reason)
+        self.record_failure(branch.id, reason, unavailable=True)
+        return False
+
+    async def _mount_own(self, branch: BranchRecord) -> bool:
+        try:
+            await self.host.space.mount_own()
+        except Exception:
+            log.exception("mounting the datasets of %s failed", branch.id)
+        return self.host.mounted(branch)
 
     async def check_once(self) -> None:
         """Checks every branch that should run, from the cached view of the host.
@@ -79,14 +120,18 @@ class Supervisor:
             await self._restart(db, branch)
 
     async def _restart(self, db: DatabaseRecord, branch: BranchRecord) -> None:
+        if not await self.ensure_data(branch):
+            return
         log.warning("postmaster of %s/%s (%s) is down; starting it", db.name, branch.name,
                     branch.id)
+        started = time.monotonic()
         try:
             await self.host.clusters.start(branch, db)
         except Exception as exc:  # the log says why; we retry later
-            delay = self.record_failure(branch.id)
+            delay = self.record_failure(branch.id, f"Postgres did not start: {_first_line(exc)}")
             log.error("start of %s failed (%s); retrying in %.0fs", branch.id, exc, delay)
             return
+        log.info("postmaster of %s back in %.3fs", branch.id, time.monotonic() - started)
         self.restarts += 1
         self._failures.pop(branch.id, None)
 
@@ -95,10 +140,22 @@ class Supervisor:
         while not stop.is_set():
             try:
                 if rounds % RESYNC_ROUNDS == 0:
-                    await self.host.inventory()  # catch changes made behind our back
+                    await self.resync()
                 rounds += 1
+                await self.host.space.ensure_missing_reserves()
                 await self.check_once()
             except Exception:
                 log.exception("supervisor round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.host.config.supervise_interval)
+
+    async def resync(self) -> None:
+        """Catches changes made behind our back: ZFS state, mounts, reserves."""
+        await self.host.space.mount_own()
+        await self.host.space.ensure_reserves()
+        await self.host.inventory()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

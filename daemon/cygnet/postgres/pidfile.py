@@ -59,3 +59,13 @@ def read_pidfile(pgdata: Path) -> PidFile | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return parse_pidfile(text)
+
+
+def lockfile_pid(path: Path) -> int | None:
+    """The pid on the first line of a Postgres lock file (postmaster.pid or a
+    socket's `.s.PGSQL.PORT.lock`); None if missing or unreadable."""
+    try:
+        first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return _int_or_none(first)

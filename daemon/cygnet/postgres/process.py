@@ -17,13 +17,19 @@ import time
 from pathlib import Path
 
 from cygnet._native import spawn_detached
-from cygnet.errors import FailedPrecondition, InternalError, InvalidArgument, Unavailable
+from cygnet.errors import Aborted, FailedPrecondition, InternalError, InvalidArgument
 from cygnet.postgres import _fs
 from cygnet.postgres._cmd import postgres_env
 from cygnet.postgres.config import socket_dir_of
 from cygnet.postgres.layout import postgres_user
-from cygnet.postgres.pidfile import PIDFILE, PidFile, read_pidfile
-from cygnet.postgres.procfs import Postmaster, find_live_postmaster, read_stat
+from cygnet.postgres.pidfile import PIDFILE, PidFile, lockfile_pid, read_pidfile
+from cygnet.postgres.procfs import (
+    Postmaster,
+    find_live_postmaster,
+    is_dead,
+    processes_in,
+    read_stat,
+)
 
 __all__ = [
     "STOP_SIGNALS",
@@ -47,6 +53,12 @@ STOP_SIGNALS: dict[str, signal.Signals] = {
 POLL_INTERVAL = 0.003
 # How long an immediate shutdown may take after the requested mode timed out.
 IMMEDIATE_GRACE = 15.0
+# How long a crashed postmaster's children may take to notice and exit.
+STRAGGLER_WAIT = 5.0
+# Server log lines that say the shutdown checkpoint cannot be written.
+_CANNOT_WRITE = (b"No space left on device", b"Disk quota exceeded")
+# Below this much room a shutdown checkpoint is not attempted for long.
+FULL_BYTES = 8 * 2**20
 
 def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
     """Starts the detached postmaster (see native/spawn.c); returns its pid.
@@ -75,7 +87,7 @@ def _log_tail(log_path: Path) -> str:
 async def wait_ready(postmaster: Postmaster, log_path: Path, timeout: float = 60.0) -> None:
     """Polls postmaster.pid every few ms until the postmaster reports "ready".
 
-    Raises Unavailable if it exits (with the log tail) or is not ready within
+    Raises Aborted if it exits (with the log tail) or is not ready within
     `timeout` (it is then left running: crash recovery may just be slow).
     """
     deadline = time.monotonic() + timeout
@@ -84,9 +96,9 @@ async def wait_ready(postmaster: Postmaster, log_path: Path, timeout: float = 60
         if pidfile and pidfile.pid == postmaster.pid and pidfile.status == "ready":
             return
         if not postmaster.is_alive():
-            raise Unavailable(f"postmaster exited during startup{_log_tail(log_path)}")
+            raise Aborted(f"postmaster exited during startup{_log_tail(log_path)}")
         if time.monotonic() >= deadline:
-            raise Unavailable(
+            raise Aborted(
                 f"postmaster {postmaster.pid} not ready after {timeout:.0f}s{_log_tail(log_path)}"
             )
         await asyncio.sleep(POLL_INTERVAL)
@@ -105,25 +117,96 @@ async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.
     running = find_live_postmaster(pgdata)
     if running is not None:
         raise FailedPrecondition(f"a postmaster (pid {running.pid}) already runs on {pgdata}")
-    if _fs.remove_if_exists(pgdata / PIDFILE):
-        log.info("removed stale %s in %s", PIDFILE, pgdata)
+    await _clear_stale_pidfile(pgdata)
     socket_dir = socket_dir_of(pgdata)
     if socket_dir is not None:
         _fs.ensure_postgres_dir(socket_dir)
+        _clear_stale_socket_locks(socket_dir)
     _fs.ensure_postgres_file(log_path)
     pid = _launch(bindir, pgdata, log_path)
     stat = read_stat(pid)
     if stat is None:
-        raise Unavailable(f"postmaster exited at once{_log_tail(log_path)}")
+        raise Aborted(f"postmaster exited at once{_log_tail(log_path)}")
     postmaster = Postmaster(pid=pid, start_ticks=stat.start_ticks, pgdata=pgdata)
     await wait_ready(postmaster, log_path, timeout)
     return postmaster
 
 
-async def _wait_exit(postmaster: Postmaster, timeout: float) -> bool:
+async def _clear_stale_pidfile(pgdata: Path) -> None:
+    """Removes a postmaster.pid nobody holds, once a crashed postmaster's children are gone.
+
+    Postgres refuses a pid file whose pid still answers `kill(pid, 0)`, which a
+    killed postmaster does as a zombie until PID 1 reaps it. Its children exit
+    within moments of its death; starting beside them would share the data
+    directory with processes of the old server, so they are waited for.
+    """
+    stale = lockfile_pid(pgdata / PIDFILE)
+    if stale is None:
+        _fs.remove_if_exists(pgdata / PIDFILE)  # empty or garbled
+        return
+    if is_dead(stale):  # our own crash; else another cluster's pid (a clone's copy)
+        deadline = time.monotonic() + STRAGGLER_WAIT
+        while left := processes_in(pgdata):
+            if time.monotonic() >= deadline:
+                raise Aborted(f"processes {left} of the previous postmaster on {pgdata} "
+                                  "still run")
+            await asyncio.sleep(0.01)
+    if _fs.remove_if_exists(pgdata / PIDFILE):
+        log.info("removed stale %s in %s (pid %d)", PIDFILE, pgdata, stale)
+
+
+def _clear_stale_socket_locks(socket_dir: Path) -> None:
+    """Removes `.s.PGSQL.PORT.lock` files (and their sockets) whose pid is dead.
+
+    The socket directory is the branch's own, so a lock there is its previous
+    postmaster's; removing it only when that pid is dead (or a zombie) spares
+    the restart after a crash the refusal Postgres gives a zombie's lock.
+    """
+    for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+        pid = lockfile_pid(lock)
+        if pid is not None and not is_dead(pid):
+            continue
+        lock.unlink(missing_ok=True)
+        socket_dir.joinpath(lock.name.removesuffix(".lock")).unlink(missing_ok=True)
+        log.info("removed stale %s (pid %s)", lock, pid)
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def _cannot_write(pgdata: Path, log_path: Path | None, offset: int) -> bool:
+    """True when the data's filesystem is (all but) full, or the log, past `offset`,
+    reports a write that failed for want of space (on a full pool the log itself
+    may not get written, hence both)."""
+    with contextlib.suppress(OSError):
+        fs = os.statvfs(pgdata)
+        if fs.f_bavail * fs.f_frsize < FULL_BYTES:
+            return True
+    if log_path is None:
+        return False
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read(1 << 20)
+    except OSError:
+        return False
+    return any(marker in text for marker in _CANNOT_WRITE)
+
+
+async def _wait_exit(postmaster: Postmaster, timeout: float, log_path: Path | None = None,
+                     log_offset: int = 0) -> bool:
+    """False after `timeout`, or as soon as the log says the server cannot write."""
     deadline = time.monotonic() + timeout
+    polls = 0
     while postmaster.is_alive():
         if time.monotonic() >= deadline:
+            return False
+        polls += 1
+        if polls % 30 == 0 and _cannot_write(postmaster.pgdata, log_path, log_offset):
             return False
         await asyncio.sleep(POLL_INTERVAL)
     return True
@@ -136,23 +219,29 @@ def _signal(postmaster: Postmaster, sig: signal.Signals) -> None:
             os.kill(postmaster.pid, sig)
 
 
-async def stop(pgdata: Path, mode: str = "fast", timeout: float = 60.0) -> None:
+async def stop(pgdata: Path, mode: str = "fast", timeout: float = 60.0,
+               log_path: Path | None = None) -> None:
     """Stops the postmaster on `pgdata` with `mode` (smart, fast or immediate).
 
     A no-op if none runs. Waits for the process to exit by polling /proc;
-    after `timeout` escalates to immediate; raises Unavailable if even that
-    does not end it within IMMEDIATE_GRACE seconds.
+    after `timeout` escalates to immediate, and at once when `log_path` (the
+    server log) says the shutdown checkpoint cannot be written (a full pool:
+    crash recovery at the next start replaces it). Raises Aborted if even
+    immediate does not end it within IMMEDIATE_GRACE seconds.
     """
     if mode not in STOP_SIGNALS:
         raise InvalidArgument("mode", f"must be one of {', '.join(STOP_SIGNALS)}")
     postmaster = find_live_postmaster(pgdata)
     if postmaster is None:
         return
+    log_offset = _size(log_path)
     _signal(postmaster, STOP_SIGNALS[mode])
-    if await _wait_exit(postmaster, timeout):
+    if await _wait_exit(postmaster, timeout, log_path, log_offset):
         return
-    log.warning("postmaster %d not stopped (%s) in %.0fs", postmaster.pid, mode, timeout)
+    log.warning("postmaster %d did not stop (%s): out of space for its shutdown checkpoint, "
+                "or still running after %.0fs; stopping it with immediate", postmaster.pid,
+                mode, timeout)
     _signal(postmaster, signal.SIGQUIT)
     if not await _wait_exit(postmaster, IMMEDIATE_GRACE):
-        raise Unavailable(f"postmaster {postmaster.pid} did not exit after SIGQUIT")
+        raise Aborted(f"postmaster {postmaster.pid} did not exit after SIGQUIT")
 

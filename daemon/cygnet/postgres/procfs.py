@@ -91,3 +91,20 @@ def find_live_postmaster(pgdata: Path) -> Postmaster | None:
     if pidfile is None:
         return None
     return postmaster_by_pid(pidfile.pid, pgdata)
+
+
+def is_dead(pid: int) -> bool:
+    """True when `pid` runs nothing that could hold a Postgres lock: no process, a
+    zombie (a killed postmaster waits there until PID 1 reaps it, yet Postgres's
+    own `kill(pid, 0)` check sees it as alive), or a reused pid that is not postgres."""
+    return not _running(read_stat(pid)) or not _is_postgres_binary(pid)
+
+
+def processes_in(pgdata: Path) -> list[int]:
+    """Live postgres processes whose working directory is `pgdata`: a postmaster and
+    its children all run there, so after a crash this finds the stragglers."""
+    found = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and postmaster_by_pid(int(entry.name), pgdata) is not None:
+            found.append(int(entry.name))
+    return found

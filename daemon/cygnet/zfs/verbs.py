@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cygnet.zfs.dialect import Dialect, probe
-from cygnet.zfs.errors import DatasetBusy
+from cygnet.zfs.errors import DatasetBusy, OutOfSpace, ZfsTimeout
+from cygnet.zfs.parsing import get_rows
 from cygnet.zfs.runner import CommandRunner
+from cygnet.zfs.settle import run_settled, settled
+
+log = logging.getLogger("cygnet.zfs")
+
+# Called with a dataset's name when a property write on it failed for want of
+# space; returns True once it made room (the write is then tried once more).
+# On a full pool `zfs set` fails while `zfs destroy` works, so the agent
+# answers by destroying a small reserve dataset it keeps for this.
+RoomMaker = Callable[[str], Awaitable[bool]]
 
 BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 # Native properties every listing reads; user properties are added per call.
-LISTED_NATIVE = ("type", "origin", "used", "referenced", "creation", "mountpoint", "available")
+LISTED_NATIVE = ("type", "origin", "used", "referenced", "creation", "mountpoint", "available",
+                 "quota")
 
 
 @dataclass
@@ -48,8 +60,10 @@ def _props_args(props: Mapping[str, str]) -> list[str]:
 class Zfs:
     """The verbs. Create one per process; the dialect is probed on first use."""
 
-    def __init__(self, runner: CommandRunner | None = None) -> None:
+    def __init__(self, runner: CommandRunner | None = None,
+                 make_room: RoomMaker | None = None) -> None:
         self.runner = runner or CommandRunner()
+        self.make_room = make_room
         self._dialect: Dialect | None = None
         self._probe_lock = asyncio.Lock()
 
@@ -60,13 +74,16 @@ class Zfs:
             return self._dialect
 
     async def create(self, name: str, props: Mapping[str, str] | None = None) -> None:
-        await self.runner.run(["zfs", "create", *_props_args(props or {}), name])
+        await run_settled(self.runner, ["zfs", "create", *_props_args(props or {}), name], name,
+                          exists_after=True)
 
     async def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
-        await self.runner.run(["zfs", "snapshot", *_props_args(props or {}), name])
+        await run_settled(self.runner, ["zfs", "snapshot", *_props_args(props or {}), name],
+                          name, exists_after=True)
 
     async def clone(self, snapshot: str, name: str, props: Mapping[str, str] | None = None) -> None:
-        await self.runner.run(["zfs", "clone", *_props_args(props or {}), snapshot, name])
+        await run_settled(self.runner, ["zfs", "clone", *_props_args(props or {}), snapshot,
+                                        name], name, exists_after=True)
 
     async def destroy(self, name: str, *, recursive: bool = False) -> None:
         """`recursive` also destroys the dataset's snapshots, never dependent clones.
@@ -74,7 +91,11 @@ class Zfs:
         Unmounting right after the last process left can report "busy" for a
         moment (zfs-fuse especially), so busy is retried briefly.
         """
-        await self._run_retrying_busy(["zfs", "destroy", *(["-r"] if recursive else []), name])
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), name]
+        try:
+            await self._run_retrying_busy(argv)
+        except ZfsTimeout as exc:  # a killed zfs may have destroyed it all the same
+            await settled(self.runner, exc, name, exists_after=False)
 
     async def _run_retrying_busy(self, argv: list[str]) -> None:
         for delay in BUSY_RETRY_DELAYS:
@@ -113,10 +134,40 @@ class Zfs:
         # One call per property keeps us compatible with zfs-fuse, whose
         # `zfs set` takes a single property.
         for key, value in props.items():
-            await self.runner.run(["zfs", "set", f"{key}={value}", name])
+            await self._write(["zfs", "set", f"{key}={value}", name], name)
 
     async def inherit(self, name: str, prop: str) -> None:
-        await self.runner.run(["zfs", "inherit", prop, name])
+        await self._write(["zfs", "inherit", prop, name], name)
+
+    async def _write(self, argv: list[str], name: str) -> None:
+        """A property write; on a full pool, tried once more after `make_room`."""
+        try:
+            await self.runner.run(argv)
+        except OutOfSpace:
+            if self.make_room is None or not await self.make_room(name):
+                raise
+            log.warning("pool full: made room for %s", " ".join(argv))
+            await self.runner.run(argv)
+
+    async def mount(self, name: str) -> None:
+        await self._run_retrying_busy(["zfs", "mount", name])
+
+    async def unmounted(self, root: str) -> list[str]:
+        """Filesystems at and below `root` that should be mounted but are not,
+        parents first (a child's mountpoint lies inside its parent's)."""
+        listing = await self.get_props(root, ["mounted", "canmount", "mountpoint"],
+                                       recursive=True)
+        wanted = [ds.name for ds in listing.values()
+                  if not ds.is_snapshot and ds.native.get("mounted") == "no"
+                  and ds.native.get("canmount") == "on"
+                  and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-")]
+        return sorted(wanted, key=lambda n: (n.count("/"), n))
+
+    async def available(self, name: str) -> int:
+        """Bytes `name` may still write: the pool's free space, within any quota."""
+        props = await self.get_props(name, ["available"])
+        ds = props.get(name)
+        return ds.number("available") if ds is not None else 0
 
     async def get_props(
         self, name: str, props: Iterable[str], *, recursive: bool = False,
@@ -154,11 +205,7 @@ def parse_get(stdout: str) -> dict[str, Dataset]:
     not theirs.
     """
     datasets: dict[str, Dataset] = {}
-    for line in stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 4:
-            continue
-        name, prop, value, source = parts
+    for name, prop, value, source in get_rows(stdout):  # raises on a malformed line
         ds = datasets.setdefault(name, Dataset(name))
         if ":" in prop:
             if source == "local" or source.startswith("received"):

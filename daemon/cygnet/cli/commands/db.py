@@ -10,6 +10,28 @@ from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class ByteSize(click.ParamType):  # type: ignore[type-arg]
+    """A size such as 512M, 10G or 1.5T (powers of 1024; a bare number is bytes)."""
+
+    name = "SIZE"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in _UNITS else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size such as 512M, 10G or 1.5T", param, ctx)
+        if number < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return int(number * _UNITS[unit])
+
 
 @click.group(cls=OrderedGroup)
 def db() -> None:
@@ -24,6 +46,7 @@ def db() -> None:
 Examples:
   cygnet db create shop
   cygnet db create shop --version 15 --size medium
+  cygnet db create shop --quota 20G
   cygnet db create shop --json | jq -r .connection.uri""")
 @click.argument("name")
 @click.option("--version", "version", metavar="MAJOR", default="",
@@ -32,15 +55,18 @@ Examples:
               help="Size class: nano, small, medium or large (default: small).")
 @click.option("--pool", metavar="POOL", default="",
               help="ZFS pool (default: the one with the most free space).")
+@click.option("--quota", type=ByteSize(), default=0,
+              help="Most space the database (all its branches and snapshots) may use, "
+                   "e.g. 20G, so that it cannot fill the pool (default: no limit).")
 @json_option
 @pass_state
-def create(state: State, name: str, version: str, size: str, pool: str) -> None:
+def create(state: State, name: str, version: str, size: str, pool: str, quota: int) -> None:
     """Create database NAME and start its main branch.
 
     Prints the database and the connection string of main.
     """
     req = pb.CreateDatabaseRequest(name=name, postgres_version=version, size_class=size,
-                                   pool=pool)
+                                   pool=pool, quota_bytes=quota)
     with working(f"Creating database {name}", f"Created database {name}"):
         resp = state.client().create_database(req)
     if state.json:

@@ -1,0 +1,150 @@
+"""A full pool can still be emptied through the API (docs/operations.md, "Full pools").
+
+One daemon on a small pool of its own: a branch's inserts fill the pool, then
+snapshots and branches are refused with RESOURCE_EXHAUSTED before Postgres is
+touched (so it stays up), stopping works, and `cygnet branch rm` of the branch
+that filled it works and gives the space back; the reserve comes back too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.harness import Daemon, postmaster_pids
+from tests.integration.own_daemon import own_daemon
+from tests.integration.test_cli_support import cygnet
+
+pytestmark = pytest.mark.integration
+
+MIB = 2**20
+SETTINGS = f"min_free_bytes = {48 * MIB}\nreserve_bytes = {32 * MIB}\n"
+
+
+@pytest.fixture(scope="module")
+def small() -> Iterator[Daemon]:
+    with own_daemon("f", 55700, "320M", SETTINGS) as d:
+        yield d
+
+
+def pool(d: Daemon) -> pb.Pool:
+    with d.stub() as s:
+        status: pb.HostStatus = s.GetHostStatus(pb.GetHostStatusRequest())
+    (p,) = status.pools
+    return p
+
+
+def fill(uri: str) -> None:
+    """Inserts until the pool is full. An unlogged table: the data files take the
+    ENOSPC (an ERROR), not the WAL (a PANIC), as with a user's bulk load."""
+    with psycopg.connect(uri, autocommit=True) as c:
+        # Uncompressed 1.9 kB values: cheap to make, and they take what they say.
+        c.execute("create unlogged table fill (v text)")
+        c.execute("alter table fill alter column v set storage external")
+        for _ in range(200):
+            try:
+                c.execute("insert into fill select repeat(md5(i::text), 60)"
+                          " from generate_series(1, 10000) i")
+            except psycopg.errors.DiskFull:  # ENOSPC: the pool is full
+                return
+            except psycopg.errors.InternalError_ as exc:  # EDQUOT has no SQLSTATE of its own
+                assert "quota exceeded" in str(exc), exc
+                return
+        pytest.fail("the pool never filled")
+
+
+def top_up(path: Path) -> None:
+    try:
+        with open(path, "wb") as f:
+            for _ in range(4096):
+                f.write(os.urandom(64 * 1024))
+                f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        assert exc.errno in (errno.ENOSPC, errno.EDQUOT), exc
+        return
+    pytest.fail("the pool had more room than expected")
+
+
+def wait_for(what: str, check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def test_full_pool_refuses_snapshots_and_still_stops_and_deletes(small: Daemon) -> None:
+    assert pool(small).reserve_bytes == 32 * MIB
+    with small.stub() as s:
+        db = s.CreateDatabase(pb.CreateDatabaseRequest(name="full", size_class="nano"),
+                              timeout=120)
+        filler = s.CreateBranch(pb.CreateBranchRequest(database="full", name="filler"),
+                                timeout=120)
+        free_before = pool(small).free_bytes
+        fill(filler.connection.uri)
+        assert pool(small).free_bytes < 48 * MIB
+        ref = pb.BranchRef(branch_id=filler.branch.id)
+        root = small.mount_root / small.pool.name / "db" / db.database.id
+        # Postgres stops at the last free megabyte or so; take that too, so
+        # that even `zfs set` is refused.
+        top_up(root / filler.branch.id / "top-up")
+        pids = postmaster_pids(root)
+
+        with pytest.raises(grpc.RpcError) as refused:
+            s.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref, name="s1"), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "free space" in (refused.value.details() or "")
+        with pytest.raises(grpc.RpcError) as refused:
+            s.CreateBranch(pb.CreateBranchRequest(database="full", name="more"), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # No CHECKPOINT was issued, so no PANIC: the same postmasters serve.
+        assert postmaster_pids(root) == pids
+        assert psycopg.connect(filler.connection.uri).execute("select 1").fetchone() == (1,)
+
+        # Stopping writes the desired state first: the reserve makes room for it.
+        stopped = s.StopBranch(pb.StopBranchRequest(
+            branch=pb.BranchRef(branch_id=db.main_branch.id)), timeout=120)
+        assert stopped.state == pb.BRANCH_STATE_STOPPED
+        assert pool(small).reserve_bytes < 32 * MIB
+
+    cygnet(small, "branch", "rm", "full/filler")
+    wait_for("the space coming back", lambda: pool(small).free_bytes > free_before - 16 * MIB)
+    wait_for("the reserve coming back", lambda: pool(small).reserve_bytes == 32 * MIB)
+    with small.stub() as s:
+        started = s.StartBranch(pb.StartBranchRequest(
+            branch=pb.BranchRef(branch_id=db.main_branch.id)), timeout=120)
+        assert started.state == pb.BRANCH_STATE_RUNNING
+        s.CreateSnapshot(pb.CreateSnapshotRequest(
+            branch=pb.BranchRef(branch_id=db.main_branch.id), name="after"), timeout=60)
+
+
+def test_quota_keeps_a_database_from_filling_the_pool(small: Daemon) -> None:
+    with small.stub() as s:
+        with pytest.raises(grpc.RpcError) as bad:
+            s.CreateDatabase(pb.CreateDatabaseRequest(name="tiny", quota_bytes=MIB))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "quota_bytes" in (bad.value.details() or "")
+    created = cygnet(small, "db", "create", "capped", "--size", "nano", "--quota", "112M",
+                     "--json").json()
+    with small.stub() as s:
+        shown = s.GetDatabase(pb.GetDatabaseRequest(database="capped"))
+    assert shown.quota_bytes == 112 * MIB
+    free_before = pool(small).free_bytes
+    fill(created["connection"]["uri"])
+    # The database is full; the pool is not.
+    assert pool(small).free_bytes > free_before - 150 * MIB
+    with small.stub() as s:
+        ref = pb.BranchRef(database="capped", name="main")
+        with pytest.raises(grpc.RpcError) as refused:
+            s.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref, name="s1"), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    cygnet(small, "db", "rm", "capped")
