@@ -32,6 +32,8 @@ from cygnet.metrics.commands import observe
 
 log = logging.getLogger("cygnet.command")
 
+SETPRIV = "/usr/bin/setpriv"  # util-linux
+
 _SECRET_OPTION = re.compile(r"^(--?[\w-]*(?:password|passwd|secret|token)[\w-]*=)(.+)$", re.I)
 _CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 _URI_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
@@ -79,12 +81,17 @@ async def run(argv: Sequence[str | os.PathLike[str]], *, timeout: float, verb: s
     verb = verb or tool
     shown = shown_argv(args)
     kwargs: dict[str, object] = {}
+    spawned = args
     if run_as is not None:
-        kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": [],
-                  "env": dict(run_as.env)}
+        # setpriv drops to the user in its own process: Python's user=/group= switch
+        # makes it fork() instead of vfork(), which runs gRPC's fork handlers
+        # in the child, and they crash it.
+        spawned = [SETPRIV, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups",
+                   "--", *args]
+        kwargs = {"env": dict(run_as.env)}
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        *spawned, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=cwd, **kwargs)  # type: ignore[arg-type]
     log.debug("start [%d] %s", proc.pid, shown)
     try:

@@ -120,3 +120,27 @@ def test_insert_frame_indexes_new_blocks_by_slot() -> None:
     assert index.insert_frame(a + c, 1, 2, 3) == b""
     with pytest.raises(ValueError, match="digests"):
         index.insert_frame(b"x" * 17, 1, 2, 3)
+
+
+def test_insert_frame_out_of_memory_indexes_nothing() -> None:
+    """Each allocation of the call fails in turn (CPython's _testcapi hooks):
+    a frame is indexed whole or not at all, never blocks without records."""
+    _testcapi = pytest.importorskip("_testcapi")
+    frame = b"".join(bytes([200 + k]) * 16 for k in range(8))
+    failures = 0
+    for nth in range(8):
+        index = DedupIndex()
+        for i in range(10):  # 10 of 16 slots: the frame's 2nd new block needs 32
+            index.insert(i.to_bytes(16, "big"), 1, 0, 0)
+        records = None
+        _testcapi.set_nomemory(nth, 0)
+        try:
+            records = index.insert_frame(frame, 7, 0, 100)
+        except MemoryError:
+            failures += 1
+        finally:
+            _testcapi.remove_mem_hooks()
+        added = len(records) // RECORD_SIZE if records is not None else 0
+        assert len(index) == 10 + added
+        assert index.missing(frame) == ([] if records is not None else list(range(8)))
+    assert failures > 0
