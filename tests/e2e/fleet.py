@@ -63,6 +63,10 @@ class Coordinator:
     def log_path(self) -> Path:
         return self.base / "coordinator.log"
 
+    @property
+    def audit_path(self) -> Path:
+        return self.base / "audit.log"
+
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         cert, key = self.pki.issue("coordinator", "coordinator", *[
@@ -70,7 +74,10 @@ class Coordinator:
         listen = ",".join([f"unix:{self.socket}", *self.listen])
         argv = [str(VENV_BIN / "cygnet-coordinator"), "--log-level", "DEBUG", "serve",
                 "--listen", listen, "--store", self.store, "--tls-cert", str(cert),
-                "--tls-key", str(key), "--tls-ca", str(self.pki.ca), *self.extra_args]
+                "--tls-key", str(key), "--tls-ca", str(self.pki.ca),
+                # The test's own client certificate (stub()) administers the fleet.
+                "--role", "client/tester=admin", "--audit-log", str(self.audit_path),
+                *self.extra_args]
         prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*prefix, *argv], stdout=log, stderr=log,

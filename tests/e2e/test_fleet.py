@@ -75,7 +75,7 @@ def fleet() -> Iterator[Fleet]:
         pki = Pki.create(base / "pki")
         addr = lan.add("coord")
         lan.add("client")
-        (base / "tokens").write_text(f"ci {TOKEN}\n")
+        (base / "tokens").write_text(f"ci {TOKEN} operator\n")
         coordinator = Coordinator(
             base / "coord", pki, f"sqlite:///{base}/coord/state.db", listen=[f"{addr}:7434"],
             extra_args=["--listen-token", f"{addr}:7435", "--tokens-file", str(base / "tokens"),
@@ -120,6 +120,7 @@ def test_fleet(fleet: Fleet) -> None:
         made = list(ex.map(lambda i: create(fleet, f"db{i:02d}"), range(30)))
     counts = Counter(r.placement.host_id for r in made)
     assert sum(counts.values()) == 30
+    _audited_with_the_real_caller(fleet)
     assert 14 <= counts["h1"] <= 16 and 7 <= counts["h2"] <= 8 and 7 <= counts["h3"] <= 8, counts
     assert all("utilisation after placement" in r.placement.reason for r in made)
     with fleet.coordinator.stub() as c:
@@ -182,6 +183,22 @@ def _drain(f: Fleet) -> None:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert not c.UndrainHost(cpb.DrainHostRequest(host_id="h1"), timeout=10).drained
         assert c.PlaceDatabase(nvme, timeout=10).host_id == "h1"
+
+
+def _audited_with_the_real_caller(f: Fleet) -> None:
+    """The agents' audit logs name the client the coordinator acted for, not the coordinator."""
+    def creates() -> list[dict[str, str]]:
+        lines = [json.loads(x) for d in f.daemons.values() if d.audit_path.exists()
+                 for x in d.audit_path.read_text().splitlines()]
+        return [x for x in lines if x["method"] == "/cygnet.v1.Agent/CreateDatabase"]
+
+    wait_for(lambda: len(creates()) >= 30, 10, "30 audited creates")
+    assert {(x["identity"], x.get("via"), x["role"], x["outcome"]) for x in creates()} == {
+        ("client/tester", "coordinator/coordinator", "admin", "OK")}
+    coordinator_lines = [json.loads(x) for x in
+                         f.coordinator.audit_path.read_text().splitlines()]
+    assert sum(x["method"].endswith("/CreateDatabase") and x["identity"] == "client/tester"
+               for x in coordinator_lines) == 30
 
 
 def _cli_hosts(f: Fleet) -> None:

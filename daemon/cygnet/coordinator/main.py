@@ -37,6 +37,11 @@ _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca",
              "reservation_ttl", "metrics_listen", "metrics_interval", "audit_log", "revoked")
 
 
+# Command-line values have the settings' types: the settings are checked strictly.
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(CoordinatorConfig)}
+_KINDS: dict[str, type] = {"int": int, "float": float}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cygnet-coordinator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve = sub.add_parser("serve", help="run the coordinator")
     serve.add_argument("--config", type=Path, help="TOML file with the settings below")
     for name in _SETTINGS:
-        kind = int if name in ("missed_heartbeats", "max_clusters") else str
+        kind = _KINDS.get(_FIELD_TYPES[name], str)
         serve.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     serve.add_argument("--role", action="append", default=[], metavar="IDENTITY=ROLE",
                        help="e.g. client/alice=operator or client/*=reader (repeatable; "
