@@ -35,10 +35,14 @@ def created(daemon: Daemon) -> Iterator[pb.CreateDatabaseResponse]:
         s.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
 
 
-def _connect(conn: pb.Connection, **kw: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(host=conn.host, port=conn.port, user=conn.user,
-                           password=conn.password, dbname=conn.dbname, connect_timeout=10,
-                           autocommit=True, **kw)
+def _connect(conn: pb.Connection, sslmode: str, sslrootcert: str = "",
+             host: str = "") -> psycopg.Connection[tuple[object, ...]]:
+    """Connects with the branch's credentials and the given TLS options (not its URI's)."""
+    extra = {"sslrootcert": sslrootcert} if sslrootcert else {}
+    info = psycopg.conninfo.make_conninfo(
+        host=host or conn.host, port=conn.port, user=conn.user, password=conn.password,
+        dbname=conn.dbname, connect_timeout=10, sslmode=sslmode, **extra)
+    return psycopg.connect(info, autocommit=True)
 
 
 def _uses_ssl(c: psycopg.Connection[tuple[object, ...]]) -> object:
@@ -80,15 +84,12 @@ def test_verify_full_refuses_another_ca(created: pb.CreateDatabaseResponse,
     other = ensure_certificates(tmp_path / "other", [])
     assert other.ca is not None
     with pytest.raises(psycopg.OperationalError, match=r"SSL error|certificate verify failed"):
-        _connect(created.connection, sslmode="verify-full", sslrootcert=str(other.ca))
+        _connect(created.connection, "verify-full", str(other.ca))
 
 
 def test_verify_full_by_name(daemon: Daemon, created: pb.CreateDatabaseResponse) -> None:
     ca = str(daemon.base / "state" / "postgres-tls" / "ca.pem")
-    with psycopg.connect(host="localhost", port=created.connection.port,
-                         user=created.connection.user, password=created.connection.password,
-                         dbname="postgres", sslmode="verify-full", sslrootcert=ca,
-                         connect_timeout=10) as c:
+    with _connect(created.connection, "verify-full", ca, host="localhost") as c:
         assert _uses_ssl(c) is True
 
 
@@ -110,6 +111,8 @@ def test_key_stays_outside_pgdata_and_its_clones(daemon: Daemon,
     assert key == daemon.base / "state" / "postgres-tls" / "server.key"
     st = key.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == postgres_user().uid
+    # Not the API listener's key: every branch's superuser can read what Postgres reads.
+    assert key.read_bytes() != (daemon.base / "state" / "tls" / "server.key").read_bytes()
     _assert_no_key_material(pgdata)
     with daemon.stub() as s:
         child = s.CreateBranch(pb.CreateBranchRequest(database=created.database.name,

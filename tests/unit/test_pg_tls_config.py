@@ -7,13 +7,17 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from cygnet import pki
 from cygnet.agent import pgtls
 from cygnet.agent.clusters import Connection
 from cygnet.agent.config import AgentConfig
 from cygnet.errors import InternalError, InvalidArgument
 from cygnet.postgres.config import ClusterSettings, ServerTls, render_hba, render_settings
 from cygnet.postgres.fixup import strip_auto_conf
+from cygnet.postgres.layout import postgres_user
 from cygnet.postgres.sizes import size_class
 
 TLS = ServerTls(Path("/var/lib/cygnet/postgres-tls/server.crt"),
@@ -81,3 +85,51 @@ def test_certificate_names_cover_connection_strings() -> None:
     names = pgtls.server_names(AgentConfig(advertise_host="db1.example",
                                            postgres_listen="10.0.0.5,*"))
     assert names == ["db1.example", "127.0.0.1", "localhost", "10.0.0.5"]
+
+
+def test_standalone_postgres_gets_a_key_of_its_own(tmp_path: Path) -> None:
+    config = AgentConfig(state_dir=tmp_path / "state", advertise_host="10.9.8.7")
+    files = pgtls.ensure_postgres_tls(config)
+    api = tmp_path / "state" / "tls"
+    assert files.key.read_bytes() != (api / "server.key").read_bytes()
+    assert files.ca is not None and files.ca.read_bytes() == (api / "ca.pem").read_bytes()
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(files.ca.read_bytes()))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"10.9.8.7", "127.0.0.1"} <= {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    key = files.key.stat()
+    assert (key.st_mode & 0o777, key.st_uid) == (0o600, postgres_user().uid)
+    # Idempotent; a new advertise host gets a new certificate that names it.
+    again = pgtls.ensure_postgres_tls(config)
+    assert again.cert.read_bytes() == files.cert.read_bytes()
+    moved = pgtls.ensure_postgres_tls(replace(config, advertise_host="10.9.8.6"))
+    cert = x509.load_pem_x509_certificate(moved.cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.9.8.6" in {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+
+
+def test_a_key_that_does_not_match_is_replaced(tmp_path: Path) -> None:
+    config = AgentConfig(state_dir=tmp_path / "state")
+    files = pgtls.ensure_postgres_tls(config)
+    (tmp_path / "state" / "tls" / "server.key").replace(files.key)  # a half-done rotation
+    pgtls.ensure_postgres_tls(config)
+    key = serialization.load_pem_private_key(files.key.read_bytes(), None)
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert key.public_key() == cert.public_key()
+
+
+def test_fleet_postgres_certificate_and_ca(tmp_path: Path) -> None:
+    fleet = tmp_path / "pki"
+    pki.init_ca(fleet)
+    own = pki.issue(fleet, "client", "h1-postgres", ["10.0.0.5"])
+    config = AgentConfig(state_dir=tmp_path / "state", advertise_host="10.0.0.5",
+                         coordinator_ca=fleet / "ca.pem", postgres_tls_cert=own.cert,
+                         postgres_tls_key=own.key)
+    files = pgtls.ensure_postgres_tls(config)
+    assert files.cert.read_bytes() == own.cert.read_bytes()
+    assert files.ca is not None and files.ca.read_bytes() == (fleet / "ca.pem").read_bytes()
+    with pytest.raises(InvalidArgument, match="postgres_tls_key"):
+        pgtls.ensure_postgres_tls(replace(config, postgres_tls_key=None))
+    with pytest.raises(InvalidArgument, match="postgres_tls_cert"):
+        pgtls.ensure_postgres_tls(replace(config, postgres_tls_cert=tmp_path / "missing.pem"))

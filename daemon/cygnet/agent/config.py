@@ -31,6 +31,9 @@ class AgentConfig:
     listen: str = ""  # needs tls_client_ca (mutual TLS); empty: the unix socket only
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Postgres' own certificate and key (fleet CA; never tls_key, which branches could read).
+    postgres_tls_cert: Path | None = None
+    postgres_tls_key: Path | None = None
     # Ports given to Postgres clusters, inclusive.
     port_min: int = 54000
     port_max: int = 54999

@@ -1,12 +1,16 @@
-"""The certificate every branch's Postgres serves: the host's, kept outside pgdata.
+"""The certificate every branch's Postgres serves, kept outside pgdata.
 
-A fleet host serves its fleet host certificate (tls_cert/tls_key); a
-standalone host serves the certificate its own host CA signed (agent/tls.py).
-Either way cygnetd copies the pair into STATE_DIR/postgres-tls, where Postgres
-(running as postgres) can read it: the key 0600 and owned by postgres, as
-Postgres demands. The CA that signed it sits beside it as ca.pem, readable by
+Where it comes from, first match wins:
+- postgres_tls_cert/postgres_tls_key: a fleet certificate for this host's Postgres;
+- tls_cert/tls_key: the fleet host certificate itself (a warning: every
+  branch's superuser can read what Postgres can, and this key is also the
+  host's identity in the fleet);
+- a standalone host: a certificate of Postgres' own, signed by the host CA
+  (agent/pgcert.py).
+cygnetd puts the pair in STATE_DIR/postgres-tls, the key 0600 and owned by
+postgres, as Postgres demands. The CA sits beside it as ca.pem, readable by
 anyone, for clients' sslrootcert. Nothing of it is in pgdata, so clones,
-snapshots and backups never carry the host's private key.
+snapshots and backups never carry the key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from cygnet.agent import pgcert
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.tls import ensure_certificates
 from cygnet.errors import InvalidArgument
@@ -32,15 +37,12 @@ DIRECTORY = "postgres-tls"
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where the host's certificate comes from, and which setting names each file."""
+class Material:
+    """The bytes to install: certificate, key and (when known) the CA."""
 
-    cert: Path
-    key: Path
-    ca: Path | None
-    cert_field: str
-    key_field: str
-    ca_field: str
+    cert: bytes
+    key: bytes
+    ca: bytes | None
 
 
 def listen_addresses(config: AgentConfig) -> str:
@@ -81,22 +83,49 @@ def server_names(config: AgentConfig) -> list[str]:
                                *(a for a in listen if a and a != "*")]))
 
 
-def _source(config: AgentConfig) -> Source:
-    if config.tls_cert and config.tls_key:
-        if config.coordinator_ca:
-            return Source(config.tls_cert, config.tls_key, config.coordinator_ca,
-                          "tls_cert", "tls_key", "coordinator_ca")
-        return Source(config.tls_cert, config.tls_key, config.tls_client_ca,
-                      "tls_cert", "tls_key", "tls_client_ca")
-    files = ensure_certificates(config.state_dir / "tls", server_names(config))
-    return Source(files.cert, files.key, files.ca, "state_dir", "state_dir", "state_dir")
-
-
-def _read(path: Path, field: str) -> bytes:
+def _read(path: Path | str, field: str) -> bytes:
     try:
-        return path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InvalidArgument(field, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _fleet_ca(config: AgentConfig) -> bytes | None:
+    if config.coordinator_ca:
+        return _read(config.coordinator_ca, "coordinator_ca")
+    if config.tls_client_ca:
+        return _read(config.tls_client_ca, "tls_client_ca")
+    return None
+
+
+def _material(config: AgentConfig, directory: Path) -> Material:
+    if config.postgres_tls_cert or config.postgres_tls_key:
+        if not (config.postgres_tls_cert and config.postgres_tls_key):
+            raise InvalidArgument("postgres_tls_cert", "needs postgres_tls_key too")
+        return Material(_read(config.postgres_tls_cert, "postgres_tls_cert"),
+                        _read(config.postgres_tls_key, "postgres_tls_key"), _fleet_ca(config))
+    if config.tls_cert and config.tls_key:
+        log.warning("Postgres serves the fleet host certificate (tls_key): every branch's "
+                    "superuser can read its key. Set postgres_tls_cert/postgres_tls_key "
+                    "(docs/operations.md)")
+        return Material(_read(config.tls_cert, "tls_cert"), _read(config.tls_key, "tls_key"),
+                        _fleet_ca(config))
+    host = ensure_certificates(config.state_dir / "tls", server_names(config))
+    assert host.ca is not None
+    current = _installed(directory)
+    # tls.py keeps the host CA's key beside its certificate.
+    issued = pgcert.issue(host.ca, host.ca.with_name("ca.key"), server_names(config), current)
+    pair = issued or current
+    assert pair is not None
+    return Material(pair.cert_pem, pair.key_pem, host.ca.read_bytes())
+
+
+def _installed(directory: Path) -> pgcert.Issued | None:
+    try:
+        return pgcert.Issued((directory / "server.crt").read_bytes(),
+                             (directory / "server.key").read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 def _install(path: Path, data: bytes, mode: int, owner: tuple[int, int]) -> None:
@@ -136,17 +165,16 @@ def _warn_uncovered(cert_pem: bytes, names: list[str]) -> None:
 
 
 def ensure_postgres_tls(config: AgentConfig) -> ServerTls:
-    """Copies the host's certificate, key and CA into STATE_DIR/postgres-tls; returns the paths.
+    """Installs Postgres' certificate, key and CA in STATE_DIR/postgres-tls; returns the paths.
 
     Idempotent, and refreshes the copies when the host's certificate changed
     (a running Postgres rereads them on reload or restart).
     """
-    source = _source(config)
-    cert, key = _read(source.cert, source.cert_field), _read(source.key, source.key_field)
-    ca = _read(source.ca, source.ca_field) if source.ca else None
     directory = config.state_dir / DIRECTORY
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     os.chmod(directory, 0o755)
+    material = _material(config, directory)
+    cert, key, ca = material.cert, material.key, material.ca
     user = postgres_user()
     root = (0, 0)
     files = ServerTls(directory / "server.crt", directory / "server.key",
