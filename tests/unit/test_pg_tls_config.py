@@ -133,3 +133,13 @@ def test_fleet_postgres_certificate_and_ca(tmp_path: Path) -> None:
         pgtls.ensure_postgres_tls(replace(config, postgres_tls_key=None))
     with pytest.raises(InvalidArgument, match="postgres_tls_cert"):
         pgtls.ensure_postgres_tls(replace(config, postgres_tls_cert=tmp_path / "missing.pem"))
+
+
+def test_a_file_that_is_no_certificate_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    config = AgentConfig(state_dir=tmp_path / "state", postgres_tls_cert=junk,
+                         postgres_tls_key=junk)
+    with pytest.raises(InvalidArgument, match="postgres_tls_cert"):
+        pgtls.ensure_postgres_tls(config)
+    assert not (tmp_path / "state" / "postgres-tls" / "server.key").exists()

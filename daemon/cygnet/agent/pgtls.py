@@ -43,6 +43,7 @@ class Material:
     cert: bytes
     key: bytes
     ca: bytes | None
+    cert_field: str = "state_dir"
 
 
 def listen_addresses(config: AgentConfig) -> str:
@@ -103,13 +104,14 @@ def _material(config: AgentConfig, directory: Path) -> Material:
         if not (config.postgres_tls_cert and config.postgres_tls_key):
             raise InvalidArgument("postgres_tls_cert", "needs postgres_tls_key too")
         return Material(_read(config.postgres_tls_cert, "postgres_tls_cert"),
-                        _read(config.postgres_tls_key, "postgres_tls_key"), _fleet_ca(config))
+                        _read(config.postgres_tls_key, "postgres_tls_key"), _fleet_ca(config),
+                        "postgres_tls_cert")
     if config.tls_cert and config.tls_key:
         log.warning("Postgres serves the fleet host certificate (tls_key): every branch's "
                     "superuser can read its key. Set postgres_tls_cert/postgres_tls_key "
                     "(docs/operations.md)")
         return Material(_read(config.tls_cert, "tls_cert"), _read(config.tls_key, "tls_key"),
-                        _fleet_ca(config))
+                        _fleet_ca(config), "tls_cert")
     host = ensure_certificates(config.state_dir / "tls", server_names(config))
     assert host.ca is not None
     current = _installed(directory)
@@ -149,9 +151,12 @@ def _install(path: Path, data: bytes, mode: int, owner: tuple[int, int]) -> None
     os.replace(tmp, path)
 
 
-def _warn_uncovered(cert_pem: bytes, names: list[str]) -> None:
+def _warn_uncovered(cert_pem: bytes, names: list[str], field: str) -> None:
     """verify-full fails for a name the certificate lacks: say so at start, not per client."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise InvalidArgument(field, "is not a PEM certificate") from None
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -175,6 +180,7 @@ def ensure_postgres_tls(config: AgentConfig) -> ServerTls:
     os.chmod(directory, 0o755)
     material = _material(config, directory)
     cert, key, ca = material.cert, material.key, material.ca
+    _warn_uncovered(cert, server_names(config), material.cert_field)
     user = postgres_user()
     root = (0, 0)
     files = ServerTls(directory / "server.crt", directory / "server.key",
@@ -185,5 +191,4 @@ def ensure_postgres_tls(config: AgentConfig) -> ServerTls:
         _install(files.ca, ca, 0o644, root)
     else:
         (directory / "ca.pem").unlink(missing_ok=True)
-    _warn_uncovered(cert, server_names(config))
     return files
