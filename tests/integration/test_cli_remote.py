@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -110,3 +112,40 @@ def test_retry_after_unavailable_reuses_the_request_id(
     mine = [d for d in cygnet(daemon, "db", "list", "--json").json() if d["name"] == name]
     assert [d["id"] for d in mine] == [created["database"]["id"]]
     cygnet(daemon, "db", "rm", name)
+
+
+class Forwards(agent_pb2_grpc.AgentServicer):
+    """Passes GetHostStatus on to the real daemon: a daemon that is back after a restart."""
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream
+
+    def GetHostStatus(self, request: pb.GetHostStatusRequest, context: Any) -> pb.HostStatus:
+        return self.upstream.GetHostStatus(request, timeout=30)
+
+
+def test_a_daemon_back_within_seconds_is_waited_for(daemon: Daemon, tmp_path: Path) -> None:
+    sock = tmp_path / "restarting.sock"
+    # What a killed daemon leaves: a socket file nobody listens on (connect: refused).
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(sock))
+    result = cygnet(None, "--socket", str(sock), "host", "status", expect=UNREACHABLE)
+    assert_one_error_line(result, f"cygnetd not answering at unix:{sock}")
+    assert "FAILED_PRECONDITION" not in result.err
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+
+    def come_back() -> None:
+        sock.unlink()
+        server.add_insecure_port(f"unix:{sock}")
+        server.start()
+
+    with daemon.stub() as upstream:
+        agent_pb2_grpc.add_AgentServicer_to_server(Forwards(upstream), server)
+        timer = threading.Timer(2.0, come_back)  # a daemon restart takes seconds
+        timer.start()
+        try:
+            status = cygnet(None, "--socket", str(sock), "host", "status", "--json").json()
+        finally:
+            timer.join()
+            server.stop(grace=None)
+    assert status["pools"][0]["name"] == daemon.pool.name
