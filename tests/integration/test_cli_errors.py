@@ -102,3 +102,26 @@ def test_piped_output_has_no_ansi_even_when_forced(daemon: Daemon, db: str) -> N
     assert made.err == "" and not ANSI.search(made.out)
     assert made.out.startswith("Branch ") and "postgresql://" in made.out
     cygnet(daemon, "branch", "rm", f"{db}/piped", env=env)
+
+
+def test_a_name_shaped_like_an_id_is_exit_2(daemon: Daemon, db: str) -> None:
+    # `db create victim` gave an id; `db create <that id>` then `db rm <that id>`
+    # deleted victim. Now the name is refused, and so is a branch named like an id.
+    victim_id = cygnet(daemon, "db", "show", db, "--json").json()["id"]
+    result = cygnet(daemon, "db", "create", victim_id, expect=INVALID)
+    assert_one_error_line(result, "name:", "id")
+    branch_id = cygnet(daemon, "branch", "show", db, "--json").json()["id"]
+    assert_one_error_line(cygnet(daemon, "branch", "create", f"{db}/{branch_id}",
+                                 expect=INVALID), "name:")
+    # A branch id where a database is expected deletes nothing.
+    assert_one_error_line(cygnet(daemon, "db", "rm", branch_id, expect=INVALID), "branch id")
+    assert cygnet(daemon, "db", "show", victim_id, "--json").json()["name"] == db
+
+
+def test_a_huge_reference_is_a_short_error(daemon: Daemon) -> None:
+    huge = "x" * 20_000
+    for args in (["db", "show", huge], ["branch", "show", f"{huge}/main"],
+                 ["db", "rm", huge]):
+        result = cygnet(daemon, *args, expect=INVALID)
+        assert_one_error_line(result, "at most 63 characters")
+        assert len(result.err) < 300
