@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.backups.servicer import BackupsServicer
 from cygnet.agent.config import AgentConfig
+from cygnet.agent.failures import Translator
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
 from cygnet.api.v1 import agent_pb2, agent_pb2_grpc, backup_pb2, backup_pb2_grpc
@@ -79,7 +80,8 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
     # Then authentication and authorization: a refused request never reaches a servicer.
     # (main.py has called check_listener before any work.)
     server = aio.server(interceptors=[MetricsInterceptor("agent"),
-                                      AuthInterceptor(auth_policy(config)), ErrorInterceptor()])
+                                      AuthInterceptor(auth_policy(config)),
+                                      ErrorInterceptor(translate=Translator(servicer.service.host))])
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     backup_pb2_grpc.add_BackupsServicer_to_server(  # type: ignore[no-untyped-call]
         BackupsServicer(BackupService(servicer.service)), server)
