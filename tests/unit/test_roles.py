@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cygnet.agent.config import AgentConfig
+from cygnet.agent.server import check_listener
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.coordinator.auth import load_tokens
@@ -119,3 +121,17 @@ def test_audit_targets_never_carry_secrets() -> None:
         assert cls is not None
         assert not {"password", "uri"} & set(cls.DESCRIPTOR.fields_by_name), method
     assert "password" in connection_fields
+
+
+def test_a_tcp_listener_needs_a_client_ca(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(InvalidArgument, match="needs tls_client_ca") as err:
+        check_listener(AgentConfig(pools=("tank",), listen="0.0.0.0:7433"))
+    assert err.value.field == "tls_client_ca"
+    check_listener(AgentConfig(pools=("tank",)))  # the default: unix socket only
+    check_listener(AgentConfig(pools=("tank",), listen="0.0.0.0:7433",
+                               tls_client_ca=Path("/etc/cygnet/pki/ca.pem")))
+    assert not caplog.records
+    check_listener(AgentConfig(pools=("tank",), listen="0.0.0.0:7433",
+                               allow_tcp_without_client_certs=True))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "WITHOUT certificates" in record.message
