@@ -237,3 +237,23 @@ def test_tcp_without_client_ca_refuses_to_start(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "tls_client_ca" in proc.stderr and "listen = 127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_only_a_coordinator_may_name_another_caller(daemon: Daemon, tmp_path: Path) -> None:
+    forwarded = (("cygnet-caller", "client/alice"), ("cygnet-caller-role", "admin"))
+    gone = pb.DeleteDatabaseRequest(database=unique("gone"))
+    audit = Log(daemon.audit_path)
+    with daemon.tls_channel("reader") as ch, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.AgentStub(ch).DeleteDatabase(gone, metadata=forwarded, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # still the reader
+    issued = pki.issue(fleet_pki().dir, "coordinator", f"c{tmp_path.name[-6:]}", [], tmp_path)
+    with raw_channel(daemon, issued.key.read_bytes(), issued.cert.read_bytes()) as ch, \
+            pytest.raises(grpc.RpcError) as missing:
+        pb_grpc.AgentStub(ch).DeleteDatabase(gone, metadata=forwarded, timeout=30)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # admitted as client/alice
+    first, second = audit_lines(audit, 2)
+    assert (first["identity"], first["outcome"]) == ("client/reader", "PERMISSION_DENIED")
+    assert "via" not in first
+    assert (second["identity"], second["role"], second["outcome"]) == (
+        "client/alice", "admin", "NOT_FOUND")
+    assert second["via"].startswith("coordinator/c")
