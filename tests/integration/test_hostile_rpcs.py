@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = [pb.DESCRIPTOR.services_by_name["Agent"], bpb.DESCRIPTOR.services_by_name["Backups"]]
 METHODS = [(s, m) for s in SERVICES for m in s.methods]
-EXAMPLES = 25  # per method: bounded, so the whole file stays within seconds
+EXAMPLES = 15  # per method: bounded, so the whole file stays within seconds
 CALL_TIMEOUT = 60.0
 REFUSED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
            grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -218,6 +218,30 @@ def test_hostile_values_get_deliberate_answers(world: World, service: Any,
         assert "/cygnet/" not in details, f"{method.name} named a dataset: {details}"
 
     probe()
+
+
+def _status(world: World, method: str, request: Any, raw: bytes = b"") -> tuple[Any, str]:
+    service = bpb.DESCRIPTOR.services_by_name["Backups"]
+    return call(world, service.methods_by_name[method], raw or request.SerializeToString())
+
+
+def test_backup_calls_validate_like_the_others(world: World) -> None:
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    # Empty requests name the field, like GetDatabase.
+    for method, request in (("CreateBackup", bpb.CreateBackupRequest()),
+                            ("DiffBranches", bpb.DiffBranchesRequest())):
+        code, details = _status(world, method, request)
+        assert (code, details.split(":")[0]) == (invalid, "branch"), details
+    # An unknown database is NOT_FOUND, not an empty OK.
+    assert _status(world, "ListBackups", bpb.ListBackupsRequest(database="nosuch"))[0] \
+        == not_found
+    assert _status(world, "PruneBackups", bpb.PruneBackupsRequest(
+        database="nosuch", keep_last=1))[0] == not_found
+    code, _ = _status(world, "ListBackups", bpb.ListBackupsRequest(database=world.db))
+    assert code == grpc.StatusCode.OK
+    # keep_last = -1 as a client sends it: a ten-byte varint, not 2^32-1.
+    code, details = _status(world, "PruneBackups", None, b"\x08" + b"\xff" * 9 + b"\x01")
+    assert code == invalid and details.startswith("keep_last:"), details
 
 
 def test_the_daemon_logged_no_traceback(world: World) -> None:
