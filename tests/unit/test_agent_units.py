@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cygnet.agent.config import load_config
+from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.idempotency import RequestLog
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import Aborted, AlreadyExists, InvalidArgument
@@ -95,7 +95,8 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     cfg.write_text('pools = ["tank"]\nport_min = 60000\nport_max = 60010\n')
     config = load_config(cfg, {"advertise_host": "db1.example", "listen": None})
     assert config.pools == ("tank",) and config.port_min == 60000
-    assert config.advertise_host == "db1.example" and config.listen == "0.0.0.0:7433"
+    # None on the command line means "not given": the default stays.
+    assert config.advertise_host == "db1.example" and config.listen == AgentConfig.listen
     with pytest.raises(InvalidArgument, match="unknown settings: colour"):
         load_config(None, {"pools": ["x"], "colour": "blue"})
     with pytest.raises(InvalidArgument, match="pools"):
