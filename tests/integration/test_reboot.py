@@ -1,5 +1,6 @@
 """A host reboot drill: every branch that should run comes back with its data,
-stopped branches stay stopped, and a branch without its data says why.
+stopped branches stay stopped, and a branch without its data says why. And a
+killed postmaster comes back at the first try.
 
 The drill kills cygnetd and every postmaster with SIGKILL, then makes the pool
 come back the way zfs-fuse brings it back after a restart: imported, nothing
@@ -147,3 +148,22 @@ def test_branch_without_its_data_says_so_and_comes_back(host: Daemon) -> None:
     assert ("dev",) in wait_answer(host, dev, "select v from t")
     assert branches(host)["dev"].state == pb.BRANCH_STATE_RUNNING
     assert Path(mount / "pgdata" / "PG_VERSION").is_file()
+
+
+def test_killed_postmaster_is_back_at_the_first_try(host: Daemon) -> None:
+    """Its lock files (postmaster.pid, .s.PGSQL.PORT.lock) name a dead pid, or a
+    zombie until PID 1 reaps it; Postgres alone would refuse to start on them."""
+    main = branches(host)["main"]
+    root = host.mount_root / host.pool.name / "db" / main.database_id / main.id
+    (old,) = postmaster_pids(root)
+    logged = len(host.log_path.read_text())
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (pids := postmaster_pids(root)) or old in pids:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the postmaster was not restarted:\n{host.tail()}")
+        time.sleep(0.05)
+    assert wait_answer(host, main, "select 1") == [(1,)]
+    since = host.log_path.read_text()[logged:]
+    assert f"postmaster of {main.id} back in" in since, since
+    assert f"start of {main.id} failed" not in since, since

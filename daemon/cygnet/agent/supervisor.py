@@ -23,6 +23,8 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 # Every this many rounds the whole host is re-read from ZFS.
 RESYNC_ROUNDS = 60
+# Every this many rounds a pool short of its reserve is looked at again.
+RESERVE_ROUNDS = 5
 
 
 @dataclass
@@ -142,7 +144,8 @@ class Supervisor:
                 if rounds % RESYNC_ROUNDS == 0:
                     await self.resync()
                 rounds += 1
-                await self.host.space.ensure_missing_reserves()
+                if rounds % RESERVE_ROUNDS == 0:
+                    await self.host.space.ensure_missing_reserves()
                 await self.check_once()
             except Exception:
                 log.exception("supervisor round failed")
