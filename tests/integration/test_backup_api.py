@@ -62,7 +62,10 @@ def test_create_list_verify(bdaemon: Daemon, source: pb.CreateDatabaseResponse) 
     STATE["second"] = second
     listed = backups(bdaemon).ListBackups(bpb.ListBackupsRequest(database="src")).backups
     assert [b.id for b in listed] == [first.id, second.id]
-    assert not backups(bdaemon).ListBackups(bpb.ListBackupsRequest(database="nope")).backups
+    # An unknown database is NOT_FOUND, not an empty list.
+    with pytest.raises(grpc.RpcError) as err:
+        backups(bdaemon).ListBackups(bpb.ListBackupsRequest(database="nope"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
     report = verify(bdaemon)
     assert report.ok and report.manifests_checked == 2 and report.blocks_checked > 0
     assert not temp_datasets(bdaemon)
