@@ -205,6 +205,8 @@ class Daemon:
         return grpc.secure_channel(f"{host}:{self.listen_port}", creds)
 
     def argv(self) -> list[str]:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.write_auth_config()  # the command line names it
         return [str(VENV_BIN / "cygnetd"), "--pool", self.pool.name,
                 "--socket", str(self.socket), "--run-dir", str(self.base / "run"),
                 "--state-dir", str(self.base / "state"), "--mount-root", str(self.mount_root),
@@ -215,7 +217,6 @@ class Daemon:
 
     def start(self, timeout: float = 120.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        self.write_auth_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         # nsenter, not `ip netns exec`: only the network namespace changes, so ZFS
         # mounts stay in the machine's mount namespace.
