@@ -20,7 +20,7 @@ def test_every_wire_state_has_a_branch_state_and_back() -> None:
 
 def test_the_cli_and_the_metrics_know_every_state() -> None:
     assert set(STATE_STYLES) == set(BranchState)
-    assert METRIC_STATES == tuple(BranchState)
+    assert tuple(BranchState) == METRIC_STATES
 
 
 def test_phases_are_stored_as_their_strings_and_show_as_states() -> None:
