@@ -216,3 +216,29 @@ def test_a_retried_request_gets_the_first_failure(stub, db) -> None:
     assert "late" not in names
     req.request_id = ""
     assert branch(stub, db, "late", snapshot="s1").branch.name == "late"
+
+
+def test_a_postmaster_that_cannot_start_is_aborted_once(stub, daemon: Daemon, db) -> None:
+    # Branches inherit ALTER SYSTEM settings: this one keeps any new postmaster down.
+    query(db.connection, "alter system set shared_preload_libraries = 'cygnet_no_such_lib'")
+    try:
+        rid = f"abort-{unique()}"
+        req = pb.CreateBranchRequest(database=db.database.name, name="doomed", request_id=rid)
+        undone = "removing what was made"
+        before = daemon.log_path.read_text(errors="replace").count(undone)
+        with pytest.raises(grpc.RpcError) as first:
+            stub.CreateBranch(req, timeout=120)
+        # A domain failure, not UNAVAILABLE: a client would retry the whole create.
+        assert first.value.code() == grpc.StatusCode.ABORTED, first.value.details()
+        assert "postmaster" in first.value.details()
+        with pytest.raises(grpc.RpcError) as again:
+            stub.CreateBranch(req, timeout=120)
+        assert (again.value.code(), again.value.details()) == (first.value.code(),
+                                                               first.value.details())
+        after = daemon.log_path.read_text(errors="replace").count(undone)
+        assert after - before == 1  # tried (and undone) once, not once per call
+        names = {b.name for b in stub.ListBranches(
+            pb.ListBranchesRequest(database=db.database.id)).branches}
+        assert "doomed" not in names
+    finally:
+        query(db.connection, "alter system reset shared_preload_libraries")
