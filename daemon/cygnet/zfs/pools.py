@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cygnet.zfs.parsing import ZfsOutputError, get_rows
 from cygnet.zfs.runner import CommandRunner
 
 
@@ -21,9 +22,18 @@ async def pool_status(runner: CommandRunner, pool: str) -> PoolStatus:
 
     `zfs get -p` works on both dialects, unlike `zpool list -p`.
     """
-    space = await runner.run(["zfs", "get", "-H", "-p", "-o", "property,value",
+    space = await runner.run(["zfs", "get", "-H", "-p", "-o", "name,property,value,source",
                               "used,available", pool])
-    values = dict(line.split("\t", 1) for line in space.stdout.splitlines() if "\t" in line)
-    used, free = int(values.get("used", "0")), int(values.get("available", "0"))
+    values = {prop: value for _, prop, value, _ in get_rows(space.stdout)}
+    used, free = _bytes(values, "used"), _bytes(values, "available")
     health = await runner.run(["zpool", "list", "-H", "-o", "health", pool])
     return PoolStatus(pool, used + free, free, used, health.stdout.strip() or "UNKNOWN")
+
+
+def _bytes(values: dict[str, str], prop: str) -> int:
+    """A byte count, or an error: a pool read as 0 bytes free would refuse every create."""
+    value = values.get(prop, "")
+    if not value.isdigit():
+        raise ZfsOutputError(f"zfs get printed no byte count for {prop}: {value!r}",
+                             argv=["zfs", "get", prop])
+    return int(value)
