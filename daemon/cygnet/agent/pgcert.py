@@ -15,12 +15,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cygnet.agent.tls import VALIDITY, server_names
 from cygnet.errors import InvalidArgument
+from cygnet.pki import make_certificate, new_key, server_names
 
 # Reissued when less than this is left, so a long-running host never serves an expired one.
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -68,21 +67,9 @@ def issue(ca_pem: Path, ca_key: Path, names: list[str], current: Issued | None
     ca, signer = _load_ca(ca_pem, ca_key)
     if current is not None and still_good(current, ca, names):
         return None
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                            f"postgres@{socket.gethostname()}")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(ca.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(x509.SubjectAlternativeName(server_names(names)), critical=False)
-        .sign(signer, hashes.SHA256())
-    )
+    key = new_key()
+    cert = make_certificate(f"postgres@{socket.gethostname()}", key, ca.subject, signer,
+                            False, server_names(names))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return Issued(cert.public_bytes(serialization.Encoding.PEM), key_pem)
