@@ -51,3 +51,10 @@ def test_anything_else_is_left_for_the_interceptor_to_call_internal() -> None:
     assert translator()(odd) is odd
     plain = errors.NotFound("x")
     assert translator()(plain) is plain
+
+
+def test_templates_are_named_as_such() -> None:
+    busy = zfs.DatasetBusy("cannot mount 'tank/cygnet/templates/pg15': busy",
+                           argv=["zfs", "create", "tank/cygnet/templates/pg15"])
+    out = translator()(busy)
+    assert isinstance(out, errors.Aborted) and "PostgreSQL 15 template is busy" in str(out)

@@ -23,6 +23,8 @@ _DATASET = re.compile(
     r"(?P<pool>[A-Za-z0-9_.:-]+)/cygnet/db/(?P<db>db[a-z0-9]{10})"
     r"(?:/(?P<br>br[a-z0-9]{10})(?:-[0-9a-f]+)?)?(?:@(?P<sn>[a-z]{2}[a-z0-9]{10}))?")
 
+_TEMPLATE = re.compile(r"(?P<pool>[A-Za-z0-9_.:-]+)/cygnet/templates/pg(?P<version>[0-9]+)")
+
 
 class Translator:
     def __init__(self, host: Host) -> None:
@@ -61,6 +63,10 @@ class Translator:
             if match:
                 break
         if match is None:
+            template = next((m for t in (*exc.argv, str(exc)) if (m := _TEMPLATE.search(t))),
+                            None)
+            if template is not None:
+                return f"the PostgreSQL {template['version']} template", template["pool"]
             return "the object", ""
         db = self.host.known.get(match["db"])
         db_name = db.name if db is not None else match["db"]
