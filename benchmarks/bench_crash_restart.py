@@ -4,10 +4,9 @@
 
 Starts a throwaway cygnetd on its own file-backed pool, makes one database,
 then per round kills its postmaster with SIGKILL and measures until a query
-over TCP answers again (the supervisor checks once a second, so the figure
-includes up to one supervise interval of detection; `restart_seconds` is
-the part from the supervisor seeing the death to the postmaster being ready,
-crash recovery included). Prints JSON.
+over TCP answers again (`restart_seconds` is the part from the supervisor
+seeing the death to the postmaster being ready, crash recovery included).
+Prints JSON.
 """
 
 from __future__ import annotations

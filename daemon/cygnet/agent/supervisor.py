@@ -1,5 +1,8 @@
 """Keeps every branch that should run, running: restarts dead postmasters with backoff.
 
+A postmaster's exit wakes it at once (agent/deathwatch.py); a round every
+`supervise_interval` also looks at every branch, for what the watch misses.
+
 It also keeps what cygnetd owns in place: on every resync it mounts its
 datasets that are not mounted (a pool re-imported after a reboot may come back
 unmounted) and makes each pool's reserve again once there is room for it.
@@ -8,12 +11,12 @@ unmounted) and makes each pool's reserve again once there is room for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 from cygnet.agent import layout as L
+from cygnet.agent.deathwatch import DeathWatch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 
@@ -21,10 +24,10 @@ log = logging.getLogger("cygnet.agent")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
-# Every this many rounds the whole host is re-read from ZFS.
-RESYNC_ROUNDS = 60
-# Every this many rounds a pool short of its reserve is looked at again.
-RESERVE_ROUNDS = 5
+# How often the whole host is re-read from ZFS (seconds).
+RESYNC_INTERVAL = 60.0
+# How often a pool short of its reserve is looked at again (seconds).
+RESERVE_INTERVAL = 5.0
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Supervisor:
         self.host = host
         self._failures: dict[str, _Failure] = {}
         self.restarts = 0  # postmasters this supervisor brought back
+        self.deaths = DeathWatch()
 
     def is_failing(self, branch_id: str) -> bool:
         return branch_id in self._failures
@@ -103,8 +107,10 @@ class Supervisor:
             for branch in list(db.branches.values()):
                 if branch.phase != L.PHASE_READY or branch.desired != "running":
                     continue
-                if self.host.clusters.live(branch) is not None:
+                live = self.host.clusters.live(branch)
+                if live is not None:
                     self._failures.pop(branch.id, None)
+                    self.deaths.watch(live.pid)
                     continue
                 failure = self._failures.get(branch.id)
                 if failure is None or now >= failure.retry_at:
@@ -138,19 +144,23 @@ class Supervisor:
         self._failures.pop(branch.id, None)
 
     async def run(self, stop: asyncio.Event) -> None:
-        rounds = 0
-        while not stop.is_set():
-            try:
-                if rounds % RESYNC_ROUNDS == 0:
-                    await self.resync()
-                rounds += 1
-                if rounds % RESERVE_ROUNDS == 0:
-                    await self.host.space.ensure_missing_reserves()
-                await self.check_once()
-            except Exception:
-                log.exception("supervisor round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.host.config.supervise_interval)
+        resync_at = reserve_at = 0.0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                try:
+                    if now >= resync_at:
+                        await self.resync()
+                        resync_at = now + RESYNC_INTERVAL
+                    if now >= reserve_at:
+                        await self.host.space.ensure_missing_reserves()
+                        reserve_at = now + RESERVE_INTERVAL
+                    await self.check_once()
+                except Exception:
+                    log.exception("supervisor round failed")
+                await self.deaths.pause(stop, self.host.config.supervise_interval)
+        finally:
+            self.deaths.close()
 
     async def resync(self) -> None:
         """Catches changes made behind our back: ZFS state, mounts, reserves."""
