@@ -38,6 +38,7 @@ def branch_fields(b: pb.Branch) -> RenderableType:
     return o.fields([
         ("Branch", f"{b.database_name}/{b.name}"), ("Id", b.id),
         ("State", o.state(state_name(b.state))),
+        *([("Why", b.state_message)] if b.state_message else []),
         ("Desired", "running" if b.desired_running else "stopped"),
         ("Parent", parent), ("Origin snapshot", b.origin_snapshot or "-"),
         ("Port", str(b.port or "-")), ("Used", o.size(b.used_bytes)),
