@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = [pb.DESCRIPTOR.services_by_name["Agent"], bpb.DESCRIPTOR.services_by_name["Backups"]]
 METHODS = [(s, m) for s in SERVICES for m in s.methods]
-EXAMPLES = 15  # per method: bounded, so the whole file stays within seconds
+EXAMPLES = 12  # per method: bounded, so the whole file stays within seconds
 CALL_TIMEOUT = 60.0
 REFUSED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
            grpc.StatusCode.DEADLINE_EXCEEDED}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli.errors import CliError, Exit
-from cygnet.names import is_id
+from cygnet.names import is_id, shown
 
 
 def branch_ref(text: str, db: str | None = None, bare_is_main: bool = True) -> pb.BranchRef:
@@ -24,13 +24,13 @@ def branch_ref(text: str, db: str | None = None, bare_is_main: bool = True) -> p
     if "/" in text:
         database, name = text.split("/", 1)
         if not database:
-            raise CliError(f"branch: {text!r} has no database before '/'", Exit.INVALID)
+            raise CliError(f"branch: {shown(text)} has no database before '/'", Exit.INVALID)
         return pb.BranchRef(database=database, name=name or "main")
     if is_id(text, "br"):
         return pb.BranchRef(branch_id=text)
     if not bare_is_main:
         raise CliError(f"branch: give DB/BRANCH, BRANCH with --db, or a branch id "
-                       f"(got {text!r})", Exit.INVALID)
+                       f"(got {shown(text)})", Exit.INVALID)
     return pb.BranchRef(database=text, name="")
 
 
@@ -39,10 +39,10 @@ def split_new(text: str, db: str | None) -> tuple[str, str]:
     if db:
         return db, text
     if "/" not in text:
-        raise CliError(f"branch: give DB/NAME or NAME with --db (got {text!r})", Exit.INVALID)
+        raise CliError(f"branch: give DB/NAME or NAME with --db (got {shown(text)})", Exit.INVALID)
     database, name = text.split("/", 1)
     if not database:
-        raise CliError(f"branch: {text!r} has no database before '/'", Exit.INVALID)
+        raise CliError(f"branch: {shown(text)} has no database before '/'", Exit.INVALID)
     return database, name
 
 
