@@ -19,6 +19,8 @@ import psycopg
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import backup_pb2 as bpb
+from cygnet.api.v1 import backup_pb2_grpc as bpb_grpc
 from tests.harness import Daemon, postmaster_pids
 from tests.integration.own_daemon import own_daemon
 from tests.integration.test_cli_support import cygnet
@@ -105,6 +107,10 @@ def test_full_pool_refuses_snapshots_and_still_stops_and_deletes(small: Daemon) 
         assert "free space" in (refused.value.details() or "")
         with pytest.raises(grpc.RpcError) as refused:
             s.CreateBranch(pb.CreateBranchRequest(database="full", name="more"), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with small.channel() as ch, pytest.raises(grpc.RpcError) as refused:
+            list(bpb_grpc.BackupsStub(ch).CreateBackup(  # type: ignore[no-untyped-call]
+                bpb.CreateBackupRequest(branch=ref), timeout=60))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # No CHECKPOINT was issued, so no PANIC: the same postmasters serve.
         assert postmaster_pids(root) == pids
