@@ -102,9 +102,17 @@ def is_dead(pid: int) -> bool:
 
 def processes_in(pgdata: Path) -> list[int]:
     """Live postgres processes whose working directory is `pgdata`: a postmaster and
-    its children all run there, so after a crash this finds the stragglers."""
+    its children all run there, so after a crash this finds the stragglers. One
+    readlink per process filters; only matches get the full check."""
+    target = os.path.realpath(pgdata)
     found = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit() and postmaster_by_pid(int(entry.name), pgdata) is not None:
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"{entry.path}/cwd")
+        except OSError:
+            continue
+        if cwd == target and postmaster_by_pid(int(entry.name), pgdata) is not None:
             found.append(int(entry.name))
     return found
