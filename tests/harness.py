@@ -189,8 +189,14 @@ class Daemon:
         """The CA of the listener's own (generated) certificate."""
         return self.base / "state" / "tls" / "ca.pem"
 
+    @property
+    def client_ca(self) -> Path:
+        """This daemon's copy of the test fleet CA (a test may change it)."""
+        return self.base / "client-ca.pem"
+
     def write_auth_config(self) -> None:
         """Roles for the test fleet's clients, the audit file and an empty deny list."""
+        shutil.copyfile(fleet_pki().ca, self.client_ca)
         roles = "\n".join(f'"client/{name}" = "{role}"'
                           for name, role in CLIENT_ROLES.items() if role)
         self.revoked_path.touch()
@@ -211,7 +217,7 @@ class Daemon:
                 "--socket", str(self.socket), "--run-dir", str(self.base / "run"),
                 "--state-dir", str(self.base / "state"), "--mount-root", str(self.mount_root),
                 "--listen", f"127.0.0.1:{self.listen_port}", "--config", str(self.config_path),
-                "--tls-client-ca", str(fleet_pki().ca),
+                "--tls-client-ca", str(self.client_ca),
                 "--port-range", f"{self.port_min}-{self.port_min + 199}",
                 "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG", *self.extra_args]
 

@@ -84,8 +84,11 @@ def init_ca(directory: Path) -> Path:
         raise AlreadyExists(f"{directory} holds a CA already")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
-    cert = make_certificate(CA_NAME, key, name, key, True, [])
+    # A name of its own: during a CA rollover, verifiers pick the issuer by name
+    # from a bundle of old and new CA, so two CAs must never share one.
+    subject = f"{CA_NAME} {os.urandom(4).hex()}"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    cert = make_certificate(subject, key, name, key, True, [])
     write_key(ca_key, key)
     ca_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return ca_pem

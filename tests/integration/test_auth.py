@@ -114,7 +114,7 @@ def test_handshake_refusals(daemon: Daemon, tmp_path: Path, case: str) -> None:
         pki.init_ca(tmp_path / "other")
         issued = pki.issue(tmp_path / "other", "client", "admin", [])
         key, chain = issued.key.read_bytes(), issued.cert.read_bytes()
-        why = "certificate signature failure"
+        why = "unable to get local issuer certificate"
     else:
         key, chain = expired_pair(tmp_path)
         why = "expired"
@@ -257,3 +257,25 @@ def test_only_a_coordinator_may_name_another_caller(daemon: Daemon, tmp_path: Pa
     assert (second["identity"], second["role"], second["outcome"]) == (
         "client/alice", "admin", "NOT_FOUND")
     assert second["via"].startswith("coordinator/c")
+
+
+def test_a_new_client_ca_takes_effect_without_restart(daemon: Daemon, tmp_path: Path) -> None:
+    pki.init_ca(tmp_path / "next")
+    issued = pki.issue(tmp_path / "next", "client", "admin", [])
+    pair = issued.key.read_bytes(), issued.cert.read_bytes()
+    with raw_channel(daemon, *pair) as ch, pytest.raises(grpc.RpcError) as refused:
+        call(ch, "ListDatabases", pb.ListDatabasesRequest())
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    original = daemon.client_ca.read_bytes()
+    server_log = Log(daemon.log_path)
+    try:
+        # CA rollover: both CAs are trusted for a while.
+        daemon.client_ca.write_bytes(original + issued.ca.read_bytes())
+        with raw_channel(daemon, *pair) as ch:
+            call(ch, "ListDatabases", pb.ListDatabasesRequest())
+        assert "TLS certificate files changed" in server_log.new()
+    finally:
+        daemon.client_ca.write_bytes(original)
+    with raw_channel(daemon, *pair) as ch, pytest.raises(grpc.RpcError) as again:
+        call(ch, "ListDatabases", pb.ListDatabasesRequest())
+    assert again.value.code() == grpc.StatusCode.UNAVAILABLE
