@@ -1,8 +1,8 @@
 """Reaching cygnet-coordinator from the CLI: `--coordinator HOST:PORT`.
 
 The coordinator wants an authenticated caller: a fleet client certificate
-(CYGNET_CERT and CYGNET_KEY, made by `cygnet-coordinator pki issue --role
-client`) on its mutual-TLS port, or a token (CYGNET_TOKEN) on its token port.
+(--cert/--key or CYGNET_CERT and CYGNET_KEY, made by `cygnet-coordinator pki
+issue --role client`) on its mutual-TLS port, or a token (CYGNET_TOKEN) on its token port.
 The CA to trust is the global --ca (CYGNET_CA).
 """
 
@@ -36,12 +36,15 @@ def _read(path: str, what: str) -> bytes:
 
 
 class Coordinator:
-    def __init__(self, address: str, ca: Path | None, timeout: float | None) -> None:
+    def __init__(self, address: str, ca: Path | None, timeout: float | None,
+                 client: tuple[Path | None, Path | None] = (None, None)) -> None:
         self.address = address if ":" in address else f"{address}:{DEFAULT_PORT}"
         self.timeout = timeout or TIMEOUT
         root = _read(str(ca), "--ca") if ca else None
         cert, key, token = (os.environ.get(k) for k in ("CYGNET_CERT", "CYGNET_KEY",
                                                          "CYGNET_TOKEN"))
+        # --cert/--key (which also read CYGNET_CERT/CYGNET_KEY) win.
+        cert, key = (str(client[0]) if client[0] else cert), (str(client[1]) if client[1] else key)
         self.metadata: tuple[tuple[str, str], ...] = ()
         if cert and key:
             creds = grpc.ssl_channel_credentials(root, _read(key, "CYGNET_KEY"),
@@ -70,7 +73,7 @@ def coordinator(ctx: click.Context, state: State) -> Coordinator:
     address = ctx.find_root().meta.get(META_KEY) or os.environ.get("CYGNET_COORDINATOR")
     if not address:
         raise CliError("give --coordinator HOST[:PORT] (or CYGNET_COORDINATOR)", Exit.INVALID)
-    client = Coordinator(address, state.ca, state.timeout)
+    client = Coordinator(address, state.ca, state.timeout, (state.cert, state.key))
     ctx.call_on_close(client.close)
     return client
 
