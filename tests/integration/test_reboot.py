@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
@@ -141,6 +142,10 @@ def test_branch_without_its_data_says_so_and_comes_back(host: Daemon) -> None:
         state = branches(host)["dev"]
         assert state.state == pb.BRANCH_STATE_UNAVAILABLE, state
         assert "not mounted" in state.state_message, state.state_message
+        with host.stub() as s, pytest.raises(grpc.RpcError) as refused:
+            s.StartBranch(pb.StartBranchRequest(branch=pb.BranchRef(branch_id=dev.id)))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not mounted" in (refused.value.details() or "")
         assert wait_answer(host, branches(host)["main"], "select 1") == [(1,)]
     finally:
         blocker.unlink()

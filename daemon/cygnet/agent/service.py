@@ -249,6 +249,8 @@ class AgentService:
     async def set_running(self, ref: BranchRef, running: bool, request_id: str) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
             self.supervisor.forget(branch.id)
+            if running:
+                await self.supervisor.require_data(branch)  # mounts it, or says why not
             await br.set_running(self.host, db, branch, running)
             return self.view(db, branch)
 

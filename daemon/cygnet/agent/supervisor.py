@@ -19,6 +19,7 @@ from cygnet.agent import layout as L
 from cygnet.agent.deathwatch import DeathWatch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.errors import FailedPrecondition
 
 log = logging.getLogger("cygnet.agent")
 
@@ -85,6 +86,12 @@ class Supervisor:
             log.error("branch %s cannot start: %s", branch.id, reason)
         self.record_failure(branch.id, reason, unavailable=True)
         return False
+
+    async def require_data(self, branch: BranchRecord) -> None:
+        """FailedPrecondition, saying why, when the branch's files are not there."""
+        if not await self.ensure_data(branch):
+            raise FailedPrecondition(f"branch {branch.name!r} is unavailable: "
+                                     f"{self.reason(branch.id)}")
 
     async def _mount_own(self, branch: BranchRecord) -> bool:
         try:
