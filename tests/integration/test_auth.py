@@ -160,7 +160,8 @@ def test_revoked_certificate_and_deny_list_reload(daemon: Daemon) -> None:
         call(ch, "ListDatabases", pb.ListDatabasesRequest())
     assert "client/revokee is revoked" in server_log.new()
     (line,) = [x for x in audit_lines(audit) if x["outcome"] == "UNAUTHENTICATED"]
-    assert line["identity"] == "" and line["method"].endswith("/DeleteDatabase")
+    assert line["identity"] == "client/revokee" and line["role"] == ""
+    assert line["method"].endswith("/DeleteDatabase")
     assert line["target"] == {"database": "nope"} and "revoked" in line["reason"]
 
 

@@ -60,6 +60,10 @@ CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller",
 class Refused(Exception):
     """The caller is not authenticated; the message says why (for the log and the caller)."""
 
+    def __init__(self, reason: str, identity: str = "") -> None:
+        super().__init__(reason)
+        self.identity = identity  # what the refused certificate claimed, for the audit
+
 
 def _first(values: Any) -> str:
     for raw in values or ():
@@ -97,7 +101,7 @@ class AuthPolicy:
                           pem: bytes) -> Caller:
         revoked = self.deny.refusal(identity, pem)
         if revoked:
-            raise Refused(f"the certificate of {identity} is revoked ({revoked})")
+            raise Refused(f"the certificate of {identity} is revoked ({revoked})", identity)
         role = self.roles.role_of(identity) or ""
         if role != Role.COORDINATOR:
             return Caller(identity, role)
@@ -150,11 +154,11 @@ class _Call:
         self.policy, self.method, self.raw, self.context = policy, method, raw, context
         self.caller: Caller | None = None
 
-    def record(self, outcome: str, reason: str = "") -> None:
+    def record(self, outcome: str, reason: str = "", claimed: str = "") -> None:
         request = _decode(self.method, self.raw)
         caller = self.caller
         entry: dict[str, Any] = {
-            "identity": caller.identity if caller else "",
+            "identity": caller.identity if caller else claimed,
             "role": caller.role if caller else "",
             "method": self.method,
             "target": target_of(request),
@@ -174,7 +178,7 @@ class _Call:
             self.caller = self.policy.identify(self.context)
         except Refused as exc:
             log.warning("refused %s from %s: %s", self.method, self.context.peer(), exc)
-            self.record("UNAUTHENTICATED", str(exc))
+            self.record("UNAUTHENTICATED", str(exc), exc.identity)
             await self.context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                      f"the daemon refused this client: {exc}")
         caller = self.caller
