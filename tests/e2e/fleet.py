@@ -76,7 +76,8 @@ class Coordinator:
                 "--listen", listen, "--store", self.store, "--tls-cert", str(cert),
                 "--tls-key", str(key), "--tls-ca", str(self.pki.ca),
                 # The test's own client certificate (stub()) administers the fleet.
-                "--role", "client/tester=admin", "--audit-log", str(self.audit_path),
+                "--role", "client/tester=admin", "--role", "client/viewer=reader",
+                "--audit-log", str(self.audit_path),
                 *self.extra_args]
         prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
         with open(self.log_path, "ab") as log:

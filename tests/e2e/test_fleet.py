@@ -254,6 +254,18 @@ def _security(f: Fleet) -> None:
     got = json.loads(out.stdout)
     assert got["none"] == "UNAUTHENTICATED" and got["wrong"] == "UNAUTHENTICATED"
     assert got["right"] == "OK" and got["hosts"] == ["h1", "h2", "h3"]
+    # Roles hold at the coordinator too: a reader lists but gets no secret.
+    with f.coordinator.stub("client", "viewer") as c:
+        assert len(c.ListHosts(cpb.ListHostsRequest(), timeout=10).hosts) == 3
+        with pytest.raises(grpc.RpcError) as err:
+            c.GetConnection(apb.GetConnectionRequest(branch=apb.BranchRef(database="db00")),
+                            timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "client/viewer (reader) may not call GetConnection" in (err.value.details() or "")
+    with f.coordinator.stub("client", "stranger") as c, pytest.raises(grpc.RpcError) as err:
+        c.ListHosts(cpb.ListHostsRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "no role" in (err.value.details() or "")
     # A host certificate cannot speak for another host.
     with f.coordinator.stub("host", "h1") as c, pytest.raises(grpc.RpcError) as err:
         c.Heartbeat(cpb.HeartbeatRequest(host_id="h2"), timeout=10)
