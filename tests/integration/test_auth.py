@@ -140,6 +140,9 @@ def test_cli_says_the_certificate_was_refused(daemon: Daemon, tmp_path: Path) ->
     result = cygnet(None, *host, "--cert", str(tmp_path / "expired.pem"),
                     "--key", str(tmp_path / "expired.key"), "db", "list", expect=UNREACHABLE)
     assert_one_error_line(result, "the daemon refused this client's certificate", "expired")
+    # The Backups service's commands say the same.
+    result = cygnet(None, *host, "backup", "list", expect=UNREACHABLE)
+    assert_one_error_line(result, "the daemon refused this client's certificate")
 
 
 def test_revoked_certificate_and_deny_list_reload(daemon: Daemon) -> None:

@@ -42,6 +42,11 @@ def _connected(channel: grpc.Channel) -> bool:
 
 
 def _fail(state: State, channel: grpc.Channel, exc: grpc.RpcError) -> Exception:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        # A refused client certificate is UNAVAILABLE too: say which it was.
+        refusal = state.target().refusal()
+        if refusal is not None:
+            return refusal
     return from_rpc(exc, state.target().address, _connected(channel))
 
 
