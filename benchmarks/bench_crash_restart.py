@@ -12,33 +12,16 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import signal
 import statistics
 import time
-from collections.abc import Iterator
 
 import psycopg
 
 from cygnet.api.v1 import agent_pb2 as pb
-from tests.harness import WORK, Daemon, FilePool, postmaster_pids
-
-
-@contextlib.contextmanager
-def unix_only_daemon(prefix: str, port_min: int, pool_size: str) -> Iterator[Daemon]:
-    """A throwaway cygnetd on its own pool, serving the unix socket only."""
-    pool = FilePool.create(pool_size)
-    daemon = Daemon(pool, WORK / (prefix + secrets.token_hex(3)), port_min=port_min,
-                    extra_args=["--listen", ""])
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        pool.destroy(daemon.mount_root)
+from tests.harness import postmaster_pids, private_daemon
 
 
 def _answers(uri: str) -> bool:
@@ -54,7 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     times: list[float] = []
-    with unix_only_daemon("bcr", 57400, "2G") as d:
+    with private_daemon("bcr", 57400, "2G", unix_only=True) as d:
         with d.stub() as s:
             db = s.CreateDatabase(pb.CreateDatabaseRequest(name="crashy"), timeout=120)
         root = d.mount_root / d.pool.name / "db" / db.database.id

@@ -281,10 +281,21 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def private_daemon(prefix: str, port_min: int, pool_size: str = "4G") -> Iterator[Daemon]:
-    """A cygnetd of its own on a pool of its own; both are gone afterwards."""
+def private_daemon(prefix: str, port_min: int, pool_size: str = "4G", *,
+                   settings: str | None = None, unix_only: bool = False) -> Iterator[Daemon]:
+    """A cygnetd of its own on a pool of its own; both are gone afterwards.
+
+    `settings` is TOML for cygnetd's --config (e.g. "min_free_bytes = 1");
+    `unix_only` serves the unix socket alone (no TCP listener).
+    """
     pool = FilePool.create(pool_size)
-    daemon = Daemon(pool, WORK / (prefix + secrets.token_hex(3)), port_min=port_min)
+    base = WORK / (prefix + secrets.token_hex(3))
+    extra: list[str] = ["--listen", ""] if unix_only else []
+    if settings is not None:
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "cygnetd.toml").write_text(settings)
+        extra += ["--config", str(base / "cygnetd.toml")]
+    daemon = Daemon(pool, base, port_min=port_min, extra_args=extra)
     try:
         daemon.start()
         yield daemon

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cygnet.errors import InvalidArgument
+from cygnet.rpc.wire import varint
 
 # Checks a present, non-empty value of a field; raises InvalidArgument naming `path`.
 Check = Callable[[str, Any], None]
@@ -100,30 +101,17 @@ _U32 = (FieldDescriptor.TYPE_UINT32,)
 _I32 = (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_ENUM, FieldDescriptor.TYPE_SINT32)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """(field number, wire type, varint value or length-delimited bytes) of `data`."""
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
+        key, pos = varint(data, pos)
         number, wire_type = key >> 3, key & 7
         if wire_type == 0:
-            value, pos = _varint(data, pos)
+            value, pos = varint(data, pos)
             yield number, wire_type, value
         elif wire_type == 2:
-            length, pos = _varint(data, pos)
+            length, pos = varint(data, pos)
             yield number, wire_type, data[pos:pos + length]
             pos += length
         elif wire_type in (1, 5):

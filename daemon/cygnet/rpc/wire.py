@@ -16,10 +16,11 @@ from google.protobuf.message import DecodeError
 from cygnet.errors import InvalidArgument
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it; ValueError if cut short or over-long."""
     value, shift = 0, 0
     while True:
-        if pos >= len(data):
+        if pos >= len(data) or shift > 63:
             raise ValueError("truncated varint")
         byte = data[pos]
         value |= (byte & 0x7F) << shift
@@ -34,16 +35,16 @@ def bad_utf8_field(descriptor: Descriptor, data: bytes, prefix: str = "") -> str
     pos = 0
     try:
         while pos < len(data):
-            key, pos = _varint(data, pos)
+            key, pos = varint(data, pos)
             number, wire_type = key >> 3, key & 7
             if wire_type == 0:
-                _, pos = _varint(data, pos)
+                _, pos = varint(data, pos)
             elif wire_type == 1:
                 pos += 8
             elif wire_type == 5:
                 pos += 4
             elif wire_type == 2:
-                length, pos = _varint(data, pos)
+                length, pos = varint(data, pos)
                 chunk, pos = data[pos:pos + length], pos + length
                 found = _check_chunk(descriptor.fields_by_number.get(number), chunk, prefix)
                 if found:
