@@ -44,5 +44,14 @@ class Unavailable(CygnetError):
     Only for the network; a local dependency that fails is Aborted."""
 
 
+class PermissionDenied(CygnetError):
+    """The caller is known but its role does not allow the call (e.g. an agent refused a
+    call the coordinator forwarded for a caller it does not trust)."""
+
+
+class Unauthenticated(CygnetError):
+    """The caller could not be identified: no, an unknown or a revoked credential."""
+
+
 class InternalError(CygnetError):
     """Something Cygnet did not expect; the message is logged in full."""

@@ -22,6 +22,9 @@ _ERRORS: dict[grpc.StatusCode, type[errors.CygnetError]] = {
     grpc.StatusCode.ABORTED: errors.Aborted,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    # The agent refused the forwarded call: said as such, not as an internal error.
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
 }
 
 
@@ -36,6 +39,8 @@ def domain_error(host_id: str, exc: aio.AioRpcError) -> errors.CygnetError:
     cls = _ERRORS.get(code, errors.InternalError)
     if cls is errors.Unavailable:
         return errors.Unavailable(f"host {host_id} is unavailable ({details})")
+    if cls in (errors.PermissionDenied, errors.Unauthenticated):
+        return cls(f"host {host_id} refused the call: {details}")
     if cls is errors.InternalError:
         return errors.InternalError(f"host {host_id}: {code.name}: {details}")
     return cls(details)

@@ -37,6 +37,8 @@ STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.Aborted, grpc.StatusCode.ABORTED),
     # Another host out of reach: the one domain error that is about transport.
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (CorruptRepository, grpc.StatusCode.DATA_LOSS),
 ]
 

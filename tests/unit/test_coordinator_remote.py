@@ -1,0 +1,29 @@
+"""An agent's refusal of a forwarded call reaches the coordinator's caller as a refusal."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc import aio
+
+from cygnet import errors
+from cygnet.coordinator.remote import domain_error
+from cygnet.rpc.errors import status_for
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
+    return aio.AioRpcError(code, aio.Metadata(), aio.Metadata(), details)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.PERMISSION_DENIED,
+                                  grpc.StatusCode.UNAUTHENTICATED])
+def test_agent_refusal_keeps_its_status(code: grpc.StatusCode) -> None:
+    err = domain_error("db-1", _rpc_error(code, "role reader may not call CreateDatabase"))
+    assert not isinstance(err, errors.InternalError)
+    assert status_for(err) == code
+    assert "db-1" in str(err) and "CreateDatabase" in str(err)
+
+
+def test_unknown_status_is_still_internal() -> None:
+    err = domain_error("db-1", _rpc_error(grpc.StatusCode.DATA_LOSS, "x"))
+    assert status_for(err) == grpc.StatusCode.INTERNAL
