@@ -35,7 +35,11 @@ def test_installed_versions_sorted_numerically(tmp_path: Path) -> None:
 def test_resolve_version(tmp_path: Path) -> None:
     fake_install(tmp_path, "15")
     fake_install(tmp_path, "16")
-    assert resolve_version("", tmp_path) == ("16", tmp_path / "16" / "bin")
+    # Pinned: installing a newer major does not change what "" means.
+    assert resolve_version("", tmp_path) == ("15", tmp_path / "15" / "bin")
+    assert resolve_version("", tmp_path, default="16") == ("16", tmp_path / "16" / "bin")
+    with pytest.raises(InvalidArgument, match="default PostgreSQL 17 is not installed.*15, 16"):
+        resolve_version("", tmp_path, default="17")
     assert resolve_version("15", tmp_path) == ("15", tmp_path / "15" / "bin")
     with pytest.raises(InvalidArgument) as err:
         resolve_version("99", tmp_path)

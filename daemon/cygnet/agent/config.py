@@ -41,6 +41,8 @@ class AgentConfig:
     postgres_listen: str = ""  # empty: the advertise_host addresses only
     advertise_host: str = "127.0.0.1"
     postgres_root: Path = Path("/usr/lib/postgresql")
+    # The major a database gets when none is asked for (pinned: docs/versions.md).
+    default_postgres_version: str = "15"
     host_id: str = ""
     # New databases and branches are refused below this much free pool space:
     # a cluster needs room for WAL from its first second.

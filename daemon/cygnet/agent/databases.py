@@ -48,7 +48,8 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     A `quota` (bytes, 0: none) caps the database's dataset, branches and snapshots included."""
     name = validate_name("name", name)
     quota_props = host.space.quota_props(quota)
-    version = resolve_version(version, host.config.postgres_root)[0]
+    version = resolve_version(version, host.config.postgres_root,
+                              host.config.default_postgres_version)[0]
     size = size_class(size).name
     pool = await _choose_pool(host, pool)
     golden = await ensure_template(host, pool, version) if populate is None else ""

@@ -8,6 +8,9 @@ from pathlib import Path
 from cygnet.errors import InvalidArgument
 
 DEFAULT_ROOT = Path("/usr/lib/postgresql")
+# What an empty version means. Pinned, never "the newest installed": installing
+# another major must not silently change what `db create` makes.
+DEFAULT_VERSION = "15"
 REQUIRED_BINARIES = ("postgres", "initdb", "pg_ctl")
 
 
@@ -40,18 +43,23 @@ def installed_versions(root: Path = DEFAULT_ROOT) -> dict[str, Path]:
     return {v: found[v] for v in sorted(found, key=_version_key)}
 
 
-def resolve_version(requested: str, root: Path = DEFAULT_ROOT) -> tuple[str, Path]:
-    """Returns (major version, bin dir) for `requested`; "" picks the newest installed.
+def resolve_version(requested: str, root: Path = DEFAULT_ROOT,
+                    default: str = DEFAULT_VERSION) -> tuple[str, Path]:
+    """Returns (major version, bin dir) for `requested`; "" means `default`.
 
     Raises InvalidArgument("postgres_version", ...) naming the available versions.
     """
     versions = installed_versions(root)
     available = ", ".join(versions) or "none"
+    if not versions:
+        raise InvalidArgument("postgres_version", "no PostgreSQL is installed on this host")
     if not requested:
-        if not versions:
-            raise InvalidArgument("postgres_version", "no PostgreSQL is installed on this host")
-        newest = next(reversed(versions))
-        return newest, versions[newest]
+        if default not in versions:
+            raise InvalidArgument(
+                "postgres_version",
+                f"the default PostgreSQL {default} is not installed on this host; "
+                f"ask for one of {available} or set default_postgres_version")
+        return default, versions[default]
     if requested not in versions:
         shown = requested if _is_version(requested) else repr(requested)
         raise InvalidArgument(
