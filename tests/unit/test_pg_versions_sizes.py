@@ -38,7 +38,7 @@ def test_resolve_version(tmp_path: Path) -> None:
     # Pinned: installing a newer major does not change what "" means.
     assert resolve_version("", tmp_path) == ("15", tmp_path / "15" / "bin")
     assert resolve_version("", tmp_path, default="16") == ("16", tmp_path / "16" / "bin")
-    with pytest.raises(InvalidArgument, match="default PostgreSQL 17 is not installed.*15, 16"):
+    with pytest.raises(InvalidArgument, match=r"default PostgreSQL 17 is not installed.*15, 16"):
         resolve_version("", tmp_path, default="17")
     assert resolve_version("15", tmp_path) == ("15", tmp_path / "15" / "bin")
     with pytest.raises(InvalidArgument) as err:

@@ -80,10 +80,13 @@ class Clusters:
             port=branch.port, listen_addresses=self.listen_addresses,
             socket_dir=self.socket_dir(branch), size=size_class(db.size_class),
             logical_workers_enabled=workers, tls=self.tls,
+            major=int(db.version_of(branch) or 0),
         )
 
-    def bindir(self, db: DatabaseRecord) -> Path:
-        return resolve_version(db.version, self.config.postgres_root)[1]
+    def bindir(self, db: DatabaseRecord, branch: BranchRecord | None = None) -> Path:
+        """The binaries of the branch's own major (an upgraded branch's), else the database's."""
+        version = db.version_of(branch) if branch is not None else db.version
+        return resolve_version(version, self.config.postgres_root)[1]
 
     def live(self, branch: BranchRecord) -> process.Postmaster | None:
         return process.find_live_postmaster(self.pgdata(branch))
@@ -100,7 +103,7 @@ class Clusters:
             return
         pgdata = self.pgdata(branch)
         self._prepare_start(pgdata, self.settings(branch, db))
-        await process.start(self.bindir(db), pgdata, self.files(branch).log_file)
+        await process.start(self.bindir(db, branch), pgdata, self.files(branch).log_file)
 
     async def start_clone(self, branch: BranchRecord, db: DatabaseRecord,
                           subscriptions: int) -> None:
@@ -108,14 +111,14 @@ class Clusters:
         pgdata = self.pgdata(branch)
         logfile = self.files(branch).log_file
         fixup.prepare_clone(pgdata, logfile, self.settings(branch, db, workers=subscriptions == 0))
-        await process.start(self.bindir(db), pgdata, logfile)
+        await process.start(self.bindir(db, branch), pgdata, logfile)
         if subscriptions:
             # Workers were off, so no subscription reached its publisher. Disable
             # them, then restart with workers on.
             await fixup.disable_subscriptions(self.socket_dir(branch), branch.port)
             await process.stop(pgdata, "fast")
             self._prepare_start(pgdata, self.settings(branch, db))
-            await process.start(self.bindir(db), pgdata, logfile)
+            await process.start(self.bindir(db, branch), pgdata, logfile)
 
     @staticmethod
     def _prepare_start(pgdata: Path, settings: ClusterSettings) -> None:

@@ -37,7 +37,7 @@ def branch(view: BranchView) -> pb.Branch:
         origin_snapshot=view.origin_name, state=STATES.get(view.state, pb.BRANCH_STATE_UNSPECIFIED),
         desired_running=b.desired == Desired.RUNNING, used_bytes=b.used_bytes,
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
-        postgres_version=db.version, size_class=db.size_class,
+        postgres_version=db.version_of(b), size_class=db.size_class,
         child_branch_ids=[c.id for c in db.children(b.id)], state_message=view.message,
     )
 

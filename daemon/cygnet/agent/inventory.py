@@ -44,6 +44,9 @@ class BranchRecord:
     used_bytes: int
     logical_bytes: int
     snapshots: list[SnapshotRecord] = field(default_factory=list)
+    # The major this branch's data is in, when an upgrade made it differ from
+    # its database's; "" means the database's (docs/versions.md).
+    version: str = ""
 
     @property
     def is_main(self) -> bool:
@@ -63,6 +66,10 @@ class DatabaseRecord:
     request_id: str
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     quota_bytes: int = 0  # ZFS quota of the database's dataset; 0: none
+
+    def version_of(self, branch: BranchRecord) -> str:
+        """The major `branch` runs: its own after an upgrade, else the database's."""
+        return branch.version or self.version
 
     @property
     def main(self) -> BranchRecord | None:
@@ -140,7 +147,8 @@ def branch_props(b: BranchRecord) -> dict[str, str]:
     """The user properties a branch's dataset is made with (the inventory reads them back)."""
     return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
             L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
-            L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id}
+            L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id,
+            **({L.P_VERSION: b.version} if b.version else {})}
 
 
 def _float(value: str | None) -> float:
@@ -169,7 +177,7 @@ def _branch(ds: Dataset) -> BranchRecord:
         port=int(port) if port.isdigit() else 0, desired=u.get(L.P_DESIRED, "running"),
         phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
         request_id=u.get(L.P_REQUEST, ""), used_bytes=ds.number("used"),
-        logical_bytes=ds.number("referenced"),
+        logical_bytes=ds.number("referenced"), version=u.get(L.P_VERSION, ""),
     )
 
 

@@ -56,6 +56,9 @@ class ClusterSettings:
     size: SizeClass
     logical_workers_enabled: bool = True
     tls: ServerTls | None = None
+    # The cluster's major version (0: unknown), for settings that exist from a
+    # given major on (_version_lines).
+    major: int = 0
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -88,6 +91,20 @@ def _tls_lines(tls: ServerTls | None) -> list[str]:
         f"ssl_ca_file = '{tls.ca or ''}'",
         "ssl_min_protocol_version = 'TLSv1.2'",
     ]
+
+
+def _version_lines(major: int) -> list[str]:
+    """Settings only some majors know (an unknown one stops the postmaster)."""
+    lines = []
+    if major >= 17:
+        # WAL summaries feed incremental backups, which Cygnet does not take:
+        # no summarizer process in every branch.
+        lines.append("summarize_wal = off")
+    if major >= 18:
+        # io_uring needs a kernel and filesystem that allow it (zfs-fuse does
+        # not help it); worker is portable. Few workers: hosts run many clusters.
+        lines += ["io_method = worker", "io_workers = 2"]
+    return lines
 
 
 def render_settings(settings: ClusterSettings) -> str:
@@ -123,6 +140,7 @@ def render_settings(settings: ClusterSettings) -> str:
         "logging_collector = off",
         "log_line_prefix = '%m [%p] %q%u@%d '",
         *_tls_lines(settings.tls),
+        *_version_lines(settings.major),
     ]
     if not settings.logical_workers_enabled:
         lines.append("max_logical_replication_workers = 0")
