@@ -6,8 +6,7 @@ import click
 from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.cli import complete, doomed, output, shapes, views
-from cygnet.cli.confirm import confirm, destructive_options
+from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
@@ -111,22 +110,16 @@ def show(state: State, database: str) -> None:
 
 
 @db.command("rm", epilog="""\b
-Examples:
-  cygnet db rm shop --dry-run     # list what would be destroyed
-  cygnet db rm shop               # asks first on a terminal
-  cygnet db rm shop --yes         # in scripts (without a terminal it refuses otherwise)""")
+Example:
+  cygnet db rm shop""")
 @click.argument("database", metavar="DB", shell_complete=complete.databases)
-@destructive_options
 @json_option
 @pass_state
-def rm(state: State, database: str, yes: bool, dry_run: bool) -> None:
+def rm(state: State, database: str) -> None:
     """Delete database DB (name or id) with every branch and snapshot.
 
     Stops each branch's Postgres and destroys its datasets. There is no undo.
     """
-    if not confirm(f"delete database {database}", lambda: doomed.database(state.client(), database),
-                   yes=yes, dry_run=dry_run, json_output=state.json):
-        return
     with working(f"Deleting database {database}", f"Deleted database {database}"):
         resp = state.client().delete_database(database)
     if state.json:
