@@ -5,6 +5,7 @@ from __future__ import annotations
 from cygnet.agent.clusters import Connection
 from cygnet.agent.host import HostStatus, PoolView
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
+from cygnet.agent.pgsettings import ConfigView, ExtensionView
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.rpc.convert import timestamp
@@ -52,7 +53,9 @@ def snapshot(snap: SnapshotRecord, branch_ids_by_dataset: dict[str, str]) -> pb.
 
 def connection(conn: Connection) -> pb.Connection:
     return pb.Connection(host=conn.host, port=conn.port, user=conn.user, password=conn.password,
-                         dbname=conn.dbname, uri=conn.uri, socket_dir=str(conn.socket_dir))
+                         dbname=conn.dbname, uri=conn.uri, socket_dir=str(conn.socket_dir),
+                         sslmode=conn.sslmode,
+                         sslrootcert=str(conn.sslrootcert) if conn.sslrootcert else "")
 
 
 def pool(view: PoolView) -> pb.Pool:
@@ -67,3 +70,16 @@ def host_status(status: HostStatus) -> pb.HostStatus:
         pools=[pool(p) for p in status.pools], running_clusters=status.running_clusters,
         postgres_versions=status.postgres_versions, database_count=status.database_count,
         branch_count=status.branch_count, zfs_dialect=status.zfs_dialect)
+
+
+def branch_config(view: ConfigView) -> pb.BranchConfig:
+    return pb.BranchConfig(
+        branch_id=view.branch_id, pending_restart=view.pending_restart, restarted=view.restarted,
+        settings=[pb.BranchSetting(name=s.name, value=s.value, current=s.current,
+                                   pending_restart=s.pending_restart, context=s.context)
+                  for s in view.settings])
+
+
+def extension(ext: ExtensionView) -> pb.Extension:
+    return pb.Extension(name=ext.name, default_version=ext.default_version,
+                        installed_version=ext.installed_version, comment=ext.comment)

@@ -6,6 +6,7 @@ import logging
 import time
 
 from cygnet.agent import layout as L
+from cygnet.agent import pgsettings
 from cygnet.agent.branches import Populate, destroy_branch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, branch_props
@@ -42,7 +43,8 @@ def find_by_request(inv: Inventory, request_id: str) -> DatabaseRecord | None:
 
 
 async def create_database(host: Host, name: str, version: str, size: str, pool: str,
-                          request_id: str, populate: Populate | None = None, *, quota: int = 0
+                          request_id: str, populate: Populate | None = None, *, quota: int = 0,
+                          settings: dict[str, str] | None = None
                           ) -> tuple[DatabaseRecord, BranchRecord]:
     """With `populate`, main is a new dataset filled by it instead of a template clone.
     A `quota` (bytes, 0: none) caps the database's dataset, branches and snapshots included."""
@@ -77,6 +79,9 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     async with host.db_locks[db.id]:
         try:
             main = await _create_main(host, db, golden, port, populate)
+            if settings:
+                # Bad settings undo the create, like any other failure here.
+                await pgsettings.set_config(host, db, main, settings, restart=True)
             await host.zfs.set_props(db.dataset, {L.P_PHASE: L.PHASE_READY})
         except BaseException as exc:
             # A domain failure says what happened; only a surprise needs a traceback.

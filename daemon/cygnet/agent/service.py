@@ -12,7 +12,7 @@ from typing import TypeVar
 from cygnet.agent import branches as br
 from cygnet.agent import databases as dbs
 from cygnet.agent import layout as L
-from cygnet.agent import reset, snapshots
+from cygnet.agent import pgsettings, reset, snapshots
 from cygnet.agent.clusters import Connection
 from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
@@ -174,11 +174,12 @@ class AgentService:
     # --- mutations -----------------------------------------------------------
 
     async def create_database(self, name: str, version: str, size: str, pool: str,
-                              request_id: str, *, quota: int = 0
+                              request_id: str, *, quota: int = 0,
+                              settings: dict[str, str] | None = None
                               ) -> tuple[DatabaseRecord, BranchView]:
         async def call() -> tuple[DatabaseRecord, BranchView]:
             db, main = await dbs.create_database(self.host, name, version, size, pool,
-                                                 request_id, quota=quota)
+                                                 request_id, quota=quota, settings=settings)
             await self.host.refresh_space(main)
             return db, self.view(db, main)
 
@@ -271,3 +272,29 @@ class AgentService:
             return await snapshots.delete_snapshot(self.host, branch, snapshot, names)
 
         return await self._with_branch(ref, request_id, "DeleteSnapshot", action)
+
+    # --- Postgres settings and extensions --------------------------------------
+
+    async def branch_config(self, ref: BranchRef) -> pgsettings.ConfigView:
+        _, branch = await self.read_branch(ref)
+        return await pgsettings.read_config(self.host, branch)
+
+    async def set_branch_config(self, ref: BranchRef, settings: dict[str, str], restart: bool,
+                                request_id: str) -> pgsettings.ConfigView:
+        async def action(db: DatabaseRecord, branch: BranchRecord) -> pgsettings.ConfigView:
+            return await pgsettings.set_config(self.host, db, branch, settings, restart)
+
+        return await self._with_branch(ref, request_id, "SetBranchConfig", action)
+
+    async def reset_branch_config(self, ref: BranchRef, names: list[str], restart: bool,
+                                  request_id: str) -> pgsettings.ConfigView:
+        async def action(db: DatabaseRecord, branch: BranchRecord) -> pgsettings.ConfigView:
+            return await pgsettings.reset_config(self.host, db, branch, names, restart)
+
+        return await self._with_branch(ref, request_id, "ResetBranchConfig", action)
+
+    async def extensions(self, database: str) -> list[pgsettings.ExtensionView]:
+        db = await self.get_database(database)
+        if db.main is None:
+            raise NotFound(f"database {db.name!r} has no main branch")
+        return await pgsettings.list_extensions(self.host, db.main)

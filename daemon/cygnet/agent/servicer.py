@@ -20,7 +20,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                              ) -> pb.CreateDatabaseResponse:
         db, main = await self.service.create_database(
             req.name, req.postgres_version, req.size_class, req.pool, req.request_id,
-            quota=req.quota_bytes)
+            quota=req.quota_bytes, settings=dict(req.settings))
         conn = self.service.host.clusters.connection(main.record)
         return pb.CreateDatabaseResponse(database=convert.database(db),
                                          main_branch=convert.branch(main),
@@ -98,3 +98,25 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     async def GetHostStatus(self, req: pb.GetHostStatusRequest, ctx: Ctx) -> pb.HostStatus:
         return convert.host_status(await self.service.host.status())
+
+    async def GetBranchConfig(self, req: pb.GetBranchConfigRequest, ctx: Ctx
+                              ) -> pb.BranchConfig:
+        return convert.branch_config(
+            await self.service.branch_config(convert.branch_ref(req.branch)))
+
+    async def SetBranchConfig(self, req: pb.SetBranchConfigRequest, ctx: Ctx
+                              ) -> pb.BranchConfig:
+        view = await self.service.set_branch_config(
+            convert.branch_ref(req.branch), dict(req.settings), req.restart, req.request_id)
+        return convert.branch_config(view)
+
+    async def ResetBranchConfig(self, req: pb.ResetBranchConfigRequest, ctx: Ctx
+                                ) -> pb.BranchConfig:
+        view = await self.service.reset_branch_config(
+            convert.branch_ref(req.branch), list(req.names), req.restart, req.request_id)
+        return convert.branch_config(view)
+
+    async def ListExtensions(self, req: pb.ListExtensionsRequest, ctx: Ctx
+                             ) -> pb.ListExtensionsResponse:
+        found = await self.service.extensions(req.database)
+        return pb.ListExtensionsResponse(extensions=[convert.extension(e) for e in found])

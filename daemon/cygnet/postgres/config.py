@@ -17,7 +17,9 @@ from pathlib import Path
 
 from cygnet.errors import InternalError
 from cygnet.postgres import _fs
+from cygnet.postgres import settings as user_settings
 from cygnet.postgres.layout import POSTGRES_OS_USER, SUPERUSER_ROLE
+from cygnet.postgres.owned import PRELOADED
 from cygnet.postgres.sizes import SizeClass
 
 SETTINGS_FILE = "cygnet.conf"
@@ -124,6 +126,8 @@ def render_settings(settings: ClusterSettings) -> str:
         f"max_wal_size = {size.max_wal_size_mb}MB",
         f"max_worker_processes = {size.max_worker_processes}",
         f"autovacuum_max_workers = {size.autovacuum_max_workers}",
+        # Query statistics for every database; a branch's own value must keep it.
+        f"shared_preload_libraries = '{','.join(PRELOADED)}'",
         "password_encryption = 'scram-sha-256'",
         # Branches must never write into their parent's WAL archive.
         "archive_mode = off",
@@ -158,6 +162,8 @@ def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
     _fs.ensure_postgres_dir(settings.socket_dir)
     _fs.atomic_write(pgdata / SETTINGS_FILE, text)
     ensure_include(pgdata)
+    # Owned settings win over ALTER SYSTEM; the branch's own settings come last.
+    user_settings.prepare(pgdata)
     write_access_rules(pgdata, ssl=settings.tls is not None)
 
 

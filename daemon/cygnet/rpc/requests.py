@@ -20,6 +20,8 @@ from cygnet.names import (
     validate_reference,
     validate_request_id,
 )
+from cygnet.postgres.owned import is_owned
+from cygnet.postgres.settings import check_name, check_value_text
 from cygnet.rpc.validate import Check, Rules, Validator, anything, integer_range, message_check
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -74,6 +76,18 @@ def _one_target(request: Any) -> None:
                               "of the backup's database) and database_name (a new database)")
 
 
+def setting_name(path: str, value: str) -> None:
+    """A key of a settings map (or a name to reset): a setting users may set."""
+    check_name(value)
+    if is_owned(value):
+        raise InvalidArgument(f"settings.{value}", "is set by Cygnet and cannot be changed")
+
+
+def _setting_values(request: Any) -> None:
+    for key, value in request.settings.items():
+        check_value_text(key, value)
+
+
 def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
            *whole: Any) -> Rules:
     return Rules(fields, frozenset(required), tuple(whole))
@@ -85,7 +99,7 @@ _REF = {"branch": BRANCH_REF}
 AGENT: dict[str, Rules] = {
     "CreateDatabase": _rules({"name": name, "postgres_version": token, "size_class": token,
                               "pool": token, "quota_bytes": integer_range(0, MAX_BYTES),
-                              **_RID}, ("name",)),
+                              "settings": setting_name, **_RID}, ("name",), _setting_values),
     "GetDatabase": _rules({"database": reference("db")}, ("database",)),
     "ListDatabases": _rules({}),
     "DeleteDatabase": _rules({"database": reference("db"), **_RID}, ("database",)),
@@ -104,6 +118,12 @@ AGENT: dict[str, Rules] = {
     "DeleteSnapshot": _rules({**_REF, "snapshot": reference("sn"), **_RID},
                              ("branch", "snapshot")),
     "GetHostStatus": _rules({}),
+    "GetBranchConfig": _rules(_REF, ("branch",)),
+    "SetBranchConfig": _rules({**_REF, "settings": setting_name, "restart": anything, **_RID},
+                              ("branch", "settings"), _setting_values),
+    "ResetBranchConfig": _rules({**_REF, "names": setting_name, "restart": anything, **_RID},
+                                ("branch",)),
+    "ListExtensions": _rules({"database": reference("db")}, ("database",)),
 }
 
 BACKUPS: dict[str, Rules] = {

@@ -74,6 +74,10 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "ListSnapshots": Kind.READ,
     _AGENT + "DeleteSnapshot": Kind.CHANGE,
     _AGENT + "GetHostStatus": Kind.READ,
+    _AGENT + "GetBranchConfig": Kind.READ,
+    _AGENT + "SetBranchConfig": Kind.CHANGE,
+    _AGENT + "ResetBranchConfig": Kind.CHANGE,
+    _AGENT + "ListExtensions": Kind.READ,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,
     # Reads every block of a repository: not for readers.

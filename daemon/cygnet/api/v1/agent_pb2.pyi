@@ -95,6 +95,8 @@ class Connection(_message.Message):
     DBNAME_FIELD_NUMBER: _builtins.int
     URI_FIELD_NUMBER: _builtins.int
     SOCKET_DIR_FIELD_NUMBER: _builtins.int
+    SSLMODE_FIELD_NUMBER: _builtins.int
+    SSLROOTCERT_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     port: _builtins.int
     user: _builtins.str
@@ -104,6 +106,10 @@ class Connection(_message.Message):
     """postgresql://user:password@host:port/dbname"""
     socket_dir: _builtins.str
     """Directory of the branch's unix socket, for local connections."""
+    sslmode: _builtins.str
+    """verify-full when the host's CA is known (sslrootcert), else require."""
+    sslrootcert: _builtins.str
+    """Path of the CA certificate on the agent's host; empty when unknown."""
     def __init__(
         self,
         *,
@@ -114,10 +120,12 @@ class Connection(_message.Message):
         dbname: _builtins.str = ...,
         uri: _builtins.str = ...,
         socket_dir: _builtins.str = ...,
+        sslmode: _builtins.str = ...,
+        sslrootcert: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dbname", b"dbname", "host", b"host", "password", b"password", "port", b"port", "socket_dir", b"socket_dir", "uri", b"uri", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dbname", b"dbname", "host", b"host", "password", b"password", "port", b"port", "socket_dir", b"socket_dir", "sslmode", b"sslmode", "sslrootcert", b"sslrootcert", "uri", b"uri", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,11 +290,32 @@ Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
 class CreateDatabaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SettingsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
     SIZE_CLASS_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
     QUOTA_BYTES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     postgres_version: _builtins.str
@@ -299,6 +328,10 @@ class CreateDatabaseRequest(_message.Message):
     """Most bytes the database (all its branches and snapshots) may use; 0: no limit."""
     request_id: _builtins.str
     """A retry with the same id returns the first result."""
+    @_builtins.property
+    def settings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Postgres settings of the database (as SetBranchConfig); main starts with them."""
+
     def __init__(
         self,
         *,
@@ -307,11 +340,12 @@ class CreateDatabaseRequest(_message.Message):
         size_class: _builtins.str = ...,
         pool: _builtins.str = ...,
         quota_bytes: _builtins.int = ...,
+        settings: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "quota_bytes", b"quota_bytes", "request_id", b"request_id", "size_class", b"size_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pool", b"pool", "postgres_version", b"postgres_version", "quota_bytes", b"quota_bytes", "request_id", b"request_id", "settings", b"settings", "size_class", b"size_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -914,3 +948,244 @@ class HostStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HostStatus: _TypeAlias = HostStatus  # noqa: Y015
+
+@_typing.final
+class BranchSetting(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    PENDING_RESTART_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    """As stored by Cygnet (empty for a setting that is not stored)."""
+    current: _builtins.str
+    """What the running server uses now (SHOW); empty when the branch is stopped."""
+    pending_restart: _builtins.bool
+    """The stored value waits for a restart of the branch."""
+    context: _builtins.str
+    """pg_settings.context: postmaster settings need a restart."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        current: _builtins.str = ...,
+        pending_restart: _builtins.bool = ...,
+        context: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "current", b"current", "name", b"name", "pending_restart", b"pending_restart", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchSetting: _TypeAlias = BranchSetting  # noqa: Y015
+
+@_typing.final
+class BranchConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    PENDING_RESTART_FIELD_NUMBER: _builtins.int
+    RESTARTED_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    pending_restart: _builtins.bool
+    """Some stored setting waits for a restart."""
+    restarted: _builtins.bool
+    """The branch was restarted by this call."""
+    @_builtins.property
+    def settings(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchSetting]:
+        """The stored settings, by name."""
+
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        settings: _abc.Iterable[Global___BranchSetting] | None = ...,
+        pending_restart: _builtins.bool = ...,
+        restarted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "pending_restart", b"pending_restart", "restarted", b"restarted", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchConfig: _TypeAlias = BranchConfig  # noqa: Y015
+
+@_typing.final
+class GetBranchConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBranchConfigRequest: _TypeAlias = GetBranchConfigRequest  # noqa: Y015
+
+@_typing.final
+class SetBranchConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SettingsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    RESTART_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    restart: _builtins.bool
+    """Restart the branch when a setting needs it."""
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    @_builtins.property
+    def settings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Names and values as in postgresql.conf, e.g. work_mem = "64MB"."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        settings: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        restart: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "request_id", b"request_id", "restart", b"restart", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBranchConfigRequest: _TypeAlias = SetBranchConfigRequest  # noqa: Y015
+
+@_typing.final
+class ResetBranchConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    RESTART_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    restart: _builtins.bool
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names to drop from the branch's settings; empty drops them all."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+        restart: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "names", b"names", "request_id", b"request_id", "restart", b"restart"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetBranchConfigRequest: _TypeAlias = ResetBranchConfigRequest  # noqa: Y015
+
+@_typing.final
+class ListExtensionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExtensionsRequest: _TypeAlias = ListExtensionsRequest  # noqa: Y015
+
+@_typing.final
+class Extension(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DEFAULT_VERSION_FIELD_NUMBER: _builtins.int
+    INSTALLED_VERSION_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    default_version: _builtins.str
+    installed_version: _builtins.str
+    """Empty when not installed in the main branch's `postgres` database."""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        default_version: _builtins.str = ...,
+        installed_version: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "default_version", b"default_version", "installed_version", b"installed_version", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Extension: _TypeAlias = Extension  # noqa: Y015
+
+@_typing.final
+class ListExtensionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTENSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def extensions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Extension]: ...
+    def __init__(
+        self,
+        *,
+        extensions: _abc.Iterable[Global___Extension] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExtensionsResponse: _TypeAlias = ListExtensionsResponse  # noqa: Y015

@@ -114,6 +114,26 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.GetHostStatusRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.HostStatus.FromString,
                 _registered_method=True)
+        self.GetBranchConfig = channel.unary_unary(
+                '/cygnet.v1.Agent/GetBranchConfig',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.GetBranchConfigRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+                _registered_method=True)
+        self.SetBranchConfig = channel.unary_unary(
+                '/cygnet.v1.Agent/SetBranchConfig',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SetBranchConfigRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+                _registered_method=True)
+        self.ResetBranchConfig = channel.unary_unary(
+                '/cygnet.v1.Agent/ResetBranchConfig',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ResetBranchConfigRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+                _registered_method=True)
+        self.ListExtensions = channel.unary_unary(
+                '/cygnet.v1.Agent/ListExtensions',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -221,6 +241,33 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBranchConfig(self, request, context):
+        """A branch's own Postgres settings (cygnet.user.conf in its data directory),
+        validated against the branch's pg_settings. A child branch inherits them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBranchConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetBranchConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExtensions(self, request, context):
+        """pg_available_extensions of the database's main branch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +350,26 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.GetHostStatus,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.GetHostStatusRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.HostStatus.SerializeToString,
+            ),
+            'GetBranchConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBranchConfig,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.GetBranchConfigRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.SerializeToString,
+            ),
+            'SetBranchConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBranchConfig,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SetBranchConfigRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.SerializeToString,
+            ),
+            'ResetBranchConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetBranchConfig,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ResetBranchConfigRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.BranchConfig.SerializeToString,
+            ),
+            'ListExtensions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExtensions,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -737,6 +804,114 @@ class Agent:
             '/cygnet.v1.Agent/GetHostStatus',
             cygnet_dot_v1_dot_agent__pb2.GetHostStatusRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.HostStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBranchConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/GetBranchConfig',
+            cygnet_dot_v1_dot_agent__pb2.GetBranchConfigRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBranchConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/SetBranchConfig',
+            cygnet_dot_v1_dot_agent__pb2.SetBranchConfigRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetBranchConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ResetBranchConfig',
+            cygnet_dot_v1_dot_agent__pb2.ResetBranchConfigRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.BranchConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExtensions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ListExtensions',
+            cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
