@@ -9,13 +9,17 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import cygnet
 from cygnet.api.v1 import agent_pb2 as pb
-from tests.harness import WORK, Daemon, FilePool, free_port, postmaster_pids
+from cygnet.metrics.agent import POOL_HEALTH
+from tests.e2e.fleet import Coordinator, Pki
+from tests.harness import REPO, WORK, Daemon, FilePool, free_port, postmaster_pids
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +44,22 @@ def metered() -> Iterator[tuple[Daemon, str]]:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def scrape(url: str) -> Samples:
+def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def promtool_check_metrics(text: str) -> None:
+    """promtool's linter (Debian's prometheus package, unpacked by scripts/setup)."""
+    promtool = REPO / ".tools/bin/promtool"
+    assert promtool.exists(), "promtool is missing: run scripts/setup"
+    done = subprocess.run([str(promtool), "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def scrape(url: str) -> Samples:
+    text = fetch(url)
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -80,10 +97,12 @@ def test_operations_errors_branches_and_space(metered: tuple[Daemon, str]) -> No
     for op, calls in (("create_database", 2), ("create_branch", 1), ("reset_branch", 1)):
         assert value(m, "cygnet_operations_total", **ag, operation=op, code="OK") == 1, op
         assert value(m, "cygnet_operation_duration_seconds_count", **ag, operation=op) == calls
-    assert value(m, "cygnet_operation_errors_total", **ag, operation="get_database",
+    # Failures are operations with a code other than OK: no second counter.
+    assert value(m, "cygnet_operations_total", **ag, operation="get_database",
                  code="NOT_FOUND") == 1
-    assert value(m, "cygnet_operation_errors_total", **ag, operation="create_database",
+    assert value(m, "cygnet_operations_total", **ag, operation="create_database",
                  code="INVALID_ARGUMENT") == 1
+    assert not [n for n, _ in m if n.startswith("cygnet_operation_errors")]
     # A create takes a while, unlike the refusal, which never gets past validation.
     assert value(m, "cygnet_operation_duration_seconds_bucket", **ag,
                  operation="create_database", le="0.005") <= 1
@@ -101,6 +120,14 @@ def test_operations_errors_branches_and_space(metered: tuple[Daemon, str]) -> No
     assert main and main[0] > 1e7  # a whole cluster's files
     assert value(m, "cygnet_metrics_refresh_ok") == 1
     assert value(m, "cygnet_databases") == 1
+    # Health: a 0/1 gauge per pool, and a state set whose series never come and go.
+    assert value(m, "cygnet_pool_healthy", pool=pool) == 1
+    health = {dict(labels)["health"]: v for (n, labels), v in m.items()
+              if n == "cygnet_pool_health" and ("pool", pool) in labels}
+    assert set(POOL_HEALTH) <= set(health) and health["ONLINE"] == 1
+    assert sum(health.values()) == 1
+    info = [dict(labels) for (n, labels), v in m.items() if n == "cygnet_agent_info" and v == 1]
+    assert info and info[0]["version"] == cygnet.__version__
 
     with daemon.stub() as s:
         s.DeleteBranch(pb.DeleteBranchRequest(branch=ref), timeout=60)
@@ -115,7 +142,12 @@ def test_postmaster_restart_is_counted(metered: tuple[Daemon, str]) -> None:
     before = postmaster_pids(daemon.mount_root)
     with daemon.stub() as s:
         s.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
-    (new,) = postmaster_pids(daemon.mount_root) - before
+    # A short-lived `postgres` (a settings check) may still be around: wait for it.
+    deadline = time.monotonic() + 10
+    while len(new_pids := postmaster_pids(daemon.mount_root) - before) > 1:
+        assert time.monotonic() < deadline, new_pids
+        time.sleep(0.1)
+    (new,) = new_pids
     start = value(scrape(url), "cygnet_postmaster_restarts_total")
     os.kill(new, signal.SIGKILL)
     m = eventually(url, lambda m: value(m, "cygnet_postmaster_restarts_total") > start, 30)
@@ -139,8 +171,6 @@ def test_rules_and_dashboard_use_metrics_that_exist() -> None:
     """Every cygnet_* name in the alert rules and the dashboard is one the daemons export."""
     import re
 
-    from tests.harness import REPO
-
     source = "".join(p.read_text() for p in (REPO / "daemon/cygnet/metrics").glob("*.py"))
     exported = set(re.findall(r'"(cygnet_[a-z_]+)"', source))
     suffixes = ("_total", "_bucket", "_count", "_sum")
@@ -149,3 +179,39 @@ def test_rules_and_dashboard_use_metrics_that_exist() -> None:
         for name in set(re.findall(r"\bcygnet_[a-z_]+", path.read_text())):
             base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
             assert name in exported or base in exported, f"{path.name}: {name}"
+
+
+def test_cygnetd_scrape_passes_promtool(metered: tuple[Daemon, str]) -> None:
+    _, url = metered
+    text = fetch(url)
+    assert "cygnet_pool_health{" in text
+    promtool_check_metrics(text)
+
+
+def test_coordinator_scrape_passes_promtool(tmp_path: Path) -> None:
+    port = free_port()
+    coordinator = Coordinator(tmp_path / "c", Pki.create(tmp_path / "pki"),
+                              f"sqlite:///{tmp_path}/c.db", extra_args=[
+                                  "--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        coordinator.start()
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                text = fetch(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, coordinator.tail()
+                time.sleep(0.1)
+        assert "cygnet_coordinator_heartbeat_interval_seconds" in text
+        assert "cygnet_coordinator_hosts{" in text
+        promtool_check_metrics(text)
+    finally:
+        coordinator.stop()
+
+
+def test_promtool_check_metrics_can_fail() -> None:
+    with pytest.raises(AssertionError):
+        promtool_check_metrics("# HELP cygnet_x_total a counter\n# TYPE cygnet_x_total gauge\n"
+                               "cygnet_x_total 1\n")

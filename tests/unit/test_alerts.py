@@ -4,6 +4,7 @@ stays quiet when it should not (promtool's rule unit tests, from Debian's
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -67,3 +68,23 @@ def test_a_broken_rule_is_refused(tmp_path: Path) -> None:
     done = run("check", "rules", bad)
     assert done.returncode != 0
     assert "vector matching only allowed between instant vectors" in done.stdout + done.stderr
+
+
+def test_dashboard_queries_parse_and_use_its_variables(tmp_path: Path) -> None:
+    """Every panel's PromQL parses (as a recording rule), and agent panels filter by host."""
+    dashboard = json.loads((REPO / "deploy/grafana/cygnet.json").read_text())
+    names = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"instance", "pool"} <= names
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for expr in exprs:
+        if "cygnet_pool_" in expr or "cygnet_branch_" in expr:
+            assert '$pool' in expr, expr
+        if "coordinator" not in expr:
+            assert '$instance' in expr, expr
+    rules = [{"record": f"dashboard:query_{i}",
+              "expr": e.replace("$instance", ".*").replace("$pool", ".*")}
+             for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = run("check", "rules", path)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -16,6 +16,8 @@ from cygnet.zfs.pools import pool_status
 # Every state a branch can report, so a state with no branch shows 0, not nothing.
 STATES = tuple(BranchState)
 BRANCH_LABELS = ("pool", "database", "branch", "branch_id")
+# zpool's health values (zpool-status(8)); an unknown one is reported as well.
+POOL_HEALTH = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "SUSPENDED")
 
 
 class AgentMetrics:
@@ -70,9 +72,14 @@ class AgentMetrics:
             gauge("cygnet_pool_branches_used_bytes",
                   "Space used by branches (their data and snapshots)", ["pool"],
                   (((name,), used) for name, used in by_pool.items())),
-            gauge("cygnet_pool_healthy", "1 when zpool reports the pool ONLINE",
+            gauge("cygnet_pool_healthy", "1 when zpool reports the pool ONLINE", ["pool"],
+                  (((p.name,), float(p.health == "ONLINE")) for p in pools)),
+            # A state set: every health value always present, so a change of
+            # health moves a 1, it starts no new series.
+            gauge("cygnet_pool_health", "The pool's health as zpool reports it (1: current)",
                   ["pool", "health"],
-                  (((p.name, p.health), float(p.health == "ONLINE")) for p in pools)),
+                  (((p.name, h), float(p.health == h)) for p in pools
+                   for h in (*POOL_HEALTH, *({p.health} - set(POOL_HEALTH))))),
         ]
 
     async def _branch_bytes(self, inv: Inventory,

@@ -1,5 +1,7 @@
 """Per-operation metrics: every RPC is an operation (CreateBranch -> create_branch).
 
+Failures are `cygnet_operations_total{code!="OK"}`: no second counter.
+
 The interceptor must sit *outside* ErrorInterceptor (first in the server's
 list): the error mapping turns exceptions into `context.abort(code)`, and only
 after that does the status code exist for us to count.
@@ -26,8 +28,6 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 OPERATIONS = Counter("cygnet_operations", "Operations finished, by status code",
                      ["service", "operation", "code"], registry=REGISTRY)
-ERRORS = Counter("cygnet_operation_errors", "Operations that failed, by status code",
-                 ["service", "operation", "code"], registry=REGISTRY)
 DURATION = Histogram("cygnet_operation_duration_seconds", "Time an operation took",
                      ["service", "operation"], buckets=BUCKETS, registry=REGISTRY)
 
@@ -41,8 +41,6 @@ def operation_name(method: str) -> str:
 def observe(service: str, operation: str, code: str, seconds: float) -> None:
     OPERATIONS.labels(service, operation, code).inc()
     DURATION.labels(service, operation).observe(seconds)
-    if code != "OK":
-        ERRORS.labels(service, operation, code).inc()
 
 
 @contextmanager
