@@ -42,6 +42,8 @@ class CoordinatorConfig:
     max_clusters: int = 200
     # A PlaceDatabase reservation not used by CreateDatabase is freed after this.
     reservation_ttl: float = 300.0
+    # A leader that stops renewing its lease (dead or paused) is replaced after this long.
+    lease_ttl: float = 3.0
     # Deadline of calls to agents that change something (creating takes a while).
     agent_timeout: float = 600.0
     # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9434). Empty disables it.
@@ -62,6 +64,8 @@ class CoordinatorConfig:
             raise InvalidArgument("missed_heartbeats", "must be at least 1")
         if not 0 < self.memory_fraction <= 1:
             raise InvalidArgument("memory_fraction", "must be in (0, 1]")
+        if self.lease_ttl <= 0:
+            raise InvalidArgument("lease_ttl", "must be positive")
         if self.max_clusters < 1:
             raise InvalidArgument("max_clusters", "must be at least 1")
         if self.listen_token and self.tokens_file is None:

@@ -34,7 +34,8 @@ log = logging.getLogger("cygnet.coordinator")
 
 _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
              "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
-             "reservation_ttl", "metrics_listen", "metrics_interval", "audit_log", "revoked")
+             "reservation_ttl", "lease_ttl", "metrics_listen", "metrics_interval", "audit_log",
+             "revoked")
 
 
 # Command-line values have the settings' types: the settings are checked strictly.
@@ -75,7 +76,8 @@ async def serve(config: CoordinatorConfig) -> None:
     clients = AgentClients(pki_bytes(config.tls_ca), pki_bytes(config.tls_cert),
                            pki_bytes(config.tls_key))
     registry = Registry(store, config, clients)
-    servicer = CoordinatorServicer(registry, Router(store, config, clients))
+    router = Router(store, config, clients, registry.leadership)
+    servicer = CoordinatorServicer(registry, router)
     server, health_servicer, _ = await build_server(config, servicer,
                                                     load_tokens(config.tokens_file))
     await server.start()
@@ -86,6 +88,7 @@ async def serve(config: CoordinatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    leadership = asyncio.create_task(registry.leadership.run(stop))
     housekeeping = asyncio.create_task(registry.housekeeping(stop))
     watchdog = asyncio.create_task(systemd.watchdog(stop))
     metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
@@ -99,6 +102,7 @@ async def serve(config: CoordinatorConfig) -> None:
     await set_serving(health_servicer, False)
     await server.stop(grace=5)
     await housekeeping
+    await leadership
     await clients.close()
     store.close()
 

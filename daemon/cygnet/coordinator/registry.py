@@ -17,6 +17,7 @@ import time
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.config import CoordinatorConfig
+from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.models import Capacity, CatalogEntry, Demand, HostRecord, Registration
 from cygnet.coordinator.remote import AgentClients
 from cygnet.coordinator.store.sql import SqlStore
@@ -33,6 +34,7 @@ class Registry:
         self.config = config
         self.clients = clients
         self.leader = False
+        self.leadership = Leadership(store, config.lease_ttl)
         self._syncs: set[asyncio.Task[None]] = set()
 
     def budget(self, cap: Capacity) -> int:
@@ -47,14 +49,20 @@ class Registry:
         host = await asyncio.to_thread(self.store.register, reg, self.budget(reg.capacity),
                                        max_clusters, time.time())
         log.info("host %s registered at %s (zone %r)", reg.host_id, reg.address, reg.zone)
+        placer = self.leadership.active_placer()
+        if placer is not None:
+            await placer.refresh(reg.host_id)
         self._sync_soon(host)
         return host
 
     async def heartbeat(self, host_id: str, cap: Capacity) -> None:
-        known = await asyncio.to_thread(self.store.heartbeat, host_id, cap, self.budget(cap),
-                                        time.time())
+        budget = self.budget(cap)
+        known = await asyncio.to_thread(self.store.heartbeat, host_id, cap, budget, time.time())
         if not known:
             raise NotFound(f"host {host_id!r} is not registered")
+        placer = self.leadership.active_placer()
+        if placer is not None:
+            placer.heartbeat(host_id, cap, budget)
 
     async def get(self, host_id: str) -> HostRecord:
         host = await asyncio.to_thread(self.store.get_host, host_id)
@@ -69,6 +77,9 @@ class Registry:
         if not host_id:
             raise InvalidArgument("host_id", "must not be empty")
         host = await asyncio.to_thread(self.store.set_drained, host_id, drained)
+        placer = self.leadership.active_placer()
+        if placer is not None:
+            placer.index.set_state(host_id, drained=drained)
         log.info("host %s %s", host_id, "drained" if drained else "undrained")
         return host
 
@@ -98,7 +109,9 @@ class Registry:
     # --- leader housekeeping ---------------------------------------------------
 
     async def housekeeping(self, stop: asyncio.Event) -> None:
-        """Leader only: silent hosts become unavailable, stale reservations go."""
+        """Leader only: silent hosts become unavailable, stale reservations go.
+
+        The lease (leadership.py) decides who leads; this loop only follows it."""
         period = min(1.0, self.config.heartbeat_interval / 2)
         while not stop.is_set():
             try:
@@ -109,7 +122,7 @@ class Registry:
                 await asyncio.wait_for(stop.wait(), period)
 
     async def _tick(self) -> None:
-        leading = await asyncio.to_thread(self.store.try_lead)
+        leading = self.leadership.leading
         if leading != self.leader:
             log.info("%s leadership", "took" if leading else "lost")
             self.leader = leading
@@ -123,6 +136,9 @@ class Registry:
         for host_id in await asyncio.to_thread(self.store.mark_stale,
                                                now - self.config.stale_after):
             log.warning("host %s missed its heartbeats: unavailable", host_id)
+            placer = self.leadership.active_placer()
+            if placer is not None:
+                placer.index.set_state(host_id, available=False)
         await asyncio.to_thread(self.store.expire_reservations, now)
 
 

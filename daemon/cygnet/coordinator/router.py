@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.config import CoordinatorConfig
+from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.models import CatalogEntry, Constraints, Demand, HostRecord, PlaceRequest
 from cygnet.coordinator.registry import entry_from_database
 from cygnet.coordinator.remote import AgentClients
@@ -21,7 +22,7 @@ from cygnet.errors import (
     NotFound,
     Unavailable,
 )
-from cygnet.names import validate_name
+from cygnet.names import validate_name, validate_request_id
 
 QUERY_TIMEOUT = 30.0
 
@@ -49,10 +50,13 @@ def _version(value: str) -> str:
 
 
 class Router:
-    def __init__(self, store: SqlStore, config: CoordinatorConfig, clients: AgentClients) -> None:
+    def __init__(self, store: SqlStore, config: CoordinatorConfig, clients: AgentClients,
+                 leadership: Leadership | None = None) -> None:
         self.store = store
         self.config = config
         self.clients = clients
+        # The leader places from its index; any other coordinator through the store.
+        self.leadership = leadership
 
     # --- placement ---------------------------------------------------------------
 
@@ -60,6 +64,13 @@ class Router:
                     name: str | None = None, request_id: str = "") -> Placed:
         demand = Demand.for_size(size)
         reservation = None
+        if request_id and not dry_run:
+            validate_request_id("request_id", request_id)
+            found = await asyncio.to_thread(self.store.find_request, request_id)
+            if found is not None:
+                # A retry, maybe to another coordinator after a leader change: the first answer.
+                return Placed(Choice(found.host_id, "", 1.0, "retry of an earlier request", 0, 0),
+                              found.id)
         if not dry_run:
             now = time.time()
             reservation = CatalogEntry(
@@ -68,8 +79,27 @@ class Router:
                 group=constraints.anti_affinity_group, state="reserved", request_id=request_id,
                 expires_at=now + self.config.reservation_ttl, created_at=now)
         req = PlaceRequest(demand, _version(version), constraints, reservation)
-        choice = await asyncio.to_thread(self.store.place, req)
+        placer = self.leadership.active_placer() if self.leadership else None
+        if placer is not None:
+            choice = await placer.place(req, await self._avoided(constraints))
+        else:
+            choice = await asyncio.to_thread(self.store.place, req)
         return Placed(choice, reservation.id if reservation else "")
+
+    async def _avoided(self, constraints: Constraints) -> set[str]:
+        """The hosts of the databases a placement must avoid."""
+        hosts = set()
+        for ref in constraints.avoid_databases:
+            entry = (await asyncio.to_thread(self.store.get_entry, ref)
+                     or await asyncio.to_thread(self.store.find_database, ref))
+            if entry is not None:
+                hosts.add(entry.host_id)
+        return hosts
+
+    async def _freed(self, host_id: str) -> None:
+        placer = self.leadership.active_placer() if self.leadership else None
+        if placer is not None:
+            await placer.refresh(host_id)
 
     async def create_database(self, req: apb.CreateDatabaseRequest, constraints: Constraints,
                               reservation_id: str) -> tuple[apb.CreateDatabaseResponse, Placed]:
@@ -86,6 +116,7 @@ class Router:
                     forward, timeout=self.config.agent_timeout))
         except Exception:
             await asyncio.to_thread(self.store.release, placed.reservation_id)
+            await self._freed(host.id)
             raise
         entry = entry_from_database(host.id, resp.database)
         entry = CatalogEntry(**{**entry.__dict__, "request_id": request_id,
@@ -178,6 +209,7 @@ class Router:
         except NotFound:
             resp = apb.DeleteDatabaseResponse(database_id=loc.entry.id)
         await asyncio.to_thread(self.store.release, loc.entry.id)
+        await self._freed(loc.entry.host_id)
         return resp
 
     async def create_branch(self, req: apb.CreateBranchRequest) -> apb.CreateBranchResponse:

@@ -54,7 +54,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def PlaceDatabase(self, req: pb.PlaceDatabaseRequest, ctx: Ctx) -> pb.Placement:
         placed = await self.router.place(req.size_class, req.postgres_version,
-                                         convert.constraints(req.constraints), req.dry_run)
+                                         convert.constraints(req.constraints), req.dry_run,
+                                         request_id=req.request_id)
         return convert.placement(placed)
 
     async def CreateDatabase(self, req: pb.FleetCreateDatabaseRequest, ctx: Ctx

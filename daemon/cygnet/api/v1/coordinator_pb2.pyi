@@ -419,12 +419,17 @@ class PlaceDatabaseRequest(_message.Message):
     POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
     CONSTRAINTS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     size_class: _builtins.str
     """nano | small | medium | large. Empty means small."""
     postgres_version: _builtins.str
     """Major version, e.g. "15". Empty: any version the host has."""
     dry_run: _builtins.bool
     """Only choose: reserve nothing."""
+    request_id: _builtins.str
+    """A retry with the same id gets the first answer's reservation, on any
+    coordinator, also after a leader change (ids are kept in the store).
+    """
     @_builtins.property
     def constraints(self) -> Global___PlacementConstraints: ...
     def __init__(
@@ -434,10 +439,11 @@ class PlaceDatabaseRequest(_message.Message):
         postgres_version: _builtins.str = ...,
         constraints: Global___PlacementConstraints | None = ...,
         dry_run: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "dry_run", b"dry_run", "postgres_version", b"postgres_version", "size_class", b"size_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "dry_run", b"dry_run", "postgres_version", b"postgres_version", "request_id", b"request_id", "size_class", b"size_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,7 @@ import psycopg
 
 from cygnet.coordinator.store.schema import statements
 from cygnet.coordinator.store.sql import Row, SqlStore
+from cygnet.errors import Unavailable
 
 log = logging.getLogger("cygnet.coordinator.store")
 
@@ -28,6 +29,13 @@ log = logging.getLogger("cygnet.coordinator.store")
 PLACEMENT_LOCK = 0x6379676E01
 LEADER_LOCK = 0x6379676E02
 SCHEMA_LOCK = 0x6379676E03
+
+
+IDLE_TX_MS = 3000
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _pg(sql: str) -> str:
@@ -52,6 +60,8 @@ class _PgTx:
 class PostgresStore(SqlStore):
     integrity_errors = (psycopg.errors.IntegrityError,)
     greatest = "GREATEST"
+    now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    lock_host = " FOR UPDATE"
 
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
         self.dsn = dsn
@@ -59,7 +69,7 @@ class PostgresStore(SqlStore):
         self._leader: psycopg.Connection[Any] | None = None
         self._leader_lock = threading.Lock()
         for _ in range(pool_size):
-            self._pool.put(psycopg.connect(dsn, connect_timeout=10))
+            self._pool.put(self._connect())
         with self.transaction() as tx:
             # CREATE ... IF NOT EXISTS still races between coordinators starting together.
             tx.q("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
@@ -69,8 +79,18 @@ class PostgresStore(SqlStore):
     def _take(self) -> psycopg.Connection[Any]:
         conn = self._pool.get()
         if conn.closed or conn.broken:
-            conn = psycopg.connect(self.dsn, connect_timeout=10)
+            try:
+                conn = self._connect()
+            except psycopg.OperationalError as exc:
+                self._pool.put(conn)
+                raise Unavailable(f"the store is unreachable: {_first_line(exc)}") from None
         return conn
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        # A paused (SIGSTOPped) coordinator must not hold row locks forever: the
+        # server ends its session when it sits idle inside a transaction.
+        return psycopg.connect(self.dsn, connect_timeout=10,
+                               options=f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}")
 
     @contextmanager
     def transaction(self, placement: bool = False) -> Iterator[_PgTx]:
@@ -80,6 +100,9 @@ class PostgresStore(SqlStore):
                 if placement:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK,))
                 yield _PgTx(cur)
+        except psycopg.OperationalError as exc:
+            # The transaction is rolled back (or died with its connection): nothing half-written.
+            raise Unavailable(f"the store is unreachable: {_first_line(exc)}") from None
         finally:
             self._pool.put(conn)
 

@@ -6,6 +6,10 @@ HOST_COLUMNS = ("id, address, zone, labels, pools, memory_bytes, running_cluster
                 "database_count, max_clusters, memory_budget, drained, available, "
                 "last_heartbeat, version, db_count, memory_reserved, pending_disk")
 
+INDEX_COLUMNS = ("id, address, zone, versions, labels, memory_budget, memory_reserved, db_count, "
+                 "running_clusters, max_clusters, disk_free, disk_size, pending_disk, "
+                 "available, drained")
+
 CANDIDATE_COLUMNS = ("id, address, labels, memory_budget, memory_reserved, db_count, "
                      "running_clusters, max_clusters, disk_free, disk_size, pending_disk")
 
@@ -65,6 +69,14 @@ CREATE TABLE IF NOT EXISTS branches (
   database_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS branches_database ON branches (database_id);
+-- One row: who leads, until when (the database's clock), and the epoch that
+-- fences the leader's batched writes.
+CREATE TABLE IF NOT EXISTS leadership (
+  id {int} PRIMARY KEY,
+  epoch {int} NOT NULL DEFAULT 0,
+  holder TEXT NOT NULL DEFAULT '',
+  lease_until {real} NOT NULL DEFAULT 0
+);
 """
 
 

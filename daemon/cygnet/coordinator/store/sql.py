@@ -23,8 +23,9 @@ from cygnet.coordinator.models import (
     PoolInfo,
     Registration,
 )
+from cygnet.coordinator.store import reserve
 from cygnet.coordinator.store.schema import CANDIDATE_COLUMNS, DB_COLUMNS, HOST_COLUMNS
-from cygnet.errors import AlreadyExists, NotFound
+from cygnet.errors import Aborted, AlreadyExists, NotFound
 
 Row = tuple[Any, ...]
 
@@ -77,6 +78,11 @@ class SqlStore(ABC):
     integrity_errors: tuple[type[Exception], ...] = ()
     # The dialect's n-ary maximum: SQLite's scalar max(), PostgreSQL's GREATEST().
     greatest = "max"
+    # The dialect's clock in seconds (leases are timed by the store, not by coordinators).
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    # Locks a host row before its counters are recomputed from the catalog, so a
+    # concurrent batch's reservation is counted (PostgreSQL; SQLite locks the file).
+    lock_host = ""
 
     @abstractmethod
     def transaction(self, placement: bool = False) -> AbstractContextManager[Tx]:
@@ -110,7 +116,7 @@ class SqlStore(ABC):
                  "pending_disk = 0",
                  reg.host_id, reg.address, reg.zone, json.dumps(reg.labels, sort_keys=True),
                  *cap, max_clusters, memory_budget, now, now, reg.version)
-            tx.x(_RECOUNT, reg.host_id, reg.host_id, reg.host_id)
+            self._recount(tx, reg.host_id)
             return self._host(tx, reg.host_id)
 
     def heartbeat(self, host_id: str, cap: Capacity, memory_budget: int, now: float) -> bool:
@@ -225,9 +231,43 @@ class SqlStore(ABC):
             tx.x(_INSERT_DB, *values)
         except self.integrity_errors as exc:
             raise AlreadyExists(f"database {entry.name!r} exists already") from exc
-        tx.x("UPDATE hosts SET pending_disk = pending_disk + ? WHERE id = ?",
-             req.demand.disk_bytes, host_id)
+        # The same conditional write as a batch: the host must still have room.
+        item = reserve.Item(tuple(values), host_id, req.demand.memory_bytes,
+                            req.demand.disk_bytes)
+        if not reserve.add_to_hosts(tx, self.dialect, reserve.totals([item]), conditional=True):
+            raise Aborted(f"host {host_id} filled up during placement; retry the request")
+
+    def _recount(self, tx: Tx, host_id: str) -> None:
+        if self.lock_host:
+            tx.q("SELECT id FROM hosts WHERE id = ?" + self.lock_host, host_id)
         tx.x(_RECOUNT, host_id, host_id, host_id)
+
+    # --- the leader's fast path (index.py, placer.py) ----------------------------------
+
+    @property
+    def dialect(self) -> reserve.Dialect:
+        return reserve.Dialect(self.greatest, self.now_sql)
+
+    def commit_batch(self, epoch: int, items: Sequence[reserve.Item]) -> list[str]:
+        """Writes many reservations in one transaction (reserve.commit_batch)."""
+        with self.transaction() as tx:
+            return reserve.commit_batch(tx, self.dialect, epoch, items)
+
+    def hold_lease(self, holder: str, epoch: int, ttl: float) -> int:
+        with self.transaction() as tx:
+            return reserve.hold_lease(tx, self.dialect, holder, epoch, ttl)
+
+    def give_up_lease(self, holder: str, epoch: int) -> None:
+        with self.transaction() as tx:
+            reserve.give_up_lease(tx, holder, epoch)
+
+    def leader(self) -> tuple[int, str]:
+        with self.transaction() as tx:
+            return reserve.leader(tx)
+
+    def index_rows(self, host_id: str = "") -> tuple[list[Row], list[Row]]:
+        with self.transaction() as tx:
+            return reserve.index_rows(tx, host_id)
 
     # --- catalog ------------------------------------------------------------------
 
@@ -237,7 +277,7 @@ class SqlStore(ABC):
             tx.x("DELETE FROM databases WHERE id = ?", reservation_id)
             tx.x("DELETE FROM databases WHERE id = ?", entry.id)
             tx.x(_INSERT_DB, *entry_values(entry))
-            tx.x(_RECOUNT, entry.host_id, entry.host_id, entry.host_id)
+            self._recount(tx, entry.host_id)
 
     def release(self, entry_id: str) -> None:
         """Drops a reservation or a deleted database, and its branch ids."""
@@ -246,7 +286,7 @@ class SqlStore(ABC):
             tx.x("DELETE FROM databases WHERE id = ?", entry_id)
             tx.x("DELETE FROM branches WHERE database_id = ?", entry_id)
             for (host_id,) in rows:
-                tx.x(_RECOUNT, host_id, host_id, host_id)
+                self._recount(tx, host_id)
 
     def expire_reservations(self, now: float) -> int:
         with self.transaction() as tx:
@@ -254,7 +294,7 @@ class SqlStore(ABC):
                         "expires_at < ?", now)
             for entry_id, host_id in rows:
                 tx.x("DELETE FROM databases WHERE id = ?", entry_id)
-                tx.x(_RECOUNT, host_id, host_id, host_id)
+                self._recount(tx, host_id)
             return len(rows)
 
     def find_database(self, ref: str) -> CatalogEntry | None:
@@ -303,7 +343,7 @@ class SqlStore(ABC):
                     "DO UPDATE SET database_id = excluded.database_id",
                     [(b, d) for b, d in branches.items() if d in ids])
             for touched_id in touched:
-                tx.x(_RECOUNT, touched_id, touched_id, touched_id)
+                self._recount(tx, touched_id)
 
     def add_branch(self, branch_id: str, database_id: str) -> None:
         with self.transaction() as tx:
