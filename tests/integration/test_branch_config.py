@@ -122,3 +122,24 @@ def test_connection_carries_sslmode(made) -> None:
     assert made.connection.sslmode in made.connection.uri
     if made.connection.sslmode == "verify-full":
         assert made.connection.sslrootcert
+
+
+def test_cli_config_and_extensions(daemon, made) -> None:
+    from tests.integration.test_cli_support import cygnet
+
+    db = made.database.name
+    got = cygnet(daemon, "branch", "config", "set", f"{db}/main", "lock_timeout=3s",
+                 "--json").json()
+    assert {"name": "lock_timeout", "value": "3s", "current": "3s", "pending_restart": False,
+            "context": "user"} in got["settings"]
+    listed = cygnet(daemon, "branch", "config", "get", f"{db}/main", "lock_timeout").out
+    assert "lock_timeout" in listed and "work_mem" not in listed
+    bad = cygnet(daemon, "branch", "config", "set", f"{db}/main", "lock_timeout=soon",
+                 expect=2)
+    assert "settings.lock_timeout" in bad.err
+    names = {e["name"] for e in cygnet(daemon, "db", "extensions", db, "--json").json()}
+    assert {"plpgsql", "pg_stat_statements"} <= names
+    # An owned setting is refused before anything is made.
+    refused = cygnet(daemon, "db", "create", unique("cfg"), "--set", "port=6001", expect=2)
+    assert "settings.port" in refused.err
+    assert cygnet(daemon, "db", "create", "x", "--set", "novalue", expect=2).err

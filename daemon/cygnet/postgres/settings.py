@@ -61,8 +61,9 @@ def field(name: str) -> str:
 
 def check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
-        raise InvalidArgument(field(name), "is not a setting name: letters, digits, '_' "
-                              "and '.', at most 63 characters")
+        # Not in the field path: it travels in metadata, which must stay plain.
+        raise InvalidArgument("settings", f"{shown(name)} is not a setting name: letters, "
+                              "digits, '_' and '.', at most 63 characters")
 
 
 def check_value_text(name: str, value: str) -> None:

@@ -7,6 +7,7 @@ from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, output, shapes, views
+from cygnet.cli.commands.config import config
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
@@ -239,3 +240,6 @@ def diff(state: State, ref: str, other: str, db: str | None) -> None:
         output.emit_json(api.branch_diff(result))
     else:
         output.show(api.diff_table(result))
+
+
+branch.add_command(config)

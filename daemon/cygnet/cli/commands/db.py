@@ -7,6 +7,7 @@ from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, output, shapes, views
+from cygnet.cli.commands.config import extensions, parse_settings
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
@@ -47,6 +48,7 @@ Examples:
   cygnet db create shop
   cygnet db create shop --version 15 --size medium
   cygnet db create shop --quota 20G
+  cygnet db create shop --set work_mem=64MB --set max_connections=50
   cygnet db create shop --json | jq -r .connection.uri""")
 @click.argument("name")
 @click.option("--version", "version", metavar="MAJOR", default="",
@@ -59,15 +61,20 @@ Examples:
 @click.option("--quota", type=ByteSize(), default=0,
               help="Most space the database (all its branches and snapshots) may use, "
                    "e.g. 20G, so that it cannot fill the pool (default: no limit).")
+@click.option("--set", "settings", metavar="NAME=VALUE", multiple=True,
+              help="A Postgres setting of the database, as `cygnet branch config set` "
+                   "(repeatable); main starts with it.")
 @json_option
 @pass_state
-def create(state: State, name: str, version: str, size: str, pool: str, quota: int) -> None:
+def create(state: State, name: str, version: str, size: str, pool: str, quota: int,
+           settings: tuple[str, ...]) -> None:
     """Create database NAME and start its main branch.
 
     Prints the database and the connection string of main.
     """
     req = pb.CreateDatabaseRequest(name=name, postgres_version=version, size_class=size,
-                                   pool=pool, quota_bytes=quota)
+                                   pool=pool, quota_bytes=quota,
+                                   settings=parse_settings(settings, "--set"))
     with working(f"Creating database {name}", f"Created database {name}"):
         resp = state.client().create_database(req)
     if state.json:
@@ -129,3 +136,6 @@ def rm(state: State, database: str) -> None:
     n = len(resp.deleted_branch_ids)
     output.show(f"Deleted database {database} ({resp.database_id}) and "
                 f"{n} branch{'es' if n != 1 else ''}.")
+
+
+db.add_command(extensions)
