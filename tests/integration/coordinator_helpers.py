@@ -10,16 +10,20 @@ import asyncio
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from cygnet.coordinator.models import Capacity, PoolInfo, Registration
+from cygnet.coordinator.store import open_store
 from cygnet.postgres import sql
 from cygnet.postgres.config import ClusterSettings
 from cygnet.postgres.fixup import prepare_clone
 from cygnet.postgres.sizes import size_class
+from tests.e2e.fleet import Coordinator, Pki
 from tests.integration.pg_helpers import Cluster, PgEnv, free_port, make_base
 
 PASSWORD = "coord-" + secrets.token_hex(8)
@@ -59,3 +63,80 @@ def pg_server(pg_template: tuple[Path, Path]) -> Iterator[PgServer]:
         env.cleanup()
         shutil.rmtree(env.base, ignore_errors=True)
         shutil.rmtree(env.socket_base, ignore_errors=True)
+
+
+# --- cygnet-coordinator processes on one store --------------------------------------------
+
+GB = 1024 * 1024 * 1024
+
+
+def simulated_hosts(store_url: str, n: int, max_clusters: int, memory_gb: float = 4,
+                    prefix: str = "sim") -> None:
+    """Host rows as registrations write them, heartbeating now (no agent behind them).
+
+    Their addresses are unix sockets that do not exist, so a new leader's catalog
+    sync of each host fails at once instead of waiting for a timeout.
+    """
+    store = open_store(store_url)
+    try:
+        hosts = []
+        for i in range(n):
+            cap = Capacity((PoolInfo("tank", 100 * GB, 95 * GB),), int(memory_gb * GB), 0,
+                           ("15",), 0)
+            reg = Registration(f"{prefix}-{i}", f"unix:/nonexistent/{prefix}-{i}", "z1", {},
+                               cap, max_clusters)
+            hosts.append((reg, int(memory_gb * GB), max_clusters))
+        store.load(iter(hosts), [])
+        with store.transaction() as tx:
+            tx.x("UPDATE hosts SET last_heartbeat = ?", time.time())
+    finally:
+        store.close()
+
+
+def leader_pid(store_url: str) -> int:
+    """The pid in the lease holder's name (host/pid/token), 0 if nobody leads."""
+    store = open_store(store_url)
+    try:
+        with store.transaction() as tx:
+            rows = tx.q(f"SELECT holder FROM leadership WHERE id = 1 AND lease_until > "
+                        f"{store.now_sql}")
+    finally:
+        store.close()
+    return int(str(rows[0][0]).split("/")[1]) if rows else 0
+
+
+def wait_leader(store_url: str, timeout: float, other_than: int = 0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = leader_pid(store_url)
+        if pid and pid != other_than:
+            return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no coordinator took the lead within {timeout}s")
+
+
+def reservations(store_url: str) -> list[tuple[str, str, str]]:
+    """(id, host_id, request_id) of every reservation in the store."""
+    store = open_store(store_url)
+    try:
+        with store.transaction() as tx:
+            rows = tx.q("SELECT id, host_id, request_id FROM databases WHERE state = 'reserved'")
+        counts = {h.id: h.db_count for h in store.list_hosts()}
+    finally:
+        store.close()
+    got = [(str(a), str(b), str(c)) for a, b, c in rows]
+    for host_id, count in counts.items():
+        assert count == sum(1 for r in got if r[1] == host_id), f"{host_id}'s counter drifted"
+    return got
+
+
+def coordinators(base: Path, store_url: str, n: int, *extra: str) -> list[Coordinator]:
+    """`n` cygnet-coordinator processes on one store (heartbeats never run stale)."""
+    pki_dir = base / "pki"
+    fleet_pki = Pki(pki_dir) if (pki_dir / "ca.pem").exists() else Pki.create(pki_dir)
+    procs = [Coordinator(base / f"c{i}", fleet_pki, store_url,
+                         extra_args=["--heartbeat-interval", "3600", *extra])
+             for i in range(n)]
+    for c in procs:
+        c.start()
+    return procs

@@ -20,8 +20,9 @@ from cygnet.coordinator.models import (
     PoolInfo,
     Registration,
 )
+from cygnet.coordinator.store import reserve
 from cygnet.coordinator.store.postgres import PostgresStore
-from cygnet.coordinator.store.sql import SqlStore
+from cygnet.coordinator.store.sql import SqlStore, entry_values
 from cygnet.coordinator.store.sqlite import SqliteStore
 from cygnet.errors import AlreadyExists, NotFound, ResourceExhausted
 from tests.integration import coordinator_helpers, pg_helpers
@@ -256,3 +257,51 @@ def test_ranking_in_sql_matches_scoring(make_store: Factory) -> None:
         expected = scoring.choose(cands, NANO, Constraints(), set())
         got = store.place(PlaceRequest(NANO, "15", Constraints(), reservation()))
         assert (got.host_id, round(got.score, 9)) == (expected.host_id, round(expected.score, 9))
+
+
+# --- batched reservations, the lease and its fence (store/reserve.py) ---------------------
+
+
+def item(host_id: str, name: str | None = None) -> reserve.Item:
+    values = list(entry_values(reservation(name)))
+    values[2] = host_id
+    return reserve.Item(tuple(values), host_id, NANO.memory_bytes, NANO.disk_bytes)
+
+
+def test_batch_reserves_only_where_room_is_left(make_store: Factory) -> None:
+    store = make_store()
+    register(store, reg("roomy"))
+    register(store, reg("tight", memory_gb=0.2))  # room for two nano databases
+    epoch = store.hold_lease("me", 0, 30)
+    assert epoch > 0
+    got = store.commit_batch(epoch, [item("roomy"), item("tight"), item("tight"),
+                                     item("roomy", "taken")])
+    assert got == ["ok", "ok", "ok", "ok"]
+    # A third on `tight` does not fit, and the name is taken: nothing of either is written.
+    got = store.commit_batch(epoch, [item("tight"), item("roomy", "taken"), item("roomy")])
+    assert got == ["full", "exists", "ok"]
+    roomy, tight = store.get_host("roomy"), store.get_host("tight")
+    assert roomy is not None and tight is not None
+    assert (roomy.db_count, tight.db_count) == (3, 2)
+    assert roomy.memory_reserved == 3 * NANO.memory_bytes
+    assert roomy.pending_disk == 3 * NANO.disk_bytes
+
+
+def test_lease_moves_and_the_old_epoch_is_fenced(make_store: Factory) -> None:
+    first, second = make_store(), make_store()
+    register(first, reg("h1"))
+    old = first.hold_lease("first", 0, 1.0)
+    assert old > 0 and first.hold_lease("first", old, 1.0) == old
+    assert second.hold_lease("second", 0, 1.0) == 0  # the lease has not run out
+    time.sleep(1.2)  # `first` is paused (SIGSTOP): it renews nothing
+    new = second.hold_lease("second", 0, 30)
+    assert new == old + 1 and second.leader() == (new, "second")
+    with pytest.raises(reserve.Fenced):
+        first.commit_batch(old, [item("h1")])
+    assert first.hold_lease("first", old, 1.0) == 0  # awake again, it learns it lost
+    assert not first.list_databases() and not first.find_request("x")
+    host = first.get_host("h1")
+    assert host is not None and host.db_count == 0
+    assert second.commit_batch(new, [item("h1")]) == ["ok"]
+    second.give_up_lease("second", new)
+    assert first.hold_lease("first", 0, 30) == new + 1  # a clean stop hands over at once
