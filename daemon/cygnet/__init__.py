@@ -1,3 +1,3 @@
 """Cygnet: copy-on-write branches of PostgreSQL databases on ZFS."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
