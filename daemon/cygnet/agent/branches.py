@@ -19,6 +19,7 @@ from cygnet.agent.inventory import (
     branch_props,
 )
 from cygnet.agent.timing import StepTimer
+from cygnet.agent.upgrade import check_parent, upgrade_clone
 from cygnet.errors import AlreadyExists, CygnetError, FailedPrecondition, NotFound
 from cygnet.names import is_id, shown, validate_name
 from cygnet.zfs import DatasetNotFound, HasDependents
@@ -76,16 +77,18 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
 
 async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: str,
                         parent_ref: str, snapshot_ref: str, request_id: str,
-                        populate: Populate | None = None) -> BranchRecord:
+                        populate: Populate | None = None, upgrade_to: str = "") -> BranchRecord:
     """Must run under the database's lock, with `inv` and `db` loaded under it.
 
-    With `populate`, the branch is a new dataset filled by it (no origin)."""
+    With `populate`, the branch is a new dataset filled by it (no origin).
+    With `upgrade_to`, the clone is upgraded to that major first (agent/upgrade.py)."""
     name = validate_name("name", name)
     if any(b.name == name for b in db.branches.values()):
         raise AlreadyExists(f"branch {name!r} already exists in database {db.name!r}")
     parent = db.branch(parent_ref)
     if parent.phase != L.PHASE_READY:
         raise FailedPrecondition(f"parent branch {parent.name!r} is {parent.phase}")
+    target = check_parent(db, parent, upgrade_to, host.config.postgres_root)
     host.ensure_headroom(inv, db.pool)
     port = host.ports.reserve()
     branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
@@ -111,6 +114,10 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
                     await host.zfs.clone(origin, branch.dataset, branch_props(branch))
                 else:
                     subscriptions = await populate(branch)
+            if target:
+                with timer.step("upgrade"):
+                    await upgrade_clone(host, db, branch, target, subscriptions)
+                subscriptions = 0  # disabled by the clone's first start
             with timer.step("start"):
                 await _start_and_mark_ready(host, db, branch, subscriptions)
         except BaseException as exc:

@@ -7,6 +7,7 @@ from cygnet.agent.host import HostStatus, PoolView
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.pgsettings import ConfigView, ExtensionView
 from cygnet.agent.service import BranchRef, BranchView
+from cygnet.agent.upgrade import UpgradeReport
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.rpc.convert import timestamp
 from cygnet.states import BranchState, Desired
@@ -83,3 +84,11 @@ def branch_config(view: ConfigView) -> pb.BranchConfig:
 def extension(ext: ExtensionView) -> pb.Extension:
     return pb.Extension(name=ext.name, default_version=ext.default_version,
                         installed_version=ext.installed_version, comment=ext.comment)
+
+
+def upgrade(report: UpgradeReport) -> pb.UpgradeReport:
+    return pb.UpgradeReport(
+        from_version=report.from_version, to_version=report.to_version, seconds=report.seconds,
+        checks=report.checks, missing_extensions=report.missing_extensions,
+        old_system_identifier=report.old_system_identifier,
+        new_system_identifier=report.new_system_identifier)

@@ -18,7 +18,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
 from cygnet.agent.supervisor import Supervisor
-from cygnet.errors import InvalidArgument, NotFound
+from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.names import shown
 from cygnet.states import BranchState, Desired, state_of_phase
 
@@ -203,7 +203,7 @@ class AgentService:
             raise
 
     async def create_branch(self, database: str, name: str, parent: str, snapshot: str,
-                            request_id: str) -> BranchView:
+                            request_id: str, upgrade_to: str = "") -> BranchView:
         async def call() -> BranchView:
             # Snapshots are read only when branching from a named one.
             db, inv = await self._locked_db(database, snapshots=bool(snapshot))
@@ -212,7 +212,7 @@ class AgentService:
                 if found is not None:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
-                                                request_id)
+                                                request_id, upgrade_to=upgrade_to)
                 db.branches[branch.id] = branch
                 return self.view(db, branch)
             finally:
@@ -241,6 +241,12 @@ class AgentService:
 
     async def reset_branch(self, ref: BranchRef, snapshot: str, request_id: str) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
+            if not snapshot and db.version_of(branch) != db.version:
+                # The parent's state is another major: it would need a new upgrade.
+                raise FailedPrecondition(
+                    f"branch {branch.name!r} runs PostgreSQL {db.version_of(branch)} and its "
+                    f"parent {db.version}: reset it to one of its own snapshots, or delete it "
+                    "and create it again with upgrade_to")
             await reset.reset_branch(self.host, db, branch, snapshot)
             await self.host.refresh_space(branch)
             return self.view(db, branch)

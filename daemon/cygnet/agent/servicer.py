@@ -6,6 +6,7 @@ from typing import Any
 
 from cygnet.agent import convert
 from cygnet.agent.service import AgentService
+from cygnet.agent.upgrade import read_report
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 
@@ -42,10 +43,14 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def CreateBranch(self, req: pb.CreateBranchRequest, ctx: Ctx
                            ) -> pb.CreateBranchResponse:
         view = await self.service.create_branch(req.database, req.name, req.parent,
-                                                req.parent_snapshot, req.request_id)
+                                                req.parent_snapshot, req.request_id,
+                                                upgrade_to=req.upgrade_to)
         conn = self.service.host.clusters.connection(view.record)
+        report = read_report(self.service.host.clusters.files(view.record)) if req.upgrade_to \
+            else None
         return pb.CreateBranchResponse(branch=convert.branch(view),
-                                       connection=convert.connection(conn))
+                                       connection=convert.connection(conn),
+                                       upgrade=convert.upgrade(report) if report else None)
 
     async def GetBranch(self, req: pb.GetBranchRequest, ctx: Ctx) -> pb.Branch:
         return convert.branch(await self.service.get_branch(convert.branch_ref(req.branch)))

@@ -15,8 +15,13 @@ log = logging.getLogger(__name__)
 INITDB_TIMEOUT = 300.0
 
 
-def initdb_argv(bindir: Path, pgdata: Path) -> list[str]:
-    """The initdb command line: superuser postgres, peer/scram auth, UTF-8, C.UTF-8 locale."""
+def initdb_argv(bindir: Path, pgdata: Path, checksums: bool | None = None) -> list[str]:
+    """The initdb command line: superuser postgres, peer/scram auth, UTF-8, C.UTF-8 locale.
+
+    `checksums` None keeps the major's default (off up to 17, on from 18);
+    pg_upgrade needs the new cluster to match the old one.
+    """
+    flags = {None: [], True: ["--data-checksums"], False: ["--no-data-checksums"]}[checksums]
     return [
         str(bindir / "initdb"),
         "--pgdata", str(pgdata),
@@ -26,10 +31,12 @@ def initdb_argv(bindir: Path, pgdata: Path) -> list[str]:
         "--encoding=UTF8",
         "--locale=C.UTF-8",
         "--no-instructions",
+        *flags,
     ]
 
 
-async def init_cluster(bindir: Path, pgdata: Path, log_path: Path) -> None:
+async def init_cluster(bindir: Path, pgdata: Path, log_path: Path,
+                       checksums: bool | None = None) -> None:
     """Runs initdb into `pgdata` as postgres, then installs Cygnet's config hooks.
 
     Creates pgdata (postgres, 0700) and the log file's dir and file (postgres);
@@ -46,7 +53,8 @@ async def init_cluster(bindir: Path, pgdata: Path, log_path: Path) -> None:
     _fs.ensure_postgres_dir(pgdata)
     _fs.ensure_postgres_dir(log_path.parent, mode=0o750)
     _fs.ensure_postgres_file(log_path)
-    result = await _cmd.run(initdb_argv(bindir, pgdata), timeout=INITDB_TIMEOUT, as_postgres=True)
+    argv = initdb_argv(bindir, pgdata, checksums)
+    result = await _cmd.run(argv, timeout=INITDB_TIMEOUT, as_postgres=True)
     if result.returncode != 0:
         raise InternalError(f"initdb failed (rc={result.returncode}): {result.stderr.strip()}")
     log.info("initdb'd %s", pgdata)

@@ -105,7 +105,7 @@ AGENT: dict[str, Rules] = {
     "DeleteDatabase": _rules({"database": reference("db"), **_RID}, ("database",)),
     "CreateBranch": _rules({"database": reference("db"), "name": name,
                             "parent": reference("br"), "parent_snapshot": reference("sn"),
-                            **_RID}, ("database", "name")),
+                            "upgrade_to": token, **_RID}, ("database", "name")),
     "GetBranch": _rules(_REF, ("branch",)),
     "ListBranches": _rules({"database": reference("db")}),
     "DeleteBranch": _rules({**_REF, "cascade": anything, **_RID}, ("branch",)),

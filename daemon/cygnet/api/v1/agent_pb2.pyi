@@ -488,6 +488,7 @@ class CreateBranchRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     PARENT_SNAPSHOT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UPGRADE_TO_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Id or name."""
     name: _builtins.str
@@ -498,6 +499,11 @@ class CreateBranchRequest(_message.Message):
     Empty takes a fresh snapshot of the parent's current state.
     """
     request_id: _builtins.str
+    upgrade_to: _builtins.str
+    """A newer major version, e.g. "18": the branch is the parent's data upgraded
+    with pg_upgrade (an upgrade rehearsal, docs/versions.md). Empty: the
+    parent's major.
+    """
     def __init__(
         self,
         *,
@@ -506,10 +512,11 @@ class CreateBranchRequest(_message.Message):
         parent: _builtins.str = ...,
         parent_snapshot: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        upgrade_to: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "upgrade_to", b"upgrade_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -521,23 +528,76 @@ class CreateBranchResponse(_message.Message):
 
     BRANCH_FIELD_NUMBER: _builtins.int
     CONNECTION_FIELD_NUMBER: _builtins.int
+    UPGRADE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def branch(self) -> Global___Branch: ...
     @_builtins.property
     def connection(self) -> Global___Connection: ...
+    @_builtins.property
+    def upgrade(self) -> Global___UpgradeReport:
+        """Set when upgrade_to was."""
+
     def __init__(
         self,
         *,
         branch: Global___Branch | None = ...,
         connection: Global___Connection | None = ...,
+        upgrade: Global___UpgradeReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "connection", b"connection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "connection", b"connection", "upgrade", b"upgrade"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "connection", b"connection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "connection", b"connection", "upgrade", b"upgrade"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateBranchResponse: _TypeAlias = CreateBranchResponse  # noqa: Y015
+
+@_typing.final
+class UpgradeReport(_message.Message):
+    """What an upgrade rehearsal did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    MISSING_EXTENSIONS_FIELD_NUMBER: _builtins.int
+    OLD_SYSTEM_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    NEW_SYSTEM_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    from_version: _builtins.str
+    to_version: _builtins.str
+    seconds: _builtins.float
+    """initdb of the new cluster plus pg_upgrade --link."""
+    old_system_identifier: _builtins.str
+    """pg_upgrade makes a new system identifier: a new WAL lineage."""
+    new_system_identifier: _builtins.str
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """pg_upgrade's checks with their outcome, e.g. "Checking for prepared transactions: ok"."""
+
+    @_builtins.property
+    def missing_extensions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extensions from_version offers and to_version does not (none is in use)."""
+
+    def __init__(
+        self,
+        *,
+        from_version: _builtins.str = ...,
+        to_version: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+        checks: _abc.Iterable[_builtins.str] | None = ...,
+        missing_extensions: _abc.Iterable[_builtins.str] | None = ...,
+        old_system_identifier: _builtins.str = ...,
+        new_system_identifier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "from_version", b"from_version", "missing_extensions", b"missing_extensions", "new_system_identifier", b"new_system_identifier", "old_system_identifier", b"old_system_identifier", "seconds", b"seconds", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradeReport: _TypeAlias = UpgradeReport  # noqa: Y015
 
 @_typing.final
 class GetBranchRequest(_message.Message):

@@ -33,6 +33,7 @@ Examples:
   cygnet branch create shop/feature            # from main's current state
   cygnet branch create shop/hotfix --from feature
   cygnet branch create shop/replay --snapshot before-migration
+  cygnet branch create shop/pg18 --upgrade-to 18   # rehearse a major upgrade
   cygnet branch create feature --db shop --json""")
 @click.argument("name", metavar="DB/NAME", shell_complete=complete.databases)
 @click.option("--from", "parent", metavar="PARENT", default="",
@@ -40,10 +41,14 @@ Examples:
 @click.option("--snapshot", metavar="SNAP", default="",
               help="Branch from this existing snapshot of the parent instead of its "
                    "current state.")
+@click.option("--upgrade-to", "upgrade_to", metavar="MAJOR", default="",
+              help="Upgrade the branch's copy to this newer Postgres major with pg_upgrade "
+                   "(an upgrade rehearsal; the parent is untouched).")
 @db_option
 @json_option
 @pass_state
-def create(state: State, name: str, parent: str, snapshot: str, db: str | None) -> None:
+def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
+           upgrade_to: str) -> None:
     """Create branch NAME of database DB and start it.
 
     Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
@@ -51,16 +56,33 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None) 
     """
     database, branch_name = split_new(name, db)
     req = pb.CreateBranchRequest(database=database, name=branch_name, parent=parent,
-                                 parent_snapshot=snapshot)
+                                 parent_snapshot=snapshot, upgrade_to=upgrade_to)
     label = f"{database}/{branch_name}"
     with working(f"Creating branch {label}", f"Created branch {label}"):
         resp = state.client().create_branch(req)
+    upgrade = _upgrade_shape(resp.upgrade) if resp.HasField("upgrade") else None
     if state.json:
         output.emit_json({"branch": shapes.branch(resp.branch),
-                          "connection": shapes.connection(resp.connection)})
+                          "connection": shapes.connection(resp.connection),
+                          **({"upgrade": upgrade} if upgrade else {})})
         return
     output.show(views.branch_fields(resp.branch), Text(""),
                 views.connection_fields(resp.connection))
+    if upgrade:
+        u = resp.upgrade
+        output.show(Text(""), Text(
+            f"Upgraded from PostgreSQL {u.from_version} to {u.to_version} in {u.seconds:.1f}s; "
+            f"{len(u.checks)} pg_upgrade checks passed."))
+        if u.missing_extensions:
+            output.show(f"Not available on {u.to_version} (none is in use): "
+                        + ", ".join(u.missing_extensions))
+
+
+def _upgrade_shape(u: pb.UpgradeReport) -> dict[str, object]:
+    return {"from_version": u.from_version, "to_version": u.to_version, "seconds": u.seconds,
+            "checks": list(u.checks), "missing_extensions": list(u.missing_extensions),
+            "old_system_identifier": u.old_system_identifier,
+            "new_system_identifier": u.new_system_identifier}
 
 
 @branch.command("list", epilog="""\b

@@ -1,0 +1,131 @@
+"""Upgrade rehearsal on a branch: a PostgreSQL 15 pgbench database upgraded to 18.
+
+The parent stays on 15; the branch runs 18 with the same data and extension,
+and the versions are named in every refusal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.conftest import unique
+from tests.harness import query
+
+pytestmark = pytest.mark.integration
+
+PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+
+
+def major(conn: pb.Connection) -> str:
+    (row,) = query(conn, "select current_setting('server_version_num')::int / 10000")
+    return str(row[0])
+
+
+def refused(call: object) -> grpc.RpcError:
+    try:
+        call()  # type: ignore[operator]
+    except grpc.RpcError as exc:
+        return exc
+    raise AssertionError("the call succeeded")
+
+
+@pytest.fixture(scope="module")
+def source(daemon) -> Iterator[pb.CreateDatabaseResponse]:
+    """A 15 database with pgbench's tables (scale 1) and pgcrypto in use."""
+    with daemon.stub() as stub:
+        name = unique("up")
+        db = stub.CreateDatabase(pb.CreateDatabaseRequest(
+            name=name, postgres_version="15", size_class="nano"), timeout=120)
+        subprocess.run([PGBENCH, "-i", "-s", "1", "-q", db.connection.uri], check=True,
+                       capture_output=True, timeout=120)
+        query(db.connection, "create extension pgcrypto; create table secrets as "
+                             "select encode(digest('cygnet', 'sha256'), 'hex') as h")
+        yield db
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
+
+
+def test_upgrade_rehearsal_from_15_to_18(stub, source) -> None:
+    name = source.database.name
+    resp = stub.CreateBranch(pb.CreateBranchRequest(database=name, name="pg18",
+                                                    upgrade_to="18"), timeout=300)
+    up, conn, report = resp.branch, resp.connection, resp.upgrade
+    assert up.postgres_version == "18" == major(conn)
+    assert (report.from_version, report.to_version) == ("15", "18") and report.seconds > 0
+    assert any(c.startswith("Checking database connection settings") for c in report.checks)
+    assert all(c.endswith(": ok") for c in report.checks), report.checks
+    assert "adminpack" in report.missing_extensions
+    assert report.new_system_identifier != report.old_system_identifier != ""
+    # Same data, same extension, TLS as everywhere.
+    assert query(conn, "select count(*) from pgbench_accounts") == [(100000,)]
+    assert query(conn, "select h = encode(digest('cygnet', 'sha256'), 'hex') from secrets") \
+        == [(True,)]
+    assert query(conn, "select ssl from pg_stat_ssl where pid = pg_backend_pid()") == [(True,)]
+    # The parent and the database stay on 15.
+    assert major(source.connection) == "15"
+    got = stub.GetDatabase(pb.GetDatabaseRequest(database=name))
+    assert got.postgres_version == "15"
+    # The branch keeps its own major across a restart.
+    ref = pb.BranchRef(database=name, name="pg18")
+    stub.StopBranch(pb.StopBranchRequest(branch=ref), timeout=60)
+    stub.StartBranch(pb.StartBranchRequest(branch=ref), timeout=60)
+    assert stub.GetBranch(pb.GetBranchRequest(branch=ref)).postgres_version == "18"
+    assert major(conn) == "18"
+
+
+def test_an_upgraded_branch_is_no_parent_and_resets_only_to_its_snapshots(stub, source) -> None:
+    name = source.database.name
+    branches = {b.name for b in stub.ListBranches(pb.ListBranchesRequest(database=name)).branches}
+    if "pg18" not in branches:
+        pytest.skip("needs the rehearsal above")
+    err = refused(lambda: stub.CreateBranch(pb.CreateBranchRequest(
+        database=name, name="child", parent="pg18"), timeout=60))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "runs PostgreSQL 18" in (err.details() or "") and "runs 15" in (err.details() or "")
+    err = refused(lambda: stub.ResetBranch(pb.ResetBranchRequest(
+        branch=pb.BranchRef(database=name, name="pg18")), timeout=60))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "PostgreSQL 18" in (err.details() or "")
+
+
+def test_refusals_name_the_versions(stub, source) -> None:
+    name = source.database.name
+
+    def upgrade(to: str, branch: str = "bad") -> grpc.RpcError:
+        return refused(lambda: stub.CreateBranch(pb.CreateBranchRequest(
+            database=name, name=branch, upgrade_to=to), timeout=120))
+
+    err = upgrade("19")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "upgrade_to" in (err.details() or "") and "15, 16, 17, 18" in (err.details() or "")
+    err = upgrade("15")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "already runs PostgreSQL 15" in (err.details() or "")
+    # An extension created on 15 that 18 does not have: refused, nothing left behind.
+    query(source.connection, "create extension adminpack")
+    try:
+        err = upgrade("18")
+    finally:
+        query(source.connection, "drop extension adminpack")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    detail = err.details() or ""
+    assert "adminpack" in detail and "PostgreSQL 18" in detail and "PostgreSQL 15" in detail
+    listed = stub.ListBranches(pb.ListBranchesRequest(database=name)).branches
+    assert "bad" not in {b.name for b in listed}
+
+
+def test_a_downgrade_is_refused(stub) -> None:
+    name = unique("v16")
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, postgres_version="16",
+                                                 size_class="nano"), timeout=120)
+    try:
+        err = refused(lambda: stub.CreateBranch(pb.CreateBranchRequest(
+            database=name, name="down", upgrade_to="15"), timeout=60))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "cannot be downgraded to PostgreSQL 15: it runs 16" in (err.details() or "")
+    finally:
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
