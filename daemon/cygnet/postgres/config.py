@@ -1,8 +1,9 @@
 """Config files we own: PGDATA/cygnet.conf (settings), pg_hba.conf and pg_ident.conf.
 
 postgresql.conf includes cygnet.conf at its end, so our settings override
-initdb's defaults. (postgresql.auto.conf, from ALTER SYSTEM, still wins; the
-clone fixup strips the settings that must not be inherited from it.)
+initdb's defaults. postgresql.auto.conf (ALTER SYSTEM) is read last, so
+write_settings removes the settings Cygnet owns from it (owned.py); a branch's
+own settings (settings.py, cygnet.user.conf) are included after cygnet.conf.
 
 TLS files are named by absolute paths outside pgdata: a private key inside
 pgdata would travel with every clone, backup and copy of the data.

@@ -28,8 +28,8 @@ def parse_settings(pairs: tuple[str, ...], param: str = "SETTING") -> dict[str, 
 def _config_shape(cfg: pb.BranchConfig) -> dict[str, Any]:
     return {"branch_id": cfg.branch_id, "pending_restart": cfg.pending_restart,
             "restarted": cfg.restarted,
-            "settings": [{"name": s.name, "value": s.value, "current": s.current,
-                          "pending_restart": s.pending_restart, "context": s.context}
+            "settings": [{"name": s.name, "value": s.value, "current": s.current or None,
+                          "pending_restart": s.pending_restart, "context": s.context or None}
                          for s in cfg.settings]}
 
 
@@ -139,7 +139,8 @@ def extensions(state: State, database: str) -> None:
     found = state.client()._query("ListExtensions", req, pb.ListExtensionsResponse).extensions
     if state.json:
         output.emit_json([{"name": e.name, "default_version": e.default_version,
-                           "installed_version": e.installed_version, "comment": e.comment}
+                           "installed_version": e.installed_version or None,
+                           "comment": e.comment}
                           for e in found])
         return
     rows = [(e.name, e.default_version, e.installed_version, e.comment) for e in found]
