@@ -1,0 +1,158 @@
+"""Coordinator failover between real cygnet-coordinator processes on one PostgreSQL store.
+
+A client holds the list of coordinator addresses and moves on when one stops
+answering, retrying with the same request id: its ledger must match the
+store exactly (no placement lost, none duplicated) across a kill -9 of the
+leader. A SIGSTOPped leader keeps its database session, yet loses the lead
+when its lease runs out, and cannot take it back when it wakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
+from tests.e2e.fleet import Coordinator
+from tests.integration import coordinator_helpers, pg_helpers
+from tests.integration.coordinator_helpers import (
+    PgServer,
+    coordinators,
+    leader_pid,
+    reservations,
+    simulated_hosts,
+    wait_leader,
+)
+
+pytestmark = pytest.mark.integration
+pg_template = pg_helpers.pg_template
+pg_server = coordinator_helpers.pg_server
+
+RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class LedgerClient:
+    """Places with request ids over a list of coordinators, following whichever answers."""
+
+    def __init__(self, stubs: list[cpb_grpc.CoordinatorStub], tag: str) -> None:
+        self.stubs, self.tag = stubs, tag
+        self.ledger: dict[str, str] = {}
+        self.at = 0
+        self.moves = 0
+
+    def place(self, n: int) -> None:
+        request_id = f"{self.tag}-{n}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                got = self.stubs[self.at].PlaceDatabase(cpb.PlaceDatabaseRequest(
+                    size_class="nano", request_id=request_id), timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRY:
+                    raise
+                self.at = (self.at + 1) % len(self.stubs)
+                self.moves += 1
+                time.sleep(0.05)
+                continue
+            assert request_id not in self.ledger
+            self.ledger[request_id] = got.reservation_id
+            return
+        raise AssertionError(f"{request_id}: no coordinator answered")
+
+
+@pytest.fixture
+def store_url(pg_server: PgServer) -> str:
+    url = pg_server.new_database()
+    simulated_hosts(url, 40, max_clusters=1000, memory_gb=256)
+    return url
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, url: str, n: int) -> Iterator[list[Coordinator]]:
+    procs = coordinators(tmp_path, url, n, "--lease-ttl", "1")
+    try:
+        yield procs
+    finally:
+        for c in procs:
+            if c.proc is not None and c.proc.poll() is None:
+                os.kill(c.proc.pid, signal.SIGCONT)
+            c.stop()
+
+
+def by_pid(procs: list[Coordinator], pid: int) -> Coordinator:
+    return next(c for c in procs if c.proc is not None and c.proc.pid == pid)
+
+
+def test_kill9_leader_under_load_loses_and_duplicates_nothing(
+        tmp_path: Path, store_url: str) -> None:
+    with running(tmp_path, store_url, 3) as procs, contextlib.ExitStack() as stack:
+        old = wait_leader(store_url, 15)
+        stubs = [stack.enter_context(c.stub()) for c in procs]
+        # Clients start at the leader, so the kill hits requests in flight.
+        start = procs.index(by_pid(procs, old))
+        clients = [LedgerClient(stubs, f"c{i}") for i in range(4)]
+        for c in clients:
+            c.at = start
+        stop = threading.Event()
+
+        def load(client: LedgerClient) -> None:
+            n = 0
+            while not stop.is_set():
+                client.place(n)
+                n += 1
+
+        threads = [threading.Thread(target=load, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        before = sum(len(c.ledger) for c in clients)
+        os.kill(old, signal.SIGKILL)
+        killed_at = time.monotonic()
+        new = wait_leader(store_url, 30, other_than=old)
+        print(f"takeover after kill -9: {time.monotonic() - killed_at:.2f}s")
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(90)
+        after = sum(len(c.ledger) for c in clients)
+    assert new != old and after > before > 0
+    assert sum(c.moves for c in clients) > 0  # the clients did have to move
+    rows = reservations(store_url)
+    ledger = {rid: res for c in clients for rid, res in c.ledger.items()}
+    # Every answered placement is in the store, once, as answered; nothing else is.
+    assert len({rid for _, _, rid in rows}) == len(rows), "a request id placed twice"
+    assert {rid: res for res, _, rid in rows} == ledger
+
+
+def test_sigstopped_leader_loses_the_lead_and_cannot_take_it_back(
+        tmp_path: Path, store_url: str) -> None:
+    with running(tmp_path, store_url, 2) as procs:
+        old = wait_leader(store_url, 15)
+        paused = by_pid(procs, old)
+        other = next(c for c in procs if c is not paused)
+        os.kill(old, signal.SIGSTOP)  # its session, and any session lock, stay alive
+        new = wait_leader(store_url, 20, other_than=old)
+        with other.stub() as stub:
+            for _ in range(3):
+                stub.PlaceDatabase(cpb.PlaceDatabaseRequest(size_class="nano"), timeout=10)
+        os.kill(old, signal.SIGCONT)
+        with paused.stub() as stub:
+            for _ in range(3):
+                # Answered from its old index it is fenced (UNAVAILABLE); or as a follower.
+                with contextlib.suppress(grpc.RpcError):
+                    stub.PlaceDatabase(cpb.PlaceDatabaseRequest(size_class="nano"), timeout=10)
+        deadline = time.monotonic() + 10
+        while "lost leadership" not in paused.tail(400):
+            assert time.monotonic() < deadline, paused.tail()
+            time.sleep(0.1)
+        assert leader_pid(store_url) == new
+        reservations(store_url)  # every host's counter matches its reservations
