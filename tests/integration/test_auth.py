@@ -26,7 +26,7 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import VENV_BIN, Daemon, fleet_pki
-from tests.integration.test_cli_support import UNREACHABLE, assert_one_error_line, cygnet
+from tests.integration.test_cli_support import DENIED, assert_one_error_line, cygnet
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_handshake_refusals(daemon: Daemon, tmp_path: Path, case: str) -> None:
 def test_cli_says_the_certificate_was_refused(daemon: Daemon, tmp_path: Path) -> None:
     host = ["--host", f"127.0.0.1:{daemon.listen_port}", "--ca", str(daemon.server_ca)]
     server_log = Log(daemon.log_path)
-    result = cygnet(None, *host, "db", "list", expect=UNREACHABLE)
+    result = cygnet(None, *host, "db", "list", expect=DENIED)
     assert_one_error_line(result, "the daemon refused this client's certificate",
                           "no client certificate")
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in server_log.wait_for("PEER_DID_NOT")
@@ -138,10 +138,10 @@ def test_cli_says_the_certificate_was_refused(daemon: Daemon, tmp_path: Path) ->
     assert server_log.new().count("Handshake failed") <= 2
     expired_pair(tmp_path)
     result = cygnet(None, *host, "--cert", str(tmp_path / "expired.pem"),
-                    "--key", str(tmp_path / "expired.key"), "db", "list", expect=UNREACHABLE)
+                    "--key", str(tmp_path / "expired.key"), "db", "list", expect=DENIED)
     assert_one_error_line(result, "the daemon refused this client's certificate", "expired")
     # The Backups service's commands say the same.
-    result = cygnet(None, *host, "backup", "list", expect=UNREACHABLE)
+    result = cygnet(None, *host, "backup", "list", expect=DENIED)
     assert_one_error_line(result, "the daemon refused this client's certificate")
 
 

@@ -33,7 +33,7 @@ def shop(daemon: Daemon) -> Iterator[dict[str, Any]]:
     name = unique("cli")
     created = cygnet(daemon, "db", "create", name, "--size", "nano", "--json").json()
     yield created
-    cygnet(daemon, "db", "rm", name, expect=None)
+    cygnet(daemon, "db", "rm", name, "--yes", expect=None)
 
 
 def sql(uri: str, statement: str) -> list[tuple[Any, ...]]:
@@ -88,7 +88,7 @@ def test_branch_lifecycle(daemon: Daemon, shop: dict[str, Any]) -> None:
     snap = cygnet(daemon, "snapshot", "create", f"{db}/feat", "clean", "--json").json()
     assert set(snap) == SNAPSHOT_KEYS and snap["branch_id"] == feat["id"]
     sql(uri, "insert into t values (2)")
-    reset = cygnet(daemon, "branch", "reset", "feat", "--db", db, "--to", "clean",
+    reset = cygnet(daemon, "branch", "reset", "feat", "--db", db, "--to", "clean", "--yes",
                    "--json").json()
     assert reset["id"] == feat["id"] and reset["state"] == "running"
     assert sql(uri, "select v from t order by v") == [(1,)]
@@ -104,7 +104,7 @@ def test_branch_lifecycle(daemon: Daemon, shop: dict[str, Any]) -> None:
     _check_listings(daemon, db, feat["id"])
 
     # Deleting feat needs --cascade (child exists); then both are gone.
-    deleted = cygnet(daemon, "branch", "rm", f"{db}/feat", "--cascade", "--json").json()
+    deleted = cygnet(daemon, "branch", "rm", f"{db}/feat", "--cascade", "--yes", "--json").json()
     assert set(deleted["deleted_branch_ids"]) == {feat["id"], child["id"]}
     cygnet(daemon, "branch", "show", f"{db}/feat", expect=NOT_FOUND)
 

@@ -63,7 +63,8 @@ def test_backup_commands(daemon: Daemon) -> None:
     assert query(conn, "select count(*) from t") == [(20000,)]
     _errors(daemon, name, made["id"])
     _diff(daemon, name, db.connection)
-    pruned = cygnet(daemon, "backup", "prune", "--keep-last", "0", "--db", name, "--json").json()
+    pruned = cygnet(daemon, "backup", "prune", "--keep-last", "0", "--db", name, "--yes",
+                    "--json").json()
     assert pruned["deleted_backup_ids"] == [made["id"]]
     assert set(pruned) == {"deleted_backup_ids", "packs_deleted", "packs_rewritten",
                            "blocks_removed", "bytes_freed"}
@@ -121,5 +122,5 @@ def test_verify_exit_code_on_damage(daemon: Daemon) -> None:
         assert_one_error_line(r, made["id"])
     finally:
         pack.write_bytes(original)
-    cygnet(daemon, "backup", "prune", made["id"])
-    cygnet(daemon, "db", "rm", name)
+    cygnet(daemon, "backup", "prune", made["id"], "--yes")
+    cygnet(daemon, "db", "rm", name, "--yes")

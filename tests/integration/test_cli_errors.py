@@ -28,7 +28,7 @@ def db(daemon: Daemon) -> Iterator[str]:
     name = unique("clie")
     cygnet(daemon, "db", "create", name, "--size", "nano")
     yield name
-    cygnet(daemon, "db", "rm", name, expect=None)
+    cygnet(daemon, "db", "rm", name, "--yes", expect=None)
 
 
 def test_invalid_name_is_exit_2_with_the_field(daemon: Daemon) -> None:
@@ -55,7 +55,7 @@ def test_not_found_is_exit_3(daemon: Daemon, db: str) -> None:
     assert_one_error_line(cygnet(daemon, "connect", f"{db}/nope", expect=NOT_FOUND), "nope")
     cygnet(daemon, "branch", "show", "br0000000000", expect=NOT_FOUND)
     cygnet(daemon, "snapshot", "rm", db, "nope", expect=NOT_FOUND)
-    cygnet(daemon, "db", "rm", missing, expect=NOT_FOUND)
+    cygnet(daemon, "db", "rm", missing, "--yes", expect=NOT_FOUND)
 
 
 def test_conflicts_are_exit_4(daemon: Daemon, db: str) -> None:
@@ -114,14 +114,15 @@ def test_a_name_shaped_like_an_id_is_exit_2(daemon: Daemon, db: str) -> None:
     assert_one_error_line(cygnet(daemon, "branch", "create", f"{db}/{branch_id}",
                                  expect=INVALID), "name:")
     # A branch id where a database is expected deletes nothing.
-    assert_one_error_line(cygnet(daemon, "db", "rm", branch_id, expect=INVALID), "branch id")
+    assert_one_error_line(cygnet(daemon, "db", "rm", branch_id, "--yes", expect=INVALID),
+                          "branch id")
     assert cygnet(daemon, "db", "show", victim_id, "--json").json()["name"] == db
 
 
 def test_a_huge_reference_is_a_short_error(daemon: Daemon) -> None:
     huge = "x" * 20_000
     for args in (["db", "show", huge], ["branch", "show", f"{huge}/main"],
-                 ["db", "rm", huge]):
+                 ["db", "rm", huge, "--yes"]):
         result = cygnet(daemon, *args, expect=INVALID)
         assert_one_error_line(result, "at most 63 characters")
         assert len(result.err) < 300

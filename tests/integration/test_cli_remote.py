@@ -51,7 +51,7 @@ def test_remote_over_tls(daemon: Daemon) -> None:
                   CYGNET_CERT=str(cert), CYGNET_KEY=str(key))
     status = cygnet(None, "host", "status", "--json", env=env).json()
     assert status["pools"][0]["name"] == daemon.pool.name
-    cygnet(None, *remote(daemon), "db", "rm", name)
+    cygnet(None, *remote(daemon), "db", "rm", name, "--yes")
 
 
 def test_remote_refuses_an_untrusted_certificate(daemon: Daemon, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_retry_after_unavailable_reuses_the_request_id(
     # The daemon acted once: the retry got the first result, not ALREADY_EXISTS.
     mine = [d for d in cygnet(daemon, "db", "list", "--json").json() if d["name"] == name]
     assert [d["id"] for d in mine] == [created["database"]["id"]]
-    cygnet(daemon, "db", "rm", name)
+    cygnet(daemon, "db", "rm", name, "--yes")
 
 
 class Forwards(agent_pb2_grpc.AgentServicer):

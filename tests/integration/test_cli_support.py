@@ -20,7 +20,7 @@ CYGNET = str(Path(sys.executable).parent / "cygnet")
 ANSI = re.compile(r"\x1b\[")
 
 # Exit codes documented in docs/cli.md.
-OK, ERROR, INVALID, NOT_FOUND, CONFLICT, UNREACHABLE = 0, 1, 2, 3, 4, 5
+OK, ERROR, INVALID, NOT_FOUND, CONFLICT, UNREACHABLE, DENIED = 0, 1, 2, 3, 4, 5, 6
 
 
 @dataclass
@@ -65,9 +65,10 @@ def assert_one_error_line(result: Result, *fragments: str) -> None:
 
 
 DATABASE_KEYS = {"id", "name", "postgres_version", "size_class", "pool", "main_branch_id",
-                 "branch_count", "created_at"}
+                 "branch_count", "quota_bytes", "created_at"}
 BRANCH_KEYS = {"id", "name", "database_id", "database_name", "parent_branch_id",
-               "parent_branch_name", "origin_snapshot", "state", "desired_running",
+               "parent_branch_name", "origin_snapshot", "state", "state_message",
+               "desired_running",
                "used_bytes", "logical_bytes", "port", "postgres_version", "size_class",
                "child_branch_ids", "created_at"}
 SNAPSHOT_KEYS = {"id", "name", "branch_id", "used_bytes", "dependent_branch_ids", "created_at"}

@@ -62,7 +62,7 @@ def test_progress_with_elapsed_time_on_a_terminal(daemon: Daemon) -> None:
     assert "postgresql://" in out
     code, out = run_in_pty([*base, "branch", "create", f"{name}/b1"])
     assert code == 0 and re.search(rf"Created branch {name}/b1 in \d+\.\ds", out), out
-    code, out = run_in_pty([*base, "db", "rm", name])
+    code, out = run_in_pty([*base, "db", "rm", name, "--yes"])
     assert code == 0 and re.search(rf"Deleted database {name} in \d+\.\ds", out), out
 
 

@@ -153,4 +153,4 @@ def test_quota_keeps_a_database_from_filling_the_pool(small: Daemon) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             s.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref, name="s1"), timeout=60)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    cygnet(small, "db", "rm", "capped")
+    cygnet(small, "db", "rm", "capped", "--yes")

@@ -17,6 +17,7 @@ class Exit(IntEnum):
     NOT_FOUND = 3
     CONFLICT = 4
     UNREACHABLE = 5
+    DENIED = 6  # the caller's certificate or token is refused, or its role may not do this
     INTERRUPTED = 130
 
 

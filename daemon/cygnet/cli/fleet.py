@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import grpc
 
-from cygnet.api.v1 import coordinator_pb2_grpc
 from cygnet.cli.errors import CliError, Exit
-from cygnet.cli.rpcerrors import from_rpc
 from cygnet.cli.state import State
 
 T = TypeVar("T")
@@ -38,6 +35,10 @@ def _read(path: str, what: str) -> bytes:
 class Coordinator:
     def __init__(self, address: str, ca: Path | None, timeout: float | None,
                  client: tuple[Path | None, Path | None] = (None, None)) -> None:
+        # Loaded here, not at import: `cygnet --help` must not pay for grpc.
+        import grpc
+
+        from cygnet.api.v1 import coordinator_pb2_grpc
         self.address = address if ":" in address else f"{address}:{DEFAULT_PORT}"
         self.timeout = timeout or TIMEOUT
         root = _read(str(ca), "--ca") if ca else None
@@ -55,10 +56,14 @@ class Coordinator:
         else:
             raise CliError("--coordinator needs a client certificate (CYGNET_CERT and "
                            "CYGNET_KEY) or a token (CYGNET_TOKEN)", Exit.INVALID)
-        self.channel = grpc.secure_channel(self.address, creds)
+        self.channel: Any = grpc.secure_channel(self.address, creds)
         self.stub: Any = coordinator_pb2_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]
 
     def call(self, method: str, request: Any) -> Any:
+        import grpc
+
+        from cygnet.cli.rpcerrors import from_rpc
+
         try:
             return getattr(self.stub, method)(request, timeout=self.timeout,
                                               metadata=self.metadata)

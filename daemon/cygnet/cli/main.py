@@ -8,11 +8,35 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 import click
 
 from cygnet.cli.errors import CliError, Exit
+
+# Global flags accepted anywhere on the line (`cygnet db list --debug`): moved to the front
+# before click parses, up to a `--` (what follows belongs to psql).
+GLOBAL_FLAGS = {"--debug", "--json"}
+GLOBAL_WITH_VALUE = {"--context"}
+
+
+def hoist_globals(argv: list[str]) -> list[str]:
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in GLOBAL_FLAGS or (arg.split("=", 1)[0] in GLOBAL_WITH_VALUE and "=" in arg):
+            front.append(arg)
+        elif arg in GLOBAL_WITH_VALUE and i + 1 < len(argv):
+            front += argv[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -30,7 +54,14 @@ def _usage(exc: click.UsageError) -> int:
     return _fail(f"{exc.format_message().rstrip('.')}{hint}", Exit.INVALID)
 
 
+def _traceback() -> None:
+    import traceback  # only with --debug: it costs milliseconds at every start
+
+    traceback.print_exc()
+
+
 def run(argv: list[str]) -> int:
+    argv = hoist_globals(argv)
     debug = _debug_requested(argv)
     if not debug:
         # gRPC core logs handshake and connection failures itself; we report them once.
@@ -42,7 +73,7 @@ def run(argv: list[str]) -> int:
         result = cli.main(args=argv, prog_name="cygnet", standalone_mode=False)
     except CliError as exc:
         if debug:
-            traceback.print_exc()
+            _traceback()
         return _fail(exc.message, exc.code)
     except click.UsageError as exc:
         return _usage(exc)
@@ -56,7 +87,7 @@ def run(argv: list[str]) -> int:
         return 0
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            _traceback()
             return Exit.ERROR
         return _fail(f"{type(exc).__name__}: {exc} (run with --debug for details)", Exit.ERROR)
     return result if isinstance(result, int) else 0

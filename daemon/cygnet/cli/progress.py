@@ -5,17 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
-from rich.text import Text
+from typing import Any
 
 from cygnet.cli.output import console, isatty
 
 
-class _Elapsed(ProgressColumn):
+def _elapsed_column() -> Any:
     # rich's TimeElapsedColumn shows whole seconds; most of our operations take less.
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.elapsed or 0.0:.1f}s", style="cyan")
+    # Made here: rich is loaded only when a person watches.
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Elapsed(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.elapsed or 0.0:.1f}s", style="cyan")
+
+    return Elapsed()
 
 
 def interactive() -> bool:
@@ -29,9 +34,11 @@ def working(doing: str, done: str) -> Iterator[None]:
     if not interactive():
         yield
         return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     err = console(stderr=True)
     start = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), _Elapsed(),
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), _elapsed_column(),
                   console=err, transient=True, refresh_per_second=10) as bar:
         bar.add_task(f"{doing}…", total=None)
         yield

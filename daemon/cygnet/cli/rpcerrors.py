@@ -14,6 +14,8 @@ _BY_STATUS: dict[grpc.StatusCode, Exit] = {
     grpc.StatusCode.FAILED_PRECONDITION: Exit.CONFLICT,
     grpc.StatusCode.ABORTED: Exit.CONFLICT,
     grpc.StatusCode.UNAVAILABLE: Exit.UNREACHABLE,
+    grpc.StatusCode.PERMISSION_DENIED: Exit.DENIED,
+    grpc.StatusCode.UNAUTHENTICATED: Exit.DENIED,
 }
 
 
@@ -27,8 +29,7 @@ def from_rpc(exc: grpc.RpcError, target: str, connected: bool) -> CliError:
     details = (exc.details() or code.name.lower()).strip()
     if code == grpc.StatusCode.UNAUTHENTICATED:
         who = "the coordinator" if target.startswith("coordinator") else "the daemon"
-        return CliError(f"{who} refused this client's certificate: {details}",
-                        Exit.UNREACHABLE)
+        return CliError(f"{who} refused this client's certificate: {details}", Exit.DENIED)
     if not connected and code in (grpc.StatusCode.UNAVAILABLE,
                                   grpc.StatusCode.DEADLINE_EXCEEDED):
         return CliError(f"cygnetd not answering at {target}: {_short(details)}",

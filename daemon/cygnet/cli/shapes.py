@@ -36,7 +36,8 @@ def database(d: pb.Database) -> Json:
     return {
         "id": d.id, "name": d.name, "postgres_version": d.postgres_version,
         "size_class": d.size_class, "pool": d.pool, "main_branch_id": _opt(d.main_branch_id),
-        "branch_count": d.branch_count, "created_at": iso(d.created_at),
+        "branch_count": d.branch_count, "quota_bytes": d.quota_bytes or None,
+        "created_at": iso(d.created_at),
     }
 
 
@@ -46,8 +47,8 @@ def branch(b: pb.Branch) -> Json:
         "database_name": b.database_name, "parent_branch_id": _opt(b.parent_branch_id),
         "parent_branch_name": _opt(b.parent_branch_name),
         "origin_snapshot": _opt(b.origin_snapshot), "state": state_name(b.state),
-        "desired_running": b.desired_running, "used_bytes": b.used_bytes,
-        "logical_bytes": b.logical_bytes, "port": b.port or None,
+        "state_message": _opt(b.state_message), "desired_running": b.desired_running,
+        "used_bytes": b.used_bytes, "logical_bytes": b.logical_bytes, "port": b.port or None,
         "postgres_version": b.postgres_version, "size_class": b.size_class,
         "child_branch_ids": list(b.child_branch_ids), "created_at": iso(b.created_at),
     }

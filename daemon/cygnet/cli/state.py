@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cygnet.cli.client import Client
 from cygnet.cli.target import DEFAULT_SOCKET, Target
+
+if TYPE_CHECKING:  # the client loads grpc: only commands that call the daemon need it
+    from cygnet.cli.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +34,8 @@ class State:
         return Target(self.socket, self.host, self.ca, self.server_name, self.cert, self.key)
 
     def client(self) -> Client:
+        from cygnet.cli.client import Client
+
         if self._client is None:
             self._client = Client(self.target(), self.timeout)
         return self._client

@@ -8,16 +8,15 @@ TLS alert the daemon sent, so the user learns what is wrong with the certificate
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from cygnet.cli.errors import CliError, Exit
+
+if TYPE_CHECKING:  # grpc is loaded only by commands that call the daemon
+    import grpc
 
 DEFAULT_SOCKET = Path("/run/cygnet/cygnetd.sock")
 DEFAULT_CA = Path("/var/lib/cygnet/tls/ca.pem")
@@ -42,6 +41,8 @@ class Target:
         return f"unix:{self.socket.absolute()}"
 
     def channel(self) -> grpc.Channel:
+        import grpc
+
         if self.host:
             return self._tls_channel()
         self._check_socket()
@@ -61,6 +62,8 @@ class Target:
         return self.ca if self.ca is not None else (DEFAULT_CA if DEFAULT_CA.exists() else None)
 
     def _tls_channel(self) -> grpc.Channel:
+        import grpc
+
         ca = self.trusted_ca
         root = _read(ca, "--ca") if ca is not None else None
         if (self.cert is None) != (self.key is None):
@@ -78,6 +81,9 @@ class Target:
     def refusal(self) -> CliError | None:
         """Why the TLS listener refuses this client, or None if it does not (or cannot
         be reached at all, which is a transport failure to retry)."""
+        import socket
+        import ssl
+
         if not self.host:
             return None
         host, _, port = self.address.rpartition(":")
@@ -99,16 +105,18 @@ class Target:
             return CliError(f"cannot trust cygnetd at {self.address}: {exc.verify_message} "
                             "(see --ca)", Exit.UNREACHABLE)
         except ssl.SSLError as exc:
-            return CliError(f"{REFUSED}: {exc.reason or exc}", Exit.UNREACHABLE)
+            return CliError(f"{REFUSED}: {exc.reason or exc}", Exit.DENIED)
         except (OSError, ValueError):
             return None
-        return CliError(f"{REFUSED}: {self._why_refused()}", Exit.UNREACHABLE)
+        return CliError(f"{REFUSED}: {self._why_refused()}", Exit.DENIED)
 
     def _why_refused(self) -> str:
         """The daemon sends no reason (its log has it): say what can be seen from here."""
         if self.cert is None:
             return ("no client certificate was sent (give --cert and --key, or CYGNET_CERT "
                     "and CYGNET_KEY; `cygnet-coordinator pki issue --role client` makes one)")
+        import datetime as dt
+
         from cryptography import x509
 
         try:

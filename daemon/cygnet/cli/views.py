@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
-from rich.text import Text
-from rich.tree import Tree
+from typing import TYPE_CHECKING, Any
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import output as o
 from cygnet.cli.shapes import lineage, state_name
 
+if TYPE_CHECKING:  # rich is loaded only where it draws (see output.py)
+    from rich.console import RenderableType
+    from rich.text import Text
+    from rich.tree import Tree
 
-def databases_table(dbs: list[pb.Database]) -> RenderableType:
+
+def databases_table(dbs: list[pb.Database]) -> Any:
     rows = [(d.name, d.postgres_version, d.size_class, d.pool, str(d.branch_count),
              o.age(d.created_at), d.id) for d in dbs]
     return o.table(("NAME", "POSTGRES", "SIZE", "POOL", "BRANCHES", "CREATED", "ID"), rows)
 
 
-def database_fields(d: pb.Database) -> RenderableType:
+def database_fields(d: pb.Database) -> Any:
     return o.fields([
         ("Database", d.name), ("Id", d.id), ("Postgres", d.postgres_version),
         ("Size class", d.size_class), ("Pool", d.pool), ("Branches", str(d.branch_count)),
@@ -25,7 +28,7 @@ def database_fields(d: pb.Database) -> RenderableType:
     ])
 
 
-def branches_table(branches: list[pb.Branch]) -> RenderableType:
+def branches_table(branches: list[pb.Branch]) -> Any:
     rows = [(b.database_name, b.name, b.parent_branch_name or "-", o.state(state_name(b.state)),
              str(b.port or "-"), o.size(b.used_bytes), o.age(b.created_at), b.id)
             for b in branches]
@@ -33,7 +36,7 @@ def branches_table(branches: list[pb.Branch]) -> RenderableType:
                    rows)
 
 
-def branch_fields(b: pb.Branch) -> RenderableType:
+def branch_fields(b: pb.Branch) -> Any:
     parent = f"{b.parent_branch_name} ({b.parent_branch_id})" if b.parent_branch_id else "-"
     return o.fields([
         ("Branch", f"{b.database_name}/{b.name}"), ("Id", b.id),
@@ -48,13 +51,16 @@ def branch_fields(b: pb.Branch) -> RenderableType:
     ])
 
 
-def snapshots_table(snaps: list[pb.Snapshot]) -> RenderableType:
+def snapshots_table(snaps: list[pb.Snapshot]) -> Any:
     rows = [(s.name, o.size(s.used_bytes), ", ".join(s.dependent_branch_ids) or "-",
              o.age(s.created_at), s.id) for s in snaps]
     return o.table(("NAME", "USED", "DEPENDENT BRANCHES", "CREATED", "ID"), rows)
 
 
 def connection_fields(c: pb.Connection) -> RenderableType:
+    from rich.console import Group
+    from rich.text import Text
+
     # Never wrapped: a URI folded at the terminal's edge cannot be copied.
     lines = [Text.assemble(("Connect   ", "bold"), "  ", c.uri, no_wrap=True, overflow="ignore")]
     if c.socket_dir:
@@ -64,6 +70,8 @@ def connection_fields(c: pb.Connection) -> RenderableType:
 
 
 def _branch_label(b: pb.Branch) -> Text:
+    from rich.text import Text
+
     label = Text.assemble((b.name, "bold"), "  ", o.state(state_name(b.state)),
                           f"  {o.size(b.used_bytes)}  {o.age(b.created_at)}")
     if b.port:
@@ -73,6 +81,9 @@ def _branch_label(b: pb.Branch) -> Text:
 
 def branch_tree(db: pb.Database, branches: list[pb.Branch]) -> Tree:
     """The lineage of one database: main at the root, children below their parents."""
+    from rich.text import Text
+    from rich.tree import Tree
+
     root = Tree(Text.assemble((db.name, "bold cyan"),
                               (f"  postgres {db.postgres_version}, {db.size_class}, "
                                f"pool {db.pool}", "dim")))
@@ -88,7 +99,7 @@ def branch_tree(db: pb.Database, branches: list[pb.Branch]) -> Tree:
     return root
 
 
-def host_view(h: pb.HostStatus) -> RenderableType:
+def host_view(h: pb.HostStatus) -> list[Any]:
     info = o.fields([
         ("Host", f"{h.hostname} ({h.host_id})" if h.host_id != h.hostname else h.hostname),
         ("cygnetd", h.version), ("ZFS", h.zfs_dialect),
@@ -99,4 +110,4 @@ def host_view(h: pb.HostStatus) -> RenderableType:
     rows = [(p.name, p.health, o.size(p.size_bytes), o.size(p.used_bytes), o.size(p.free_bytes))
             for p in h.pools]
     pools = o.table(("POOL", "HEALTH", "SIZE", "USED", "FREE"), rows)
-    return Group(info, Text(""), pools)
+    return [info, "", pools]

@@ -12,15 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from rich.console import RenderableType
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.api.v1 import backup_pb2_grpc
@@ -81,6 +72,16 @@ def _bar(doing: str) -> Iterator[Any]:
     if not interactive():
         yield lambda _p: None
         return
+    # rich only for a person watching: piped runs skip its import.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=o.console(stderr=True), transient=True) as bar:
@@ -144,14 +145,14 @@ def branch_diff(d: bpb.BranchDiff) -> Json:
 # --- tables -------------------------------------------------------------------------
 
 
-def backups_table(items: list[bpb.Backup]) -> RenderableType:
+def backups_table(items: list[bpb.Backup]) -> Any:
     rows = [(b.id, f"{b.database_name}/{b.branch_name}", o.age(b.snapshot_at),
              o.size(b.logical_bytes), o.size(b.new_bytes), str(b.file_count))
             for b in items]
     return o.table(("ID", "BRANCH", "TAKEN", "SIZE", "NEW", "FILES"), rows)
 
 
-def backup_fields(b: bpb.Backup) -> RenderableType:
+def backup_fields(b: bpb.Backup) -> Any:
     return o.fields([
         ("Backup", b.id), ("Branch", f"{b.database_name}/{b.branch_name} ({b.branch_id})"),
         ("Postgres", b.postgres_version), ("Size class", b.size_class),
@@ -161,7 +162,7 @@ def backup_fields(b: bpb.Backup) -> RenderableType:
     ])
 
 
-def diff_table(d: bpb.BranchDiff) -> RenderableType:
+def diff_table(d: bpb.BranchDiff) -> Any:
     def label(r: bpb.RelationDiff) -> str:
         if not r.name:
             return f"relfilenode {r.relfilenode} (db oid {r.database_oid})"

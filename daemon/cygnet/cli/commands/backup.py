@@ -8,6 +8,8 @@ from rich.text import Text
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.cli import complete, output, shapes, views
 from cygnet.cli.commands import _backups as api
+from cygnet.cli.confirm import confirm, destructive_options
+from cygnet.cli.doomed import backups as doomed_backups
 from cygnet.cli.errors import CliError, Exit
 from cygnet.cli.refs import branch_ref, describe
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
@@ -119,21 +121,30 @@ def restore(state: State, backup_id: str, branch_name: str, database_name: str,
 
 @backup.command("prune", epilog="""\b
 Examples:
-  cygnet backup prune --keep-last 7              # per branch, every database
-  cygnet backup prune --keep-last 3 --db shop
+  cygnet backup prune --keep-last 7 --dry-run    # what would be deleted
+  cygnet backup prune --keep-last 7              # per branch, every database (asks first)
+  cygnet backup prune --keep-last 3 --db shop --yes
   cygnet backup prune 20260131T091502417000Z-1a2b3c4d""")
 @click.argument("backup_ids", metavar="[BACKUP_ID]...", nargs=-1)
 @click.option("--keep-last", type=click.IntRange(min=0), metavar="N",
               help="Keep the newest N backups of each branch, delete older ones.")
 @click.option("--db", "database", metavar="DB", default="",
               help="Apply --keep-last to this database's backups only.")
+@destructive_options
 @json_option
 @pass_state
 def prune(state: State, backup_ids: tuple[str, ...], keep_last: int | None,
-          database: str) -> None:
+          database: str, yes: bool, dry_run: bool) -> None:
     """Delete backups, then every stored block no remaining backup uses."""
     if keep_last is None and not backup_ids:
         raise CliError("prune: give --keep-last N and/or BACKUP_IDs", Exit.INVALID)
+
+    def listed() -> list[str]:
+        found = list(api.call(state, "ListBackups", bpb.ListBackupsRequest()).backups)
+        return doomed_backups(found, keep_last, database, list(backup_ids))
+
+    if not confirm("prune backups", listed, yes=yes, dry_run=dry_run, json_output=state.json):
+        return
     req = bpb.PruneBackupsRequest(database=database, backup_ids=list(backup_ids))
     if keep_last is not None:
         req.keep_last = keep_last

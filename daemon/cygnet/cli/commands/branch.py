@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.cli import complete, output, shapes, views
+from cygnet.cli import complete, doomed, output, shapes, views
 from cygnet.cli.commands.config import config
+from cygnet.cli.confirm import confirm, destructive_options
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
@@ -66,11 +66,11 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
                           "connection": shapes.connection(resp.connection),
                           **({"upgrade": upgrade} if upgrade else {})})
         return
-    output.show(views.branch_fields(resp.branch), Text(""),
+    output.show(views.branch_fields(resp.branch), "",
                 views.connection_fields(resp.connection))
     if upgrade:
         u = resp.upgrade
-        output.show(Text(""), Text(
+        output.show("", (
             f"Upgraded from PostgreSQL {u.from_version} to {u.to_version} in {u.seconds:.1f}s; "
             f"{len(u.checks)} pg_upgrade checks passed."))
         if u.missing_extensions:
@@ -148,15 +148,19 @@ def _show_branch(state: State, b: pb.Branch) -> None:
 
 \b
 Examples:
-  cygnet branch reset shop/feature                    # to main's current state
-  cygnet branch reset shop/feature --to before-test   # to its own snapshot""")
+  cygnet branch reset shop/feature                    # to main's current state (asks first)
+  cygnet branch reset shop/feature --to before-test   # to its own snapshot
+  cygnet branch reset shop/feature --dry-run          # what would be thrown away
+  cygnet branch reset shop/feature --yes              # in scripts""")
 @click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.option("--to", "snapshot", metavar="SNAP", default="",
               help="One of the branch's own snapshots (default: the parent's current state).")
 @db_option
+@destructive_options
 @json_option
 @pass_state
-def reset(state: State, ref: str, snapshot: str, db: str | None) -> None:
+def reset(state: State, ref: str, snapshot: str, db: str | None, yes: bool,
+          dry_run: bool) -> None:
     """Throw away a branch's changes.
 
     Resets BRANCH to its parent's current state, or to one of its own
@@ -165,6 +169,9 @@ def reset(state: State, ref: str, snapshot: str, db: str | None) -> None:
     """
     target = branch_ref(ref, db)
     name = describe(target)
+    if not confirm(f"reset branch {name}", lambda: doomed.reset(state.client(), target, snapshot),
+                   yes=yes, dry_run=dry_run, json_output=state.json):
+        return
     with working(f"Resetting branch {name}", f"Reset branch {name}"):
         b = state.client().reset_branch(target, snapshot)
     _show_branch(state, b)
@@ -204,13 +211,17 @@ def stop(state: State, ref: str, db: str | None) -> None:
 \b
 Examples:
   cygnet branch rm shop/feature
-  cygnet branch rm shop/feature --cascade   # with every descendant""")
+  cygnet branch rm shop/feature --cascade --dry-run   # what would go
+  cygnet branch rm shop/feature --cascade             # with every descendant (asks first)""")
 @click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
-@click.option("--cascade", is_flag=True, help="Also delete every descendant branch.")
+@click.option("--cascade", is_flag=True,
+              help="Also delete every descendant branch (asks first, unless --yes).")
 @db_option
+@destructive_options
 @json_option
 @pass_state
-def rm(state: State, ref: str, cascade: bool, db: str | None) -> None:
+def rm(state: State, ref: str, cascade: bool, db: str | None, yes: bool,
+       dry_run: bool) -> None:
     """Delete a branch: stop its Postgres and destroy its clone.
 
     Refused while the branch has child branches, unless --cascade. To delete
@@ -218,6 +229,11 @@ def rm(state: State, ref: str, cascade: bool, db: str | None) -> None:
     """
     target = branch_ref(ref, db, bare_is_main=False)
     name = describe(target)
+    # Only a cascade asks: deleting one leaf branch is the everyday case.
+    action = f"delete branch {name} and its descendants" if cascade else f"delete branch {name}"
+    if not confirm(action, lambda: doomed.branch(state.client(), target, cascade),
+                   yes=yes or not cascade, dry_run=dry_run, json_output=state.json):
+        return
     with working(f"Deleting branch {name}", f"Deleted branch {name}"):
         deleted = state.client().delete_branch(target, cascade)
     if state.json:

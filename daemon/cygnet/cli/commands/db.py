@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.text import Text
 
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.cli import complete, output, shapes, views
+from cygnet.cli import complete, doomed, output, shapes, views
 from cygnet.cli.commands.config import extensions, parse_settings
+from cygnet.cli.confirm import confirm, destructive_options
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
 
@@ -82,7 +82,7 @@ def create(state: State, name: str, version: str, size: str, pool: str, quota: i
                           "main_branch": shapes.branch(resp.main_branch),
                           "connection": shapes.connection(resp.connection)})
         return
-    output.show(views.database_fields(resp.database), Text(""),
+    output.show(views.database_fields(resp.database), "",
                 views.connection_fields(resp.connection))
 
 
@@ -113,20 +113,26 @@ def show(state: State, database: str) -> None:
     if state.json:
         output.emit_json({**shapes.database(d), "branches": [shapes.branch(b) for b in branches]})
         return
-    output.show(views.database_fields(d), Text(""), views.branches_table(branches))
+    output.show(views.database_fields(d), "", views.branches_table(branches))
 
 
 @db.command("rm", epilog="""\b
-Example:
-  cygnet db rm shop""")
+Examples:
+  cygnet db rm shop --dry-run     # list what would be destroyed
+  cygnet db rm shop               # asks first on a terminal
+  cygnet db rm shop --yes         # in scripts (without a terminal it refuses otherwise)""")
 @click.argument("database", metavar="DB", shell_complete=complete.databases)
+@destructive_options
 @json_option
 @pass_state
-def rm(state: State, database: str) -> None:
+def rm(state: State, database: str, yes: bool, dry_run: bool) -> None:
     """Delete database DB (name or id) with every branch and snapshot.
 
     Stops each branch's Postgres and destroys its datasets. There is no undo.
     """
+    if not confirm(f"delete database {database}", lambda: doomed.database(state.client(), database),
+                   yes=yes, dry_run=dry_run, json_output=state.json):
+        return
     with working(f"Deleting database {database}", f"Deleted database {database}"):
         resp = state.client().delete_database(database)
     if state.json:

@@ -35,7 +35,7 @@ def status(state: State) -> None:
     if state.json:
         output.emit_json(shapes.host(h))
     else:
-        output.show(views.host_view(h))
+        output.show(*views.host_view(h))
 
 
 @click.command()
