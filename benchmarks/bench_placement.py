@@ -1,13 +1,16 @@
-"""Placement: latency with a big fleet in the store, throughput, and balance quality.
+"""Placement through the gRPC API: latency, throughput and balance, both stores.
 
 Prints JSON. See "## Placement" in benchmarks/README.md.
 
     .venv/bin/python -m benchmarks.bench_placement            # 10,000 hosts, 100,000 databases
-    .venv/bin/python -m benchmarks.bench_placement --small    # 1,000 hosts, 10,000 (smoke run)
+    .venv/bin/python -m benchmarks.bench_placement --small    # seconds: a smoke run
 
-Hosts are simulated (rows in the store, as registrations would write them);
-everything else is the coordinator's own code: the store's placement
-transaction with scoring, on SQLite and on a real PostgreSQL server.
+A real cygnet-coordinator process serves mutual TLS on a TCP port; the load
+generator is this process (grpc.aio, one coroutine per client) on the same
+2 cores. Every placement reserves, and is answered once its reservation is
+committed. Each store is measured twice in the same run: the leader's index
+with group commit ("index"), and the store's placement transaction a
+follower uses, which was every coordinator's path before ("store path").
 """
 
 from __future__ import annotations
@@ -24,38 +27,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from benchmarks.common import emit, log, summary
-from cygnet.coordinator import scoring
-from cygnet.coordinator.config import CoordinatorConfig
-from cygnet.coordinator.convert import candidate
-from cygnet.coordinator.models import (
-    GB_UNIT,
-    Capacity,
-    CatalogEntry,
-    Constraints,
-    Demand,
-    PoolInfo,
-    Registration,
+from benchmarks.coordinator_rig import (
+    Proc,
+    channel,
+    coordinator,
+    fleet,
+    free_lead,
+    hold_lead_elsewhere,
+    mark_alive,
+    stub,
 )
-from cygnet.coordinator.remote import AgentClients
-from cygnet.coordinator.router import Router
-from cygnet.coordinator.store.postgres import PostgresStore
-from cygnet.coordinator.store.sql import SqlStore
-from cygnet.coordinator.store.sqlite import SqliteStore
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from cygnet.coordinator import scoring
+from cygnet.coordinator.convert import candidate
+from cygnet.coordinator.models import CatalogEntry, Demand
+from cygnet.coordinator.store import open_store
 
 SIZES = ["nano"] * 4 + ["small"] * 4 + ["medium"] * 2 + ["large"]
-
-
-def fleet(hosts: int, seed: int = 7) -> Iterator[tuple[Registration, int, int]]:
-    rng = random.Random(seed)
-    for i in range(hosts):
-        memory = rng.choice([64, 128, 256]) * GB_UNIT
-        pool = rng.choice([2, 4, 8]) * 1024 * GB_UNIT
-        cap = Capacity((PoolInfo("tank", pool, int(pool * rng.uniform(0.6, 0.95))),), memory, 0,
-                       ("15", "16"), 0)
-        reg = Registration(f"host-{i:05d}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:7433",
-                           f"z{i % 4}", {"rack": f"r{i % 50}"}, cap)
-        yield reg, int(memory * 0.75), 400
 
 
 def catalog(hosts: int, databases: int, seed: int = 8) -> list[CatalogEntry]:
@@ -69,66 +60,128 @@ def catalog(hosts: int, databases: int, seed: int = 8) -> list[CatalogEntry]:
     return out
 
 
-def router(store: SqlStore) -> Router:
-    # Placement never dials a host; the clients are there for the type only.
-    return Router(store, CoordinatorConfig(), AgentClients(b"", b"", b""))
-
-
-async def latency(store: SqlStore, n: int) -> dict[str, float]:
-    r, samples = router(store), []
-    for i in range(n):
-        started = time.perf_counter()
-        await r.place(SIZES[i % len(SIZES)], "", Constraints(), False)
-        samples.append(time.perf_counter() - started)
+def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     out = summary(samples)
-    out["p99"] = round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 4)
+    out["p99"] = round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 5)
     return out
 
 
-async def throughput(store: SqlStore, clients: int, seconds: float) -> dict[str, Any]:
-    r, done = router(store), [0]
+async def _place(s: Any, size: str) -> float:
+    started = time.perf_counter()
+    await s.PlaceDatabase(cpb.PlaceDatabaseRequest(size_class=size,
+                                                   request_id="b-" + secrets.token_hex(8)),
+                          timeout=60)
+    return time.perf_counter() - started
+
+
+async def latency(address: str, c: Any, n: int) -> dict[str, float]:
+    """`n` sequential placements from one client: the latency of one placement."""
+    async with channel(c, address) as ch:
+        s = stub(ch)
+        for _ in range(20):  # the channel and TLS session are set up
+            await _place(s, "nano")
+        return percentiles([await _place(s, SIZES[i % len(SIZES)]) for i in range(n)])
+
+
+async def throughput(address: str, c: Any, clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` concurrent clients placing nano databases, each on its own channel."""
+    samples: list[float] = []
+    refused: dict[str, int] = {}
     deadline = time.monotonic() + seconds
 
-    async def client() -> None:
+    async def client(s: Any) -> None:
         while time.monotonic() < deadline:
-            await r.place("nano", "", Constraints(), False)
-            done[0] += 1
+            try:
+                samples.append(await _place(s, "nano"))
+            except grpc.aio.AioRpcError as exc:
+                refused[exc.code().name] = refused.get(exc.code().name, 0) + 1
 
-    started = time.monotonic()
-    await asyncio.gather(*[client() for _ in range(clients)])
-    elapsed = time.monotonic() - started
-    return {"clients": clients, "placements": done[0],
-            "per_second": round(done[0] / elapsed, 1)}
+    chans = [channel(c, address) for _ in range(clients)]
+    try:
+        stubs = [stub(ch) for ch in chans]
+        await asyncio.gather(*[_place(s, "nano") for s in stubs])  # connected
+        started = time.monotonic()
+        await asyncio.gather(*[client(s) for s in stubs])
+        elapsed = time.monotonic() - started
+    finally:
+        for ch in chans:
+            await ch.close()
+    return {"clients": clients, "placements": len(samples), "refused": refused,
+            "per_second": round(len(samples) / elapsed, 1),
+            "latency_s": percentiles(samples) if samples else {}}
 
 
-def measure(store: SqlStore, hosts: int, databases: int, n: int) -> dict[str, Any]:
+def measure(base: Path, url: str, mode: str, n: int, clients: int, seconds: float
+            ) -> dict[str, Any]:
+    """One coordinator process; `mode` "index" (it leads) or "store path" (a follower)."""
+    if mode == "index":
+        free_lead(url)
+    else:
+        hold_lead_elsewhere(url)
+    with coordinator(base, url, wait_index=mode == "index") as (c, address):
+        assert c.proc is not None
+        proc = Proc(c.proc.pid)
+        cpu0 = proc.cpu()
+        lat = asyncio.run(latency(address, c, n))
+        log(f"{mode}: latency {lat}")
+        thr = asyncio.run(throughput(address, c, clients, seconds))
+        log(f"{mode}: throughput {thr}")
+        used = proc.cpu() - cpu0
+        return {"latency_s": lat, "throughput": thr, "coordinator_cpu_s": round(used, 1),
+                "coordinator_rss_mb": proc.rss_mb()}
+
+
+def measure_store(base: Path, url: str, hosts: int, databases: int, n: int, clients: int,
+                  seconds: float, baseline_seconds: float) -> dict[str, Any]:
+    store = open_store(url)
     started = time.monotonic()
     store.load(fleet(hosts), catalog(hosts, databases))
+    store.close()
+    mark_alive(url)
     log(f"loaded {hosts} hosts, {databases} databases in {time.monotonic() - started:.1f}s")
-    lat = asyncio.run(latency(store, n))
-    log(f"latency {lat}")
-    thr = asyncio.run(throughput(store, 50, 10.0))
-    log(f"throughput {thr}")
-    return {"latency_s": lat, "throughput": thr}
+    out = {"index": measure(base, url, "index", n, clients, seconds)}
+    if baseline_seconds > 0:
+        mark_alive(url)
+        out["store path"] = measure(base, url, "store path", max(50, n // 10), clients,
+                                    baseline_seconds)
+    return out
 
 
-def balance(directory: Path, hosts: int) -> dict[str, Any]:
-    """Fills a mixed fleet to 80% of its memory budget; max/mean of host utilisation."""
-    store = SqliteStore(directory / "balance.db")
+def balance(base: Path, hosts: int, clients: int) -> dict[str, Any]:
+    """Fills a fresh mixed fleet to 80% of its memory budget through the API;
+    max/mean of the hosts' utilisation (their bottleneck resource)."""
+    url = f"sqlite:///{base}/balance.db"
+    store = open_store(url)
     store.load(fleet(hosts, seed=11), [])
     budget = sum(h.memory_budget for h in store.list_hosts())
-    rng, reserved, placed = random.Random(12), 0, 0
-    r = router(store)
+    store.close()
+    mark_alive(url)
+    rng = random.Random(12)
+    sizes: list[str] = []
+    reserved = 0
     while reserved < 0.8 * budget:
-        size = rng.choice(SIZES)
-        asyncio.run(r.place(size, "", Constraints(), False))
-        reserved += Demand.for_size(size).memory_bytes
-        placed += 1
+        sizes.append(rng.choice(SIZES))
+        reserved += Demand.for_size(sizes[-1]).memory_bytes
+
+    async def fill(address: str, c: Any) -> None:
+        async with channel(c, address) as ch:
+            s = stub(ch)
+            todo = iter(sizes)
+
+            async def client() -> None:
+                for size in todo:
+                    await _place(s, size)
+
+            await asyncio.gather(*[client() for _ in range(clients)])
+
+    with coordinator(base, url) as (c, address):
+        asyncio.run(fill(address, c))
+    store = open_store(url)
     utils = [scoring.utilisation(candidate(h)) for h in store.list_hosts()]
     store.close()
     mean = sum(utils) / len(utils)
-    return {"hosts": hosts, "placed": placed, "fleet_memory_fill": round(reserved / budget, 3),
+    return {"hosts": hosts, "placed": len(sizes), "fleet_memory_fill": round(reserved / budget, 3),
             "mean_utilisation": round(mean, 4), "max_utilisation": round(max(utils), 4),
             "min_utilisation": round(min(utils), 4), "max_over_mean": round(max(utils) / mean, 4)}
 
@@ -156,28 +209,37 @@ def postgres_dsn() -> Iterator[str]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def run(small: bool, balance_hosts: int, stores: list[str]) -> dict[str, Any]:
+    hosts, databases, n, seconds, baseline = ((200, 2_000, 50, 1.0, 1.0) if small
+                                              else (10_000, 100_000, 1000, 10.0, 10.0))
+    clients = 10 if small else 50
+    result: dict[str, Any] = {"benchmark": "placement", "hosts": hosts, "databases": databases}
+    with tempfile.TemporaryDirectory(prefix="cygnet-bench-") as tmp:
+        base = Path(tmp)
+        if "sqlite" in stores:
+            result["sqlite"] = measure_store(base, f"sqlite:///{base}/coordinator.db", hosts,
+                                             databases, n, clients, seconds, baseline)
+        if "postgres" in stores:
+            with postgres_dsn() as dsn:
+                result["postgres"] = measure_store(base, dsn, hosts, databases, n, clients,
+                                                   seconds, baseline)
+        if balance_hosts:
+            result["balance"] = balance(base, balance_hosts, clients)
+    result["run_id"] = secrets.token_hex(3)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--small", action="store_true")
     p.add_argument("--balance-hosts", type=int, default=300,
-                   help="fleet size of the balance run (each host takes ~70 placements)")
-    p.add_argument("--balance-only", action="store_true")
+                   help="fleet size of the balance run (each host takes ~70 placements); 0: none")
+    p.add_argument("--store", action="append", choices=["sqlite", "postgres"],
+                   help="only this store (repeatable; default both)")
     args = p.parse_args()
-    hosts, databases, n = (1000, 10_000, 200) if args.small else (10_000, 100_000, 1000)
-    result: dict[str, Any] = {"benchmark": "placement", "hosts": hosts, "databases": databases}
-    with tempfile.TemporaryDirectory(prefix="cygnet-bench-") as tmp:
-        if not args.balance_only:
-            sqlite = SqliteStore(Path(tmp) / "coordinator.db")
-            result["sqlite"] = measure(sqlite, hosts, databases, n)
-            sqlite.close()
-            with postgres_dsn() as dsn:
-                pg = PostgresStore(dsn, pool_size=8)
-                result["postgres"] = measure(pg, hosts, databases, n)
-                pg.close()
-        result["balance"] = balance(Path(tmp), 100 if args.small else args.balance_hosts)
-    result["run_id"] = secrets.token_hex(3)
-    name = "placement_small" if args.small else "placement"
-    emit(name + ("_balance" if args.balance_only else ""), result)
+    result = run(args.small, 30 if args.small else args.balance_hosts,
+                 args.store or ["sqlite", "postgres"])
+    emit("placement_small" if args.small else "placement", result)
 
 
 if __name__ == "__main__":
