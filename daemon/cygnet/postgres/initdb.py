@@ -15,11 +15,13 @@ log = logging.getLogger(__name__)
 INITDB_TIMEOUT = 300.0
 
 
-def initdb_argv(bindir: Path, pgdata: Path, checksums: bool | None = None) -> list[str]:
+def initdb_argv(bindir: Path, pgdata: Path, checksums: bool | None = None,
+                sync: bool = True) -> list[str]:
     """The initdb command line: superuser postgres, peer/scram auth, UTF-8, C.UTF-8 locale.
 
     `checksums` None keeps the major's default (off up to 17, on from 18);
-    pg_upgrade needs the new cluster to match the old one.
+    pg_upgrade needs the new cluster to match the old one. `sync` False skips
+    initdb's fsync of every file (pg_upgrade syncs the result itself).
     """
     flags = {None: [], True: ["--data-checksums"], False: ["--no-data-checksums"]}[checksums]
     return [
@@ -32,11 +34,12 @@ def initdb_argv(bindir: Path, pgdata: Path, checksums: bool | None = None) -> li
         "--locale=C.UTF-8",
         "--no-instructions",
         *flags,
+        *([] if sync else ["--no-sync"]),
     ]
 
 
 async def init_cluster(bindir: Path, pgdata: Path, log_path: Path,
-                       checksums: bool | None = None) -> None:
+                       checksums: bool | None = None, sync: bool = True) -> None:
     """Runs initdb into `pgdata` as postgres, then installs Cygnet's config hooks.
 
     Creates pgdata (postgres, 0700) and the log file's dir and file (postgres);
@@ -53,7 +56,7 @@ async def init_cluster(bindir: Path, pgdata: Path, log_path: Path,
     _fs.ensure_postgres_dir(pgdata)
     _fs.ensure_postgres_dir(log_path.parent, mode=0o750)
     _fs.ensure_postgres_file(log_path)
-    argv = initdb_argv(bindir, pgdata, checksums)
+    argv = initdb_argv(bindir, pgdata, checksums, sync)
     result = await _cmd.run(argv, timeout=INITDB_TIMEOUT, as_postgres=True)
     if result.returncode != 0:
         raise InternalError(f"initdb failed (rc={result.returncode}): {result.stderr.strip()}")
