@@ -61,12 +61,18 @@ async def capacity(config: AgentConfig, host: Host) -> cpb.HostCapacity:
                             database_count=status.database_count)
 
 
-def _channel(config: AgentConfig) -> aio.Channel:
+def _channel(config: AgentConfig, address: str = "") -> aio.Channel:
     assert config.coordinator_ca and config.tls_cert and config.tls_key
     creds = grpc.ssl_channel_credentials(config.coordinator_ca.read_bytes(),
                                          config.tls_key.read_bytes(),
                                          config.tls_cert.read_bytes())
-    return aio.secure_channel(config.coordinator, creds)
+    return aio.secure_channel(address or config.coordinator, creds)
+
+
+def coordinator_addresses(config: AgentConfig) -> list[str]:
+    """`coordinator` may list several coordinators, comma-separated: any of them
+    answers (they share one store), so an unreachable one is skipped."""
+    return [a.strip() for a in config.coordinator.split(",") if a.strip()]
 
 
 class Membership:
@@ -94,8 +100,18 @@ class Membership:
         self.interval = resp.heartbeat_interval_seconds or self.interval
 
     async def run(self, stop: asyncio.Event) -> None:
+        addresses = coordinator_addresses(self.config)
+        turn = 0
+        while not stop.is_set():
+            # One coordinator until it stops answering, then the next in the list.
+            await self._run_with(addresses[turn % len(addresses)], stop)
+            turn += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def _run_with(self, address: str, stop: asyncio.Event) -> None:
         backoff = 0.5
-        async with _channel(self.config) as channel:
+        async with _channel(self.config, address) as channel:
             stub = cpb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
             while not stop.is_set():
                 try:
@@ -106,8 +122,12 @@ class Membership:
                         log.warning("the coordinator forgot this host: registering again")
                         self.registered = False
                         continue
-                    log.warning("coordinator %s: %s: %s", self.config.coordinator,
+                    log.warning("coordinator %s: %s: %s", address,
                                 exc.code().name, exc.details())
+                    if (exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                       grpc.StatusCode.DEADLINE_EXCEEDED)
+                            and "," in self.config.coordinator):
+                        return
                     wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
                 except Exception:
                     log.exception("heartbeat failed")
