@@ -14,7 +14,8 @@ import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.conftest import unique
-from tests.harness import query
+from tests.harness import Daemon, query
+from tests.integration.backup_helpers import create_backup, restore
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,25 @@ def test_an_upgraded_branch_is_no_parent_and_resets_only_to_its_snapshots(stub, 
         branch=pb.BranchRef(database=name, name="pg18")), timeout=60))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "PostgreSQL 18" in (err.details() or "")
+
+
+def test_an_upgraded_branch_backs_up_as_its_own_major(daemon: Daemon, stub, source) -> None:
+    name = source.database.name
+    branches = {b.name for b in stub.ListBranches(pb.ListBranchesRequest(database=name)).branches}
+    if "pg18" not in branches:
+        pytest.skip("needs the rehearsal above")
+    backup = create_backup(daemon, pb.BranchRef(database=name, name="pg18"))
+    assert backup.postgres_version == "18"
+    err = refused(lambda: restore(daemon, backup.id, branch_name="back"))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "PostgreSQL 18 data" in (err.details() or "") and "runs 15" in (err.details() or "")
+    copy = unique("up18")
+    done = restore(daemon, backup.id, database_name=copy)
+    try:
+        assert done.branch.postgres_version == "18" == major(done.connection)
+        assert query(done.connection, "select count(*) from pgbench_branches") == [(1,)]
+    finally:
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=copy), timeout=120)
 
 
 def test_refusals_name_the_versions(stub, source) -> None:

@@ -35,7 +35,7 @@ async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter
         image = await images.of_branch(branch)
         metadata: dict[str, MetadataValue] = {
             "database": db.name, "database_id": db.id, "branch": branch.name,
-            "branch_id": branch.id, "postgres_version": db.version,
+            "branch_id": branch.id, "postgres_version": db.version_of(branch),
             "size_class": db.size_class, "snapshot_at": round(image.taken_at, 3),
             "subscriptions": image.subscriptions,
             "host": host.config.host_id or socket.gethostname(),

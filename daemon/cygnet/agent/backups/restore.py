@@ -20,7 +20,7 @@ from cygnet.agent.branches import Populate, create_branch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
 from cygnet.backup import BackupInfo
-from cygnet.errors import InvalidArgument, NotFound
+from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.postgres.layout import postgres_user
 
 LOCK_TIMEOUT = 600.0
@@ -73,6 +73,12 @@ async def into_branch(host: Host, repo: Path, info: BackupInfo, name: str, reque
         if db is None or db.main is None:
             raise NotFound(f"database {info.metadata.get('database')!r} of backup "
                            f"{info.backup_id} no longer exists; restore it as a new database")
+        version = str(info.metadata.get("postgres_version", "")) or db.version
+        if version != db.version:
+            # A backup of an upgraded branch: its data needs its own major.
+            raise FailedPrecondition(
+                f"backup {info.backup_id} is PostgreSQL {version} data and database "
+                f"{db.name!r} runs {db.version}: restore it as a new database")
         written: list[int] = []
         populate = _filler(host, repo, info, report, db.main, written)
         branch = await create_branch(host, inv, db, name, "", "", request_id, populate)
