@@ -125,9 +125,14 @@ async def serve(config: AgentConfig) -> None:
 
 
 async def _warm_templates(host: Host) -> None:
-    """Makes the golden templates ahead of the first CreateDatabase."""
+    """Makes the default major's golden templates ahead of the first CreateDatabase.
+
+    Other majors get theirs at their first use (an initdb, 2-3 s): warming every
+    installed major would cost each start an initdb per major and pool.
+    """
+    default = host.config.default_postgres_version
     for pool in host.config.pools:
-        for version in sorted(installed_versions(host.config.postgres_root)):
+        for version in [v for v in installed_versions(host.config.postgres_root) if v == default]:
             try:
                 await ensure_template(host, pool, version)
             except Exception:
