@@ -14,9 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 from cygnet.coordinator.models import Capacity, PoolInfo, Registration
 from cygnet.coordinator.store import open_store
 from cygnet.postgres import sql
@@ -140,3 +143,37 @@ def coordinators(base: Path, store_url: str, n: int, *extra: str) -> list[Coordi
     for c in procs:
         c.start()
     return procs
+
+
+RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class LedgerClient:
+    """Places with request ids over a list of coordinators, following whichever answers."""
+
+    def __init__(self, stubs: list[cpb_grpc.CoordinatorStub], tag: str) -> None:
+        self.stubs, self.tag = stubs, tag
+        self.ledger: dict[str, str] = {}
+        self.answered: list[float] = []  # time.monotonic() of each answer
+        self.at = 0
+        self.moves = 0
+
+    def place(self, n: int) -> None:
+        request_id = f"{self.tag}-{n}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                got = self.stubs[self.at].PlaceDatabase(cpb.PlaceDatabaseRequest(
+                    size_class="nano", request_id=request_id), timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRY:
+                    raise
+                self.at = (self.at + 1) % len(self.stubs)
+                self.moves += 1
+                time.sleep(0.05)
+                continue
+            assert request_id not in self.ledger
+            self.ledger[request_id] = got.reservation_id
+            self.answered.append(time.monotonic())
+            return
+        raise AssertionError(f"{request_id}: no coordinator answered")

@@ -21,10 +21,10 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import coordinator_pb2 as cpb
-from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 from tests.e2e.fleet import Coordinator
 from tests.integration import coordinator_helpers, pg_helpers
 from tests.integration.coordinator_helpers import (
+    LedgerClient,
     PgServer,
     coordinators,
     leader_pid,
@@ -36,38 +36,6 @@ from tests.integration.coordinator_helpers import (
 pytestmark = pytest.mark.integration
 pg_template = pg_helpers.pg_template
 pg_server = coordinator_helpers.pg_server
-
-RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-class LedgerClient:
-    """Places with request ids over a list of coordinators, following whichever answers."""
-
-    def __init__(self, stubs: list[cpb_grpc.CoordinatorStub], tag: str) -> None:
-        self.stubs, self.tag = stubs, tag
-        self.ledger: dict[str, str] = {}
-        self.at = 0
-        self.moves = 0
-
-    def place(self, n: int) -> None:
-        request_id = f"{self.tag}-{n}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                got = self.stubs[self.at].PlaceDatabase(cpb.PlaceDatabaseRequest(
-                    size_class="nano", request_id=request_id), timeout=10)
-            except grpc.RpcError as exc:
-                if exc.code() not in RETRY:
-                    raise
-                self.at = (self.at + 1) % len(self.stubs)
-                self.moves += 1
-                time.sleep(0.05)
-                continue
-            assert request_id not in self.ledger
-            self.ledger[request_id] = got.reservation_id
-            return
-        raise AssertionError(f"{request_id}: no coordinator answered")
-
 
 @pytest.fixture
 def store_url(pg_server: PgServer) -> str:

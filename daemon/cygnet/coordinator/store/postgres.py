@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from cygnet.coordinator.store.schema import statements
+from cygnet.coordinator.store.schema import TABLES, statements
 from cygnet.coordinator.store.sql import Row, SqlStore
 from cygnet.errors import Unavailable
 
@@ -71,10 +71,14 @@ class PostgresStore(SqlStore):
         for _ in range(pool_size):
             self._pool.put(self._connect())
         with self.transaction() as tx:
-            # CREATE ... IF NOT EXISTS still races between coordinators starting together.
-            tx.q("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
-            for stmt in statements("BIGINT", "DOUBLE PRECISION"):
-                tx.x(stmt)
+            # Even CREATE INDEX IF NOT EXISTS locks its table, and could deadlock with
+            # the batches of coordinators already serving: only a new schema is created.
+            found = tx.q("SELECT " + ", ".join(f"to_regclass('{t}')" for t in TABLES))
+            if any(x is None for x in found[0]):
+                # CREATE ... IF NOT EXISTS still races between coordinators starting together.
+                tx.q("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
+                for stmt in statements("BIGINT", "DOUBLE PRECISION"):
+                    tx.x(stmt)
 
     def _take(self) -> psycopg.Connection[Any]:
         conn = self._pool.get()

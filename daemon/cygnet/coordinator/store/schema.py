@@ -17,6 +17,9 @@ DB_COLUMNS = ("id, name, host_id, size_class, postgres_version, pool, memory_byt
               "disk_bytes, affinity_group, state, request_id, expires_at, created_at, "
               "main_branch_id, branch_count")
 
+# Every table: a store that lacks one gets the schema (all of it IF NOT EXISTS).
+TABLES = ("hosts", "databases", "branches", "leadership")
+
 _TABLES = """
 CREATE TABLE IF NOT EXISTS hosts (
   id TEXT PRIMARY KEY,
