@@ -27,6 +27,7 @@ from benchmarks.compare import charts, report
 from benchmarks.compare.density import measure_density
 from benchmarks.compare.methods import Method
 from benchmarks.compare.methods_cygnet import CygnetBranch, CygnetNewDatabase
+from benchmarks.compare.methods_pg18 import CreateDatabaseClone
 from benchmarks.compare.methods_postgres import (
     BaseBackup,
     CreateDatabaseCopy,
@@ -39,8 +40,8 @@ from tests.harness import WORK, Daemon, kill_postmasters_under
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 ALL_METHODS = ["cygnet_branch", "cygnet_new_database", "createdb_file_copy",
-               "createdb_wal_log", "pg_dump_restore", "pg_basebackup"]
-# Private ports: cygnetd's clusters take 61000-61199, the plain clusters 61500-61501.
+               "createdb_wal_log", "pg_dump_restore", "pg_basebackup", "createdb_file_copy_clone"]
+# Private ports: cygnetd's clusters take 61000-61199, the plain clusters 61500-61502.
 DAEMON_PORT_MIN, PLAIN_PORT = 61000, 61500
 GB = 1024 ** 3
 
@@ -86,7 +87,8 @@ def build_methods(keys: list[str], d: Daemon, workdir: Path) -> list[Method]:
         "createdb_file_copy": CreateDatabaseCopy("FILE_COPY"),
         "createdb_wal_log": CreateDatabaseCopy("WAL_LOG"),
         "pg_dump_restore": DumpRestore(workdir, PLAIN_PORT + 1),
-        "pg_basebackup": BaseBackup(workdir, PLAIN_PORT + 1)}
+        "pg_basebackup": BaseBackup(workdir, PLAIN_PORT + 1),
+        "createdb_file_copy_clone": CreateDatabaseClone(workdir, PLAIN_PORT + 2)}
     return [made[k] for k in keys]
 
 

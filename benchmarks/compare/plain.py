@@ -42,6 +42,9 @@ class PlainCluster:
 
     root: Path
     port: int
+    # Another major's binaries (the PostgreSQL 18 baseline), and `-c` settings.
+    bindir: Path = BINDIR
+    options: tuple[str, ...] = ()
 
     @property
     def pgdata(self) -> Path:
@@ -56,7 +59,7 @@ class PlainCluster:
 
     def initdb(self) -> None:
         chown_postgres(self.root)
-        as_postgres([str(BINDIR / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+        as_postgres([str(self.bindir / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                      "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
                      "--locale=C.UTF-8"], timeout=300)
 
@@ -67,9 +70,10 @@ class PlainCluster:
         log = self.root / "postgres.log"
         with open(log, "ab") as out:
             os.chown(log, user.uid, user.gid)
-            subprocess.Popen([str(BINDIR / "postgres"), "-D", str(self.pgdata),
+            subprocess.Popen([str(self.bindir / "postgres"), "-D", str(self.pgdata),
                               "-p", str(self.port), "-k", str(self.sockdir),
-                              "-c", "listen_addresses="],
+                              "-c", "listen_addresses=",
+                              *[arg for opt in self.options for arg in ("-c", opt)]],
                              user=user.uid, group=user.gid, extra_groups=[], cwd="/",
                              stdout=out, stderr=out, start_new_session=True)
         wait_query(self.conninfo(), timeout=timeout)
@@ -82,7 +86,7 @@ class PlainCluster:
     def stop(self) -> None:
         """Fast shutdown; an already-stopped cluster is fine."""
         if (self.pgdata / "postmaster.pid").exists():
-            subprocess.run([str(BINDIR / "pg_ctl"), "-D", str(self.pgdata), "stop",
+            subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "stop",
                             "-m", "fast", "-t", "60"], user=postgres_user().uid,
                            capture_output=True, cwd="/", timeout=120)
 

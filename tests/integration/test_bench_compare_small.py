@@ -12,7 +12,7 @@ import pytest
 from tests.harness import REPO
 
 METHODS = {"cygnet_branch", "cygnet_new_database", "createdb_file_copy", "createdb_wal_log",
-           "pg_dump_restore", "pg_basebackup"}
+           "pg_dump_restore", "pg_basebackup", "createdb_file_copy_clone"}
 
 
 def test_bench_compare_small(tmp_path: Path) -> None:
