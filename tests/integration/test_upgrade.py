@@ -16,6 +16,7 @@ from cygnet.api.v1 import agent_pb2 as pb
 from tests.conftest import unique
 from tests.harness import Daemon, query
 from tests.integration.backup_helpers import create_backup, restore
+from tests.integration.test_cli_support import assert_one_error_line, cygnet
 
 pytestmark = pytest.mark.integration
 
@@ -50,17 +51,21 @@ def source(daemon) -> Iterator[pb.CreateDatabaseResponse]:
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
 
 
-def test_upgrade_rehearsal_from_15_to_18(stub, source) -> None:
+def test_upgrade_rehearsal_from_15_to_18(daemon: Daemon, stub, source) -> None:
     name = source.database.name
-    resp = stub.CreateBranch(pb.CreateBranchRequest(database=name, name="pg18",
-                                                    upgrade_to="18"), timeout=300)
-    up, conn, report = resp.branch, resp.connection, resp.upgrade
-    assert up.postgres_version == "18" == major(conn)
-    assert (report.from_version, report.to_version) == ("15", "18") and report.seconds > 0
-    assert any(c.startswith("Checking database connection settings") for c in report.checks)
-    assert all(c.endswith(": ok") for c in report.checks), report.checks
-    assert "adminpack" in report.missing_extensions
-    assert report.new_system_identifier != report.old_system_identifier != ""
+    out = cygnet(daemon, "branch", "create", f"{name}/pg18", "--upgrade-to", "18", "--json",
+                 timeout=300).json()
+    up, report = out["branch"], out["upgrade"]
+    conn = stub.GetConnection(pb.GetConnectionRequest(
+        branch=pb.BranchRef(database=name, name="pg18")))
+    assert up["postgres_version"] == "18" == major(conn)
+    assert (report["from_version"], report["to_version"]) == ("15", "18")
+    assert report["seconds"] > 0
+    checks = report["checks"]
+    assert any(c.startswith("Checking database connection settings") for c in checks)
+    assert all(c.endswith(": ok") for c in checks), checks
+    assert "adminpack" in report["missing_extensions"]
+    assert report["new_system_identifier"] != report["old_system_identifier"] != ""
     # Same data, same extension, TLS as everywhere.
     assert query(conn, "select count(*) from pgbench_accounts") == [(100000,)]
     assert query(conn, "select h = encode(digest('cygnet', 'sha256'), 'hex') from secrets") \
@@ -112,7 +117,7 @@ def test_an_upgraded_branch_backs_up_as_its_own_major(daemon: Daemon, stub, sour
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=copy), timeout=120)
 
 
-def test_refusals_name_the_versions(stub, source) -> None:
+def test_refusals_name_the_versions(daemon: Daemon, stub, source) -> None:
     name = source.database.name
 
     def upgrade(to: str, branch: str = "bad") -> grpc.RpcError:
@@ -122,6 +127,9 @@ def test_refusals_name_the_versions(stub, source) -> None:
     err = upgrade("19")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "upgrade_to" in (err.details() or "") and "15, 16, 17, 18" in (err.details() or "")
+    assert_one_error_line(
+        cygnet(daemon, "branch", "create", f"{name}/bad", "--upgrade-to", "14", expect=None),
+        "PostgreSQL 14 is not installed", "15, 16, 17, 18")
     err = upgrade("15")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "already runs PostgreSQL 15" in (err.details() or "")
