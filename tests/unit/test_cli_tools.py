@@ -22,6 +22,7 @@ def test_hoist_globals() -> None:
     assert hoist_globals(["connect", "x", "--psql", "--", "--json"]) == [
         "connect", "x", "--psql", "--", "--json"]
     assert hoist_globals(["status", "--context=a"]) == ["--context=a", "status"]
+    assert hoist_globals(["db", "list", "--socket", "/s"]) == ["--socket", "/s", "db", "list"]
 
 
 def test_pgpass_replaces_in_place(tmp_path: Path) -> None:
@@ -85,3 +86,27 @@ def test_plain_tables_look_as_rich_draws_them(capsys: pytest.CaptureFixture[str]
     drawn_rich = capsys.readouterr().out
     assert drawn_plain == drawn_rich
     assert "\x1b[" not in drawn_plain and drawn_plain.splitlines()[0] == "Title"
+
+
+def test_hoisted_options_are_the_roots_and_no_subcommands() -> None:
+    import click
+
+    from cygnet.cli.app import cli
+    from cygnet.cli.main import GLOBAL_FLAGS, GLOBAL_WITH_VALUE
+
+    root = {o for p in cli.params if isinstance(p, click.Option) for o in p.opts}
+    assert root >= GLOBAL_FLAGS | GLOBAL_WITH_VALUE
+
+    def walk(command: click.Command, path: str) -> None:
+        for p in command.params:
+            if isinstance(p, click.Option) and path:
+                clash = set(p.opts) & GLOBAL_WITH_VALUE
+                assert not clash, f"{path} has its own {clash}"
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, f"{path} {name}")
+
+    walk(cli, "")

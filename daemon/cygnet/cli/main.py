@@ -13,10 +13,12 @@ import click
 
 from cygnet.cli.errors import CliError, Exit
 
-# Global flags accepted anywhere on the line (`cygnet db list --debug`): moved to the front
-# before click parses, up to a `--` (what follows belongs to psql).
+# The root's options accepted anywhere on the line (`cygnet db list --debug --host h`): moved
+# to the front before click parses, up to a `--` (what follows belongs to psql). No
+# subcommand has an option of these names (a unit test checks).
 GLOBAL_FLAGS = {"--debug", "--json"}
-GLOBAL_WITH_VALUE = {"--context"}
+GLOBAL_WITH_VALUE = {"--context", "--socket", "--host", "--ca", "--cert", "--key",
+                     "--server-name", "--timeout", "--coordinator"}
 
 
 def hoist_globals(argv: list[str]) -> list[str]:
