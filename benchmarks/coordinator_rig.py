@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 from cygnet.coordinator.models import GB_UNIT, Capacity, PoolInfo, Registration
 from cygnet.coordinator.store import open_store
 from tests.e2e.fleet import Coordinator, Pki
-from tests.harness import free_port
+from tests.harness import VENV_BIN, free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -72,6 +73,29 @@ def free_lead(store_url: str) -> None:
         store.close()
 
 
+class QuietCoordinator(Coordinator):
+    """The tests' coordinator process, logging at INFO: DEBUG logs every call, and
+    that would be measured too."""
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cert, key = self.pki.issue("coordinator", "coordinator", *[
+            a.rpartition(":")[0] for a in self.listen])
+        listen = ",".join([f"unix:{self.socket}", *self.listen])
+        argv = [str(VENV_BIN / "cygnet-coordinator"), "--log-level", "INFO", "serve",
+                "--listen", listen, "--store", self.store, "--tls-cert", str(cert),
+                "--tls-key", str(key), "--tls-ca", str(self.pki.ca),
+                "--role", "client/tester=admin", "--audit-log", str(self.audit_path),
+                *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"coordinator did not start:\n{self.tail()}")
+            time.sleep(0.05)
+
+
 class Proc:
     """CPU seconds and resident memory of one process, from /proc/PID/stat."""
 
@@ -103,7 +127,7 @@ def coordinator(base: Path, store_url: str, *extra: str, wait_index: bool = True
     pki_dir = base / "pki"
     pki = Pki(pki_dir) if (pki_dir / "ca.pem").exists() else Pki.create(pki_dir)
     address = f"127.0.0.1:{free_port()}"
-    c = Coordinator(base / f"c-{time.monotonic_ns()}", pki, store_url, listen=[address],
+    c = QuietCoordinator(base / f"c-{time.monotonic_ns()}", pki, store_url, listen=[address],
                     extra_args=["--heartbeat-interval", "3600", *extra])
     c.start(timeout=60)
     try:
