@@ -228,18 +228,6 @@ def test_concurrent_placements_never_overcommit(make_store: Factory) -> None:
     assert host is not None and host.memory_reserved == 5 * NANO.memory_bytes
 
 
-def test_leadership_fails_over(make_store: Factory) -> None:
-    first, second = make_store(), make_store()
-    assert first.try_lead()
-    assert first.try_lead()
-    assert not second.try_lead()
-    first.close()  # the leader dies: its lock goes with its session
-    deadline = time.monotonic() + 10
-    while not second.try_lead():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def test_ranking_in_sql_matches_scoring(make_store: Factory) -> None:
     """The store's SQL fast path picks what scoring.choose picks."""
     import random

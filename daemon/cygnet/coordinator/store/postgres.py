@@ -1,18 +1,17 @@
 """The shared store: PostgreSQL through psycopg, for several coordinators.
 
-Every coordinator serves the API; placements serialize on a transaction-level
-advisory lock, so coordinators sharing the database never overcommit a host.
-One coordinator is the leader and runs the housekeeping (marking silent hosts
-unavailable, expiring reservations): it holds a session-level advisory lock
-on its own connection. When the leader dies its session ends, PostgreSQL
-drops the lock and the next coordinator to try takes over.
+Every coordinator serves the API. The store's placement transaction (the
+followers' path) serializes on a transaction-level advisory lock; every
+reservation is a conditional update of its host row, so coordinators sharing
+the database never overcommit a host. Leadership is the lease in the
+`leadership` table (store/reserve.py, coordinator/leadership.py), not a
+session lock: a paused process keeps its session, and would keep such a lock.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +26,6 @@ log = logging.getLogger("cygnet.coordinator.store")
 
 # Advisory lock keys: arbitrary, fixed, and shared by every coordinator.
 PLACEMENT_LOCK = 0x6379676E01
-LEADER_LOCK = 0x6379676E02
 SCHEMA_LOCK = 0x6379676E03
 
 
@@ -66,8 +64,6 @@ class PostgresStore(SqlStore):
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
         self.dsn = dsn
         self._pool: queue.Queue[psycopg.Connection[Any]] = queue.Queue()
-        self._leader: psycopg.Connection[Any] | None = None
-        self._leader_lock = threading.Lock()
         for _ in range(pool_size):
             self._pool.put(self._connect())
         with self.transaction() as tx:
@@ -110,35 +106,6 @@ class PostgresStore(SqlStore):
         finally:
             self._pool.put(conn)
 
-    def try_lead(self) -> bool:
-        with self._leader_lock:
-            try:
-                if self._leader is not None and not self._leader.broken:
-                    # Still our session, so still our lock.
-                    self._leader.execute("SELECT 1")
-                    return True
-            except psycopg.Error:
-                log.warning("lost the leader connection")
-            self._drop_leader()
-            try:
-                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
-            except psycopg.Error as exc:
-                log.warning("leadership check failed: %s", exc)
-                return False
-            if row and row[0]:
-                self._leader = conn
-                return True
-            conn.close()
-            return False
-
-    def _drop_leader(self) -> None:
-        if self._leader is not None:
-            self._leader.close()
-            self._leader = None
-
     def close(self) -> None:
-        with self._leader_lock:
-            self._drop_leader()
         while not self._pool.empty():
             self._pool.get().close()

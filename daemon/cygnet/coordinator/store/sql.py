@@ -89,10 +89,6 @@ class SqlStore(ABC):
         """One transaction; `placement` also takes the store-wide placement lock."""
 
     @abstractmethod
-    def try_lead(self) -> bool:
-        """True while this process holds leadership (housekeeping runs only there)."""
-
-    @abstractmethod
     def close(self) -> None: ...
 
     # --- hosts ----------------------------------------------------------------

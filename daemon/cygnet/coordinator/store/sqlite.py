@@ -2,13 +2,11 @@
 
 Writes use BEGIN IMMEDIATE, which takes SQLite's write lock up front, so a
 placement's read-score-reserve is atomic even against another coordinator
-process on the same file. Leadership is an flock on FILE.leader.
+process on the same file. Leadership is the lease in the `leadership` table.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -42,7 +40,6 @@ class SqliteStore(SqlStore):
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                      timeout=30)
         self._lock = threading.Lock()
-        self._leader_fd: int | None = None
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
             self._conn.execute(f"PRAGMA {pragma}")
         with self.transaction() as tx:
@@ -61,20 +58,5 @@ class SqliteStore(SqlStore):
                 raise
             cur.execute("COMMIT")
 
-    def try_lead(self) -> bool:
-        if self._leader_fd is not None:
-            return True
-        fd = os.open(f"{self.path}.leader", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._leader_fd = fd
-        return True
-
     def close(self) -> None:
-        if self._leader_fd is not None:
-            os.close(self._leader_fd)
-            self._leader_fd = None
         self._conn.close()
