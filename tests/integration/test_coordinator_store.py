@@ -250,9 +250,9 @@ def test_ranking_in_sql_matches_scoring(make_store: Factory) -> None:
 # --- batched reservations, the lease and its fence (store/reserve.py) ---------------------
 
 
-def item(host_id: str, name: str | None = None) -> reserve.Item:
+def item(host_id: str, name: str | None = None, request_id: str = "") -> reserve.Item:
     values = list(entry_values(reservation(name)))
-    values[2] = host_id
+    values[2], values[10] = host_id, request_id
     return reserve.Item(tuple(values), host_id, NANO.memory_bytes, NANO.disk_bytes)
 
 
@@ -273,6 +273,12 @@ def test_batch_reserves_only_where_room_is_left(make_store: Factory) -> None:
     assert (roomy.db_count, tight.db_count) == (3, 2)
     assert roomy.memory_reserved == 3 * NANO.memory_bytes
     assert roomy.pending_disk == 3 * NANO.disk_bytes
+    # A request id placed before gets its first reservation back, and nothing new.
+    first = item("roomy", request_id="req-1")
+    assert store.commit_batch(epoch, [first]) == ["ok"]
+    again = store.commit_batch(epoch, [item("tight", request_id="req-1")])
+    assert again == [f"retry {first.values[0]} roomy"]
+    assert store.get_host("roomy").db_count == 4  # type: ignore[union-attr]
 
 
 def test_lease_moves_and_the_old_epoch_is_fenced(make_store: Factory) -> None:

@@ -114,11 +114,13 @@ class Placer:
 
     # --- placing ------------------------------------------------------------------------
 
-    async def place(self, req: PlaceRequest, excluded: set[str]) -> scoring.Choice:
+    async def place(self, req: PlaceRequest, excluded: set[str]
+                    ) -> tuple[scoring.Choice, str]:
+        """The choice and its reservation id (an earlier one for a retried request id)."""
         for _ in range(RETRIES):
             choice = self.index.choose(req.demand, req.version, req.constraints, excluded)
             if req.reservation is None:
-                return choice
+                return choice, ""
             group = req.constraints.anti_affinity_group
             self.index.adjust(choice.host_id, req.demand, +1, group)
             values = list(entry_values(req.reservation))
@@ -127,8 +129,11 @@ class Placer:
                                 req.demand.disk_bytes)
             outcome = await self._submit(item)
             if outcome == reserve.OK:
-                return choice
+                return choice, req.reservation.id
             self.index.adjust(choice.host_id, req.demand, -1)
+            if outcome.startswith(reserve.RETRY):
+                _, first, host = outcome.split(" ", 2)
+                return scoring.Choice(host, "", 1.0, "retry of an earlier request", 0, 0), first
             if outcome == reserve.EXISTS:
                 raise AlreadyExists(f"database {req.reservation.name!r} exists already")
             await self.refresh(choice.host_id)

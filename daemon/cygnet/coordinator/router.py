@@ -64,8 +64,11 @@ class Router:
                     name: str | None = None, request_id: str = "") -> Placed:
         demand = Demand.for_size(size)
         reservation = None
-        if request_id and not dry_run:
+        placer = self.leadership.active_placer() if self.leadership else None
+        if request_id:
             validate_request_id("request_id", request_id)
+        if request_id and not dry_run and placer is None:
+            # (The leader looks request ids up in its batch: no extra round trip.)
             found = await asyncio.to_thread(self.store.find_request, request_id)
             if found is not None:
                 # A retry, maybe to another coordinator after a leader change: the first answer.
@@ -79,11 +82,9 @@ class Router:
                 group=constraints.anti_affinity_group, state="reserved", request_id=request_id,
                 expires_at=now + self.config.reservation_ttl, created_at=now)
         req = PlaceRequest(demand, _version(version), constraints, reservation)
-        placer = self.leadership.active_placer() if self.leadership else None
         if placer is not None:
-            choice = await placer.place(req, await self._avoided(constraints))
-        else:
-            choice = await asyncio.to_thread(self.store.place, req)
+            return Placed(*await placer.place(req, await self._avoided(constraints)))
+        choice = await asyncio.to_thread(self.store.place, req)
         return Placed(choice, reservation.id if reservation else "")
 
     async def _avoided(self, constraints: Constraints) -> set[str]:

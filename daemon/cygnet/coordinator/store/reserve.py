@@ -5,6 +5,8 @@ A batch reserves many placements in three statements, whatever its size:
   2. one conditional UPDATE of the hosts, per host the sum of its placements,
      that only matches while the host still has room for all of them;
   3. one INSERT of the reservations (ON CONFLICT DO NOTHING: a taken name).
+A request id placed before (by any coordinator, in any epoch) is answered
+with that first reservation instead ("retry RESERVATION HOST").
 A host that no longer has room (another coordinator filled it) is left
 untouched and its placements are answered "full" so the leader retries them
 elsewhere: the store, not any cache, decides whether a host has room.
@@ -50,7 +52,7 @@ class Dialect:
     now: str  # the database's clock, in seconds since the epoch
 
 
-OK, FULL, EXISTS = "ok", "full", "exists"
+OK, FULL, EXISTS, RETRY = "ok", "full", "exists", "retry"
 
 _INSERT_HEAD = f"INSERT INTO databases ({DB_COLUMNS}) VALUES "
 _ROW = "(" + ", ".join("?" * 15) + ")"
@@ -62,8 +64,10 @@ def commit_batch(tx: Tx, dialect: Dialect, epoch: int, items: Sequence[Item]) ->
     if epoch and tx.x("UPDATE leadership SET epoch = epoch WHERE id = 1 AND epoch = ?",
                       epoch) != 1:
         raise Fenced("this coordinator is no longer the leader; retry the request")
-    roomy = add_to_hosts(tx, dialect, totals(items), conditional=True)
-    placed = [it for it in items if it.host_id in roomy]
+    earlier = _earlier(tx, items)
+    fresh = [it for it in items if str(it.values[10]) not in earlier]
+    roomy = add_to_hosts(tx, dialect, totals(fresh), conditional=True)
+    placed = [it for it in fresh if it.host_id in roomy]
     inserted: set[str] = set()
     if placed:
         sql = (_INSERT_HEAD + ", ".join([_ROW] * len(placed))
@@ -73,8 +77,19 @@ def commit_batch(tx: Tx, dialect: Dialect, epoch: int, items: Sequence[Item]) ->
     if taken:
         # Their names were taken meanwhile: give their room back.
         add_to_hosts(tx, dialect, totals(taken, -1), conditional=False)
-    return [OK if str(it.values[0]) in inserted else EXISTS if it.host_id in roomy else FULL
-            for it in items]
+    return [earlier.get(str(it.values[10])) or (
+        OK if str(it.values[0]) in inserted else EXISTS if it.host_id in roomy else FULL)
+        for it in items]
+
+
+def _earlier(tx: Tx, items: Sequence[Item]) -> dict[str, str]:
+    """Request ids placed before (by any coordinator): RETRY + "reservation host"."""
+    ids = sorted({str(it.values[10]) for it in items if it.values[10]})
+    if not ids:
+        return {}
+    rows = tx.q("SELECT request_id, id, host_id FROM databases WHERE request_id IN "
+                f"({', '.join('?' * len(ids))})", *ids)
+    return {str(rid): f"{RETRY} {res} {host}" for rid, res, host in rows}
 
 
 def totals(items: Sequence[Item], sign: int = 1) -> dict[str, list[int]]:
