@@ -8,17 +8,23 @@ a completion must never print an error or hang the shell.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem
 
-from cygnet.cli.client import Client
 from cygnet.cli.target import DEFAULT_SOCKET, Target
+
+if TYPE_CHECKING:  # loaded when completing, not by every command that offers completion
+    from click.shell_completion import CompletionItem
+
+    from cygnet.cli.client import Client
 
 TIMEOUT = 2.0
 
 
 def _client(ctx: click.Context) -> Client:
+    from cygnet.cli.client import Client
+
     params = ctx.find_root().params
     target = Target(Path(params.get("socket_path") or DEFAULT_SOCKET), params.get("host"),
                     params.get("ca"), params.get("server_name"))
@@ -26,6 +32,8 @@ def _client(ctx: click.Context) -> Client:
 
 
 def _names(ctx: click.Context, incomplete: str, branches: bool) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     client = _client(ctx)
     try:
         if branches and "/" in incomplete:

@@ -8,7 +8,6 @@ destroyed, as `zfs destroy -nv` does, and changes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +33,8 @@ def confirm(action: str, doomed: Callable[[], list[str]], *, yes: bool, dry_run:
     if dry_run:
         items = doomed()
         if json_output:
+            import json
+
             click.echo(json.dumps({"dry_run": True, "action": action,
                                    "would_destroy": items}, indent=2, ensure_ascii=False))
         else:

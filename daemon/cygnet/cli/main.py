@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-
-import click
+from typing import TYPE_CHECKING
 
 from cygnet.cli.errors import CliError, Exit
+
+if TYPE_CHECKING:
+    import click
 
 # The root's options accepted anywhere on the line (`cygnet db list --debug --host h`): moved
 # to the front before click parses, up to a `--` (what follows belongs to psql). No
@@ -47,6 +49,8 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def _fail(message: str, code: int) -> int:
+    import click
+
     click.echo(f"cygnet: error: {message}", err=True)
     return code
 
@@ -63,12 +67,20 @@ def _traceback() -> None:
 
 
 def run(argv: list[str]) -> int:
+    if argv in (["--version"], ["-V"]):
+        # Scripts and health checks ask this in loops: answered before click is loaded.
+        from cygnet import __version__
+
+        sys.stdout.write(f"cygnet {__version__}\n")
+        return 0
     argv = hoist_globals(argv)
     debug = _debug_requested(argv)
     if not debug:
         # gRPC core logs handshake and connection failures itself; we report them once.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     # Imported only now: grpc reads GRPC_VERBOSITY when it is loaded.
+    import click
+
     from cygnet.cli.app import cli
 
     try:

@@ -11,7 +11,6 @@ only for a terminal, or for a renderable only it can draw (trees, groups).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -99,6 +98,8 @@ def console(stderr: bool = False) -> Console:
 
 
 def emit_json(value: Any) -> None:
+    import json  # only for --json
+
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
