@@ -41,6 +41,11 @@ class CreateDatabaseClone:
                                     options=("file_copy_method=clone",))
         self.loaded = ""  # the source label whose data the cluster holds
 
+    def prepare(self, source: Source) -> None:
+        """Loads `source`'s pgbench scale into the 18 cluster (runner.measure_size)."""
+        if self.loaded != source.label:
+            self._load(source)
+
     def _load(self, source: Source) -> None:
         if not self.loaded:
             self.cluster.initdb()
@@ -53,8 +58,7 @@ class CreateDatabaseClone:
         self.loaded = source.label
 
     def copy(self, source: Source, index: int) -> Copy:
-        if self.loaded != source.label:
-            self._load(source)
+        self.prepare(source)
         plain, name = self.cluster, f"copy{index}"
         started = time.perf_counter()
         plain.sql(f"create database {name} template {PLAIN_DB} strategy file_copy")

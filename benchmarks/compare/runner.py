@@ -63,6 +63,12 @@ def measure_size(d: Daemon, plain: PlainCluster, methods: Sequence[Method], mega
     source = load_source(d, plain, megabytes)
     samples: dict[str, list[dict[str, Any]]] = {m.key: [] for m in methods}
     try:
+        for method in methods:
+            # A method with a cluster of its own loads the source there first,
+            # outside the measured copies.
+            prepare = getattr(method, "prepare", None)
+            if prepare is not None:
+                prepare(source)
         # Interleaved rounds, so every method sees the same cache and pool state.
         for index in range(repeat):
             for method in methods:
