@@ -48,6 +48,10 @@ def test_each_major_creates_branches_resets_backs_up_and_restores(
     try:
         assert db.database.postgres_version == version == db.main_branch.postgres_version
         assert major(db.connection) == version and uses_tls(db.connection)
+        if int(version) >= 17:  # the settings only newer majors know
+            assert query(db.connection, "show summarize_wal") == [("off",)]
+        if int(version) >= 18:
+            assert query(db.connection, "show io_method") == [("worker",)]
         query(db.connection, "create table t(v text); insert into t values ('main')")
 
         br = stub.CreateBranch(pb.CreateBranchRequest(database=name, name="b"), timeout=60)

@@ -80,7 +80,7 @@ class Clusters:
             port=branch.port, listen_addresses=self.listen_addresses,
             socket_dir=self.socket_dir(branch), size=size_class(db.size_class),
             logical_workers_enabled=workers, tls=self.tls,
-            major=int(db.version_of(branch) or 0),
+            major=int(db.version_of(branch).split(".")[0] or 0),
         )
 
     def bindir(self, db: DatabaseRecord, branch: BranchRecord | None = None) -> Path:

@@ -42,6 +42,11 @@ class UpgradeReport:
     new_system_identifier: str
 
 
+def _key(version: str) -> tuple[int, ...]:
+    # Installed names are digits and dots ("9.6", "18"); the database's too.
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def check_parent(db: DatabaseRecord, parent: BranchRecord, upgrade_to: str,
                  postgres_root: Path) -> str:
     """Refuses what a branch cannot be made from; returns the target major ("": none).
@@ -62,7 +67,7 @@ def check_parent(db: DatabaseRecord, parent: BranchRecord, upgrade_to: str,
         shown = upgrade_to if upgrade_to.isdigit() else repr(upgrade_to)
         raise InvalidArgument("upgrade_to", f"PostgreSQL {shown} is not installed on this host;"
                               f" available: {', '.join(installed) or 'none'}")
-    if int(upgrade_to) <= int(source):
+    if _key(upgrade_to) <= _key(source):
         what = "already runs" if upgrade_to == source else "cannot be downgraded to"
         raise InvalidArgument("upgrade_to", f"branch {parent.name!r} {what} PostgreSQL "
                               f"{upgrade_to}: it runs {source}; upgrades go to a newer major")
@@ -91,7 +96,7 @@ async def upgrade_clone(host: Host, db: DatabaseRecord, branch: BranchRecord, ta
         raise FailedPrecondition(
             f"PostgreSQL {target} has no extension {where}, created on PostgreSQL "
             f"{source}: drop it before upgrading, or install it for {target}")
-    result = await pgup.upgrade_cluster(old_bin, new_bin, int(target), files.pgdata,
+    result = await pgup.upgrade_cluster(old_bin, new_bin, _key(target)[0], files.pgdata,
                                         files.log_file, branch.port, clusters.socket_dir(branch))
     branch.version = target
     await host.zfs.set_props(branch.dataset, {L.P_VERSION: target})
