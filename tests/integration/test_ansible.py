@@ -185,6 +185,29 @@ class Prober(threading.Thread):
             time.sleep(0.05)
 
 
+def check_postgres_certificates_and_wheelhouse(fleet: Fleet) -> None:
+    """Each host's Postgres has a fleet certificate of its own (no fallback to the
+    host's key), which no API accepts; hosts installed from the controller's wheelhouse."""
+    from cryptography import x509
+
+    etc = fleet.base / "etc"
+    identities = {f"client/{n}-{fleet.tag}-postgres" for n in ("a", "b")}
+    for name in ("a", "b"):
+        service = fleet.service(name)
+        assert f'postgres_tls_cert = "{etc}/{service}/postgres.pem"' in (
+            etc / f"{service}.toml").read_text()
+        assert identities <= set((etc / service / "revoked").read_text().split())
+        served = x509.load_pem_x509_certificate(
+            (fleet.base / name / "state/postgres-tls/server.crt").read_bytes())
+        assert served.subject.rfc4514_string() == f"CN=client/{name}-{fleet.tag}-postgres"
+        log = Path(f"/var/log/cygnet/{service}.log").read_text()
+        assert "serves the fleet host certificate" not in log
+    assert identities <= set((etc / fleet.service("coord") / "revoked").read_text().split())
+    wheelhouse = fleet.wheel.parent / "wheelhouse"
+    assert list(wheelhouse.glob("systemd_python-*.whl"))
+    assert not list(wheelhouse.glob("cygnet-*.whl"))
+
+
 def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -> None:
     t0 = time.monotonic()
     first = fleet.playbook("site.yml")
@@ -200,6 +223,7 @@ def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -
     with psycopg.connect(conn.uri, autocommit=True) as c:
         c.execute("create table t(x int); insert into t values (1)")
     _create_database(fleet.socket("b"), "other")
+    check_postgres_certificates_and_wheelhouse(fleet)  # installed at a first cluster start
     postmasters = postmaster_pids(fleet.base / "a" / "mnt")
     daemons = {n: fleet.pidfile(n).read_text() for n in ("a", "b")}
 
