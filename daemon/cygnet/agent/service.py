@@ -246,7 +246,7 @@ class AgentService:
                 raise FailedPrecondition(
                     f"branch {branch.name!r} runs PostgreSQL {db.version_of(branch)} and its "
                     f"parent {db.version}: reset it to one of its own snapshots, or delete it "
-                    "and create it again with upgrade_to")
+                    "and create it again with upgrade_to (--upgrade-to)")
             await reset.reset_branch(self.host, db, branch, snapshot)
             await self.host.refresh_space(branch)
             return self.view(db, branch)
