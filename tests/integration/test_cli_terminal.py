@@ -80,11 +80,12 @@ COMMANDS = [
     ["branch", "show"], ["branch", "reset"], ["branch", "start"], ["branch", "stop"],
     ["branch", "rm"], ["snapshot"], ["snapshot", "create"], ["snapshot", "list"],
     ["snapshot", "rm"], ["connect"], ["host"], ["host", "status"], ["version"],
-    ["completion"],
+    ["completion"], ["status"], ["context"], ["context", "list"],
 ]
 WITH_EXAMPLES = {("db", "create"), ("db", "list"), ("db", "rm"), ("branch", "create"),
                  ("branch", "reset"), ("branch", "rm"), ("branch", "tree"),
-                 ("snapshot", "create"), ("connect",), ("completion",), ()}
+                 ("snapshot", "create"), ("connect",), ("completion",), ("status",),
+                 ("context",), ()}
 
 
 def test_help_of_every_command() -> None:
@@ -96,7 +97,8 @@ def test_help_of_every_command() -> None:
         if tuple(args) in WITH_EXAMPLES:
             assert "Example" in out or "Quick tour" in out or "Setup" in out, args
     top = cygnet(None, "--help").out
-    for noun in ("db", "branch", "snapshot", "connect", "host", "version", "completion"):
+    for noun in ("db", "branch", "snapshot", "connect", "host", "version", "completion",
+                 "status", "context"):
         assert f"  {noun} " in top
     assert "Exit codes" in top
 
