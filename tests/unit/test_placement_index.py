@@ -70,3 +70,14 @@ def test_requests_no_host_could_serve_name_the_field() -> None:
     with pytest.raises(InvalidArgument) as err:
         index.choose(huge, "", Constraints(), set())
     assert err.value.field == "size_class"
+
+
+def test_eligible_counts_available_undrained_hosts() -> None:
+    index = fleet(random.Random(5), 6)  # h000 is drained (i % 17 == 0)
+    nano = Demand.for_size("nano")
+    assert index.choose(nano, "", Constraints(), set()).eligible == 5
+    index.set_state("h001", drained=True)
+    index.set_state("h002", available=False)
+    assert index.choose(nano, "", Constraints(), set()).eligible == 3
+    index.set_state("h001", drained=False)
+    assert index.choose(nano, "", Constraints(), set()).eligible == 4

@@ -85,6 +85,8 @@ class PlacementIndex:
         self.hosts: dict[str, IndexedHost] = {}
         self._heaps: dict[Bucket, list[Entry]] = defaultdict(list)
         self._members: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # Available, undrained members: what Choice.eligible counts (fit aside).
+        self._placeable: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._labels: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._groups: dict[str, set[str]] = defaultdict(set)
         # The largest host seen: a size above it is impossible, not a full fleet.
@@ -99,6 +101,7 @@ class PlacementIndex:
             host.rev, host.groups = old.rev + 1, old.groups
             for zv in old.buckets():
                 self._members[zv].discard(old.id)
+                self._placeable[zv].discard(old.id)
             for kv in old.labels.items():
                 self._labels[kv].discard(old.id)
         self.hosts[host.id] = host
@@ -106,6 +109,8 @@ class PlacementIndex:
                          max(self._largest[1], host.disk_size))
         for zv in host.buckets():
             self._members[zv].add(host.id)
+            if host.placeable:
+                self._placeable[zv].add(host.id)
         for kv in host.labels.items():
             self._labels[kv].add(host.id)
         self._push(host)
@@ -136,6 +141,11 @@ class PlacementIndex:
             return
         h.available = h.available if available is None else available
         h.drained = h.drained if drained is None else drained
+        for zv in h.buckets():
+            if h.placeable:
+                self._placeable[zv].add(h.id)
+            else:
+                self._placeable[zv].discard(h.id)
         h.rev += 1
         self._push(h)
 
@@ -185,7 +195,8 @@ class PlacementIndex:
             heapq.heappush(heap, entry)
         if found is None:
             return self._scan(self._members[zv], demand, c, excluded)
-        eligible = len(self._members[zv])
+        placeable = self._placeable[zv]
+        eligible = len(placeable) - len(excluded & placeable)
         return scoring.describe(found.candidate(), None, demand, eligible)
 
     def _excluded(self, c: Constraints) -> set[str]:

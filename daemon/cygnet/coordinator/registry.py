@@ -104,6 +104,9 @@ class Registry:
         entries = [entry_from_database(host.id, d) for d in dbs.databases]
         ids = {b.id: b.database_id for b in branches.branches}
         await asyncio.to_thread(self.store.replace_host_catalog, host.id, entries, ids)
+        placer = self.leadership.active_placer()
+        if placer is not None:
+            await placer.refresh(host.id)  # the host's real databases count in the index
         log.info("catalog of host %s: %d databases", host.id, len(entries))
 
     # --- leader housekeeping ---------------------------------------------------
