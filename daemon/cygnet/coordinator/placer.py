@@ -30,6 +30,7 @@ from cygnet.errors import AlreadyExists, Unavailable
 log = logging.getLogger("cygnet.coordinator.placer")
 
 MAX_BATCH = 500
+LOAD_SLICE = 200
 RETRIES = 5
 
 Pending = tuple[reserve.Item, "asyncio.Future[str]"]
@@ -60,20 +61,19 @@ class Placer:
         self._writer: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
-        # Built in a thread: 10,000 hosts take a moment, and placements go on meanwhile.
-        self.index = await asyncio.to_thread(self._build)
-        self._writer = asyncio.create_task(self._write_loop())
-        log.info("placement index loaded: %d hosts (epoch %d)", len(self.index.hosts),
-                 self.epoch)
-
-    def _build(self) -> PlacementIndex:
+        hosts, groups = await asyncio.to_thread(self.store.index_rows)
         index = PlacementIndex()
-        hosts, groups = self.store.index_rows()
-        for row in hosts:
-            index.put(indexed(row))
+        # Built on the loop in slices: a thread would hold the GIL against the
+        # placements going on meanwhile (seconds at 10,000 hosts).
+        for start in range(0, len(hosts), LOAD_SLICE):
+            for row in hosts[start:start + LOAD_SLICE]:
+                index.put(indexed(row))
+            await asyncio.sleep(0)
         for group, host_id in groups:
             index.add_group(str(group), str(host_id))
-        return index
+        self.index = index
+        self._writer = asyncio.create_task(self._write_loop())
+        log.info("placement index loaded: %d hosts (epoch %d)", len(index.hosts), self.epoch)
 
     async def close(self, drain: bool = False) -> None:
         """Stops placing; with `drain`, what is queued is committed first."""
