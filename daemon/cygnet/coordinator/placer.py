@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 from collections.abc import Sequence
 
@@ -72,6 +73,9 @@ class Placer:
         for group, host_id in groups:
             index.add_group(str(group), str(host_id))
         self.index = index
+        # Hundreds of thousands of long-lived objects (heap entries, hosts): out of
+        # the cyclic collector's reach, or a full collection stalls placements.
+        gc.freeze()
         self._writer = asyncio.create_task(self._write_loop())
         log.info("placement index loaded: %d hosts (epoch %d)", len(index.hosts), self.epoch)
 
