@@ -22,6 +22,7 @@ from cygnet.agent.timing import StepTimer
 from cygnet.agent.upgrade import check_parent, upgrade_clone
 from cygnet.errors import AlreadyExists, CygnetError, FailedPrecondition, NotFound
 from cygnet.names import is_id, shown, validate_name
+from cygnet.states import Desired
 from cygnet.zfs import DatasetNotFound, HasDependents
 
 log = logging.getLogger("cygnet.agent")
@@ -91,7 +92,7 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     target = check_parent(db, parent, upgrade_to, host.config.postgres_root)
     host.ensure_headroom(inv, db.pool)
     port = host.ports.reserve()
-    branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, "running",
+    branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, Desired.RUNNING,
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
     own_snapshot = not snapshot_ref and populate is None
@@ -201,7 +202,7 @@ async def set_running(host: Host, db: DatabaseRecord, branch: BranchRecord, runn
     """StartBranch / StopBranch: records the desired state first, so it survives a crash."""
     if branch.phase != L.PHASE_READY:
         raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
-    desired = "running" if running else "stopped"
+    desired = Desired.RUNNING if running else Desired.STOPPED
     if branch.desired != desired:
         await host.zfs.set_props(branch.dataset, {L.P_DESIRED: desired})
         branch.desired = desired

@@ -15,6 +15,7 @@ from cygnet.errors import AlreadyExists, CygnetError, InvalidArgument, NotFound
 from cygnet.names import shown, validate_name
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
+from cygnet.states import Desired
 from cygnet.zfs.pools import pool_status
 
 log = logging.getLogger("cygnet.agent")
@@ -99,8 +100,8 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
 
 async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int,
                        populate: Populate | None) -> BranchRecord:
-    main = BranchRecord(L.new_id("br"), "main", db.id, "", "", golden or None, port, "running",
-                        L.PHASE_CREATING, time.time(), "", 0, 0)
+    main = BranchRecord(L.new_id("br"), "main", db.id, "", "", golden or None, port,
+                        Desired.RUNNING, L.PHASE_CREATING, time.time(), "", 0, 0)
     main.dataset = L.branch(db.pool, db.id, main.id)
     subscriptions = 0
     if populate is None:

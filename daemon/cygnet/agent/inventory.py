@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cygnet.agent import layout as L
 from cygnet.errors import NotFound
 from cygnet.names import is_id, shown
+from cygnet.states import Desired
 from cygnet.zfs import Dataset, DatasetNotFound, Zfs
 
 
@@ -174,7 +175,7 @@ def _branch(ds: Dataset) -> BranchRecord:
     return BranchRecord(
         id=u.get(L.P_ID, ""), name=u.get(L.P_NAME, ""), database_id=u.get(L.P_DATABASE, ""),
         parent_id=u.get(L.P_PARENT, ""), dataset=ds.name, origin=ds.origin,
-        port=int(port) if port.isdigit() else 0, desired=u.get(L.P_DESIRED, "running"),
+        port=int(port) if port.isdigit() else 0, desired=u.get(L.P_DESIRED, Desired.RUNNING),
         phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
         request_id=u.get(L.P_REQUEST, ""), used_bytes=ds.number("used"),
         logical_bytes=ds.number("referenced"), version=u.get(L.P_VERSION, ""),

@@ -22,6 +22,7 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.reset import swap_in
 from cygnet.agent.supervisor import Supervisor
 from cygnet.agent.templates import ensure_roots
+from cygnet.states import Desired
 from cygnet.zfs import HasDependents
 
 log = logging.getLogger("cygnet.agent")
@@ -95,7 +96,7 @@ async def _finish_reset(host: Host, inv: Inventory, db: DatabaseRecord,
 async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
                     supervisor: Supervisor) -> None:
     live = host.clusters.live(branch)
-    if branch.desired == "running" and live is None:
+    if branch.desired == Desired.RUNNING and live is None:
         if not await supervisor.ensure_data(branch):
             return
         try:
@@ -103,7 +104,7 @@ async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
         except Exception as exc:
             log.error("branch %s did not start: %s", branch.id, exc)
             supervisor.record_failure(branch.id, f"Postgres did not start: {exc}".split("\n")[0])
-    elif branch.desired != "running" and live is not None:
+    elif branch.desired != Desired.RUNNING and live is not None:
         await host.clusters.stop(branch, "fast")
     elif live is not None:
         log.info("adopted postmaster %d of %s/%s", live.pid, db.name, branch.name)

@@ -18,6 +18,7 @@ from cygnet.agent.branches import branch_point, drop_branch_point, find_snapshot
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
 from cygnet.errors import FailedPrecondition
+from cygnet.states import Desired
 from cygnet.zfs import HasDependents
 
 log = logging.getLogger("cygnet.agent")
@@ -87,14 +88,14 @@ async def swap_in(host: Host, db: DatabaseRecord, branch: BranchRecord, replacem
     branch.dataset, branch.origin = replacement, origin
     await host.zfs.inherit(replacement, L.P_REPLACES)
     await host.clusters.start_clone(branch, db, subscriptions)
-    if branch.desired != "running":
+    if branch.desired != Desired.RUNNING:
         await host.clusters.stop(branch, "fast")
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
     branch.phase = L.PHASE_READY
 
 
 async def _finish(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
-    if branch.desired == "running":
+    if branch.desired == Desired.RUNNING:
         await host.clusters.start(branch, db)
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
     branch.phase = L.PHASE_READY

@@ -20,6 +20,7 @@ from cygnet.agent.deathwatch import DeathWatch
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.errors import FailedPrecondition
+from cygnet.states import Desired
 
 log = logging.getLogger("cygnet.agent")
 
@@ -112,7 +113,7 @@ class Supervisor:
             if lock.locked() or db.phase != L.PHASE_READY:
                 continue  # an operation is changing this database; look next round
             for branch in list(db.branches.values()):
-                if branch.phase != L.PHASE_READY or branch.desired != "running":
+                if branch.phase != L.PHASE_READY or branch.desired != Desired.RUNNING:
                     continue
                 live = self.host.clusters.live(branch)
                 if live is not None:
@@ -130,7 +131,7 @@ class Supervisor:
             db = inv.databases.get(database_id)
             branch = db.branches.get(branch_id) if db else None
             if (db is None or branch is None or branch.phase != L.PHASE_READY
-                    or branch.desired != "running" or self.host.clusters.live(branch)):
+                    or branch.desired != Desired.RUNNING or self.host.clusters.live(branch)):
                 return
             await self._restart(db, branch)
 
