@@ -25,7 +25,6 @@ import secrets
 import signal
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from benchmarks.common import emit, log
 from tests.integration.coordinator_helpers import (
     LedgerClient,
     coordinators,
+    placing,
     reservations,
     simulated_hosts,
     wait_leader,
@@ -59,33 +59,20 @@ def run(base: Path, dsn: str, hosts: int, n_clients: int, kills: int, ttl: float
             stack.callback(c.stop)
         stubs = [stack.enter_context(c.stub()) for c in procs]
         clients = [LedgerClient(stubs, f"f{i}") for i in range(n_clients)]
-        stop = threading.Event()
-
-        def load(client: LedgerClient) -> None:
-            n = 0
-            while not stop.is_set():
-                client.place(n)
-                n += 1
-
-        threads = [threading.Thread(target=load, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        for _ in range(kills):
-            time.sleep(2.0)
-            old = wait_leader(dsn, 30)
-            victim = next(c for c in procs if c.proc is not None and c.proc.pid == old)
-            os.kill(old, signal.SIGKILL)
-            killed = time.monotonic()
-            wait_leader(dsn, 60, other_than=old)
-            takeovers.append(time.monotonic() - killed)
-            time.sleep(3.0)
-            gaps.append(gap_around(clients, killed))
-            log(f"kill -9 of {old}: new leader after {takeovers[-1]:.2f}s, "
-                f"longest placement gap {gaps[-1]:.2f}s")
-            victim.start()  # back, as a follower
-        stop.set()
-        for t in threads:
-            t.join(120)
+        with placing(clients):
+            for _ in range(kills):
+                time.sleep(2.0)
+                old = wait_leader(dsn, 30)
+                victim = next(c for c in procs if c.proc is not None and c.proc.pid == old)
+                os.kill(old, signal.SIGKILL)
+                killed = time.monotonic()
+                wait_leader(dsn, 60, other_than=old)
+                takeovers.append(time.monotonic() - killed)
+                time.sleep(3.0)
+                gaps.append(gap_around(clients, killed))
+                log(f"kill -9 of {old}: new leader after {takeovers[-1]:.2f}s, "
+                    f"longest placement gap {gaps[-1]:.2f}s")
+                victim.start()  # back, as a follower
     rows = reservations(dsn)
     ledger = {rid: res for c in clients for rid, res in c.ledger.items()}
     stored = {rid: res for res, _, rid in rows}

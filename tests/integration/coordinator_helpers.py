@@ -7,9 +7,11 @@ gets a fresh database in it, so stores never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +179,25 @@ class LedgerClient:
             self.answered.append(time.monotonic())
             return
         raise AssertionError(f"{request_id}: no coordinator answered")
+
+
+@contextlib.contextmanager
+def placing(clients: list[LedgerClient], join_timeout: float = 120) -> Iterator[None]:
+    """Each client places in a loop of its own thread until the block ends."""
+    stop = threading.Event()
+
+    def load(client: LedgerClient) -> None:
+        n = 0
+        while not stop.is_set():
+            client.place(n)
+            n += 1
+
+    threads = [threading.Thread(target=load, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(join_timeout)

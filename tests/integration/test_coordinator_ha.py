@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.integration.coordinator_helpers import (
     PgServer,
     coordinators,
     leader_pid,
+    placing,
     reservations,
     simulated_hosts,
     wait_leader,
@@ -70,27 +70,14 @@ def test_kill9_leader_under_load_loses_and_duplicates_nothing(
         clients = [LedgerClient(stubs, f"c{i}") for i in range(4)]
         for c in clients:
             c.at = start
-        stop = threading.Event()
-
-        def load(client: LedgerClient) -> None:
-            n = 0
-            while not stop.is_set():
-                client.place(n)
-                n += 1
-
-        threads = [threading.Thread(target=load, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        before = sum(len(c.ledger) for c in clients)
-        os.kill(old, signal.SIGKILL)
-        killed_at = time.monotonic()
-        new = wait_leader(store_url, 30, other_than=old)
-        print(f"takeover after kill -9: {time.monotonic() - killed_at:.2f}s")
-        time.sleep(1.5)
-        stop.set()
-        for t in threads:
-            t.join(90)
+        with placing(clients, join_timeout=90):
+            time.sleep(1.0)
+            before = sum(len(c.ledger) for c in clients)
+            os.kill(old, signal.SIGKILL)
+            killed_at = time.monotonic()
+            new = wait_leader(store_url, 30, other_than=old)
+            print(f"takeover after kill -9: {time.monotonic() - killed_at:.2f}s")
+            time.sleep(1.5)
         after = sum(len(c.ledger) for c in clients)
     assert new != old and after > before > 0
     assert sum(c.moves for c in clients) > 0  # the clients did have to move
