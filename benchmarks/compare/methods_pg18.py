@@ -13,12 +13,12 @@ with the same pgbench scale as the source; loading is not counted.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-from benchmarks.common import log, wait_query
+from benchmarks.common import log
 from benchmarks.compare.data import checkpoint_and_size, pgbench_init
 from benchmarks.compare.methods import PLAIN_DB, Copy, Source
+from benchmarks.compare.methods_postgres import create_database_copy
 from benchmarks.compare.plain import PlainCluster
 
 PG18_BINDIR = Path("/usr/lib/postgresql/18/bin")
@@ -59,13 +59,4 @@ class CreateDatabaseClone:
 
     def copy(self, source: Source, index: int) -> Copy:
         self.prepare(source)
-        plain, name = self.cluster, f"copy{index}"
-        started = time.perf_counter()
-        plain.sql(f"create database {name} template {PLAIN_DB} strategy file_copy")
-        wait_query(plain.conninfo(name))
-        seconds = time.perf_counter() - started
-
-        def drop() -> None:
-            plain.sql(f"drop database {name}")
-
-        return Copy(seconds, drop, plain.conninfo(name))
+        return create_database_copy(self.cluster, f"copy{index}", "file_copy")

@@ -33,16 +33,20 @@ class CreateDatabaseCopy:
         self.label = f"{tool_version('postgres')} CREATE DATABASE STRATEGY {strategy}"
 
     def copy(self, source: Source, index: int) -> Copy:
-        plain, name = source.plain, f"copy{index}"
-        started = time.perf_counter()
-        plain.sql(f"create database {name} template {PLAIN_DB} strategy {self.strategy}")
-        wait_query(plain.conninfo(name))
-        seconds = time.perf_counter() - started
+        return create_database_copy(source.plain, f"copy{index}", self.strategy)
 
-        def drop() -> None:
-            plain.sql(f"drop database {name}")
 
-        return Copy(seconds, drop, plain.conninfo(name))
+def create_database_copy(plain: PlainCluster, name: str, strategy: str) -> Copy:
+    """`CREATE DATABASE name TEMPLATE plain STRATEGY strategy`, timed until it answers."""
+    started = time.perf_counter()
+    plain.sql(f"create database {name} template {PLAIN_DB} strategy {strategy}")
+    wait_query(plain.conninfo(name))
+    seconds = time.perf_counter() - started
+
+    def drop() -> None:
+        plain.sql(f"drop database {name}")
+
+    return Copy(seconds, drop, plain.conninfo(name))
 
 
 class DumpRestore:
