@@ -29,11 +29,13 @@ from cygnet.postgres.layout import ClusterLayout
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
 
-PORT_RANGE = range(56000, 57000)
+# Below the kernel's ephemeral range (32768-60999 here), so that no outgoing
+# connection of another test can take a port between this check and the bind.
+PORT_RANGE = range(31000, 32000)
 
 
 def free_port() -> int:
-    """A port in 56000-56999 that nothing listens on right now."""
+    """A port in PORT_RANGE that nothing listens on right now."""
     start = secrets.randbelow(len(PORT_RANGE))
     for i in range(len(PORT_RANGE)):
         port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
@@ -43,7 +45,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port in 56000-56999")
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
 @dataclass
