@@ -77,6 +77,7 @@ class Backup(_message.Message):
     NEW_BLOCKS_FIELD_NUMBER: _builtins.int
     BLOCK_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     database_id: _builtins.str
     database_name: _builtins.str
@@ -92,6 +93,8 @@ class Backup(_message.Message):
     new_blocks: _builtins.int
     block_count: _builtins.int
     duration_seconds: _builtins.float
+    host: _builtins.str
+    """In a listing of the off-host repository: the host whose prefix holds it."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -116,10 +119,11 @@ class Backup(_message.Message):
         new_blocks: _builtins.int = ...,
         block_count: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
+        host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "snapshot_at", b"snapshot_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "branch_id", b"branch_id", "branch_name", b"branch_name", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "duration_seconds", b"duration_seconds", "file_count", b"file_count", "id", b"id", "logical_bytes", b"logical_bytes", "new_blocks", b"new_blocks", "new_bytes", b"new_bytes", "postgres_version", b"postgres_version", "size_class", b"size_class", "snapshot_at", b"snapshot_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "branch_id", b"branch_id", "branch_name", b"branch_name", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "duration_seconds", b"duration_seconds", "file_count", b"file_count", "host", b"host", "id", b"id", "logical_bytes", b"logical_bytes", "new_blocks", b"new_blocks", "new_bytes", b"new_bytes", "postgres_version", b"postgres_version", "size_class", b"size_class", "snapshot_at", b"snapshot_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,19 +184,23 @@ class ListBackupsRequest(_message.Message):
 
     DATABASE_FIELD_NUMBER: _builtins.int
     BRANCH_FIELD_NUMBER: _builtins.int
+    REMOTE_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Id or name; empty lists the backups of every database."""
     branch: _builtins.str
     """Branch name or id within `database`; empty means all its branches."""
+    remote: _builtins.bool
+    """List the off-host repository (every host's prefix) instead of this host's."""
     def __init__(
         self,
         *,
         database: _builtins.str = ...,
         branch: _builtins.str = ...,
+        remote: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "database", b"database"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "database", b"database", "remote", b"remote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,6 +347,7 @@ class RestoreBackupRequest(_message.Message):
     BRANCH_NAME_FIELD_NUMBER: _builtins.int
     DATABASE_NAME_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
+    REMOTE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     backup_id: _builtins.str
     branch_name: _builtins.str
@@ -346,6 +355,10 @@ class RestoreBackupRequest(_message.Message):
     database_name: _builtins.str
     pool: _builtins.str
     """For a new database: empty picks the pool with the most free space."""
+    remote: _builtins.bool
+    """Fetch the backup from the off-host repository (any host's prefix) into a
+    local cache first: restores on a host that never saw the database.
+    """
     request_id: _builtins.str
     def __init__(
         self,
@@ -354,11 +367,12 @@ class RestoreBackupRequest(_message.Message):
         branch_name: _builtins.str = ...,
         database_name: _builtins.str = ...,
         pool: _builtins.str = ...,
+        remote: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "branch_name", b"branch_name", "database_name", b"database_name", "pool", b"pool", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "branch_name", b"branch_name", "database_name", b"database_name", "pool", b"pool", "remote", b"remote", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
