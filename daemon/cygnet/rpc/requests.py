@@ -8,6 +8,7 @@ services has an entry, so a new field cannot slip through unchecked.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from cygnet.api.v1 import agent_pb2, backup_pb2
@@ -88,6 +89,35 @@ def _setting_values(request: Any) -> None:
         check_value_text(key, value)
 
 
+MAX_TTL_SECONDS = 10 * 366 * 86400  # ten years: longer is a typo
+
+
+def ttl(path: str, value: Any) -> None:
+    """A google.protobuf.Duration that must be positive (a TTL, a protection lease)."""
+    seconds = value.ToNanoseconds() / 1e9
+    if seconds <= 0:
+        raise InvalidArgument(path, f"must be positive, got {seconds:g} s")
+    if seconds > MAX_TTL_SECONDS:
+        raise InvalidArgument(path, f"must be at most ten years, got {seconds:g} s")
+
+
+def future_time(path: str, value: Any) -> None:
+    """A google.protobuf.Timestamp in the future (an expiry)."""
+    seconds = value.ToNanoseconds() / 1e9
+    if seconds <= time.time():
+        raise InvalidArgument(path, "must be in the future")
+    if seconds > time.time() + MAX_TTL_SECONDS:
+        raise InvalidArgument(path, "must be at most ten years from now")
+
+
+def _one_expiry(request: Any) -> None:
+    given = [f for f in ("ttl", "expires_at") if request.HasField(f)]
+    if getattr(request, "clear_expiry", False):
+        given.append("clear_expiry")
+    if len(given) > 1:
+        raise InvalidArgument(given[1], f"give at most one of {' and '.join(given)}")
+
+
 def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
            *whole: Any) -> Rules:
     return Rules(fields, frozenset(required), tuple(whole))
@@ -102,14 +132,18 @@ AGENT: dict[str, Rules] = {
                               "settings": setting_name, **_RID}, ("name",), _setting_values),
     "GetDatabase": _rules({"database": reference("db")}, ("database",)),
     "ListDatabases": _rules({}),
-    "DeleteDatabase": _rules({"database": reference("db"), **_RID}, ("database",)),
+    "DeleteDatabase": _rules({"database": reference("db"), "override_protection": anything,
+                              **_RID}, ("database",)),
     "CreateBranch": _rules({"database": reference("db"), "name": name,
                             "parent": reference("br"), "parent_snapshot": reference("sn"),
-                            "upgrade_to": token, **_RID}, ("database", "name")),
+                            "upgrade_to": token, "ttl": ttl, "expires_at": future_time,
+                            **_RID}, ("database", "name"), _one_expiry),
     "GetBranch": _rules(_REF, ("branch",)),
     "ListBranches": _rules({"database": reference("db")}),
-    "DeleteBranch": _rules({**_REF, "cascade": anything, **_RID}, ("branch",)),
-    "ResetBranch": _rules({**_REF, "snapshot": reference("sn"), **_RID}, ("branch",)),
+    "DeleteBranch": _rules({**_REF, "cascade": anything, "override_protection": anything,
+                            **_RID}, ("branch",)),
+    "ResetBranch": _rules({**_REF, "snapshot": reference("sn"), "override_protection": anything,
+                           **_RID}, ("branch",)),
     "StartBranch": _rules({**_REF, **_RID}, ("branch",)),
     "StopBranch": _rules({**_REF, **_RID}, ("branch",)),
     "GetConnection": _rules(_REF, ("branch",)),
@@ -124,6 +158,11 @@ AGENT: dict[str, Rules] = {
     "ResetBranchConfig": _rules({**_REF, "names": setting_name, "restart": anything, **_RID},
                                 ("branch",)),
     "ListExtensions": _rules({"database": reference("db")}, ("database",)),
+    "UpdateBranch": _rules({**_REF, "ttl": ttl, "expires_at": future_time,
+                            "clear_expiry": anything, "protection": integer_range(0, 2),
+                            "protect_for": ttl, **_RID}, ("branch",), _one_expiry),
+    "WatchEvents": _rules({"cursor": integer_range(0, 2**63 - 1), "from_oldest": anything,
+                           "follow": anything}),
 }
 
 BACKUPS: dict[str, Rules] = {

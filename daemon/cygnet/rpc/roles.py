@@ -78,6 +78,8 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "SetBranchConfig": Kind.CHANGE,
     _AGENT + "ResetBranchConfig": Kind.CHANGE,
     _AGENT + "ListExtensions": Kind.READ,
+    _AGENT + "UpdateBranch": Kind.CHANGE,  # removing protection also needs admin (agent)
+    _AGENT + "WatchEvents": Kind.READ,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,
     # Reads every block of a repository: not for readers.

@@ -7,6 +7,7 @@ snapshots, on the host's ZFS pools.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -54,6 +55,27 @@ BRANCH_STATE_DELETING: BranchState.ValueType  # 7
 BRANCH_STATE_UNAVAILABLE: BranchState.ValueType  # 8
 """Should run, but its dataset is missing or not mounted (see state_message)."""
 Global___BranchState: _TypeAlias = BranchState  # noqa: Y015
+
+class _ProtectionChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProtectionChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProtectionChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROTECTION_CHANGE_UNSPECIFIED: _ProtectionChange.ValueType  # 0
+    PROTECTION_CHANGE_PROTECT: _ProtectionChange.ValueType  # 1
+    """Protect the branch; with protect_for, for that long (a lease)."""
+    PROTECTION_CHANGE_UNPROTECT: _ProtectionChange.ValueType  # 2
+    """Remove the protection (admin role only)."""
+
+class ProtectionChange(_ProtectionChange, metaclass=_ProtectionChangeEnumTypeWrapper): ...
+
+PROTECTION_CHANGE_UNSPECIFIED: ProtectionChange.ValueType  # 0
+PROTECTION_CHANGE_PROTECT: ProtectionChange.ValueType  # 1
+"""Protect the branch; with protect_for, for that long (a lease)."""
+PROTECTION_CHANGE_UNPROTECT: ProtectionChange.ValueType  # 2
+"""Remove the protection (admin role only)."""
+Global___ProtectionChange: _TypeAlias = ProtectionChange  # noqa: Y015
 
 @_typing.final
 class BranchRef(_message.Message):
@@ -197,6 +219,10 @@ class Branch(_message.Message):
     SIZE_CLASS_FIELD_NUMBER: _builtins.int
     CHILD_BRANCH_IDS_FIELD_NUMBER: _builtins.int
     STATE_MESSAGE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PROTECTED_FIELD_NUMBER: _builtins.int
+    PROTECTED_UNTIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     database_id: _builtins.str
@@ -215,10 +241,26 @@ class Branch(_message.Message):
     size_class: _builtins.str
     state_message: _builtins.str
     """Why the branch is in its state, when that needs saying (failed, unavailable)."""
+    protected: _builtins.bool
+    """Protected: deleting, resetting or expiring it needs the admin override."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def child_branch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the daemon deletes the branch; unset: never."""
+
+    @_builtins.property
+    def effective_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """The latest of its own and its descendants' expiries (a branch never expires
+        before its children); unset: it does not expire.
+        """
+
+    @_builtins.property
+    def protected_until(self) -> _timestamp_pb2.Timestamp:
+        """When the protection lapses (a lease); unset: it lasts until removed."""
+
     def __init__(
         self,
         *,
@@ -239,10 +281,14 @@ class Branch(_message.Message):
         size_class: _builtins.str = ...,
         child_branch_ids: _abc.Iterable[_builtins.str] | None = ...,
         state_message: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        effective_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        protected: _builtins.bool = ...,
+        protected_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "protected_until", b"protected_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "protected", b"protected", "protected_until", b"protected_until", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -439,18 +485,22 @@ class DeleteDatabaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATABASE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_PROTECTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     database: _builtins.str
+    override_protection: _builtins.bool
+    """Delete even protected branches (admin role only)."""
     request_id: _builtins.str
     def __init__(
         self,
         *,
         database: _builtins.str = ...,
+        override_protection: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "override_protection", b"override_protection", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -489,6 +539,8 @@ class CreateBranchRequest(_message.Message):
     PARENT_SNAPSHOT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     UPGRADE_TO_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Id or name."""
     name: _builtins.str
@@ -504,6 +556,12 @@ class CreateBranchRequest(_message.Message):
     with pg_upgrade (an upgrade rehearsal, docs/versions.md). Empty: the
     parent's major.
     """
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """The branch expires this long after its creation (at most one of ttl and expires_at)."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -513,10 +571,12 @@ class CreateBranchRequest(_message.Message):
         parent_snapshot: _builtins.str = ...,
         request_id: _builtins.str = ...,
         upgrade_to: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "upgrade_to", b"upgrade_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "expires_at", b"expires_at", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "ttl", b"ttl", "upgrade_to", b"upgrade_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -665,9 +725,12 @@ class DeleteBranchRequest(_message.Message):
 
     BRANCH_FIELD_NUMBER: _builtins.int
     CASCADE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_PROTECTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     cascade: _builtins.bool
     """Also delete every descendant branch."""
+    override_protection: _builtins.bool
+    """Delete even if it (or, with cascade, a descendant) is protected (admin role only)."""
     request_id: _builtins.str
     @_builtins.property
     def branch(self) -> Global___BranchRef: ...
@@ -676,11 +739,12 @@ class DeleteBranchRequest(_message.Message):
         *,
         branch: Global___BranchRef | None = ...,
         cascade: _builtins.bool = ...,
+        override_protection: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "cascade", b"cascade", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "cascade", b"cascade", "override_protection", b"override_protection", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -712,11 +776,14 @@ class ResetBranchRequest(_message.Message):
 
     BRANCH_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    OVERRIDE_PROTECTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     snapshot: _builtins.str
     """Name or id of one of the branch's own snapshots. Empty resets to the
     parent's current state.
     """
+    override_protection: _builtins.bool
+    """Reset even a protected branch (admin role only)."""
     request_id: _builtins.str
     @_builtins.property
     def branch(self) -> Global___BranchRef: ...
@@ -725,11 +792,12 @@ class ResetBranchRequest(_message.Message):
         *,
         branch: Global___BranchRef | None = ...,
         snapshot: _builtins.str = ...,
+        override_protection: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "request_id", b"request_id", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "override_protection", b"override_protection", "request_id", b"request_id", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1249,3 +1317,121 @@ class ListExtensionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListExtensionsResponse: _TypeAlias = ListExtensionsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CLEAR_EXPIRY_FIELD_NUMBER: _builtins.int
+    PROTECTION_FIELD_NUMBER: _builtins.int
+    PROTECT_FOR_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    clear_expiry: _builtins.bool
+    protection: Global___ProtectionChange.ValueType
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """New expiry, this long from now; or at expires_at; or clear_expiry. At most one."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def protect_for(self) -> _duration_pb2.Duration:
+        """With PROTECTION_CHANGE_PROTECT: the protection lapses this long from now."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        clear_expiry: _builtins.bool = ...,
+        protection: Global___ProtectionChange.ValueType = ...,
+        protect_for: _duration_pb2.Duration | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "expires_at", b"expires_at", "protect_for", b"protect_for", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "clear_expiry", b"clear_expiry", "expires_at", b"expires_at", "protect_for", b"protect_for", "protection", b"protection", "request_id", b"request_id", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBranchRequest: _TypeAlias = UpdateBranchRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    FROM_OLDEST_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """Replay the events after this cursor, then stream new ones. 0: from_oldest decides."""
+    from_oldest: _builtins.bool
+    """With cursor 0: replay every event kept; otherwise only new events are sent."""
+    follow: _builtins.bool
+    """Keep streaming live events; false ends the stream after the replay."""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        from_oldest: _builtins.bool = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "follow", b"follow", "from_oldest", b"from_oldest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """Grows with every event on the host, across daemon restarts; resume after it."""
+    kind: _builtins.str
+    """created, ready, suspended, resumed, expired, deleted, failed, promoted, restored."""
+    database_id: _builtins.str
+    database_name: _builtins.str
+    branch_id: _builtins.str
+    """Empty for events of a whole database."""
+    branch_name: _builtins.str
+    reason: _builtins.str
+    """Why, when that needs saying (e.g. the expiry, the failure)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        branch_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "branch_name", b"branch_name", "cursor", b"cursor", "database_id", b"database_id", "database_name", b"database_name", "kind", b"kind", "reason", b"reason", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015

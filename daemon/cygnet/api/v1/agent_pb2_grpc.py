@@ -134,6 +134,16 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.FromString,
                 _registered_method=True)
+        self.UpdateBranch = channel.unary_unary(
+                '/cygnet.v1.Agent/UpdateBranch',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.UpdateBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/cygnet.v1.Agent/WatchEvents',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -268,6 +278,22 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateBranch(self, request, context):
+        """A branch's expiry and protection (docs/architecture.md "Expiry and protection").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """What happened on this host (created, ready, expired, deleted, ...): the
+        events after a cursor, then live ones. The cursor survives daemon restarts;
+        one trimmed away is OUT_OF_RANGE naming the oldest cursor kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -370,6 +396,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ListExtensions,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.SerializeToString,
+            ),
+            'UpdateBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBranch,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.UpdateBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Branch.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -912,6 +948,60 @@ class Agent:
             '/cygnet.v1.Agent/ListExtensions',
             cygnet_dot_v1_dot_agent__pb2.ListExtensionsRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.ListExtensionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/UpdateBranch',
+            cygnet_dot_v1_dot_agent__pb2.UpdateBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/WatchEvents',
+            cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,
