@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from cygnet.api.v1 import agent_pb2, backup_pb2
+from cygnet.backup import cron, retention
 from cygnet.errors import InvalidArgument
 from cygnet.names import (
     shown,
@@ -123,6 +124,19 @@ def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
     return Rules(fields, frozenset(required), tuple(whole))
 
 
+def _keeps_something(path: str, msg: Any) -> None:
+    if not any(getattr(msg, f.name) for f in msg.DESCRIPTOR.fields):
+        raise InvalidArgument(path, "keeps nothing: give at least one keep rule of 1 or more")
+
+
+MAX_SNAPSHOT_EVERY = 366 * 86400
+RETENTION = message_check(
+    {**{k: integer_range(0, retention.MAX_KEEP) for k in (
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly")},
+     "keep_within_seconds": integer_range(0, retention.MAX_WITHIN_S)},
+    whole=_keeps_something)
+
+
 _RID = {"request_id": request_id}
 _REF = {"branch": BRANCH_REF}
 
@@ -175,6 +189,11 @@ BACKUPS: dict[str, Rules] = {
     "PruneBackups": _rules({"keep_last": integer_range(0, MAX_KEEP_LAST),
                             "database": reference("db"), "backup_ids": backup_id, **_RID}),
     "DiffBranches": _rules({**_REF, "other": BRANCH_REF}, ("branch",)),
+    "GetSchedule": _rules({"database": reference("db")}, ("database",)),
+    "SetSchedule": _rules({"database": reference("db"),
+                           "snapshot_every_seconds": integer_range(0, MAX_SNAPSHOT_EVERY),
+                           "backup_cron": cron.check, "retention": RETENTION,
+                           "use_defaults": anything, **_RID}, ("database",)),
 }
 
 

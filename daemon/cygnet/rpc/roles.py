@@ -88,6 +88,8 @@ _TABLE: dict[str, Kind] = {
     _BACKUPS + "PruneBackups": Kind.DELETE,
     # Shows data-level differences between branches: not for readers.
     _BACKUPS + "DiffBranches": Kind.CHANGE,
+    _BACKUPS + "GetSchedule": Kind.READ,
+    _BACKUPS + "SetSchedule": Kind.CHANGE,
     _COORDINATOR + "RegisterHost": Kind.REGISTER,
     _COORDINATOR + "Heartbeat": Kind.HEARTBEAT,
     _COORDINATOR + "ListHosts": Kind.READ,

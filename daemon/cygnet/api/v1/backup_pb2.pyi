@@ -78,6 +78,7 @@ class Backup(_message.Message):
     BLOCK_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     database_id: _builtins.str
     database_name: _builtins.str
@@ -95,6 +96,8 @@ class Backup(_message.Message):
     duration_seconds: _builtins.float
     host: _builtins.str
     """In a listing of the off-host repository: the host whose prefix holds it."""
+    trigger: _builtins.str
+    """"schedule" for a backup the database's schedule made; empty: on demand."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -120,10 +123,11 @@ class Backup(_message.Message):
         block_count: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
         host: _builtins.str = ...,
+        trigger: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "snapshot_at", b"snapshot_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "branch_id", b"branch_id", "branch_name", b"branch_name", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "duration_seconds", b"duration_seconds", "file_count", b"file_count", "host", b"host", "id", b"id", "logical_bytes", b"logical_bytes", "new_blocks", b"new_blocks", "new_bytes", b"new_bytes", "postgres_version", b"postgres_version", "size_class", b"size_class", "snapshot_at", b"snapshot_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "branch_id", b"branch_id", "branch_name", b"branch_name", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "duration_seconds", b"duration_seconds", "file_count", b"file_count", "host", b"host", "id", b"id", "logical_bytes", b"logical_bytes", "new_blocks", b"new_blocks", "new_bytes", b"new_bytes", "postgres_version", b"postgres_version", "size_class", b"size_class", "snapshot_at", b"snapshot_at", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,18 +215,24 @@ class ListBackupsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKUPS_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def backups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Backup]:
         """Oldest first."""
+
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___AutoSnapshot]:
+        """The automatic snapshots of the listed databases (recovery points too), oldest first."""
 
     def __init__(
         self,
         *,
         backups: _abc.Iterable[Global___Backup] | None = ...,
+        snapshots: _abc.Iterable[Global___AutoSnapshot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups", b"backups"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups", b"backups", "snapshots", b"snapshots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -676,3 +686,218 @@ class DiffBranchesEvent(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___DiffBranchesEvent: _TypeAlias = DiffBranchesEvent  # noqa: Y015
+
+@_typing.final
+class AutoSnapshot(_message.Message):
+    """A snapshot the schedule took (ZFS property cygnet:snapshot-kind=auto)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_NAME_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    database_id: _builtins.str
+    database_name: _builtins.str
+    branch_id: _builtins.str
+    branch_name: _builtins.str
+    used_bytes: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        branch_name: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        used_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "branch_name", b"branch_name", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "id", b"id", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoSnapshot: _TypeAlias = AutoSnapshot  # noqa: Y015
+
+@_typing.final
+class Retention(_message.Message):
+    """Retention of automatic snapshots and scheduled backups, per branch: a point
+    is kept if any rule keeps it (grandfather-father-son); 0 turns a rule off.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_LAST_FIELD_NUMBER: _builtins.int
+    KEEP_HOURLY_FIELD_NUMBER: _builtins.int
+    KEEP_DAILY_FIELD_NUMBER: _builtins.int
+    KEEP_WEEKLY_FIELD_NUMBER: _builtins.int
+    KEEP_MONTHLY_FIELD_NUMBER: _builtins.int
+    KEEP_WITHIN_SECONDS_FIELD_NUMBER: _builtins.int
+    keep_last: _builtins.int
+    keep_hourly: _builtins.int
+    keep_daily: _builtins.int
+    keep_weekly: _builtins.int
+    keep_monthly: _builtins.int
+    keep_within_seconds: _builtins.int
+    """Keep every point younger than this."""
+    def __init__(
+        self,
+        *,
+        keep_last: _builtins.int = ...,
+        keep_hourly: _builtins.int = ...,
+        keep_daily: _builtins.int = ...,
+        keep_weekly: _builtins.int = ...,
+        keep_monthly: _builtins.int = ...,
+        keep_within_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_daily", b"keep_daily", "keep_hourly", b"keep_hourly", "keep_last", b"keep_last", "keep_monthly", b"keep_monthly", "keep_weekly", b"keep_weekly", "keep_within_seconds", b"keep_within_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Retention: _TypeAlias = Retention  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Id or name."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class SetScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_EVERY_SECONDS_FIELD_NUMBER: _builtins.int
+    BACKUP_CRON_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    USE_DEFAULTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Id or name."""
+    snapshot_every_seconds: _builtins.int
+    """Automatic snapshots every this many seconds; 0 turns them off."""
+    backup_cron: _builtins.str
+    """Backups on this cron expression (5 fields, UTC; a 6th field is seconds);
+    empty turns scheduled backups off.
+    """
+    use_defaults: _builtins.bool
+    """Forget what the database set: back to the host's defaults (then the
+    fields above, if given, apply).
+    """
+    request_id: _builtins.str
+    @_builtins.property
+    def retention(self) -> Global___Retention:
+        """Given, it replaces the whole retention: rules left at 0 are off, and a
+        retention that keeps nothing is refused.
+        """
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        snapshot_every_seconds: _builtins.int | None = ...,
+        backup_cron: _builtins.str | None = ...,
+        retention: Global___Retention | None = ...,
+        use_defaults: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_backup_cron", b"_backup_cron", "_snapshot_every_seconds", b"_snapshot_every_seconds", "backup_cron", b"backup_cron", "retention", b"retention", "snapshot_every_seconds", b"snapshot_every_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_backup_cron", b"_backup_cron", "_snapshot_every_seconds", b"_snapshot_every_seconds", "backup_cron", b"backup_cron", "database", b"database", "request_id", b"request_id", "retention", b"retention", "snapshot_every_seconds", b"snapshot_every_seconds", "use_defaults", b"use_defaults"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__backup_cron: _TypeAlias = _typing.Literal["backup_cron"]  # noqa: Y015
+    _WhichOneofArgType__backup_cron: _TypeAlias = _typing.Literal["_backup_cron", b"_backup_cron"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_every_seconds: _TypeAlias = _typing.Literal["snapshot_every_seconds"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_every_seconds: _TypeAlias = _typing.Literal["_snapshot_every_seconds", b"_snapshot_every_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__backup_cron) -> _WhichOneofReturnType__backup_cron | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_every_seconds) -> _WhichOneofReturnType__snapshot_every_seconds | None: ...
+
+Global___SetScheduleRequest: _TypeAlias = SetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_EVERY_SECONDS_FIELD_NUMBER: _builtins.int
+    BACKUP_CRON_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    HOST_DEFAULTS_FIELD_NUMBER: _builtins.int
+    LAST_SNAPSHOT_AT_FIELD_NUMBER: _builtins.int
+    LAST_BACKUP_AT_FIELD_NUMBER: _builtins.int
+    NEXT_BACKUP_AT_FIELD_NUMBER: _builtins.int
+    OLDEST_RETAINED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    database_name: _builtins.str
+    snapshot_every_seconds: _builtins.int
+    backup_cron: _builtins.str
+    last_error: _builtins.str
+    """Why the last scheduled run failed; empty after a success."""
+    @_builtins.property
+    def retention(self) -> Global___Retention: ...
+    @_builtins.property
+    def host_defaults(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which of snapshot_every_seconds, backup_cron, retention are the host's defaults."""
+
+    @_builtins.property
+    def last_snapshot_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_backup_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_backup_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def oldest_retained_at(self) -> _timestamp_pb2.Timestamp:
+        """The oldest recovery point (automatic snapshot or scheduled backup) the
+        retention keeps: WAL older than it is not needed by any of them.
+        """
+
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        snapshot_every_seconds: _builtins.int = ...,
+        backup_cron: _builtins.str = ...,
+        retention: Global___Retention | None = ...,
+        host_defaults: _abc.Iterable[_builtins.str] | None = ...,
+        last_snapshot_at: _timestamp_pb2.Timestamp | None = ...,
+        last_backup_at: _timestamp_pb2.Timestamp | None = ...,
+        next_backup_at: _timestamp_pb2.Timestamp | None = ...,
+        oldest_retained_at: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_backup_at", b"last_backup_at", "last_snapshot_at", b"last_snapshot_at", "next_backup_at", b"next_backup_at", "oldest_retained_at", b"oldest_retained_at", "retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_cron", b"backup_cron", "database_id", b"database_id", "database_name", b"database_name", "host_defaults", b"host_defaults", "last_backup_at", b"last_backup_at", "last_error", b"last_error", "last_snapshot_at", b"last_snapshot_at", "next_backup_at", b"next_backup_at", "oldest_retained_at", b"oldest_retained_at", "retention", b"retention", "snapshot_every_seconds", b"snapshot_every_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015

@@ -64,6 +64,16 @@ class BackupsStub:
                 request_serializer=cygnet_dot_v1_dot_backup__pb2.DiffBranchesRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_backup__pb2.DiffBranchesEvent.FromString,
                 _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/cygnet.v1.Backups/GetSchedule',
+                request_serializer=cygnet_dot_v1_dot_backup__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_backup__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.SetSchedule = channel.unary_unary(
+                '/cygnet.v1.Backups/SetSchedule',
+                request_serializer=cygnet_dot_v1_dot_backup__pb2.SetScheduleRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_backup__pb2.Schedule.FromString,
+                _registered_method=True)
 
 
 class BackupsServicer:
@@ -113,6 +123,23 @@ class BackupsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSchedule(self, request, context):
+        """A database's schedule: automatic snapshots of its main branch, backups on
+        a cron expression, and the retention both are pruned by. Values the
+        database does not set are the host's defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSchedule(self, request, context):
+        """Changes only the fields given; a bad value changes nothing (INVALID_ARGUMENT
+        naming the field).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackupsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +172,16 @@ def add_BackupsServicer_to_server(servicer, server):
                     servicer.DiffBranches,
                     request_deserializer=cygnet_dot_v1_dot_backup__pb2.DiffBranchesRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_backup__pb2.DiffBranchesEvent.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=cygnet_dot_v1_dot_backup__pb2.GetScheduleRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_backup__pb2.Schedule.SerializeToString,
+            ),
+            'SetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedule,
+                    request_deserializer=cygnet_dot_v1_dot_backup__pb2.SetScheduleRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_backup__pb2.Schedule.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +346,60 @@ class Backups:
             '/cygnet.v1.Backups/DiffBranches',
             cygnet_dot_v1_dot_backup__pb2.DiffBranchesRequest.SerializeToString,
             cygnet_dot_v1_dot_backup__pb2.DiffBranchesEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Backups/GetSchedule',
+            cygnet_dot_v1_dot_backup__pb2.GetScheduleRequest.SerializeToString,
+            cygnet_dot_v1_dot_backup__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Backups/SetSchedule',
+            cygnet_dot_v1_dot_backup__pb2.SetScheduleRequest.SerializeToString,
+            cygnet_dot_v1_dot_backup__pb2.Schedule.FromString,
             options,
             channel_credentials,
             insecure,
