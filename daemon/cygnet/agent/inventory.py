@@ -48,6 +48,10 @@ class BranchRecord:
     # The major this branch's data is in, when an upgrade made it differ from
     # its database's; "" means the database's (docs/versions.md).
     version: str = ""
+    # Expiry and protection (agent/expiry.py, agent/protection.py): unix times, 0: none.
+    expires_at: float = 0.0
+    protected: bool = False
+    protected_until: float = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -109,8 +113,10 @@ class Inventory:
     databases: dict[str, DatabaseRecord]
     templates: dict[str, Dataset]  # template dataset name -> dataset
     datasets: dict[str, Dataset]  # every dataset and snapshot seen, by name
-    # Reset clones whose old dataset still exists, by the dataset they replace.
+    # Swaps under way (agent/swap.py), by the dataset being replaced: replacements
+    # the branch's identity has not moved to yet, and replaced datasets it has left.
     replacements: dict[str, Dataset] = field(default_factory=dict)
+    retired: dict[str, Dataset] = field(default_factory=dict)
 
     def database(self, ref: str) -> DatabaseRecord:
         """A database by id (an id-shaped ref) or else by name."""
@@ -149,7 +155,17 @@ def branch_props(b: BranchRecord) -> dict[str, str]:
     return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
             L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
             L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id,
-            **({L.P_VERSION: b.version} if b.version else {})}
+            **({L.P_VERSION: b.version} if b.version else {}), **lifetime_props(b)}
+
+
+def lifetime_props(b: BranchRecord) -> dict[str, str]:
+    """Expiry and protection, carried by every dataset the branch is made on."""
+    props = {L.P_EXPIRES: f"{b.expires_at:.3f}"} if b.expires_at else {}
+    if b.protected:
+        props[L.P_PROTECTED] = "on"
+        if b.protected_until:
+            props[L.P_PROTECTED_UNTIL] = f"{b.protected_until:.3f}"
+    return props
 
 
 def _float(value: str | None) -> float:
@@ -179,6 +195,8 @@ def _branch(ds: Dataset) -> BranchRecord:
         phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
         request_id=u.get(L.P_REQUEST, ""), used_bytes=ds.number("used"),
         logical_bytes=ds.number("referenced"), version=u.get(L.P_VERSION, ""),
+        expires_at=_float(u.get(L.P_EXPIRES)), protected=u.get(L.P_PROTECTED) == "on",
+        protected_until=_float(u.get(L.P_PROTECTED_UNTIL)),
     )
 
 
@@ -207,11 +225,10 @@ def build(datasets: dict[str, Dataset]) -> Inventory:
         elif kind == "template":
             templates[ds.name] = ds
     replacements: dict[str, Dataset] = {}
+    retired: dict[str, Dataset] = {}
     for ds in datasets.values():
         if ds.user.get(L.P_KIND) == "branch" and not ds.is_snapshot:
-            replaced = ds.user.get(L.P_REPLACES, "")
-            if replaced and replaced in datasets:
-                replacements[replaced] = ds
+            if _swapped_out(ds, datasets, replacements, retired):
                 continue
             b = _branch(ds)
             branches_by_dataset[ds.name] = b
@@ -230,7 +247,23 @@ def build(datasets: dict[str, Dataset]) -> Inventory:
             snapshots[b.origin].clones.append(b.dataset)
     for b in branches_by_dataset.values():
         b.snapshots.sort(key=lambda s: s.created)
-    return Inventory(databases, templates, datasets, replacements)
+    return Inventory(databases, templates, datasets, replacements, retired)
+
+
+def _swapped_out(ds: Dataset, datasets: dict[str, Dataset], replacements: dict[str, Dataset],
+                 retired: dict[str, Dataset]) -> bool:
+    """Whether a swap under way (agent/swap.py) hides this dataset: a replacement
+    is not the branch until the replaced dataset records that the identity moved
+    (`replaced-by`) or is gone; a replaced dataset is not, once it records it."""
+    successor = datasets.get(ds.user.get(L.P_REPLACED_BY, ""))
+    if successor is not None:
+        retired[ds.name] = successor
+        return True
+    replaced = datasets.get(ds.user.get(L.P_REPLACES, ""))
+    if replaced is not None and not replaced.user.get(L.P_REPLACED_BY):
+        replacements[replaced.name] = ds
+        return True
+    return False
 
 
 async def load(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:

@@ -27,7 +27,7 @@ P_NAME = "cygnet:name"
 P_DATABASE = "cygnet:database"  # on branches: the database id
 P_PARENT = "cygnet:parent"  # on branches: the parent branch id ("" for main)
 P_PORT = "cygnet:port"
-P_DESIRED = "cygnet:desired"  # running | stopped
+P_DESIRED = "cygnet:desired"  # running | stopped | suspended
 P_PHASE = "cygnet:phase"  # creating | ready | resetting | deleting
 P_CREATED = "cygnet:created"  # unix time, float
 P_REQUEST = "cygnet:request"  # request id of the call that created it
@@ -37,12 +37,30 @@ P_SNAP_KIND = "cygnet:snapshot-kind"  # user | branch-point
 # On snapshots: subscriptions the cluster had when it was taken (absent: unknown).
 P_SUBS = "cygnet:subscriptions"
 
+# On branches: seconds without a client connection before the branch is
+# suspended; 0: never; absent: the host's suspend_after (agent/scale.py).
+P_SUSPEND_AFTER = "cygnet:suspend-after"
+
 # On a reset's replacement clone: the dataset it replaces. While both exist the
 # old one is the branch; once the old one is destroyed the replacement is.
 P_REPLACES = "cygnet:replaces"
+# On the replaced dataset, once the branch's identity has moved to its
+# replacement (agent/swap.py): from then on the replacement is the branch.
+P_REPLACED_BY = "cygnet:replaced-by"
+# On a replacement, written before the swap: the branch name the replaced data
+# keeps (absent: the replaced data is destroyed).
+P_SWAP_KEEP = "cygnet:swap-keep"
+
+# On branches: expiry (agent/expiry.py) and protection with its lease
+# (agent/protection.py); unix times, "on". Absent: none.
+P_EXPIRES = "cygnet:expires"
+P_PROTECTED = "cygnet:protected"
+P_PROTECTED_UNTIL = "cygnet:protected-until"
 
 USER_PROPS = (P_KIND, P_ID, P_NAME, P_DATABASE, P_PARENT, P_PORT, P_DESIRED, P_PHASE,
-              P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS, P_REPLACES)
+              P_EXPIRES, P_PROTECTED, P_PROTECTED_UNTIL,
+              P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS, P_REPLACES,
+              P_REPLACED_BY, P_SWAP_KEEP)
 
 PHASE_CREATING = Phase.CREATING
 PHASE_READY = Phase.READY

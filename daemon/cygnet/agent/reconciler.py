@@ -2,8 +2,8 @@
 
 Reads ZFS (the source of truth), then: removes temporary clones and
 snapshots of interrupted backups and diffs, half-made templates, databases
-and branches; finishes deletes and resets a crash cut short; drops branch
-points nobody uses; adopts live postmasters, starts what should run and stops
+and branches; finishes deletes and swaps (resets, promotes) a crash cut
+short; drops branch points nobody uses; adopts live postmasters, starts what should run and stops
 what should not.
 """
 
@@ -19,8 +19,8 @@ from cygnet.agent import layout as L
 from cygnet.agent.backups.temp import remove_leftovers
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
-from cygnet.agent.reset import swap_in
 from cygnet.agent.supervisor import Supervisor
+from cygnet.agent.swap import recover as recover_swaps
 from cygnet.agent.templates import ensure_roots
 from cygnet.states import Desired
 from cygnet.zfs import HasDependents
@@ -66,31 +66,16 @@ async def _reconcile_branches(host: Host, inv: Inventory, db: DatabaseRecord,
             log.warning("removing branch %s (%s was cut short)", branch.id, branch.phase)
             await br.destroy_branch(host, branch)
             del db.branches[branch.id]
-        elif branch.phase == L.PHASE_RESETTING:
-            await _finish_reset(host, inv, db, branch)
+    # Swaps (resets, promotes) committed before the crash roll forward.
+    await recover_swaps(host, inv, db)
+    for branch in db.branches.values():
+        if branch.phase == L.PHASE_RESETTING:
+            log.warning("branch %s: reset cut short before its new data; keeping its data",
+                        branch.id)
+            await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+            branch.phase = L.PHASE_READY
     for branch in db.branches.values():
         await _converge(host, db, branch, supervisor)
-
-
-async def _finish_reset(host: Host, inv: Inventory, db: DatabaseRecord,
-                        branch: BranchRecord) -> None:
-    replacement = inv.replacements.get(branch.dataset)
-    own = inv.datasets.get(branch.dataset)
-    if replacement is not None:
-        # The replacement clone is complete (made in one `zfs clone`): roll forward.
-        log.warning("finishing the reset of branch %s", branch.id)
-        await swap_in(host, db, branch, replacement.name, replacement.origin, 1)
-    elif own is not None and own.user.get(L.P_REPLACES):
-        # The old data is gone already: this is the replacement, maybe running.
-        log.warning("finishing the reset of branch %s (new data in place)", branch.id)
-        await host.zfs.inherit(branch.dataset, L.P_REPLACES)
-        if host.clusters.live(branch) is None:
-            await host.clusters.start_clone(branch, db, subscriptions=1)
-    else:
-        log.warning("branch %s: reset cut short before its new clone; keeping its data",
-                    branch.id)
-    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
-    branch.phase = L.PHASE_READY
 
 
 async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,

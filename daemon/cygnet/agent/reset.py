@@ -3,9 +3,10 @@
 The branch keeps its id, name, port and credentials, so its connection string
 does not change. A reset to the parent makes a new clone under a new dataset
 name (a new generation) that records which dataset it replaces; no rename is
-needed, which zfs-fuse does badly on fresh mounts. Each step is recorded in ZFS
-(phase `resetting`, the `cygnet:replaces` property) so the reconciler can
-finish or undo a reset cut short.
+needed, which zfs-fuse does badly on fresh mounts. The clone is made with the
+branch's identity and `cygnet:replaces` in one call, which commits the swap
+(agent/swap.py); the reconciler finishes one cut short, or keeps the old
+data if the clone was not made.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 import secrets
 
 from cygnet.agent import layout as L
-from cygnet.agent.branches import branch_point, drop_branch_point, find_snapshot
+from cygnet.agent import swap
+from cygnet.agent.branches import branch_point, find_snapshot
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
 from cygnet.errors import FailedPrecondition
@@ -73,25 +75,12 @@ async def _reclone(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None
         # Nothing replaced yet: the branch goes on with its old data.
         await _finish(host, db, branch)
         raise
-    # The replacement is complete (one `zfs clone`): from here on we roll forward.
-    await swap_in(host, db, branch, replacement, origin, subscriptions)
+    # The replacement is complete, and committed by its `replaces` (one `zfs clone`):
+    # from here on the swap rolls forward (agent/swap.py).
+    async def start(b: BranchRecord, d: DatabaseRecord) -> None:
+        await host.clusters.start_clone(b, d, subscriptions)
 
-
-async def swap_in(host: Host, db: DatabaseRecord, branch: BranchRecord, replacement: str,
-                  origin: str | None, subscriptions: int) -> None:
-    """Destroys the old dataset, makes the replacement the branch and starts it."""
-    old_dataset, old_origin = branch.dataset, branch.origin
-    if await host.zfs.exists(old_dataset):
-        await host.zfs.destroy(old_dataset, recursive=True)
-    if old_origin:
-        await drop_branch_point(host, old_origin)
-    branch.dataset, branch.origin = replacement, origin
-    await host.zfs.inherit(replacement, L.P_REPLACES)
-    await host.clusters.start_clone(branch, db, subscriptions)
-    if branch.desired != Desired.RUNNING:
-        await host.clusters.stop(branch, "fast")
-    await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
-    branch.phase = L.PHASE_READY
+    await swap.finish(host, db, branch, branch.dataset, replacement, start=start)
 
 
 async def _finish(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
