@@ -28,6 +28,10 @@ class FailedPrecondition(CygnetError):
     """The request is valid but the current state forbids it (e.g. children exist)."""
 
 
+class OutOfRange(CygnetError):
+    """A position outside what exists, e.g. an event cursor that was trimmed away."""
+
+
 class ResourceExhausted(CygnetError):
     """Out of pool space or of ports."""
 

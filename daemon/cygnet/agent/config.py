@@ -78,6 +78,16 @@ class AgentConfig:
     memory_bytes: int = 0
     # Clusters this host runs at most; 0 leaves it to the coordinator.
     max_clusters: int = 0
+    # The event journal (POOL/cygnet/events): whole segments of a tenth of
+    # events_max are trimmed past this many events or past this age.
+    events_max: int = 100_000
+    events_max_age_days: float = 30.0
+    # Webhooks: each event is POSTed as JSON to these URLs, signed with HMAC-SHA256
+    # with the secret read from webhook_secret_file (docs/operations.md "Events").
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret_file: Path | None = None
+    # How often expired branches and lapsed protections are looked for.
+    expiry_interval: float = 30.0
     # Off-host repository in S3-compatible storage (docs/durability.md): the
     # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.

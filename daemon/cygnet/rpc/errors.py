@@ -33,6 +33,7 @@ STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     # A postmaster that did not start, a tool that timed out: done, and failed.
     (errors.Aborted, grpc.StatusCode.ABORTED),
     # Another host out of reach: the one domain error that is about transport.
