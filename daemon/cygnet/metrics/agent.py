@@ -7,6 +7,7 @@ from prometheus_client.metrics_core import Metric
 
 from cygnet import __version__
 from cygnet.agent import layout as L
+from cygnet.agent import offsite
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.service import AgentService
 from cygnet.metrics.snapshot import gauge
@@ -46,6 +47,7 @@ class AgentMetrics:
                                        "Dead postmasters the supervisor started again")
         restarts.add_metric([], float(self.service.supervisor.restarts))
         metrics.append(restarts)
+        metrics.extend(offsite.metrics())
         return metrics
 
     def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:

@@ -1,0 +1,157 @@
+"""The off-host repository in cygnetd: the uploader loop, its metrics, and the
+remote listing and fetch that restores use (docs/durability.md).
+
+One OffsiteService per daemon, reachable through current() so that the
+backup service, the metrics and WAL restores use the same store and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from cygnet.agent.config import AgentConfig
+from cygnet.agent.registration import host_id
+from cygnet.backup import BackupInfo
+from cygnet.errors import CygnetError, FailedPrecondition
+from cygnet.offsite import fetch
+from cygnet.offsite.config import OffsiteConfig
+from cygnet.offsite.crypto import Keyring
+from cygnet.offsite.store import ObjectStore
+from cygnet.offsite.sync import Uploader
+
+log = logging.getLogger("cygnet.offsite")
+MAX_BACKOFF = 60.0
+
+_current: OffsiteService | None = None
+
+
+def offsite_config(config: AgentConfig) -> OffsiteConfig | None:
+    """None when no off-host repository is configured (offsite_endpoint empty)."""
+    if not config.offsite_endpoint:
+        return None
+    keyring = Keyring.from_settings(config.offsite_key_id, config.offsite_keys)
+    return OffsiteConfig(
+        endpoint=config.offsite_endpoint, bucket=config.offsite_bucket,
+        host=host_id(config), keyring=keyring, region=config.offsite_region,
+        access_key_id=config.offsite_access_key_id,
+        secret_access_key=config.offsite_secret_access_key,
+        lock_days=config.offsite_lock_days).check()
+
+
+class OffsiteService:
+    def __init__(self, config: AgentConfig, offsite: OffsiteConfig) -> None:
+        self.config = offsite
+        self.store = ObjectStore(offsite)
+        self.uploader = Uploader(self.store, config.backup_repository)
+        self.cache = config.state_dir / "offsite-cache"
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Something new is in the repository (a backup, archived WAL): upload it now."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
+        delay = interval
+        started = False
+        while not stop.is_set():
+            try:
+                if not started:
+                    await asyncio.to_thread(self.uploader.start)
+                    started = True
+                    log.info("off-host repository %s/%s, prefix %s, object lock %s",
+                             self.config.endpoint, self.config.bucket, self.config.prefix,
+                             "on" if self.uploader.status.lock else "off")
+                sent = await asyncio.to_thread(self.uploader.run_pass)
+                if sent:
+                    log.info("uploaded %d bytes off-host", sent)
+                delay = interval
+            except CygnetError as exc:
+                self.uploader.status.last_error = str(exc)
+                log.warning("off-host upload failed, retrying in %.0f s: %s", delay, exc)
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            except Exception:
+                log.exception("off-host uploader failed")
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            self._wake.clear()
+            wake = asyncio.create_task(self._wake.wait())
+            halt = asyncio.create_task(stop.wait())
+            await asyncio.wait([wake, halt], timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            halt.cancel()
+
+    async def list_remote(self) -> list[tuple[str, BackupInfo]]:
+        return await asyncio.to_thread(fetch.list_remote, self.store, self.config.keyring)
+
+    async def fetch_backup(self, backup_id: str) -> Path:
+        """A local repository holding the backup, fetched from whichever host's prefix has it."""
+        def run() -> Path:
+            host = fetch.find_backup(self.store, backup_id)
+            return fetch.fetch_backup(self.store, self.config.keyring, host, backup_id,
+                                      self.cache / host)
+        return await asyncio.to_thread(run)
+
+    async def fetch_objects(self, host: str, rels: list[str]) -> Path:
+        """Makes these objects of host's prefix available in a local repository, returned."""
+        repo = self.cache / host
+        await asyncio.to_thread(fetch.fetch_objects, self.store, self.config.keyring, host,
+                                rels, repo)
+        return repo
+
+    def metrics(self) -> list[Metric]:
+        s = self.uploader.status
+        gauges = [
+            ("cygnet_offsite_pending_bytes", "Bytes of the local repository not yet off-host",
+             s.pending_bytes),
+            ("cygnet_offsite_pending_objects", "Repository objects not yet off-host",
+             s.pending_objects),
+            ("cygnet_offsite_lag_seconds",
+             "Age of the oldest repository object not yet off-host (0: none pending)",
+             s.oldest_pending_s),
+            ("cygnet_offsite_last_success_timestamp_seconds",
+             "When a pass last left nothing pending", s.last_success),
+            ("cygnet_offsite_up", "1 when the last upload pass worked", 0 if s.last_error else 1),
+        ]
+        out: list[Metric] = []
+        for name, doc, value in gauges:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            out.append(g)
+        for name, doc, value in [
+                ("cygnet_offsite_uploaded_bytes", "Bytes uploaded off-host", s.uploaded_bytes),
+                ("cygnet_offsite_failed_passes", "Upload passes that failed", s.failed_passes)]:
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(value))
+            out.append(c)
+        return out
+
+
+def start(config: AgentConfig) -> OffsiteService | None:
+    global _current
+    offsite = offsite_config(config)
+    _current = OffsiteService(config, offsite) if offsite is not None else None
+    return _current
+
+
+def current() -> OffsiteService | None:
+    return _current
+
+
+def required() -> OffsiteService:
+    if _current is None:
+        raise FailedPrecondition("offsite_endpoint: no off-host repository is configured "
+                                 "on this host (docs/durability.md)")
+    return _current
+
+
+def poke() -> None:
+    if _current is not None:
+        _current.poke()
+
+
+def metrics() -> list[Metric]:
+    return _current.metrics() if _current is not None else []

@@ -1,0 +1,186 @@
+"""Mirroring the local repository's immutable objects to the host's prefix.
+
+What is mirrored: the repository's format file, committed packs (a pack, then
+its .idx: a remote .idx commits a remote pack, as locally), archived WAL, and
+manifests last, so a manifest in the bucket implies every block it needs is
+there too. The scan lists manifests before packs for the same reason: a
+backup commits its packs before its manifest.
+
+The uploader never deletes or changes a local file: a failed pass leaves
+everything where it was and the next pass tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cygnet.offsite.crypto import ciphertext_size
+from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
+from cygnet.offsite.upload import put_file
+
+log = logging.getLogger("cygnet.offsite")
+
+# Directories of the repository whose every file is immutable once it has its
+# final name (archived WAL: keyed by branch id and archive generation).
+IMMUTABLE_DIRS = ("wal",)
+_SKIP_SUFFIXES = (".tmp", ".partial", ".lock")
+
+
+@dataclass(frozen=True)
+class LocalObject:
+    rel: str  # path in the repository, '/'-separated: the key below the host's prefix
+    size: int
+    mtime: float
+    phase: int  # objects of a lower phase go first
+
+
+def scan(repo: Path) -> list[LocalObject]:
+    """Every immutable object of the repository, in upload order."""
+    found: list[LocalObject] = []
+    found += _files(repo, repo / "backups", "*.manifest", 4)
+    for top in IMMUTABLE_DIRS:
+        found += _files(repo, repo / top, "**/*", 3)
+    packs = _files(repo, repo / "packs", "*.pack", 1)
+    idx = {o.rel[:-4] for o in _files(repo, repo / "packs", "*.idx", 2)}
+    # Only committed packs: a .pack without its .idx may still be written.
+    found += [p for p in packs if p.rel[:-5] in idx]
+    found += _files(repo, repo / "packs", "*.idx", 2)
+    found += _files(repo, repo, "cygnet-backup.json", 0)
+    return sorted(found, key=lambda o: (o.phase, o.rel))
+
+
+def _files(repo: Path, where: Path, pattern: str, phase: int) -> Iterable[LocalObject]:
+    if not where.is_dir():
+        return []
+    out = []
+    for path in where.glob(pattern):
+        if path.name.startswith(".") or path.name.endswith(_SKIP_SUFFIXES):
+            continue
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if path.is_file() and not path.is_symlink():
+            out.append(LocalObject(path.relative_to(repo).as_posix(), st.st_size, st.st_mtime,
+                                   phase))
+    return out
+
+
+@dataclass
+class Status:
+    """What the metrics and `cygnet backup list --remote` report."""
+
+    pending_bytes: int = 0
+    pending_objects: int = 0
+    oldest_pending_s: float = 0.0  # age of the oldest local object not yet off-host
+    uploaded_bytes: int = 0
+    uploaded_objects: int = 0
+    failed_passes: int = 0
+    last_error: str = ""
+    last_success: float = 0.0  # time.time() of the last pass that left nothing pending
+    lock: bool = False
+
+
+@dataclass
+class Uploader:
+    store: ObjectStore
+    repo: Path
+    status: Status = field(default_factory=Status)
+    _remote: dict[str, int] | None = None  # rel -> stored size, listed once, then kept
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        """Checks the bucket and credentials, and whether object lock can be used."""
+        self.store.check()
+        self.status.lock = self.store.config.lock_days > 0 and self.store.lock_supported()
+        if self.store.config.lock_days > 0 and not self.status.lock:
+            log.warning("offsite_lock_days = %d, but bucket %s has no object lock: objects "
+                        "are uploaded without retention", self.store.config.lock_days,
+                        self.store.bucket)
+
+    def remote(self) -> dict[str, int]:
+        if self._remote is None:
+            prefix = self.store.config.prefix
+            self._remote = {o["Key"][len(prefix):]: int(o["Size"])
+                            for o in self.store.list(prefix) if "Key" in o}
+        return self._remote
+
+    def is_offsite(self, obj: LocalObject) -> bool:
+        stored = self.remote().get(obj.rel)
+        keys = self.store.config.keyring.keys
+        return stored is not None and stored in {ciphertext_size(obj.size, k) for k in keys}
+
+    def pending(self) -> list[LocalObject]:
+        return [o for o in scan(self.repo) if not self.is_offsite(o)]
+
+    def run_pass(self) -> int:
+        """Uploads what is pending; returns the bytes uploaded. Raises the first failure
+        (after the objects already in flight finish), leaving the rest for the next pass."""
+        with self._guard:
+            try:
+                pending = self.pending()
+                self._measure(pending)
+                sent = self._upload(pending)
+                self._measure(self.pending())
+            except (OffsiteRefused, OffsiteUnreachable) as exc:
+                self.status.failed_passes += 1
+                self.status.last_error = str(exc)
+                raise
+            self.status.last_error = ""
+            if not self.status.pending_objects:
+                self.status.last_success = time.time()
+            return sent
+
+    def _measure(self, pending: list[LocalObject]) -> None:
+        now = time.time()
+        self.status.pending_objects = len(pending)
+        self.status.pending_bytes = sum(o.size for o in pending)
+        self.status.oldest_pending_s = max((now - o.mtime for o in pending), default=0.0)
+
+    def _upload(self, pending: list[LocalObject]) -> int:
+        sent = 0
+        config = self.store.config
+        with ThreadPoolExecutor(config.concurrency, thread_name_prefix="offsite-obj") as objs, \
+                ThreadPoolExecutor(config.concurrency, thread_name_prefix="offsite-part") as parts:
+            for phase in sorted({o.phase for o in pending}):
+                batch = [o for o in pending if o.phase == phase]
+                futures = [objs.submit(self._one, o, parts) for o in batch]
+                errors = []
+                for f in futures:
+                    try:
+                        sent += f.result()
+                    except (OffsiteRefused, OffsiteUnreachable) as exc:
+                        errors.append(exc)
+                if errors:  # later phases depend on this one: stop here
+                    raise errors[0]
+        return sent
+
+    def _one(self, obj: LocalObject, parts: ThreadPoolExecutor) -> int:
+        config = self.store.config
+        key = config.prefix + obj.rel
+        deadline = time.monotonic() + config.retry_for
+        delay = 0.5
+        while True:
+            try:
+                done = put_file(self.store, config.keyring, str(self.repo / obj.rel), key,
+                                parts, lock=self.status.lock)
+                break
+            except FileNotFoundError:
+                return 0  # pruned meanwhile: nothing left to mirror
+            except OffsiteUnreachable as exc:
+                # The store went away or broke off: the whole object again, with backoff.
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("upload of %s failed, retrying in %.1f s: %s", key, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+        self.remote()[obj.rel] = done.stored_bytes
+        self.status.uploaded_bytes += done.plain_bytes
+        self.status.uploaded_objects += 1
+        return done.plain_bytes
