@@ -19,7 +19,8 @@ from cygnet.errors import FailedPrecondition, NotFound
 LOCK_TIMEOUT = 600.0
 
 
-async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter) -> BackupInfo:
+async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter,
+                        trigger: str = "") -> BackupInfo:
     """Holds the database's lock throughout: the temporary snapshot pins the branch,
     so a delete or reset of it waits for the backup instead of failing half-way."""
     report.phase("snapshot")
@@ -40,6 +41,8 @@ async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter
             "subscriptions": image.subscriptions,
             "host": host.config.host_id or socket.gethostname(),
         }
+        if trigger:  # "schedule": retention prunes it (agent/schedules.py)
+            metadata["trigger"] = trigger
         files, size = await asyncio.to_thread(tree_size, image.pgdata)
         return await asyncio.to_thread(
             backup.create_backup, repo, image.pgdata, metadata, lock_timeout=LOCK_TIMEOUT,

@@ -16,10 +16,12 @@ from typing import TypeVar
 
 from cygnet import backup
 from cygnet.agent.backups import catalog
+from cygnet.agent.backups import schedule as sched
 from cygnet.agent.backups.create import backup_branch
 from cygnet.agent.backups.diff import BranchDiff, diff_branches
 from cygnet.agent.backups.progress import Progress, Reporter, stream
 from cygnet.agent.backups.restore import Restored, into_branch, into_database
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
 from cygnet.agent.service import AgentService, BranchRef, BranchView
 from cygnet.backup import BackupInfo, CorruptRepository, PruneReport, VerifyReport
 from cygnet.backup.models import check_backup_id
@@ -29,6 +31,13 @@ T = TypeVar("T")
 
 VERIFY_LOCK_TIMEOUT = 600.0
 PRUNE_LOCK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class AutoSnapshot:
+    database: DatabaseRecord
+    branch: BranchRecord
+    snapshot: SnapshotRecord
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,33 @@ class BackupService:
                 return await backup_branch(self.host, self.repo, branch_id, report)
 
         return self._stream(request_id, "CreateBackup", run)
+
+    async def get_schedule(self, database: str) -> sched.View:
+        db = await self.agent.get_database(database)
+        return await sched.view(self.host, db)
+
+    async def set_schedule(self, database: str, change: sched.Change, request_id: str
+                           ) -> sched.View:
+        async def call() -> sched.View:
+            db = await self.agent.get_database(database)
+            async with self.host.db_locks[db.id]:
+                await sched.write(self.host, db, change)
+            return await sched.view(self.host, db)
+
+        return await self.agent.requests.run(request_id, "SetSchedule", call)
+
+    async def auto_snapshots(self, database: str, branch: str) -> list[AutoSnapshot]:
+        """The automatic snapshots ListBackups shows beside the backups, oldest first."""
+        inv = await self.host.inventory()
+        found = []
+        for db in inv.databases.values():
+            if database and database not in (db.id, db.name):
+                continue
+            for b in db.branches.values():
+                if branch and branch not in (b.id, b.name):
+                    continue
+                found += [AutoSnapshot(db, b, s) for s in b.snapshots if s.kind == sched.AUTO]
+        return sorted(found, key=lambda a: a.snapshot.created)
 
     async def list_backups(self, database: str, branch: str) -> list[BackupInfo]:
         infos = await asyncio.to_thread(catalog.list_backups, self.repo)

@@ -30,7 +30,17 @@ class BackupsServicer(pb_grpc.BackupsServicer):
 
     async def ListBackups(self, req: pb.ListBackupsRequest, ctx: Ctx) -> pb.ListBackupsResponse:
         infos = await self.service.list_backups(req.database, req.branch)
-        return pb.ListBackupsResponse(backups=[convert.backup(i) for i in infos])
+        autos = await self.service.auto_snapshots(req.database, req.branch)
+        return pb.ListBackupsResponse(backups=[convert.backup(i) for i in infos],
+                                      snapshots=[convert.auto_snapshot(a) for a in autos])
+
+    async def GetSchedule(self, req: pb.GetScheduleRequest, ctx: Ctx) -> pb.Schedule:
+        return convert.schedule(await self.service.get_schedule(req.database))
+
+    async def SetSchedule(self, req: pb.SetScheduleRequest, ctx: Ctx) -> pb.Schedule:
+        view = await self.service.set_schedule(req.database, convert.schedule_change(req),
+                                               req.request_id)
+        return convert.schedule(view)
 
     async def VerifyBackups(self, req: pb.VerifyBackupsRequest, ctx: Ctx
                             ) -> AsyncIterator[pb.VerifyBackupsEvent]:
