@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cygnet.agent.backups.schedule import check_host_defaults as check_schedule_defaults
 from cygnet.errors import InvalidArgument
 from cygnet.settings import load_settings
 
@@ -78,6 +79,19 @@ class AgentConfig:
     memory_bytes: int = 0
     # Clusters this host runs at most; 0 leaves it to the coordinator.
     max_clusters: int = 0
+    # Schedules of databases that set none (docs/durability.md "Schedules and
+    # retention"): automatic snapshots of main every N seconds (0: off), backups
+    # on a cron expression ("": off), and the retention both are pruned by.
+    schedule_snapshot_every: int = 0
+    schedule_backup_cron: str = ""
+    schedule_keep_last: int = 0
+    schedule_keep_hourly: int = 24
+    schedule_keep_daily: int = 7
+    schedule_keep_weekly: int = 4
+    schedule_keep_monthly: int = 0
+    schedule_keep_within: int = 0  # seconds
+    # How often the scheduler looks for due snapshots and backups, in seconds.
+    schedule_tick: float = 30.0
     # The event journal (POOL/cygnet/events): whole segments of a tenth of
     # events_max are trimmed past this many events or past this age.
     events_max: int = 100_000
@@ -122,6 +136,7 @@ class AgentConfig:
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
             raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
                                   "(a fleet host certificate, see docs/coordinator.md)")
+        check_schedule_defaults(self)
         return self
 
 
