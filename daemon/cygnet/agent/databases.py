@@ -8,8 +8,10 @@ import time
 from cygnet.agent import layout as L
 from cygnet.agent import pgsettings
 from cygnet.agent.branches import Populate, destroy_branch
+from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, branch_props
+from cygnet.agent.protection import guard
 from cygnet.agent.templates import ensure_template
 from cygnet.errors import AlreadyExists, CygnetError, InvalidArgument, NotFound
 from cygnet.names import shown, validate_name
@@ -95,6 +97,9 @@ async def create_database(host: Host, name: str, version: str, size: str, pool: 
     db.phase = L.PHASE_READY
     db.branches[main.id] = main
     host.known[db.id] = db
+    for kind in (EventKind.CREATED, EventKind.READY):
+        emit(kind, database_id=db.id, branch_id=main.id, database=db.name, branch=main.name,
+             reason=f"PostgreSQL {version}")
     return db, main
 
 
@@ -116,15 +121,21 @@ async def _create_main(host: Host, db: DatabaseRecord, golden: str, port: int,
     return main
 
 
-async def delete_database(host: Host, ref: str) -> tuple[DatabaseRecord, list[str]]:
+async def delete_database(host: Host, ref: str, override_protection: bool = False
+                          ) -> tuple[DatabaseRecord, list[str]]:
     found = host.find_database(ref) or (await host.catalog()).database(ref)
     async with host.db_locks[found.id]:
         inv = await host.database_inventory(found.id)
         if found.id not in inv.databases:
             raise NotFound(f"database {shown(ref)} not found")
         db = inv.databases[found.id]
+        guard(db.branches.values(), "deleting its database", override_protection, db.name)
         await host.mark_deleting(db.dataset)  # works on a full pool
         deleted = await finish_delete(host, db)
+    for branch_id in deleted:
+        emit(EventKind.DELETED, database_id=db.id, branch_id=branch_id, database=db.name,
+             branch=db.branches[branch_id].name if branch_id in db.branches else "")
+    emit(EventKind.DELETED, database_id=db.id, database=db.name, reason="database deleted")
     return db, deleted
 
 

@@ -279,4 +279,14 @@ async def open_on_pool(host: Host) -> EventJournal:
     await asyncio.to_thread(journal.open)
     journal.bind(asyncio.get_running_loop())
     log.info("event journal on %s: cursors %d-%d", name, journal.oldest, journal.durable)
+    global _current
+    _current = journal
     return journal
+
+
+_current: EventJournal | None = None
+
+
+def current() -> EventJournal | None:
+    """The daemon's journal, once open (WatchEvents reads it)."""
+    return _current

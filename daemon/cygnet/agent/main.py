@@ -17,6 +17,8 @@ from pathlib import Path
 from cygnet import __version__, systemd
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
+from cygnet.agent.lifecycle import open_events
+from cygnet.agent.lifecycle import start as start_lifecycle
 from cygnet.agent.reconciler import reconcile
 from cygnet.agent.registration import Membership
 from cygnet.agent.server import build_server, check_listener, restrict_socket, set_serving
@@ -94,6 +96,7 @@ async def serve(config: AgentConfig) -> None:
     systemd.status("reconciling: adopting running databases")
     await reconcile(host, supervisor)
     service = AgentService(host, supervisor)
+    journal, hooks = await open_events(host)  # events, webhooks (docs/architecture.md)
     servicer = AgentServicer(service)
     server, health_servicer = await build_server(config, servicer)
     await server.start()
@@ -107,6 +110,7 @@ async def serve(config: AgentConfig) -> None:
     background = [asyncio.create_task(supervisor.run(stop)),
                   asyncio.create_task(_warm_templates(host)),
                   asyncio.create_task(systemd.watchdog(stop))]
+    background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
     metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
