@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from cygnet import __version__, systemd
+from cygnet.agent import offsite
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.lifecycle import open_events
@@ -85,6 +86,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 
 async def serve(config: AgentConfig) -> None:
     check_listener(config)  # a listener without client certificates is refused before any work
+    offsite_service = offsite.start(config)  # bad offsite_* settings refuse the start
     # Branch socket dirs live below the run dir, so postgres must traverse it.
     config.run_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o755)
@@ -113,6 +115,8 @@ async def serve(config: AgentConfig) -> None:
     background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
+    if offsite_service is not None:
+        background.append(asyncio.create_task(offsite_service.run(stop, config.offsite_interval)))
     metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
                                   config.metrics_interval, stop)
     systemd.ready(f"serving on {config.admin_socket}"

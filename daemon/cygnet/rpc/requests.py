@@ -181,10 +181,11 @@ AGENT: dict[str, Rules] = {
 
 BACKUPS: dict[str, Rules] = {
     "CreateBackup": _rules({**_REF, **_RID}, ("branch",)),
-    "ListBackups": _rules({"database": reference("db"), "branch": reference("br")}),
+    "ListBackups": _rules({"database": reference("db"), "branch": reference("br"),
+                           "remote": anything}),
     "VerifyBackups": _rules({}),
     "RestoreBackup": _rules({"backup_id": backup_id, "branch_name": name,
-                             "database_name": name, "pool": token, **_RID},
+                             "database_name": name, "pool": token, "remote": anything, **_RID},
                             ("backup_id",), _one_target),
     "PruneBackups": _rules({"keep_last": integer_range(0, MAX_KEEP_LAST),
                             "database": reference("db"), "backup_ids": backup_id, **_RID}),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cygnet import backup
+from cygnet.agent import offsite
 from cygnet.agent.backups import catalog
 from cygnet.agent.backups import schedule as sched
 from cygnet.agent.backups.create import backup_branch
@@ -74,7 +75,9 @@ class BackupService:
             _, branch_id = await self._branch_id(ref)
             await self.host.require_free_for(branch_id, "a backup")  # before CHECKPOINT
             async with self.writer:
-                return await backup_branch(self.host, self.repo, branch_id, report)
+                made = await backup_branch(self.host, self.repo, branch_id, report)
+            offsite.poke()  # off-host now, not at the uploader's next look
+            return made
 
         return self._stream(request_id, "CreateBackup", run)
 
@@ -133,18 +136,23 @@ class BackupService:
         return stream(run)
 
     def restore(self, backup_id: str, branch_name: str, database_name: str, pool: str,
-                request_id: str) -> AsyncIterator[Progress | RestoreResult]:
+                request_id: str, remote: bool = False
+                ) -> AsyncIterator[Progress | RestoreResult]:
         check_backup_id(backup_id)  # the request table also requires one of the two names
 
         async def run(report: Reporter) -> RestoreResult:
             started = time.monotonic()
-            info = await asyncio.to_thread(backup.get_backup, self.repo, backup_id)
+            repo = self.repo
+            if remote:  # fetched from the off-host repository into a local cache
+                report.phase("fetch")
+                repo = await offsite.required().fetch_backup(backup_id)
+            info = await asyncio.to_thread(backup.get_backup, repo, backup_id)
             try:
                 if branch_name:
-                    done = await into_branch(self.host, self.repo, info, branch_name,
+                    done = await into_branch(self.host, repo, info, branch_name,
                                              request_id, report)
                 else:
-                    done = await into_database(self.host, self.repo, info, database_name, pool,
+                    done = await into_database(self.host, repo, info, database_name, pool,
                                                request_id, report)
             except CorruptRepository as exc:
                 raise CorruptRepository(f"backup {backup_id} is damaged; nothing was restored "

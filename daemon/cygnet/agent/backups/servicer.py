@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from cygnet.agent import convert as agent_convert
+from cygnet.agent import offsite_api
 from cygnet.agent.backups import convert
 from cygnet.agent.backups.progress import Progress
 from cygnet.agent.backups.service import BackupService, RestoreResult
@@ -29,6 +30,8 @@ class BackupsServicer(pb_grpc.BackupsServicer):
                 yield pb.CreateBackupEvent(result=convert.backup(event))
 
     async def ListBackups(self, req: pb.ListBackupsRequest, ctx: Ctx) -> pb.ListBackupsResponse:
+        if req.remote:
+            return await offsite_api.list_backups(req.database, req.branch)
         infos = await self.service.list_backups(req.database, req.branch)
         autos = await self.service.auto_snapshots(req.database, req.branch)
         return pb.ListBackupsResponse(backups=[convert.backup(i) for i in infos],
@@ -53,7 +56,7 @@ class BackupsServicer(pb_grpc.BackupsServicer):
     async def RestoreBackup(self, req: pb.RestoreBackupRequest, ctx: Ctx
                             ) -> AsyncIterator[pb.RestoreBackupEvent]:
         events = self.service.restore(req.backup_id, req.branch_name, req.database_name,
-                                      req.pool, req.request_id)
+                                      req.pool, req.request_id, req.remote)
         async for event in events:
             if isinstance(event, Progress):
                 yield pb.RestoreBackupEvent(progress=convert.progress(event))
