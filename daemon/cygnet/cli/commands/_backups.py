@@ -152,6 +152,18 @@ def backups_table(items: list[bpb.Backup]) -> Any:
     return o.table(("ID", "BRANCH", "TAKEN", "SIZE", "NEW", "FILES"), rows)
 
 
+def show_remote(state: State, database: str, branch: str) -> None:
+    """`cygnet backup list --remote`: every host's backups in the off-host repository."""
+    req = bpb.ListBackupsRequest(database=database, branch=branch, remote=True)
+    items = list(call(state, "ListBackups", req).backups)
+    if state.json:
+        o.emit_json([backup(b) | {"host": b.host} for b in items])
+        return
+    rows = [(b.host, b.id, f"{b.database_name}/{b.branch_name}", o.age(b.snapshot_at),
+             o.size(b.logical_bytes)) for b in items]
+    o.show(o.table(("HOST", "ID", "BRANCH", "TAKEN", "SIZE"), rows))
+
+
 def backup_fields(b: bpb.Backup) -> Any:
     return o.fields([
         ("Backup", b.id), ("Branch", f"{b.database_name}/{b.branch_name} ({b.branch_id})"),

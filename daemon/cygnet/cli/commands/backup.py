@@ -47,16 +47,22 @@ def create(state: State, ref: str, db: str | None) -> None:
 @backup.command("list", epilog="""\b
 Examples:
   cygnet backup list
-  cygnet backup list shop --branch feature --json""")
+  cygnet backup list shop --branch feature --json
+  cygnet backup list --remote        # the off-host repository, every host's""")
 @click.argument("database", metavar="[DB]", required=False, default="",
                 shell_complete=complete.databases)
 @click.option("--branch", metavar="BRANCH", default="", help="Only backups of this branch.")
+@click.option("--remote", is_flag=True,
+              help="List the off-host repository (every host's backups) instead of this host's.")
 @json_option
 @pass_state
-def list_(state: State, database: str, branch: str) -> None:
+def list_(state: State, database: str, branch: str, remote: bool) -> None:
     """List backups (of DB, or of every database), oldest first."""
     if branch and not database:
         raise CliError("branch: --branch needs DB", Exit.INVALID)
+    if remote:
+        api.show_remote(state, database, branch)
+        return
     req = bpb.ListBackupsRequest(database=database, branch=branch)
     items = list(api.call(state, "ListBackups", req).backups)
     if state.json:
@@ -88,17 +94,20 @@ def verify(state: State) -> None:
 @backup.command("restore", epilog="""\b
 Examples:
   cygnet backup restore 20260131T091502417000Z-1a2b3c4d --branch yesterday
-  cygnet backup restore 20260131T091502417000Z-1a2b3c4d --db shop-copy --json""")
+  cygnet backup restore 20260131T091502417000Z-1a2b3c4d --db shop-copy --json
+  cygnet backup restore 20260131T091502417000Z-1a2b3c4d --db shop --remote""")
 @click.argument("backup_id", metavar="BACKUP_ID")
 @click.option("--branch", "branch_name", metavar="NAME", default="",
               help="Restore as a new branch NAME of the backup's database.")
 @click.option("--db", "database_name", metavar="NAME", default="",
               help="Restore as the main branch of a new database NAME.")
 @click.option("--pool", metavar="POOL", default="", help="Pool of the new database.")
+@click.option("--remote", is_flag=True, help="Fetch the backup from the off-host repository "
+              "first (any host's; see `cygnet backup list --remote`).")
 @json_option
 @pass_state
 def restore(state: State, backup_id: str, branch_name: str, database_name: str,
-            pool: str) -> None:
+            pool: str, remote: bool) -> None:
     """Restore a backup into a new branch or a new database, and start it.
 
     A damaged backup is refused and nothing is left behind.
@@ -106,7 +115,7 @@ def restore(state: State, backup_id: str, branch_name: str, database_name: str,
     if bool(branch_name) == bool(database_name):
         raise CliError("target: give exactly one of --branch NAME and --db NAME", Exit.INVALID)
     req = bpb.RestoreBackupRequest(backup_id=backup_id, branch_name=branch_name,
-                                   database_name=database_name, pool=pool)
+                                   database_name=database_name, pool=pool, remote=remote)
     done = api.stream(state, "RestoreBackup", req, f"Restoring {backup_id}")
     if state.json:
         output.emit_json({"database": shapes.database(done.database),
