@@ -19,6 +19,8 @@ static int native_exec(PyObject *module)
         return -1;
     if (PyModule_AddFunctions(module, cyg_spawn_methods) < 0)
         return -1;
+    if (PyModule_AddFunctions(module, cyg_relay_methods) < 0)
+        return -1;
     return 0;
 }
 

@@ -12,6 +12,7 @@
 
 extern PyMethodDef cyg_hashing_methods[];
 extern PyMethodDef cyg_spawn_methods[];
+extern PyMethodDef cyg_relay_methods[];
 extern PyType_Spec cyg_dedup_index_spec;
 
 #endif

@@ -1,0 +1,236 @@
+"""The endpoint's listener: negotiates, routes, and hands routed connections to the C relay.
+
+Per connection: SSLRequest (answered 'S'; GSSENCRequest is answered 'N'
+first) or a direct TLS ClientHello; the ClientHello is peeked at, not read.
+With an endpoint name in its SNI, the branch's own Postgres gets a TCP
+connection, an SSLRequest of its own, and then the client's untouched bytes:
+TLS and SCRAM run end to end, channel binding included, and the bytes move
+in C (native/relay_core.c). Everything else (no SNI, unknown names, plain
+TCP) is answered by the endpoint itself (terminate.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cygnet import _native
+from cygnet.endpoint import protocol as P
+from cygnet.endpoint.names import name_in_host
+from cygnet.endpoint.router import Router, Unroutable
+from cygnet.endpoint.sni import NotTls
+from cygnet.endpoint.terminate import Terminator, backend_context, server_context
+from cygnet.endpoint.wire import (
+    Gone,
+    dial_tls_backend,
+    peek_byte,
+    peek_hello,
+    recv_exact,
+    tune,
+)
+
+if TYPE_CHECKING:
+    from cygnet.agent.config import AgentConfig
+    from cygnet.agent.service import AgentService
+
+log = logging.getLogger("cygnet.endpoint")
+
+# A client must have said what it wants within this time (not counting a wake).
+STARTUP_TIMEOUT = 30.0
+_TLS_RECORD = 0x16
+
+
+class Endpoint:
+    def __init__(self, service: AgentService, config: AgentConfig) -> None:
+        tls = service.host.clusters.tls
+        self.domain = config.endpoint_domain
+        self.router = Router(service, backend_address(service.host.clusters.listen_addresses))
+        self.terminator = Terminator(self.router, server_context(tls.cert, tls.key),
+                                     backend_context(tls.ca))
+        self.addresses = _addresses(config)
+        self.port = config.endpoint_port
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        _raise_fd_limit()
+        for address in self.addresses:
+            listener = _listen(address, self.port)
+            self._listeners.append(listener)
+            self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
+        log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
+                 f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
+
+    async def stop(self) -> None:
+        for task in [*self._accepting, *self._tasks]:
+            task.cancel()
+        for listener in self._listeners:
+            listener.close()
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: wait, do not spin
+                log.warning("endpoint accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            sock.setblocking(False)
+            task = asyncio.create_task(self._serve(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            await self.handle(sock)
+        except (Gone, ConnectionError, TimeoutError, NotTls, P.ProtocolError) as exc:
+            log.debug("endpoint client dropped: %s", exc or type(exc).__name__)
+            sock.close()
+        except Exception:
+            log.exception("endpoint connection failed")
+            sock.close()
+
+    async def handle(self, sock: socket.socket) -> None:
+        tune(sock)
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            tls = await self._negotiate(sock)
+            if not tls:
+                return
+            hello = await peek_hello(sock)
+        name = name_in_host(hello.server_name, self.domain)
+        if name is None:
+            await self.terminator.serve(sock, None)
+            return
+        try:
+            target = await self.router.target(name)
+            backend = await dial_tls_backend(self.router.address, target.port)
+        except Unroutable as exc:
+            await self.terminator.serve(sock, exc)
+            return
+        except OSError as exc:
+            await self.terminator.serve(sock, Unroutable(
+                P.CANNOT_CONNECT_NOW, f"endpoint {name}: the branch cannot be reached: "
+                f"{exc.strerror or exc}"))
+            return
+        _native.relay_add(sock.fileno(), backend.fileno())
+        sock.detach()
+        backend.detach()
+
+    async def _negotiate(self, sock: socket.socket) -> bool:
+        """True once the client starts TLS; False when it was answered otherwise."""
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await peek_byte(sock)
+            if first[0] == _TLS_RECORD:  # sslnegotiation=direct: TLS at once
+                return True
+            length, code = P.request_header(await recv_exact(sock, 8))
+            if code == P.GSSENC_REQUEST and length == 8:
+                await loop.sock_sendall(sock, b"N")
+                continue
+            if code == P.SSL_REQUEST and length == 8:
+                await loop.sock_sendall(sock, b"S")
+                return True
+            rest = await recv_exact(sock, length - 8)
+            if code == P.CANCEL_REQUEST and length == 16:
+                await self._cancel(rest)
+                sock.close()
+                return False
+            await loop.sock_sendall(sock, P.error_response(
+                P.INVALID_AUTHORIZATION, "the Cygnet endpoint accepts TLS connections only",
+                hint="use sslmode=require or stricter (verify-full with the fleet CA)"))
+            sock.close()
+            return False
+
+    async def _cancel(self, rest: bytes) -> None:
+        """Forwards a plain CancelRequest to the branch whose postmaster is the pid's parent."""
+        pid = int.from_bytes(rest[:4], "big")
+        port = self._port_of_backend(pid)
+        if port is None:
+            return
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.router.address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as out:
+            out.setblocking(False)
+            try:
+                await loop.sock_connect(out, (self.router.address, port))
+                await loop.sock_sendall(out, (16).to_bytes(4, "big")
+                                        + P.CANCEL_REQUEST.to_bytes(4, "big") + rest[:8])
+            except OSError as exc:
+                log.debug("cancel not forwarded: %s", exc)
+
+    def _port_of_backend(self, pid: int) -> int | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            cwd = Path(f"/proc/{parent}/cwd").resolve()
+        except (OSError, ValueError, IndexError):
+            return None
+        clusters = self.router.service.host.clusters
+        for db in self.router.service.host.known.values():
+            for branch in db.branches.values():
+                if branch.port and clusters.pgdata(branch) == cwd:
+                    return branch.port
+        return None
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen(1024)
+    except BaseException:
+        listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
+
+
+def backend_address(listen_addresses: str) -> str:
+    """Where the endpoint dials the branches: the first address Postgres listens on."""
+    first = listen_addresses.split(",")[0].strip()
+    return {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+        first, first)
+
+
+def _addresses(config: AgentConfig) -> list[str]:
+    from cygnet.agent.pgtls import listen_addresses
+
+    listen = config.endpoint_listen.strip() or listen_addresses(config)
+    return [a.strip() for a in listen.split(",") if a.strip()]
+
+
+def _raise_fd_limit() -> None:
+    """Each relayed connection holds two descriptors: take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d: %s", soft,
+                        errno.errorcode.get(getattr(exc, "errno", 0) or 0, str(exc)))
+
+
+async def start_endpoint(service: AgentService, config: AgentConfig) -> Endpoint | None:
+    """The host's endpoint, or None when endpoint_port is 0 or its port is taken
+    (logged: the API and the branches' own ports serve on without it)."""
+    if not config.endpoint_port:
+        return None
+    endpoint = Endpoint(service, config)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        await endpoint.stop()
+        log.error("the Postgres endpoint cannot listen on %s port %d: %s (endpoint_port, "
+                  "endpoint_listen)", ", ".join(endpoint.addresses), endpoint.port,
+                  exc.strerror or exc)
+        return None
+    return endpoint

@@ -1,0 +1,96 @@
+"""Socket helpers for the startup phase: exact reads, peeking, dialling a branch."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from cygnet.endpoint import protocol as P
+from cygnet.endpoint.sni import Hello, parse_hello
+
+
+class Gone(Exception):
+    """The peer closed the connection."""
+
+
+async def recv_exact(sock: socket.socket, n: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < n:
+        chunk = await loop.sock_recv(sock, n - len(data))
+        if not chunk:
+            raise Gone()
+        data += chunk
+    return data
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def peek_byte(sock: socket.socket) -> bytes:
+    """The first unread byte, left in the socket."""
+    while True:
+        await _readable(sock)
+        try:
+            data = sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise Gone()
+        return data
+
+
+async def peek_hello(sock: socket.socket) -> Hello:
+    """The client's ClientHello, left unread in the socket for whoever answers it."""
+    seen = -1
+    while True:
+        await _readable(sock)
+        try:
+            data = sock.recv(65536, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise Gone()
+        hello = parse_hello(data)
+        if hello is not None:
+            return hello
+        if len(data) == seen:  # the rest is still on its way: readable stays true
+            await asyncio.sleep(0.002)
+        seen = len(data)
+
+
+def tune(sock: socket.socket) -> None:
+    """Small messages go out at once: Postgres' protocol is request/response."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def dial_tls_backend(address: str, port: int) -> socket.socket:
+    """A TCP connection to a branch that has agreed to TLS (SSLRequest answered 'S')."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        tune(sock)
+        await loop.sock_connect(sock, (address, port))
+        await loop.sock_sendall(sock, P.SSL_REQUEST_BYTES)
+        answer = await recv_exact(sock, 1)
+    except BaseException:
+        sock.close()
+        raise
+    if answer != b"S":
+        sock.close()
+        raise OSError(f"the branch's Postgres refused TLS (answered {answer!r})")
+    return sock

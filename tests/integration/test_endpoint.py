@@ -1,0 +1,216 @@
+"""The host's Postgres endpoint: real cygnetd, real Postgres, real libpq clients.
+
+One private daemon with an endpoint domain (names routed by TLS SNI); clients
+dial NAME.DOMAIN with hostaddr=127.0.0.1, as DNS would have them do, and
+check the certificate with verify-full against the host's CA.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.conftest import unique
+from tests.harness import Daemon, private_daemon
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "pg.cygnet.test"
+
+
+@dataclass
+class Site:
+    daemon: Daemon
+    db: str
+    main: pb.Connection
+    feat: pb.Connection  # branch "feat" of db
+    feat_branch: pb.Branch
+
+    @property
+    def ca(self) -> str:
+        return self.main.sslrootcert
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    with private_daemon("ep", 57400, "3G", settings=f'endpoint_domain = "{DOMAIN}"\n') as d:
+        db = unique("ep")
+        with d.stub() as s:
+            made = s.CreateDatabase(pb.CreateDatabaseRequest(name=db, size_class="nano"),
+                                    timeout=120)
+            feat = s.CreateBranch(pb.CreateBranchRequest(database=db, name="feat"),
+                                  timeout=120)
+            yield Site(d, db, made.connection, feat.connection, feat.branch)
+
+
+def _connect(site: Site, host: str, *, password: str | None = None, sslmode: str = "verify-full",
+             **extra: str) -> psycopg.Connection[tuple[object, ...]]:
+    info = psycopg.conninfo.make_conninfo(
+        host=host, hostaddr="127.0.0.1", port=site.daemon.endpoint_port, user="postgres",
+        password=site.main.password if password is None else password, dbname="postgres",
+        sslmode=sslmode, sslrootcert=site.ca, connect_timeout=10, **extra)
+    return psycopg.connect(info, autocommit=True)
+
+
+def raw_error(site: Site, server_name: str | None, params: dict[str, str] | None = None,
+              tls: bool = True) -> dict[str, str]:
+    """The ErrorResponse fields the endpoint answers a startup with (libpq hides the SQLSTATE
+    of connection failures), read by a minimal client of our own over verified TLS."""
+    sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+        ("127.0.0.1", site.daemon.endpoint_port), timeout=10)
+    try:
+        if tls:
+            sock.sendall(struct.pack("!II", 8, 80877103))
+            assert sock.recv(1) == b"S"
+            ctx = ssl.create_default_context(cafile=site.ca)
+            ctx.check_hostname = server_name is not None
+            sock = ctx.wrap_socket(sock, server_hostname=server_name)
+        body = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in
+                        {"user": "postgres", "database": "postgres", **(params or {})}.items())
+        body += b"\0"
+        sock.sendall(struct.pack("!II", 8 + len(body), 3 << 16) + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    assert data[:1] == b"E", data[:50]
+    fields = data[5:].split(b"\0")
+    return {f[:1].decode(): f[1:].decode() for f in fields if f}
+
+
+def _one(c: psycopg.Connection[tuple[object, ...]],
+         sql: str | psycopg.sql.Composable) -> object:
+    row = c.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_sni_routes_to_the_branch_with_tls_and_scram_end_to_end(site: Site) -> None:
+    with _connect(site, f"{site.db}--feat.{DOMAIN}", channel_binding="require") as c:
+        # The branch's own Postgres answered: its port, its TLS session, SCRAM-PLUS
+        # (channel binding needs the client's TLS to end at that very server).
+        assert _one(c, "SHOW port") == str(site.feat.port)
+        assert _one(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    with _connect(site, f"{site.db}.{DOMAIN}") as c:
+        assert _one(c, "SHOW port") == str(site.main.port)
+    with _connect(site, f"{site.feat_branch.id}.{DOMAIN}") as c:
+        assert _one(c, "SHOW port") == str(site.feat.port)
+
+
+def test_wrong_password_is_refused_by_the_branch(site: Site) -> None:
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        _connect(site, f"{site.db}--feat.{DOMAIN}", password="not-the-password")
+
+
+def test_unknown_endpoint_fails_at_once_with_a_postgres_error(site: Site) -> None:
+    for host in (f"nope-{site.db}.{DOMAIN}", f"{site.db}--nope.{DOMAIN}"):
+        with pytest.raises(psycopg.OperationalError, match="does not exist on this host"):
+            _connect(site, host)  # verify-full passes: *.DOMAIN names it
+        error = raw_error(site, host)
+        assert error["C"] == "3D000" and error["S"] == "FATAL", error
+
+
+def test_clients_without_sni_name_the_endpoint_in_options(site: Site) -> None:
+    info = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=site.daemon.endpoint_port, user="postgres",
+        password=site.main.password, dbname="postgres", sslmode="verify-full",
+        sslrootcert=site.ca, connect_timeout=10,
+        options=f"-c endpoint={site.db}--feat -c search_path=public")
+    with psycopg.connect(info, autocommit=True) as c:
+        assert _one(c, "SHOW port") == str(site.feat.port)
+        assert _one(c, "SHOW search_path") == "public"  # the other options reach Postgres
+        big = _one(c, "SELECT length(string_agg(md5(i::text), '')) "
+                      "FROM generate_series(1, 100000) i")
+        assert big == 3_200_000
+    with pytest.raises(psycopg.OperationalError, match="does not exist on this host"):
+        psycopg.connect(info.replace(f"{site.db}--feat", "nothing-here"), autocommit=True)
+    assert raw_error(site, None, {"options": "endpoint=nothing-here"})["C"] == "3D000"
+    unnamed = psycopg.conninfo.make_conninfo(info, options="")
+    with pytest.raises(psycopg.OperationalError, match="no endpoint named"):
+        psycopg.connect(unnamed, autocommit=True)
+    assert raw_error(site, None)["C"] == "08004"
+
+
+def test_plain_tcp_is_refused_with_a_reason(site: Site) -> None:
+    with pytest.raises(psycopg.OperationalError, match="TLS connections only"):
+        _connect(site, f"{site.db}.{DOMAIN}", sslmode="disable")
+    assert raw_error(site, None, tls=False)["C"] == "28000"
+
+
+def test_large_results_move_through_the_relay_intact(site: Site) -> None:
+    with _connect(site, f"{site.db}--feat.{DOMAIN}") as c:
+        rows = c.execute("SELECT i, md5(i::text) FROM generate_series(1, 200000) i").fetchall()
+        assert len(rows) == 200000
+        assert rows[12345] == (12346, _one(c, "SELECT md5('12346')"))
+        payload = "x" * 5_000_000
+        assert _one(c, psycopg.sql.SQL("SELECT length({})").format(payload)) == 5_000_000
+
+
+def test_the_endpoint_string_survives_reset_and_stop_start(site: Site) -> None:
+    with site.daemon.stub() as s:
+        conn = s.GetConnection(pb.GetConnectionRequest(
+            branch=pb.BranchRef(database=site.db, name="feat")), timeout=30)
+    uri = conn.endpoint_uri
+    assert urlsplit(uri).hostname == f"{site.db}--feat.{DOMAIN}"
+    assert parse_qs(urlsplit(uri).query)["sslmode"] == ["verify-full"]
+    with psycopg.connect(uri, hostaddr="127.0.0.1", autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS kept (v int); INSERT INTO kept VALUES (1)")
+    with site.daemon.stub() as s:
+        ref = pb.BranchRef(database=site.db, name="feat")
+        s.ResetBranch(pb.ResetBranchRequest(branch=ref), timeout=120)
+    with psycopg.connect(uri, hostaddr="127.0.0.1", autocommit=True) as c:
+        # Reset to the parent's state: the table made on the branch is gone.
+        assert _one(c, "SELECT to_regclass('kept') IS NULL") is True
+
+
+def test_psql_through_the_endpoint(site: Site) -> None:
+    with site.daemon.stub() as s:
+        conn = s.GetConnection(pb.GetConnectionRequest(
+            branch=pb.BranchRef(database=site.db)), timeout=30)
+    env = {**os.environ, "PGHOSTADDR": "127.0.0.1", "PGCONNECT_TIMEOUT": "10"}
+    out = subprocess.run(["psql", conn.endpoint_uri, "-tAc", "SHOW port"], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(site.main.port)
+    missing = subprocess.run(["psql", conn.endpoint_uri.replace(site.db, "x" + site.db), "-c",
+                              "select 1"], env=env, capture_output=True, text=True, timeout=30,
+                             check=False)
+    assert missing.returncode == 2 and "does not exist on this host" in missing.stderr
+
+
+def test_clients_beyond_max_connections_get_53300(site: Site) -> None:
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+    try:
+        with pytest.raises(psycopg.OperationalError, match="too many clients already"):
+            for _ in range(40):  # nano: max_connections 20
+                held.append(_connect(site, f"{site.db}--feat.{DOMAIN}"))
+        assert 15 <= len(held) <= 20
+        # Passed through from the branch's own Postgres: SQLSTATE 53300.
+        assert raw_error(site, f"{site.db}--feat.{DOMAIN}")["C"] == "53300"
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_cancel_requests_reach_the_branch(site: Site) -> None:
+    with _connect(site, f"{site.db}--feat.{DOMAIN}") as c:
+        started = time.monotonic()
+        timer = threading.Timer(0.5, c.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(20)")
+        timer.join()
+        assert time.monotonic() - started < 15
