@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 BACKUP_KEYS = {"id", "database_id", "database_name", "branch_id", "branch_name",
                "postgres_version", "size_class", "snapshot_at", "created_at", "file_count",
-               "logical_bytes", "new_bytes", "new_blocks", "block_count", "duration_seconds"}
+               "logical_bytes", "new_bytes", "new_blocks", "block_count", "duration_seconds",
+               "trigger"}
 VERIFY_KEYS = {"ok", "packs_checked", "blocks_checked", "bytes_checked", "manifests_checked",
                "unreferenced_blocks", "issues", "garbage"}
 RELATION_KEYS = {"database", "schema", "name", "kind", "database_oid", "relfilenode", "status",

@@ -105,7 +105,7 @@ def backup(b: bpb.Backup) -> Json:
         "snapshot_at": iso(b.snapshot_at), "created_at": iso(b.created_at),
         "file_count": b.file_count, "logical_bytes": b.logical_bytes,
         "new_bytes": b.new_bytes, "new_blocks": b.new_blocks, "block_count": b.block_count,
-        "duration_seconds": round(b.duration_seconds, 3),
+        "duration_seconds": round(b.duration_seconds, 3), "trigger": b.trigger or "manual",
     }
 
 
@@ -150,6 +150,12 @@ def backups_table(items: list[bpb.Backup]) -> Any:
              o.size(b.logical_bytes), o.size(b.new_bytes), str(b.file_count))
             for b in items]
     return o.table(("ID", "BRANCH", "TAKEN", "SIZE", "NEW", "FILES"), rows)
+
+
+def auto_snapshots_table(items: list[bpb.AutoSnapshot]) -> Any:
+    rows = [(a.id, f"{a.database_name}/{a.branch_name}", o.age(a.created_at), o.size(a.used_bytes))
+            for a in items]
+    return o.table(("SNAPSHOT", "BRANCH", "TAKEN", "USED"), rows, title="Automatic snapshots")
 
 
 def show_remote(state: State, database: str, branch: str) -> None:

@@ -64,9 +64,12 @@ def list_(state: State, database: str, branch: str, remote: bool) -> None:
         api.show_remote(state, database, branch)
         return
     req = bpb.ListBackupsRequest(database=database, branch=branch)
-    items = list(api.call(state, "ListBackups", req).backups)
+    listing = api.call(state, "ListBackups", req)
+    items = list(listing.backups)
     if state.json:
         output.emit_json([api.backup(b) for b in items])
+    elif listing.snapshots:  # the schedule's recovery points (cygnet db schedule)
+        output.show(api.backups_table(items), "", api.auto_snapshots_table(list(listing.snapshots)))
     else:
         output.show(api.backups_table(items))
 

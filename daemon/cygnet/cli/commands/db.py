@@ -7,6 +7,7 @@ import click
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, doomed, output, shapes, views
 from cygnet.cli.commands.config import extensions, parse_settings
+from cygnet.cli.commands.schedule import schedule
 from cygnet.cli.confirm import confirm, destructive_options
 from cygnet.cli.progress import working
 from cygnet.cli.state import OrderedGroup, State, json_option, pass_state
@@ -145,3 +146,4 @@ def rm(state: State, database: str, yes: bool, dry_run: bool) -> None:
 
 
 db.add_command(extensions)
+db.add_command(schedule)
