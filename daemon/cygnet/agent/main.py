@@ -16,12 +16,14 @@ from pathlib import Path
 
 from cygnet import __version__, systemd
 from cygnet.agent import offsite
+from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
 from cygnet.agent.lifecycle import open_events
 from cygnet.agent.lifecycle import start as start_lifecycle
 from cygnet.agent.reconciler import reconcile
 from cygnet.agent.registration import Membership
+from cygnet.agent.schedules import Scheduler
 from cygnet.agent.server import build_server, check_listener, restrict_socket, set_serving
 from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
@@ -112,6 +114,8 @@ async def serve(config: AgentConfig) -> None:
     background = [asyncio.create_task(supervisor.run(stop)),
                   asyncio.create_task(_warm_templates(host)),
                   asyncio.create_task(systemd.watchdog(stop))]
+    # Automatic snapshots, cron backups and retention (agent/schedules.py).
+    background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
     background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
