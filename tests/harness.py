@@ -154,6 +154,8 @@ class Daemon:
     base: Path
     port_min: int
     listen_port: int = field(default_factory=free_port)
+    # The Postgres endpoint's port (docs/endpoints.md): one per daemon, not 5432.
+    endpoint_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     # Appended to the command line: later options override the defaults above.
     extra_args: list[str] = field(default_factory=list)
@@ -219,7 +221,8 @@ class Daemon:
                 "--listen", f"127.0.0.1:{self.listen_port}", "--config", str(self.config_path),
                 "--tls-client-ca", str(self.client_ca),
                 "--port-range", f"{self.port_min}-{self.port_min + 199}",
-                "--postgres-listen", "127.0.0.1", "--log-level", "DEBUG", *self.extra_args]
+                "--postgres-listen", "127.0.0.1", "--endpoint-port", str(self.endpoint_port),
+                "--log-level", "DEBUG", *self.extra_args]
 
     def start(self, timeout: float = 120.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)

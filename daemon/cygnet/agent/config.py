@@ -79,6 +79,13 @@ class AgentConfig:
     memory_bytes: int = 0
     # Clusters this host runs at most; 0 leaves it to the coordinator.
     max_clusters: int = 0
+    # The Postgres-protocol endpoint (docs/endpoints.md): its TCP port (0 disables
+    # it), on postgres_listen's addresses unless endpoint_listen names others (a,b).
+    endpoint_port: int = 5432
+    endpoint_listen: str = ""
+    # DNS domain of endpoint names (DB--BRANCH.DOMAIN, routed by TLS SNI); empty:
+    # connection strings name advertise_host and route with options=endpoint=.
+    endpoint_domain: str = ""
     # Schedules of databases that set none (docs/durability.md "Schedules and
     # retention"): automatic snapshots of main every N seconds (0: off), backups
     # on a cron expression ("": off), and the retention both are pruned by.
@@ -133,6 +140,8 @@ class AgentConfig:
         if not 1024 <= self.port_min <= self.port_max <= 65535:
             span = f"{self.port_min}-{self.port_max}"
             raise InvalidArgument("port_range", f"{span} is not a valid range")
+        if not 0 <= self.endpoint_port <= 65535:
+            raise InvalidArgument("endpoint_port", f"{self.endpoint_port} is not a port (0: off)")
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
             raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
                                   "(a fleet host certificate, see docs/coordinator.md)")

@@ -29,6 +29,7 @@ from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.supervisor import Supervisor
 from cygnet.agent.templates import ensure_template
+from cygnet.endpoint.server import start_endpoint
 from cygnet.errors import CygnetError
 from cygnet.metrics.agent import AgentMetrics
 from cygnet.metrics.runtime import start as start_metrics
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--advertise-host", help="host name or address put in connection strings")
     p.add_argument("--postgres-listen", help="listen_addresses for the clusters")
     p.add_argument("--metrics-listen", help="Prometheus endpoint host:port ('' disables it)")
+    p.add_argument("--endpoint-port", type=int,
+                   help="port of the Postgres endpoint (docs/endpoints.md; 0 disables it)")
+    p.add_argument("--endpoint-domain", help="DNS domain of endpoint names (DB--BRANCH.DOMAIN)")
     p.add_argument("--log-level", default="INFO")
     fleet = p.add_argument_group("fleet (docs/coordinator.md)")
     fleet.add_argument("--coordinator", help="coordinator host:port to register with")
@@ -73,7 +77,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         "pools", "socket_path", "listen", "state_dir", "run_dir", "mount_root",
         "advertise_host", "postgres_listen", "coordinator", "coordinator_ca", "tls_cert",
         "tls_key", "tls_client_ca", "host_id", "zone", "memory_bytes", "advertise_api",
-        "metrics_listen")}
+        "metrics_listen", "endpoint_port", "endpoint_domain")}
     if args.label:
         if not all("=" in item for item in args.label):
             raise CygnetError("label: use KEY=VALUE")
@@ -106,6 +110,7 @@ async def serve(config: AgentConfig) -> None:
     await server.start()
     restrict_socket(config.admin_socket)
     await set_serving(health_servicer, True)
+    endpoint = await start_endpoint(service, config)  # docs/endpoints.md
     log.info("serving")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +136,8 @@ async def serve(config: AgentConfig) -> None:
     if metrics is not None:
         await metrics.stop()
     await set_serving(health_servicer, False)
+    if endpoint is not None:
+        await endpoint.stop()
     await server.stop(grace=5)
     for task in background:
         task.cancel()

@@ -80,8 +80,10 @@ def _normal(name: str) -> str:
 def server_names(config: AgentConfig) -> list[str]:
     """Names the certificate must carry: what connection strings and local clients use."""
     listen = [a.strip() for a in config.postgres_listen.split(",")]
+    # Endpoint names (docs/endpoints.md): one wildcard covers every DB--BRANCH.DOMAIN.
+    endpoints = [f"*.{config.endpoint_domain.strip('.')}"] if config.endpoint_domain else []
     return list(dict.fromkeys([config.advertise_host, "127.0.0.1", "localhost",
-                               *(a for a in listen if a and a != "*")]))
+                               *(a for a in listen if a and a != "*"), *endpoints]))
 
 
 def _read(path: Path | str, field: str) -> bytes:

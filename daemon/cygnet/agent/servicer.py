@@ -9,6 +9,7 @@ from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from cygnet.endpoint.uri import with_endpoint
 
 Ctx = Any  # grpc.aio.ServicerContext
 
@@ -25,7 +26,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         conn = self.service.host.clusters.connection(main.record)
         return pb.CreateDatabaseResponse(database=convert.database(db),
                                          main_branch=convert.branch(main),
-                                         connection=convert.connection(conn))
+                                         connection=with_endpoint(
+                                             convert.connection(conn), self.service.host.config,
+                                             db.name, main.record))
 
     async def GetDatabase(self, req: pb.GetDatabaseRequest, ctx: Ctx) -> pb.Database:
         return convert.database(await self.service.get_database(req.database))
@@ -49,7 +52,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         report = read_report(self.service.host.clusters.files(view.record)) if req.upgrade_to \
             else None
         return pb.CreateBranchResponse(branch=convert.branch(view),
-                                       connection=convert.connection(conn),
+                                       connection=with_endpoint(
+                                           convert.connection(conn), self.service.host.config,
+                                           view.database.name, view.record),
                                        upgrade=convert.upgrade(report) if report else None)
 
     async def GetBranch(self, req: pb.GetBranchRequest, ctx: Ctx) -> pb.Branch:
@@ -82,7 +87,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         return convert.branch(view)
 
     async def GetConnection(self, req: pb.GetConnectionRequest, ctx: Ctx) -> pb.Connection:
-        return convert.connection(await self.service.connection(convert.branch_ref(req.branch)))
+        db, branch = await self.service.read_branch(convert.branch_ref(req.branch))
+        conn = convert.connection(self.service.host.clusters.connection(branch))
+        return with_endpoint(conn, self.service.host.config, db.name, branch)
 
     async def CreateSnapshot(self, req: pb.CreateSnapshotRequest, ctx: Ctx) -> pb.Snapshot:
         snap = await self.service.create_snapshot(convert.branch_ref(req.branch), req.name,

@@ -119,6 +119,7 @@ class Connection(_message.Message):
     SOCKET_DIR_FIELD_NUMBER: _builtins.int
     SSLMODE_FIELD_NUMBER: _builtins.int
     SSLROOTCERT_FIELD_NUMBER: _builtins.int
+    ENDPOINT_URI_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     port: _builtins.int
     user: _builtins.str
@@ -132,6 +133,11 @@ class Connection(_message.Message):
     """verify-full when the host's CA is known (sslrootcert), else require."""
     sslrootcert: _builtins.str
     """Path of the CA certificate on the agent's host; empty when unknown."""
+    endpoint_uri: _builtins.str
+    """The same branch through the host's Postgres endpoint (docs/endpoints.md),
+    by name: it stays valid across reset, restore, promote, suspend and resume.
+    Empty when the host runs no endpoint.
+    """
     def __init__(
         self,
         *,
@@ -144,10 +150,11 @@ class Connection(_message.Message):
         socket_dir: _builtins.str = ...,
         sslmode: _builtins.str = ...,
         sslrootcert: _builtins.str = ...,
+        endpoint_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dbname", b"dbname", "host", b"host", "password", b"password", "port", b"port", "socket_dir", b"socket_dir", "sslmode", b"sslmode", "sslrootcert", b"sslrootcert", "uri", b"uri", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dbname", b"dbname", "endpoint_uri", b"endpoint_uri", "host", b"host", "password", b"password", "port", b"port", "socket_dir", b"socket_dir", "sslmode", b"sslmode", "sslrootcert", b"sslrootcert", "uri", b"uri", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
