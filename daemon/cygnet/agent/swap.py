@@ -28,6 +28,7 @@ swap a crash cut short.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -43,11 +44,21 @@ log = logging.getLogger("cygnet.agent")
 
 # Starts the branch on its new data: a plain start, or a fresh clone's fix-up.
 Starter = Callable[[BranchRecord, DatabaseRecord], Awaitable[None]]
-# Called at each step (a test hook: cygnet.agent.swap.on_step = ...).
-on_step: Callable[[str], None] | None = None
+# Crash tests: cygnetd exits at once (as a kill -9 would stop it) at the step
+# this environment variable names (committed, promoted, moved, started).
+CRASH_AT_ENV = "CYGNET_TEST_SWAP_CRASH_AT"
 
-_IDENTITY = (L.P_ID, L.P_NAME, L.P_DATABASE, L.P_PARENT, L.P_PORT, L.P_DESIRED, L.P_CREATED,
-             L.P_REQUEST)
+# What a swap does not move: the data's own major, the lifecycle step, the swap's
+# own markers, and what only databases or snapshots carry. Everything else in
+# USER_PROPS (id, name, port, expiry, protection...) is the branch's identity.
+_NOT_IDENTITY = frozenset({L.P_KIND, L.P_VERSION, L.P_PHASE, L.P_SIZE, L.P_SNAP_KIND, L.P_SUBS,
+                           L.P_REPLACES, L.P_REPLACED_BY, L.P_SWAP_KEEP})
+
+
+def identity(branch: BranchRecord) -> dict[str, str]:
+    """The branch's identity properties, "" for those it has not set (to be cleared)."""
+    props = branch_props(branch)
+    return {k: props.get(k, "") for k in L.USER_PROPS if k not in _NOT_IDENTITY}
 
 
 def kept_name(name: str, taken: set[str], now: float | None = None) -> str:
@@ -62,8 +73,10 @@ def kept_name(name: str, taken: set[str], now: float | None = None) -> str:
 
 
 def _step(name: str) -> None:
-    if on_step is not None:
-        on_step(name)
+    if os.environ.get(CRASH_AT_ENV) == name:
+        log.critical("exiting at swap step %r (%s)", name, CRASH_AT_ENV)
+        logging.shutdown()
+        os._exit(137)
 
 
 async def swap(host: Host, db: DatabaseRecord, branch: BranchRecord, replacement: str, *,
@@ -103,32 +116,47 @@ async def _abandon(host: Host, db: DatabaseRecord, branch: BranchRecord, replace
 async def finish(host: Host, db: DatabaseRecord, branch: BranchRecord, old: str,
                  replacement: str, *, start: Starter | None = None) -> BranchRecord | None:
     """Rolls a committed swap forward from wherever it stands (idempotent)."""
-    new = (await host.zfs.get_props(replacement, ["origin", L.P_VERSION, L.P_SWAP_KEEP]))[
-        replacement]
-    if (new.origin or "").startswith(f"{old}@"):
-        # A clone of the data it replaces: take its history, so the old data can go.
-        await host.zfs.promote(replacement)
-        _step("promoted")
-    old_state = await _props_or_none(host, old, ["origin", L.P_REPLACED_BY, L.P_VERSION])
+    await _take_history(host, db, old, replacement)
+    new = (await host.zfs.get_props(replacement, ["origin", *L.USER_PROPS]))[replacement]
+    old_state = await _props_or_none(host, old, ["origin", *L.USER_PROPS])
     if old_state is not None and not old_state.user.get(L.P_REPLACED_BY):
-        await _move_identity(host, db, branch, old, replacement, old_state.user)
+        await _move_identity(host, db, branch, old, replacement, old_state.user, new.user)
     _step("moved")
-    branch.dataset, branch.version = replacement, new.user.get(L.P_VERSION, "")
-    branch.origin = (await host.zfs.get_props(replacement, ["origin"]))[replacement].origin
+    branch.dataset, branch.origin = replacement, new.origin
+    branch.version = new.user.get(L.P_VERSION, "")
     await host.zfs.inherit(replacement, L.P_REPLACES)
+    # The branch serves again as early as it can; the rest does not touch its data.
+    await _start(host, db, branch, start)
+    _step("started")
     kept = None
     if old_state is not None:
-        kept = await _keep_or_drop(host, db, branch, old, old_state.origin,
+        kept = await _keep_or_drop(host, db, branch, old, old_state,
                                    new.user.get(L.P_SWAP_KEEP, ""))
     await host.zfs.inherit(replacement, L.P_SWAP_KEEP)
     if branch.is_main:
         await _follow_main_version(host, db, branch)
     await reparent(host, db.id)
-    _step("reparented")
-    await _start(host, db, branch, start)
     await host.zfs.set_props(replacement, {L.P_PHASE: L.PHASE_READY})
     branch.phase = L.PHASE_READY
     return kept
+
+
+async def _take_history(host: Host, db: DatabaseRecord, old: str, replacement: str) -> None:
+    """`zfs promote` the replacement while its origins lead back to the data it
+    replaces (a child, or a deeper descendant), so that data can go or stay
+    without holding the new data's past."""
+    for _ in range(64):
+        listing = await host.zfs.list(db.dataset, depth=1)
+        ds = listing.get(replacement)
+        while ds is not None and ds.origin is not None:
+            parent = ds.origin.split("@", 1)[0]
+            if parent == old:
+                await host.zfs.promote(replacement)
+                _step("promoted")
+                break
+            ds = listing.get(parent)
+        else:
+            return
 
 
 async def _props_or_none(host: Host, name: str, props: list[str]) -> Dataset | None:
@@ -139,7 +167,8 @@ async def _props_or_none(host: Host, name: str, props: list[str]) -> Dataset | N
 
 
 async def _move_identity(host: Host, db: DatabaseRecord, branch: BranchRecord, old: str,
-                         replacement: str, old_user: dict[str, str]) -> None:
+                         replacement: str, old_user: dict[str, str], new_user: dict[str, str]
+                         ) -> None:
     """Copies the identity and password onto the hidden replacement, pins the old
     data's major, then moves the identity with one write."""
     source = host.clusters.files(branch).secret_file
@@ -147,16 +176,20 @@ async def _move_identity(host: Host, db: DatabaseRecord, branch: BranchRecord, o
     if source.is_file() and target.parent.is_dir():
         target.write_bytes(source.read_bytes())
         target.chmod(0o600)
-    props = {k: v for k, v in branch_props(branch).items() if k in _IDENTITY}
-    await write_props(host, replacement, props | {L.P_PHASE: L.PHASE_RESETTING})
+    await write_props(host, replacement, identity(branch) | {L.P_PHASE: L.PHASE_RESETTING},
+                      new_user)
     if not old_user.get(L.P_VERSION):
         await host.zfs.set_props(old, {L.P_VERSION: db.version_of(branch)})
     await host.zfs.set_props(old, {L.P_REPLACED_BY: replacement})
 
 
-async def write_props(host: Host, dataset: str, props: dict[str, str]) -> None:
-    """Sets each property; an empty value is cleared (`zfs set` refuses empty values)."""
+async def write_props(host: Host, dataset: str, props: dict[str, str],
+                      current: dict[str, str] | None = None) -> None:
+    """Sets each property that differs from `current` (None: unknown); an empty
+    value is cleared (`zfs set` refuses empty values)."""
     for key, value in props.items():
+        if current is not None and current.get(key, "") == value:
+            continue
         if value:
             await host.zfs.set_props(dataset, {key: value})
         else:
@@ -170,7 +203,8 @@ def _at(branch: BranchRecord, dataset: str) -> BranchRecord:
 
 
 async def _keep_or_drop(host: Host, db: DatabaseRecord, branch: BranchRecord, old: str,
-                        old_origin: str | None, keep_as: str) -> BranchRecord | None:
+                        old_state: Dataset, keep_as: str) -> BranchRecord | None:
+    old_origin = old_state.origin
     if not keep_as:
         try:
             await host.zfs.destroy(old, recursive=True)
@@ -189,8 +223,8 @@ async def _keep_or_drop(host: Host, db: DatabaseRecord, branch: BranchRecord, ol
                         Desired.STOPPED, L.PHASE_READY, time.time(), "", 0, 0,
                         version=db.version_of(branch))
     try:
-        await write_props(host, old, {k: v for k, v in branch_props(kept).items()
-                                      if k in (*_IDENTITY, L.P_PHASE)})
+        await write_props(host, old, identity(kept) | {L.P_PHASE: L.PHASE_READY},
+                          old_state.user)
         await host.zfs.inherit(old, L.P_REPLACED_BY)
     except BaseException:
         host.ports.release(port)
