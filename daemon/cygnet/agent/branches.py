@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from cygnet.agent import layout as L
+from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import (
     BranchRecord,
@@ -78,7 +79,8 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
 
 async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: str,
                         parent_ref: str, snapshot_ref: str, request_id: str,
-                        populate: Populate | None = None, upgrade_to: str = "") -> BranchRecord:
+                        populate: Populate | None = None, upgrade_to: str = "",
+                        expires_at: float = 0.0) -> BranchRecord:
     """Must run under the database's lock, with `inv` and `db` loaded under it.
 
     With `populate`, the branch is a new dataset filled by it (no origin).
@@ -95,6 +97,7 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     branch = BranchRecord(L.new_id("br"), name, db.id, parent.id, "", None, port, Desired.RUNNING,
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
+    branch.expires_at = expires_at  # written with the clone's other properties
     own_snapshot = not snapshot_ref and populate is None
     timer = StepTimer()
     try:
@@ -133,6 +136,9 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     host.ports.commit(port)
     log.info("branch %s/%s (%s) ready in %s", db.name, name, branch.id, timer)
     branch.phase = L.PHASE_READY
+    for kind in (EventKind.CREATED, EventKind.READY):
+        emit(kind, database_id=db.id, branch_id=branch.id, database=db.name, branch=name,
+             reason=f"child of {parent.name}")
     return branch
 
 
@@ -194,6 +200,8 @@ async def delete_branch(host: Host, db: DatabaseRecord, ref: str, cascade: bool)
     for victim in [*descendants, branch]:
         await destroy_branch(host, victim)
         deleted.append(victim.id)
+        emit(EventKind.DELETED, database_id=db.id, branch_id=victim.id, database=db.name,
+             branch=victim.name)
     return deleted
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cygnet.agent import lifetime
 from cygnet.agent.clusters import Connection
 from cygnet.agent.host import HostStatus, PoolView
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
@@ -41,6 +42,7 @@ def branch(view: BranchView) -> pb.Branch:
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
         postgres_version=db.version_of(b), size_class=db.size_class,
         child_branch_ids=[c.id for c in db.children(b.id)], state_message=view.message,
+        **lifetime.branch_fields(view),  # expiry and protection
     )
 
 

@@ -1,4 +1,5 @@
-"""UpdateBranch: a branch's expiry and protection, written to its dataset's properties.
+"""UpdateBranch: a branch's expiry and protection, written to its dataset's properties;
+their fields in Branch messages, and Event messages.
 
 The request rules (rpc/requests.py) have already checked that TTLs are
 positive, times in the future and at most one expiry given.
@@ -8,12 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cygnet.agent import layout as L
+from cygnet.agent.events import Event
+from cygnet.agent.expiry import NEVER, effective_expiry
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.protection import is_protected, require_admin
+from cygnet.agent.service import AgentService, BranchRef, BranchView
+from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition, InvalidArgument
+from cygnet.rpc.convert import timestamp
 
 PROTECT = 1
 UNPROTECT = 2
@@ -46,7 +53,7 @@ def plan(branch: BranchRecord, change: Change, now: float) -> tuple[dict[str, st
     if change.protect_for and change.protection != PROTECT:
         raise InvalidArgument("protect_for", "goes with protection = PROTECT")
     if change.protection == PROTECT:
-        until = now + change.protect_for if change.protect_for else 0.0
+        until = round(now + change.protect_for, 3) if change.protect_for else 0.0
         if is_protected(branch, now):
             current = branch.protected_until or float("inf")
             if (until or float("inf")) < current:
@@ -83,3 +90,51 @@ async def update_branch(host: Host, branch: BranchRecord, change: Change) -> Non
         branch.protected_until = float(props.get(L.P_PROTECTED_UNTIL, 0.0))
     if L.P_PROTECTED in removed:
         branch.protected, branch.protected_until = False, 0.0
+
+
+def branch_fields(view: BranchView) -> dict[str, Any]:
+    """The expiry and protection fields of a Branch message (convert.branch)."""
+    b, now = view.record, time.time()
+    fields: dict[str, Any] = {"protected": is_protected(b, now)}
+    if b.expires_at:
+        fields["expires_at"] = timestamp(b.expires_at)
+    effective = effective_expiry(view.database, b, now)
+    if effective != NEVER:
+        fields["effective_expires_at"] = timestamp(effective)
+    if fields["protected"] and b.protected_until:
+        fields["protected_until"] = timestamp(b.protected_until)
+    return fields
+
+
+def change_of(req: pb.UpdateBranchRequest) -> Change:
+    expires = 0.0
+    if req.HasField("ttl"):
+        expires = time.time() + req.ttl.ToNanoseconds() / 1e9
+    elif req.HasField("expires_at"):
+        expires = req.expires_at.ToNanoseconds() / 1e9
+    protect_for = req.protect_for.ToNanoseconds() / 1e9 if req.HasField("protect_for") else 0.0
+    return Change(round(expires, 3), req.clear_expiry, int(req.protection), protect_for)
+
+
+def create_expiry(req: pb.CreateBranchRequest) -> float:
+    """CreateBranch's ttl or expires_at as a unix time (0: none)."""
+    if req.HasField("ttl"):  # to the millisecond, as the property keeps it
+        return round(time.time() + req.ttl.ToNanoseconds() / 1e9, 3)
+    if req.HasField("expires_at"):
+        return round(req.expires_at.ToNanoseconds() / 1e9, 3)
+    return 0.0
+
+
+async def update(service: AgentService, ref: BranchRef, change: Change, request_id: str
+                 ) -> BranchView:
+    async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
+        await update_branch(service.host, branch, change)
+        return service.view(db, branch)
+
+    return await service._with_branch(ref, request_id, "UpdateBranch", action)
+
+
+def event_message(event: Event) -> pb.Event:
+    return pb.Event(cursor=event.cursor, time=timestamp(event.time), kind=event.kind.value,
+                    database_id=event.database_id, database_name=event.database,
+                    branch_id=event.branch_id, branch_name=event.branch, reason=event.reason)

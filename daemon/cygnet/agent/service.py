@@ -14,9 +14,11 @@ from cygnet.agent import databases as dbs
 from cygnet.agent import layout as L
 from cygnet.agent import pgsettings, reset, snapshots
 from cygnet.agent.clusters import Connection
+from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.agent.protection import guard
 from cygnet.agent.supervisor import Supervisor
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.names import shown
@@ -185,9 +187,10 @@ class AgentService:
 
         return await self.requests.run(request_id, "CreateDatabase", call)
 
-    async def delete_database(self, ref: str, request_id: str) -> tuple[DatabaseRecord, list[str]]:
+    async def delete_database(self, ref: str, request_id: str, override_protection: bool = False
+                              ) -> tuple[DatabaseRecord, list[str]]:
         async def call() -> tuple[DatabaseRecord, list[str]]:
-            return await dbs.delete_database(self.host, ref)
+            return await dbs.delete_database(self.host, ref, override_protection)
 
         return await self.requests.run(request_id, "DeleteDatabase", call)
 
@@ -203,7 +206,8 @@ class AgentService:
             raise
 
     async def create_branch(self, database: str, name: str, parent: str, snapshot: str,
-                            request_id: str, upgrade_to: str = "") -> BranchView:
+                            request_id: str, upgrade_to: str = "", expires_at: float = 0.0
+                            ) -> BranchView:
         async def call() -> BranchView:
             # Snapshots are read only when branching from a named one.
             db, inv = await self._locked_db(database, snapshots=bool(snapshot))
@@ -212,7 +216,8 @@ class AgentService:
                 if found is not None:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
-                                                request_id, upgrade_to=upgrade_to)
+                                                request_id, upgrade_to=upgrade_to,
+                                                expires_at=expires_at)
                 db.branches[branch.id] = branch
                 return self.view(db, branch)
             finally:
@@ -233,14 +238,19 @@ class AgentService:
 
         return await self.requests.run(request_id, method, call)
 
-    async def delete_branch(self, ref: BranchRef, cascade: bool, request_id: str) -> list[str]:
+    async def delete_branch(self, ref: BranchRef, cascade: bool, request_id: str,
+                            override_protection: bool = False) -> list[str]:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> list[str]:
+            doomed = [*db.descendants(branch.id), branch] if cascade else [branch]
+            guard(doomed, "deleting it", override_protection, db.name)
             return await br.delete_branch(self.host, db, branch.id, cascade)
 
         return await self._with_branch(ref, request_id, "DeleteBranch", action)
 
-    async def reset_branch(self, ref: BranchRef, snapshot: str, request_id: str) -> BranchView:
+    async def reset_branch(self, ref: BranchRef, snapshot: str, request_id: str,
+                           override_protection: bool = False) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
+            guard([branch], "resetting it", override_protection, db.name)
             if not snapshot and db.version_of(branch) != db.version:
                 # The parent's state is another major: it would need a new upgrade.
                 raise FailedPrecondition(
@@ -248,6 +258,8 @@ class AgentService:
                     f"parent {db.version}: reset it to one of its own snapshots, or delete it "
                     "and create it again with upgrade_to (--upgrade-to)")
             await reset.reset_branch(self.host, db, branch, snapshot)
+            emit(EventKind.RESTORED, database_id=db.id, branch_id=branch.id, database=db.name,
+                 branch=branch.name, reason=f"reset to {snapshot or 'its parent'}")
             await self.host.refresh_space(branch)
             return self.view(db, branch)
 

@@ -1,0 +1,187 @@
+"""Branch expiry and protection on a real cygnetd, with a fast expiry loop.
+
+A daemon of its own (expiry_interval = 0.2 s) so that short TTLs expire within
+a test; the TTLs are whole seconds, the smallest a Duration-based TTL sensibly
+takes, and waits poll for the outcome instead of asserting timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from tests.conftest import unique
+from tests.harness import Daemon, private_daemon, run
+
+Stub = pb_grpc.AgentStub
+
+
+@pytest.fixture(scope="module")
+def fast() -> Iterator[Daemon]:
+    # --config replaces the harness's own settings file: the roles are repeated here.
+    settings = ('expiry_interval = 0.2\n[roles]\n"client/admin" = "admin"\n'
+                '"client/operator" = "operator"\n')
+    with private_daemon("ex", 61400, "3G", settings=settings) as d:
+        yield d
+
+
+@pytest.fixture
+def stub(fast: Daemon) -> Iterator[Stub]:
+    with fast.stub() as s:
+        yield s
+
+
+def ref(db: str, name: str) -> pb.BranchRef:
+    return pb.BranchRef(database=db, name=name)
+
+
+def branch(stub: Stub, db: str, name: str, parent: str = "", ttl: int = 0) -> pb.Branch:
+    req = pb.CreateBranchRequest(database=db, name=name, parent=parent)
+    if ttl:
+        req.ttl.CopyFrom(Duration(seconds=ttl))
+    return stub.CreateBranch(req).branch
+
+
+def names(stub: Stub, db: str) -> set[str]:
+    return {b.name for b in stub.ListBranches(pb.ListBranchesRequest(database=db)).branches}
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
+
+
+def error_of(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def events_since(stub: Stub, cursor: int, db: str, until: tuple[str, str]) -> list[pb.Event]:
+    """The database's events after `cursor`, read until (kind, branch name) `until` is seen:
+    the journal writes an event just after the change it reports."""
+    req = pb.WatchEventsRequest(cursor=cursor, follow=True)
+    out = []
+    for event in stub.WatchEvents(req, timeout=60):
+        if event.database_name == db:
+            out.append(event)
+            if (event.kind, event.branch_name) == until:
+                return out
+    raise AssertionError(f"the stream ended before {until}")
+
+
+def newest_cursor(stub: Stub) -> int:
+    replay = list(stub.WatchEvents(pb.WatchEventsRequest(from_oldest=True), timeout=30))
+    return replay[-1].cursor if replay else 0
+
+
+def test_bad_ttls_name_their_field(stub: Stub) -> None:
+    db = unique()
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
+    for seconds in (0, -5):
+        req = pb.CreateBranchRequest(database=db, name="b", ttl=Duration(seconds=seconds))
+        err = error_of(lambda req=req: stub.CreateBranch(req))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details().startswith("ttl:"), err.details()
+    past = pb.UpdateBranchRequest(branch=ref(db, "main"))
+    past.expires_at.FromSeconds(int(time.time()) - 60)
+    err = error_of(lambda: stub.UpdateBranch(past))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("expires_at:"), err.details()
+    both = pb.UpdateBranchRequest(branch=ref(db, "main"), ttl=Duration(seconds=60),
+                                  clear_expiry=True)
+    assert error_of(lambda: stub.UpdateBranch(both)).code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = error_of(lambda: stub.UpdateBranch(
+        pb.UpdateBranchRequest(branch=ref(db, "main"), ttl=Duration(seconds=60))))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "never expires" in err.details()
+    assert names(stub, db) == {"main"}
+
+
+def test_expired_branch_goes_with_its_branch_point_and_events(fast: Daemon, stub: Stub) -> None:
+    db = unique()
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
+    cursor = newest_cursor(stub)
+    b = branch(stub, db, "pr-1", ttl=1)
+    assert b.HasField("expires_at") and b.effective_expires_at == b.expires_at
+    origin = b.origin_snapshot
+    wait_for(lambda: "pr-1" not in names(stub, db), "pr-1 expired")
+    kinds = [(e.kind, e.branch_name) for e in events_since(stub, cursor, db,
+                                                           ("deleted", "pr-1"))]
+    assert kinds == [("created", "pr-1"), ("ready", "pr-1"), ("expired", "pr-1"),
+                     ("deleted", "pr-1")]
+    snapshots = run("zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
+                    fast.pool.name).stdout
+    assert origin not in snapshots  # the branch point nothing else needs is gone
+
+
+def test_a_parent_waits_for_its_children(stub: Stub) -> None:
+    db = unique()
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
+    parent = branch(stub, db, "feature", ttl=1)
+    branch(stub, db, "child", parent="feature")  # no expiry: holds its parent
+    time.sleep(2.0)  # past the parent's own expiry, several sweeps
+    assert names(stub, db) == {"main", "feature", "child"}
+    shown = stub.GetBranch(pb.GetBranchRequest(branch=ref(db, "feature")))
+    assert shown.expires_at == parent.expires_at and not shown.HasField("effective_expires_at")
+    cursor = newest_cursor(stub)
+    child = stub.UpdateBranch(pb.UpdateBranchRequest(branch=ref(db, "child"),
+                                                     ttl=Duration(seconds=1)))
+    shown = stub.GetBranch(pb.GetBranchRequest(branch=ref(db, "feature")))
+    assert shown.effective_expires_at == child.expires_at  # the latest of its tree
+    wait_for(lambda: names(stub, db) == {"main"}, "the tree expired")
+    deleted = [e.branch_name for e in events_since(stub, cursor, db, ("deleted", "feature"))
+               if e.kind == "deleted"]
+    assert deleted == ["child", "feature"]  # children first
+
+
+def test_protection_blocks_delete_reset_and_expiry(fast: Daemon, stub: Stub) -> None:
+    db = unique()
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
+    branch(stub, db, "keep", ttl=1)
+    shown = stub.UpdateBranch(pb.UpdateBranchRequest(
+        branch=ref(db, "keep"), protection=pb.PROTECTION_CHANGE_PROTECT))
+    assert shown.protected and not shown.HasField("protected_until")
+    assert not shown.HasField("effective_expires_at")
+    time.sleep(1.5)  # past its expiry, several sweeps
+    assert "keep" in names(stub, db)
+    for call in (lambda: stub.DeleteBranch(pb.DeleteBranchRequest(branch=ref(db, "keep"))),
+                 lambda: stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db, "keep"))),
+                 lambda: stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=db))):
+        err = error_of(call)
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "is protected" in err.details() and "override_protection" in err.details()
+    assert names(stub, db) == {"main", "keep"}
+    with fast.tls_channel("operator") as ch:
+        operator = pb_grpc.AgentStub(ch)
+        for req in (pb.DeleteBranchRequest(branch=ref(db, "keep"), override_protection=True),):
+            err = error_of(lambda req=req: operator.DeleteBranch(req))
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "admin" in err.details()
+        err = error_of(lambda: operator.UpdateBranch(pb.UpdateBranchRequest(
+            branch=ref(db, "keep"), protection=pb.PROTECTION_CHANGE_UNPROTECT)))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert names(stub, db) == {"main", "keep"}
+    with fast.tls_channel("admin") as ch:
+        pb_grpc.AgentStub(ch).DeleteBranch(pb.DeleteBranchRequest(
+            branch=ref(db, "keep"), override_protection=True))
+    assert names(stub, db) == {"main"}
+
+
+def test_a_protection_lease_lapses_and_the_branch_expires(stub: Stub) -> None:
+    db = unique()
+    stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
+    branch(stub, db, "lease", ttl=1)
+    shown = stub.UpdateBranch(pb.UpdateBranchRequest(
+        branch=ref(db, "lease"), protection=pb.PROTECTION_CHANGE_PROTECT,
+        protect_for=Duration(seconds=2)))
+    assert shown.protected and shown.effective_expires_at == shown.protected_until
+    wait_for(lambda: "lease" not in names(stub, db), "the lease lapsed and the branch expired")
