@@ -32,6 +32,11 @@ from cygnet.offsite.config import OffsiteConfig
 log = logging.getLogger("cygnet.offsite")
 T = TypeVar("T")
 
+# At DEBUG, botocore logs each request's headers and its credential lookups
+# (the access key id, and the secret key with them): never below INFO here.
+for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(max(logging.INFO, logging.getLogger(_name).level))
+
 _CREDENTIALS = {"InvalidAccessKeyId": "offsite_access_key_id",
                 "SignatureDoesNotMatch": "offsite_secret_access_key",
                 "AccessDenied": "offsite_access_key_id", "403": "offsite_access_key_id",
@@ -114,8 +119,10 @@ class ObjectStore:
         return OffsiteRefused("offsite_endpoint", f"{what} refused: {code or status}")
 
     def check(self) -> None:
-        """The bucket exists and these credentials may use it."""
-        self.call("check of the bucket", self.client.head_bucket)
+        """The bucket exists and these credentials may use it. A listing, not HEAD:
+        HEAD answers carry no error code, so a wrong secret and an unknown key
+        would look alike."""
+        self.call("check of the bucket", self.client.list_objects_v2, MaxKeys=1)
 
     def lock_supported(self) -> bool:
         """Whether the bucket has object lock on (it must be created with it)."""

@@ -1,0 +1,226 @@
+"""The off-host repository against a real S3-compatible store (SeaweedFS on loopback).
+
+A backup on one cygnetd goes to the bucket encrypted, and a second cygnetd (its
+own pool and state, never having seen the database) lists and restores it;
+a damaged object is refused with DATA_LOSS naming it; bad settings get errors
+naming them; the store killed mid-upload and started again costs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cygnet import backup
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import backup_pb2 as bpb
+from cygnet.backup import CorruptRepository
+from cygnet.offsite import fetch
+from cygnet.offsite.config import OffsiteConfig
+from cygnet.offsite.crypto import Keyring
+from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
+from cygnet.offsite.sync import Uploader
+from tests.harness import VENV_BIN, WORK, Daemon, free_port, private_daemon, query
+from tests.integration.backup_helpers import backups, create_backup, rpc_error, run_stream
+from tests.s3_helpers import KEY, Seaweed, seaweed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Seaweed]:
+    with seaweed() as s:
+        yield s
+
+
+def offsite_config(s: Seaweed, host: str = "h1", **changes: object) -> OffsiteConfig:
+    keyring = Keyring.from_settings("k1", {"k1": base64.b64encode(KEY).decode()})
+    config = OffsiteConfig(endpoint=s.endpoint, bucket=s.bucket, host=host, keyring=keyring,
+                           access_key_id=s.access_key, secret_access_key=s.secret_key,
+                           retry_for=60.0)
+    return replace(config, **changes).check()  # type: ignore[arg-type]
+
+
+def wait_remote(d: Daemon, backup_id: str, timeout: float = 60.0) -> bpb.Backup:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = backups(d).ListBackups(bpb.ListBackupsRequest(remote=True), timeout=30)
+        found = [b for b in listing.backups if b.id == backup_id]
+        if found:
+            return found[0]
+        time.sleep(0.3)
+    raise AssertionError(f"{backup_id} never reached the bucket:\n{d.tail()}")
+
+
+def remote_restore(d: Daemon, backup_id: str, name: str) -> bpb.RestoreBackupResponse:
+    req = bpb.RestoreBackupRequest(backup_id=backup_id, database_name=name, remote=True)
+    _, result = run_stream(backups(d).RestoreBackup(req, timeout=300))
+    return result  # type: ignore[no-any-return]
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} is not exported"
+    return float(values[0])
+
+
+def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
+        store: Seaweed) -> None:
+    sentinel = "offsite-sentinel-" + os.urandom(4).hex()
+    metrics_port = free_port()
+    settings_a = store.settings(host_id="host-a", offsite_interval=0.5, metrics_interval=0.5,
+                                metrics_listen=f"127.0.0.1:{metrics_port}")
+    with private_daemon("oa", 57000, "2G", settings=settings_a) as a:
+        with a.stub() as s:
+            db = s.CreateDatabase(pb.CreateDatabaseRequest(name=sentinel), timeout=120)
+        query(db.connection, f"create table t (v text); insert into t values ('{sentinel}')")
+        made = create_backup(a, pb.BranchRef(database=sentinel))
+        seen = wait_remote(a, made.id)
+        assert seen.host == "host-a" and seen.database_name == sentinel
+        deadline = time.monotonic() + 30
+        while metric(metrics_port, "cygnet_offsite_pending_bytes") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert metric(metrics_port, "cygnet_offsite_pending_bytes") == 0
+        assert metric(metrics_port, "cygnet_offsite_uploaded_bytes_total") > 0
+        local = b"".join(p.read_bytes() for p in (a.base / "state/backups/backups").iterdir())
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert store.secret_key not in ps and store.access_key not in ps
+        log_a = a.log_path.read_text()
+    # Only ciphertext in the bucket: the sentinel is in the local manifest's header,
+    # in no object of the bucket.
+    assert sentinel.encode() in local
+    objects = store.objects()
+    assert any("/packs/" in k for k in objects) and any(k.endswith(".manifest") for k in objects)
+    assert not [k for k, v in objects.items() if sentinel.encode() in v]
+
+    settings_b = store.settings(host_id="host-b")
+    with private_daemon("ob", 57300, "2G", settings=settings_b) as b:
+        listing = backups(b).ListBackups(bpb.ListBackupsRequest(remote=True, database=sentinel),
+                                         timeout=30)
+        assert [(x.id, x.host) for x in listing.backups] == [(made.id, "host-a")]
+        # A damaged pack in the bucket: DATA_LOSS naming it, and no database is left.
+        pack = next(k for k in objects if k.endswith(".pack"))
+        damaged = bytearray(objects[pack])
+        damaged[len(damaged) // 2] ^= 0xFF
+        store.client().put_object(Bucket=store.bucket, Key=pack, Body=bytes(damaged))
+        err = rpc_error(lambda: remote_restore(b, made.id, "copy-bad"))
+        assert err.code() == grpc.StatusCode.DATA_LOSS, err.details()
+        assert pack in err.details()
+        with b.stub() as s:
+            names = [d.name for d in s.ListDatabases(pb.ListDatabasesRequest(), timeout=30)
+                     .databases]
+        assert "copy-bad" not in names
+        # The good copy back (with object lock, the damaged one was only a new version).
+        store.client().put_object(Bucket=store.bucket, Key=pack, Body=objects[pack])
+        done = remote_restore(b, made.id, "copy")
+        assert query(done.connection, "select v from t") == [(sentinel,)]
+        log_b = b.log_path.read_text()
+    for text in (log_a, log_b, err.details()):
+        assert store.secret_key not in text and store.access_key not in text
+        assert base64.b64encode(KEY).decode() not in text
+
+
+def test_bad_settings_name_the_setting(store: Seaweed, tmp_path: Path) -> None:
+    cases = [
+        (offsite_config(store, bucket="no-such-bucket-here"), "offsite_bucket"),
+        (offsite_config(store, secret_access_key="wrong-" + store.secret_key[:6]),
+         "offsite_secret_access_key"),
+        (offsite_config(store, access_key_id="AKNOBODY"), "offsite_access_key_id"),
+        (offsite_config(store, endpoint=f"http://127.0.0.1:{free_port()}"), "offsite_endpoint"),
+    ]
+    for config, setting in cases:
+        with pytest.raises((OffsiteRefused, OffsiteUnreachable)) as caught:
+            ObjectStore(config).check()
+        message = str(caught.value)
+        assert message.startswith(setting + ":"), message
+        assert store.secret_key not in message and store.access_key not in message
+    # cygnetd refuses to start on a bad key, naming the setting and not the value.
+    bad = store.settings().replace(base64.b64encode(KEY).decode(), "c2hvcnQ=")
+    (tmp_path / "bad.toml").write_text(bad)
+    run = subprocess.run([str(VENV_BIN / "cygnetd"), "--pool", "nopool", "--listen", "",
+                          "--config", str(tmp_path / "bad.toml"),
+                          "--state-dir", str(tmp_path / "state"), "--run-dir",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "offsite_keys" in run.stderr, run.stderr
+    assert "c2hvcnQ=" not in run.stderr and store.secret_key not in run.stderr
+
+
+def _repository(where: Path, megabytes: int) -> tuple[Path, str, Path]:
+    """A repository with one backup of random data, and an archived WAL object."""
+    src = where / "src"
+    src.mkdir()
+    (src / "data").write_bytes(os.urandom(megabytes << 20))
+    repo = where / "repo"
+    info = backup.create_backup(repo, src, {"database": "killed"})
+    wal = repo / "wal" / "br_x" / "g1"
+    wal.mkdir(parents=True)
+    (wal / "000000010000000000000001.zst").write_bytes(os.urandom(1 << 20))
+    return repo, info.backup_id, src
+
+
+def test_store_killed_mid_upload_then_back(tmp_path: Path) -> None:
+    repo, backup_id, src = _repository(tmp_path, 48)
+    before = {p: p.stat().st_size for p in repo.rglob("*") if p.is_file()}
+    weed = Seaweed(WORK / ("s3k-" + os.urandom(3).hex()))
+    weed.start()
+    try:
+        weed.make_bucket()
+        config = offsite_config(weed, concurrency=1, part_chunks=5)
+        uploader = Uploader(ObjectStore(config), repo)
+        uploader.start()
+        total = len(uploader.pending())
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(uploader.run_pass)
+            while uploader.status.uploaded_objects < 1 and not running.done():
+                time.sleep(0.005)
+            weed.kill9()
+            at_kill = uploader.status.uploaded_objects
+            restart = threading.Timer(2.0, weed.start)
+            restart.start()
+            sent = running.result(timeout=120)
+            restart.join()
+        assert at_kill < total  # it was killed in the middle of the pass
+        assert sent > 0 and not uploader.pending()
+        assert {p: p.stat().st_size for p in repo.rglob("*") if p.is_file()} == before
+        # What the bucket holds restores to the very bytes.
+        store = ObjectStore(config)
+        assert [h for h, _ in fetch.list_remote(store, config.keyring)] == ["h1"]
+        cache = fetch.fetch_backup(store, config.keyring, "h1", backup_id, tmp_path / "cache")
+        backup.restore(cache, backup_id, tmp_path / "out")
+        assert (tmp_path / "out" / "data").read_bytes() == (src / "data").read_bytes()
+        wal = fetch.fetch_objects(store, config.keyring, "h1",
+                                  ["wal/br_x/g1/000000010000000000000001.zst"], tmp_path / "w")
+        assert wal[0].read_bytes() == (repo / "wal/br_x/g1/000000010000000000000001.zst"
+                                       ).read_bytes()
+    finally:
+        weed.stop()
+
+
+def test_fetch_refuses_a_damaged_or_foreign_object(store: Seaweed, tmp_path: Path) -> None:
+    repo, backup_id, _ = _repository(tmp_path, 1)
+    config = offsite_config(store, host="h-damaged")
+    uploader = Uploader(ObjectStore(config), repo)
+    uploader.start()
+    uploader.run_pass()
+    s3 = store.client()
+    key = f"hosts/h-damaged/backups/{backup_id}.manifest"
+    # An object put under another name (a replay) fails its authentication too.
+    other = s3.get_object(Bucket=store.bucket, Key="hosts/h-damaged/cygnet-backup.json")
+    s3.put_object(Bucket=store.bucket, Key=key, Body=other["Body"].read())
+    with pytest.raises(CorruptRepository) as caught:
+        fetch.fetch_backup(ObjectStore(config), config.keyring, "h-damaged", backup_id,
+                           tmp_path / "cache")
+    assert key in str(caught.value) + "".join(caught.value.problems)
+    assert not (tmp_path / "cache" / "backups" / f"{backup_id}.manifest").exists()
