@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from cygnet.agent import convert
+from cygnet.agent import convert, lifetime
+from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from cygnet.endpoint.uri import with_endpoint
+from cygnet.errors import Unavailable
 
 Ctx = Any  # grpc.aio.ServicerContext
 
@@ -40,14 +43,16 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     async def DeleteDatabase(self, req: pb.DeleteDatabaseRequest, ctx: Ctx
                              ) -> pb.DeleteDatabaseResponse:
-        db, deleted = await self.service.delete_database(req.database, req.request_id)
+        db, deleted = await self.service.delete_database(req.database, req.request_id,
+                                                         req.override_protection)
         return pb.DeleteDatabaseResponse(database_id=db.id, deleted_branch_ids=deleted)
 
     async def CreateBranch(self, req: pb.CreateBranchRequest, ctx: Ctx
                            ) -> pb.CreateBranchResponse:
         view = await self.service.create_branch(req.database, req.name, req.parent,
                                                 req.parent_snapshot, req.request_id,
-                                                upgrade_to=req.upgrade_to)
+                                                upgrade_to=req.upgrade_to,
+                                                expires_at=lifetime.create_expiry(req))
         conn = self.service.host.clusters.connection(view.record)
         report = read_report(self.service.host.clusters.files(view.record)) if req.upgrade_to \
             else None
@@ -68,12 +73,12 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def DeleteBranch(self, req: pb.DeleteBranchRequest, ctx: Ctx
                            ) -> pb.DeleteBranchResponse:
         deleted = await self.service.delete_branch(convert.branch_ref(req.branch), req.cascade,
-                                                   req.request_id)
+                                                   req.request_id, req.override_protection)
         return pb.DeleteBranchResponse(deleted_branch_ids=deleted)
 
     async def ResetBranch(self, req: pb.ResetBranchRequest, ctx: Ctx) -> pb.Branch:
         view = await self.service.reset_branch(convert.branch_ref(req.branch), req.snapshot,
-                                               req.request_id)
+                                               req.request_id, req.override_protection)
         return convert.branch(view)
 
     async def StartBranch(self, req: pb.StartBranchRequest, ctx: Ctx) -> pb.Branch:
@@ -132,3 +137,17 @@ class AgentServicer(pb_grpc.AgentServicer):
                              ) -> pb.ListExtensionsResponse:
         found = await self.service.extensions(req.database)
         return pb.ListExtensionsResponse(extensions=[convert.extension(e) for e in found])
+
+    async def UpdateBranch(self, req: pb.UpdateBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await lifetime.update(self.service, convert.branch_ref(req.branch),
+                                     lifetime.change_of(req), req.request_id)
+        return convert.branch(view)
+
+    async def WatchEvents(self, req: pb.WatchEventsRequest, ctx: Ctx
+                          ) -> AsyncIterator[pb.Event]:
+        journal = current_journal()
+        if journal is None:
+            raise Unavailable("the event journal is not open yet")
+        async for event in journal.watch(req.cursor, from_oldest=req.from_oldest,
+                                         follow=req.follow):
+            yield lifetime.event_message(event)
