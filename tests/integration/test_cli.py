@@ -80,7 +80,7 @@ def test_branch_lifecycle(daemon: Daemon, shop: dict[str, Any]) -> None:
     feat = made["branch"]
     assert set(feat) == BRANCH_KEYS and feat["parent_branch_name"] == "main"
     assert feat["state"] == "running"
-    uri = cygnet(daemon, "connect", f"{db}/feat").out.strip()
+    uri = cygnet(daemon, "connect", f"{db}/feat", "--direct").out.strip()
     assert uri == made["connection"]["uri"]
     assert sql(uri, "select v from t") == [(1,)]
 

@@ -24,6 +24,7 @@ import pytest
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
+from tests.integration.test_cli_support import cygnet
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +215,25 @@ def test_cancel_requests_reach_the_branch(site: Site) -> None:
             c.execute("SELECT pg_sleep(20)")
         timer.join()
         assert time.monotonic() - started < 15
+
+
+def test_cygnet_connect_prints_the_endpoint_string(site: Site) -> None:
+    out = cygnet(site.daemon, "connect", f"{site.db}/feat").out.strip()
+    assert urlsplit(out).hostname == f"{site.db}--feat.{DOMAIN}"
+    assert urlsplit(out).port == site.daemon.endpoint_port
+    direct = cygnet(site.daemon, "connect", f"{site.db}/feat", "--direct").out.strip()
+    assert urlsplit(direct).port == site.feat.port
+
+
+def test_without_a_domain_the_string_names_the_host_and_options(daemon: Daemon) -> None:
+    """The session daemon has no endpoint_domain: `cygnet connect` output works as it is."""
+    db = unique("epd")
+    with daemon.stub() as s:
+        s.CreateDatabase(pb.CreateDatabaseRequest(name=db, size_class="nano"), timeout=120)
+        try:
+            uri = cygnet(daemon, "connect", db).out.strip()
+            assert parse_qs(urlsplit(uri).query)["options"] == [f"endpoint={db}"]
+            with psycopg.connect(uri, autocommit=True, connect_timeout=10) as c:
+                assert _one(c, "SELECT current_setting('ssl')") == "on"
+        finally:
+            s.DeleteDatabase(pb.DeleteDatabaseRequest(database=db), timeout=120)
