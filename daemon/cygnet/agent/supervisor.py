@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cygnet.agent import layout as L
 from cygnet.agent.deathwatch import DeathWatch
+from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.errors import FailedPrecondition
@@ -140,6 +141,9 @@ class Supervisor:
             return
         log.warning("postmaster of %s/%s (%s) is down; starting it", db.name, branch.name,
                     branch.id)
+        if not self.is_failing(branch.id):  # once per outage, not per retry
+            emit(EventKind.FAILED, database_id=db.id, branch_id=branch.id, database=db.name,
+                 branch=branch.name, reason="its postmaster was down; restarting it")
         started = time.monotonic()
         try:
             await self.host.clusters.start(branch, db)
@@ -150,6 +154,8 @@ class Supervisor:
         log.info("postmaster of %s back in %.3fs", branch.id, time.monotonic() - started)
         self.restarts += 1
         self._failures.pop(branch.id, None)
+        emit(EventKind.READY, database_id=db.id, branch_id=branch.id, database=db.name,
+             branch=branch.name, reason="restarted by the supervisor")
 
     async def run(self, stop: asyncio.Event) -> None:
         resync_at = reserve_at = 0.0
