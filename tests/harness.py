@@ -202,8 +202,12 @@ class Daemon:
         roles = "\n".join(f'"client/{name}" = "{role}"'
                           for name, role in CLIENT_ROLES.items() if role)
         self.revoked_path.touch()
+        # Branches are never suspended for idleness unless a test asks for it
+        # (cygnet:suspend-after); idle branches are looked for often.
         self.config_path.write_text(f'audit_log = "{self.audit_path}"\n'
-                                    f'revoked = "{self.revoked_path}"\n[roles]\n{roles}\n')
+                                    f'revoked = "{self.revoked_path}"\n'
+                                    'suspend_after = 0.0\nidle_check_interval = 0.2\n'
+                                    f'[roles]\n{roles}\n')
 
     def tls_channel(self, client: str | None = "admin", host: str = "127.0.0.1"
                     ) -> grpc.Channel:

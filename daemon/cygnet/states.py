@@ -22,6 +22,8 @@ class BranchState(StrEnum):
     RESETTING = "resetting"
     DELETING = "deleting"
     UNAVAILABLE = "unavailable"  # its data is not mounted (or its dataset is missing)
+    SUSPENDING = "suspending"  # being suspended (agent/scale.py); a wake waits for it
+    SUSPENDED = "suspended"  # scaled to zero: no postmaster, no port; a client wakes it
 
 
 class Phase(StrEnum):
@@ -37,7 +39,8 @@ class Desired(StrEnum):
     """Whether a branch should run (the dataset's cygnet:desired property)."""
 
     RUNNING = "running"
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # an operator's stop: keeps its port, never woken by a client
+    SUSPENDED = "suspended"  # scaled to zero: holds no port, woken by a client (scale.py)
 
 
 def state_of_phase(phase: str) -> BranchState:

@@ -31,4 +31,4 @@ def test_phases_are_stored_as_their_strings_and_show_as_states() -> None:
         if phase != Phase.READY:
             assert state_of_phase(phase) == BranchState(phase.value)
     assert state_of_phase("migrating") == BranchState.FAILED  # from a newer version
-    assert [str(d) for d in Desired] == ["running", "stopped"]
+    assert [str(d) for d in Desired] == ["running", "stopped", "suspended"]

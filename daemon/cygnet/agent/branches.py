@@ -80,7 +80,7 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
 async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: str,
                         parent_ref: str, snapshot_ref: str, request_id: str,
                         populate: Populate | None = None, upgrade_to: str = "",
-                        expires_at: float = 0.0) -> BranchRecord:
+                        suspend_after: int = -1, expires_at: float = 0.0) -> BranchRecord:
     """Must run under the database's lock, with `inv` and `db` loaded under it.
 
     With `populate`, the branch is a new dataset filled by it (no origin).
@@ -98,6 +98,7 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
                           L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
     branch.expires_at = expires_at  # written with the clone's other properties
+    branch.suspend_after = suspend_after  # idle timeout (agent/scale.py); -1: the host's
     own_snapshot = not snapshot_ref and populate is None
     timer = StepTimer()
     try:

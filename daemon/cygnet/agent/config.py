@@ -53,6 +53,11 @@ class AgentConfig:
     reserve_bytes: int = 64 * 1024 * 1024
     # How often the supervisor checks that postmasters are alive.
     supervise_interval: float = 1.0
+    # Scale to zero (agent/scale.py): a branch with no client connection for this
+    # many seconds is suspended (0: never), unless its cygnet:suspend-after says
+    # otherwise; idle branches are looked for every idle_check_interval seconds.
+    suspend_after: float = 300.0
+    idle_check_interval: float = 15.0
     # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9433). Empty disables it.
     metrics_listen: str = ""
     # How often the gauges (pool space, branches by state) are recomputed.

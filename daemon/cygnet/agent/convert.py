@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from google.protobuf.duration_pb2 import Duration
+
 from cygnet.agent import lifetime
 from cygnet.agent.clusters import Connection
 from cygnet.agent.host import HostStatus, PoolView
@@ -9,6 +11,7 @@ from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.pgsettings import ConfigView, ExtensionView
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.agent.upgrade import UpgradeReport
+from google.protobuf.duration_pb2 import Duration
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.rpc.convert import timestamp
 from cygnet.states import BranchState, Desired
@@ -42,6 +45,7 @@ def branch(view: BranchView) -> pb.Branch:
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
         postgres_version=db.version_of(b), size_class=db.size_class,
         child_branch_ids=[c.id for c in db.children(b.id)], state_message=view.message,
+        suspend_after=Duration(seconds=int(view.suspend_after)),
         **lifetime.branch_fields(view),  # expiry and protection
     )
 

@@ -52,6 +52,9 @@ class BranchRecord:
     expires_at: float = 0.0
     protected: bool = False
     protected_until: float = 0.0
+    # Seconds without a client before it is suspended (agent/scale.py); 0: never,
+    # -1: the host's suspend_after.
+    suspend_after: int = -1
 
     @property
     def is_main(self) -> bool:
@@ -155,7 +158,8 @@ def branch_props(b: BranchRecord) -> dict[str, str]:
     return {L.P_KIND: "branch", L.P_ID: b.id, L.P_NAME: b.name, L.P_DATABASE: b.database_id,
             L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
             L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id,
-            **({L.P_VERSION: b.version} if b.version else {}), **lifetime_props(b)}
+            **({L.P_VERSION: b.version} if b.version else {}), **lifetime_props(b),
+            **({L.P_SUSPEND_AFTER: str(b.suspend_after)} if b.suspend_after >= 0 else {})}
 
 
 def lifetime_props(b: BranchRecord) -> dict[str, str]:
@@ -197,6 +201,7 @@ def _branch(ds: Dataset) -> BranchRecord:
         logical_bytes=ds.number("referenced"), version=u.get(L.P_VERSION, ""),
         expires_at=_float(u.get(L.P_EXPIRES)), protected=u.get(L.P_PROTECTED) == "on",
         protected_until=_float(u.get(L.P_PROTECTED_UNTIL)),
+        suspend_after=int(u[L.P_SUSPEND_AFTER]) if u.get(L.P_SUSPEND_AFTER, "").isdigit() else -1,
     )
 
 

@@ -19,6 +19,7 @@ from cygnet.agent import offsite
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
+from cygnet.agent.idle import IdleSuspender
 from cygnet.agent.lifecycle import open_events
 from cygnet.agent.lifecycle import start as start_lifecycle
 from cygnet.agent.reconciler import reconcile
@@ -118,7 +119,9 @@ async def serve(config: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     background = [asyncio.create_task(supervisor.run(stop)),
                   asyncio.create_task(_warm_templates(host)),
-                  asyncio.create_task(systemd.watchdog(stop))]
+                  asyncio.create_task(systemd.watchdog(stop)),
+                  # Scale to zero: idle branches are suspended (agent/idle.py).
+                  asyncio.create_task(IdleSuspender(host, service.scaler).run(stop))]
     # Automatic snapshots, cron backups and retention (agent/schedules.py).
     background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
     background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry

@@ -1,7 +1,9 @@
 """Ports for Postgres clusters, from the configured range.
 
-A branch's port is stored in its `cygnet:port` property and kept for its whole
-life (resets included), so its connection string never changes.
+A branch's port is stored in its `cygnet:port` property and kept while the
+branch runs or is stopped (resets included). A suspended branch holds none: its
+port goes back to the range, and a resume may get another (agent/scale.py);
+the stable address is the host's endpoint.
 """
 
 from __future__ import annotations

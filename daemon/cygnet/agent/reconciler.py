@@ -95,6 +95,10 @@ async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
         log.info("adopted postmaster %d of %s/%s", live.pid, db.name, branch.name)
         # TLS and pg_hba.conf as this version writes them, without a restart.
         host.clusters.refresh(branch, db)
+    if branch.desired == Desired.SUSPENDED and branch.port:
+        # A suspend cut short after its stop: a suspended branch holds no port.
+        await host.zfs.inherit(branch.dataset, L.P_PORT)
+        branch.port = 0
 
 
 async def _drop_orphan_branch_points(host: Host, inv: Inventory) -> None:

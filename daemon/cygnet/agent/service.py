@@ -17,7 +17,10 @@ from cygnet.agent.clusters import Connection
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
+from cygnet.agent.idle import timeout_of
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.agent.idle import timeout_of
+from cygnet.agent.scale import Scaler
 from cygnet.agent.protection import guard
 from cygnet.agent.supervisor import Supervisor
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -52,6 +55,7 @@ class BranchView:
     database: DatabaseRecord
     state: BranchState
     message: str = ""  # why: failed or unavailable (no data mounted)
+    suspend_after: float = 0.0  # seconds idle before a suspend: its own or the host's; 0 never
 
     @property
     def parent(self) -> BranchRecord | None:
@@ -75,6 +79,7 @@ class AgentService:
     def __init__(self, host: Host, supervisor: Supervisor) -> None:
         self.host = host
         self.supervisor = supervisor
+        self.scaler = Scaler(host, supervisor)  # suspend, resume, wake (agent/scale.py)
         self.requests = RequestLog()
 
     # --- lookups -------------------------------------------------------------
@@ -129,15 +134,22 @@ class AgentService:
         state = self.state_of(branch)
         failing = state in (BranchState.FAILED, BranchState.UNAVAILABLE)
         message = self.supervisor.reason(branch.id) if failing else ""
-        return BranchView(branch, db, state, message)
+        if state == BranchState.SUSPENDED and self.scaler.failure(branch.id):
+            message = f"its last wake failed: {self.scaler.failure(branch.id)}"
+        return BranchView(branch, db, state, message,
+                          timeout_of(branch, self.host.config.suspend_after))
 
     def state_of(self, branch: BranchRecord) -> BranchState:
         if branch.phase != L.PHASE_READY:
             return state_of_phase(branch.phase)
+        if self.scaler.is_suspending(branch.id):
+            return BranchState.SUSPENDING
         if self.host.clusters.accepting(branch):
             return BranchState.RUNNING
         if self.host.clusters.live(branch) is not None:
             return BranchState.STARTING
+        if branch.desired == Desired.SUSPENDED:
+            return BranchState.SUSPENDED
         if branch.desired != Desired.RUNNING:
             return BranchState.STOPPED
         if self.supervisor.is_unavailable(branch.id):
@@ -206,8 +218,8 @@ class AgentService:
             raise
 
     async def create_branch(self, database: str, name: str, parent: str, snapshot: str,
-                            request_id: str, upgrade_to: str = "", expires_at: float = 0.0
-                            ) -> BranchView:
+                            request_id: str, upgrade_to: str = "", suspend_after: int = -1,
+                            expires_at: float = 0.0) -> BranchView:
         async def call() -> BranchView:
             # Snapshots are read only when branching from a named one.
             db, inv = await self._locked_db(database, snapshots=bool(snapshot))
@@ -217,6 +229,7 @@ class AgentService:
                     return self.view(db, found)
                 branch = await br.create_branch(self.host, inv, db, name, parent, snapshot,
                                                 request_id, upgrade_to=upgrade_to,
+                                                suspend_after=suspend_after,
                                                 expires_at=expires_at)
                 db.branches[branch.id] = branch
                 return self.view(db, branch)
@@ -257,6 +270,8 @@ class AgentService:
                     f"branch {branch.name!r} runs PostgreSQL {db.version_of(branch)} and its "
                     f"parent {db.version}: reset it to one of its own snapshots, or delete it "
                     "and create it again with upgrade_to (--upgrade-to)")
+            if not branch.port:  # suspended: a reset starts the new data, so it needs a port
+                await self.scaler.start_locked(db, branch, "reset")
             await reset.reset_branch(self.host, db, branch, snapshot)
             emit(EventKind.RESTORED, database_id=db.id, branch_id=branch.id, database=db.name,
                  branch=branch.name, reason=f"reset to {snapshot or 'its parent'}")
@@ -270,11 +285,43 @@ class AgentService:
             self.supervisor.forget(branch.id)
             if running:
                 await self.supervisor.require_data(branch)  # mounts it, or says why not
+            if running and not branch.port:  # suspended: it needs a port first
+                await self.scaler.start_locked(db, branch, "started by an operator")
             await br.set_running(self.host, db, branch, running)
             return self.view(db, branch)
 
         method = "StartBranch" if running else "StopBranch"
         return await self._with_branch(ref, request_id, method, action)
+
+    # --- scale to zero (agent/scale.py) ------------------------------------------
+
+    async def wake(self, branch_id: str) -> int:
+        """The port of a running branch, starting it once for all concurrent callers."""
+        return await self.scaler.wake(branch_id)
+
+    async def suspend_branch(self, ref: BranchRef, request_id: str) -> BranchView:
+        async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
+            await self.scaler.suspend_locked(db, branch)
+            return self.view(db, branch)
+
+        return await self._with_branch(ref, request_id, "SuspendBranch", action)
+
+    async def resume_branch(self, ref: BranchRef, request_id: str) -> BranchView:
+        async def call() -> BranchView:
+            _, branch = await self.read_branch(ref)
+            await self.scaler.wake(branch.id, "asked by an operator")
+            return self.view(*await self.read_branch(ref))
+
+        return await self.requests.run(request_id, "ResumeBranch", call)
+
+    async def set_suspend_after(self, db: DatabaseRecord, branch: BranchRecord,
+                                seconds: int) -> None:
+        """Under the database's lock: the branch's idle timeout (0: never, -1: the host's)."""
+        if seconds < 0:
+            await self.host.zfs.inherit(branch.dataset, L.P_SUSPEND_AFTER)
+        else:
+            await self.host.zfs.set_props(branch.dataset, {L.P_SUSPEND_AFTER: str(seconds)})
+        branch.suspend_after = seconds
 
     async def create_snapshot(self, ref: BranchRef, name: str, request_id: str
                               ) -> SnapshotRecord:

@@ -52,6 +52,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         view = await self.service.create_branch(req.database, req.name, req.parent,
                                                 req.parent_snapshot, req.request_id,
                                                 upgrade_to=req.upgrade_to,
+                                                suspend_after=req.suspend_after.seconds
+                                                if req.HasField("suspend_after") else -1,
                                                 expires_at=lifetime.create_expiry(req))
         conn = self.service.host.clusters.connection(view.record)
         report = read_report(self.service.host.clusters.files(view.record)) if req.upgrade_to \
@@ -89,6 +91,14 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def StopBranch(self, req: pb.StopBranchRequest, ctx: Ctx) -> pb.Branch:
         view = await self.service.set_running(convert.branch_ref(req.branch), False,
                                               req.request_id)
+        return convert.branch(view)
+
+    async def SuspendBranch(self, req: pb.SuspendBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await self.service.suspend_branch(convert.branch_ref(req.branch), req.request_id)
+        return convert.branch(view)
+
+    async def ResumeBranch(self, req: pb.ResumeBranchRequest, ctx: Ctx) -> pb.Branch:
+        view = await self.service.resume_branch(convert.branch_ref(req.branch), req.request_id)
         return convert.branch(view)
 
     async def GetConnection(self, req: pb.GetConnectionRequest, ctx: Ctx) -> pb.Connection:

@@ -130,6 +130,12 @@ class Client:
     def stop_branch(self, ref: pb.BranchRef) -> pb.Branch:
         return self._change("StopBranch", pb.StopBranchRequest(branch=ref), pb.Branch)
 
+    def suspend_branch(self, ref: pb.BranchRef) -> pb.Branch:
+        return self._change("SuspendBranch", pb.SuspendBranchRequest(branch=ref), pb.Branch)
+
+    def resume_branch(self, ref: pb.BranchRef) -> pb.Branch:
+        return self._change("ResumeBranch", pb.ResumeBranchRequest(branch=ref), pb.Branch)
+
     def connection(self, ref: pb.BranchRef) -> pb.Connection:
         return self._query("GetConnection", pb.GetConnectionRequest(branch=ref), pb.Connection)
 

@@ -29,6 +29,7 @@ STATE_STYLES: dict[str, str] = {
     BranchState.CREATING: "yellow", BranchState.STARTING: "yellow",
     BranchState.RESETTING: "yellow", BranchState.DELETING: "magenta",
     BranchState.UNAVAILABLE: "bold red",
+    BranchState.SUSPENDING: "cyan", BranchState.SUSPENDED: "cyan",
 }
 # Piped tables are read by programs and people with wide terminals: never wrap.
 PIPE_WIDTH = 250

@@ -47,8 +47,16 @@ def branch_fields(b: pb.Branch) -> Any:
         ("Port", str(b.port or "-")), ("Used", o.size(b.used_bytes)),
         ("Logical", o.size(b.logical_bytes)), ("Postgres", b.postgres_version),
         ("Size class", b.size_class), ("Children", str(len(b.child_branch_ids))),
+        ("Suspend after", _idle(b.suspend_after.seconds)),
         ("Created", o.timestamp(b.created_at)),
     ])
+
+
+def _idle(seconds: int) -> str:
+    """A branch's idle timeout: `never`, `5m`, `90s`."""
+    if not seconds:
+        return "never"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
 def snapshots_table(snaps: list[pb.Snapshot]) -> Any:

@@ -111,6 +111,23 @@ def future_time(path: str, value: Any) -> None:
         raise InvalidArgument(path, "must be at most ten years from now")
 
 
+MAX_SUSPEND_AFTER_SECONDS = 366 * 86400  # a year: longer is a typo; 0 means never
+
+
+def idle_timeout(path: str, value: Any) -> None:
+    """A google.protobuf.Duration of whole seconds, zero or more (suspend_after)."""
+    if value.nanos or value.seconds < 0:
+        raise InvalidArgument(path, "must be whole seconds, zero (never) or more")
+    if value.seconds > MAX_SUSPEND_AFTER_SECONDS:
+        raise InvalidArgument(path, f"must be at most a year, got {value.seconds} s")
+
+
+def _one_idle_timeout(request: Any) -> None:
+    if request.HasField("suspend_after") and request.clear_suspend_after:
+        raise InvalidArgument("clear_suspend_after",
+                              "give at most one of suspend_after and clear_suspend_after")
+
+
 def _one_expiry(request: Any) -> None:
     given = [f for f in ("ttl", "expires_at") if request.HasField(f)]
     if getattr(request, "clear_expiry", False):
@@ -151,7 +168,8 @@ AGENT: dict[str, Rules] = {
     "CreateBranch": _rules({"database": reference("db"), "name": name,
                             "parent": reference("br"), "parent_snapshot": reference("sn"),
                             "upgrade_to": token, "ttl": ttl, "expires_at": future_time,
-                            **_RID}, ("database", "name"), _one_expiry),
+                            "suspend_after": idle_timeout, **_RID},
+                           ("database", "name"), _one_expiry),
     "GetBranch": _rules(_REF, ("branch",)),
     "ListBranches": _rules({"database": reference("db")}),
     "DeleteBranch": _rules({**_REF, "cascade": anything, "override_protection": anything,
@@ -174,9 +192,13 @@ AGENT: dict[str, Rules] = {
     "ListExtensions": _rules({"database": reference("db")}, ("database",)),
     "UpdateBranch": _rules({**_REF, "ttl": ttl, "expires_at": future_time,
                             "clear_expiry": anything, "protection": integer_range(0, 2),
-                            "protect_for": ttl, **_RID}, ("branch",), _one_expiry),
+                            "protect_for": ttl, "suspend_after": idle_timeout,
+                            "clear_suspend_after": anything, **_RID}, ("branch",), _one_expiry,
+                           _one_idle_timeout),
     "WatchEvents": _rules({"cursor": integer_range(0, 2**63 - 1), "from_oldest": anything,
                            "follow": anything}),
+    "SuspendBranch": _rules({**_REF, **_RID}, ("branch",)),
+    "ResumeBranch": _rules({**_REF, **_RID}, ("branch",)),
 }
 
 BACKUPS: dict[str, Rules] = {

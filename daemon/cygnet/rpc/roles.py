@@ -80,6 +80,8 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "ListExtensions": Kind.READ,
     _AGENT + "UpdateBranch": Kind.CHANGE,  # removing protection also needs admin (agent)
     _AGENT + "WatchEvents": Kind.READ,
+    _AGENT + "SuspendBranch": Kind.CHANGE,
+    _AGENT + "ResumeBranch": Kind.CHANGE,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,
     # Reads every block of a repository: not for readers.

@@ -40,6 +40,10 @@ class _BranchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BranchSta
     BRANCH_STATE_DELETING: _BranchState.ValueType  # 7
     BRANCH_STATE_UNAVAILABLE: _BranchState.ValueType  # 8
     """Should run, but its dataset is missing or not mounted (see state_message)."""
+    BRANCH_STATE_SUSPENDING: _BranchState.ValueType  # 9
+    """Its postmaster is being stopped for a suspend; a wake waits for it."""
+    BRANCH_STATE_SUSPENDED: _BranchState.ValueType  # 10
+    """Scaled to zero: no postmaster, no port; a connecting client wakes it."""
 
 class BranchState(_BranchState, metaclass=_BranchStateEnumTypeWrapper): ...
 
@@ -54,6 +58,10 @@ BRANCH_STATE_RESETTING: BranchState.ValueType  # 6
 BRANCH_STATE_DELETING: BranchState.ValueType  # 7
 BRANCH_STATE_UNAVAILABLE: BranchState.ValueType  # 8
 """Should run, but its dataset is missing or not mounted (see state_message)."""
+BRANCH_STATE_SUSPENDING: BranchState.ValueType  # 9
+"""Its postmaster is being stopped for a suspend; a wake waits for it."""
+BRANCH_STATE_SUSPENDED: BranchState.ValueType  # 10
+"""Scaled to zero: no postmaster, no port; a connecting client wakes it."""
 Global___BranchState: _TypeAlias = BranchState  # noqa: Y015
 
 class _ProtectionChange:
@@ -230,6 +238,7 @@ class Branch(_message.Message):
     EFFECTIVE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     PROTECTED_FIELD_NUMBER: _builtins.int
     PROTECTED_UNTIL_FIELD_NUMBER: _builtins.int
+    SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     database_id: _builtins.str
@@ -268,6 +277,12 @@ class Branch(_message.Message):
     def protected_until(self) -> _timestamp_pb2.Timestamp:
         """When the protection lapses (a lease); unset: it lasts until removed."""
 
+    @_builtins.property
+    def suspend_after(self) -> _duration_pb2.Duration:
+        """Idle time without a client connection after which the branch is
+        suspended: its own, else the host's suspend_after; zero: never.
+        """
+
     def __init__(
         self,
         *,
@@ -292,10 +307,11 @@ class Branch(_message.Message):
         effective_expires_at: _timestamp_pb2.Timestamp | None = ...,
         protected: _builtins.bool = ...,
         protected_until: _timestamp_pb2.Timestamp | None = ...,
+        suspend_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "protected_until", b"protected_until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "protected_until", b"protected_until", "suspend_after", b"suspend_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "protected", b"protected", "protected_until", b"protected_until", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "protected", b"protected", "protected_until", b"protected_until", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "suspend_after", b"suspend_after", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -548,6 +564,7 @@ class CreateBranchRequest(_message.Message):
     UPGRADE_TO_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Id or name."""
     name: _builtins.str
@@ -569,6 +586,12 @@ class CreateBranchRequest(_message.Message):
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def suspend_after(self) -> _duration_pb2.Duration:
+        """Suspend the branch after this long without a client connection (whole
+        seconds); zero: never; unset: the host's suspend_after.
+        """
+
     def __init__(
         self,
         *,
@@ -580,10 +603,11 @@ class CreateBranchRequest(_message.Message):
         upgrade_to: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        suspend_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "suspend_after", b"suspend_after", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "expires_at", b"expires_at", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "ttl", b"ttl", "upgrade_to", b"upgrade_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "expires_at", b"expires_at", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "suspend_after", b"suspend_after", "ttl", b"ttl", "upgrade_to", b"upgrade_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1336,9 +1360,13 @@ class UpdateBranchRequest(_message.Message):
     PROTECTION_FIELD_NUMBER: _builtins.int
     PROTECT_FOR_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
+    CLEAR_SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
     clear_expiry: _builtins.bool
     protection: Global___ProtectionChange.ValueType
     request_id: _builtins.str
+    clear_suspend_after: _builtins.bool
+    """Back to the host's suspend_after (at most one of this and suspend_after)."""
     @_builtins.property
     def branch(self) -> Global___BranchRef: ...
     @_builtins.property
@@ -1351,6 +1379,10 @@ class UpdateBranchRequest(_message.Message):
     def protect_for(self) -> _duration_pb2.Duration:
         """With PROTECTION_CHANGE_PROTECT: the protection lapses this long from now."""
 
+    @_builtins.property
+    def suspend_after(self) -> _duration_pb2.Duration:
+        """The branch's idle timeout before a suspend (whole seconds; zero: never)."""
+
     def __init__(
         self,
         *,
@@ -1361,10 +1393,12 @@ class UpdateBranchRequest(_message.Message):
         protection: Global___ProtectionChange.ValueType = ...,
         protect_for: _duration_pb2.Duration | None = ...,
         request_id: _builtins.str = ...,
+        suspend_after: _duration_pb2.Duration | None = ...,
+        clear_suspend_after: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "expires_at", b"expires_at", "protect_for", b"protect_for", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "expires_at", b"expires_at", "protect_for", b"protect_for", "suspend_after", b"suspend_after", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "clear_expiry", b"clear_expiry", "expires_at", b"expires_at", "protect_for", b"protect_for", "protection", b"protection", "request_id", b"request_id", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "clear_expiry", b"clear_expiry", "clear_suspend_after", b"clear_suspend_after", "expires_at", b"expires_at", "protect_for", b"protect_for", "protection", b"protection", "request_id", b"request_id", "suspend_after", b"suspend_after", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1442,3 +1476,49 @@ class Event(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class SuspendBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendBranchRequest: _TypeAlias = SuspendBranchRequest  # noqa: Y015
+
+@_typing.final
+class ResumeBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeBranchRequest: _TypeAlias = ResumeBranchRequest  # noqa: Y015

@@ -144,6 +144,16 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.Event.FromString,
                 _registered_method=True)
+        self.SuspendBranch = channel.unary_unary(
+                '/cygnet.v1.Agent/SuspendBranch',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SuspendBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+                _registered_method=True)
+        self.ResumeBranch = channel.unary_unary(
+                '/cygnet.v1.Agent/ResumeBranch',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -294,6 +304,23 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuspendBranch(self, request, context):
+        """Scale to zero (docs/architecture.md "Scale to zero"): stop the branch's
+        postmaster and give its port back, keeping its data; refused while WAL
+        waits to be archived or replicas are attached. Connected clients are cut off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeBranch(self, request, context):
+        """Start a suspended branch (it may get another port). A client connecting
+        through the host's endpoint does this too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -406,6 +433,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.Event.SerializeToString,
+            ),
+            'SuspendBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendBranch,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SuspendBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Branch.SerializeToString,
+            ),
+            'ResumeBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeBranch,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Branch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1002,6 +1039,60 @@ class Agent:
             '/cygnet.v1.Agent/WatchEvents',
             cygnet_dot_v1_dot_agent__pb2.WatchEventsRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/SuspendBranch',
+            cygnet_dot_v1_dot_agent__pb2.SuspendBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ResumeBranch',
+            cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,19 @@ from cygnet.cli.refs import branch_ref, describe, split_new
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
 
 REF_HELP = "BRANCH is DB/BRANCH, BRANCH with --db DB, a branch id, or DB for its main branch."
+_IDLE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def idle_seconds(text: str) -> int:
+    """--suspend-after: 90s, 5m, 2h, 1d; 0 or never for never."""
+    value = text.strip().lower()
+    if value in ("0", "never"):
+        return 0
+    number, unit = value[:-1], value[-1:]
+    if unit not in _IDLE_UNITS or not number.isdigit():
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 5m or 2h "
+                                 "(0 or never: never)", param_hint="--suspend-after")
+    return int(number) * _IDLE_UNITS[unit]
 
 
 @click.group(cls=OrderedGroup)
@@ -44,11 +57,14 @@ Examples:
 @click.option("--upgrade-to", "upgrade_to", metavar="MAJOR", default="",
               help="Upgrade the branch's copy to this newer Postgres major with pg_upgrade "
                    "(an upgrade rehearsal; the parent is untouched).")
+@click.option("--suspend-after", "suspend_after", metavar="IDLE", default=None,
+              help="Suspend the branch after this long without a client connection "
+                   "(e.g. 90s, 5m, 2h; 0 or never: never; default: the host's).")
 @db_option
 @json_option
 @pass_state
 def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
-           upgrade_to: str) -> None:
+           upgrade_to: str, suspend_after: str | None) -> None:
     """Create branch NAME of database DB and start it.
 
     Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
@@ -57,6 +73,8 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
     database, branch_name = split_new(name, db)
     req = pb.CreateBranchRequest(database=database, name=branch_name, parent=parent,
                                  parent_snapshot=snapshot, upgrade_to=upgrade_to)
+    if suspend_after is not None:
+        req.suspend_after.seconds = idle_seconds(suspend_after)
     label = f"{database}/{branch_name}"
     with working(f"Creating branch {label}", f"Created branch {label}"):
         resp = state.client().create_branch(req)
@@ -203,6 +221,38 @@ def stop(state: State, ref: str, db: str | None) -> None:
     target = branch_ref(ref, db)
     with working(f"Stopping branch {describe(target)}", f"Stopped {describe(target)}"):
         b = state.client().stop_branch(target)
+    _show_branch(state, b)
+
+
+@branch.command("suspend", epilog=REF_HELP)
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
+@db_option
+@json_option
+@pass_state
+def suspend(state: State, ref: str, db: str | None) -> None:
+    """Scale a branch to zero: stop its Postgres and free its port; its data stays.
+
+    Connected clients are cut off. A client connecting through the host's
+    endpoint wakes it, as does `branch resume`. Idle branches are suspended
+    by themselves (see --suspend-after of `branch create`). Refused while WAL
+    waits to be archived or replicas are attached.
+    """
+    target = branch_ref(ref, db)
+    with working(f"Suspending branch {describe(target)}", f"Suspended {describe(target)}"):
+        b = state.client().suspend_branch(target)
+    _show_branch(state, b)
+
+
+@branch.command("resume", epilog=REF_HELP)
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
+@db_option
+@json_option
+@pass_state
+def resume(state: State, ref: str, db: str | None) -> None:
+    """Start a suspended branch; it may get another port than before."""
+    target = branch_ref(ref, db)
+    with working(f"Resuming branch {describe(target)}", f"Resumed {describe(target)}"):
+        b = state.client().resume_branch(target)
     _show_branch(state, b)
 
 

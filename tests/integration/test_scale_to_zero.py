@@ -1,0 +1,232 @@
+"""Scale to zero: suspend, resume, the idle suspender and wakes (agent/scale.py).
+
+Real cygnetd, real zfs-fuse, real Postgres; the session daemon's branches are
+never suspended for idleness unless created with suspend_after (harness.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.conftest import unique
+from tests.harness import Daemon, query, run
+from tests.integration.test_cli_support import cygnet
+
+pytestmark = pytest.mark.integration
+
+SUSPENDED, RUNNING = pb.BRANCH_STATE_SUSPENDED, pb.BRANCH_STATE_RUNNING
+READY_LINE = "database system is ready to accept connections"
+
+
+@pytest.fixture(scope="module")
+def shop(daemon: Daemon) -> Iterator[pb.CreateDatabaseResponse]:
+    with daemon.stub() as stub:
+        resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique("sz"),
+                                                            size_class="nano"), timeout=120)
+        query(resp.connection, "create table t(v text); insert into t values ('kept')")
+        yield resp
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=resp.database.id), timeout=120)
+
+
+def new_branch(stub, shop: pb.CreateDatabaseResponse, name: str,
+               suspend_after: int | None = None) -> pb.Branch:
+    req = pb.CreateBranchRequest(database=shop.database.name, name=name)
+    if suspend_after is not None:
+        req.suspend_after.seconds = suspend_after
+    return stub.CreateBranch(req, timeout=120).branch
+
+
+def ref(b: pb.Branch) -> pb.BranchRef:
+    return pb.BranchRef(branch_id=b.id)
+
+
+def get(stub, b: pb.Branch) -> pb.Branch:
+    return stub.GetBranch(pb.GetBranchRequest(branch=ref(b)), timeout=30)
+
+
+def connection(stub, b: pb.Branch) -> pb.Connection:
+    return stub.GetConnection(pb.GetConnectionRequest(branch=ref(b)), timeout=30)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout:.0f}s: {what}")
+        time.sleep(0.1)
+
+
+def files(daemon: Daemon, b: pb.Branch) -> Path:
+    (found,) = (daemon.mount_root / daemon.pool.name / "db" / b.database_id).glob(f"{b.id}*")
+    return found
+
+
+def ready_lines(daemon: Daemon, b: pb.Branch) -> int:
+    return (files(daemon, b) / "log" / "postgres.log").read_text(errors="replace").count(
+        READY_LINE)
+
+
+def port_property(daemon: Daemon, b: pb.Branch) -> str:
+    dataset = f"{daemon.pool.name}/cygnet/db/{b.database_id}/{files(daemon, b).name}"
+    return run("zfs", "get", "-H", "-o", "value", "cygnet:port", dataset).stdout.strip()
+
+
+def test_suspend_frees_the_port_and_resume_keeps_the_data(stub, daemon: Daemon, shop) -> None:
+    b = new_branch(stub, shop, "nap")
+    query(connection(stub, b), "insert into t values ('in-branch')")
+    suspended = stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    assert (suspended.state, suspended.port) == (SUSPENDED, 0)
+    assert port_property(daemon, b) == "-"  # no port held, in ZFS either
+    assert not (files(daemon, b) / "pgdata" / "postmaster.pid").exists()
+    listed = stub.ListBranches(pb.ListBranchesRequest(database=shop.database.id), timeout=30)
+    assert {x.id: x.state for x in listed.branches}[b.id] == SUSPENDED
+    # Suspending again changes nothing.
+    assert stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60).state \
+        == SUSPENDED
+
+    resumed = stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60)
+    assert resumed.state == RUNNING and resumed.port
+    assert port_property(daemon, b) == str(resumed.port)
+    rows = query(connection(stub, b), "select v from t order by v")
+    assert rows == [("in-branch",), ("kept",)]
+
+
+def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon, shop) -> None:
+    b = new_branch(stub, shop, "cli-nap")
+    label = f"{shop.database.name}/cli-nap"
+    shown = cygnet(daemon, "branch", "suspend", label, "--json").json()
+    assert (shown["state"], shown["port"]) == ("suspended", None)
+    listing = cygnet(daemon, "branch", "list", shop.database.name).out
+    assert any("cli-nap" in line and "suspended" in line for line in listing.splitlines())
+    tree = cygnet(daemon, "branch", "tree", shop.database.name).out
+    assert any("cli-nap" in line and "suspended" in line for line in tree.splitlines())
+    assert cygnet(daemon, "branch", "resume", label, "--json").json()["state"] == "running"
+    assert get(stub, b).state == RUNNING
+
+
+def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> None:
+    idle = new_branch(stub, shop, "idle", suspend_after=1)
+    busy = new_branch(stub, shop, "busy", suspend_after=1)
+    assert idle.suspend_after.seconds == 1
+    with psycopg.connect(connection(stub, busy).uri, autocommit=True, connect_timeout=10):
+        wait_for("the idle branch suspended", lambda: get(stub, idle).state == SUSPENDED)
+        time.sleep(1.5)  # more than the timeout and several idle checks
+        assert get(stub, busy).state == RUNNING
+    wait_for("the busy branch suspended once its client left",
+             lambda: get(stub, busy).state == SUSPENDED)
+
+
+def test_fifty_concurrent_wakes_start_it_once(stub, daemon: Daemon, shop) -> None:
+    b = new_branch(stub, shop, "herd")
+    stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    before = ready_lines(daemon, b)
+    calls = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
+             for _ in range(50)]
+    results = [c.result() for c in calls]
+    assert {(r.state, r.port) for r in results} == {(RUNNING, results[0].port)}
+    assert results[0].port
+    assert ready_lines(daemon, b) - before == 1
+    assert query(connection(stub, b), "select count(*) from t") == [(1,)]
+
+
+def test_wakes_during_a_suspend_leave_it_running(stub, shop) -> None:
+    b = new_branch(stub, shop, "storm")
+    # Dirty buffers make the suspend's shutdown checkpoint take a while.
+    query(connection(stub, b), "create table filler as select g, repeat('x', 200) as pad "
+                               "from generate_series(1, 60000) g")
+    suspend = stub.SuspendBranch.future(pb.SuspendBranchRequest(branch=ref(b)), timeout=120)
+    wait_for("the branch suspending", lambda: suspend.done()
+             or get(stub, b).state == pb.BRANCH_STATE_SUSPENDING)
+    storm = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
+             for _ in range(20)]
+    assert suspend.result().state == SUSPENDED  # the suspend itself completed
+    ports = {c.result().port for c in storm}
+    assert len(ports) == 1 and all(c.result().state == RUNNING for c in storm)
+    after = get(stub, b)
+    assert (after.state, after.port) == (RUNNING, ports.pop())
+    assert query(connection(stub, b), "select count(*) from filler") == [(60000,)]
+
+
+def test_a_failed_wake_says_why_and_leaves_it_suspended(stub, daemon: Daemon, shop) -> None:
+    if "HugePages_Total:       0" not in Path("/proc/meminfo").read_text():
+        pytest.skip("this host has huge pages: huge_pages = on would not stop a postmaster")
+    b = new_branch(stub, shop, "broken")
+    query(connection(stub, b), "alter system set huge_pages = on")  # kept down from now on
+    stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60)
+    assert failed.value.code() == grpc.StatusCode.ABORTED, failed.value.details()
+    assert "broken did not start" in failed.value.details()
+    assert "huge" in failed.value.details().lower()  # the server log's reason
+    after = get(stub, b)
+    assert (after.state, after.port) == (SUSPENDED, 0)
+    assert "last wake failed" in after.state_message
+    auto = files(daemon, b) / "pgdata" / "postgresql.auto.conf"
+    auto.write_text("".join(line for line in auto.read_text().splitlines(keepends=True)
+                            if "huge_pages" not in line))
+
+    def woke() -> bool:
+        try:
+            return stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)),
+                                     timeout=60).state == RUNNING
+        except grpc.RpcError as exc:  # a failure is answered again for a second
+            assert exc.code() == grpc.StatusCode.ABORTED
+            return False
+
+    wait_for("the repaired branch woken", woke)
+
+
+def test_a_stopped_branch_is_not_woken(stub, shop) -> None:
+    b = new_branch(stub, shop, "halt")
+    stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    stub.StopBranch(pb.StopBranchRequest(branch=ref(b)), timeout=60)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stopped by an operator" in refused.value.details()
+    started = stub.StartBranch(pb.StartBranchRequest(branch=ref(b)), timeout=60)
+    assert started.state == RUNNING and started.port  # a port again
+    assert query(connection(stub, b), "select 1") == [(1,)]
+
+
+def test_replicas_and_unarchived_wal_keep_it_running(stub, daemon: Daemon, shop) -> None:
+    b = new_branch(stub, shop, "wal", suspend_after=1)
+    uri = connection(stub, b).uri + "&replication=database"
+    with psycopg.connect(uri, autocommit=True, connect_timeout=10):  # a logical walsender
+        with pytest.raises(grpc.RpcError) as replica:
+            stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+        assert replica.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "1 replica(s) attached" in replica.value.details()
+    # A segment Postgres has still to archive (archive_status/*.ready).
+    ready = files(daemon, b) / "pgdata" / "pg_wal" / "archive_status" / \
+        "00000001000000000000FFFE.ready"
+    ready.touch()
+    try:
+        with pytest.raises(grpc.RpcError) as wal:
+            stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+        assert wal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "1 WAL segment(s) still to archive" in wal.value.details()
+        time.sleep(1.5)  # idle past its timeout, but not suspended
+        assert get(stub, b).state == RUNNING
+    finally:
+        ready.unlink()
+    wait_for("the idle branch suspended", lambda: get(stub, b).state == SUSPENDED)
+
+
+@pytest.mark.parametrize("duration", [Duration(seconds=-5), Duration(seconds=1, nanos=5),
+                                      Duration(seconds=400 * 86400)])
+def test_a_bad_suspend_after_names_the_field(stub, shop, duration: Duration) -> None:
+    req = pb.CreateBranchRequest(database=shop.database.name, name="never-made")
+    req.suspend_after.CopyFrom(duration)
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.CreateBranch(req, timeout=30)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.value.details().startswith("suspend_after:")
