@@ -153,5 +153,11 @@ def poke() -> None:
         _current.poke()
 
 
+def pending_bytes() -> int | None:
+    """Bytes of the repository not yet off-host as of the last pass (None: no
+    off-host repository): what a bound on the local backlog compares against."""
+    return _current.uploader.status.pending_bytes if _current is not None else None
+
+
 def metrics() -> list[Metric]:
     return _current.metrics() if _current is not None else []

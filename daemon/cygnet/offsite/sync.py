@@ -93,7 +93,8 @@ class Uploader:
     repo: Path
     status: Status = field(default_factory=Status)
     _remote: dict[str, int] | None = None  # rel -> stored size, listed once, then kept
-    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _guard: threading.Lock = field(default_factory=threading.Lock)  # one pass at a time
+    _counting: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         """Checks the bucket and credentials, and whether object lock can be used."""
@@ -180,7 +181,8 @@ class Uploader:
                 log.warning("upload of %s failed, retrying in %.1f s: %s", key, delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
-        self.remote()[obj.rel] = done.stored_bytes
-        self.status.uploaded_bytes += done.plain_bytes
-        self.status.uploaded_objects += 1
+        with self._counting:  # objects finish in several threads at once
+            self.remote()[obj.rel] = done.stored_bytes
+            self.status.uploaded_bytes += done.plain_bytes
+            self.status.uploaded_objects += 1
         return done.plain_bytes

@@ -1,0 +1,27 @@
+"""The upload benchmark's small mode still runs end to end (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_upload_small(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_upload", "--small",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((tmp_path / "upload_small.json").read_text())
+    assert json.loads(done.stdout) == result
+    assert result["repository_bytes"] > 10 << 20 and result["objects"] >= 3
+    assert set(result["seconds"]) == {"cygnet", "boto3_upload_file"}
+    assert all(s["n"] == 1 and s["p50"] > 0 for s in result["seconds"].values())
+    assert result["ratio_cygnet_to_boto3"] > 0
