@@ -211,7 +211,8 @@ class EventJournal:
                              f"({self.durable}): it is from another host or journal",
                              self.oldest)
 
-    def _read_after(self, after: int) -> list[Event]:
+    def read_after(self, after: int) -> list[Event]:
+        """The events kept after `after`, read from the files."""
         out: list[Event] = []
         segments = list(self.segments)
         for i, first in enumerate(segments):
@@ -246,7 +247,7 @@ class EventJournal:
                 if replay:
                     replay = False
                     self.check_cursor(last)
-                    for event in await asyncio.to_thread(self._read_after, last):
+                    for event in await asyncio.to_thread(self.read_after, last):
                         yield event
                         last = event.cursor
                     if not follow:

@@ -15,6 +15,7 @@ async def open_events(host: Host) -> tuple[EventJournal, Webhooks]:
     events are recorded from here on."""
     hooks = Webhooks(host.config.webhook_urls, host.config.webhook_secret_file)
     journal = await open_on_pool(host)
+    await asyncio.to_thread(hooks.resume, journal)  # what the last run had not delivered
     journal.listeners.append(hooks.offer)
     events.configure(journal.add)
     return journal, hooks

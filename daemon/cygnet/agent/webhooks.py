@@ -6,13 +6,18 @@ timestamp far from their clock (replays). Each URL gets its events in cursor
 order from its own task: a failing delivery is retried with exponential backoff
 (1 s doubling to 60 s, `attempts` tries), then dropped with a log line, and the
 next event goes. Nothing here blocks the daemon: the journal only appends to a
-bounded queue. The secret is read from a file and never logged; URLs are
+bounded queue. Each URL's last delivered cursor is kept beside the journal
+(`webhook-HASH.cursor`), so a restarted daemon sends what it had not sent yet:
+delivery is at least once, and `Cygnet-Event-Cursor` lets receivers drop repeats.
+
+The secret is read from a file and never logged; URLs are
 logged without their query string or credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +29,7 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cygnet.agent.eventlog import EventJournal
 from cygnet.agent.events import Event
 from cygnet.errors import InvalidArgument
 
@@ -83,6 +89,7 @@ class Webhook:
     def __init__(self, url: str, secret: bytes, *, attempts: int = 8, first_delay: float = 1.0,
                  max_delay: float = 60.0, timeout: float = 10.0) -> None:
         self.url = url
+        self.cursor_file: Path | None = None  # where the last delivered cursor is kept
         self._secret = secret
         self.attempts = attempts
         self.first_delay = first_delay
@@ -106,6 +113,30 @@ class Webhook:
             while self.queue:
                 event = self.queue.popleft()
                 await self._deliver(event)
+                self._done(event.cursor)
+
+    def _done(self, cursor: int) -> None:
+        if self.cursor_file is None:
+            return
+        tmp = self.cursor_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(str(cursor))
+            tmp.replace(self.cursor_file)
+        except OSError as exc:
+            log.error("webhook %s: cursor not kept: %s", shown_url(self.url), exc.strerror)
+
+    def resume(self, journal: EventJournal) -> None:
+        """Queues what a previous run had not delivered; a new URL starts with new events."""
+        name = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.cursor_file = journal.directory / f"webhook-{name}.cursor"
+        try:
+            after = int(self.cursor_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            self._done(journal.durable)
+            return
+        after = max(after, journal.oldest - 1)
+        for event in journal.read_after(after):
+            self.offer(event)
 
     async def _deliver(self, event: Event) -> None:
         body = json.dumps(event.to_json(), separators=(",", ":")).encode()
@@ -152,6 +183,11 @@ class Webhooks:
     def offer(self, event: Event) -> None:
         for hook in self.hooks:
             hook.offer(event)
+
+    def resume(self, journal: EventJournal) -> None:
+        for hook in self.hooks:
+            with contextlib.suppress(OSError):
+                hook.resume(journal)
 
     async def run(self) -> None:
         if self.hooks:
