@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 
+from cygnet.agent import archive_points
 from cygnet.agent import layout as L
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
@@ -65,15 +66,16 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
     Returns the snapshot and the subscription count (1 when the branch is
     stopped and the count unknown: callers then take the safe path).
     """
-    subscriptions = -1
-    if host.clusters.live(branch) is not None:
-        subscriptions = await host.clusters.checkpoint(branch)
     snapshot = f"{branch.dataset}@{snap_id}"
-    props = {L.P_ID: snap_id, L.P_NAME: name, L.P_SNAP_KIND: kind,
-             L.P_CREATED: f"{time.time():.3f}", L.P_REQUEST: request_id}
-    if subscriptions >= 0:
-        props[L.P_SUBS] = str(subscriptions)
-    await host.zfs.snapshot(snapshot, props)
+    # CHECKPOINT and the WAL's end around the snapshot, on one connection.
+    async with archive_points.around_snapshot(host, branch) as probe:
+        subscriptions = probe.subscriptions
+        props = {L.P_ID: snap_id, L.P_NAME: name, L.P_SNAP_KIND: kind,
+                 L.P_CREATED: f"{time.time():.3f}", L.P_REQUEST: request_id}
+        if subscriptions >= 0:
+            props[L.P_SUBS] = str(subscriptions)
+        await host.zfs.snapshot(snapshot, props)
+    await archive_points.record(host, snapshot, probe.point)
     return snapshot, abs(subscriptions)
 
 
@@ -113,6 +115,9 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
             else:
                 origin, subscriptions = await branch_point(host, parent, f"branch {name}")
         branch.origin = origin or None
+        if origin:  # where its WAL leaves its parent's (agent/archive.py)
+            branch.fork = archive_points.fork_value(
+                parent, origin, snap if snapshot_ref else None)
         try:
             with timer.step("clone"):
                 if populate is None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from cygnet.agent import archive, pgtls
 from cygnet.agent import layout as L
-from cygnet.agent import pgtls
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.postgres import fixup, process, sql
@@ -81,6 +81,7 @@ class Clusters:
             socket_dir=self.socket_dir(branch), size=size_class(db.size_class),
             logical_workers_enabled=workers, tls=self.tls,
             major=int(db.version_of(branch).split(".")[0] or 0),
+            archive=archive.archive_settings(self.config, db, branch),
         )
 
     def bindir(self, db: DatabaseRecord, branch: BranchRecord | None = None) -> Path:

@@ -84,6 +84,31 @@ class AgentConfig:
     memory_bytes: int = 0
     # Clusters this host runs at most; 0 leaves it to the coordinator.
     max_clusters: int = 0
+    # WAL archiving (docs/durability.md): where archive_command spools WAL before
+    # cygnetd moves it into the backup repository (empty: STATE_DIR/wal-spool),
+    # the spool's bound per branch (past it archive_command fails and Postgres
+    # keeps the WAL), the forced segment switch that bounds the RPO, and how
+    # often the spool is ingested.
+    wal_spool_dir: Path | None = None
+    wal_spool_max_bytes: int = 2 * 1024 * 1024 * 1024
+    wal_archive_timeout: int = 2
+    wal_ingest_interval: float = 0.25
+    # Off-host repository in S3-compatible storage (docs/durability.md): the
+    # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.
+    offsite_endpoint: str = ""
+    offsite_bucket: str = ""
+    offsite_region: str = "us-east-1"
+    offsite_access_key_id: str = field(default="", repr=False)
+    offsite_secret_access_key: str = field(default="", repr=False)
+    # Client-side AES-256-GCM keys: id -> 32 random bytes in base64. New objects
+    # use offsite_key_id; keep old keys while objects made with them are kept.
+    offsite_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    offsite_key_id: str = ""
+    # Object lock (COMPLIANCE) days on each upload, where the bucket has object lock; 0: none.
+    offsite_lock_days: int = 0
+    # Seconds between the uploader's looks for new objects (it is also woken by backups).
+    offsite_interval: float = 2.0
     # The Postgres-protocol endpoint (docs/endpoints.md): its TCP port (0 disables
     # it), on postgres_listen's addresses unless endpoint_listen names others (a,b).
     endpoint_port: int = 5432
@@ -114,22 +139,6 @@ class AgentConfig:
     webhook_secret_file: Path | None = None
     # How often expired branches and lapsed protections are looked for.
     expiry_interval: float = 30.0
-    # Off-host repository in S3-compatible storage (docs/durability.md): the
-    # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
-    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.
-    offsite_endpoint: str = ""
-    offsite_bucket: str = ""
-    offsite_region: str = "us-east-1"
-    offsite_access_key_id: str = field(default="", repr=False)
-    offsite_secret_access_key: str = field(default="", repr=False)
-    # Client-side AES-256-GCM keys: id -> 32 random bytes in base64. New objects
-    # use offsite_key_id; keep old keys while objects made with them are kept.
-    offsite_keys: dict[str, str] = field(default_factory=dict, repr=False)
-    offsite_key_id: str = ""
-    # Object lock (COMPLIANCE) days on each upload, where the bucket has object lock; 0: none.
-    offsite_lock_days: int = 0
-    # Seconds between the uploader's looks for new objects (it is also woken by backups).
-    offsite_interval: float = 2.0
 
     @property
     def admin_socket(self) -> Path:

@@ -27,6 +27,7 @@ class SnapshotRecord:
     used_bytes: int
     subscriptions: int  # -1 when unknown
     clones: list[str] = field(default_factory=list)  # datasets cloned from it
+    wal_point: str = ""  # where the WAL it holds ends (wal/points.py); "" unknown
 
 
 @dataclass
@@ -55,6 +56,11 @@ class BranchRecord:
     # Seconds without a client before it is suspended (agent/scale.py); 0: never,
     # -1: the host's suspend_after.
     suspend_after: int = -1
+    # WAL archiving (agent/archive.py): on/off ("" follows the database), the
+    # archive generation (0: none yet), the branch point's PARENT_GEN:wal point.
+    archive: str = ""
+    wal_gen: int = 0
+    fork: str = ""
 
     @property
     def is_main(self) -> bool:
@@ -74,6 +80,7 @@ class DatabaseRecord:
     request_id: str
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     quota_bytes: int = 0  # ZFS quota of the database's dataset; 0: none
+    archive: str = ""  # WAL archiving of its branches: on/off, "" main only (agent/archive.py)
 
     def version_of(self, branch: BranchRecord) -> str:
         """The major `branch` runs: its own after an upgrade, else the database's."""
@@ -159,7 +166,9 @@ def branch_props(b: BranchRecord) -> dict[str, str]:
             L.P_PARENT: b.parent_id, L.P_PORT: str(b.port), L.P_DESIRED: b.desired,
             L.P_PHASE: b.phase, L.P_CREATED: f"{b.created:.3f}", L.P_REQUEST: b.request_id,
             **({L.P_VERSION: b.version} if b.version else {}), **lifetime_props(b),
-            **({L.P_SUSPEND_AFTER: str(b.suspend_after)} if b.suspend_after >= 0 else {})}
+            **({L.P_SUSPEND_AFTER: str(b.suspend_after)} if b.suspend_after >= 0 else {}),
+            **{k: v for k, v in ((L.P_ARCHIVE, b.archive), (L.P_FORK, b.fork),
+                                 (L.P_WAL_GEN, str(b.wal_gen) if b.wal_gen else "")) if v}}
 
 
 def lifetime_props(b: BranchRecord) -> dict[str, str]:
@@ -186,6 +195,7 @@ def _database(ds: Dataset) -> DatabaseRecord:
         pool=L.pool_of(ds.name), version=u.get(L.P_VERSION, ""), size_class=u.get(L.P_SIZE, ""),
         phase=u.get(L.P_PHASE, L.PHASE_READY), created=_float(u.get(L.P_CREATED)),
         request_id=u.get(L.P_REQUEST, ""), quota_bytes=ds.number("quota"),
+        archive=u.get(L.P_ARCHIVE, ""),
     )
 
 
@@ -202,6 +212,8 @@ def _branch(ds: Dataset) -> BranchRecord:
         expires_at=_float(u.get(L.P_EXPIRES)), protected=u.get(L.P_PROTECTED) == "on",
         protected_until=_float(u.get(L.P_PROTECTED_UNTIL)),
         suspend_after=int(u[L.P_SUSPEND_AFTER]) if u.get(L.P_SUSPEND_AFTER, "").isdigit() else -1,
+        archive=u.get(L.P_ARCHIVE, ""), fork=u.get(L.P_FORK, ""),
+        wal_gen=int(u[L.P_WAL_GEN]) if u.get(L.P_WAL_GEN, "").isdigit() else 0,
     )
 
 
@@ -214,6 +226,7 @@ def snapshot_record(ds: Dataset, branch_id: str) -> SnapshotRecord:
         created=_float(u.get(L.P_CREATED)) or _float(ds.native.get("creation")),
         used_bytes=ds.number("used"),
         subscriptions=int(u[L.P_SUBS]) if u.get(L.P_SUBS, "").isdigit() else -1,
+        wal_point=u.get(L.P_WAL_POINT, ""),
     )
 
 

@@ -57,6 +57,7 @@ P_EXPIRES = "cygnet:expires"
 P_PROTECTED = "cygnet:protected"
 P_PROTECTED_UNTIL = "cygnet:protected-until"
 
+USER_PROPS: tuple[str, ...]  # grows below (WAL properties)
 USER_PROPS = (P_KIND, P_ID, P_NAME, P_DATABASE, P_PARENT, P_PORT, P_DESIRED, P_PHASE,
               P_EXPIRES, P_PROTECTED, P_PROTECTED_UNTIL,
               P_CREATED, P_REQUEST, P_VERSION, P_SIZE, P_SNAP_KIND, P_SUBS, P_REPLACES,
@@ -124,3 +125,10 @@ def mountpoint(mount_root: Path, dataset: str) -> Path:
 
 def socket_dir(run_dir: Path, branch_id: str) -> Path:
     return run_dir / "s" / branch_id
+
+# WAL archiving and point-in-time recovery (agent/archive.py, docs/durability.md).
+P_ARCHIVE = "cygnet:archive"  # on databases and branches: on | off (unset: main on, others off)
+P_WAL_GEN = "cygnet:wal-gen"  # on branches: the archive generation (a rewind starts a new one)
+P_FORK = "cygnet:fork"  # on branches: PARENT_GEN:wal point of the branch point (wal/points.py)
+P_WAL_POINT = "cygnet:wal-point"  # on snapshots: the WAL it holds ends in LOW-HIGH@TIME
+USER_PROPS += (P_ARCHIVE, P_WAL_GEN, P_FORK, P_WAL_POINT)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cygnet import __version__, systemd
-from cygnet.agent import offsite
+from cygnet.agent import archive, offsite
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.host import Host
@@ -122,9 +122,11 @@ async def serve(config: AgentConfig) -> None:
                   asyncio.create_task(systemd.watchdog(stop)),
                   # Scale to zero: idle branches are suspended (agent/idle.py).
                   asyncio.create_task(IdleSuspender(host, service.scaler).run(stop))]
+    background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
+    # WAL archiving: each branch's spool into the backup repository (agent/archive.py).
+    background.append(asyncio.create_task(archive.start(config).run(stop)))
     # Automatic snapshots, cron backups and retention (agent/schedules.py).
     background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
-    background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
     if offsite_service is not None:

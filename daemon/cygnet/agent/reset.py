@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import secrets
 
+from cygnet.agent import archive, archive_points, swap
 from cygnet.agent import layout as L
-from cygnet.agent import swap
 from cygnet.agent.branches import branch_point, find_snapshot
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, branch_props
@@ -51,6 +51,10 @@ async def _rollback(host: Host, db: DatabaseRecord, branch: BranchRecord, ref: s
     except HasDependents as exc:
         await _finish(host, db, branch)
         raise FailedPrecondition(str(exc)) from exc
+    # Its next WAL is a new archive generation: it re-writes names it archived.
+    archive.rewind(host.config, db, branch, archive_points.point_of(snap.dataset, snap),
+                   (branch.id, archive.generation(branch)))
+    await host.zfs.set_props(branch.dataset, {L.P_WAL_GEN: str(branch.wal_gen)})
     await _finish(host, db, branch)
 
 
@@ -67,6 +71,10 @@ async def _reclone(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None
     await host.clusters.stop(branch, "fast")
     try:
         origin, subscriptions = await branch_point(host, parent, f"reset {branch.name}")
+        # A new archive generation that continues the parent's from the new branch point.
+        archive.rewind(host.config, db, branch, archive_points.point_of(origin),
+                       (parent.id, archive.generation(parent)))
+        branch.fork = archive_points.fork_value(parent, origin)
         replacement = L.branch(db.pool, db.id, branch.id, secrets.token_hex(3))
         props = branch_props(branch) | {L.P_PHASE: L.PHASE_RESETTING,
                                         L.P_REPLACES: branch.dataset}

@@ -6,8 +6,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from cygnet import __version__
+from cygnet.agent import archive, offsite
 from cygnet.agent import layout as L
-from cygnet.agent import offsite
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.service import AgentService
 from cygnet.metrics.snapshot import gauge
@@ -48,6 +48,7 @@ class AgentMetrics:
         restarts.add_metric([], float(self.service.supervisor.restarts))
         metrics.append(restarts)
         metrics.extend(offsite.metrics())
+        metrics.extend(archive.metrics())  # WAL archive lag (agent/archive.py)
         return metrics
 
     def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:

@@ -44,6 +44,27 @@ class ServerTls:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """Continuous archiving: archive_command and the forced switch (archive_timeout)."""
+
+    command: str
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """A point-in-time recovery: where WAL comes from and where it stops.
+
+    hot_standby is off so the postmaster reports "ready" only once recovery
+    has reached the target and promoted (no connections before)."""
+
+    restore_command: str
+    target_time: str = ""  # an ISO timestamp with a zone
+    target_lsn: str = ""  # e.g. 0/3000060
+    # Omitted: replay every WAL file the restore command offers.
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """What differs between clusters: where they listen, how big they are, their TLS.
 
@@ -62,6 +83,8 @@ class ClusterSettings:
     # The cluster's major version (0: unknown), for settings that exist from a
     # given major on (_version_lines).
     major: int = 0
+    archive: ArchiveSettings | None = None
+    recovery: RecoverySettings | None = None
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -110,6 +133,31 @@ def _version_lines(major: int) -> list[str]:
     return lines
 
 
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _archive_lines(archive: ArchiveSettings | None) -> list[str]:
+    if archive is None:
+        return ["archive_mode = off"]
+    return ["archive_mode = on", f"archive_command = {_quoted(archive.command)}",
+            f"archive_timeout = {archive.timeout_s}"]
+
+
+def _recovery_lines(recovery: RecoverySettings | None) -> list[str]:
+    if recovery is None:
+        return []
+    lines = [f"restore_command = {_quoted(recovery.restore_command)}",
+             "recovery_target_timeline = 'latest'", "hot_standby = off"]
+    if recovery.target_time:
+        lines += [f"recovery_target_time = {_quoted(recovery.target_time)}",
+                  "recovery_target_action = 'promote'"]
+    elif recovery.target_lsn:
+        lines += [f"recovery_target_lsn = {_quoted(recovery.target_lsn)}",
+                  "recovery_target_action = 'promote'"]
+    return lines
+
+
 def render_settings(settings: ClusterSettings) -> str:
     """The text of cygnet.conf for `settings` (validated; raises InternalError)."""
     _check(settings)
@@ -130,8 +178,9 @@ def render_settings(settings: ClusterSettings) -> str:
         # Query statistics for every database; a branch's own value must keep it.
         f"shared_preload_libraries = '{','.join(PRELOADED)}'",
         "password_encryption = 'scram-sha-256'",
-        # Branches must never write into their parent's WAL archive.
-        "archive_mode = off",
+        # A branch archives into its own spool only (agent/archive.py), never its parent's.
+        *_archive_lines(settings.archive),
+        *_recovery_lines(settings.recovery),
         # Durability stays at Postgres' defaults, whatever a template carried.
         "fsync = on",
         "full_page_writes = on",

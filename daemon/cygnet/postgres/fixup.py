@@ -64,6 +64,23 @@ def _remove_slots(pgdata: Path) -> int:
     return removed
 
 
+def disown_archive_status(pgdata: Path) -> int:
+    """Marks the WAL files the source had not archived yet as done in the clone.
+
+    They belong to the source's archive (which still takes them), never to the
+    clone's: a child never writes its parent's WAL into its own archive, where
+    it would shadow nothing but cost the spool. Returns how many.
+    """
+    status = pgdata / "pg_wal" / "archive_status"
+    if not status.is_dir():
+        return 0
+    done = 0
+    for ready in status.glob("*.ready"):
+        ready.rename(ready.with_suffix(".done"))
+        done += 1
+    return done
+
+
 def prepare_clone(pgdata: Path, log_path: Path, settings: ClusterSettings) -> None:
     """Fixes up a fresh clone before its first start (idempotent; also fine on a template).
 
@@ -76,6 +93,7 @@ def prepare_clone(pgdata: Path, log_path: Path, settings: ClusterSettings) -> No
     for name in REMOVED_FILES:
         _fs.remove_if_exists(pgdata / name)
     slots = _remove_slots(pgdata)
+    disown_archive_status(pgdata)
     auto = pgdata / "postgresql.auto.conf"
     if auto.exists():
         text = auto.read_text(encoding="utf-8")

@@ -1,0 +1,76 @@
+"""Where a snapshot's WAL ends, recorded as `cygnet:wal-point` (wal/points.py).
+
+A crash-consistent snapshot can serve recovery targets only at or after the
+end of the WAL it holds. That end cannot be read exactly, so it is bracketed:
+the insert LSN just before `zfs snapshot` (on the CHECKPOINT's connection)
+and just after it. Children record their branch point's as `cygnet:fork`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cygnet.agent import layout as L
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, SnapshotRecord
+from cygnet.postgres import sql
+from cygnet.wal.lsn import parse_lsn
+from cygnet.wal.points import WalPoint
+
+_LSN = "SELECT pg_current_wal_insert_lsn()::text"
+# Points of snapshots taken by this daemon, for the clone that follows at once.
+_recent: OrderedDict[str, WalPoint] = OrderedDict()
+
+
+@dataclass
+class Probe:
+    subscriptions: int = -1  # -1: the branch is not running
+    point: WalPoint | None = None
+
+
+@contextlib.asynccontextmanager
+async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Probe]:
+    """CHECKPOINT, count subscriptions and read the insert LSN on one connection;
+    the body takes the snapshot; then the LSN is read again."""
+    probe = Probe()
+    if host.clusters.live(branch) is None:
+        yield probe
+        return
+    socket_dir = host.clusters.socket_dir(branch)
+    async with await sql.connect(socket_dir, branch.port) as conn:
+        await conn.execute("CHECKPOINT")
+        cur = await conn.execute(f"SELECT count(*), ({_LSN}) FROM pg_subscription")
+        row = await cur.fetchone()
+        probe.subscriptions = int(row[0]) if row else 0
+        low = parse_lsn(row[1]) if row else 0
+        yield probe
+        cur = await conn.execute(_LSN)
+        high_row = await cur.fetchone()
+        if row and high_row:
+            probe.point = WalPoint(low, parse_lsn(high_row[0]), time.time())
+
+
+async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
+    if point is None:
+        return
+    _recent[snapshot] = point
+    while len(_recent) > 256:
+        _recent.popitem(last=False)
+    await host.zfs.set_props(snapshot, {L.P_WAL_POINT: point.text()})
+
+
+def point_of(snapshot: str, record: SnapshotRecord | None = None) -> WalPoint | None:
+    if record is not None and record.wal_point:
+        return WalPoint.parse(record.wal_point)
+    return _recent.get(snapshot)
+
+
+def fork_value(parent: BranchRecord, snapshot: str, record: SnapshotRecord | None = None
+               ) -> str:
+    """`cygnet:fork` of a child cloned from `snapshot` of `parent` ("" if unknown)."""
+    point = point_of(snapshot, record)
+    return f"{parent.wal_gen or 1}:{point.text()}" if point is not None else ""

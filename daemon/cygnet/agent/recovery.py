@@ -1,0 +1,150 @@
+"""Point-in-time recovery of a clone: stage archived WAL, replay to a target, promote.
+
+Used by point-in-time branches, restore in place and database restores
+(agent/pitr.py). The clone is a crash-consistent snapshot; Postgres replays
+its own pg_wal, then asks `cygnet-wal restore` for each further file, which
+hard-links it from a staging directory beside pgdata (same dataset). The
+staging runs in a worker thread while Postgres replays, in LSN order, so
+recovery starts at once and never waits for more than the next file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cygnet.agent import archive
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.errors import Aborted, InvalidArgument
+from cygnet.postgres import fixup, process
+from cygnet.postgres.config import RecoverySettings, write_settings
+from cygnet.postgres.layout import postgres_user
+from cygnet.wal.lsn import format_lsn, parse_lsn, segment
+from cygnet.wal.plan import Stager
+from cygnet.wal.repo import WalObject
+
+log = logging.getLogger("cygnet.agent")
+
+RECOVERY_TIMEOUT = 3600.0  # replay of a long window; the caller's deadline is its own
+STAGE_DIR = "wal-restore"
+_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A recovery target: a time (unix seconds), an LSN, or neither (all archived WAL)."""
+
+    time: float = 0.0
+    lsn: int = 0
+
+    def describe(self) -> str:
+        if self.time:
+            return datetime.fromtimestamp(self.time, UTC).isoformat(sep=" ")
+        return format_lsn(self.lsn) if self.lsn else "the latest archived point"
+
+
+def _settings(stage: Path, target: Target | None) -> RecoverySettings:
+    command = f"'{archive.PROGRAM}' restore '{stage}' '%f' '%p'"
+    if target is None or not (target.time or target.lsn):
+        return RecoverySettings(restore_command=command)
+    if target.time:
+        return RecoverySettings(command, target_time=Target(time=target.time).describe())
+    return RecoverySettings(command, target_lsn=format_lsn(target.lsn))
+
+
+async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
+                  objects: list[WalObject], target: Target, *, workers: bool = True) -> int:
+    """Replays `branch`'s fresh clone to `target` and promotes it; returns the LSN
+    where its own history starts (the new timeline's switch point).
+
+    `branch` says where the clone is (dataset), and which port and socket
+    directory it may use while it recovers. The postmaster is left running,
+    without archiving; `workers` off keeps inherited subscriptions from
+    starting.
+    """
+    files = host.clusters.files(branch)
+    stage = files.mount / STAGE_DIR
+    shutil.rmtree(stage, ignore_errors=True)
+    user = postgres_user()
+    stager = Stager(stage, objects, user.uid, user.gid)
+    stager.prepare()
+    staging = asyncio.create_task(asyncio.to_thread(stager.run))
+    try:
+        settings = host.clusters.settings(branch, db, workers=workers)
+        settings = replace(settings, recovery=_settings(stage, target), archive=None)
+        fixup.prepare_clone(files.pgdata, files.log_file, settings)
+        (files.pgdata / "recovery.signal").touch()
+        try:
+            await _start(host, db, branch)
+        except Aborted as exc:
+            if _NOT_REACHED not in _log_text(files.log_file):
+                raise
+            # No commit after the target in the archive: all WAL up to the
+            # target is there (the window was checked), so its end is the target.
+            log.info("branch %s: no commit after %s in the archive; recovering to its end "
+                     "(%s)", branch.id, target.describe(), exc)
+            write_settings(files.pgdata, replace(settings, recovery=_settings(stage, None)))
+            await _start(host, db, branch)
+    finally:
+        stager.cancelled.set()
+        await staging
+        shutil.rmtree(stage, ignore_errors=True)
+    if stager.error is not None:
+        raise Aborted(f"reading archived WAL failed: {stager.error}")
+    return switch_point(files.pgdata)
+
+
+async def _start(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
+    files = host.clusters.files(branch)
+    await process.start(host.clusters.bindir(db, branch), files.pgdata, files.log_file,
+                        timeout=RECOVERY_TIMEOUT)
+
+
+def _log_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
+
+
+def switch_point(pgdata: Path) -> int:
+    """Where the newest timeline begins: the last line of its history file."""
+    histories = sorted((pgdata / "pg_wal").glob("*.history"))
+    if not histories:
+        raise Aborted("recovery promoted no new timeline (no history file)")
+    lines = [ln for ln in histories[-1].read_text().splitlines() if ln.strip()
+             and not ln.startswith("#")]
+    try:
+        return parse_lsn(lines[-1].split()[1])
+    except (IndexError, InvalidArgument) as exc:
+        raise Aborted(f"unreadable timeline history {histories[-1].name}") from exc
+
+
+def mark_for_archive(pgdata: Path, since: int) -> int:
+    """Queues the new timeline's history file and finished segments for archiving.
+
+    They were written while archiving was off (the recovery start); the
+    archiver takes files with a `.ready` status. Returns how many."""
+    wal = pgdata / "pg_wal"
+    histories = sorted(wal.glob("*.history"))
+    if not histories:
+        return 0
+    timeline = int(histories[-1].name.split(".")[0], 16)
+    status = wal / "archive_status"
+    names = [histories[-1].name]
+    segs = sorted((s for s in (segment(p.name) for p in wal.iterdir())
+                   if s is not None and s.timeline == timeline and s.end > since),
+                  key=lambda s: s.start)
+    names += [s.name for s in segs[:-1]]  # the last one is still being written
+    user = postgres_user()
+    for name in names:
+        ready = status / f"{name}.ready"
+        if not (status / f"{name}.done").exists():
+            ready.touch()
+            shutil.chown(ready, user.uid, user.gid)
+    return len(names)
