@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,7 +62,7 @@ def _connect(site: Site, host: str, *, password: str | None = None, sslmode: str
     info = psycopg.conninfo.make_conninfo(
         host=host, hostaddr="127.0.0.1", port=site.daemon.endpoint_port, user="postgres",
         password=site.main.password if password is None else password, dbname="postgres",
-        sslmode=sslmode, sslrootcert=site.ca, connect_timeout=10, **extra)
+        sslmode=sslmode, sslrootcert=site.ca, **{"connect_timeout": "10", **extra})
     return psycopg.connect(info, autocommit=True)
 
 
@@ -237,3 +238,57 @@ def test_without_a_domain_the_string_names_the_host_and_options(daemon: Daemon) 
                 assert _one(c, "SELECT current_setting('ssl')") == "on"
         finally:
             s.DeleteDatabase(pb.DeleteDatabaseRequest(database=db), timeout=120)
+
+
+def _suspended_branch(site: Site, name: str) -> pb.Branch:
+    with site.daemon.stub() as s:
+        made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name=name), timeout=120)
+        ref = pb.BranchRef(branch_id=made.branch.id)
+        return s.SuspendBranch(pb.SuspendBranchRequest(branch=ref), timeout=60)
+
+
+def _connect_once(site: Site, host: str) -> str:
+    """What one storm client ends with: its postmaster's start time, or the error."""
+    try:
+        with _connect(site, host, connect_timeout="60") as c:
+            return str(_one(c, "SELECT pg_postmaster_start_time()"))
+    except psycopg.OperationalError as exc:
+        return f"error: {exc}"
+
+
+def test_a_connect_storm_wakes_a_suspended_branch_once(site: Site) -> None:
+    branch = _suspended_branch(site, "storm")
+    assert branch.state == pb.BRANCH_STATE_SUSPENDED
+    host = f"{site.db}--storm.{DOMAIN}"
+    log_before = site.daemon.log_path.read_text(errors="replace").count("storm")
+    with ThreadPoolExecutor(200) as pool:
+        outcomes = list(pool.map(lambda _: _connect_once(site, host), range(200)))
+    started = {o for o in outcomes if not o.startswith("error")}
+    errors = [o for o in outcomes if o.startswith("error")]
+    # One postmaster served every client that got in: it was started once.
+    assert len(started) == 1, started
+    # nano allows 20 connections: the clients beyond it get Postgres' own 53300
+    # ("too many clients already"), straight from the branch, nothing else.
+    assert all("too many clients already" in e for e in errors), set(errors)
+    assert len(outcomes) - len(errors) >= 17
+    log = site.daemon.log_path.read_text(errors="replace")
+    assert log.count(f"branch {site.db}/storm ({branch.id}) running on port") == 1, \
+        log.count("storm") - log_before
+    with site.daemon.stub() as s:
+        now = s.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id=branch.id)),
+                          timeout=30)
+    assert now.state == pb.BRANCH_STATE_RUNNING
+
+
+def test_a_failed_wake_tells_the_waiting_clients_why(site: Site) -> None:
+    with site.daemon.stub() as s:
+        made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name="held"),
+                              timeout=120)
+        ref = pb.BranchRef(branch_id=made.branch.id)
+        s.StopBranch(pb.StopBranchRequest(branch=ref), timeout=60)
+    host = f"{site.db}--held.{DOMAIN}"
+    with ThreadPoolExecutor(5) as pool:
+        outcomes = list(pool.map(lambda _: _connect_once(site, host), range(5)))
+    assert all("stopped by an operator" in o for o in outcomes), outcomes
+    error = raw_error(site, host)
+    assert error["C"] == "57P03" and "cannot start" in error["M"], error

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,24 +114,22 @@ class Router:
             self._refreshed = time.monotonic()
 
     async def _running_port(self, db: DatabaseRecord, branch: BranchRecord) -> int:
+        """The branch's port once it accepts connections, waking it if it is suspended.
+
+        A running branch goes through wake too: it answers at once, and counts
+        as activity, so the idle check does not suspend it under a connecting client.
+        """
         what = f"{db.name}/{branch.name}"
         state = self.service.state_of(branch)
-        if state == BranchState.RUNNING and branch.port:
-            return branch.port
         if state in _UNDER_WAY:
             return await self._wait_running(what, branch)
         if state in (BranchState.FAILED, BranchState.UNAVAILABLE):
             reason = self.service.supervisor.reason(branch.id) or state.value
             raise Unroutable(P.CANNOT_CONNECT_NOW, f"branch {what} cannot start: {reason}")
-        wake: Callable[[str], Awaitable[int]] | None = getattr(self.service, "wake", None)
-        if wake is not None:
-            try:
-                return await wake(branch.id)
-            except CygnetError as exc:
-                raise Unroutable(P.CANNOT_CONNECT_NOW,
-                                 f"branch {what} cannot start: {exc}") from None
-        raise Unroutable(P.CANNOT_CONNECT_NOW, f"branch {what} is {state.value}",
-                         f"start it: cygnet branch start {what}")
+        try:
+            return await self.service.wake(branch.id)
+        except CygnetError as exc:
+            raise Unroutable(P.CANNOT_CONNECT_NOW, f"branch {what} cannot start: {exc}") from None
 
     async def _wait_running(self, what: str, branch: BranchRecord) -> int:
         """Polls the branch (as the catalog now has it: a reset gives it new data) until
