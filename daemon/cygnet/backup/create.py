@@ -5,16 +5,31 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cygnet.backup.manifest import Manifest, write_manifest
+from cygnet.backup.manifest import Entry, Manifest, write_manifest
 from cygnet.backup.models import BackupInfo, Metadata, ProgressFn, check_metadata
 from cygnet.backup.packs import DEFAULT_LEVEL, DEFAULT_PACK_SIZE, PackWriter, load_index
 from cygnet.backup.repo import open_repository
 from cygnet.backup.store import store_tree
-from cygnet.blocks import DIGEST_SIZE
+from cygnet.backup.tree import Skip, SourceItem, scan
+from cygnet.blocks import DIGEST_SIZE, DedupIndex
 from cygnet.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class LiveCopy:
+    """A running cluster's directory, read as pgBackRest reads it: the caller has
+    called pg_backup_start. `skip` leaves out what a restore must not get
+    (postmaster.pid, pg_wal's contents...); `finish`, called once the tree is
+    stored, calls pg_backup_stop and returns the files to store last (the WAL
+    from the backup's start to its stop, backup_label) and metadata to add."""
+
+    skip: Skip
+    finish: Callable[[], tuple[list[SourceItem], Metadata]]
 
 
 def create_backup(
@@ -26,6 +41,7 @@ def create_backup(
     level: int = DEFAULT_LEVEL,
     lock_timeout: float = 0.0,
     progress: ProgressFn | None = None,
+    live: LiveCopy | None = None,
 ) -> BackupInfo:
     """Backs up source_dir (which must not change meanwhile: point it at a snapshot).
 
@@ -44,7 +60,11 @@ def create_backup(
         index, _ = load_index(repository)  # unreadable .idx: its blocks are stored again
         writer = PackWriter(repository, pack_size, level)
         try:
-            entries, digests = store_tree(source, index, writer, level, progress)
+            if live is None:
+                entries, digests = store_tree(source, index, writer, level, progress)
+            else:
+                entries, digests, extra = _store_live(source, index, writer, level, progress, live)
+                meta.update(check_metadata(extra))
             writer.commit()
         except BaseException:
             writer.abort()
@@ -62,3 +82,19 @@ def create_backup(
         )
         write_manifest(repository, Manifest(info, entries, digests))
     return info
+
+
+def _store_live(source: Path, index: DedupIndex, writer: PackWriter, level: int,
+                progress: ProgressFn | None, live: LiveCopy
+                ) -> tuple[list[Entry], bytes, Metadata]:
+    entries, digests = store_tree(source, index, writer, level, progress,
+                                  items=scan(source, live.skip), live=True)
+    files, nbytes = sum(e.kind == "file" for e in entries), sum(e.size for e in entries)
+
+    def after(f: int, b: int) -> None:  # progress goes on from the tree's totals
+        if progress is not None:
+            progress(files + f, nbytes + b)
+
+    items, extra = live.finish()
+    more, more_digests = store_tree(source, index, writer, level, after, items=items, live=True)
+    return entries + more, digests + more_digests, extra

@@ -8,6 +8,13 @@ calling thread takes the chunks back in file order and is the only one that
 adds to the index and the pack writer, so the repository is written exactly
 as a one-thread backup would write it. Memory is bounded by the chunks in
 flight: 2 x WORKERS x READ_SIZE of reads plus their compressed blocks.
+
+A `live` source is a running cluster's data directory read between
+pg_backup_start and pg_backup_stop (as pgBackRest and pg_basebackup read
+it): files may vanish, shrink or grow meanwhile, and WAL replay from the
+backup's start repairs whatever was read. A vanished file is left out, a
+shrunk one is stored zero-filled to the size it had when opened, a grown one
+as far as that size.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import dataclasses
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +33,7 @@ import zstandard
 from cygnet.backup.manifest import Entry
 from cygnet.backup.models import ProgressFn
 from cygnet.backup.packs import MAX_GROUP, PackWriter
-from cygnet.backup.tree import scan
+from cygnet.backup.tree import SourceItem, scan
 from cygnet.blocks import BLOCK_SIZE, DIGEST_SIZE, DedupIndex, hash_bytes
 from cygnet.errors import FailedPrecondition
 
@@ -66,9 +73,10 @@ class _File:
 class _ChunkWorker:
     """Runs in the pool: read, hash, compress what the index lacks."""
 
-    def __init__(self, index: DedupIndex, level: int) -> None:
+    def __init__(self, index: DedupIndex, level: int, live: bool = False) -> None:
         self._index = index
         self._level = level
+        self._live = live
         self._local = threading.local()
 
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -81,7 +89,9 @@ class _ChunkWorker:
         want = min(READ_SIZE, f.size - offset)
         data = _pread_full(f.fd, want, offset)
         if len(data) != want:
-            raise SourceChanged(f"{f.path} shrank while it was read")
+            if not self._live:
+                raise SourceChanged(f"{f.path} shrank while it was read")
+            data += bytes(want - len(data))  # truncated meanwhile: replay truncates it again
         digests = hash_bytes(data)
         # missing() holds the GIL: it sees a consistent index, at worst one
         # that lacks blocks another chunk in flight is about to add.
@@ -142,23 +152,28 @@ def store_tree(
     level: int,
     progress: ProgressFn | None = None,
     workers: int = WORKERS,
+    *,
+    items: Iterable[SourceItem] | None = None,
+    live: bool = False,
 ) -> tuple[list[Entry], bytes]:
-    """Stores every block of the files under source the index lacks; returns
-    the entries (files sized as read) and the digest arrays in entry order."""
+    """Stores every block of the files under source (or of `items`) the index
+    lacks; returns the entries (files sized as read) and the digest arrays in
+    entry order. `live`: the files may change meanwhile (see above)."""
     entries: list[Entry] = []
     opened: list[_File] = []
     inflight: deque[tuple[_File, Future[_Chunk]]] = deque()
     done = _Progress(progress)
-    work = _ChunkWorker(index, level)
+    work = _ChunkWorker(index, level, live)
+    todo = scan(source) if items is None else items
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="cygnet-backup") as pool:
             try:
-                for f, offset in _chunks(source, entries, opened, done):
+                for f, offset in _chunks(todo, entries, opened, done, live):
                     inflight.append((f, pool.submit(work, f, offset)))
                     while len(inflight) >= 2 * workers:
-                        _take(inflight.popleft(), entries, index, writer, done)
+                        _take(inflight.popleft(), entries, index, writer, done, live)
                 while inflight:
-                    _take(inflight.popleft(), entries, index, writer, done)
+                    _take(inflight.popleft(), entries, index, writer, done, live)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # before their fds close
                 raise
@@ -170,20 +185,27 @@ def store_tree(
 
 
 def _chunks(
-    source: Path, entries: list[Entry], opened: list[_File], done: _Progress
+    items: Iterable[SourceItem], entries: list[Entry], opened: list[_File], done: _Progress,
+    live: bool,
 ) -> Iterator[tuple[_File, int]]:
     """(file, offset) of every chunk of every file, opening files as it goes;
     directories, symlinks and empty files need no reading."""
-    for item in scan(source):
-        entries.append(item.entry)
+    for item in items:
         if item.entry.kind != "file":
+            entries.append(item.entry)
             continue
-        fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not live:
+                raise
+            continue  # dropped meanwhile: replay drops it again
+        entries.append(item.entry)
         f = _File(len(entries) - 1, item.path, fd, os.fstat(fd).st_size)
         opened.append(f)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         if f.size == 0:
-            _finish(f, entries, done)
+            _finish(f, entries, done, live)
         for k in range(f.chunks):
             yield f, k * READ_SIZE
 
@@ -194,6 +216,7 @@ def _take(
     index: DedupIndex,
     writer: PackWriter,
     done: _Progress,
+    live: bool,
 ) -> None:
     f, future = pending
     chunk = future.result()
@@ -209,11 +232,11 @@ def _take(
     f.read += chunk.size
     done.add(0, chunk.size)
     if f.read == f.size:
-        _finish(f, entries, done)
+        _finish(f, entries, done, live)
 
 
-def _finish(f: _File, entries: list[Entry], done: _Progress) -> None:
-    if _grew(f):
+def _finish(f: _File, entries: list[Entry], done: _Progress, live: bool) -> None:
+    if not live and _grew(f):
         raise SourceChanged(f"{f.path} grew while it was read")
     entries[f.slot] = dataclasses.replace(entries[f.slot], size=f.size)
     _close(f)
