@@ -200,6 +200,8 @@ def test_store_killed_mid_upload_then_back(tmp_path: Path) -> None:
         cache = fetch.fetch_backup(store, config.keyring, "h1", backup_id, tmp_path / "cache")
         backup.restore(cache, backup_id, tmp_path / "out")
         assert (tmp_path / "out" / "data").read_bytes() == (src / "data").read_bytes()
+        assert list(fetch.list_objects(store, "h1", "wal/")) == [
+            "wal/br_x/g1/000000010000000000000001.zst"]
         wal = fetch.fetch_objects(store, config.keyring, "h1",
                                   ["wal/br_x/g1/000000010000000000000001.zst"], tmp_path / "w")
         assert wal[0].read_bytes() == (repo / "wal/br_x/g1/000000010000000000000001.zst"

@@ -95,6 +95,14 @@ class OffsiteService:
                                       self.cache / host)
         return await asyncio.to_thread(run)
 
+    async def remote_objects(self, host: str, under: str = "") -> list[str]:
+        """What host's prefix holds below `under` (e.g. 'wal/BRANCH_ID/'), as repository paths."""
+        found = await asyncio.to_thread(fetch.list_objects, self.store, host, under)
+        return sorted(found)
+
+    async def hosts(self) -> list[str]:
+        return await asyncio.to_thread(fetch.hosts, self.store)
+
     async def fetch_objects(self, host: str, rels: list[str]) -> Path:
         """Makes these objects of host's prefix available in a local repository, returned."""
         repo = self.cache / host

@@ -79,6 +79,14 @@ def find_backup(store: ObjectStore, backup_id: str) -> str:
     return holders[-1]
 
 
+def list_objects(store: ObjectStore, host: str, under: str = "") -> dict[str, int]:
+    """The repository objects of `host`'s prefix below `under` (e.g. 'wal/BRANCH_ID/'):
+    path in the repository -> stored (encrypted) size."""
+    prefix = f"{HOSTS}{host}/"
+    return {o["Key"][len(prefix):]: int(o["Size"]) for o in store.list(prefix + under)
+            if "Key" in o}
+
+
 def fetch_objects(store: ObjectStore, keyring: Keyring, host: str, rels: Iterable[str],
                   repo_dir: Path, workers: int = 8) -> list[Path]:
     """Makes these repository objects (paths relative to a repository, such as
