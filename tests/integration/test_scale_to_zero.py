@@ -97,6 +97,10 @@ def test_suspend_frees_the_port_and_resume_keeps_the_data(stub, daemon: Daemon, 
     assert port_property(daemon, b) == str(resumed.port)
     rows = query(connection(stub, b), "select v from t order by v")
     assert rows == [("in-branch",), ("kept",)]
+    replay = stub.WatchEvents(pb.WatchEventsRequest(from_oldest=True, follow=False), timeout=30)
+    kinds = [(e.kind, e.reason) for e in replay if e.branch_id == b.id]
+    assert ("suspended", "asked by an operator") in kinds
+    assert kinds[-1] == ("resumed", "asked by an operator")
 
 
 def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon, shop) -> None:
@@ -114,8 +118,11 @@ def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon,
 
 def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> None:
     idle = new_branch(stub, shop, "idle", suspend_after=1)
-    busy = new_branch(stub, shop, "busy", suspend_after=1)
-    assert idle.suspend_after.seconds == 1
+    busy = new_branch(stub, shop, "busy")
+    assert (idle.suspend_after.seconds, busy.suspend_after.seconds) == (1, 0)  # 0: the host's
+    update = pb.UpdateBranchRequest(branch=ref(busy))
+    update.suspend_after.seconds = 1
+    assert stub.UpdateBranch(update, timeout=30).suspend_after.seconds == 1
     with psycopg.connect(connection(stub, busy).uri, autocommit=True, connect_timeout=10):
         wait_for("the idle branch suspended", lambda: get(stub, idle).state == SUSPENDED)
         time.sleep(1.5)  # more than the timeout and several idle checks
@@ -147,6 +154,7 @@ def test_wakes_during_a_suspend_leave_it_running(stub, shop) -> None:
              or get(stub, b).state == pb.BRANCH_STATE_SUSPENDING)
     storm = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
              for _ in range(20)]
+    assert not suspend.done(), "the suspend ended before the storm: nothing was tested"
     assert suspend.result().state == SUSPENDED  # the suspend itself completed
     ports = {c.result().port for c in storm}
     assert len(ports) == 1 and all(c.result().state == RUNNING for c in storm)

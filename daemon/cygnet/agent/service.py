@@ -314,14 +314,17 @@ class AgentService:
 
         return await self.requests.run(request_id, "ResumeBranch", call)
 
-    async def set_suspend_after(self, db: DatabaseRecord, branch: BranchRecord,
-                                seconds: int) -> None:
-        """Under the database's lock: the branch's idle timeout (0: never, -1: the host's)."""
-        if seconds < 0:
-            await self.host.zfs.inherit(branch.dataset, L.P_SUSPEND_AFTER)
-        else:
-            await self.host.zfs.set_props(branch.dataset, {L.P_SUSPEND_AFTER: str(seconds)})
-        branch.suspend_after = seconds
+    async def set_suspend_after(self, ref: BranchRef, seconds: int) -> BranchView:
+        """UpdateBranch's suspend_after: the branch's idle timeout (0: never, -1: the host's)."""
+        async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:
+            if seconds < 0:
+                await self.host.zfs.inherit(branch.dataset, L.P_SUSPEND_AFTER)
+            else:
+                await self.host.zfs.set_props(branch.dataset, {L.P_SUSPEND_AFTER: str(seconds)})
+            branch.suspend_after = seconds
+            return self.view(db, branch)
+
+        return await self._with_branch(ref, "", "UpdateBranch", action)
 
     async def create_snapshot(self, ref: BranchRef, name: str, request_id: str
                               ) -> SnapshotRecord:

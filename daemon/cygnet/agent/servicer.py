@@ -151,6 +151,10 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def UpdateBranch(self, req: pb.UpdateBranchRequest, ctx: Ctx) -> pb.Branch:
         view = await lifetime.update(self.service, convert.branch_ref(req.branch),
                                      lifetime.change_of(req), req.request_id)
+        if req.HasField("suspend_after") or req.clear_suspend_after:  # agent/scale.py
+            view = await self.service.set_suspend_after(
+                convert.branch_ref(req.branch),
+                req.suspend_after.seconds if req.HasField("suspend_after") else -1)
         return convert.branch(view)
 
     async def WatchEvents(self, req: pb.WatchEventsRequest, ctx: Ctx
