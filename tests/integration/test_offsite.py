@@ -9,6 +9,7 @@ naming them; the store killed mid-upload and started again costs nothing.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import threading
@@ -33,6 +34,7 @@ from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
 from cygnet.offsite.sync import Uploader
 from tests.harness import VENV_BIN, WORK, Daemon, free_port, private_daemon, query
 from tests.integration.backup_helpers import backups, create_backup, rpc_error, run_stream
+from tests.integration.test_cli_support import assert_one_error_line, cygnet
 from tests.s3_helpers import KEY, Seaweed, seaweed
 
 pytestmark = pytest.mark.integration
@@ -110,6 +112,10 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
         listing = backups(b).ListBackups(bpb.ListBackupsRequest(remote=True, database=sentinel),
                                          timeout=30)
         assert [(x.id, x.host) for x in listing.backups] == [(made.id, "host-a")]
+        shown = json.loads(cygnet(b, "backup", "list", "--remote", "--json").out)
+        assert [(x["id"], x["host"], x["database_name"]) for x in shown] == [
+            (made.id, "host-a", sentinel)]
+        assert "host-a" in cygnet(b, "backup", "list", "--remote", sentinel).out
         # A damaged pack in the bucket: DATA_LOSS naming it, and no database is left.
         pack = next(k for k in objects if k.endswith(".pack"))
         damaged = bytearray(objects[pack])
@@ -226,3 +232,9 @@ def test_fetch_refuses_a_damaged_or_foreign_object(store: Seaweed, tmp_path: Pat
                            tmp_path / "cache")
     assert key in str(caught.value) + "".join(caught.value.problems)
     assert not (tmp_path / "cache" / "backups" / f"{backup_id}.manifest").exists()
+
+
+def test_remote_listing_without_an_off_host_repository_names_the_setting(daemon: Daemon) -> None:
+    result = cygnet(daemon, "backup", "list", "--remote", expect=None)
+    assert result.code != 0
+    assert_one_error_line(result, "offsite_endpoint")
