@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from botocore.exceptions import ClientError
 
 from cygnet import backup
 from cygnet.api.v1 import agent_pb2 as pb
@@ -83,7 +84,7 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
     sentinel = "offsite-sentinel-" + os.urandom(4).hex()
     metrics_port = free_port()
     settings_a = store.settings(host_id="host-a", offsite_interval=0.5, metrics_interval=0.5,
-                                metrics_listen=f"127.0.0.1:{metrics_port}")
+                                metrics_listen=f"127.0.0.1:{metrics_port}", offsite_lock_days=1)
     with private_daemon("oa", 57000, "2G", settings=settings_a) as a:
         with a.stub() as s:
             db = s.CreateDatabase(pb.CreateDatabaseRequest(name=sentinel), timeout=120)
@@ -106,6 +107,13 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
     objects = store.objects()
     assert any("/packs/" in k for k in objects) and any(k.endswith(".manifest") for k in objects)
     assert not [k for k, v in objects.items() if sentinel.encode() in v]
+    # Object lock: each upload is retained, and SeaweedFS refuses to delete it.
+    s3 = store.client()
+    pack = next(k for k in objects if k.endswith(".pack"))
+    assert s3.head_object(Bucket=store.bucket, Key=pack)["ObjectLockMode"] == "COMPLIANCE"
+    version = s3.list_object_versions(Bucket=store.bucket, Prefix=pack)["Versions"][0]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.delete_object(Bucket=store.bucket, Key=pack, VersionId=version["VersionId"])
 
     settings_b = store.settings(host_id="host-b")
     with private_daemon("ob", 57300, "2G", settings=settings_b) as b:
@@ -117,7 +125,6 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
             (made.id, "host-a", sentinel)]
         assert "host-a" in cygnet(b, "backup", "list", "--remote", sentinel).out
         # A damaged pack in the bucket: DATA_LOSS naming it, and no database is left.
-        pack = next(k for k in objects if k.endswith(".pack"))
         damaged = bytearray(objects[pack])
         damaged[len(damaged) // 2] ^= 0xFF
         store.client().put_object(Bucket=store.bucket, Key=pack, Body=bytes(damaged))
@@ -136,6 +143,16 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
     for text in (log_a, log_b, err.details()):
         assert store.secret_key not in text and store.access_key not in text
         assert base64.b64encode(KEY).decode() not in text
+
+
+def test_credentials_from_the_environment(store: Seaweed,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_key)
+    ObjectStore(offsite_config(store, access_key_id="", secret_access_key="")).check()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + store.secret_key)
+    with pytest.raises(OffsiteRefused, match=r"^offsite_secret_access_key:"):
+        ObjectStore(offsite_config(store, access_key_id="", secret_access_key="")).check()
 
 
 def test_bad_settings_name_the_setting(store: Seaweed, tmp_path: Path) -> None:
