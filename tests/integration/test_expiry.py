@@ -7,6 +7,7 @@ takes, and waits poll for the outcome instead of asserting timings.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,7 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon, run
+from tests.integration.test_cli_support import assert_one_error_line, cygnet
 
 Stub = pb_grpc.AgentStub
 
@@ -185,3 +187,28 @@ def test_a_protection_lease_lapses_and_the_branch_expires(stub: Stub) -> None:
         protect_for=Duration(seconds=2)))
     assert shown.protected and shown.effective_expires_at == shown.protected_until
     wait_for(lambda: "lease" not in names(stub, db), "the lease lapsed and the branch expired")
+
+
+def test_cli_ttl_protection_and_events(fast: Daemon) -> None:
+    db = unique()
+    cygnet(fast, "db", "create", db, "--size", "nano")
+    for bad in ("0d", "-1h", "soon"):
+        result = cygnet(fast, "branch", "create", f"{db}/pr", "--ttl", bad, expect=2)
+        assert "--ttl" in result.err and "Traceback" not in result.err
+    made = cygnet(fast, "branch", "create", f"{db}/pr", "--ttl", "7d", "--json").json()
+    assert made["branch"]["expires_at"] and not made["branch"]["protected"]
+    cygnet(fast, "branch", "update", f"{db}/pr", "--protect-for", "1d")
+    listing = cygnet(fast, "branch", "list", db).out
+    row = next(line for line in listing.splitlines() if " pr " in line)
+    assert "in 6d23h" in row and "in 23h59m" in row  # expires, protected until
+    refused = cygnet(fast, "branch", "rm", f"{db}/pr", expect=4)
+    assert_one_error_line(refused, "is protected", "override_protection")
+    cygnet(fast, "branch", "rm", f"{db}/pr", "--override-protection")  # the socket is admin
+    lines = cygnet(fast, "events", "--json").out.splitlines()
+    mine = [json.loads(line) for line in lines if f'"{db}"' in line]
+    assert [(e["kind"], e["branch_name"]) for e in mine][-3:] == [
+        ("created", "pr"), ("ready", "pr"), ("deleted", "pr")]
+    since = cygnet(fast, "events", "--since", str(mine[-2]["cursor"])).out
+    assert f"deleted    {db}/pr" in since and "created" not in since
+    gone = cygnet(fast, "events", "--since", "999999999", expect=2)
+    assert_one_error_line(gone, "newer than this host's newest event")

@@ -116,13 +116,20 @@ class Client:
         req = pb.ListBranchesRequest(database=database)
         return list(self._query("ListBranches", req, pb.ListBranchesResponse).branches)
 
-    def delete_branch(self, ref: pb.BranchRef, cascade: bool) -> list[str]:
-        req = pb.DeleteBranchRequest(branch=ref, cascade=cascade)
+    def delete_branch(self, ref: pb.BranchRef, cascade: bool,
+                      override_protection: bool = False) -> list[str]:
+        req = pb.DeleteBranchRequest(branch=ref, cascade=cascade,
+                                     override_protection=override_protection)
         return list(self._change("DeleteBranch", req, pb.DeleteBranchResponse).deleted_branch_ids)
 
-    def reset_branch(self, ref: pb.BranchRef, snapshot: str) -> pb.Branch:
-        req = pb.ResetBranchRequest(branch=ref, snapshot=snapshot)
+    def reset_branch(self, ref: pb.BranchRef, snapshot: str,
+                     override_protection: bool = False) -> pb.Branch:
+        req = pb.ResetBranchRequest(branch=ref, snapshot=snapshot,
+                                    override_protection=override_protection)
         return self._change("ResetBranch", req, pb.Branch)
+
+    def update_branch(self, req: pb.UpdateBranchRequest) -> pb.Branch:
+        return self._change("UpdateBranch", req, pb.Branch)
 
     def start_branch(self, ref: pb.BranchRef) -> pb.Branch:
         return self._change("StartBranch", pb.StartBranchRequest(branch=ref), pb.Branch)

@@ -51,6 +51,8 @@ def branch(b: pb.Branch) -> Json:
         "used_bytes": b.used_bytes, "logical_bytes": b.logical_bytes, "port": b.port or None,
         "postgres_version": b.postgres_version, "size_class": b.size_class,
         "child_branch_ids": list(b.child_branch_ids), "created_at": iso(b.created_at),
+        "expires_at": iso(b.expires_at), "effective_expires_at": iso(b.effective_expires_at),
+        "protected": b.protected, "protected_until": iso(b.protected_until),
     }
 
 

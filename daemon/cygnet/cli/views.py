@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import output as o
 from cygnet.cli.shapes import lineage, state_name
+from cygnet.durations import format_duration
 
 if TYPE_CHECKING:  # rich is loaded only where it draws (see output.py)
+    from google.protobuf.timestamp_pb2 import Timestamp
     from rich.console import RenderableType
     from rich.text import Text
     from rich.tree import Tree
@@ -30,10 +33,29 @@ def database_fields(d: pb.Database) -> Any:
 
 def branches_table(branches: list[pb.Branch]) -> Any:
     rows = [(b.database_name, b.name, b.parent_branch_name or "-", o.state(state_name(b.state)),
-             str(b.port or "-"), o.size(b.used_bytes), o.age(b.created_at), b.id)
+             str(b.port or "-"), o.size(b.used_bytes), o.age(b.created_at), expiry(b),
+             protection(b), b.id)
             for b in branches]
-    return o.table(("DATABASE", "BRANCH", "PARENT", "STATE", "PORT", "USED", "CREATED", "ID"),
-                   rows)
+    return o.table(("DATABASE", "BRANCH", "PARENT", "STATE", "PORT", "USED", "CREATED",
+                    "EXPIRES", "PROTECTED", "ID"), rows)
+
+
+def _until(ts: Timestamp) -> str:
+    return f"in {format_duration(ts.ToSeconds() - time.time())}"
+
+
+def expiry(b: pb.Branch) -> str:
+    """When the branch goes: `in 6d23h`; `-` for never; `held` when its children or
+    its protection keep it past its own expiry, for good."""
+    if not b.HasField("effective_expires_at"):
+        return "held" if b.HasField("expires_at") else "-"
+    return _until(b.effective_expires_at)
+
+
+def protection(b: pb.Branch) -> str:
+    if not b.protected:
+        return "-"
+    return _until(b.protected_until) if b.HasField("protected_until") else "yes"
 
 
 def branch_fields(b: pb.Branch) -> Any:
@@ -48,6 +70,8 @@ def branch_fields(b: pb.Branch) -> Any:
         ("Logical", o.size(b.logical_bytes)), ("Postgres", b.postgres_version),
         ("Size class", b.size_class), ("Children", str(len(b.child_branch_ids))),
         ("Suspend after", _idle(b.suspend_after.seconds)),
+        ("Expires", expiry(b) if b.HasField("expires_at") else "never"),
+        ("Protected", {"-": "no", "yes": "yes, until removed"}.get(protection(b), protection(b))),
         ("Created", o.timestamp(b.created_at)),
     ])
 

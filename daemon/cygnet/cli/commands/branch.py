@@ -7,6 +7,7 @@ import click
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, doomed, output, shapes, views
 from cygnet.cli.commands.config import config
+from cygnet.cli.commands.lifetime import seconds, update
 from cygnet.cli.confirm import confirm, destructive_options
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
@@ -57,6 +58,8 @@ Examples:
 @click.option("--upgrade-to", "upgrade_to", metavar="MAJOR", default="",
               help="Upgrade the branch's copy to this newer Postgres major with pg_upgrade "
                    "(an upgrade rehearsal; the parent is untouched).")
+@click.option("--ttl", metavar="DURATION", default=None,
+              help="Delete the branch this long after its creation: 30m, 12h, 7d, 1d12h.")
 @click.option("--suspend-after", "suspend_after", metavar="IDLE", default=None,
               help="Suspend the branch after this long without a client connection "
                    "(e.g. 90s, 5m, 2h; 0 or never: never; default: the host's).")
@@ -64,7 +67,7 @@ Examples:
 @json_option
 @pass_state
 def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
-           upgrade_to: str, suspend_after: str | None) -> None:
+           ttl: str | None, upgrade_to: str, suspend_after: str | None) -> None:
     """Create branch NAME of database DB and start it.
 
     Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
@@ -75,6 +78,8 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
                                  parent_snapshot=snapshot, upgrade_to=upgrade_to)
     if suspend_after is not None:
         req.suspend_after.seconds = idle_seconds(suspend_after)
+    if ttl is not None:
+        req.ttl.FromSeconds(seconds(ttl, "--ttl"))
     label = f"{database}/{branch_name}"
     with working(f"Creating branch {label}", f"Created branch {label}"):
         resp = state.client().create_branch(req)
@@ -173,12 +178,14 @@ Examples:
 @click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.option("--to", "snapshot", metavar="SNAP", default="",
               help="One of the branch's own snapshots (default: the parent's current state).")
+@click.option("--override-protection", "override_protection", is_flag=True,
+              help="Even if the branch is protected (admin role only).")
 @db_option
 @destructive_options
 @json_option
 @pass_state
 def reset(state: State, ref: str, snapshot: str, db: str | None, yes: bool,
-          dry_run: bool) -> None:
+          dry_run: bool, override_protection: bool) -> None:
     """Throw away a branch's changes.
 
     Resets BRANCH to its parent's current state, or to one of its own
@@ -191,7 +198,7 @@ def reset(state: State, ref: str, snapshot: str, db: str | None, yes: bool,
                    yes=yes, dry_run=dry_run, json_output=state.json):
         return
     with working(f"Resetting branch {name}", f"Reset branch {name}"):
-        b = state.client().reset_branch(target, snapshot)
+        b = state.client().reset_branch(target, snapshot, override_protection)
     _show_branch(state, b)
 
 
@@ -266,12 +273,14 @@ Examples:
 @click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @click.option("--cascade", is_flag=True,
               help="Also delete every descendant branch (asks first, unless --yes).")
+@click.option("--override-protection", "override_protection", is_flag=True,
+              help="Even if the branch is protected (admin role only).")
 @db_option
 @destructive_options
 @json_option
 @pass_state
 def rm(state: State, ref: str, cascade: bool, db: str | None, yes: bool,
-       dry_run: bool) -> None:
+       dry_run: bool, override_protection: bool) -> None:
     """Delete a branch: stop its Postgres and destroy its clone.
 
     Refused while the branch has child branches, unless --cascade. To delete
@@ -285,7 +294,7 @@ def rm(state: State, ref: str, cascade: bool, db: str | None, yes: bool,
                    yes=yes or not cascade, dry_run=dry_run, json_output=state.json):
         return
     with working(f"Deleting branch {name}", f"Deleted branch {name}"):
-        deleted = state.client().delete_branch(target, cascade)
+        deleted = state.client().delete_branch(target, cascade, override_protection)
     if state.json:
         output.emit_json({"deleted_branch_ids": deleted})
     else:
@@ -331,3 +340,4 @@ def diff(state: State, ref: str, other: str, db: str | None) -> None:
 
 
 branch.add_command(config)
+branch.add_command(update)
