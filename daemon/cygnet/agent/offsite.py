@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -18,11 +19,12 @@ from cygnet.agent.config import AgentConfig
 from cygnet.agent.registration import host_id
 from cygnet.backup import BackupInfo
 from cygnet.errors import CygnetError, FailedPrecondition
-from cygnet.offsite import fetch
 from cygnet.offsite.config import OffsiteConfig
 from cygnet.offsite.crypto import Keyring
-from cygnet.offsite.store import ObjectStore
-from cygnet.offsite.sync import Uploader
+
+if TYPE_CHECKING:  # boto3 takes ~0.2 s to import: only hosts that use it pay
+    from cygnet.offsite.store import ObjectStore
+    from cygnet.offsite.sync import Uploader
 
 log = logging.getLogger("cygnet.offsite")
 MAX_BACKOFF = 60.0
@@ -45,9 +47,12 @@ def offsite_config(config: AgentConfig) -> OffsiteConfig | None:
 
 class OffsiteService:
     def __init__(self, config: AgentConfig, offsite: OffsiteConfig) -> None:
+        from cygnet.offsite.store import ObjectStore
+        from cygnet.offsite.sync import Uploader
+
         self.config = offsite
-        self.store = ObjectStore(offsite)
-        self.uploader = Uploader(self.store, config.backup_repository)
+        self.store: ObjectStore = ObjectStore(offsite)
+        self.uploader: Uploader = Uploader(self.store, config.backup_repository)
         self.cache = config.state_dir / "offsite-cache"
         self._wake = asyncio.Event()
 
@@ -85,10 +90,14 @@ class OffsiteService:
             halt.cancel()
 
     async def list_remote(self) -> list[tuple[str, BackupInfo]]:
+        from cygnet.offsite import fetch
+
         return await asyncio.to_thread(fetch.list_remote, self.store, self.config.keyring)
 
     async def fetch_backup(self, backup_id: str) -> Path:
         """A local repository holding the backup, fetched from whichever host's prefix has it."""
+        from cygnet.offsite import fetch
+
         def run() -> Path:
             host = fetch.find_backup(self.store, backup_id)
             return fetch.fetch_backup(self.store, self.config.keyring, host, backup_id,
@@ -97,14 +106,20 @@ class OffsiteService:
 
     async def remote_objects(self, host: str, under: str = "") -> list[str]:
         """What host's prefix holds below `under` (e.g. 'wal/BRANCH_ID/'), as repository paths."""
+        from cygnet.offsite import fetch
+
         found = await asyncio.to_thread(fetch.list_objects, self.store, host, under)
         return sorted(found)
 
     async def hosts(self) -> list[str]:
+        from cygnet.offsite import fetch
+
         return await asyncio.to_thread(fetch.hosts, self.store)
 
     async def fetch_objects(self, host: str, rels: list[str]) -> Path:
         """Makes these objects of host's prefix available in a local repository, returned."""
+        from cygnet.offsite import fetch
+
         repo = self.cache / host
         await asyncio.to_thread(fetch.fetch_objects, self.store, self.config.keyring, host,
                                 rels, repo)
