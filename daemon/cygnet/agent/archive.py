@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 import cygnet
+from cygnet.agent import offsite
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.postgres.config import ArchiveSettings
@@ -138,7 +139,10 @@ class Archiver:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                self.ingested += await asyncio.to_thread(spool.ingest, self.root, self.repo)
+                stored = await asyncio.to_thread(spool.ingest, self.root, self.repo)
+                self.ingested += stored
+                if stored:
+                    offsite.poke()  # off-host now, not at the uploader's next look
                 self.last_error = ""
             except Exception as exc:  # a full or missing repository: retried, and alerted
                 self.failures += 1
