@@ -20,13 +20,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cygnet.agent import layout as L
 from cygnet.agent.events import Draft, Event
-from cygnet.agent.host import Host
 from cygnet.errors import OutOfRange
+
+if TYPE_CHECKING:  # the host imports flows that emit events
+    from cygnet.agent.host import Host
 
 log = logging.getLogger("cygnet.events")
 
@@ -233,7 +236,7 @@ class EventJournal:
         return out
 
     async def watch(self, after: int, *, from_oldest: bool = False, follow: bool = True
-                    ) -> AsyncIterator[Event]:
+                    ) -> AsyncGenerator[Event, None]:
         """Events after `after` (0: from the oldest, or only new ones), then live ones."""
         if after == 0:
             after = self.oldest - 1 if from_oldest else self.durable
