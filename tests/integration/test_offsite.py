@@ -89,8 +89,16 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
         with a.stub() as s:
             db = s.CreateDatabase(pb.CreateDatabaseRequest(name=sentinel), timeout=120)
         query(db.connection, f"create table t (v text); insert into t values ('{sentinel}')")
+        query(db.connection, "select pg_switch_wal()")  # a finished segment to archive
         made = create_backup(a, pb.BranchRef(database=sentinel))
         seen = wait_remote(a, made.id)
+        # Archived WAL follows: Postgres -> spool -> repository -> bucket.
+        s3 = store.client()
+        wal_prefix = f"hosts/host-a/wal/{db.main_branch.id}/"
+        deadline = time.monotonic() + 60
+        while not s3.list_objects_v2(Bucket=store.bucket, Prefix=wal_prefix).get("KeyCount"):
+            assert time.monotonic() < deadline, f"no WAL off-host:\n{a.tail()}"
+            time.sleep(0.3)
         assert seen.host == "host-a" and seen.database_name == sentinel
         deadline = time.monotonic() + 30
         while metric(metrics_port, "cygnet_offsite_pending_bytes") and time.monotonic() < deadline:
@@ -108,7 +116,6 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
     assert any("/packs/" in k for k in objects) and any(k.endswith(".manifest") for k in objects)
     assert not [k for k, v in objects.items() if sentinel.encode() in v]
     # Object lock: each upload is retained, and SeaweedFS refuses to delete it.
-    s3 = store.client()
     pack = next(k for k in objects if k.endswith(".pack"))
     assert s3.head_object(Bucket=store.bucket, Key=pack)["ObjectLockMode"] == "COMPLIANCE"
     version = s3.list_object_versions(Bucket=store.bucket, Prefix=pack)["Versions"][0]
