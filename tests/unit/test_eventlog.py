@@ -16,7 +16,7 @@ from cygnet.agent import eventlog
 from cygnet.agent.eventlog import CursorGone, EventJournal
 from cygnet.agent.events import Draft, Event, EventKind
 from cygnet.agent.webhooks import read_secret, shown_url, signature, verify
-from cygnet.errors import InvalidArgument
+from cygnet.errors import InvalidArgument, Unavailable
 
 
 def draft(n: int) -> Draft:
@@ -122,3 +122,19 @@ def test_webhook_settings_name_their_field(tmp_path: Path) -> None:
         read_secret(short)
     with pytest.raises(InvalidArgument, match="cannot be read"):
         read_secret(tmp_path / "missing")
+
+
+def test_a_stopping_daemon_ends_live_streams_with_the_cursor_to_resume_after(
+        tmp_path: Path) -> None:
+    async def run() -> None:
+        journal = await journal_with(tmp_path, 3)
+        stream = journal.watch(2, follow=True)
+        assert (await anext(stream)).cursor == 3
+        stop = asyncio.Event()
+        writer = asyncio.create_task(journal.run(stop))
+        stop.set()
+        await writer
+        with pytest.raises(Unavailable, match="resume after cursor 3"):
+            await anext(stream)
+
+    asyncio.run(run())

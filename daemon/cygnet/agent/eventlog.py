@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from cygnet.agent import layout as L
 from cygnet.agent.events import Draft, Event
-from cygnet.errors import OutOfRange
+from cygnet.errors import OutOfRange, Unavailable
 
 if TYPE_CHECKING:  # the host imports flows that emit events
     from cygnet.agent.host import Host
@@ -47,7 +47,7 @@ class CursorGone(OutOfRange):
 
 class _Watcher:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the daemon stops
         self.behind = False  # lost live events: re-read from the files
 
 
@@ -140,6 +140,8 @@ class EventJournal:
             woken.cancel()
             await self.flush()
         await self.flush()
+        for watcher in self._watchers:  # so that the server's stop need not wait for them
+            watcher.queue.put_nowait(None)
 
     async def flush(self) -> None:
         self._wake.clear()
@@ -255,15 +257,17 @@ class EventJournal:
                         last = event.cursor
                     if not follow:
                         return
-                event = await watcher.queue.get()
+                live = await watcher.queue.get()
+                if live is None:
+                    raise Unavailable(f"cygnetd is stopping: resume after cursor {last}")
                 if watcher.behind:
                     watcher.behind = False
                     watcher.queue = asyncio.Queue()
                     replay = True
                     continue
-                if event.cursor > last:
-                    yield event
-                    last = event.cursor
+                if live.cursor > last:
+                    yield live
+                    last = live.cursor
         finally:
             self._watchers.discard(watcher)
 
