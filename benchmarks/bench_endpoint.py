@@ -157,14 +157,14 @@ pidfile = {workdir}/pgbouncer.pid
         self.proc.wait(10)
 
 
-def paths(d: Daemon, conn: pb.Connection, db: str, bouncer_port: int, bouncer_pid: int
-          ) -> list[Path_]:
+def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: int,
+          bouncer_pid: int) -> list[Path_]:
     assert d.proc is not None
     ca = f"sslrootcert={conn.sslrootcert}"
     common = f"user=postgres dbname=postgres sslmode=verify-full {ca}"
     return [
         Path_("direct", f"host=127.0.0.1 port={conn.port} {common}", 0),
-        Path_("endpoint", f"host={db}.{DOMAIN} hostaddr=127.0.0.1 port={d.endpoint_port} "
+        Path_("endpoint", f"host={db}.{domain} hostaddr=127.0.0.1 port={d.endpoint_port} "
               f"{common}", d.proc.pid),
         Path_("endpoint_options", f"host=127.0.0.1 port={d.endpoint_port} "
               f"options=endpoint={db} {common}", d.proc.pid),
@@ -173,8 +173,10 @@ def paths(d: Daemon, conn: pb.Connection, db: str, bouncer_port: int, bouncer_pi
     ]
 
 
-def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path) -> dict[str, Any]:
-    """Every path, one after another, on an already running daemon and database."""
+def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path,
+        domain: str = DOMAIN) -> dict[str, Any]:
+    """Every path, in interleaved rounds, on a running daemon (endpoint_domain `domain`)
+    and the main branch of its database `db`."""
     assert d.proc is not None
     subprocess.run([str(PGBIN / "pgbench"), "-i", "-q", "-s", "1",
                     f"host=127.0.0.1 port={conn.port} user=postgres dbname=postgres "
@@ -189,7 +191,7 @@ def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path) ->
     try:
         bouncer.wait()
         tallies: dict[str, Tally] = {}
-        chosen = paths(d, conn, db, bouncer.port, bouncer.proc.pid)
+        chosen = paths(d, conn, db, domain, bouncer.port, bouncer.proc.pid)
         # Interleaved rounds: load from elsewhere on a shared machine hits every path alike.
         for round_ in range(ROUNDS):
             for path in chosen:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
+from benchmarks import bench_endpoint
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
@@ -292,3 +293,16 @@ def test_a_failed_wake_tells_the_waiting_clients_why(site: Site) -> None:
     assert all("stopped by an operator" in o for o in outcomes), outcomes
     error = raw_error(site, host)
     assert error["C"] == "57P03" and "cannot start" in error["M"], error
+
+
+def test_bench_endpoint_small(site: Site) -> None:
+    """benchmarks/bench_endpoint.py in its small mode, on this module's daemon."""
+    workdir = site.daemon.base / "bench"  # pgbouncer runs as postgres: a path it can reach
+    workdir.mkdir(mode=0o755)
+    result = bench_endpoint.run(site.daemon, site.main, site.db, 3, workdir, DOMAIN)
+    paths = result["paths"]
+    assert set(paths) == {"direct", "endpoint", "endpoint_options", "pgbouncer"}
+    for name, measured in paths.items():
+        assert measured["transactions"] > 0 and measured["p50_ms"] > 0, name
+        if name != "direct":
+            assert measured["tps_vs_direct"] > 0 and "cpu_us_per_tx" in measured
