@@ -15,6 +15,7 @@ from cygnet.offsite.crypto import (
     Undecryptable,
     ciphertext_size,
     decrypt,
+    decrypt_stream,
     header_size,
 )
 
@@ -39,6 +40,16 @@ def test_round_trip(size: int) -> None:
     sealed = seal(keyring, "hosts/h/packs/a.pack", plain)
     assert len(sealed) == ciphertext_size(size, "k1")
     assert decrypt(keyring, "hosts/h/packs/a.pack", sealed) == plain
+    # Streamed, as fetches read it, in pieces of odd sizes.
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        part = sealed[pos:pos + min(n, 333_333)]
+        pos += len(part)
+        return part
+
+    assert b"".join(decrypt_stream(keyring, "hosts/h/packs/a.pack", read)) == plain
 
 
 def test_rotation_keeps_old_objects_readable_while_their_key_is_kept() -> None:

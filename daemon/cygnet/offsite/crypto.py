@@ -18,7 +18,7 @@ import base64
 import binascii
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -132,3 +132,30 @@ class Decryptor:
 def decrypt(keyring: Keyring, name: str, data: bytes) -> bytes:
     box = Decryptor.open(keyring, name, data[:100])
     return b"".join(box.chunks(data[box.header_len:]))
+
+
+def decrypt_stream(keyring: Keyring, name: str, read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """Plaintext of an object read piecewise (read(n) returns up to n bytes, b"" at the
+    end), a chunk at a time: memory stays at two chunks whatever the object's size."""
+    head = _read_exact(read, 9)
+    head += _read_exact(read, head[8] + 8) if len(head) == 9 else b""
+    box = Decryptor.open(keyring, name, head)
+    step = CHUNK + TAG
+    current, number = _read_exact(read, step), 0
+    while True:
+        following = _read_exact(read, step) if len(current) == step else b""
+        yield box.chunk(number, current, not following)
+        if not following:
+            return
+        current, number = following, number + 1
+
+
+def _read_exact(read: Callable[[int], bytes], size: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        part = read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)

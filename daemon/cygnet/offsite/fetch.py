@@ -10,20 +10,22 @@ fails is refused as CorruptRepository (DATA_LOSS) naming the object.
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cygnet.backup import BackupInfo, CorruptRepository, init_repository
 from cygnet.backup.errors import BackupNotFound
-from cygnet.backup.fsutil import atomic_write
+from cygnet.backup.fsutil import fsync_dir
 from cygnet.backup.manifest import MAGIC, read_manifest
 from cygnet.backup.models import check_backup_id
 from cygnet.backup.packs import decode_idx
 from cygnet.blocks import DIGEST_SIZE, DedupIndex
 from cygnet.offsite.config import HOSTS
-from cygnet.offsite.crypto import CHUNK, TAG, Decryptor, Keyring, Undecryptable, decrypt
+from cygnet.offsite.crypto import CHUNK, TAG, Decryptor, Keyring, Undecryptable, decrypt_stream
 from cygnet.offsite.store import NoSuchObject, ObjectStore
 
 _REL = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -99,6 +101,7 @@ def fetch_objects(store: ObjectStore, keyring: Keyring, host: str, rels: Iterabl
             raise CorruptRepository(f"not a repository object name: {rel!r}")
         if not (repo.root / rel).exists():
             todo.append(rel)
+    # Each worker holds two 1 MiB chunks at most: fetching never buffers whole packs.
     with ThreadPoolExecutor(workers, thread_name_prefix="offsite-fetch") as pool:
         list(pool.map(lambda rel: _fetch_one(store, keyring, host, rel, repo.root), todo))
     return [repo.root / rel for rel in rels]
@@ -107,17 +110,26 @@ def fetch_objects(store: ObjectStore, keyring: Keyring, host: str, rels: Iterabl
 def _fetch_one(store: ObjectStore, keyring: Keyring, host: str, rel: str, root: Path) -> None:
     key = f"{HOSTS}{host}/{rel}"
     try:
-        data = store.get(key)
+        read = store.reader(key)
     except NoSuchObject:
         raise CorruptRepository(f"off-host object {store.bucket}/{key} is missing; nothing was "
                                 "restored", [f"{store.bucket}/{key}: missing"]) from None
-    try:
-        plain = decrypt(keyring, key, data)
-    except Undecryptable as exc:
-        raise _damaged(store, key, str(exc)) from None
     dest = root / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, [plain], root / "tmp")
+    tmp = root / "tmp" / f"{dest.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        # Decrypted a chunk at a time; the name is given only once all of it authenticated.
+        with open(tmp, "wb") as f:
+            for plain in decrypt_stream(keyring, key, read):
+                f.write(plain)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except Undecryptable as exc:
+        raise _damaged(store, key, str(exc)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(dest.parent)
 
 
 def fetch_backup(store: ObjectStore, keyring: Keyring, host: str, backup_id: str,

@@ -153,6 +153,19 @@ class ObjectStore:
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
+    def reader(self, key: str) -> Callable[[int], bytes]:
+        """read(n) of the object's bytes, streamed: up to n bytes, b"" at the end."""
+        body = self.call(key, self.client.get_object, Key=key)["Body"]
+
+        def read(size: int) -> bytes:
+            try:
+                return bytes(body.read(size))
+            except (BotoCoreError, OSError) as exc:
+                raise OffsiteUnreachable(f"offsite_endpoint: {self.config.endpoint} broke off "
+                                         f"reading {key}: {type(exc).__name__}") from None
+
+        return read
+
     def get(self, key: str, byte_range: str = "") -> bytes:
         extra = {"Range": byte_range} if byte_range else {}
         body = self.call(key, self.client.get_object, Key=key, **extra)["Body"]
