@@ -201,7 +201,7 @@ def _repository(where: Path, megabytes: int) -> tuple[Path, str, Path]:
 
 
 def test_store_killed_mid_upload_then_back(tmp_path: Path) -> None:
-    repo, backup_id, src = _repository(tmp_path, 48)
+    repo, backup_id, src = _repository(tmp_path, 40)
     before = {p: p.stat().st_size for p in repo.rglob("*") if p.is_file()}
     weed = Seaweed(WORK / ("s3k-" + os.urandom(3).hex()))
     weed.start()

@@ -41,7 +41,6 @@ _CREDENTIALS = {"InvalidAccessKeyId": "offsite_access_key_id",
                 "SignatureDoesNotMatch": "offsite_secret_access_key",
                 "AccessDenied": "offsite_access_key_id", "403": "offsite_access_key_id",
                 "InvalidToken": "offsite_access_key_id", "ExpiredToken": "offsite_access_key_id"}
-_NO_BUCKET = ("NoSuchBucket", "404")
 
 
 class OffsiteRefused(FailedPrecondition):
@@ -102,9 +101,6 @@ class ObjectStore:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _NO_BUCKET and what.startswith("check"):
-            return OffsiteRefused("offsite_bucket", f"bucket {self.bucket!r} does not exist "
-                                  f"at {self.config.endpoint}")
         if code == "NoSuchBucket":
             return OffsiteRefused("offsite_bucket", f"bucket {self.bucket!r} does not exist "
                                   f"at {self.config.endpoint}")
