@@ -92,21 +92,42 @@ static int same_content(int a, int b)
     }
 }
 
+static int all_zero(const char *p, size_t n)
+{
+    static const char zeros[4096];
+    for (size_t off = 0; off < n; off += sizeof zeros) {
+        size_t len = n - off < sizeof zeros ? n - off : sizeof zeros;
+        if (memcmp(p + off, zeros, len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Copies in to out, leaving holes for zero chunks: a segment closed early by
+ * archive_timeout is mostly zeros (Cygnet turns WAL recycling off), and the
+ * spool then holds only its WAL. */
 static int copy_fd(int in, int out)
 {
     static char buf[BUF_SIZE];
+    off_t total = 0;
     for (;;) {
         ssize_t n = read(in, buf, sizeof buf);
         if (n < 0)
             return -1;
         if (n == 0)
-            return 0;
-        for (ssize_t off = 0; off < n;) {
-            ssize_t m = write(out, buf + off, (size_t)(n - off));
-            if (m < 0)
+            return ftruncate(out, total);
+        if (all_zero(buf, (size_t)n)) {
+            if (lseek(out, n, SEEK_CUR) < 0)
                 return -1;
-            off += m;
+        } else {
+            for (ssize_t off = 0; off < n;) {
+                ssize_t m = write(out, buf + off, (size_t)(n - off));
+                if (m < 0)
+                    return -1;
+                off += m;
+            }
         }
+        total += n;
     }
 }
 
@@ -148,7 +169,10 @@ static int archive(const char *dir, const char *max_text, const char *src, const
     int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (out < 0)
         return fail("cannot create", tmp);
-    if (copy_fd(in, out) != 0 || fsync(out) != 0) {
+    /* The copy keeps the segment's mtime: the time of its last WAL, which says
+     * how recent the archive is (cygnet/wal/repo.py). */
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (copy_fd(in, out) != 0 || futimens(out, times) != 0 || fsync(out) != 0) {
         int saved = errno;
         close(out);
         unlink(tmp);

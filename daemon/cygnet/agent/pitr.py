@@ -26,6 +26,7 @@ from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, branch_props
 from cygnet.agent.recovery import Target
+from cygnet.agent.timing import StepTimer
 from cygnet.errors import AlreadyExists, CygnetError, FailedPrecondition
 from cygnet.names import validate_name
 from cygnet.postgres import fixup
@@ -90,23 +91,27 @@ async def create_branch_at(host: Host, inv: Inventory, db: DatabaseRecord, name:
     source = db.branch(source_ref)
     if source.phase != L.PHASE_READY:
         raise FailedPrecondition(f"branch {source.name!r} is {source.phase}")
-    hist, chosen = await plan(host, db, source, target)
+    timer = StepTimer()
+    with timer.step("plan"):
+        hist, chosen = await plan(host, db, source, target)
     host.ensure_headroom(inv, db.pool)
     port = host.ports.reserve()
     branch = BranchRecord(L.new_id("br"), name, db.id, source.id, "", chosen.snapshot.dataset,
                           port, Desired.RUNNING, L.PHASE_CREATING, time.time(), request_id, 0, 0)
     branch.dataset = L.branch(db.pool, db.id, branch.id)
-    started = time.monotonic()
     try:
-        await host.zfs.clone(chosen.snapshot.dataset, branch.dataset, branch_props(branch))
+        with timer.step("clone"):
+            await host.zfs.clone(chosen.snapshot.dataset, branch.dataset, branch_props(branch))
         try:
-            start = await recovery.recover(host, db, branch, hist.files(chosen), target,
-                                           workers=chosen.snapshot.subscriptions == 0)
+            with timer.step("recover"):
+                start = await recovery.recover(host, db, branch, hist.files(chosen), target,
+                                               workers=chosen.snapshot.subscriptions == 0)
             point = WalPoint(start, start, time.time())
             branch.fork = f"{archive.generation(source)}:{point.text()}"
-            await host.zfs.set_props(branch.dataset, {L.P_FORK: branch.fork})
-            await _settle(host, db, branch, start, chosen.snapshot.subscriptions)
-            await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY})
+            with timer.step("settle"):
+                await host.zfs.set_props(branch.dataset, {L.P_FORK: branch.fork,
+                                                          L.P_PHASE: L.PHASE_READY})
+                await _settle(host, db, branch, start, chosen.snapshot.subscriptions)
         except BaseException as exc:
             log.warning("point-in-time branch %s failed (%s); removing what was made",
                         branch.id, exc, exc_info=not isinstance(exc, CygnetError))
@@ -118,8 +123,8 @@ async def create_branch_at(host: Host, inv: Inventory, db: DatabaseRecord, name:
     host.ports.commit(port)
     branch.phase = L.PHASE_READY
     await host.refresh_space(branch)
-    log.info("branch %s/%s (%s) recovered to %s from snapshot %s in %.2fs", db.name, name,
-             branch.id, target.describe(), chosen.snapshot.dataset, time.monotonic() - started)
+    log.info("branch %s/%s (%s) recovered to %s from snapshot %s in %s", db.name, name,
+             branch.id, target.describe(), chosen.snapshot.dataset, timer)
     for kind in (EventKind.CREATED, EventKind.READY):
         emit(kind, database_id=db.id, branch_id=branch.id, database=db.name, branch=name,
              reason=f"{source.name} at {target.describe()}")

@@ -141,7 +141,11 @@ def _archive_lines(archive: ArchiveSettings | None) -> list[str]:
     if archive is None:
         return ["archive_mode = off"]
     return ["archive_mode = on", f"archive_command = {_quoted(archive.command)}",
-            f"archive_timeout = {archive.timeout_s}"]
+            f"archive_timeout = {archive.timeout_s}",
+            # ZFS is copy-on-write: recycling or zero-filling segments gains nothing,
+            # and fresh segments end in zeros, so one closed early by archive_timeout
+            # costs its WAL only (in the spool and in the repository), not 16 MiB.
+            "wal_recycle = off", "wal_init_zero = off"]
 
 
 def _recovery_lines(recovery: RecoverySettings | None) -> list[str]:
