@@ -32,11 +32,18 @@ class SchemaCluster:
         return psycopg.connect(host=str(self.cluster.socket_dir), port=self.cluster.port,
                                user="postgres", dbname=dbname, autocommit=autocommit)
 
-    def new_db(self, prefix: str = "d") -> str:
+    def new_db(self, prefix: str = "d", template: str = "template1") -> str:
         name = f"{prefix}_{secrets.token_hex(4)}"
         with self.connect() as c:
-            c.execute(f"CREATE DATABASE {name}")
+            c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
         return name
+
+    def make_fast(self) -> None:
+        """No fsync: a test cluster's durability does not matter, its speed does."""
+        with self.connect() as c:
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                c.execute(f"ALTER SYSTEM SET {name} = off")
+            c.execute("SELECT pg_reload_conf()")
 
     def drop_db(self, name: str) -> None:
         with self.connect() as c:
@@ -48,9 +55,13 @@ class SchemaCluster:
                 c.execute(sql)
 
     def run_script(self, dbname: str, script: str) -> None:
-        """A whole script (BEGIN/COMMIT included), as psql -f would run it."""
-        with self.connect(dbname) as c:
-            c.execute(script)
+        """A whole script (BEGIN/COMMIT included), run by psql as a user would run it."""
+        done = subprocess.run(
+            [str(self.cluster.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+             "-h", str(self.cluster.socket_dir), "-p", str(self.cluster.port), "-U", "postgres",
+             "-d", dbname, "-f", "-"], input=script, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"psql failed: {done.stderr}\n{script}")
 
     def catalog(self, dbname: str) -> Catalog:
         with self.connect(dbname) as c:
@@ -65,12 +76,15 @@ class SchemaCluster:
 
 
 @contextmanager
-def databases(sc: SchemaCluster, n: int = 2) -> Iterator[list[str]]:
-    names = [sc.new_db() for _ in range(n)]
+def databases(sc: SchemaCluster, n: int = 2, *, drop: bool = True, template: str = "template1"
+              ) -> Iterator[list[str]]:
+    """`n` new databases; dropped afterwards unless `drop` is False (a DROP DATABASE
+    costs a checkpoint; a test cluster is removed whole at the end anyway)."""
+    names = [sc.new_db(template=template) for _ in range(n)]
     try:
         yield names
     finally:
-        for name in names:
+        for name in names if drop else []:
             sc.drop_db(name)
 
 

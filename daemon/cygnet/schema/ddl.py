@@ -136,6 +136,8 @@ def alter_table(old: Table, new: Table) -> list[Stmt] | None:
 
 
 def alter_column(old: Column, new: Column) -> list[Stmt] | None:
+    if old.inherited and new.inherited:
+        return []  # the parent's change reaches it
     if old.generated != new.generated:
         return None
     pre = f"ALTER TABLE {new.table_sql} ALTER COLUMN {new.column_sql}"
@@ -329,6 +331,8 @@ def create(obj: AnyObj) -> list[Stmt]:
         case Table():
             return create_table(obj, [])
         case Column():
+            if obj.inherited:
+                return []  # comes with the parent's ADD COLUMN or the ATTACH
             return [Stmt(f"ALTER TABLE {obj.table_sql} ADD COLUMN {column_def(obj)}")]
         case Constraint():
             return [Stmt(f"ALTER TABLE {obj.table_sql} ADD CONSTRAINT {obj.sql} "
@@ -368,6 +372,8 @@ def drop(obj: AnyObj) -> list[Stmt]:
         case Table():
             return [Stmt(f"DROP TABLE {obj.sql}")]
         case Column():
+            if obj.inherited:
+                return []  # goes with the parent's DROP COLUMN
             return [Stmt(f"ALTER TABLE {obj.table_sql} DROP COLUMN {obj.column_sql}")]
         case Constraint():
             return [Stmt(f"ALTER TABLE {obj.table_sql} DROP CONSTRAINT {obj.sql}")]

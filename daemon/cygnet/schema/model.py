@@ -175,6 +175,8 @@ class Column(Obj, frozen=True, tag="column"):
     default: str
     generated: str  # expression of a stored generated column, else ""
     identity: Identity | None
+    # A partition's column, from its parent: changed, added and dropped there.
+    inherited: bool = False
 
     @property
     def ident(self) -> str:

@@ -140,7 +140,8 @@ SELECT a.attrelid, a.attnum, a.attname, quote_ident(a.attname),
        CASE WHEN a.attacl IS NULL OR cardinality(a.attacl) = 0 THEN ARRAY[]::text[] ELSE
        ARRAY(SELECT (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE
              quote_ident(pg_get_userbyid(x.grantee)) END) || '|' || x.privilege_type || '|'
-             || x.is_grantable::text FROM aclexplode(a.attacl) x ORDER BY 1) END
+             || x.is_grantable::text FROM aclexplode(a.attacl) x ORDER BY 1) END,
+       a.attinhcount > 0
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
      JOIN pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_type t ON t.oid = a.atttypid

@@ -184,13 +184,12 @@ class Reader:
     def _columns(self) -> None:
         for row in self.rows(Q.COLUMNS):
             (relid, num, name, qname, typ, coll, not_null, default, defoid, identity, generated,
-             seqoid, seqname, seqtype, start, inc, lo, hi, cache, cycle, acl) = row
+             seqoid, seqname, seqtype, start, inc, lo, hi, cache, cycle, acl, inherited) = row
             rel = self.relations.get(relid)
             if rel is None:
                 continue
-            if not isinstance(rel, Table) or rel.partition_of:
-                # View columns and a partition's (inherited) columns: only addresses.
-                self.refs[(PG_CLASS, relid, num)] = rel.key
+            if not isinstance(rel, Table):
+                self.refs[(PG_CLASS, relid, num)] = rel.key  # a view's column: an address
                 continue
             ident = None
             if identity:
@@ -200,7 +199,8 @@ class Reader:
             col = Column(schema=rel.schema, name=name, sql=f"{rel.sql}.{qname}", table=rel.name,
                          table_sql=rel.sql, column_sql=qname, type=typ, collation=coll,
                          not_null=not_null, default="" if generated else default,
-                         generated=default if generated else "", identity=ident)
+                         generated=default if generated else "", identity=ident,
+                         inherited=inherited)
             self._add((PG_CLASS, relid, num), col, rel.key)
             if defoid:
                 self.refs[(PG_ATTRDEF, defoid, 0)] = col.key
@@ -323,5 +323,14 @@ class Reader:
 
 
 def read_catalog(conn: Conn) -> Catalog:
-    """The schema of the database `conn` is connected to (run in a transaction or not)."""
-    return Reader(conn).read()
+    """The schema of the database `conn` is connected to (in its transaction, if one is open).
+
+    search_path is emptied while reading, as pg_dump does, so that every name in
+    view, default and index definitions comes out schema-qualified."""
+    row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    conn.execute("SELECT set_config('search_path', '', false)")
+    try:
+        return Reader(conn).read()
+    finally:
+        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('search_path', %s, false)", (row[0] if row else "",))
