@@ -36,6 +36,7 @@ from cygnet.offsite.sync import Uploader
 from tests.harness import VENV_BIN, WORK, Daemon, free_port, private_daemon, query
 from tests.integration.backup_helpers import backups, create_backup, rpc_error, run_stream
 from tests.integration.test_cli_support import assert_one_error_line, cygnet
+from tests.integration.test_metrics import promtool_check_metrics
 from tests.s3_helpers import KEY, Seaweed, seaweed
 
 pytestmark = pytest.mark.integration
@@ -105,6 +106,9 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
             time.sleep(0.3)
         assert metric(metrics_port, "cygnet_offsite_pending_bytes") == 0
         assert metric(metrics_port, "cygnet_offsite_uploaded_bytes_total") > 0
+        assert metric(metrics_port, "cygnet_offsite_up") == 1
+        promtool_check_metrics(urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode())
         local = b"".join(p.read_bytes() for p in (a.base / "state/backups/backups").iterdir())
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert store.secret_key not in ps and store.access_key not in ps
