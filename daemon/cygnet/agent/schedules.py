@@ -90,19 +90,20 @@ class Scheduler:
 
     async def tick(self, now: float) -> None:
         inv = await self.host.inventory()
-        for db in list(inv.databases.values()):
-            main = db.main
-            if db.phase != L.PHASE_READY or main is None or main.phase != L.PHASE_READY:
-                continue
+        ready = [db for db in inv.databases.values() if db.phase == L.PHASE_READY
+                 and db.main is not None and db.main.phase == L.PHASE_READY]
+        schedules = await S.read_all(self.host, ready)
+        for db in ready:
+            assert db.main is not None
             try:
-                await self._database(db, main, now)
+                await self._database(db, db.main, schedules[db.id], now)
             except Exception as exc:
                 log.warning("schedule of database %s: %s", db.name, exc)
                 with contextlib.suppress(Exception):
                     await S.record_run(self.host, db, error=str(exc) or type(exc).__name__)
 
-    async def _database(self, db: DatabaseRecord, main: BranchRecord, now: float) -> None:
-        sched = await S.read(self.host, db)
+    async def _database(self, db: DatabaseRecord, main: BranchRecord, sched: S.Schedule,
+                        now: float) -> None:
         snaps = auto_snapshots(main)
         took = False
         if main.desired == Desired.RUNNING and S.snapshot_due(
@@ -114,9 +115,11 @@ class Scheduler:
         if due is not None and due <= now:
             await self._backup(db, main, now)
             ran = True
+        # The rules keep the same points until a point is added, except keep_within.
         first = db.id not in self._pruned_backups
-        if took or ran or snaps or first:
-            pruned = await self.prune(db, sched, now, backups=ran or first)
+        if took or ran or first or (snaps and sched.retention.keep_within_s):
+            pruned = await self.prune(db, sched, now, snapshots=took or bool(snaps),
+                                      backups=ran or first)
             oldest = pruned.oldest_kept
             if oldest is not None and abs(oldest - sched.retained_since) > 1e-3:
                 await S.record_run(self.host, db, retained_since=oldest)
@@ -148,9 +151,10 @@ class Scheduler:
              branch=main.name, reason=f"scheduled backup {info.backup_id}")
 
     async def prune(self, db: DatabaseRecord, sched: S.Schedule, now: float, *,
-                    backups: bool = True) -> Pruned:
-        """Applies the retention to main's automatic snapshots (and scheduled backups)."""
-        snaps = await self._prune_snapshots(db, sched, now)
+                    snapshots: bool = True, backups: bool = True) -> Pruned:
+        """Applies the retention to main's automatic snapshots and scheduled backups."""
+        snaps = (await self._prune_snapshots(db, sched, now) if snapshots
+                 else Decision([], [], {}))
         decided = await self._prune_backups(db, sched, now) if backups else None
         if backups:
             self._pruned_backups.add(db.id)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from cygnet.agent import layout as L
 from cygnet.agent.inventory import DatabaseRecord
 from cygnet.backup import cron
 from cygnet.backup.retention import Policy
@@ -111,6 +112,19 @@ def from_props(user: dict[str, str], config: AgentConfig, created: float) -> Sch
     return Schedule(int(every), expression, policy, tuple(defaults),
                     _float(user.get(P_SCHEDULE_SET)) or created, _float(user.get(P_LAST_BACKUP)),
                     user.get(P_ERROR, ""), _float(user.get(P_RETAINED_SINCE)))
+
+
+async def read_all(host: Host, databases: list[DatabaseRecord]) -> dict[str, Schedule]:
+    """Every database's schedule by id, one `zfs get` per pool."""
+    user: dict[str, dict[str, str]] = {}
+    for pool in {db.pool for db in databases}:
+        root = L.databases_root(pool)
+        if not await host.zfs.exists(root):
+            continue
+        listing = await host.zfs.get_props(root, PROPS, recursive=True, depth=1)
+        user |= {name: ds.user for name, ds in listing.items()}
+    return {db.id: from_props(user.get(db.dataset, {}), host.config, db.created)
+            for db in databases}
 
 
 async def read(host: Host, db: DatabaseRecord) -> Schedule:
