@@ -308,3 +308,11 @@ def test_bench_endpoint_small(site: Site) -> None:
         assert measured["transactions"] > 0 and measured["p50_ms"] > 0, name
         if name != "direct":
             assert measured["tps_vs_direct"] > 0 and "cpu_us_per_tx" in measured
+
+
+def test_other_protocols_get_a_protocol_error(site: Site) -> None:
+    with socket.create_connection(("127.0.0.1", site.daemon.endpoint_port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = s.recv(1000)
+        assert s.recv(1000) == b""  # and the endpoint hangs up
+    assert data[:1] == b"E" and b"C08P01\0" in data, data

@@ -27,6 +27,7 @@ from cygnet.endpoint.sni import NotTls
 from cygnet.endpoint.terminate import Terminator, backend_context, server_context
 from cygnet.endpoint.wire import (
     Gone,
+    close_gently,
     dial_tls_backend,
     peek_byte,
     peek_hello,
@@ -90,9 +91,11 @@ class Endpoint:
     async def _serve(self, sock: socket.socket) -> None:
         try:
             await self.handle(sock)
-        except (Gone, ConnectionError, TimeoutError, NotTls, P.ProtocolError) as exc:
+        except (Gone, OSError, TimeoutError, NotTls, P.ProtocolError,
+                asyncio.IncompleteReadError) as exc:
+            # Clients that hang up, time out, fail TLS or speak something else.
             log.debug("endpoint client dropped: %s", exc or type(exc).__name__)
-            sock.close()
+            close_gently(sock)
         except Exception:
             log.exception("endpoint connection failed")
             sock.close()
@@ -119,9 +122,15 @@ class Endpoint:
                 P.CANNOT_CONNECT_NOW, f"endpoint {name}: the branch cannot be reached: "
                 f"{exc.strerror or exc}"))
             return
-        _native.relay_add(sock.fileno(), backend.fileno())
+        try:
+            _native.relay_add(sock.fileno(), backend.fileno())
+        except OSError:
+            backend.close()
+            raise
         sock.detach()
         backend.detach()
+        log.debug("endpoint %s -> %s/%s on port %d", name, target.database, target.branch,
+                  target.port)
 
     async def _negotiate(self, sock: socket.socket) -> bool:
         """True once the client starts TLS; False when it was answered otherwise."""
@@ -130,7 +139,11 @@ class Endpoint:
             first = await peek_byte(sock)
             if first[0] == _TLS_RECORD:  # sslnegotiation=direct: TLS at once
                 return True
-            length, code = P.request_header(await recv_exact(sock, 8))
+            try:
+                length, code = P.request_header(await recv_exact(sock, 8))
+            except P.ProtocolError as exc:  # not Postgres' protocol: say so, in plain text
+                await loop.sock_sendall(sock, P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
+                raise
             if code == P.GSSENC_REQUEST and length == 8:
                 await loop.sock_sendall(sock, b"N")
                 continue
@@ -145,7 +158,7 @@ class Endpoint:
             await loop.sock_sendall(sock, P.error_response(
                 P.INVALID_AUTHORIZATION, "the Cygnet endpoint accepts TLS connections only",
                 hint="use sslmode=require or stricter (verify-full with the fleet CA)"))
-            sock.close()
+            close_gently(sock)
             return False
 
     async def _cancel(self, rest: bytes) -> None:

@@ -94,3 +94,15 @@ async def dial_tls_backend(address: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"the branch's Postgres refused TLS (answered {answer!r})")
     return sock
+
+
+def close_gently(sock: socket.socket) -> None:
+    """Closes after an error message: unread input left behind would make the kernel
+    send a reset, and a reset can destroy the message before the client reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536, socket.MSG_DONTWAIT):
+            pass
+    except OSError:
+        pass
+    sock.close()
