@@ -10,6 +10,9 @@ Then, interleaved, to the same SeaweedFS on loopback:
   with boto3's default transfer settings (multipart, 10 threads per file).
 
 Throughput is the repository's bytes over wall time. Target: cygnet >= 0.8x.
+Then the way back, for restores: fetching the backup from the bucket into an
+empty cache (decrypted, authenticated) against boto3 `download_file` of the
+plain copies.
 
     .venv/bin/python -m benchmarks.bench_upload            # 1 GiB source, 3 rounds
     .venv/bin/python -m benchmarks.bench_upload --small    # 24 MiB, 1 round (the suite)
@@ -30,6 +33,7 @@ from benchmarks.common import emit, log, summary
 from cygnet import backup
 from cygnet.offsite.config import OffsiteConfig
 from cygnet.offsite.crypto import Keyring
+from cygnet.offsite.fetch import fetch_backup
 from cygnet.offsite.store import ObjectStore
 from cygnet.offsite.sync import Uploader, scan
 from tests.harness import WORK
@@ -78,7 +82,28 @@ def run_boto3(store: Seaweed, repo: Path, round_: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(store: Seaweed, repo: Path, rounds: int) -> dict[str, Any]:
+def run_fetch(store: Seaweed, repo: Path, work: Path, backup_id: str, round_: int
+              ) -> tuple[float, float]:
+    """Fetching the backup back for a restore (decrypting, authenticating) against boto3
+    download_file of the plain copies, each into an empty directory."""
+    conf = config(store, f"bench-{round_}")
+    cache = work / f"fetch-{round_}"
+    started = time.perf_counter()
+    fetch_backup(ObjectStore(conf), conf.keyring, conf.host, backup_id, cache)
+    ours = time.perf_counter() - started
+    client = store.client()
+    plain = work / f"plain-{round_}"
+    started = time.perf_counter()
+    for rel in [o.rel for o in scan(repo)]:
+        (plain / rel).parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(store.bucket, f"plain-{round_}/{rel}", str(plain / rel))
+    theirs = time.perf_counter() - started
+    shutil.rmtree(cache)
+    shutil.rmtree(plain)
+    return ours, theirs
+
+
+def measure(store: Seaweed, repo: Path, rounds: int, backup_id: str) -> dict[str, Any]:
     total = sum(o.size for o in scan(repo))
     times: dict[str, list[float]] = {"cygnet": [], "boto3_upload_file": []}
     for r in range(rounds):
@@ -87,12 +112,19 @@ def measure(store: Seaweed, repo: Path, rounds: int) -> dict[str, Any]:
             took = fn(store, repo, r)
             times[name].append(took)
             log(f"round {r} {name}: {took:.2f} s, {total / took / 1e6:.0f} MB/s")
+    fetches = [run_fetch(store, repo, repo.parent, backup_id, r) for r in range(rounds)]
+    times["cygnet_fetch"] = [f for f, _ in fetches]
+    times["boto3_download_file"] = [d for _, d in fetches]
+    for name in ("cygnet_fetch", "boto3_download_file"):
+        log(f"{name}: {summary(times[name])['p50']:.2f} s p50")
     mbps = {name: round(total / summary(t)["p50"] / 1e6, 1) for name, t in times.items()}
     return {"repository_bytes": total, "objects": len(scan(repo)),
             "seconds": {name: summary(t) for name, t in times.items()},
             "throughput_mb_s_p50": mbps,
             "ratio_cygnet_to_boto3": round(mbps["cygnet"] / mbps["boto3_upload_file"], 3),
-            "target_ratio": 0.8}
+            "target_ratio": 0.8,
+            "ratio_fetch_to_boto3_download": round(
+                mbps["cygnet_fetch"] / mbps["boto3_download_file"], 3)}
 
 
 def main() -> None:
@@ -115,7 +147,8 @@ def main() -> None:
         store.start()
         store.make_bucket(lock=False)
         result = {"benchmark": "upload", "small": args.small, "source_bytes": size,
-                  "backup_new_bytes": info.new_bytes, **measure(store, work / "repo", rounds)}
+                  "backup_new_bytes": info.new_bytes,
+                  **measure(store, work / "repo", rounds, info.backup_id)}
     finally:
         store.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -22,6 +22,7 @@ def test_bench_upload_small(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "upload_small.json").read_text())
     assert json.loads(done.stdout) == result
     assert result["repository_bytes"] > 10 << 20 and result["objects"] >= 3
-    assert set(result["seconds"]) == {"cygnet", "boto3_upload_file"}
+    assert set(result["seconds"]) == {"cygnet", "boto3_upload_file", "cygnet_fetch",
+                                      "boto3_download_file"}
     assert all(s["n"] == 1 and s["p50"] > 0 for s in result["seconds"].values())
-    assert result["ratio_cygnet_to_boto3"] > 0
+    assert result["ratio_cygnet_to_boto3"] > 0 and result["ratio_fetch_to_boto3_download"] > 0
