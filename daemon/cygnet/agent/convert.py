@@ -11,7 +11,6 @@ from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.pgsettings import ConfigView, ExtensionView
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.agent.upgrade import UpgradeReport
-from google.protobuf.duration_pb2 import Duration
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.rpc.convert import timestamp
 from cygnet.states import BranchState, Desired

@@ -19,9 +19,8 @@ from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
 from cygnet.agent.idle import timeout_of
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
-from cygnet.agent.idle import timeout_of
-from cygnet.agent.scale import Scaler
 from cygnet.agent.protection import guard
+from cygnet.agent.scale import Scaler
 from cygnet.agent.supervisor import Supervisor
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.names import shown
