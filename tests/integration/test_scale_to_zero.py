@@ -114,6 +114,11 @@ def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon,
     assert any("cli-nap" in line and "suspended" in line for line in tree.splitlines())
     assert cygnet(daemon, "branch", "resume", label, "--json").json()["state"] == "running"
     assert get(stub, b).state == RUNNING
+    updated = cygnet(daemon, "branch", "update", label, "--suspend-after", "15m", "--json")
+    assert updated.json()["suspend_after_seconds"] == 900
+    assert get(stub, b).suspend_after.seconds == 900
+    back = cygnet(daemon, "branch", "update", label, "--suspend-after", "default", "--json")
+    assert back.json()["suspend_after_seconds"] == 0  # the test daemons' default: never
 
 
 def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> None:

@@ -53,6 +53,7 @@ def branch(b: pb.Branch) -> Json:
         "child_branch_ids": list(b.child_branch_ids), "created_at": iso(b.created_at),
         "expires_at": iso(b.expires_at), "effective_expires_at": iso(b.effective_expires_at),
         "protected": b.protected, "protected_until": iso(b.protected_until),
+        "suspend_after_seconds": b.suspend_after.seconds,  # 0: never (scale to zero)
     }
 
 

@@ -77,10 +77,10 @@ def branch_fields(b: pb.Branch) -> Any:
 
 
 def _idle(seconds: int) -> str:
-    """A branch's idle timeout: `never`, `5m`, `90s`."""
-    if not seconds:
-        return "never"
-    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    """A branch's idle timeout: `never`, `5m`, `1m30s`."""
+    from cygnet.durations import format_duration
+
+    return format_duration(seconds) if seconds else "never"
 
 
 def snapshots_table(snaps: list[pb.Snapshot]) -> Any:

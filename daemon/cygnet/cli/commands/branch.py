@@ -7,26 +7,13 @@ import click
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, doomed, output, shapes, views
 from cygnet.cli.commands.config import config
-from cygnet.cli.commands.lifetime import seconds, update
+from cygnet.cli.commands.lifetime import idle_seconds, seconds, update
 from cygnet.cli.confirm import confirm, destructive_options
 from cygnet.cli.progress import working
 from cygnet.cli.refs import branch_ref, describe, split_new
 from cygnet.cli.state import OrderedGroup, State, db_option, json_option, pass_state
 
 REF_HELP = "BRANCH is DB/BRANCH, BRANCH with --db DB, a branch id, or DB for its main branch."
-_IDLE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def idle_seconds(text: str) -> int:
-    """--suspend-after: 90s, 5m, 2h, 1d; 0 or never for never."""
-    value = text.strip().lower()
-    if value in ("0", "never"):
-        return 0
-    number, unit = value[:-1], value[-1:]
-    if unit not in _IDLE_UNITS or not number.isdigit():
-        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 5m or 2h "
-                                 "(0 or never: never)", param_hint="--suspend-after")
-    return int(number) * _IDLE_UNITS[unit]
 
 
 @click.group(cls=OrderedGroup)

@@ -22,6 +22,11 @@ def seconds(text: str, option: str) -> int:
         raise click.BadParameter(exc.reason, param_hint=option) from None
 
 
+def idle_seconds(text: str, option: str = "--suspend-after") -> int:
+    """An idle timeout: a duration, or 0 / never for never (agent/scale.py)."""
+    return 0 if text.strip().lower() in ("0", "never") else seconds(text, option)
+
+
 def moment(text: str, option: str) -> dt.datetime:
     """An ISO 8601 time; without a zone it is UTC."""
     try:
@@ -57,11 +62,15 @@ latest of its own, its protection's end and its children's (docs/cli.md).""")
 @click.option("--protect-for", "protect_for", metavar="DURATION", default=None,
               help="Protect, for this long only (a lease).")
 @click.option("--unprotect", is_flag=True, help="Remove the protection (admin role).")
+@click.option("--suspend-after", "suspend_after", metavar="IDLE", default=None,
+              help="Suspend it after this long without a client connection (5m, 2h; "
+                   "0 or never: never; `default`: back to the host's setting).")
 @db_option
 @json_option
 @pass_state
 def update(state: State, ref: str, ttl: str | None, expires_at: str | None, no_expiry: bool,
-           protect: bool, protect_for: str | None, unprotect: bool, db: str | None) -> None:
+           protect: bool, protect_for: str | None, unprotect: bool, db: str | None,
+           suspend_after: str | None = None) -> None:
     """Set or clear a branch's expiry, and protect or unprotect it."""
     if (ttl is not None) + (expires_at is not None) + no_expiry > 1:
         raise click.UsageError("give at most one of --ttl, --expires-at and --no-expiry")
@@ -79,9 +88,14 @@ def update(state: State, ref: str, ttl: str | None, expires_at: str | None, no_e
         req.protect_for.FromSeconds(seconds(protect_for, "--protect-for"))
     if unprotect:
         req.protection = pb.PROTECTION_CHANGE_UNPROTECT
-    if not (req.HasField("ttl") or req.HasField("expires_at") or no_expiry or req.protection):
+    if suspend_after is not None and suspend_after.strip().lower() == "default":
+        req.clear_suspend_after = True
+    elif suspend_after is not None:
+        req.suspend_after.seconds = idle_seconds(suspend_after)
+    if not (req.HasField("ttl") or req.HasField("expires_at") or no_expiry or req.protection
+            or suspend_after is not None):
         raise click.UsageError("nothing to change: give --ttl, --expires-at, --no-expiry, "
-                               "--protect, --protect-for or --unprotect")
+                               "--protect, --protect-for, --unprotect or --suspend-after")
     name = describe(target)
     with working(f"Updating branch {name}", f"Updated branch {name}"):
         b = state.client().update_branch(req)
