@@ -8,7 +8,9 @@ expiries; a branch without an expiry, or protected without a lease, never
 expires, and so neither does any ancestor while it exists. `main` never
 expires (it goes with its database).
 
-Every `expiry_interval` seconds the daemon deletes each branch whose effective
+Every `expiry_interval` seconds the daemon looks through its cached view of the
+host (kept fresh by every operation and the supervisor's resync) and deletes,
+under the database's lock and after reading it again, each branch whose effective
 expiry has passed, with its descendants (whose own effective expiries have
 passed too, by the rule), their snapshots, and the branch points they were
 cloned from when no other clone needs them: events EXPIRED, then DELETED.
@@ -89,12 +91,11 @@ async def expire_database(host: Host, database_id: str) -> list[str]:
 
 
 async def sweep(host: Host) -> list[str]:
-    """One pass over the host: the catalog says where to look, each database's lock
-    and fresh read decide."""
-    inv = await host.catalog()
+    """One pass over the host: the daemon's cached view says where to look (no ZFS
+    read per pass), each database's lock and fresh read decide."""
     now = time.time()
     deleted: list[str] = []
-    for db in inv.databases.values():
+    for db in list(host.known.values()):
         if db.phase == L.PHASE_READY and due(db, now):
             try:
                 deleted += await expire_database(host, db.id)
@@ -106,6 +107,7 @@ async def sweep(host: Host) -> list[str]:
 async def run(host: Host, stop: asyncio.Event) -> None:
     """The daemon's expiry loop."""
     interval = max(0.05, host.config.expiry_interval)
+    await host.catalog()  # the cached view, in case nothing has read it yet
     while not stop.is_set():
         try:
             await sweep(host)
