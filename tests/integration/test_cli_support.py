@@ -73,5 +73,6 @@ BRANCH_KEYS = {"id", "name", "database_id", "database_name", "parent_branch_id",
                "child_branch_ids", "created_at"}
 BRANCH_KEYS = BRANCH_KEYS | {"suspend_after_seconds"}  # the idle timeout (scale to zero)
 SNAPSHOT_KEYS = {"id", "name", "branch_id", "used_bytes", "dependent_branch_ids", "created_at"}
-CONNECTION_KEYS = {"uri", "host", "port", "user", "password", "dbname", "socket_dir"}
+CONNECTION_KEYS = {"uri", "host", "port", "user", "password", "dbname", "socket_dir",
+                   "endpoint_uri"}
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -68,6 +68,7 @@ def connection(c: pb.Connection) -> Json:
     return {
         "uri": c.uri, "host": c.host, "port": c.port, "user": c.user, "password": c.password,
         "dbname": c.dbname, "socket_dir": _opt(c.socket_dir),
+        "endpoint_uri": _opt(c.endpoint_uri),
     }
 
 
