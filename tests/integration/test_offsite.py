@@ -27,12 +27,13 @@ from botocore.exceptions import ClientError
 from cygnet import backup
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
-from cygnet.backup import CorruptRepository
+from cygnet.backup import CorruptRepository, manifest
+from cygnet.backup.repo import Repository
 from cygnet.offsite import fetch
 from cygnet.offsite.config import OffsiteConfig
 from cygnet.offsite.crypto import Keyring
 from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
-from cygnet.offsite.sync import Uploader
+from cygnet.offsite.sync import Uploader, upload_order
 from tests.harness import VENV_BIN, WORK, Daemon, free_port, private_daemon, query
 from tests.integration.backup_helpers import backups, create_backup, rpc_error, run_stream
 from tests.integration.test_cli_support import assert_one_error_line, cygnet
@@ -266,3 +267,22 @@ def test_remote_listing_without_an_off_host_repository_names_the_setting(daemon:
     result = cygnet(daemon, "backup", "list", "--remote", expect=None)
     assert result.code != 0
     assert_one_error_line(result, "offsite_endpoint")
+
+
+def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_path: Path
+                                                            ) -> None:
+    repo, first, src = _repository(tmp_path, 2)
+    with open(src / "data", "r+b") as f:
+        f.write(b"changed")
+    second = backup.create_backup(repo, src, {"database": "delta"}).backup_id
+    assert manifest.read_header(Repository(repo), second)[1] == first  # stored as a delta
+    config = offsite_config(store, host="h-delta")
+    uploader = Uploader(ObjectStore(config), repo)
+    uploader.start()
+    order = [o.rel for o in upload_order(repo, uploader.pending())]
+    assert order.index(f"backups/{first}.manifest") < order.index(f"backups/{second}.manifest")
+    uploader.run_pass()
+    cache = fetch.fetch_backup(ObjectStore(config), config.keyring, "h-delta", second,
+                               tmp_path / "cache")
+    backup.restore(cache, second, tmp_path / "out")
+    assert (tmp_path / "out" / "data").read_bytes() == (src / "data").read_bytes()

@@ -81,6 +81,7 @@ class OffsiteService:
                 delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             except Exception:
                 log.exception("off-host uploader failed")
+                self.uploader.status.last_error = "internal error (the daemon log has it)"
                 delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             self._wake.clear()
             wake = asyncio.create_task(self._wake.wait())

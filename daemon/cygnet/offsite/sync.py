@@ -17,9 +17,12 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cygnet.backup.errors import CorruptRepository
+from cygnet.backup.manifest import read_header
+from cygnet.backup.repo import Repository
 from cygnet.offsite.crypto import ciphertext_size
 from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
 from cygnet.offsite.upload import put_file
@@ -29,6 +32,7 @@ log = logging.getLogger("cygnet.offsite")
 # Directories of the repository whose every file is immutable once it has its
 # final name (archived WAL: keyed by branch id and archive generation).
 IMMUTABLE_DIRS = ("wal",)
+MANIFESTS = 4  # the phase of manifests: after everything they refer to
 _SKIP_SUFFIXES = (".tmp", ".partial", ".lock")
 
 
@@ -43,7 +47,7 @@ class LocalObject:
 def scan(repo: Path) -> list[LocalObject]:
     """Every immutable object of the repository, in upload order."""
     found: list[LocalObject] = []
-    found += _files(repo, repo / "backups", "*.manifest", 4)
+    found += _files(repo, repo / "backups", "*.manifest", MANIFESTS)
     for top in IMMUTABLE_DIRS:
         found += _files(repo, repo / top, "**/*", 3)
     packs = _files(repo, repo / "packs", "*.pack", 1)
@@ -70,6 +74,22 @@ def _files(repo: Path, where: Path, pattern: str, phase: int) -> Iterable[LocalO
             out.append(LocalObject(path.relative_to(repo).as_posix(), st.st_size, st.st_mtime,
                                    phase))
     return out
+
+
+def upload_order(repo: Path, pending: list[LocalObject]) -> list[LocalObject]:
+    """Delta manifests after full ones: a delta in the bucket then always finds its
+    base there (prune may rewrite a manifest as a delta of another base)."""
+    out = []
+    for obj in pending:
+        if obj.phase == MANIFESTS:
+            try:
+                _, base = read_header(Repository(repo), Path(obj.rel).stem)
+            except (CorruptRepository, OSError):
+                base = None  # uploaded as it is; a restore reports what is wrong with it
+            if base is not None:
+                obj = replace(obj, phase=MANIFESTS + 1)
+        out.append(obj)
+    return sorted(out, key=lambda o: (o.phase, o.rel))
 
 
 @dataclass
@@ -125,7 +145,7 @@ class Uploader:
         (after the objects already in flight finish), leaving the rest for the next pass."""
         with self._guard:
             try:
-                pending = self.pending()
+                pending = upload_order(self.repo, self.pending())
                 self._measure(pending)
                 sent = self._upload(pending)
                 self._measure(self.pending())
