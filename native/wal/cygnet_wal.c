@@ -172,6 +172,16 @@ static int archive(const char *dir, const char *max_text, const char *src, const
     /* The copy keeps the segment's mtime: the time of its last WAL, which says
      * how recent the archive is (cygnet/wal/repo.py). */
     struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (st.st_mtim.tv_nsec == 0) {
+        /* A filesystem with whole-second times (zfs-fuse): the last write was
+         * within that second and before now, when Postgres hands the file over. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        struct timespec ceiling = {st.st_mtim.tv_sec, 999999999L};
+        times[1] = (now.tv_sec < ceiling.tv_sec ||
+                    (now.tv_sec == ceiling.tv_sec && now.tv_nsec < ceiling.tv_nsec))
+                       ? now : ceiling;
+    }
     if (copy_fd(in, out) != 0 || futimens(out, times) != 0 || fsync(out) != 0) {
         int saved = errno;
         close(out);
