@@ -19,6 +19,7 @@ from cygnet.agent import layout as L
 from cygnet.agent.backups.temp import remove_leftovers
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.schema_instances import stop_leftover_servers
 from cygnet.agent.supervisor import Supervisor
 from cygnet.agent.swap import recover as recover_swaps
 from cygnet.agent.templates import ensure_roots
@@ -33,6 +34,7 @@ async def reconcile(host: Host, supervisor: Supervisor) -> None:
     # cygnetd owns its pools: after a reboot they may be imported but not mounted.
     await host.space.mount_own()
     # Temporary clones of backups and diffs first: they pin their branches' snapshots.
+    await stop_leftover_servers(host)  # a schema merge's throwaway servers hold theirs
     await remove_leftovers(host)
     inv = await host.inventory()
     await _drop_half_made_templates(host, inv)

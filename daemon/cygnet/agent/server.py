@@ -16,9 +16,18 @@ from cygnet.agent.backups.service import BackupService
 from cygnet.agent.backups.servicer import BackupsServicer
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.failures import Translator
+from cygnet.agent.schema_service import SchemaService
+from cygnet.agent.schema_servicer import SchemaServicer
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.tls import ensure_certificates
-from cygnet.api.v1 import agent_pb2, agent_pb2_grpc, backup_pb2, backup_pb2_grpc
+from cygnet.api.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    backup_pb2,
+    backup_pb2_grpc,
+    schema_pb2,
+    schema_pb2_grpc,
+)
 from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
 from cygnet.rpc.audit import AuditLog
@@ -32,6 +41,7 @@ log = logging.getLogger("cygnet.api")
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 BACKUPS_NAME = backup_pb2.DESCRIPTOR.services_by_name["Backups"].full_name
+SCHEMA_NAME = schema_pb2.DESCRIPTOR.services_by_name["Schema"].full_name
 
 
 def check_listener(config: AgentConfig) -> None:
@@ -85,10 +95,13 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     backup_pb2_grpc.add_BackupsServicer_to_server(  # type: ignore[no-untyped-call]
         BackupsServicer(BackupService(servicer.service)), server)
+    schema_pb2_grpc.add_SchemaServicer_to_server(  # type: ignore[no-untyped-call]
+        SchemaServicer(SchemaService(servicer.service)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, BACKUPS_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        [SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     sock = config.admin_socket
     _prepare_socket(sock)
@@ -104,5 +117,5 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     status = (health_pb2.HealthCheckResponse.SERVING if serving
               else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", SERVICE_NAME, BACKUPS_NAME):
+    for name in ("", SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME):
         await health_servicer.set(name, status)

@@ -8,11 +8,11 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
-from cygnet.api.v1 import agent_pb2, backup_pb2, coordinator_pb2
+from cygnet.api.v1 import agent_pb2, backup_pb2, coordinator_pb2, schema_pb2
 
 
 def services() -> list[ServiceDescriptor]:
-    return [service for module in (agent_pb2, backup_pb2, coordinator_pb2)
+    return [service for module in (agent_pb2, backup_pb2, coordinator_pb2, schema_pb2)
             for service in module.DESCRIPTOR.services_by_name.values()]
 
 

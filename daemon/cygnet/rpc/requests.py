@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from cygnet.api.v1 import agent_pb2, backup_pb2
+from cygnet.api.v1 import agent_pb2, backup_pb2, schema_pb2
 from cygnet.backup import cron, retention
 from cygnet.errors import InvalidArgument
 from cygnet.names import (
@@ -25,6 +25,7 @@ from cygnet.names import (
 from cygnet.postgres.owned import is_owned
 from cygnet.postgres.settings import check_name, check_value_text
 from cygnet.rpc.validate import Check, Rules, Validator, anything, integer_range, message_check
+from cygnet.schema.merge import Rename
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_KEEP_LAST = 100_000
@@ -220,12 +221,31 @@ BACKUPS: dict[str, Rules] = {
 }
 
 
+def sql_dbname(path: str, value: str) -> None:
+    """A SQL database inside a branch's cluster: Postgres' limit, no NUL."""
+    if len(value.encode()) > 63 or "\x00" in value:
+        raise InvalidArgument(path, f"{shown(value)} is not a database name (at most 63 bytes)")
+
+
+def rename_hint(path: str, value: str) -> None:
+    Rename.parse(value, path)
+
+
+SCHEMA: dict[str, Rules] = {
+    "SchemaDiff": _rules({"a": BRANCH_REF, "b": BRANCH_REF, "dbname": sql_dbname}, ("a", "b")),
+    "MergeSchema": _rules({"source": BRANCH_REF, "target": BRANCH_REF, "dry_run": anything,
+                           "renames": rename_hint, "dbname": sql_dbname,
+                           "concurrently": anything, **_RID}, ("source", "target")),
+}
+
+
 def _paths(package: Any, service: str, table: dict[str, Rules]) -> dict[str, Rules]:
     full = package.DESCRIPTOR.services_by_name[service].full_name
     return {f"/{full}/{method}": rules for method, rules in table.items()}
 
 
 RULES: dict[str, Rules] = {**_paths(agent_pb2, "Agent", AGENT),
-                           **_paths(backup_pb2, "Backups", BACKUPS)}
+                           **_paths(backup_pb2, "Backups", BACKUPS),
+                           **_paths(schema_pb2, "Schema", SCHEMA)}
 
 VALIDATOR = Validator(RULES)

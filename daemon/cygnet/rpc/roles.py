@@ -56,6 +56,7 @@ AUDITED = frozenset({Kind.CHANGE, Kind.DELETE, Kind.SECRET, Kind.REGISTER})
 _AGENT = "/cygnet.v1.Agent/"
 _BACKUPS = "/cygnet.v1.Backups/"
 _COORDINATOR = "/cygnet.v1.Coordinator/"
+_SCHEMA = "/cygnet.v1.Schema/"
 
 _TABLE: dict[str, Kind] = {
     _AGENT + "CreateDatabase": Kind.CHANGE,
@@ -92,6 +93,9 @@ _TABLE: dict[str, Kind] = {
     _BACKUPS + "DiffBranches": Kind.CHANGE,
     _BACKUPS + "GetSchedule": Kind.READ,
     _BACKUPS + "SetSchedule": Kind.CHANGE,
+    # Schema only, never data: readers may compare branches.
+    _SCHEMA + "SchemaDiff": Kind.READ,
+    _SCHEMA + "MergeSchema": Kind.CHANGE,
     _COORDINATOR + "RegisterHost": Kind.REGISTER,
     _COORDINATOR + "Heartbeat": Kind.HEARTBEAT,
     _COORDINATOR + "ListHosts": Kind.READ,
