@@ -282,6 +282,11 @@ def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_p
     order = [o.rel for o in upload_order(repo, uploader.pending())]
     assert order.index(f"backups/{first}.manifest") < order.index(f"backups/{second}.manifest")
     uploader.run_pass()
+    assert not uploader.pending()
+    rewritten = repo / "backups" / f"{second}.manifest"  # as prune re-encodes one
+    os.utime(rewritten, (time.time() + 5, time.time() + 5))
+    assert [o.rel for o in uploader.pending()] == [f"backups/{second}.manifest"]
+    uploader.run_pass()
     cache = fetch.fetch_backup(ObjectStore(config), config.keyring, "h-delta", second,
                                tmp_path / "cache")
     backup.restore(cache, second, tmp_path / "out")

@@ -115,6 +115,7 @@ class Uploader:
     _remote: dict[str, int] | None = None  # rel -> stored size, listed once, then kept
     _guard: threading.Lock = field(default_factory=threading.Lock)  # one pass at a time
     _counting: threading.Lock = field(default_factory=threading.Lock)
+    _sent: dict[str, float] = field(default_factory=dict)  # rel -> its mtime when uploaded
 
     def start(self) -> None:
         """Checks the bucket and credentials, and whether object lock can be used."""
@@ -135,6 +136,8 @@ class Uploader:
     def is_offsite(self, obj: LocalObject) -> bool:
         stored = self.remote().get(obj.rel)
         keys = self.store.config.keyring.keys
+        if self._sent.get(obj.rel, obj.mtime) != obj.mtime:
+            return False  # rewritten since it went up (prune re-encodes manifests)
         return stored is not None and stored in {ciphertext_size(obj.size, k) for k in keys}
 
     def pending(self) -> list[LocalObject]:
@@ -203,6 +206,7 @@ class Uploader:
                 delay = min(delay * 2, 8.0)
         with self._counting:  # objects finish in several threads at once
             self.remote()[obj.rel] = done.stored_bytes
+            self._sent[obj.rel] = obj.mtime
             self.status.uploaded_bytes += done.plain_bytes
             self.status.uploaded_objects += 1
         return done.plain_bytes
