@@ -26,6 +26,8 @@ COMMANDS = {
                      "Create, list and delete snapshots of a branch."),
     "backup": Lazy("cygnet.cli.commands.backup:backup",
                    "Back up branches, list, verify, restore and prune backups."),
+    "schema": Lazy("cygnet.cli.commands.schema:schema",
+                   "Diff branch schemas; merge schema changes between branches (not data)."),
     "events": Lazy("cygnet.cli.commands.events:events",
                    "What happened on the host (created, expired, deleted...); --follow."),
     "connect": Lazy("cygnet.cli.commands.connect:connect",
