@@ -213,6 +213,8 @@ def test_cli_ttl_protection_and_events(fast: Daemon) -> None:
     assert "in 6d23h" in row and "in 23h5" in row  # expires, protected until
     refused = cygnet(fast, "branch", "rm", f"{db}/pr", expect=4)
     assert_one_error_line(refused, "is protected", "override_protection")
+    refused = cygnet(fast, "db", "rm", db, "--yes", expect=4)
+    assert_one_error_line(refused, f"branch '{db}/pr' is protected")
     cygnet(fast, "branch", "rm", f"{db}/pr", "--override-protection")  # the socket is admin
     lines = cygnet(fast, "events", "--json").out.splitlines()
     mine = [json.loads(line) for line in lines if f'"{db}"' in line]

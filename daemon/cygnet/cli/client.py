@@ -100,8 +100,10 @@ class Client:
         resp = self._query("ListDatabases", pb.ListDatabasesRequest(), pb.ListDatabasesResponse)
         return list(resp.databases)
 
-    def delete_database(self, database: str) -> pb.DeleteDatabaseResponse:
-        req = pb.DeleteDatabaseRequest(database=database)
+    def delete_database(self, database: str,
+                        override_protection: bool = False) -> pb.DeleteDatabaseResponse:
+        req = pb.DeleteDatabaseRequest(database=database,
+                                       override_protection=override_protection)
         return self._change("DeleteDatabase", req, pb.DeleteDatabaseResponse)
 
     # --- branches -------------------------------------------------------------

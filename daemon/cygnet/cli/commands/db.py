@@ -123,10 +123,13 @@ Examples:
   cygnet db rm shop               # asks first on a terminal
   cygnet db rm shop --yes         # in scripts (without a terminal it refuses otherwise)""")
 @click.argument("database", metavar="DB", shell_complete=complete.databases)
+@click.option("--override-protection", "override_protection", is_flag=True,
+              help="Even if some of its branches are protected (admin role only).")
 @destructive_options
 @json_option
 @pass_state
-def rm(state: State, database: str, yes: bool, dry_run: bool) -> None:
+def rm(state: State, database: str, yes: bool, dry_run: bool,
+       override_protection: bool) -> None:
     """Delete database DB (name or id) with every branch and snapshot.
 
     Stops each branch's Postgres and destroys its datasets. There is no undo.
@@ -135,7 +138,7 @@ def rm(state: State, database: str, yes: bool, dry_run: bool) -> None:
                    yes=yes, dry_run=dry_run, json_output=state.json):
         return
     with working(f"Deleting database {database}", f"Deleted database {database}"):
-        resp = state.client().delete_database(database)
+        resp = state.client().delete_database(database, override_protection)
     if state.json:
         output.emit_json({"database_id": resp.database_id,
                           "deleted_branch_ids": list(resp.deleted_branch_ids)})
