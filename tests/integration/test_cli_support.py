@@ -72,6 +72,8 @@ BRANCH_KEYS = {"id", "name", "database_id", "database_name", "parent_branch_id",
                "used_bytes", "logical_bytes", "port", "postgres_version", "size_class",
                "child_branch_ids", "created_at"}
 BRANCH_KEYS = BRANCH_KEYS | {"suspend_after_seconds"}  # the idle timeout (scale to zero)
+# Expiry and protection (docs/cli.md, "JSON shapes").
+BRANCH_KEYS = BRANCH_KEYS | {"expires_at", "effective_expires_at", "protected", "protected_until"}
 SNAPSHOT_KEYS = {"id", "name", "branch_id", "used_bytes", "dependent_branch_ids", "created_at"}
 CONNECTION_KEYS = {"uri", "host", "port", "user", "password", "dbname", "socket_dir",
                    "endpoint_uri"}
