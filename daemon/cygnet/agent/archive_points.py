@@ -8,15 +8,18 @@ and just after it. Children record their branch point's as `cygnet:fork`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cygnet.agent import archive
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import BranchRecord, SnapshotRecord
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
 from cygnet.postgres import sql
 from cygnet.wal.lsn import parse_lsn
 from cygnet.wal.points import WalPoint
@@ -61,6 +64,34 @@ async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
     while len(_recent) > 256:
         _recent.popitem(last=False)
     await host.zfs.set_props(snapshot, {L.P_WAL_POINT: point.text()})
+
+
+_CHECKPOINT = re.compile(r"^Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)", re.MULTILINE)
+
+
+async def stopped_point(host: Host, db: DatabaseRecord, branch: BranchRecord
+                        ) -> WalPoint | None:
+    """Where a cleanly stopped branch's WAL ends: its shutdown checkpoint."""
+    bindir = host.clusters.bindir(db, branch)
+    proc = await asyncio.create_subprocess_exec(
+        str(bindir / "pg_controldata"), "-D", str(host.clusters.pgdata(branch)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={"LC_ALL": "C"})
+    out, _ = await proc.communicate()
+    found = _CHECKPOINT.search(out.decode(errors="replace"))
+    if not found:
+        return None
+    lsn = parse_lsn(found.group(1))
+    return WalPoint(lsn, lsn + 512, time.time())  # a checkpoint record is ~100 bytes
+
+
+async def adopt(host: Host, db: DatabaseRecord, branch: BranchRecord, source: BranchRecord
+                ) -> None:
+    """`branch` is about to take `source`'s (stopped) data through a swap (a promote):
+    its archive goes on in a new generation that continues `source`'s history."""
+    archive.ensure_generation(host.config, db, source)
+    point = await stopped_point(host, db, source)
+    archive.rewind(host.config, db, branch, point, (source.id, archive.generation(source)))
+    await host.zfs.set_props(source.dataset, {L.P_WAL_GEN: str(branch.wal_gen)})
 
 
 def point_of(snapshot: str, record: SnapshotRecord | None = None) -> WalPoint | None:

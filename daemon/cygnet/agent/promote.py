@@ -16,8 +16,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from cygnet.agent import archive_points, swap
 from cygnet.agent import layout as L
-from cygnet.agent import swap
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
@@ -86,6 +86,7 @@ async def promote_branch(host: Host, db: DatabaseRecord, branch: BranchRecord,
     gone_id, gone_port, gone_name = branch.id, branch.port, branch.name
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_RESETTING})
     await host.clusters.stop(branch, "fast")
+    await archive_points.adopt(host, db, main, branch)  # main's WAL history follows its data
     down = time.monotonic()
     try:
         kept = await swap.swap(host, db, main, branch.dataset, keep_as=keep_as,
