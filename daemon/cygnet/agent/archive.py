@@ -78,7 +78,8 @@ def current_generation(config: AgentConfig, db: DatabaseRecord, branch: BranchRe
         return recorded, True
     base_branch, base_gen, start, when = "", 0, 0, 0.0
     fork = parse_fork(branch.fork)
-    if fork is not None and branch.parent_id and gen == 1:
+    # An upgrade rehearsal's WAL (pg_upgrade's new cluster) does not continue its parent's.
+    if fork is not None and branch.parent_id and gen == 1 and not branch.version:
         base_branch, base_gen, start, when = branch.parent_id, fork[0], fork[1].low, fork[1].time
     return Generation(branch.id, gen, start, base_branch, base_gen, db.id, db.name,
                       branch.name, time.time(), when), False

@@ -90,6 +90,8 @@ async def adopt(host: Host, db: DatabaseRecord, branch: BranchRecord, source: Br
     its archive goes on in a new generation that continues `source`'s history."""
     archive.ensure_generation(host.config, db, source)
     point = await stopped_point(host, db, source)
+    if db.version_of(source) != db.version_of(branch):
+        point = None  # pg_upgrade's new cluster: its WAL continues no archived history
     archive.rewind(host.config, db, branch, point, (source.id, archive.generation(source)))
     await host.zfs.set_props(source.dataset, {L.P_WAL_GEN: str(branch.wal_gen)})
 
