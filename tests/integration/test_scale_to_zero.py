@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.conftest import unique
-from tests.harness import Daemon, query, run
+from tests.harness import Daemon, private_daemon, query, run
 from tests.integration.test_cli_support import cygnet
 
 pytestmark = pytest.mark.integration
@@ -243,3 +243,28 @@ def test_a_bad_suspend_after_names_the_field(stub, shop, duration: Duration) -> 
         stub.CreateBranch(req, timeout=30)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad.value.details().startswith("suspend_after:")
+
+
+def test_a_suspend_cut_short_is_finished_at_restart() -> None:
+    """A crash between a suspend's steps: the reconciler stops what should not run and
+    takes the port back from a suspended branch (a daemon of its own, killed with -9)."""
+    with private_daemon("sz", 62000, "2G", unix_only=True) as d, d.stub() as stub:
+        db = stub.CreateDatabase(pb.CreateDatabaseRequest(name="lull", size_class="nano"),
+                                 timeout=120)
+        stopped_early = new_branch(stub, db, "stopped-early")  # port not yet dropped
+        stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(stopped_early)), timeout=60)
+        dataset = f"{d.pool.name}/cygnet/db/{db.database.id}/{stopped_early.id}"
+        run("zfs", "set", f"cygnet:port={stopped_early.port}", dataset)
+        marked = new_branch(stub, db, "marked")  # desired written, postmaster still up
+        run("zfs", "set", "cygnet:desired=suspended",
+            f"{d.pool.name}/cygnet/db/{db.database.id}/{marked.id}")
+        d.kill9()
+        d.start()
+        for b in (stopped_early, marked):
+            after = get(stub, b)
+            assert (after.state, after.port) == (SUSPENDED, 0), b.name
+            assert port_property(d, b) == "-"
+            assert not (files(d, b) / "pgdata" / "postmaster.pid").exists()
+            resumed = stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60)
+            assert resumed.state == RUNNING
+            assert query(connection(stub, b), "select 1") == [(1,)]
