@@ -136,6 +136,7 @@ class _Run:
                                              concurrently)
             return result
         finally:
+            await self.servers.close()  # their clones pin the snapshots below
             if keep:
                 await self._record(point)
             else:
