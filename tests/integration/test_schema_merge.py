@@ -36,7 +36,7 @@ def temp_datasets(d: Daemon) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shop(daemon: Daemon) -> dict[str, pb.Connection]:
+def shop(daemon: Daemon) -> dict[str, Any]:
     """A database whose main has a table with rows, and a branch `feature` of it."""
     name = unique("schema")
     with daemon.stub() as s:
@@ -47,8 +47,7 @@ def shop(daemon: Daemon) -> dict[str, pb.Connection]:
                              "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 50) g")
         feature = s.CreateBranch(pb.CreateBranchRequest(database=name, name="feature"),
                                  timeout=120)
-    return {"name": name, "main": db.connection,  # type: ignore[dict-item]
-            "feature": feature.connection}
+    return {"name": name, "main": db.connection, "feature": feature.connection}
 
 
 def test_diff_then_merge_applies_source_changes_not_data(daemon: Daemon,
