@@ -261,7 +261,7 @@ def _apply_tolerantly(sc: SchemaCluster, dbname: str, ops: list[str]) -> None:
     with sc.connect(dbname) as c:
         for sql in ops:
             try:
-                c.execute(sql)  # type: ignore[arg-type]
+                c.execute(sql)
             except psycopg.Error:
                 pass
 
