@@ -10,22 +10,15 @@ from dataclasses import dataclass, field
 
 from cygnet import __version__
 from cygnet.agent import layout
+from cygnet.agent.catalog import Catalog, TrackedZfs
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
-from cygnet.agent.inventory import (
-    BranchRecord,
-    DatabaseRecord,
-    Inventory,
-    build,
-    load,
-    load_catalog,
-    load_database,
-)
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, build
 from cygnet.agent.ports import PortAllocator
 from cygnet.agent.space import PoolSpace
 from cygnet.errors import ResourceExhausted
 from cygnet.postgres.versions import installed_versions
-from cygnet.zfs import OutOfSpace, Zfs
+from cygnet.zfs import OutOfSpace, Zfs, ZfsError
 from cygnet.zfs.pools import PoolStatus, pool_status
 
 log = logging.getLogger("cygnet.agent")
@@ -64,19 +57,31 @@ class Host:
     # Serialises the operations on one database (by database id).
     db_locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
-    # The databases as last read from ZFS (whole, or one at a time after each
-    # operation): for lookups by name and for the supervisor. Never the basis
-    # of a change: operations re-read their database under its lock.
+    # The databases as last built from the catalog (whole, or one at a time
+    # after each operation): for lookups by name and for the supervisor.
     known: dict[str, DatabaseRecord] = field(default_factory=dict)
+    # Every dataset below POOL/cygnet, read at start and resync, kept current by
+    # the writes of `zfs` (agent/catalog.py): operations read it, not ZFS.
+    datasets: Catalog | None = None
 
     @classmethod
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
-        zfs = zfs or Zfs()
+        zfs = zfs or TrackedZfs()
         space = PoolSpace(config, zfs)
         # A property write refused on a full pool gives up the pool's reserve.
         zfs.make_room = space.release_reserve
-        return cls(config, zfs, Clusters(config),
+        host = cls(config, zfs, Clusters(config),
                    PortAllocator(config.port_min, config.port_max), space)
+        host.datasets = Catalog(zfs, config.pools)
+        if isinstance(zfs, TrackedZfs):
+            zfs.catalog = host.datasets
+        return host
+
+    @property
+    def _catalog(self) -> Catalog:
+        if self.datasets is None:
+            self.datasets = Catalog(self.zfs, self.config.pools)
+        return self.datasets
 
     async def status(self) -> HostStatus:
         inv = await self.catalog()
@@ -124,36 +129,81 @@ class Host:
         ds = props[branch.dataset]
         branch.used_bytes, branch.logical_bytes = ds.number("used"), ds.number("referenced")
 
+    async def resync(self) -> Inventory:
+        """Everything, read from ZFS again (costly with many datasets: at start and
+        at the supervisor's resync); the catalog, ports and cache follow."""
+        await self._catalog.load()
+        return self._everything()
+
+    async def mount_unmounted(self) -> list[str]:
+        """Mounts cygnetd's datasets that the catalog (just read whole) shows unmounted:
+        a rebooted host may import pools without mounting them. The same as
+        PoolSpace.mount_own, without another recursive `zfs get`."""
+        mounted: list[str] = []
+        for name in self._catalog.unmounted():
+            try:
+                await self.zfs.mount(name)
+            except ZfsError as exc:
+                log.error("could not mount %s: %s", name, exc)
+                continue
+            mounted.append(name)
+        if mounted:
+            log.warning("mounted %d dataset(s) that were not mounted: %s", len(mounted),
+                        ", ".join(mounted))
+        return mounted
+
     async def inventory(self) -> Inventory:
-        """Everything on the host (costly with many datasets); resyncs caches."""
-        inv = await load(self.zfs, self.config.pools)
+        """Everything on the host, from the catalog; databases' own properties
+        are read again (one `zfs get` line each), so settings set by hand count."""
+        catalog = self._catalog
+        await catalog.refresh()
+        await catalog.reread_databases()
+        return self._everything()
+
+    def _everything(self) -> Inventory:
+        inv = build(self._catalog.datasets())
         self.known = dict(inv.databases)
         self.ports.sync(inv.used_ports())
         return inv
 
     async def catalog(self) -> Inventory:
-        """Databases and branches, without snapshots."""
-        inv = await load_catalog(self.zfs, self.config.pools)
+        """Databases and branches, without snapshots, from the catalog. Under the
+        catalog lock (a new database) the pools' free space is read again."""
+        catalog = self._catalog
+        if self.catalog_lock.locked():
+            for pool in self.config.pools:
+                catalog.touched(layout.root(pool))
+        await catalog.refresh()
+        inv = build({n: ds for n, ds in catalog.datasets().items() if "@" not in n})
         self.known = dict(inv.databases)
         return inv
 
     async def database_inventory(self, database_id: str, pool: str = "", *,
                                  snapshots: bool = True) -> Inventory:
-        """One database, freshly read; the cache learns it (or forgets it if gone)."""
-        if not pool:
-            known = self.known.get(database_id)
-            if known is None:
-                await self.catalog()
-                known = self.known.get(database_id)
-            if known is None:
-                return build({})
-            pool = known.pool
-        inv = await load_database(self.zfs, pool, database_id, snapshots=snapshots)
+        """One database, from the catalog; the cache learns it (or forgets it if
+        gone). Under the database's lock (a change) its free space is read again."""
+        catalog = self._catalog
+        await catalog.refresh()
+        group = self._group_of(database_id, pool)
+        if group and self.db_locks[database_id].locked():
+            catalog.touched(group)
+            await catalog.refresh()
+        datasets = catalog.datasets(group) if group else {}
+        if not snapshots:
+            datasets = {n: ds for n, ds in datasets.items() if "@" not in n}
+        inv = build(datasets)
         if database_id in inv.databases:
             self.known[database_id] = inv.databases[database_id]
         else:
             self.known.pop(database_id, None)
         return inv
+
+    def _group_of(self, database_id: str, pool: str) -> str:
+        """The catalog group (dataset) of a database, "" if it is not there."""
+        pools = [pool] if pool else list(self.config.pools)
+        groups = self._catalog.groups
+        return next((layout.database(p, database_id) for p in pools
+                     if layout.database(p, database_id) in groups), "")
 
     def find_database(self, ref: str) -> DatabaseRecord | None:
         """By id or name, from the cache."""

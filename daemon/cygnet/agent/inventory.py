@@ -1,19 +1,19 @@
-"""What exists on this host, read from ZFS user properties in one `zfs get`.
+"""What exists on this host: databases, branches and snapshots, built from ZFS
+user properties (as the daemon's catalog holds them, agent/catalog.py).
 
-The inventory is derived state: it is rebuilt from ZFS whenever it is needed,
-so a daemon that loses its memory loses nothing.
+The inventory is derived state: it is rebuilt from the datasets whenever it is
+needed, so a daemon that loses its memory loses nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 from cygnet.agent import layout as L
 from cygnet.errors import NotFound
 from cygnet.names import is_id, shown
 from cygnet.states import Desired
-from cygnet.zfs import Dataset, DatasetNotFound, Zfs
+from cygnet.zfs import Dataset
 
 
 @dataclass
@@ -282,39 +282,3 @@ def _swapped_out(ds: Dataset, datasets: dict[str, Dataset], replacements: dict[s
         replacements[replaced.name] = ds
         return True
     return False
-
-
-async def load(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
-    """Everything: one `zfs get -r` per pool, below POOL/cygnet. Its cost grows with
-    every dataset and snapshot on the host, so operations use the scoped loads below."""
-    datasets: dict[str, Dataset] = {}
-    for pool in pools:
-        datasets.update(await zfs.list(L.root(pool), L.USER_PROPS))
-    return build(datasets)
-
-
-async def _pool_roots(zfs: Zfs, pools: tuple[str, ...]) -> dict[str, Dataset]:
-    """POOL/cygnet of each pool, alone: its `available` is the pool's free space."""
-    datasets: dict[str, Dataset] = {}
-    for pool in pools:
-        datasets.update(await zfs.list(L.root(pool), depth=0))
-    return datasets
-
-
-async def load_catalog(zfs: Zfs, pools: tuple[str, ...]) -> Inventory:
-    """Databases and their branches, without snapshots: enough for names, ports,
-    states and counts, at a cost that grows with branches only."""
-    datasets = await _pool_roots(zfs, pools)
-    for pool in pools:
-        datasets.update(await zfs.list(L.databases_root(pool), L.USER_PROPS, depth=2))
-    return build(datasets)
-
-
-async def load_database(zfs: Zfs, pool: str, database_id: str, *, snapshots: bool = True
-                        ) -> Inventory:
-    """One database in one `zfs get`: its branches and, if asked, their snapshots
-    (branch points double the datasets to read, and a new branch needs none)."""
-    depth = None if snapshots else 1
-    with contextlib.suppress(DatasetNotFound):
-        return build(await zfs.list(L.database(pool, database_id), L.USER_PROPS, depth=depth))
-    return build({})

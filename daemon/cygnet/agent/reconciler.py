@@ -31,11 +31,12 @@ log = logging.getLogger("cygnet.agent")
 
 async def reconcile(host: Host, supervisor: Supervisor) -> None:
     await ensure_roots(host)
+    await host.resync()  # the catalog's first read, whole: the only one at start
     # cygnetd owns its pools: after a reboot they may be imported but not mounted.
-    await host.space.mount_own()
+    await host.mount_unmounted()
     # Temporary clones of backups and diffs first: they pin their branches' snapshots.
     await stop_leftover_servers(host)  # a schema merge's throwaway servers hold theirs
-    await remove_leftovers(host)
+    await remove_leftovers(host, host.datasets.datasets() if host.datasets else None)
     inv = await host.inventory()
     await _drop_half_made_templates(host, inv)
     for db in list(inv.databases.values()):

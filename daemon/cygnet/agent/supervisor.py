@@ -178,9 +178,9 @@ class Supervisor:
 
     async def resync(self) -> None:
         """Catches changes made behind our back: ZFS state, mounts, reserves."""
-        await self.host.space.mount_own()
+        await self.host.resync()  # one recursive read: the catalog, mounts included
+        await self.host.mount_unmounted()
         await self.host.space.ensure_reserves()
-        await self.host.inventory()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -34,12 +34,21 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
     """Replaces `path` with `text` via temp file + fsync + rename; the result is postgres-owned.
 
     A crash leaves either the old or the new file, never a half-written config.
+    A file that already says `text`, with that owner and mode, is left alone: a
+    daemon start adopting many clusters rewrites every config, and fsyncs cost.
     """
+    user = postgres_user()
+    try:
+        st = path.stat()
+        if ((st.st_uid, st.st_gid, st.st_mode & 0o7777) == (user.uid, user.gid, mode)
+                and path.read_bytes() == text.encode("utf-8")):
+            return
+    except OSError:
+        pass
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, text.encode("utf-8"))
-        user = postgres_user()
         os.fchown(fd, user.uid, user.gid)
         os.fchmod(fd, mode)
         os.fsync(fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +22,7 @@ from cygnet.agent.branches import take_snapshot
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord
 from cygnet.postgres.layout import ClusterLayout
-from cygnet.zfs import DatasetNotFound, ZfsError
+from cygnet.zfs import Dataset, DatasetNotFound, ZfsError
 
 log = logging.getLogger("cygnet.agent")
 
@@ -97,11 +98,14 @@ class TempImages:
         self._snapshots.clear()
 
 
-async def remove_leftovers(host: Host) -> int:
-    """Destroys temporary clones and snapshots a crash left behind; returns how many."""
+async def remove_leftovers(host: Host, known: Mapping[str, Dataset] | None = None) -> int:
+    """Destroys temporary clones and snapshots a crash left behind; returns how many.
+    `known`: the host's datasets as just read (the catalog), instead of listing them."""
     removed = 0
     for pool in host.config.pools:
-        datasets = await host.zfs.list(L.root(pool), (L.P_KIND, L.P_SNAP_KIND))
+        datasets = ({n: d for n, d in known.items() if L.pool_of(n) == pool}
+                    if known is not None
+                    else await host.zfs.list(L.root(pool), (L.P_KIND, L.P_SNAP_KIND)))
         clones = [d.name for d in datasets.values()
                   if not d.is_snapshot and d.user.get(L.P_KIND) == TEMP]
         snapshots = [d.name for d in datasets.values()

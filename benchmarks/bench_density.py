@@ -1,0 +1,236 @@
+"""Density: what a branch costs, and whether operations stay flat, at 1, 100 and 1,000 branches.
+
+One throwaway cygnetd on its own file-backed zfs-fuse pool, one nano
+database, filled with branches through the API (CreateBranch, then StopBranch
+for all but `--running` of them: the stopped ones stand for suspended
+branches). At each level it measures, in the same run:
+
+- CreateBranch p50 (a branch made and deleted again, so the level holds),
+  against the raw floor at the same dataset count: `zfs snapshot` + `zfs
+  clone` (which mounts it) of main, then destroy, by hand;
+- ListBranches of the database, GetBranch, and StartBranch of a stopped one;
+- memory: PSS per running cluster, the daemon's RSS and what each stopped
+  branch adds to it; disk: ZFS `used` per branch (its dataset and branch point);
+- at the last level: a daemon restart (SIGTERM, start, SERVING) adopting
+  every running postmaster.
+
+    .venv/bin/python -m benchmarks.bench_density                 # 1, 100, 1000
+    .venv/bin/python -m benchmarks.bench_density --small         # 1 and 12: the suite's run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit, log, summary, timed
+from benchmarks.compare.density import pss_by_cluster
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.harness import WORK, Daemon, FilePool, postmaster_pids
+
+DB = "dense"
+MB = 1024 * 1024
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Rig:
+    """The daemon, its database, and the branches made so far."""
+
+    def __init__(self, d: Daemon, running: int) -> None:
+        self.d = d
+        self.running = running
+        self.branches: list[str] = []  # ids, oldest first
+        self.stopped: list[str] = []
+        with d.stub() as s:
+            made = s.CreateDatabase(pb.CreateDatabaseRequest(name=DB, size_class="nano"),
+                                    timeout=600)
+        self.main = made.main_branch
+        self.root = f"{d.pool.name}/cygnet/db/{made.database.id}"
+        self.main_dataset = f"{self.root}/{self.main.id}"
+
+    def count(self) -> int:
+        return 1 + len(self.branches)
+
+    def add(self) -> None:
+        name = f"b{len(self.branches)}"
+        with self.d.stub() as s:
+            b = s.CreateBranch(pb.CreateBranchRequest(database=DB, name=name), timeout=600)
+            self.branches.append(b.branch.id)
+            if len(self.branches) > self.running - 1:  # main runs too
+                s.StopBranch(pb.StopBranchRequest(branch=pb.BranchRef(branch_id=b.branch.id)),
+                             timeout=600)
+                self.stopped.append(b.branch.id)
+
+    def fill(self, target: int) -> None:
+        started = time.monotonic()
+        while self.count() < target:
+            self.add()
+            if len(self.branches) % 100 == 0:
+                log(f"{self.count()} branches ({time.monotonic() - started:.0f}s)")
+
+    def create_probe(self, i: int) -> float:
+        with self.d.stub() as s:
+            t0 = time.perf_counter()
+            b = s.CreateBranch(pb.CreateBranchRequest(database=DB, name=f"probe{i}"),
+                               timeout=600)
+            took = time.perf_counter() - t0
+            s.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(branch_id=b.branch.id)),
+                           timeout=600)
+        return took
+
+    def raw_probe(self) -> float:
+        """zfs snapshot + clone (mounted by zfs) of main at the same dataset count."""
+        tag = "raw" + secrets.token_hex(3)
+        t0 = time.perf_counter()
+        zfs("snapshot", f"{self.main_dataset}@{tag}")
+        zfs("clone", f"{self.main_dataset}@{tag}", f"{self.root}/{tag}")
+        took = time.perf_counter() - t0
+        destroy(f"{self.root}/{tag}")
+        destroy(f"{self.main_dataset}@{tag}")
+        return took
+
+
+def zfs(*args: str) -> str:
+    return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True,
+                          timeout=600).stdout
+
+
+def destroy(name: str) -> None:
+    """zfs-fuse reports a fresh mount busy for a moment: retried, as cygnetd does."""
+    for _ in range(50):
+        if subprocess.run(["zfs", "destroy", name], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    zfs("destroy", name)
+
+
+def reads(rig: Rig, repeat: int) -> dict[str, Any]:
+    with rig.d.stub() as s:
+        listing = [timed(lambda: s.ListBranches(pb.ListBranchesRequest(database=DB),
+                                                timeout=600)) for _ in range(repeat)]
+        n = len(s.ListBranches(pb.ListBranchesRequest(database=DB)).branches)
+        one = pb.BranchRef(branch_id=rig.branches[-1] if rig.branches else rig.main.id)
+        get = [timed(lambda: s.GetBranch(pb.GetBranchRequest(branch=one))) for _ in range(repeat)]
+    return {"branches_listed": n, "list_branches_seconds": summary(listing),
+            "get_branch_seconds": summary(get)}
+
+
+def start_stopped(rig: Rig, probes: int) -> dict[str, float] | None:
+    """StartBranch of stopped branches, then StopBranch again (untimed)."""
+    if not rig.stopped:
+        return None
+    times = []
+    with rig.d.stub() as s:
+        for branch_id in rig.stopped[:probes]:
+            ref = pb.BranchRef(branch_id=branch_id)
+            times.append(timed(lambda r=ref: s.StartBranch(pb.StartBranchRequest(branch=r),
+                                                           timeout=600)))
+            s.StopBranch(pb.StopBranchRequest(branch=ref), timeout=600)
+    return summary(times)
+
+
+def disk_per_branch(rig: Rig) -> dict[str, float]:
+    out = zfs("get", "-H", "-p", "-r", "-o", "name,value", "used", rig.root)
+    used = {n: int(v) for n, v in (line.split("\t") for line in out.splitlines())}
+    ids = set(rig.branches)
+    datasets = [v for n, v in used.items() if n.rsplit("/", 1)[-1] in ids]
+    points = [v for n, v in used.items() if n.startswith(rig.main_dataset + "@")]
+    if not datasets:
+        return {}
+    return {"dataset_used_mib": round(sum(datasets) / len(datasets) / MB, 3),
+            "branch_point_used_mib": round(sum(points) / max(1, len(points)) / MB, 3)}
+
+
+def level(rig: Rig, probes: int) -> dict[str, Any]:
+    log(f"measuring at {rig.count()} branches")
+    assert rig.d.proc is not None
+    create, raw = [], []
+    for i in range(probes):  # interleaved, so both see the same machine
+        create.append(rig.create_probe(i))
+        raw.append(rig.raw_probe())
+    pss = pss_by_cluster(rig.d.mount_root)
+    return {
+        "branches": rig.count(), "running": len(pss), "stopped": len(rig.stopped),
+        "create_branch_seconds": summary(create), "raw_snapshot_clone_seconds": summary(raw),
+        **reads(rig, max(5, probes)),
+        "start_stopped_branch_seconds": start_stopped(rig, min(5, probes)),
+        "pss_per_running_branch_mib": round(sum(pss.values()) / max(1, len(pss)) / MB, 2),
+        "daemon_rss_mib": round(rss(rig.d.proc.pid) / MB, 1),
+        "disk_per_branch": disk_per_branch(rig),
+    }
+
+
+def restart(rig: Rig) -> dict[str, Any]:
+    before = postmaster_pids(rig.d.mount_root)
+    rig.d.stop()
+    t0 = time.perf_counter()
+    rig.d.start(timeout=600)
+    took = time.perf_counter() - t0
+    after = postmaster_pids(rig.d.mount_root)
+    assert rig.d.proc is not None
+    return {"seconds_to_serving": round(took, 3), "postmasters": len(before),
+            "adopted_same_pids": before == after,
+            "daemon_rss_mib_after": round(rss(rig.d.proc.pid) / MB, 1)}
+
+
+def run(sizes: list[int], running: int, probes: int, pool_size: str) -> dict[str, Any]:
+    pool = FilePool.create(pool_size)
+    base = WORK / ("density-" + secrets.token_hex(3))
+    high = 56000 + max(sizes) + probes + 50
+    d = Daemon(pool, base, port_min=56000, extra_args=["--port-range", f"56000-{high}"])
+    try:
+        d.start()
+        rig = Rig(d, running)
+        levels = []
+        for n in sizes:
+            rig.fill(n)
+            levels.append(level(rig, probes))
+        first, last = levels[0], levels[-1]
+        ratio = (last["create_branch_seconds"]["p50"] / first["create_branch_seconds"]["p50"])
+        raw_ratio = (last["raw_snapshot_clone_seconds"]["p50"]
+                     / first["raw_snapshot_clone_seconds"]["p50"])
+        grown = (last["daemon_rss_mib"] - first["daemon_rss_mib"]) / max(
+            1, last["branches"] - first["branches"])
+        return {
+            "machine": f"{os.cpu_count()} cores, zfs-fuse on a file-backed pool",
+            "levels": levels, "restart": restart(rig),
+            "create_p50_ratio_last_to_first": round(ratio, 3),
+            "raw_p50_ratio_last_to_first": round(raw_ratio, 3),
+            "daemon_rss_per_branch_kib": round(grown * 1024, 1),
+            "targets": {"create_p50_ratio": 1.2, "list_branches_seconds": 0.05,
+                        "restart_seconds": 10, "daemon_rss_mib": 200},
+        }
+    finally:
+        d.stop()
+        pool.destroy(d.mount_root)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1,100,1000", help="branch counts to measure at")
+    p.add_argument("--running", type=int, default=50, help="branches left running (main too)")
+    p.add_argument("--probes", type=int, default=15, help="timed creates per level")
+    p.add_argument("--pool-size", default="12G")
+    p.add_argument("--small", action="store_true", help="1 and 12 branches: a smoke run")
+    p.add_argument("--out", type=Path, default=None, help="directory for density.json")
+    args = p.parse_args()
+    if args.small:
+        args.sizes, args.running, args.probes, args.pool_size = "1,12", 4, 3, "2G"
+    sizes = sorted({int(x) for x in args.sizes.split(",") if x})
+    result = run(sizes, args.running, args.probes, args.pool_size)
+    emit("density", result, **({"out": args.out} if args.out else {}))
+
+
+if __name__ == "__main__":
+    main()

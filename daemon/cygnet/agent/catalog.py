@@ -1,0 +1,277 @@
+"""The daemon's in-memory catalog: every dataset and snapshot below POOL/cygnet.
+
+ZFS stays the source of truth: the catalog is read whole at start and at each
+resync (agent/supervisor.py, every minute). In between it learns of changes
+from the writes themselves: every ZFS verb that changes something goes
+through `TrackedZfs`, which marks what it touched, and the next read of the
+catalog re-reads just that (one `zfs get` of a dataset, or of one database
+after a `zfs promote`). An operation therefore costs the same with 1 or 1,000
+branches on the host: a recursive `zfs get` on zfs-fuse costs about 3 ms per
+dataset, 3 s at 1,000 branches and their branch points.
+
+Marks are set after a write returns (or fails), so a read that raced the
+write is repeated by the next one. What changes without a write (space used
+by Postgres, or properties set by hand) is seen at the next resync, except
+databases' own properties, re-read by `Host.inventory` (their count is small).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+
+from cygnet.agent import layout as L
+from cygnet.zfs import Dataset, DatasetNotFound, Zfs
+from cygnet.zfs.verbs import LISTED_NATIVE
+
+log = logging.getLogger("cygnet.agent")
+
+# What the catalog reads of each dataset: the listing's natives, whether it is
+# mounted (so a start mounts what is not, without another pass), our properties.
+NATIVE = (*LISTED_NATIVE, "mounted", "canmount")
+
+
+def group_of(name: str) -> str:
+    """The catalog group of a dataset or snapshot: its database's dataset
+    (POOL/cygnet/db/DBID), else "" (roots, templates, reserves, temporary clones)."""
+    parts = name.split("@", 1)[0].split("/")
+    if len(parts) >= 4 and parts[1] == "cygnet" and parts[2] == "db":
+        return "/".join(parts[:4])
+    return ""
+
+
+def _under(name: str, root: str) -> bool:
+    return name == root or name.startswith((root + "/", root + "@"))
+
+
+class Catalog:
+    def __init__(self, zfs: Zfs, pools: tuple[str, ...]) -> None:
+        self.zfs = zfs
+        self.pools = pools
+        self.loaded = False
+        # Datasets by group, then by name, in ZFS's listing order (parents first).
+        self.groups: dict[str, dict[str, Dataset]] = {}
+        # Marks, each with the sequence number of the write that set it.
+        self._names: dict[str, int] = {}  # re-read alone
+        self._trees: dict[str, int] = {}  # re-read with everything below
+        self._seq = 0
+        self._lock = asyncio.Lock()  # one refresh at a time
+        self._load_lock = asyncio.Lock()  # one load at a time
+        self._load_started: int | None = None
+        self._reread_during_load: dict[str, bool] = {}  # name -> whole tree
+        self.reads = 0  # zfs reads made by refreshes (for tests and metrics)
+
+    # --- marks (called by TrackedZfs after each write) -------------------------
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def touched(self, name: str) -> None:
+        self._names[name] = self._next()
+
+    def touched_tree(self, name: str) -> None:
+        self._trees[name] = self._next()
+
+    def dropped(self, name: str) -> None:
+        """`name` and everything below it were destroyed."""
+        group = self.groups.get(group_of(name), {})
+        for key in [k for k in group if _under(k, name)]:
+            del group[key]
+        self.touched(name)  # confirms it is gone (or finds what is left)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._names or self._trees) or not self.loaded or self._lock.locked()
+
+    # --- reads ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Everything, from ZFS: at start and at each resync. Readers are not held
+        up meanwhile: what they re-read during the listing is marked again after."""
+        async with self._load_lock:
+            started = self._seq  # writes marked after this may be missing from the listing
+            self._load_started = started
+            groups: dict[str, dict[str, Dataset]] = {}
+            try:
+                for pool in self.pools:
+                    self.reads += 1
+                    self._merge(groups, await self.zfs.get_props(
+                        L.root(pool), [*NATIVE, *L.USER_PROPS], recursive=True))
+            except BaseException:
+                self.loaded = False
+                raise
+            finally:
+                self._load_started = None
+            async with self._lock:
+                self.groups, self.loaded = groups, True
+                for marks in (self._names, self._trees):
+                    for key in [k for k, seq in marks.items() if seq <= started]:
+                        del marks[key]
+                for name, tree in self._reread_during_load.items():
+                    (self.touched_tree if tree else self.touched)(name)
+                self._reread_during_load.clear()
+
+    async def refresh(self) -> None:
+        """Re-reads what writes marked since the last read."""
+        if not self.loaded:
+            await self.load()
+            return
+        if not (self._names or self._trees or self._lock.locked()):
+            return
+        # A refresh under way holds marks taken from the sets: wait for it.
+        async with self._lock:
+            trees, names = self._trees, self._names
+            self._trees, self._names = {}, {}
+            if self._load_started is not None:  # the load's listing may predate these
+                self._reread_during_load.update(
+                    {k: True for k, seq in trees.items() if seq > self._load_started})
+                self._reread_during_load.update(
+                    {k: False for k, seq in names.items() if seq > self._load_started})
+            try:
+                for tree in _outermost(trees):
+                    await self._read(tree, recursive=True)
+                for name in names:
+                    if not any(_under(name, t) for t in trees):
+                        await self._read(name, recursive=False)
+            except BaseException:
+                self._trees = trees | self._trees
+                self._names = names | self._names
+                raise
+
+    async def _read(self, name: str, *, recursive: bool) -> None:
+        self.reads += 1
+        props = [*NATIVE, *L.USER_PROPS]
+        try:
+            found = await self.zfs.get_props(name, props, recursive=recursive)
+        except DatasetNotFound:
+            found = {}
+        group = self.groups.setdefault(group_of(name), {})
+        if recursive or not found:  # what is not listed any more is gone
+            for key in [k for k in group if _under(k, name)]:
+                del group[key]
+        self._merge(self.groups, found)
+
+    async def reread_databases(self) -> None:
+        """The database datasets' own properties, in one `zfs get` of just them (a
+        listing with a depth still walks every dataset below, on zfs-fuse)."""
+        names = [g for g in self.groups if g]
+        if not names:
+            return
+        self.reads += 1
+        try:
+            found = await self.zfs.get_many(names, [*NATIVE, *L.USER_PROPS])
+        except DatasetNotFound:  # one went meanwhile: its delete marked it already
+            return
+        self._merge(self.groups, found)
+
+    def unmounted(self) -> list[str]:
+        """Filesystems that should be mounted and are not, parents first."""
+        wanted = [ds.name for group in self.groups.values() for ds in group.values()
+                  if not ds.is_snapshot and ds.native.get("mounted") == "no"
+                  and ds.native.get("canmount") == "on"
+                  and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-")]
+        return sorted(wanted, key=lambda n: (n.count("/"), n))
+
+    @staticmethod
+    def _merge(groups: dict[str, dict[str, Dataset]], found: Mapping[str, Dataset]) -> None:
+        for name, ds in found.items():
+            groups.setdefault(group_of(name), {})[name] = ds
+
+    # --- views ----------------------------------------------------------------
+
+    def datasets(self, group: str | None = None) -> dict[str, Dataset]:
+        """A copy of one group (a database's dataset name), or of everything."""
+        if group is not None:
+            return dict(self.groups.get(group, {}))
+        out: dict[str, Dataset] = {}
+        for g in sorted(self.groups, key=lambda g: g != ""):  # roots first
+            out.update(self.groups[g])
+        return out
+
+    def database_groups(self) -> Iterable[str]:
+        return [g for g in self.groups if g]
+
+
+def _outermost(trees: Iterable[str]) -> list[str]:
+    return [t for t in trees if not any(t != o and _under(t, o) for o in trees)]
+
+
+class TrackedZfs(Zfs):
+    """The ZFS verbs, each marking in the catalog what it changed."""
+
+    catalog: Catalog | None = None
+
+    def _touch(self, name: str) -> None:
+        if self.catalog is not None:
+            self.catalog.touched(name)
+
+    def _touch_tree(self, name: str) -> None:
+        if self.catalog is not None:
+            self.catalog.touched_tree(name)
+
+    async def create(self, name: str, props: Mapping[str, str] | None = None) -> None:
+        try:
+            await super().create(name, props)
+        finally:
+            self._touch(name)
+
+    async def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
+        try:
+            await super().snapshot(name, props)
+        finally:
+            self._touch(name)
+
+    async def clone(self, snapshot: str, name: str, props: Mapping[str, str] | None = None) -> None:
+        try:
+            await super().clone(snapshot, name, props)
+        finally:
+            self._touch(name)
+
+    async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        try:
+            await super().destroy(name, recursive=recursive)
+        except BaseException:
+            self._touch_tree(name)
+            raise
+        if self.catalog is not None:
+            self.catalog.dropped(name)
+
+    async def promote(self, name: str) -> None:
+        # Snapshots move between datasets, and their clones' origins change.
+        try:
+            await super().promote(name)
+        finally:
+            self._touch_tree(name.rsplit("/", 1)[0])
+
+    async def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None:
+        try:
+            await super().rollback(snapshot, destroy_newer=destroy_newer)
+        finally:
+            self._touch_tree(snapshot.split("@", 1)[0])
+
+    async def rename(self, old: str, new: str) -> None:
+        try:
+            await super().rename(old, new)
+        finally:
+            self._touch_tree(old.rsplit("/", 1)[0])
+            self._touch_tree(new.rsplit("/", 1)[0])
+
+    async def mount(self, name: str) -> None:
+        try:
+            await super().mount(name)
+        finally:
+            self._touch(name)
+
+    async def set_props(self, name: str, props: Mapping[str, str]) -> None:
+        try:
+            await super().set_props(name, props)
+        finally:
+            self._touch(name)
+
+    async def inherit(self, name: str, prop: str) -> None:
+        try:
+            await super().inherit(name, prop)
+        finally:
+            self._touch(name)

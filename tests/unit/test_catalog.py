@@ -1,0 +1,50 @@
+"""The catalog's grouping and the inventory's view of a swap under way (pure logic)."""
+
+from __future__ import annotations
+
+from cygnet.agent import layout as L
+from cygnet.agent.catalog import group_of
+from cygnet.agent.inventory import build
+from cygnet.zfs import Dataset
+
+DB = "p/cygnet/db/dbaaaaaaaaaa"
+
+
+def test_group_of_names_the_database_dataset() -> None:
+    assert group_of(DB) == DB
+    assert group_of(f"{DB}/brbbbbbbbbbb") == DB
+    assert group_of(f"{DB}/brbbbbbbbbbb@sncccccccccc") == DB
+    assert group_of("p/cygnet") == ""
+    assert group_of("p/cygnet/templates/pg15@golden") == ""
+    assert group_of("p/cygnet/db") == ""
+
+
+def _datasets(old_user: dict[str, str], new_user: dict[str, str] | None) -> dict[str, Dataset]:
+    ident = {L.P_KIND: "branch", L.P_ID: "brbbbbbbbbbb", L.P_NAME: "main",
+             L.P_DATABASE: "dbaaaaaaaaaa", L.P_PORT: "5432"}
+    out = {DB: Dataset(DB, user={L.P_KIND: "database", L.P_ID: "dbaaaaaaaaaa", L.P_NAME: "d"}),
+           f"{DB}/old": Dataset(f"{DB}/old", user=ident | old_user)}
+    if new_user is not None:
+        out[f"{DB}/new"] = Dataset(f"{DB}/new", user=new_user)
+    return out
+
+
+def test_a_swap_shows_one_branch_at_every_step() -> None:
+    ident = {L.P_KIND: "branch", L.P_ID: "brbbbbbbbbbb", L.P_NAME: "main",
+             L.P_DATABASE: "dbaaaaaaaaaa", L.P_PORT: "5432"}
+    other = {L.P_KIND: "branch", L.P_ID: "brdddddddddd", L.P_NAME: "fix",
+             L.P_DATABASE: "dbaaaaaaaaaa", L.P_PARENT: "brbbbbbbbbbb", L.P_PORT: "5433"}
+    # Committed: the replacement is hidden, the old data is still the branch.
+    inv = build(_datasets({}, other | {L.P_REPLACES: f"{DB}/old"}))
+    (main,) = inv.databases["dbaaaaaaaaaa"].branches.values()
+    assert main.dataset == f"{DB}/old" and f"{DB}/old" in inv.replacements
+    # Identity moved: the replacement is the branch, the old data hidden.
+    inv = build(_datasets({L.P_REPLACED_BY: f"{DB}/new"}, ident | {L.P_REPLACES: f"{DB}/old"}))
+    (main,) = inv.databases["dbaaaaaaaaaa"].branches.values()
+    assert main.dataset == f"{DB}/new" and f"{DB}/old" in inv.retired
+    # The old data gone: the replacement alone.
+    inv = build({n: d for n, d in _datasets({}, ident | {L.P_REPLACES: f"{DB}/old"}).items()
+                 if n != f"{DB}/old"})
+    (main,) = inv.databases["dbaaaaaaaaaa"].branches.values()
+    assert main.dataset == f"{DB}/new"
+
