@@ -125,6 +125,12 @@ def _rounds(daemon: Daemon, stub: Any, db: pb.CreateDatabaseResponse, rounds: in
     }
     if wake_endpoint:
         result["wake_endpoint_seconds"] = summary(wake_endpoint)
+    # The daemon's side of each wake: port, ZFS writes and Postgres start, under the lock.
+    inside = [float(line.rsplit(" in ", 1)[1].split("s:", 1)[0])
+              for line in daemon.log_path.read_text(errors="replace").splitlines()
+              if f"({b.id}) running on port" in line]
+    if inside:
+        result["daemon_start_seconds"] = summary(inside)
     return result
 
 
