@@ -29,7 +29,10 @@ from cygnet.blocks import BLOCK_SIZE, RECORD_SIZE, BlockLocation, DedupIndex, ha
 PACK_MAGIC = b"CYGPACK1"
 IDX_MAGIC = b"CYGIDX01"
 DEFAULT_PACK_SIZE = 32 << 20
-DEFAULT_LEVEL = 1  # pages compress well at level 1; higher levels cost CPU for little
+# zstd picks its parameters by input size: for frames of at most 256 KiB (ours),
+# level 2 stores pgbench pages 20% smaller than level 1 (16.7 against 20.9 MB of
+# 366 MB) at about 1.8x the CPU, still ~470 MB/s a core; level 3 gains nothing more.
+DEFAULT_LEVEL = 2
 MAX_GROUP = 32  # blocks per frame written: 256 KiB; restoring one block decompresses ~0.1 ms
 MAX_FRAME_BLOCKS = 512  # largest frame a reader accepts (a zip-bomb guard, not a format limit)
 _SHARED = struct.Struct("<QQI")  # pack id, frame offset, frame length: a record after its digest
