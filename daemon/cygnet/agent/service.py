@@ -12,7 +12,7 @@ from typing import TypeVar
 from cygnet.agent import branches as br
 from cygnet.agent import databases as dbs
 from cygnet.agent import layout as L
-from cygnet.agent import pgsettings, reset, snapshots
+from cygnet.agent import pgsettings, promote, reset, snapshots
 from cygnet.agent.clusters import Connection
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
@@ -278,6 +278,23 @@ class AgentService:
             return self.view(db, branch)
 
         return await self._with_branch(ref, request_id, "ResetBranch", action)
+
+    async def promote_branch(self, ref: BranchRef, drop_old_main: bool, request_id: str
+                             ) -> tuple[BranchView, BranchView | None, float]:
+        """The branch's data becomes main's (agent/promote.py): main, the old main
+        kept as a branch (None if dropped), and main's downtime in seconds."""
+        async def action(db: DatabaseRecord, branch: BranchRecord
+                         ) -> tuple[BranchView, BranchView | None, float]:
+            for b in (db.main, branch):
+                if b is not None and not b.port:  # suspended: the swap needs ports
+                    await self.scaler.start_locked(db, b, "promote")
+            done = await promote.promote_branch(self.host, db, branch, drop_old_main)
+            fresh, _ = await self.read_database(db.id)
+            old = fresh.branches.get(done.old_main.id) if done.old_main else None
+            return (self.view(fresh, fresh.branches[done.main.id]),
+                    self.view(fresh, old) if old else None, done.seconds_down)
+
+        return await self._with_branch(ref, request_id, "PromoteBranch", action)
 
     async def set_running(self, ref: BranchRef, running: bool, request_id: str) -> BranchView:
         async def action(db: DatabaseRecord, branch: BranchRecord) -> BranchView:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
+
 from cygnet.agent import convert, lifetime
 from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
@@ -82,6 +84,14 @@ class AgentServicer(pb_grpc.AgentServicer):
         view = await self.service.reset_branch(convert.branch_ref(req.branch), req.snapshot,
                                                req.request_id, req.override_protection)
         return convert.branch(view)
+
+    async def PromoteBranch(self, req: pb.PromoteBranchRequest, ctx: Ctx
+                            ) -> pb.PromoteBranchResponse:
+        main, old, seconds = await self.service.promote_branch(
+            convert.branch_ref(req.branch), req.drop_old_main, req.request_id)
+        return pb.PromoteBranchResponse(
+            main=convert.branch(main), old_main=convert.branch(old) if old else None,
+            downtime=Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
 
     async def StartBranch(self, req: pb.StartBranchRequest, ctx: Ctx) -> pb.Branch:
         view = await self.service.set_running(convert.branch_ref(req.branch), True,

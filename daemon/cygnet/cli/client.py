@@ -133,6 +133,11 @@ class Client:
     def update_branch(self, req: pb.UpdateBranchRequest) -> pb.Branch:
         return self._change("UpdateBranch", req, pb.Branch)
 
+    def promote_branch(self, ref: pb.BranchRef, drop_old_main: bool
+                       ) -> pb.PromoteBranchResponse:
+        req = pb.PromoteBranchRequest(branch=ref, drop_old_main=drop_old_main)
+        return self._change("PromoteBranch", req, pb.PromoteBranchResponse)
+
     def start_branch(self, ref: pb.BranchRef) -> pb.Branch:
         return self._change("StartBranch", pb.StartBranchRequest(branch=ref), pb.Branch)
 

@@ -177,6 +177,7 @@ AGENT: dict[str, Rules] = {
                             **_RID}, ("branch",)),
     "ResetBranch": _rules({**_REF, "snapshot": reference("sn"), "override_protection": anything,
                            **_RID}, ("branch",)),
+    "PromoteBranch": _rules({**_REF, "drop_old_main": anything, **_RID}, ("branch",)),
     "StartBranch": _rules({**_REF, **_RID}, ("branch",)),
     "StopBranch": _rules({**_REF, **_RID}, ("branch",)),
     "GetConnection": _rules(_REF, ("branch",)),

@@ -68,6 +68,7 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "ListBranches": Kind.READ,
     _AGENT + "DeleteBranch": Kind.CHANGE,
     _AGENT + "ResetBranch": Kind.CHANGE,
+    _AGENT + "PromoteBranch": Kind.CHANGE,
     _AGENT + "StartBranch": Kind.CHANGE,
     _AGENT + "StopBranch": Kind.CHANGE,
     _AGENT + "GetConnection": Kind.SECRET,

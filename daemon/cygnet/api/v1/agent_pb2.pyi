@@ -1522,3 +1522,66 @@ class ResumeBranchRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResumeBranchRequest: _TypeAlias = ResumeBranchRequest  # noqa: Y015
+
+@_typing.final
+class PromoteBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    DROP_OLD_MAIN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    drop_old_main: _builtins.bool
+    """Destroy the old main's data instead of keeping it as a branch."""
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef:
+        """The branch to promote: a descendant of main."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        drop_old_main: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "drop_old_main", b"drop_old_main", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteBranchRequest: _TypeAlias = PromoteBranchRequest  # noqa: Y015
+
+@_typing.final
+class PromoteBranchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAIN_FIELD_NUMBER: _builtins.int
+    OLD_MAIN_FIELD_NUMBER: _builtins.int
+    DOWNTIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def main(self) -> Global___Branch:
+        """The database's main, now on the promoted branch's data."""
+
+    @_builtins.property
+    def old_main(self) -> Global___Branch:
+        """The old main's data as a branch; unset when dropped."""
+
+    @_builtins.property
+    def downtime(self) -> _duration_pb2.Duration:
+        """How long main did not serve: from its stop to its start on the new data."""
+
+    def __init__(
+        self,
+        *,
+        main: Global___Branch | None = ...,
+        old_main: Global___Branch | None = ...,
+        downtime: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime", "main", b"main", "old_main", b"old_main"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime", "main", b"main", "old_main", b"old_main"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteBranchResponse: _TypeAlias = PromoteBranchResponse  # noqa: Y015

@@ -154,6 +154,11 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
                 _registered_method=True)
+        self.PromoteBranch = channel.unary_unary(
+                '/cygnet.v1.Agent/PromoteBranch',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -321,6 +326,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteBranch(self, request, context):
+        """Makes the branch its database's main (zfs promote). Main keeps its id,
+        name, port and password, so its connection strings stay the same; the old
+        main's data stays as a stopped branch `main_before_<time>`, or is dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +457,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ResumeBranch,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.Branch.SerializeToString,
+            ),
+            'PromoteBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteBranch,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1093,6 +1112,33 @@ class Agent:
             '/cygnet.v1.Agent/ResumeBranch',
             cygnet_dot_v1_dot_agent__pb2.ResumeBranchRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.Branch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/PromoteBranch',
+            cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.FromString,
             options,
             channel_credentials,
             insecure,

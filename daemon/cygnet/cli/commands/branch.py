@@ -189,6 +189,55 @@ def reset(state: State, ref: str, snapshot: str, db: str | None, yes: bool,
     _show_branch(state, b)
 
 
+@branch.command("promote", epilog="""BRANCH is DB/BRANCH, BRANCH with --db DB, or a branch id.
+
+\b
+Examples:
+  cygnet branch promote shop/pg18-live             # old main kept as main_before_<time>
+  cygnet branch promote shop/pg18-live --drop-old  # old main destroyed (asks first)
+  cygnet branch promote shop/fix --json""")
+@click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
+@click.option("--drop-old", "drop_old", is_flag=True,
+              help="Destroy the old main's data instead of keeping it as a stopped branch "
+                   "(asks first, unless --yes).")
+@db_option
+@destructive_options
+@json_option
+@pass_state
+def promote(state: State, ref: str, drop_old: bool, db: str | None, yes: bool,
+            dry_run: bool) -> None:
+    """Make BRANCH its database's main.
+
+    Main keeps its name, port and password, so its connection strings do not
+    change; it now serves BRANCH's data (a promoted upgrade branch gives the
+    database its major). Main is down for about a second; BRANCH's own name
+    and port are gone afterwards. The old main's data stays as a stopped
+    branch main_before_<time>, or is destroyed with --drop-old.
+    """
+    target = branch_ref(ref, db, bare_is_main=False)
+    name = describe(target)
+    if drop_old and not confirm(
+            f"promote {name} and drop the old main",
+            lambda: doomed.branch(state.client(), pb.BranchRef(
+                database=state.client().get_branch(target).database_id), False),
+            yes=yes, dry_run=dry_run, json_output=state.json):
+        return
+    with working(f"Promoting branch {name}", f"Promoted {name} to main"):
+        res = state.client().promote_branch(target, drop_old)
+    if state.json:
+        output.emit_json({"main": shapes.branch(res.main),
+                          "old_main": shapes.branch(res.old_main)
+                          if res.HasField("old_main") else None,
+                          "downtime_seconds": round(res.downtime.ToTimedelta()
+                                                    .total_seconds(), 3)})
+        return
+    output.show(views.branch_fields(res.main))
+    down = res.downtime.ToTimedelta().total_seconds()
+    kept = f"old main kept as {res.old_main.name}" if res.HasField("old_main") else \
+        "old main dropped"
+    output.show(f"main was down {down:.2f}s; {kept}")
+
+
 @branch.command("start", epilog=REF_HELP)
 @click.argument("ref", metavar="BRANCH", shell_complete=complete.branches)
 @db_option
