@@ -22,7 +22,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 import cygnet
-from cygnet.agent import offsite
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.postgres.config import ArchiveSettings
@@ -138,6 +137,10 @@ class Archiver:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Imported here: offsite's imports reach the branch flows, which import
+        # the clusters layer, which imports this module.
+        from cygnet.agent import offsite
+
         while not stop.is_set():
             try:
                 stored = await asyncio.to_thread(spool.ingest, self.root, self.repo)
