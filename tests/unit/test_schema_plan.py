@@ -154,3 +154,13 @@ def test_bad_rename_hints_name_the_field(text: str) -> None:
 def test_rename_hints_parse() -> None:
     assert Rename.parse("public.users=people") == Rename("public", "users", "", "people")
     assert Rename.parse("s.t.c=d").sql()[1] == ("s", "t", "c", "d")
+
+
+def test_every_schema_request_field_has_a_rule() -> None:
+    from cygnet.api.v1 import schema_pb2
+    from cygnet.rpc.requests import RULES
+
+    service = schema_pb2.DESCRIPTOR.services_by_name["Schema"]
+    for method in service.methods:
+        path = f"/{service.full_name}/{method.name}"
+        assert set(RULES[path].fields) == {f.name for f in method.input_type.fields}, path
