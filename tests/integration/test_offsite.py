@@ -287,6 +287,10 @@ def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_p
     os.utime(rewritten, (time.time() + 5, time.time() + 5))
     assert [o.rel for o in uploader.pending()] == [f"backups/{second}.manifest"]
     uploader.run_pass()
+    # A stopping daemon ends passes early; what is left waits for the next start.
+    uploader.cancel()
+    os.utime(rewritten, (time.time() + 9, time.time() + 9))
+    assert uploader.run_pass() == 0 and len(uploader.pending()) == 1
     cache = fetch.fetch_backup(ObjectStore(config), config.keyring, "h-delta", second,
                                tmp_path / "cache")
     backup.restore(cache, second, tmp_path / "out")

@@ -63,6 +63,9 @@ class OffsiteService:
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         delay = interval
         started = False
+        # A pass runs in a thread: on stop it must end early, or the daemon's exit
+        # would wait for the thread.
+        watcher = asyncio.create_task(self._cancel_on(stop))
         while not stop.is_set():
             try:
                 if not started:
@@ -89,6 +92,11 @@ class OffsiteService:
             await asyncio.wait([wake, halt], timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             wake.cancel()
             halt.cancel()
+        watcher.cancel()
+
+    async def _cancel_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.uploader.cancel()
 
     async def list_remote(self) -> list[tuple[str, BackupInfo]]:
         from cygnet.offsite import fetch

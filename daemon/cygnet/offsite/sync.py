@@ -116,6 +116,12 @@ class Uploader:
     _guard: threading.Lock = field(default_factory=threading.Lock)  # one pass at a time
     _counting: threading.Lock = field(default_factory=threading.Lock)
     _sent: dict[str, float] = field(default_factory=dict)  # rel -> its mtime when uploaded
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Ends a pass early (the daemon is stopping): objects not yet started are left
+        for the next start, retries stop waiting; an upload in flight finishes."""
+        self._cancelled.set()
 
     def start(self) -> None:
         """Checks the bucket and credentials, and whether object lock can be used."""
@@ -191,6 +197,8 @@ class Uploader:
         deadline = time.monotonic() + config.retry_for
         delay = 0.5
         while True:
+            if self._cancelled.is_set():
+                return 0
             try:
                 done = put_file(self.store, config.keyring, str(self.repo / obj.rel), key,
                                 parts, lock=self.status.lock)
@@ -202,7 +210,7 @@ class Uploader:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("upload of %s failed, retrying in %.1f s: %s", key, delay, exc)
-                time.sleep(delay)
+                self._cancelled.wait(delay)
                 delay = min(delay * 2, 8.0)
         with self._counting:  # objects finish in several threads at once
             self.remote()[obj.rel] = done.stored_bytes
