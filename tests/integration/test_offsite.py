@@ -34,6 +34,7 @@ from cygnet.offsite.config import OffsiteConfig
 from cygnet.offsite.crypto import Keyring
 from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
 from cygnet.offsite.sync import Uploader, upload_order
+from cygnet.wal.repo import Generation, WalRepository
 from tests.harness import VENV_BIN, WORK, Daemon, free_port, private_daemon, query
 from tests.integration.backup_helpers import backups, create_backup, rpc_error, run_stream
 from tests.integration.test_cli_support import assert_one_error_line, cygnet
@@ -295,3 +296,27 @@ def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_p
                                tmp_path / "cache")
     backup.restore(cache, second, tmp_path / "out")
     assert (tmp_path / "out" / "data").read_bytes() == (src / "data").read_bytes()
+
+
+def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: Path) -> None:
+    repo = backup.init_repository(tmp_path / "repo").root
+    wal = WalRepository(repo)
+    segments = {}
+    for branch, base in (("br_main", ""), ("br_child", "br_main"), ("br_other", "")):
+        wal.begin(Generation(branch, 1, 0, base, 1 if base else 0, "db_1", "shop",
+                             branch, time.time()))
+        segments[branch] = os.urandom(64 << 10)
+        wal.store(branch, 1, "000000010000000000000001", segments[branch], time.time())
+    config = offsite_config(store, host="h-wal")
+    uploader = Uploader(ObjectStore(config), repo)
+    uploader.start()
+    uploader.run_pass()
+    local = tmp_path / "elsewhere"
+    got = fetch.fetch_wal(ObjectStore(config), config.keyring, "h-wal", "br_child", local)
+    assert got == ["br_child", "br_main"]
+    back = WalRepository(local)
+    assert [g.key for g in back.chain("br_child", 1)] == [("br_child", 1), ("br_main", 1)]
+    for branch in got:
+        obj = back.objects(branch, 1)["000000010000000000000001"]
+        assert WalRepository.read(obj.path) == segments[branch]
+    assert back.generations("br_other") == []  # not its ancestor: not fetched

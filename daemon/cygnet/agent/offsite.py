@@ -125,6 +125,16 @@ class OffsiteService:
 
         return await asyncio.to_thread(fetch.hosts, self.store)
 
+    async def fetch_wal(self, host: str, branch_id: str) -> Path:
+        """A local repository holding the branch's archived WAL and its ancestors', as
+        `host` uploaded them (fetch.fetch_wal); for point-in-time restores on any host."""
+        from cygnet.offsite import fetch
+
+        repo = self.cache / host
+        await asyncio.to_thread(fetch.fetch_wal, self.store, self.config.keyring, host,
+                                branch_id, repo)
+        return repo
+
     async def fetch_objects(self, host: str, rels: list[str]) -> Path:
         """Makes these objects of host's prefix available in a local repository, returned."""
         from cygnet.offsite import fetch

@@ -27,6 +27,7 @@ from cygnet.blocks import DIGEST_SIZE, DedupIndex
 from cygnet.offsite.config import HOSTS
 from cygnet.offsite.crypto import CHUNK, TAG, Decryptor, Keyring, Undecryptable, decrypt_stream
 from cygnet.offsite.store import NoSuchObject, ObjectStore
+from cygnet.wal import repo as wal_repo
 
 _REL = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -130,6 +131,30 @@ def _fetch_one(store: ObjectStore, keyring: Keyring, host: str, rel: str, root: 
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(dest.parent)
+
+
+def fetch_wal(store: ObjectStore, keyring: Keyring, host: str, branch_id: str,
+              repo_dir: Path) -> list[str]:
+    """Fetches a branch's archived WAL and its ancestors' (every generation it
+    continues, by generation.json's base) from `host`'s prefix into the local
+    repository repo_dir, for a point-in-time restore there. Returns the branch ids
+    fetched, the branch's first. Recovery then chooses segments by LSN range."""
+    fetched: list[str] = []
+    todo = [branch_id]
+    while todo and len(fetched) < 10_000:
+        branch = todo.pop()
+        if branch in fetched:
+            continue
+        fetched.append(branch)
+        objects = sorted(list_objects(store, host, f"wal/{branch}/"))
+        metas = [rel for rel in objects if rel.endswith("/" + wal_repo.META)]
+        fetch_objects(store, keyring, host, metas, repo_dir)  # small: read first
+        fetch_objects(store, keyring, host, [r for r in objects if r not in metas], repo_dir)
+        wal = wal_repo.WalRepository(repo_dir)
+        for generation in wal.generations(branch):
+            if generation.base_branch:
+                todo.append(generation.base_branch)
+    return fetched
 
 
 def fetch_backup(store: ObjectStore, keyring: Keyring, host: str, backup_id: str,
