@@ -10,6 +10,7 @@ from cygnet.agent import archive, offsite
 from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.service import AgentService
+from cygnet.endpoint import metrics as endpoint_metrics
 from cygnet.metrics.snapshot import gauge
 from cygnet.states import BranchState
 from cygnet.zfs.pools import pool_status
@@ -49,6 +50,7 @@ class AgentMetrics:
         metrics.append(restarts)
         metrics.extend(offsite.metrics())
         metrics.extend(archive.metrics())  # WAL archive lag (agent/archive.py)
+        metrics.extend(endpoint_metrics.metrics())  # the Postgres endpoint (docs/endpoints.md)
         return metrics
 
     def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:
