@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cygnet import _native
+from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import name_in_host
 from cygnet.endpoint.router import Router, Unroutable
@@ -65,6 +66,7 @@ class Endpoint:
             listener = _listen(address, self.port)
             self._listeners.append(listener)
             self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
+        metrics.started()
         log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
                  f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
 
@@ -142,6 +144,7 @@ class Endpoint:
             try:
                 length, code = P.request_header(await recv_exact(sock, 8))
             except P.ProtocolError as exc:  # not Postgres' protocol: say so, in plain text
+                metrics.refused(P.PROTOCOL_VIOLATION)
                 await loop.sock_sendall(sock, P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
                 raise
             if code == P.GSSENC_REQUEST and length == 8:
@@ -155,6 +158,7 @@ class Endpoint:
                 await self._cancel(rest)
                 sock.close()
                 return False
+            metrics.refused(P.INVALID_AUTHORIZATION)
             await loop.sock_sendall(sock, P.error_response(
                 P.INVALID_AUTHORIZATION, "the Cygnet endpoint accepts TLS connections only",
                 hint="use sslmode=require or stricter (verify-full with the fleet CA)"))

@@ -17,6 +17,7 @@ import ssl
 import struct
 from pathlib import Path
 
+from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.router import Router, Unroutable
 from cygnet.endpoint.wire import dial_tls_backend
@@ -66,10 +67,12 @@ class Terminator:
             if failure is None:
                 failure = await self._route(startup, reader, writer)
             if failure is not None:
+                metrics.refused(failure.sqlstate)
                 writer.write(P.error_response(failure.sqlstate, failure.message,
                                               hint=failure.hint))
                 await writer.drain()
         except P.ProtocolError as exc:
+            metrics.refused(P.PROTOCOL_VIOLATION)
             writer.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
             await writer.drain()
         finally:
@@ -86,6 +89,7 @@ class Terminator:
             target = await self.router.target(name)
         except Unroutable as exc:
             return exc
+        metrics.terminated()
         if rest:
             startup.params["options"] = rest
         else:

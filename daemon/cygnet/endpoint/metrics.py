@@ -1,0 +1,55 @@
+"""What the endpoint reports to Prometheus (metrics/agent.py adds it to cygnetd's)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from cygnet import _native
+from cygnet.metrics.snapshot import gauge
+
+# Connections the endpoint answered with an error of its own, by SQLSTATE.
+_refused: Counter[str] = Counter()
+# Connections routed by `options=endpoint=` (TLS terminated, relayed in Python).
+_terminated = 0
+_running = False
+
+
+def started() -> None:
+    global _running
+    _running = True
+
+
+def refused(sqlstate: str) -> None:
+    _refused[sqlstate] += 1
+
+
+def terminated() -> None:
+    global _terminated
+    _terminated += 1
+
+
+def metrics() -> list[Metric]:
+    if not _running:
+        return []
+    active, total, up, down = _native.relay_stats()
+    relayed = CounterMetricFamily("cygnet_endpoint_relayed_connections",
+                                  "Connections routed by TLS SNI to the C relay")
+    relayed.add_metric([], float(total))
+    moved = CounterMetricFamily("cygnet_endpoint_relayed_bytes",
+                                "Bytes the C relay moved", labels=["direction"])
+    moved.add_metric(["client_to_branch"], float(up))
+    moved.add_metric(["branch_to_client"], float(down))
+    fallback = CounterMetricFamily("cygnet_endpoint_options_connections",
+                                   "Connections routed by options=endpoint= (TLS terminated)")
+    fallback.add_metric([], float(_terminated))
+    errors = CounterMetricFamily("cygnet_endpoint_refused_connections",
+                                 "Connections the endpoint answered with an error of its own",
+                                 labels=["sqlstate"])
+    for sqlstate, n in sorted(_refused.items()):
+        errors.add_metric([sqlstate], float(n))
+    return [gauge("cygnet_endpoint_active_connections",
+                  "Connections the C relay is moving bytes for now", [], [((), float(active))]),
+            relayed, moved, fallback, errors]

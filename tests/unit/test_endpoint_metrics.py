@@ -1,0 +1,26 @@
+"""The endpoint's Prometheus families."""
+
+from __future__ import annotations
+
+from cygnet.endpoint import metrics
+
+
+def _samples() -> dict[tuple[str, tuple[str, ...]], float]:
+    return {(s.name, tuple(s.labels.values())): s.value
+            for family in metrics.metrics() for s in family.samples}
+
+
+def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
+    if not metrics._running:
+        assert metrics.metrics() == []
+    metrics.started()
+    before = _samples().get(("cygnet_endpoint_refused_connections_total", ("3D000",)), 0.0)
+    metrics.refused("3D000")
+    metrics.terminated()
+    got = _samples()
+    assert got[("cygnet_endpoint_refused_connections_total", ("3D000",))] == before + 1
+    assert ("cygnet_endpoint_active_connections", ()) in got
+    assert ("cygnet_endpoint_relayed_connections_total", ()) in got
+    assert ("cygnet_endpoint_options_connections_total", ()) in got
+    assert {labels for name, labels in got if name == "cygnet_endpoint_relayed_bytes_total"} \
+        == {("client_to_branch",), ("branch_to_client",)}
