@@ -71,10 +71,13 @@ def _put(store: ObjectStore, key: str, body: bytes, meta: dict[str, Any]) -> Non
     b64, digest = _md5(body)
     answer = store.call(f"upload of {key}", store.client.put_object, Key=key, Body=body,
                         ContentMD5=b64, **meta)
-    _check_etag(key, answer.get("ETag", ""), digest.hex())
+    _check_etag(key, answer, digest.hex())
 
 
-def _check_etag(key: str, etag: str, expected: str) -> None:
+def _check_etag(key: str, answer: dict[str, Any], expected: str) -> None:
+    if answer.get("ServerSideEncryption") == "aws:kms" or answer.get("SSECustomerAlgorithm"):
+        return  # their ETags are not MD5s; the store still checked Content-MD5
+    etag = str(answer.get("ETag", ""))
     if etag.strip('"') != expected:
         raise ChecksumMismatch(f"offsite_endpoint: {key}: the store answered checksum "
                                f"{etag.strip(chr(34))}, {expected} was sent")
@@ -97,7 +100,7 @@ def _multipart(store: ObjectStore, key: str, fd: int, box: Encryptor, meta: dict
             f"upload of {key}", store.client.complete_multipart_upload, Key=key,
             UploadId=upload_id, MultipartUpload={"Parts": [
                 {"PartNumber": n, "ETag": '"' + d.hex() + '"'} for n, d, _ in done]})
-        _check_etag(key, answer.get("ETag", ""), f"{whole}-{len(done)}")
+        _check_etag(key, answer, f"{whole}-{len(done)}")
     except BaseException:
         for f in futures:
             f.cancel()
@@ -113,7 +116,7 @@ def _send_part(store: ObjectStore, key: str, upload_id: str, fd: int, box: Encry
     b64, digest = _md5(body)
     answer = store.call(f"upload of {key} (part {number})", store.client.upload_part, Key=key,
                         UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=b64)
-    _check_etag(f"{key} part {number}", answer.get("ETag", ""), digest.hex())
+    _check_etag(f"{key} part {number}", answer, digest.hex())
     return number, digest, len(body)
 
 
