@@ -4,6 +4,7 @@ one through a temporary clone of a snapshot (temp.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from cygnet.backup import BackupInfo
 from cygnet.backup.create import LiveCopy
 from cygnet.backup.models import MetadataValue
 from cygnet.errors import FailedPrecondition, NotFound
+
+log = logging.getLogger("cygnet.agent")
 
 # Waits for another process's backup or prune (ours are serialised in memory).
 LOCK_TIMEOUT = 600.0
@@ -41,7 +44,11 @@ async def backup_branch(host: Host, repo: Path, branch_id: str, report: Reporter
         if trigger:  # "schedule": retention prunes it (agent/schedules.py)
             metadata["trigger"] = trigger
         if host.clusters.accepting(branch):
-            return await _from_live(host, repo, branch, metadata, report)
+            try:
+                return await _from_live(host, repo, branch, metadata, report)
+            except live.LiveUnavailable as exc:
+                log.warning("branch %s: no online backup (%s); reading a snapshot", branch.id,
+                            exc)
         return await _from_snapshot(host, repo, branch, metadata, report)
 
 

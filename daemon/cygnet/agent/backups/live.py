@@ -40,6 +40,7 @@ import psycopg
 from cygnet.backup.manifest import Entry
 from cygnet.backup.models import Metadata
 from cygnet.backup.tree import SourceItem
+from cygnet.errors import Aborted
 from cygnet.postgres import sql
 
 # Directories whose contents are runtime state, rebuilt at start (as pg_basebackup).
@@ -49,6 +50,11 @@ TOP_FILES = frozenset({"postmaster.pid", "postmaster.opts", "backup_label", "bac
                        "tablespace_map", "tablespace_map.old", "backup_manifest"})
 SEGMENT = re.compile(r"[0-9A-F]{24}")
 HISTORY = re.compile(r"[0-9A-F]{8}\.history")
+
+
+class LiveUnavailable(Exception):
+    """The cluster cannot take an online backup now (e.g. wal_level = minimal, no
+    free replication slot): the caller reads a snapshot instead."""
 
 
 def skip(rel: str, is_dir: bool) -> bool:
@@ -92,6 +98,14 @@ class LiveBackup:
         self._tmp = Path(tempfile.mkdtemp(prefix="cygnet-label-"))
 
     async def __aenter__(self) -> LiveBackup:
+        try:
+            await self._start()
+        except (psycopg.Error, Aborted) as exc:
+            await self.__aexit__(None, None, None)
+            raise LiveUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        return self
+
+    async def _start(self) -> None:
         self._conn = conn = await sql.connect(self.socket_dir, self.port)
         slot = f"cygnet_backup_{secrets.token_hex(6)}"
         await conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
@@ -104,7 +118,6 @@ class LiveBackup:
         assert row is not None
         self._first = str(row[0])
         self.started_at = time.time()
-        return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
