@@ -51,6 +51,8 @@ async def restore_branch(service: AgentService, req: pb.RestoreBranchRequest
     target = target_of(req)
 
     async def action(db: DatabaseRecord, branch: BranchRecord) -> pb.RestoreBranchResponse:
+        if not branch.port:  # suspended: its new data starts, so it needs a port (scale.py)
+            await service.scaler.start_locked(db, branch, "restore")
         restored, kept = await pitr.restore_in_place(service.host, db, branch, target)
         await service.host.refresh_space(restored)
         reply = pb.RestoreBranchResponse(branch=convert.branch(service.view(db, restored)))
