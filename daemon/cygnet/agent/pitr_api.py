@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cygnet.agent import archive, convert, history, pitr
+from cygnet.agent import archive, archive_restore, convert, history, pitr
 from cygnet.agent import branches as br
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.recovery import Target
@@ -63,6 +63,19 @@ async def restore_branch(service: AgentService, req: pb.RestoreBranchRequest
 
     ref = convert.branch_ref(req.branch)
     return await service._with_branch(ref, req.request_id, "RestoreBranch", action)
+
+
+async def restore_database(service: AgentService, req: pb.RestoreDatabaseRequest
+                           ) -> tuple[DatabaseRecord, BranchView]:
+    target = target_of(req)
+
+    async def call() -> tuple[DatabaseRecord, BranchView]:
+        db, main = await archive_restore.restore_database(
+            service.host, req.name, target, req.new_name, req.pool, req.request_id)
+        await service.host.refresh_space(main)
+        return db, service.view(db, main)
+
+    return await service.requests.run(req.request_id, "RestoreDatabase", call)
 
 
 def _point(t: float, lsn: int) -> pb.RecoveryPoint:

@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from cygnet.agent import convert, lifetime
+from cygnet.agent import convert, lifetime, pitr_api
 from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
@@ -51,6 +51,12 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     async def CreateBranch(self, req: pb.CreateBranchRequest, ctx: Ctx
                            ) -> pb.CreateBranchResponse:
+        if pitr_api.wants_point(req):  # a point-in-time branch (agent/pitr.py)
+            view = await pitr_api.create_branch_at(self.service, req)
+            conn = self.service.host.clusters.connection(view.record)
+            return pb.CreateBranchResponse(branch=convert.branch(view), connection=with_endpoint(
+                convert.connection(conn), self.service.host.config, view.database.name,
+                view.record))
         view = await self.service.create_branch(req.database, req.name, req.parent,
                                                 req.parent_snapshot, req.request_id,
                                                 upgrade_to=req.upgrade_to,
@@ -65,6 +71,24 @@ class AgentServicer(pb_grpc.AgentServicer):
                                            convert.connection(conn), self.service.host.config,
                                            view.database.name, view.record),
                                        upgrade=convert.upgrade(report) if report else None)
+
+    async def BranchHistory(self, req: pb.BranchHistoryRequest, ctx: Ctx
+                            ) -> pb.BranchHistoryResponse:
+        return await pitr_api.branch_history(self.service, convert.branch_ref(req.branch))
+
+    async def RestoreBranch(self, req: pb.RestoreBranchRequest, ctx: Ctx
+                            ) -> pb.RestoreBranchResponse:
+        return await pitr_api.restore_branch(self.service, req)
+
+    async def RestoreDatabase(self, req: pb.RestoreDatabaseRequest, ctx: Ctx
+                              ) -> pb.CreateDatabaseResponse:
+        db, main = await pitr_api.restore_database(self.service, req)
+        conn = self.service.host.clusters.connection(main.record)
+        return pb.CreateDatabaseResponse(database=convert.database(db),
+                                         main_branch=convert.branch(main),
+                                         connection=with_endpoint(
+                                             convert.connection(conn), self.service.host.config,
+                                             db.name, main.record))
 
     async def GetBranch(self, req: pb.GetBranchRequest, ctx: Ctx) -> pb.Branch:
         return convert.branch(await self.service.get_branch(convert.branch_ref(req.branch)))

@@ -138,6 +138,16 @@ class Client:
         req = pb.PromoteBranchRequest(branch=ref, drop_old_main=drop_old_main)
         return self._change("PromoteBranch", req, pb.PromoteBranchResponse)
 
+    def branch_history(self, ref: pb.BranchRef) -> pb.BranchHistoryResponse:
+        return self._query("BranchHistory", pb.BranchHistoryRequest(branch=ref),
+                           pb.BranchHistoryResponse)
+
+    def restore_branch(self, req: pb.RestoreBranchRequest) -> pb.RestoreBranchResponse:
+        return self._change("RestoreBranch", req, pb.RestoreBranchResponse)
+
+    def restore_database(self, req: pb.RestoreDatabaseRequest) -> pb.CreateDatabaseResponse:
+        return self._change("RestoreDatabase", req, pb.CreateDatabaseResponse)
+
     def start_branch(self, ref: pb.BranchRef) -> pb.Branch:
         return self._change("StartBranch", pb.StartBranchRequest(branch=ref), pb.Branch)
 

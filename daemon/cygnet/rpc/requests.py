@@ -26,6 +26,7 @@ from cygnet.postgres.owned import is_owned
 from cygnet.postgres.settings import check_name, check_value_text
 from cygnet.rpc.validate import Check, Rules, Validator, anything, integer_range, message_check
 from cygnet.schema.merge import Rename
+from cygnet.wal.lsn import parse_lsn
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_KEEP_LAST = 100_000
@@ -137,6 +138,35 @@ def _one_expiry(request: Any) -> None:
         raise InvalidArgument(given[1], f"give at most one of {' and '.join(given)}")
 
 
+def past_time(path: str, value: Any) -> None:
+    """A google.protobuf.Timestamp of a recovery point: after 1970, nanos in range
+    (one outside the recoverable window is OUT_OF_RANGE, from the handler)."""
+    if value.seconds < 0 or not 0 <= value.nanos < 1_000_000_000:
+        raise InvalidArgument(path, "is not a valid time")
+
+
+def lsn(path: str, value: str) -> None:
+    """A WAL position such as 0/3000060 (cygnet/wal/lsn.py)."""
+    if value:
+        parse_lsn(value, path)
+
+
+def _one_point(request: Any) -> None:
+    """At most one of at_time and at_lsn; a point in time replaces the parent's snapshot."""
+    if request.HasField("at_time") and request.at_lsn:
+        raise InvalidArgument("at_lsn", "give at most one of at_time and at_lsn")
+    point = request.HasField("at_time") or bool(request.at_lsn)
+    for other in ("parent_snapshot", "upgrade_to"):
+        if point and getattr(request, other, ""):
+            raise InvalidArgument(other, "cannot be combined with at_time or at_lsn")
+
+
+def _exactly_one_point(request: Any) -> None:
+    _one_point(request)
+    if not request.HasField("at_time") and not request.at_lsn:
+        raise InvalidArgument("at_time", "give the point to restore to: at_time or at_lsn")
+
+
 def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
            *whole: Any) -> Rules:
     return Rules(fields, frozenset(required), tuple(whole))
@@ -169,8 +199,9 @@ AGENT: dict[str, Rules] = {
     "CreateBranch": _rules({"database": reference("db"), "name": name,
                             "parent": reference("br"), "parent_snapshot": reference("sn"),
                             "upgrade_to": token, "ttl": ttl, "expires_at": future_time,
-                            "suspend_after": idle_timeout, **_RID},
-                           ("database", "name"), _one_expiry),
+                            "suspend_after": idle_timeout, "at_time": past_time, "at_lsn": lsn,
+                            **_RID},
+                           ("database", "name"), _one_expiry, _one_point),
     "GetBranch": _rules(_REF, ("branch",)),
     "ListBranches": _rules({"database": reference("db")}),
     "DeleteBranch": _rules({**_REF, "cascade": anything, "override_protection": anything,
@@ -181,6 +212,11 @@ AGENT: dict[str, Rules] = {
     "StartBranch": _rules({**_REF, **_RID}, ("branch",)),
     "StopBranch": _rules({**_REF, **_RID}, ("branch",)),
     "GetConnection": _rules(_REF, ("branch",)),
+    "BranchHistory": _rules(_REF, ("branch",)),
+    "RestoreBranch": _rules({**_REF, "at_time": past_time, "at_lsn": lsn, **_RID},
+                            ("branch",), _exactly_one_point),
+    "RestoreDatabase": _rules({"name": name, "new_name": name, "at_time": past_time,
+                               "at_lsn": lsn, "pool": token, **_RID}, ("name",), _one_point),
     "CreateSnapshot": _rules({**_REF, "name": name, **_RID}, ("branch", "name")),
     "ListSnapshots": _rules(_REF, ("branch",)),
     "DeleteSnapshot": _rules({**_REF, "snapshot": reference("sn"), **_RID},

@@ -565,6 +565,8 @@ class CreateBranchRequest(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
+    AT_TIME_FIELD_NUMBER: _builtins.int
+    AT_LSN_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Id or name."""
     name: _builtins.str
@@ -580,6 +582,7 @@ class CreateBranchRequest(_message.Message):
     with pg_upgrade (an upgrade rehearsal, docs/versions.md). Empty: the
     parent's major.
     """
+    at_lsn: _builtins.str
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """The branch expires this long after its creation (at most one of ttl and expires_at)."""
@@ -590,6 +593,14 @@ class CreateBranchRequest(_message.Message):
     def suspend_after(self) -> _duration_pb2.Duration:
         """Suspend the branch after this long without a client connection (whole
         seconds); zero: never; unset: the host's suspend_after.
+        """
+
+    @_builtins.property
+    def at_time(self) -> _timestamp_pb2.Timestamp:
+        """A point-in-time branch (docs/durability.md): the parent's state at this
+        time, or at this LSN (e.g. "0/3000060"); at most one. Recovered from the
+        nearest snapshot before it and archived WAL; OUT_OF_RANGE, naming the
+        recoverable window, when the point is outside it.
         """
 
     def __init__(
@@ -604,10 +615,12 @@ class CreateBranchRequest(_message.Message):
         ttl: _duration_pb2.Duration | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         suspend_after: _duration_pb2.Duration | None = ...,
+        at_time: _timestamp_pb2.Timestamp | None = ...,
+        at_lsn: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "suspend_after", b"suspend_after", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at_time", b"at_time", "expires_at", b"expires_at", "suspend_after", b"suspend_after", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "expires_at", b"expires_at", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "suspend_after", b"suspend_after", "ttl", b"ttl", "upgrade_to", b"upgrade_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_lsn", b"at_lsn", "at_time", b"at_time", "database", b"database", "expires_at", b"expires_at", "name", b"name", "parent", b"parent", "parent_snapshot", b"parent_snapshot", "request_id", b"request_id", "suspend_after", b"suspend_after", "ttl", b"ttl", "upgrade_to", b"upgrade_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1585,3 +1598,264 @@ class PromoteBranchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PromoteBranchResponse: _TypeAlias = PromoteBranchResponse  # noqa: Y015
+
+@_typing.final
+class BranchHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchHistoryRequest: _TypeAlias = BranchHistoryRequest  # noqa: Y015
+
+@_typing.final
+class RecoveryPoint(_message.Message):
+    """A point in a branch's WAL history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LSN_FIELD_NUMBER: _builtins.int
+    lsn: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        lsn: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lsn", b"lsn", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryPoint: _TypeAlias = RecoveryPoint  # noqa: Y015
+
+@_typing.final
+class HistorySnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    POINT_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    name: _builtins.str
+    """The snapshot's name; a branch point's id."""
+    branch_id: _builtins.str
+    """The branch it was taken on: this one, or an ancestor for points before the fork."""
+    branch: _builtins.str
+    kind: _builtins.str
+    """user | branch-point"""
+    @_builtins.property
+    def point(self) -> Global___RecoveryPoint:
+        """Recovery from it can reach any target at or after this point."""
+
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        point: Global___RecoveryPoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["point", b"point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "branch_id", b"branch_id", "kind", b"kind", "name", b"name", "point", b"point", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistorySnapshot: _TypeAlias = HistorySnapshot  # noqa: Y015
+
+@_typing.final
+class ArchiveGeneration(_message.Message):
+    """One straight stretch of archived WAL: a branch's own WAL from start_lsn on,
+    continuing the generation before it (or its parent's) below.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    START_LSN_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    generation: _builtins.int
+    start_lsn: _builtins.str
+    files: _builtins.int
+    bytes: _builtins.int
+    """Compressed, in the repository."""
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        start_lsn: _builtins.str = ...,
+        files: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "bytes", b"bytes", "files", b"files", "generation", b"generation", "start_lsn", b"start_lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveGeneration: _TypeAlias = ArchiveGeneration  # noqa: Y015
+
+@_typing.final
+class BranchHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EARLIEST_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
+    GENERATIONS_FIELD_NUMBER: _builtins.int
+    ARCHIVING_FIELD_NUMBER: _builtins.int
+    archiving: _builtins.bool
+    """Whether the branch archives its WAL now."""
+    @_builtins.property
+    def earliest(self) -> Global___RecoveryPoint:
+        """Unset when nothing is recoverable to a point in time yet."""
+
+    @_builtins.property
+    def latest(self) -> Global___RecoveryPoint: ...
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistorySnapshot]: ...
+    @_builtins.property
+    def generations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArchiveGeneration]:
+        """Newest first: this branch's, then what it continues."""
+
+    def __init__(
+        self,
+        *,
+        earliest: Global___RecoveryPoint | None = ...,
+        latest: Global___RecoveryPoint | None = ...,
+        snapshots: _abc.Iterable[Global___HistorySnapshot] | None = ...,
+        generations: _abc.Iterable[Global___ArchiveGeneration] | None = ...,
+        archiving: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earliest", b"earliest", "latest", b"latest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archiving", b"archiving", "earliest", b"earliest", "generations", b"generations", "latest", b"latest", "snapshots", b"snapshots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchHistoryResponse: _TypeAlias = BranchHistoryResponse  # noqa: Y015
+
+@_typing.final
+class RestoreBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    AT_TIME_FIELD_NUMBER: _builtins.int
+    AT_LSN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    at_lsn: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> Global___BranchRef: ...
+    @_builtins.property
+    def at_time(self) -> _timestamp_pb2.Timestamp:
+        """The point to go back to: a time or an LSN (exactly one)."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___BranchRef | None = ...,
+        at_time: _timestamp_pb2.Timestamp | None = ...,
+        at_lsn: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at_time", b"at_time", "branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_lsn", b"at_lsn", "at_time", b"at_time", "branch", b"branch", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreBranchRequest: _TypeAlias = RestoreBranchRequest  # noqa: Y015
+
+@_typing.final
+class RestoreBranchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    KEPT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def branch(self) -> Global___Branch:
+        """The branch, now on the restored data (same connection string)."""
+
+    @_builtins.property
+    def kept(self) -> Global___Branch:
+        """The state it replaced, kept as a stopped branch."""
+
+    def __init__(
+        self,
+        *,
+        branch: Global___Branch | None = ...,
+        kept: Global___Branch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "kept", b"kept"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "kept", b"kept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreBranchResponse: _TypeAlias = RestoreBranchResponse  # noqa: Y015
+
+@_typing.final
+class RestoreDatabaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NEW_NAME_FIELD_NUMBER: _builtins.int
+    AT_TIME_FIELD_NUMBER: _builtins.int
+    AT_LSN_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The deleted database's name."""
+    new_name: _builtins.str
+    """The restored database's name; empty: the same name."""
+    at_lsn: _builtins.str
+    pool: _builtins.str
+    """Empty picks the pool with the most free space."""
+    request_id: _builtins.str
+    @_builtins.property
+    def at_time(self) -> _timestamp_pb2.Timestamp:
+        """The point to restore to (at most one); neither: the newest archived WAL."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        new_name: _builtins.str = ...,
+        at_time: _timestamp_pb2.Timestamp | None = ...,
+        at_lsn: _builtins.str = ...,
+        pool: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at_time", b"at_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_lsn", b"at_lsn", "at_time", b"at_time", "name", b"name", "new_name", b"new_name", "pool", b"pool", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreDatabaseRequest: _TypeAlias = RestoreDatabaseRequest  # noqa: Y015

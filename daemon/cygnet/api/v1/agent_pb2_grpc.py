@@ -94,6 +94,21 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.Connection.FromString,
                 _registered_method=True)
+        self.BranchHistory = channel.unary_unary(
+                '/cygnet.v1.Agent/BranchHistory',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.BranchHistoryRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.BranchHistoryResponse.FromString,
+                _registered_method=True)
+        self.RestoreBranch = channel.unary_unary(
+                '/cygnet.v1.Agent/RestoreBranch',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.RestoreBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.RestoreBranchResponse.FromString,
+                _registered_method=True)
+        self.RestoreDatabase = channel.unary_unary(
+                '/cygnet.v1.Agent/RestoreDatabase',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.RestoreDatabaseRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.CreateDatabaseResponse.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/cygnet.v1.Agent/CreateSnapshot',
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.CreateSnapshotRequest.SerializeToString,
@@ -238,6 +253,31 @@ class AgentServicer:
 
     def GetConnection(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BranchHistory(self, request, context):
+        """The earliest and latest points a branch can be recovered to, and the
+        snapshots and archive generations in between (docs/durability.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreBranch(self, request, context):
+        """Rolls a branch back to a point in time in place: same id, name, port and
+        password; the state it replaces is kept as the branch `<name>_before_<time>`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreDatabase(self, request, context):
+        """A deleted database, from this host's repository: its main's newest backup
+        at or before the point, then its archived WAL replayed to the point. A new
+        database (new ids and password) named new_name, or the old name.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -397,6 +437,21 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.GetConnection,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.Connection.SerializeToString,
+            ),
+            'BranchHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.BranchHistory,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.BranchHistoryRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.BranchHistoryResponse.SerializeToString,
+            ),
+            'RestoreBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreBranch,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.RestoreBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.RestoreBranchResponse.SerializeToString,
+            ),
+            'RestoreDatabase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreDatabase,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.RestoreDatabaseRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.CreateDatabaseResponse.SerializeToString,
             ),
             'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSnapshot,
@@ -788,6 +843,87 @@ class Agent:
             '/cygnet.v1.Agent/GetConnection',
             cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.Connection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BranchHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/BranchHistory',
+            cygnet_dot_v1_dot_agent__pb2.BranchHistoryRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.BranchHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/RestoreBranch',
+            cygnet_dot_v1_dot_agent__pb2.RestoreBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.RestoreBranchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreDatabase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/RestoreDatabase',
+            cygnet_dot_v1_dot_agent__pb2.RestoreDatabaseRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.CreateDatabaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

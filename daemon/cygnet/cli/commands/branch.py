@@ -6,6 +6,7 @@ import click
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, doomed, output, shapes, views
+from cygnet.cli.commands import pitr
 from cygnet.cli.commands.config import config
 from cygnet.cli.commands.lifetime import idle_seconds, seconds, update
 from cygnet.cli.confirm import confirm, destructive_options
@@ -35,6 +36,8 @@ Examples:
   cygnet branch create shop/hotfix --from feature
   cygnet branch create shop/replay --snapshot before-migration
   cygnet branch create shop/pg18 --upgrade-to 18   # rehearse a major upgrade
+  cygnet branch create shop/before --at '2026-11-25 14:03:00+00'   # main back then
+  cygnet branch create shop/x --at-lsn 0/3000060 --from feature
   cygnet branch create feature --db shop --json""")
 @click.argument("name", metavar="DB/NAME", shell_complete=complete.databases)
 @click.option("--from", "parent", metavar="PARENT", default="",
@@ -50,11 +53,16 @@ Examples:
 @click.option("--suspend-after", "suspend_after", metavar="IDLE", default=None,
               help="Suspend the branch after this long without a client connection "
                    "(e.g. 90s, 5m, 2h; 0 or never: never; default: the host's).")
+@click.option("--at", "at", metavar="TIME", default=None,
+              help="The parent's state at this time (point-in-time recovery). " + pitr.AT_HELP)
+@click.option("--at-lsn", "at_lsn", metavar="LSN", default=None,
+              help="The parent's state at this WAL position. " + pitr.AT_LSN_HELP)
 @db_option
 @json_option
 @pass_state
 def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
-           ttl: str | None, upgrade_to: str, suspend_after: str | None) -> None:
+           ttl: str | None, upgrade_to: str, suspend_after: str | None, at: str | None = None,
+           at_lsn: str | None = None) -> None:
     """Create branch NAME of database DB and start it.
 
     Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
@@ -67,6 +75,7 @@ def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
         req.suspend_after.seconds = idle_seconds(suspend_after)
     if ttl is not None:
         req.ttl.FromSeconds(seconds(ttl, "--ttl"))
+    pitr.set_point(req, at, at_lsn)  # --at / --at-lsn (docs/durability.md)
     label = f"{database}/{branch_name}"
     with working(f"Creating branch {label}", f"Created branch {label}"):
         resp = state.client().create_branch(req)
@@ -377,3 +386,8 @@ def diff(state: State, ref: str, other: str, db: str | None) -> None:
 
 branch.add_command(config)
 branch.add_command(update)
+
+
+# Point in time (cli/commands/pitr.py).
+branch.add_command(pitr.history)
+branch.add_command(pitr.restore)

@@ -6,6 +6,7 @@ import click
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import complete, doomed, output, shapes, views
+from cygnet.cli.commands import pitr
 from cygnet.cli.commands.config import extensions, parse_settings
 from cygnet.cli.commands.schedule import schedule
 from cygnet.cli.confirm import confirm, destructive_options
@@ -150,3 +151,7 @@ def rm(state: State, database: str, yes: bool, dry_run: bool,
 
 db.add_command(extensions)
 db.add_command(schedule)
+
+
+# A deleted database, back from the repository (cli/commands/pitr.py).
+db.add_command(pitr.restore_database)

@@ -1,0 +1,39 @@
+"""The WAL benchmarks' small modes still run end to end (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def small(module: str, out: Path) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--small",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_bench_archive_small(tmp_path: Path) -> None:
+    result = small("bench_archive", tmp_path)
+    assert json.loads((tmp_path / "archive_small.json").read_text()) == result
+    per = result["per_segment"]["ms_per_segment"]  # type: ignore[index]
+    assert set(per) == {"c_program", "python_minimal", "python_with_cygnet"}
+    bench = result["pgbench"]  # type: ignore[index]
+    assert bench["tps_on"] and bench["tps_off"] and bench["tps_ratio_median"] > 0
+    assert bench["segments_archived"] >= 1
+
+
+def test_bench_pitr_small(tmp_path: Path) -> None:
+    result = small("bench_pitr", tmp_path)
+    assert result["pitr_ready_seconds"]["n"] == 1  # type: ignore[index]
+    assert result["wal_bytes_since_snapshot"] > 0  # type: ignore[operator]
