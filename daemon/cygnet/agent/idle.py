@@ -61,13 +61,18 @@ def backends(postmaster_pid: int) -> Backends:
             raw = (PROC / child / "cmdline").read_bytes()
         except OSError:
             continue  # exited meanwhile
-        title = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        match = _CONNECTION.match(title)
-        if match is None:
-            continue
-        clients += 1
-        walsenders += match["first"] == "walsender"
+        kind = connection_kind(raw.replace(b"\0", b" ").decode("utf-8", "replace").strip())
+        clients += kind is not None
+        walsenders += kind == "walsender"
     return Backends(clients, walsenders)
+
+
+def connection_kind(title: str) -> str | None:
+    """`client` or `walsender` for a process titled as a connection; None otherwise."""
+    match = _CONNECTION.match(title)
+    if match is None:
+        return None
+    return "walsender" if match["first"] == "walsender" else "client"
 
 
 def wal_to_archive(pgdata: Path) -> int:
