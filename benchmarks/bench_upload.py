@@ -15,7 +15,7 @@ empty cache (decrypted, authenticated) against boto3 `download_file` of the
 plain copies.
 
     .venv/bin/python -m benchmarks.bench_upload            # 1 GiB source, 3 rounds
-    .venv/bin/python -m benchmarks.bench_upload --small    # 24 MiB, 1 round (the suite)
+    .venv/bin/python -m benchmarks.bench_upload --small    # 12 MiB, 1 round (the suite)
 """
 
 from __future__ import annotations
@@ -129,12 +129,12 @@ def measure(store: Seaweed, repo: Path, rounds: int, backup_id: str) -> dict[str
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--small", action="store_true", help="24 MiB and one round (a smoke run)")
+    p.add_argument("--small", action="store_true", help="12 MiB and one round (a smoke run)")
     p.add_argument("--size-mib", type=int, default=0)
     p.add_argument("--rounds", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    size = (args.size_mib or (24 if args.small else 1024)) << 20
+    size = (args.size_mib or (12 if args.small else 1024)) << 20
     rounds = args.rounds or (1 if args.small else 3)
     work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=WORK.parent if not
                                  WORK.exists() else WORK))
