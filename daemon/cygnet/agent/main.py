@@ -110,8 +110,10 @@ async def serve(config: AgentConfig) -> None:
     server, health_servicer = await build_server(config, servicer)
     await server.start()
     restrict_socket(config.admin_socket)
+    # The endpoint listens before health says SERVING, so a client told the host
+    # serves finds it (docs/endpoints.md).
+    endpoint = await start_endpoint(service, config)
     await set_serving(health_servicer, True)
-    endpoint = await start_endpoint(service, config)  # docs/endpoints.md
     log.info("serving")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
