@@ -29,7 +29,7 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.backup import CorruptRepository, manifest
 from cygnet.backup.repo import Repository
-from cygnet.offsite import fetch
+from cygnet.offsite import fetch, sync
 from cygnet.offsite.config import OffsiteConfig
 from cygnet.offsite.crypto import Keyring
 from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
@@ -270,8 +270,8 @@ def test_remote_listing_without_an_off_host_repository_names_the_setting(daemon:
     assert_one_error_line(result, "offsite_endpoint")
 
 
-def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_path: Path
-                                                            ) -> None:
+def test_a_delta_manifest_goes_after_its_base_and_restores(
+        store: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo, first, src = _repository(tmp_path, 2)
     with open(src / "data", "r+b") as f:
         f.write(b"changed")
@@ -296,6 +296,12 @@ def test_a_delta_manifest_goes_after_its_base_and_restores(store: Seaweed, tmp_p
                                tmp_path / "cache")
     backup.restore(cache, second, tmp_path / "out")
     assert (tmp_path / "out" / "data").read_bytes() == (src / "data").read_bytes()
+    # An object gone from the bucket (a lifecycle rule) is seen at the next listing.
+    store.client().delete_object(Bucket=store.bucket, Key=f"hosts/h-delta/backups/{first}.manifest")
+    assert len(uploader.pending()) == 1  # listed a moment ago: not yet seen
+    monkeypatch.setattr(sync, "RELIST", 0.0)
+    assert {o.rel for o in uploader.pending()} == {f"backups/{first}.manifest",
+                                                  f"backups/{second}.manifest"}
 
 
 def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: Path) -> None:

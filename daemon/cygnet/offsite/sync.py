@@ -33,6 +33,7 @@ log = logging.getLogger("cygnet.offsite")
 # final name (archived WAL: keyed by branch id and archive generation).
 IMMUTABLE_DIRS = ("wal",)
 MANIFESTS = 4  # the phase of manifests: after everything they refer to
+RELIST = 3600.0  # seconds between listings of the host's prefix
 _SKIP_SUFFIXES = (".tmp", ".partial", ".lock")
 
 
@@ -117,6 +118,7 @@ class Uploader:
     _counting: threading.Lock = field(default_factory=threading.Lock)
     _sent: dict[str, float] = field(default_factory=dict)  # rel -> its mtime when uploaded
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    _listed: float = 0.0
 
     def cancel(self) -> None:
         """Ends a pass early (the daemon is stopping): objects not yet started are left
@@ -133,10 +135,14 @@ class Uploader:
                         self.store.bucket)
 
     def remote(self) -> dict[str, int]:
-        if self._remote is None:
+        """What the host's prefix holds, listed at the first pass and again every
+        RELIST seconds: an object that left the bucket (a lifecycle rule, an
+        operator) while its local copy is still there goes up again."""
+        if self._remote is None or time.monotonic() - self._listed > RELIST:
             prefix = self.store.config.prefix
             self._remote = {o["Key"][len(prefix):]: int(o["Size"])
                             for o in self.store.list(prefix) if "Key" in o}
+            self._listed = time.monotonic()
         return self._remote
 
     def is_offsite(self, obj: LocalObject) -> bool:
