@@ -45,8 +45,13 @@ class Obj(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     sql: str  # the quoted, qualified name DDL uses
 
     @property
+    def tag(self) -> str:
+        """The kind as a plain string (cheap: keys are made by the hundred thousand)."""
+        return self.__struct_config__.tag  # type: ignore[return-value]
+
+    @property
     def kind(self) -> Kind:
-        return Kind(type(self).__struct_config__.tag)  # type: ignore[arg-type]
+        return Kind(self.tag)
 
     @property
     def ident(self) -> str:
@@ -54,7 +59,7 @@ class Obj(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.ident}"
+        return f"{self.tag}:{self.ident}"
 
     @property
     def target(self) -> str:
@@ -303,9 +308,11 @@ class Catalog:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     server_version: int = 0
 
-    def add(self, obj: AnyObj, *deps: str) -> None:
-        self.objects[obj.key] = obj
-        self.deps.setdefault(obj.key, set()).update(d for d in deps if d and d != obj.key)
+    def add(self, obj: AnyObj, *deps: str) -> str:
+        key = obj.key
+        self.objects[key] = obj
+        self.deps.setdefault(key, set()).update(d for d in deps if d and d != key)
+        return key
 
     def depend(self, key: str, on: str) -> None:
         if key != on and key in self.objects:

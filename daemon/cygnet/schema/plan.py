@@ -169,6 +169,7 @@ def _steps(old: Catalog, new: Catalog, found: dict[str, Change], concurrently: b
     g = _Graph()
     dropped = {k for k, c in found.items() if c.action in (DROP, "replace")}
     created = {k for k, c in found.items() if c.action in (CREATE, "replace")}
+    columns: dict[tuple[str, str], list[Column]] | None = None  # read in attnum order
     for key, c in found.items():
         if c.action in (DROP, "replace"):
             assert c.old is not None
@@ -183,7 +184,12 @@ def _steps(old: Catalog, new: Catalog, found: dict[str, Change], concurrently: b
             if isinstance(c.new, Column) and table in created:
                 g.alias[(CREATE, key)] = (CREATE, table)
                 continue
-            stmts = _create(c.new, new) if isinstance(c.new, Table) else ddl.create(c.new)
+            if isinstance(c.new, Table):
+                if columns is None:
+                    columns = _columns_by_table(new)
+                stmts = ddl.create_table(c.new, columns.get((c.new.schema, c.new.name), []))
+            else:
+                stmts = ddl.create(c.new)
             if concurrently and isinstance(c.new, Index) and table not in created:
                 stmts = [Stmt(c.new.definition.replace(" INDEX ", " INDEX CONCURRENTLY ", 1),
                               AFTER_TX)]
@@ -205,21 +211,23 @@ def _owner(obj: AnyObj) -> str:
     return _table_of(obj)
 
 
-def _create(table: Table, new: Catalog) -> list[Stmt]:
-    prefix = f"{Kind.COLUMN}:{table.schema}.{table.name}."
-    cols = [o for k, o in new.objects.items() if isinstance(o, Column) and k.startswith(prefix)
-            and o.table == table.name]
-    return ddl.create_table(table, cols)
+def _columns_by_table(new: Catalog) -> dict[tuple[str, str], list[Column]]:
+    out: dict[tuple[str, str], list[Column]] = {}
+    for obj in new.objects.values():
+        if isinstance(obj, Column):
+            out.setdefault((obj.schema, obj.table), []).append(obj)
+    return out
 
 
 def _edges(g: _Graph, old: Catalog, new: Catalog, found: dict[str, Change]) -> None:
-    for key, deps in new.deps.items():
-        for dep in deps:
+    # Only objects that have a step (or go with one) can be the dependent side.
+    stepped = {key for _, key in (*g.nodes, *g.alias)}
+    for key in stepped:
+        for dep in new.deps.get(key, ()):
             for pa in (ALTER, CREATE):
                 for pb in (ALTER, CREATE):
                     g.edge(g.node(pb, dep), g.node(pa, key))
-    for key, deps in old.deps.items():
-        for dep in deps:
+        for dep in old.deps.get(key, ()):
             for pa, pb in ((DROP, DROP), (ALTER, DROP), (DROP, ALTER)):
                 g.edge(g.node(pa, key), g.node(pb, dep))
     by_name: dict[str, list[tuple[str, str]]] = {}
@@ -239,7 +247,7 @@ def _edges(g: _Graph, old: Catalog, new: Catalog, found: dict[str, Change]) -> N
 def _rank(node: tuple[str, str], old: Catalog, new: Catalog) -> tuple[int, int, str]:
     phase, key = node
     obj = (new if phase == CREATE else old).objects.get(key) or new.objects[key]
-    kind = _KIND_RANK[obj.kind]
+    kind = _KIND_RANK[obj.tag]  # type: ignore[index]
     return (_PHASE_RANK[phase], -kind if phase == DROP else kind, key)
 
 

@@ -14,13 +14,16 @@ USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
 
 
 def acl(column: str, kind: str, owner: str) -> str:
-    """Two arrays of 'grantee|privilege|grantable': the actual and the default privileges."""
+    """Two arrays of 'grantee|privilege|grantable': the actual and the default privileges
+    (both NULL when the object has its default privileges)."""
     def items(source: str) -> str:
         return (f"ARRAY(SELECT (CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE "
                 f"quote_ident(pg_get_userbyid(a.grantee)) END) || '|' || a.privilege_type "
                 f"|| '|' || a.is_grantable::text FROM aclexplode({source}) a ORDER BY 1)")
     default = f"acldefault({kind}, {owner})"
-    return f"{items(f'coalesce({column}, {default})')}, {items(default)}"
+    # NULL means the defaults: nothing to explode (most objects, and the cost of most rows).
+    return (f"CASE WHEN {column} IS NULL THEN NULL ELSE {items(column)} END, "
+            f"CASE WHEN {column} IS NULL THEN NULL ELSE {items(default)} END")
 
 
 EXTENSION_MEMBERS = "SELECT classid, objid FROM pg_depend WHERE deptype = 'e'"
@@ -134,10 +137,7 @@ SELECT a.attrelid, a.attnum, a.attname, quote_ident(a.attname),
                   WHERE co.oid = a.attcollation) ELSE '' END,
        a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), ''), coalesce(d.oid, 0),
        a.attidentity::text, a.attgenerated::text,
-       s.seqrelid, quote_ident(sn.nspname) || '.' || quote_ident(sc.relname),
-       format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
-       s.seqcache, s.seqcycle,
-       CASE WHEN a.attacl IS NULL OR cardinality(a.attacl) = 0 THEN ARRAY[]::text[] ELSE
+       CASE WHEN a.attacl IS NULL OR cardinality(a.attacl) = 0 THEN NULL ELSE
        ARRAY(SELECT (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE
              quote_ident(pg_get_userbyid(x.grantee)) END) || '|' || x.privilege_type || '|'
              || x.is_grantable::text FROM aclexplode(a.attacl) x ORDER BY 1) END,
@@ -146,15 +146,21 @@ FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
      JOIN pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_type t ON t.oid = a.atttypid
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-     LEFT JOIN pg_depend dep ON dep.refclassid = 'pg_class'::regclass
-          AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum AND dep.deptype = 'i'
-          AND dep.classid = 'pg_class'::regclass AND a.attidentity <> ''
-     LEFT JOIN pg_sequence s ON s.seqrelid = dep.objid
-     LEFT JOIN pg_class sc ON sc.oid = s.seqrelid
-     LEFT JOIN pg_namespace sn ON sn.oid = sc.relnamespace
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
   AND {USER_NS}
 ORDER BY a.attrelid, a.attnum
+"""
+
+# The sequences of identity columns (deptype 'i' on the column).
+IDENTITIES = """
+SELECT d.refobjid, d.refobjsubid, s.seqrelid,
+       quote_ident(sn.nspname) || '.' || quote_ident(sc.relname),
+       format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+       s.seqcache, s.seqcycle
+FROM pg_depend d JOIN pg_sequence s ON s.seqrelid = d.objid
+     JOIN pg_class sc ON sc.oid = s.seqrelid JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.deptype = 'i' AND d.refobjsubid > 0
 """
 
 # Constraints of tables, except those a partition inherits from its parent.
@@ -172,12 +178,14 @@ WHERE k.contype IN ('p', 'u', 'f', 'c', 'x') AND k.conislocal AND k.conparentid 
 INDEXES = f"""
 SELECT i.indexrelid, i.indrelid, n.nspname, ic.relname,
        quote_ident(n.nspname) || '.' || quote_ident(ic.relname),
-       pg_get_indexdef(i.indexrelid),
-       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
-               AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x')),
-       EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+       CASE WHEN k.conindid IS NULL THEN pg_get_indexdef(i.indexrelid) ELSE '' END,
+       k.conindid IS NOT NULL, h.inhrelid IS NOT NULL
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
      JOIN pg_namespace n ON n.oid = ic.relnamespace
+     LEFT JOIN (SELECT DISTINCT conindid, conrelid FROM pg_constraint
+                WHERE contype IN ('p', 'u', 'x')) k
+          ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+     LEFT JOIN pg_inherits h ON h.inhrelid = i.indexrelid
 WHERE {USER_NS}
 """
 

@@ -96,12 +96,15 @@ class Reader:
     def _mine(self, classid: int, oid: int) -> bool:
         return (classid, oid) not in self.members
 
-    def _add(self, ref: Ref, obj: Obj, *deps: str) -> None:
-        self.catalog.add(obj, *deps)  # type: ignore[arg-type]
-        self.refs[ref] = obj.key
+    def _add(self, ref: Ref, obj: Obj, *deps: str) -> str:
+        key = self.catalog.add(obj, *deps)  # type: ignore[arg-type]
+        self.refs[ref] = key
+        return key
 
-    def _grant(self, target: Obj, actual: list[str], default: list[str], on: str = "",
-               column: str = "") -> None:
+    def _grant(self, target: Obj, actual: list[str] | None, default: list[str] | None,
+               on: str = "", column: str = "") -> None:
+        if actual is None or default is None:
+            return  # the defaults
         got, dflt = privileges(actual), privileges(default)
         if got != dflt:
             grant = Grant(schema="", name=target.key, sql=target.sql, on=on or target.target,
@@ -182,17 +185,21 @@ class Reader:
             self._grant(obj, actual, default)
 
     def _columns(self) -> None:
+        identities = {(r[0], r[1]): r[2:] for r in self.rows(Q.IDENTITIES)}
         for row in self.rows(Q.COLUMNS):
             (relid, num, name, qname, typ, coll, not_null, default, defoid, identity, generated,
-             seqoid, seqname, seqtype, start, inc, lo, hi, cache, cycle, acl, inherited) = row
+             acl, inherited) = row
             rel = self.relations.get(relid)
             if rel is None:
                 continue
+            rel_key = self.refs[(PG_CLASS, relid, 0)]
             if not isinstance(rel, Table):
-                self.refs[(PG_CLASS, relid, num)] = rel.key  # a view's column: an address
+                self.refs[(PG_CLASS, relid, num)] = rel_key  # a view's column: an address
                 continue
-            ident = None
-            if identity:
+            ident, seqoid = None, 0
+            if identity and (relid, num) in identities:
+                seqoid, seqname, seqtype, start, inc, lo, hi, cache, cycle = identities[
+                    (relid, num)]
                 ident = Identity(always=identity == "a", sequence=seqname, data_type=seqtype,
                                  start=start, increment=inc, min_value=lo, max_value=hi,
                                  cache=cache, cycle=cycle)
@@ -201,11 +208,11 @@ class Reader:
                          not_null=not_null, default="" if generated else default,
                          generated=default if generated else "", identity=ident,
                          inherited=inherited)
-            self._add((PG_CLASS, relid, num), col, rel.key)
+            key = self._add((PG_CLASS, relid, num), col, rel_key)
             if defoid:
-                self.refs[(PG_ATTRDEF, defoid, 0)] = col.key
+                self.refs[(PG_ATTRDEF, defoid, 0)] = key
             if seqoid:
-                self.refs[(PG_CLASS, seqoid, 0)] = col.key
+                self.refs[(PG_CLASS, seqoid, 0)] = key
             if acl:
                 self._grant(col, acl, [], on=f"TABLE {rel.sql}", column=qname)
 
