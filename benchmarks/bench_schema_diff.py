@@ -65,7 +65,7 @@ def run_batch(sc: SchemaCluster, db: str, stmts: list[str]) -> None:
     """In transactions of 200 statements: one would run out of lock slots."""
     with sc.connect(db, autocommit=False) as c:
         for i, s in enumerate(stmts, 1):
-            c.execute(s)  # type: ignore[arg-type]
+            c.execute(s)
             if i % 200 == 0:
                 c.commit()
         c.commit()
