@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from cygnet.agent import layout as L
+from cygnet.agent.backups.temp import TEMP
 from cygnet.agent.branches import take_snapshot
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.schema_instances import Instance, Instances
@@ -127,9 +128,10 @@ class _Run:
 
     async def go(self, *, dry_run: bool, concurrently: bool) -> MergeResult:
         base_branch, base_snap, base_desc = await self._base()
+        # A temporary snapshot until the merge is recorded: a crash leaves nothing
+        # that the reconciler does not destroy.
         point = f"{self.source.dataset}@{L.new_id('mg')}"
-        await take_snapshot(self.m.host, self.source, point.split("@", 1)[1], MERGE_KIND,
-                            MERGE_KIND, "")
+        await take_snapshot(self.m.host, self.source, point.split("@", 1)[1], TEMP, TEMP, "")
         keep = False
         try:
             result, keep = await self._merge(base_branch, base_snap, base_desc, dry_run,
@@ -203,6 +205,7 @@ class _Run:
         props = await self.m.host.zfs.get_props(self.target.dataset, [prop])
         ds = props.get(self.target.dataset)
         previous = ds.user.get(prop, "") if ds is not None else ""
+        await self.m.host.zfs.set_props(point, {L.P_SNAP_KIND: MERGE_KIND})
         await self.m.host.zfs.set_props(self.target.dataset, {prop: point})
         if previous and previous != point and previous.startswith(self.source.dataset + "@"):
             await self._destroy(previous)
