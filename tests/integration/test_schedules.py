@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ import pytest
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from tests.conftest import unique
-from tests.harness import Daemon, private_daemon, query
+from tests.harness import Daemon, free_port, private_daemon, query
 from tests.integration.backup_helpers import backups, create_backup
 from tests.integration.test_cli_support import INVALID, assert_one_error_line, cygnet
 
@@ -28,10 +29,23 @@ T = TypeVar("T")
 WAIT = 60.0
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def sdaemon() -> Iterator[Daemon]:
-    with private_daemon("sch", 58400, "3G", settings="schedule_tick = 0.5\n") as d:
+    settings = f'schedule_tick = 0.5\nmetrics_listen = "127.0.0.1:{METRICS_PORT}"\n' \
+               "metrics_interval = 0.5\n"
+    with private_daemon("sch", 58400, "3G", settings=settings) as d:
         yield d
+
+
+def scraped(name: str) -> float:
+    """A sample's value from the daemon's /metrics, 0 if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(found[0]) if found else 0.0
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT) -> T:
@@ -130,6 +144,8 @@ def test_cron_backups_fire_and_retention_keeps_manual_backups(sdaemon: Daemon) -
     scheduled = wait_for("retention to keep one scheduled backup", pruned)
     ids = [b.id for b in listing(sdaemon, name).backups]
     assert manual.id in ids and scheduled[0].id in seen  # a manual backup is never pruned
+    assert scraped('cygnet_schedule_runs_total{kind="backup",outcome="ok"}') >= 2
+    assert scraped('cygnet_schedule_runs_total{kind="backup",outcome="error"}') == 0
     restored = backups(sdaemon).VerifyBackups(bpb.VerifyBackupsRequest(), timeout=120)
     assert [e.result.ok for e in restored if e.HasField("result")] == [True]
 

@@ -22,8 +22,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from cygnet import backup
 from cygnet.agent import layout as L
@@ -42,6 +48,39 @@ from cygnet.states import Desired
 from cygnet.zfs import DatasetNotFound
 
 log = logging.getLogger("cygnet.schedules")
+T = TypeVar("T")
+
+
+class _Stats:
+    """What /metrics reports (metrics()): runs by kind and outcome, failing databases."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[tuple[str, str]] = Counter()
+        self.failing: dict[str, str] = {}  # database id -> name
+        self.active = False
+
+    def ran(self, kind: str, ok: bool) -> None:
+        self.runs[(kind, "ok" if ok else "error")] += 1
+
+
+_stats = _Stats()
+
+
+def metrics() -> list[Metric]:
+    if not _stats.active:
+        return []
+    runs = CounterMetricFamily("cygnet_schedule_runs",
+                               "Scheduled snapshots, backups and prunes, by outcome",
+                               labels=["kind", "outcome"])
+    for kind in ("snapshot", "backup", "prune"):
+        for outcome in ("ok", "error"):
+            runs.add_metric([kind, outcome], float(_stats.runs[(kind, outcome)]))
+    failing = GaugeMetricFamily(
+        "cygnet_schedule_failing", "1 for a database whose last scheduled run failed",
+        labels=["database", "database_id"])
+    for db_id, name in sorted(_stats.failing.items()):
+        failing.add_metric([name, db_id], 1.0)
+    return [runs, failing]
 
 
 def auto_snapshots(branch: BranchRecord) -> list[SnapshotRecord]:
@@ -78,6 +117,7 @@ class Scheduler:
         self.backups = backups
         self.host = backups.host
         self._pruned_backups: set[str] = set()  # databases whose backups were pruned once
+        _stats.active = True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -96,33 +136,37 @@ class Scheduler:
         for db in ready:
             assert db.main is not None
             try:
-                await self._database(db, db.main, schedules[db.id], now)
+                if await self._database(db, db.main, schedules[db.id], now):
+                    _stats.failing.pop(db.id, None)  # what was due ran
             except Exception as exc:
                 log.warning("schedule of database %s: %s", db.name, exc)
+                _stats.failing[db.id] = db.name
                 with contextlib.suppress(Exception):
                     await S.record_run(self.host, db, error=str(exc) or type(exc).__name__)
 
     async def _database(self, db: DatabaseRecord, main: BranchRecord, sched: S.Schedule,
-                        now: float) -> None:
+                        now: float) -> bool:
+        """Runs what is due; returns whether anything was."""
         snaps = auto_snapshots(main)
         took = False
         if main.desired == Desired.RUNNING and S.snapshot_due(
                 sched, snaps[-1].created if snaps else 0.0, now):
-            await self._snapshot(db, main, now)
+            await _counted("snapshot", self._snapshot(db, main, now))
             took = True
         ran = False
         due = S.next_backup(sched)
         if due is not None and due <= now:
-            await self._backup(db, main, now)
+            await _counted("backup", self._backup(db, main, now))
             ran = True
         # The rules keep the same points until a point is added, except keep_within.
         first = db.id not in self._pruned_backups
         if took or ran or first or (snaps and sched.retention.keep_within_s):
-            pruned = await self.prune(db, sched, now, snapshots=took or bool(snaps),
-                                      backups=ran or first)
+            pruned = await _counted("prune", self.prune(
+                db, sched, now, snapshots=took or bool(snaps), backups=ran or first))
             oldest = pruned.oldest_kept
             if oldest is not None and abs(oldest - sched.retained_since) > 1e-3:
                 await S.record_run(self.host, db, retained_since=oldest)
+        return took or ran
 
     async def _snapshot(self, db: DatabaseRecord, main: BranchRecord, now: float) -> None:
         name = "auto-" + datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -195,3 +239,13 @@ class Scheduler:
             emit(EventKind.DELETED, database_id=db.id, database=db.name,
                  reason=f"retention pruned backups {', '.join(doomed)}")
         return decision
+
+
+async def _counted(kind: str, run: Awaitable[T]) -> T:
+    try:
+        result = await run
+    except BaseException:
+        _stats.ran(kind, False)
+        raise
+    _stats.ran(kind, True)
+    return result
