@@ -9,6 +9,7 @@ from cygnet import __version__
 from cygnet.agent import archive, offsite
 from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
+from cygnet.agent.schedules import metrics as schedule_metrics
 from cygnet.agent.service import AgentService
 from cygnet.endpoint import metrics as endpoint_metrics
 from cygnet.metrics.snapshot import gauge
@@ -51,6 +52,7 @@ class AgentMetrics:
         metrics.extend(offsite.metrics())
         metrics.extend(archive.metrics())  # WAL archive lag (agent/archive.py)
         metrics.extend(endpoint_metrics.metrics())  # the Postgres endpoint (docs/endpoints.md)
+        metrics.extend(schedule_metrics())  # scheduled snapshots and backups
         return metrics
 
     def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:
