@@ -154,6 +154,25 @@ def test_postmaster_restart_is_counted(metered: tuple[Daemon, str]) -> None:
     assert value(m, "cygnet_postmaster_restarts_total") == start + 1
 
 
+def test_suspended_branches_and_wakes_are_counted(metered: tuple[Daemon, str]) -> None:
+    daemon, url = metered
+    with daemon.stub() as s:
+        db = s.CreateDatabase(pb.CreateDatabaseRequest(name="z-" + secrets.token_hex(3),
+                                                       size_class="nano"), timeout=120)
+        main = pb.BranchRef(branch_id=db.main_branch.id)
+        before = scrape(url)
+        s.SuspendBranch(pb.SuspendBranchRequest(branch=main), timeout=60)
+        m = eventually(url, lambda m: value(m, "cygnet_branches", state="suspended")
+                       > value(before, "cygnet_branches", state="suspended"))
+        assert value(m, "cygnet_branch_suspends_total") == \
+            value(before, "cygnet_branch_suspends_total") + 1
+        s.ResumeBranch(pb.ResumeBranchRequest(branch=main), timeout=60)
+    m = eventually(url, lambda m: value(m, "cygnet_branch_wakes_total")
+                   > value(before, "cygnet_branch_wakes_total"))
+    assert value(m, "cygnet_branches", state="suspended") == \
+        value(before, "cygnet_branches", state="suspended")
+
+
 def test_metrics_are_off_by_default_and_bad_listen_is_refused(tmp_path: object) -> None:
     from cygnet.errors import InvalidArgument
     from cygnet.metrics.http import parse_listen, serve

@@ -76,6 +76,7 @@ class Scaler:
         self._failed: dict[str, tuple[float, CygnetError]] = {}
         self.starts = 0  # postmasters started by wake or resume
         self.suspends = 0
+        self.wake_failures = 0
 
     # --- what others ask -----------------------------------------------------
 
@@ -130,6 +131,7 @@ class Scaler:
         exc = future.exception()  # retrieved, even when every caller has gone
         if isinstance(exc, CygnetError):
             self._failed[branch_id] = (time.monotonic(), exc)
+            self.wake_failures += 1
         else:
             self._failed.pop(branch_id, None)
 

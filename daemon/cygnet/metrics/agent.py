@@ -49,11 +49,27 @@ class AgentMetrics:
                                        "Dead postmasters the supervisor started again")
         restarts.add_metric([], float(self.service.supervisor.restarts))
         metrics.append(restarts)
+        metrics.extend(self._scale_to_zero())
         metrics.extend(offsite.metrics())
         metrics.extend(archive.metrics())  # WAL archive lag (agent/archive.py)
         metrics.extend(endpoint_metrics.metrics())  # the Postgres endpoint (docs/endpoints.md)
         metrics.extend(schedule_metrics())  # scheduled snapshots and backups
         return metrics
+
+    def _scale_to_zero(self) -> list[Metric]:
+        """Suspends, wakes and failed wakes since the daemon started (agent/scale.py)."""
+        scaler = self.service.scaler
+        out: list[Metric] = []
+        for name, text, value in (
+                ("cygnet_branch_suspends", "Branches suspended (idle or asked)", scaler.suspends),
+                ("cygnet_branch_wakes", "Suspended or failed branches started by a wake",
+                 scaler.starts),
+                ("cygnet_branch_wake_failures", "Wakes that could not start their branch",
+                 scaler.wake_failures)):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], float(value))
+            out.append(counter)
+        return out
 
     def _by_state(self, branches: list[tuple[DatabaseRecord, BranchRecord]]) -> Metric:
         counts = dict.fromkeys(STATES, 0)
