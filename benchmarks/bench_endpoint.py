@@ -65,7 +65,8 @@ def run_pgbench(conninfo: str, password: str, seconds: int, logdir: Path
     env = {**os.environ, "PGPASSWORD": password}
     out = subprocess.run(
         [str(PGBIN / "pgbench"), "-n", "-S", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds),
-         "-l", "--sampling-rate", "0.05", "--log-prefix", str(logdir / "pgbench_log"), conninfo],
+         "-l", "--sampling-rate", "1" if seconds < 10 else "0.05",  # short runs: every one
+         "--log-prefix", str(logdir / "pgbench_log"), conninfo],
         env=env, capture_output=True, text=True, timeout=seconds + 120, check=True)
     found = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
     assert found is not None, out.stdout
