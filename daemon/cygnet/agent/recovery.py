@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -96,6 +97,11 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
         shutil.rmtree(stage, ignore_errors=True)
     if stager.error is not None:
         raise Aborted(f"reading archived WAL failed: {stager.error}")
+    redo = re.findall(r"redo done at \S+ system usage: .*elapsed: ([0-9.]+) s",
+                      _log_text(files.log_file))
+    log.info("branch %s: staged %d of %d WAL files (%.0f MB) in %.2fs; Postgres' redo %s s",
+             branch.id, stager.staged, len(objects), stager.staged_bytes / 1e6, stager.seconds,
+             redo[-1] if redo else "?")
     return switch_point(files.pgdata)
 
 

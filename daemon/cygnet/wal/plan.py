@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ class Stager:
         self.uid, self.gid = uid, gid
         self.cancelled = threading.Event()
         self.staged = 0
+        self.staged_bytes = 0
+        self.seconds = 0.0  # spent staging
         self.error: BaseException | None = None
 
     def prepare(self) -> None:
@@ -134,12 +137,15 @@ class Stager:
             (self.directory / f"{obj.name}.pending").touch()
 
     def run(self) -> None:
+        began = time.monotonic()
         try:
             for obj in self.objects:
                 if self.cancelled.is_set():
                     break
                 tmp = self.directory / f".{obj.name}.tmp"
-                tmp.write_bytes(WalRepository.read(obj.path))
+                data = WalRepository.read(obj.path)
+                tmp.write_bytes(data)
+                self.staged_bytes += len(data)
                 os.chown(tmp, self.uid, self.gid)
                 os.rename(tmp, self.directory / obj.name)
                 (self.directory / f"{obj.name}.pending").unlink(missing_ok=True)
@@ -147,3 +153,5 @@ class Stager:
         except BaseException as exc:
             self.error = exc
             (self.directory / ".failed").touch()
+        finally:
+            self.seconds = time.monotonic() - began
