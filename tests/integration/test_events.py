@@ -9,6 +9,7 @@ import queue
 import secrets
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +21,7 @@ from cygnet.agent.webhooks import verify
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
-from tests.harness import Daemon, private_daemon
+from tests.harness import Daemon, free_port, private_daemon
 
 
 def follow(stub: pb_grpc.AgentStub, req: pb.WatchEventsRequest
@@ -128,6 +129,18 @@ def wait_kept(stub: pb_grpc.AgentStub, newest: int, after: int = 0) -> list[pb.E
         time.sleep(0.05)
 
 
+def scrape(port: int, wanted: str) -> str:
+    """The daemon's /metrics once it shows `wanted` (its gauges refresh every 0.2 s here)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        if wanted in text:
+            return text
+        assert time.monotonic() < deadline, text[-3000:]
+        time.sleep(0.2)
+
+
 def segments(d: Daemon) -> list[Path]:
     return sorted((d.mount_root / d.pool.name / "events").glob("*.jsonl"))
 
@@ -136,8 +149,10 @@ def test_journal_restart_trim_and_webhooks(receiver: str, tmp_path: Path) -> Non
     secret = secrets.token_hex(16)
     secret_file = tmp_path / "webhook.secret"
     secret_file.write_text(secret)
+    metrics = free_port()
     settings = (f"events_max = 4\nwebhook_urls = [{json.dumps(receiver)}]\n"
-                f'webhook_secret_file = "{secret_file}"\n')
+                f'webhook_secret_file = "{secret_file}"\n'
+                f'metrics_listen = "127.0.0.1:{metrics}"\nmetrics_interval = 0.2\n')
     with private_daemon("ev", 61600, "2G", settings=settings, unix_only=True) as d:
         with d.stub() as stub:
             churn(stub, 2)  # 8 events: more than events_max
@@ -170,6 +185,9 @@ def test_journal_restart_trim_and_webhooks(receiver: str, tmp_path: Path) -> Non
         log = d.log_path.read_text()
         assert secret not in log and "t0ps3cret" not in log
         assert "attempt 1 failed (HTTP 500)" in log
+        scraped = scrape(metrics, 'cygnet_events_cursor{end="newest"} 12.0')
+        assert 'cygnet_webhook_delivered_total{url="http://127.0.0.1:' in scraped
+        assert "t0ps3cret" not in scraped and secret not in scraped
     cursors = [int(h["Cygnet-Event-Cursor"]) for h, _ in Receiver.got]
     assert cursors == sorted(cursors)
     for headers, body in Receiver.got:

@@ -138,3 +138,12 @@ def test_a_stopping_daemon_ends_live_streams_with_the_cursor_to_resume_after(
             await anext(stream)
 
     asyncio.run(run())
+
+
+def test_a_replay_is_a_prefix_of_what_was_written_when_it_began(tmp_path: Path) -> None:
+    async def run() -> None:
+        journal = await journal_with(tmp_path, 3)
+        journal.durable = 2  # event 3 is on disk, its batch not yet acknowledged
+        assert [e.cursor for e in journal.read_after(0)] == [1, 2]
+
+    asyncio.run(run())

@@ -217,8 +217,10 @@ class EventJournal:
                              self.oldest)
 
     def read_after(self, after: int) -> list[Event]:
-        """The events kept after `after`, read from the files."""
+        """The events kept after `after`, read from the files: a prefix without gaps, as
+        events written meanwhile (past `durable` when the read began) are left out."""
         out: list[Event] = []
+        limit = self.durable
         segments = list(self.segments)
         for i, first in enumerate(segments):
             following = segments[i + 1] if i + 1 < len(segments) else None
@@ -233,7 +235,7 @@ class EventJournal:
                     event = Event.from_json(json.loads(line))
                 except (ValueError, KeyError):
                     continue
-                if after < event.cursor <= self.durable:
+                if after < event.cursor <= limit:
                     out.append(event)
         return out
 
@@ -252,7 +254,9 @@ class EventJournal:
                 if replay:
                     replay = False
                     self.check_cursor(last)
-                    for event in await asyncio.to_thread(self.read_after, last):
+                    found = await asyncio.to_thread(self.read_after, last)
+                    self.check_cursor(last)  # trimmed while being read: say so, skip nothing
+                    for event in found:
                         yield event
                         last = event.cursor
                     if not follow:

@@ -34,6 +34,7 @@ from cygnet.errors import CygnetError
 log = logging.getLogger("cygnet.expiry")
 
 NEVER = float("inf")
+expired_total = 0  # branches deleted by expiry since the daemon started (metrics)
 
 
 def effective_expiry(db: DatabaseRecord, branch: BranchRecord, now: float | None = None
@@ -66,6 +67,7 @@ def due(db: DatabaseRecord, now: float) -> list[BranchRecord]:
 
 async def expire_database(host: Host, database_id: str) -> list[str]:
     """Deletes what is due in one database, under its lock, re-read under it."""
+    global expired_total
     lock = host.db_locks[database_id]
     async with lock:
         inv = await host.database_inventory(database_id)
@@ -84,7 +86,9 @@ async def expire_database(host: Host, database_id: str) -> list[str]:
                      database=db.name, branch=victim.name, reason=f"expired at {stamp}")
             log.info("branch %s/%s (%s) expired: deleting it with %d descendant(s)",
                      db.name, top.name, top.id, len(victims) - 1)
-            deleted += await br.delete_branch(host, db, top.id, cascade=True)
+            gone = await br.delete_branch(host, db, top.id, cascade=True)
+            expired_total += len(gone)
+            deleted += gone
             for victim in victims:
                 db.branches.pop(victim.id, None)
         return deleted

@@ -6,7 +6,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from cygnet import __version__
-from cygnet.agent import archive, offsite
+from cygnet.agent import archive, lifecycle, offsite
 from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.schedules import metrics as schedule_metrics
@@ -52,6 +52,7 @@ class AgentMetrics:
         metrics.extend(self._scale_to_zero())
         metrics.extend(offsite.metrics())
         metrics.extend(archive.metrics())  # WAL archive lag (agent/archive.py)
+        metrics.extend(lifecycle.metrics())  # events, webhooks, expiry
         metrics.extend(endpoint_metrics.metrics())  # the Postgres endpoint (docs/endpoints.md)
         metrics.extend(schedule_metrics())  # scheduled snapshots and backups
         return metrics
