@@ -111,6 +111,14 @@ def test_branch_of_a_branch_reaches_back_before_its_fork(stub, db) -> None:
     with pytest.raises(grpc.RpcError) as err:
         at(stub, name, "late", when=time.time() - 0.01, parent="child")
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    # Promoted, the child's data is main's: main's archive goes on in a new
+    # generation that continues the child's history (and, below its fork, main's).
+    stub.PromoteBranch(pb.PromoteBranchRequest(branch=pb.BranchRef(database=name, name="child")),
+                       timeout=120)
+    history = stub.BranchHistory(pb.BranchHistoryRequest(branch=pb.BranchRef(database=name)),
+                                 timeout=30)
+    gens = [(g.branch_id, g.generation) for g in history.generations]
+    assert gens == [(db.main_branch.id, 2), (child.branch.id, 1), (db.main_branch.id, 1)]
 
 
 def test_reset_starts_a_generation_and_restore_in_place_keeps_the_old_state(stub, db) -> None:
