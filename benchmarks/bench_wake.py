@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import RESULTS, emit, log, summary
+from cygnet.agent.idle import backends, wal_to_archive
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.harness import Daemon, private_daemon
 
@@ -64,6 +65,17 @@ def cluster_pss(pgdata: Path) -> tuple[int, int]:
     return sum(_pss(p) for p in pids), len(pids)
 
 
+def idle_check_cost(pgdata: Path, n: int = 500) -> float:
+    """Microseconds the idle suspender spends per running branch: its clients from
+    /proc and its WAL still to archive (a suspended branch costs nothing)."""
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    started = time.perf_counter()
+    for _ in range(n):
+        backends(pid)
+        wal_to_archive(pgdata)
+    return (time.perf_counter() - started) / n * 1e6
+
+
 def _pgdata(daemon: Daemon, b: pb.Branch) -> Path:
     (found,) = (daemon.mount_root / daemon.pool.name / "db" / b.database_id).glob(f"{b.id}*")
     return found / "pgdata"
@@ -89,6 +101,7 @@ def _rounds(daemon: Daemon, stub: Any, db: pb.CreateDatabaseResponse, rounds: in
     _select_one(conn.uri)
     time.sleep(0.5)  # its backend gone: the idle cluster is what is measured
     running_pss, processes = cluster_pss(_pgdata(daemon, b))
+    check_us = idle_check_cost(_pgdata(daemon, b))
     warm, start, wake_rpc, wake_endpoint = [], [], [], []
     for i in range(rounds):
         log(f"round {i + 1}/{rounds}")
@@ -122,6 +135,7 @@ def _rounds(daemon: Daemon, stub: Any, db: pb.CreateDatabaseResponse, rounds: in
         "target_p50_seconds": TARGET_P50,
         "running_pss_bytes": running_pss, "running_processes": processes,
         "suspended_pss_bytes": suspended_pss, "suspended_processes": suspended_processes,
+        "idle_check_us_per_running_branch": round(check_us, 1),
     }
     if wake_endpoint:
         result["wake_endpoint_seconds"] = summary(wake_endpoint)

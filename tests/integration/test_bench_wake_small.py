@@ -18,3 +18,4 @@ def test_bench_wake_small(daemon: Daemon) -> None:
     assert result["running_pss_bytes"] > 0 and result["running_processes"] >= 5
     # A suspended branch has no process, hence no memory.
     assert (result["suspended_pss_bytes"], result["suspended_processes"]) == (0, 0)
+    assert result["idle_check_us_per_running_branch"] > 0
