@@ -147,8 +147,14 @@ class _Run:
     async def _merge(self, base_branch: BranchRecord, base_snap: str, base_desc: str,
                      dry_run: bool, concurrently: bool) -> tuple[MergeResult, bool]:
         source_cat = await self.m.schema.read(self.source_at, self.dbname)
-        base = await self.servers.of_snapshot(self.db, base_branch, base_snap)
-        clone = await self.servers.of_branch(self.db, self.target)
+        # Both servers start at once; both are waited for, so none is left half-made.
+        made = await asyncio.gather(self.servers.of_snapshot(self.db, base_branch, base_snap),
+                                    self.servers.of_branch(self.db, self.target),
+                                    return_exceptions=True)
+        servers = [m for m in made if isinstance(m, Instance)]
+        if len(servers) != len(made):
+            raise next(m for m in made if isinstance(m, BaseException))
+        base, clone = servers
         base_cat, target_before, target_cat = await asyncio.gather(
             self.m.schema.read(self._at(base, "merge base"), self.dbname, self.renames),
             self.m.schema.read(self._at(clone, "target's clone"), self.dbname),
