@@ -3,7 +3,12 @@
 One throwaway cygnetd on its own file-backed zfs-fuse pool, one nano
 database, filled with branches through the API (CreateBranch, then StopBranch
 for all but `--running` of them: the stopped ones stand for suspended
-branches). At each level it measures, in the same run:
+branches). Beyond `--api-fill` branches (default: all through the API) the
+rest are made by hand as stopped branches are in ZFS (a branch point on main
+and a clone with a branch's properties), and the daemon is restarted to read
+them, as it reads any host at start: on a busy 2-core machine a create with a
+stop costs 3-6 s, so 900 more would take an hour. At each level it measures,
+in the same run:
 
 - CreateBranch p50 (a branch made and deleted again, so the level holds),
   against the raw floor at the same dataset count: `zfs snapshot` + `zfs
@@ -15,6 +20,7 @@ branches). At each level it measures, in the same run:
   every running postmaster.
 
     .venv/bin/python -m benchmarks.bench_density                 # 1, 100, 1000
+    .venv/bin/python -m benchmarks.bench_density --api-fill 100  # 900 of them by hand
     .venv/bin/python -m benchmarks.bench_density --small         # 1 and 4: the suite's run
 """
 
@@ -72,12 +78,20 @@ class Rig:
                              timeout=600)
                 self.stopped.append(b.branch.id)
 
-    def fill(self, target: int) -> None:
+    def fill(self, target: int, api_fill: int) -> None:
         started = time.monotonic()
-        while self.count() < target:
+        while self.count() < min(target, api_fill):
             self.add()
             if len(self.branches) % 100 == 0:
                 log(f"{self.count()} branches ({time.monotonic() - started:.0f}s)")
+        if self.count() < target:
+            made = make_stopped_by_hand(self.d, self.root, self.main.id, self.count(),
+                                        target - self.count(), self.d.port_min + self.count())
+            self.branches += made
+            self.stopped += made
+            log(f"{self.count()} branches, {len(made)} by hand; restarting the daemon")
+            self.d.stop()
+            self.d.start(timeout=600)
 
     def create_probe(self, i: int) -> float:
         with self.d.stub() as s:
@@ -104,6 +118,35 @@ class Rig:
 def zfs(*args: str) -> str:
     return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True,
                           timeout=600).stdout
+
+
+def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: int,
+                         port: int) -> list[str]:
+    """`count` stopped branches of main as ZFS holds them: a branch point each and a
+    clone with a branch's properties, a few commands at a time. Returns their ids."""
+    main = f"{root}/{main_id}"
+    database_id = root.rsplit("/", 1)[1]
+    ids, commands = [], []
+    for i in range(count):
+        branch_id, snap_id = "br" + secrets.token_hex(5), "sn" + secrets.token_hex(5)
+        props = {"kind": "branch", "id": branch_id, "name": f"h{first + i}",
+                 "database": database_id, "parent": main_id, "port": str(port + i),
+                 "desired": "stopped", "phase": "ready", "created": f"{time.time():.3f}"}
+        snap = f"{main}@{snap_id}"
+        commands.append((["zfs", "snapshot", "-o", "cygnet:snapshot-kind=branch-point",
+                          "-o", f"cygnet:id={snap_id}", "-o", f"cygnet:name=h{first + i}",
+                          snap],
+                         ["zfs", "clone", *[a for k, v in props.items()
+                                            for a in ("-o", f"cygnet:{k}={v}")],
+                          snap, f"{root}/{branch_id}"]))
+        ids.append(branch_id)
+    for start in range(0, len(commands), 8):  # zfs-fuse overlaps a few at a time
+        batch = commands[start:start + 8]
+        for step in (0, 1):
+            running = [subprocess.Popen(c[step], stdout=subprocess.DEVNULL) for c in batch]
+            if any(p.wait(600) != 0 for p in running):
+                raise RuntimeError("a zfs command failed while making branches by hand")
+    return ids
 
 
 def destroy(name: str) -> None:
@@ -134,8 +177,9 @@ def start_stopped(rig: Rig, probes: int) -> dict[str, float] | None:
     with rig.d.stub() as s:
         for branch_id in rig.stopped[:probes]:
             ref = pb.BranchRef(branch_id=branch_id)
-            times.append(timed(lambda r=ref: s.StartBranch(pb.StartBranchRequest(branch=r),
-                                                           timeout=600)))
+            t0 = time.perf_counter()
+            s.StartBranch(pb.StartBranchRequest(branch=ref), timeout=600)
+            times.append(time.perf_counter() - t0)
             s.StopBranch(pb.StopBranchRequest(branch=ref), timeout=600)
     return summary(times)
 
@@ -184,7 +228,8 @@ def restart(rig: Rig) -> dict[str, Any]:
             "daemon_rss_mib_after": round(rss(rig.d.proc.pid) / MB, 1)}
 
 
-def run(sizes: list[int], running: int, probes: int, pool_size: str) -> dict[str, Any]:
+def run(sizes: list[int], running: int, probes: int, pool_size: str,
+        api_fill: int) -> dict[str, Any]:
     pool = FilePool.create(pool_size)
     base = WORK / ("density-" + secrets.token_hex(3))
     # Above the ephemeral range (32768-60999 here), clear of the test daemons' ports.
@@ -196,7 +241,7 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str) -> dict[str
         rig = Rig(d, running)
         levels = []
         for n in sizes:
-            rig.fill(n)
+            rig.fill(n, api_fill)
             levels.append(level(rig, probes))
         first, last = levels[0], levels[-1]
         ratio = (last["create_branch_seconds"]["p50"] / first["create_branch_seconds"]["p50"])
@@ -207,6 +252,7 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str) -> dict[str
         return {
             "machine": f"{os.cpu_count()} cores, zfs-fuse on a file-backed pool",
             "levels": levels, "restart": restart(rig),
+            "made_through_api": min(max(sizes), api_fill),
             "create_p50_ratio_last_to_first": round(ratio, 3),
             "raw_p50_ratio_last_to_first": round(raw_ratio, 3),
             "daemon_rss_per_branch_kib": round(grown * 1024, 1),
@@ -224,13 +270,15 @@ def main() -> None:
     p.add_argument("--running", type=int, default=50, help="branches left running (main too)")
     p.add_argument("--probes", type=int, default=15, help="timed creates per level")
     p.add_argument("--pool-size", default="12G")
+    p.add_argument("--api-fill", type=int, default=10**9,
+                   help="branches made through the API; the rest by hand (see above)")
     p.add_argument("--small", action="store_true", help="1 and 4 branches: the suite's smoke run")
     p.add_argument("--out", type=Path, default=None, help="directory for density.json")
     args = p.parse_args()
     if args.small:
         args.sizes, args.running, args.probes, args.pool_size = "1,4", 2, 2, "2G"
     sizes = sorted({int(x) for x in args.sizes.split(",") if x})
-    result = run(sizes, args.running, args.probes, args.pool_size)
+    result = run(sizes, args.running, args.probes, args.pool_size, args.api_fill)
     emit("density", result, **({"out": args.out} if args.out else {}))
 
 

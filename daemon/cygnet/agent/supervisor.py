@@ -29,6 +29,8 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 # How often the whole host is re-read from ZFS (seconds).
 RESYNC_INTERVAL = 60.0
+# At most every this many times the last resync's own duration.
+RESYNC_SHARE = 20.0
 # How often a pool short of its reserve is looked at again (seconds).
 RESERVE_INTERVAL = 5.0
 
@@ -158,14 +160,18 @@ class Supervisor:
              branch=branch.name, reason="restarted by the supervisor")
 
     async def run(self, stop: asyncio.Event) -> None:
-        resync_at = reserve_at = 0.0
+        # The reconciler has just read everything: the first resync can wait.
+        resync_at, reserve_at = time.monotonic() + RESYNC_INTERVAL, 0.0
         try:
             while not stop.is_set():
                 now = time.monotonic()
                 try:
                     if now >= resync_at:
                         await self.resync()
-                        resync_at = now + RESYNC_INTERVAL
+                        # A recursive read stalls zfs-fuse for everyone (6 s at 1,000
+                        # branches on a busy host): keep it to 5% of the time.
+                        took = time.monotonic() - now
+                        resync_at = now + max(RESYNC_INTERVAL, RESYNC_SHARE * took)
                     if now >= reserve_at:
                         await self.host.space.ensure_missing_reserves()
                         reserve_at = now + RESERVE_INTERVAL
