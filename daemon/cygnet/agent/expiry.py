@@ -35,6 +35,7 @@ log = logging.getLogger("cygnet.expiry")
 
 NEVER = float("inf")
 expired_total = 0  # branches deleted by expiry since the daemon started (metrics)
+_announced: set[str] = set()  # branches whose expired event went out, until deleted
 
 
 def effective_expiry(db: DatabaseRecord, branch: BranchRecord, now: float | None = None
@@ -81,6 +82,9 @@ async def expire_database(host: Host, database_id: str) -> list[str]:
                 continue
             victims = [*db.descendants(top.id), top]
             for victim in victims:
+                if victim.id in _announced:
+                    continue  # a delete that failed is retried without a second event
+                _announced.add(victim.id)
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(victim.expires_at))
                 emit(EventKind.EXPIRED, database_id=db.id, branch_id=victim.id,
                      database=db.name, branch=victim.name, reason=f"expired at {stamp}")
@@ -91,6 +95,7 @@ async def expire_database(host: Host, database_id: str) -> list[str]:
             deleted += gone
             for victim in victims:
                 db.branches.pop(victim.id, None)
+                _announced.discard(victim.id)
         return deleted
 
 
