@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cygnet.agent import convert as agent_convert
+from cygnet.agent import masked_api, migrations_api
 from cygnet.agent.schema_merge import Merger, MergeResult
 from cygnet.agent.schema_service import SchemaService
 from cygnet.api.v1 import schema_pb2 as pb
@@ -89,3 +90,27 @@ class SchemaServicer(pb_grpc.SchemaServicer):
 
         result = await self.service.agent.requests.run(req.request_id, "MergeSchema", call)
         return merge_response(result)
+
+    async def ApplyMigrations(self, req: pb.ApplyMigrationsRequest, ctx: Ctx
+                              ) -> pb.MigrationsResponse:
+        return await migrations_api.apply(self.service, req)
+
+    async def MigrationStatus(self, req: pb.MigrationStatusRequest, ctx: Ctx
+                              ) -> pb.MigrationsResponse:
+        return await migrations_api.status(self.service, req)
+
+    async def RollbackMigrations(self, req: pb.RollbackMigrationsRequest, ctx: Ctx
+                                 ) -> pb.MigrationsResponse:
+        return await migrations_api.rollback(self.service, req)
+
+    async def SetMaskingRules(self, req: pb.SetMaskingRulesRequest, ctx: Ctx
+                              ) -> pb.MaskingRules:
+        return await masked_api.set_rules(self.service, req)
+
+    async def GetMaskingRules(self, req: pb.GetMaskingRulesRequest, ctx: Ctx
+                              ) -> pb.MaskingRules:
+        return await masked_api.get_rules(self.service, req)
+
+    async def CreateMaskedBranch(self, req: pb.CreateMaskedBranchRequest, ctx: Ctx
+                                 ) -> pb.CreateMaskedBranchResponse:
+        return await masked_api.create(self.service, req)

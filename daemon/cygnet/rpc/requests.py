@@ -14,6 +14,8 @@ from typing import Any
 from cygnet.api.v1 import agent_pb2, backup_pb2, schema_pb2
 from cygnet.backup import cron, retention
 from cygnet.errors import InvalidArgument
+from cygnet.masking import rules as masking_rules
+from cygnet.migrate import files as migrate_files
 from cygnet.names import (
     shown,
     validate_backup_id,
@@ -268,11 +270,36 @@ def rename_hint(path: str, value: str) -> None:
     Rename.parse(value, path)
 
 
+def masking_text(path: str, value: str) -> None:
+    """A masking rules file: parsed here, so a bad one names its line or column."""
+    masking_rules.parse(value, path)
+
+
+MIGRATION = message_check({"version": integer_range(1, 2**63 - 1),
+                           "name": migrate_files.check_name,
+                           "up": migrate_files.check_sql, "down": migrate_files.check_sql,
+                           "file": migrate_files.check_file}, frozenset({"version", "up"}))
+
+
 SCHEMA: dict[str, Rules] = {
     "SchemaDiff": _rules({"a": BRANCH_REF, "b": BRANCH_REF, "dbname": sql_dbname}, ("a", "b")),
     "MergeSchema": _rules({"source": BRANCH_REF, "target": BRANCH_REF, "dry_run": anything,
                            "renames": rename_hint, "dbname": sql_dbname,
                            "concurrently": anything, **_RID}, ("source", "target")),
+    "ApplyMigrations": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
+                               "rehearse": anything, "dbname": sql_dbname, **_RID},
+                              ("branch", "migrations")),
+    "MigrationStatus": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
+                               "dbname": sql_dbname}, ("branch",)),
+    "RollbackMigrations": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
+                                  "to_version": integer_range(0, 2**63 - 1),
+                                  "dbname": sql_dbname, **_RID}, ("branch",)),
+    "SetMaskingRules": _rules({"database": reference("db"), "rules": masking_text},
+                              ("database", "rules")),
+    "GetMaskingRules": _rules({"database": reference("db")}, ("database",)),
+    "CreateMaskedBranch": _rules({"database": reference("db"), "name": name,
+                                  "parent": reference("br"), "refresh": anything, **_RID},
+                                 ("database", "name")),
 }
 
 

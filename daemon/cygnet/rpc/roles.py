@@ -100,6 +100,13 @@ _TABLE: dict[str, Kind] = {
     # Schema only, never data: readers may compare branches.
     _SCHEMA + "SchemaDiff": Kind.READ,
     _SCHEMA + "MergeSchema": Kind.CHANGE,
+    _SCHEMA + "ApplyMigrations": Kind.CHANGE,
+    _SCHEMA + "MigrationStatus": Kind.READ,
+    _SCHEMA + "RollbackMigrations": Kind.CHANGE,
+    # Rules name columns and say how they are masked: no data, but not for readers.
+    _SCHEMA + "SetMaskingRules": Kind.CHANGE,
+    _SCHEMA + "GetMaskingRules": Kind.CHANGE,
+    _SCHEMA + "CreateMaskedBranch": Kind.CHANGE,
     _COORDINATOR + "RegisterHost": Kind.REGISTER,
     _COORDINATOR + "Heartbeat": Kind.HEARTBEAT,
     _COORDINATOR + "ListHosts": Kind.READ,

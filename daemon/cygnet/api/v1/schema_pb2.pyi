@@ -357,3 +357,414 @@ class MergeSchemaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MergeSchemaResponse: _TypeAlias = MergeSchemaResponse  # noqa: Y015
+
+@_typing.final
+class MigrationFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    DOWN_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    """The words between the version and ".up.sql"."""
+    up: _builtins.str
+    down: _builtins.str
+    """"" when there is no down file."""
+    file: _builtins.str
+    """The up file's name, for errors."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        up: _builtins.str = ...,
+        down: _builtins.str = ...,
+        file: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["down", b"down", "file", b"file", "name", b"name", "up", b"up", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationFile: _TypeAlias = MigrationFile  # noqa: Y015
+
+@_typing.final
+class ApplyMigrationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    REHEARSE_FIELD_NUMBER: _builtins.int
+    DBNAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    rehearse: _builtins.bool
+    """First apply to a throwaway clone, report time and locks, then for real."""
+    dbname: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> _agent_pb2.BranchRef: ...
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationFile]: ...
+    def __init__(
+        self,
+        *,
+        branch: _agent_pb2.BranchRef | None = ...,
+        migrations: _abc.Iterable[Global___MigrationFile] | None = ...,
+        rehearse: _builtins.bool = ...,
+        dbname: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "dbname", b"dbname", "migrations", b"migrations", "rehearse", b"rehearse", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyMigrationsRequest: _TypeAlias = ApplyMigrationsRequest  # noqa: Y015
+
+@_typing.final
+class MigrationStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    DBNAME_FIELD_NUMBER: _builtins.int
+    dbname: _builtins.str
+    @_builtins.property
+    def branch(self) -> _agent_pb2.BranchRef: ...
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationFile]:
+        """The directory's files, if any: pending ones and changed checksums are shown."""
+
+    def __init__(
+        self,
+        *,
+        branch: _agent_pb2.BranchRef | None = ...,
+        migrations: _abc.Iterable[Global___MigrationFile] | None = ...,
+        dbname: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "dbname", b"dbname", "migrations", b"migrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationStatusRequest: _TypeAlias = MigrationStatusRequest  # noqa: Y015
+
+@_typing.final
+class RollbackMigrationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    DBNAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    to_version: _builtins.int
+    """The version to go back to (0: before the first)."""
+    dbname: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def branch(self) -> _agent_pb2.BranchRef: ...
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationFile]: ...
+    def __init__(
+        self,
+        *,
+        branch: _agent_pb2.BranchRef | None = ...,
+        migrations: _abc.Iterable[Global___MigrationFile] | None = ...,
+        to_version: _builtins.int = ...,
+        dbname: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "dbname", b"dbname", "migrations", b"migrations", "request_id", b"request_id", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackMigrationsRequest: _TypeAlias = RollbackMigrationsRequest  # noqa: Y015
+
+@_typing.final
+class MigrationRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    checksum: _builtins.str
+    """sha256 of the up file, hex."""
+    applied_at: _builtins.float
+    """Unix seconds; 0 when not applied."""
+    duration_seconds: _builtins.float
+    state: _builtins.str
+    """applied | pending | changed (applied, its file differs) | missing (applied, no file)"""
+    origin: _builtins.str
+    """Where the record came from: "" (applied here) or "merge from DB/BRANCH"."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        checksum: _builtins.str = ...,
+        applied_at: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        state: _builtins.str = ...,
+        origin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "checksum", b"checksum", "duration_seconds", b"duration_seconds", "name", b"name", "origin", b"origin", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationRecord: _TypeAlias = MigrationRecord  # noqa: Y015
+
+@_typing.final
+class MigrationLock(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKTYPE_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    locktype: _builtins.str
+    """pg_locks.locktype, the relation (schema.name) when there is one, and the mode."""
+    relation: _builtins.str
+    mode: _builtins.str
+    def __init__(
+        self,
+        *,
+        locktype: _builtins.str = ...,
+        relation: _builtins.str = ...,
+        mode: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locktype", b"locktype", "mode", b"mode", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationLock: _TypeAlias = MigrationLock  # noqa: Y015
+
+@_typing.final
+class MigrationRun(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    LOCKS_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    direction: _builtins.str
+    """up | down"""
+    duration_seconds: _builtins.float
+    @_builtins.property
+    def locks(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationLock]:
+        """Every lock the migration's transaction held at its end (read from pg_locks
+        in that transaction just before it commits).
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        duration_seconds: _builtins.float = ...,
+        locks: _abc.Iterable[Global___MigrationLock] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "duration_seconds", b"duration_seconds", "locks", b"locks", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationRun: _TypeAlias = MigrationRun  # noqa: Y015
+
+@_typing.final
+class MigrationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    REHEARSAL_FIELD_NUMBER: _builtins.int
+    REHEARSAL_SECONDS_FIELD_NUMBER: _builtins.int
+    RAN_FIELD_NUMBER: _builtins.int
+    branch: _builtins.str
+    """DB/BRANCH."""
+    rehearsal_seconds: _builtins.float
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationRecord]: ...
+    @_builtins.property
+    def rehearsal(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationRun]:
+        """What ran on the throwaway clone, when rehearsed."""
+
+    @_builtins.property
+    def ran(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationRun]:
+        """What ran on the branch."""
+
+    def __init__(
+        self,
+        *,
+        branch: _builtins.str = ...,
+        migrations: _abc.Iterable[Global___MigrationRecord] | None = ...,
+        rehearsal: _abc.Iterable[Global___MigrationRun] | None = ...,
+        rehearsal_seconds: _builtins.float = ...,
+        ran: _abc.Iterable[Global___MigrationRun] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "migrations", b"migrations", "ran", b"ran", "rehearsal", b"rehearsal", "rehearsal_seconds", b"rehearsal_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationsResponse: _TypeAlias = MigrationsResponse  # noqa: Y015
+
+@_typing.final
+class SetMaskingRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Id or name."""
+    rules: _builtins.str
+    """The rules file's text (TOML)."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        rules: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMaskingRulesRequest: _TypeAlias = SetMaskingRulesRequest  # noqa: Y015
+
+@_typing.final
+class GetMaskingRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMaskingRulesRequest: _TypeAlias = GetMaskingRulesRequest  # noqa: Y015
+
+@_typing.final
+class MaskingRules(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    rules: _builtins.str
+    digest: _builtins.str
+    """sha256 of the rules, hex: a masked snapshot is built per parent snapshot and digest."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        rules: _builtins.str = ...,
+        digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "digest", b"digest", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaskingRules: _TypeAlias = MaskingRules  # noqa: Y015
+
+@_typing.final
+class CreateMaskedBranchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    name: _builtins.str
+    parent: _builtins.str
+    """Name or id of the branch to mask; empty means main."""
+    refresh: _builtins.bool
+    """Build a new masked snapshot of the parent's current state even if one exists."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        name: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        refresh: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "name", b"name", "parent", b"parent", "refresh", b"refresh", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMaskedBranchRequest: _TypeAlias = CreateMaskedBranchRequest  # noqa: Y015
+
+@_typing.final
+class CreateMaskedBranchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_FIELD_NUMBER: _builtins.int
+    CONNECTION_FIELD_NUMBER: _builtins.int
+    BUILT_FIELD_NUMBER: _builtins.int
+    BUILD_SECONDS_FIELD_NUMBER: _builtins.int
+    MASKED_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    built: _builtins.bool
+    """Whether this call built the masked snapshot (false: an existing one was cloned)."""
+    build_seconds: _builtins.float
+    masked_snapshot: _builtins.str
+    """The masked snapshot the branch is a clone of."""
+    @_builtins.property
+    def branch(self) -> _agent_pb2.Branch: ...
+    @_builtins.property
+    def connection(self) -> _agent_pb2.Connection: ...
+    def __init__(
+        self,
+        *,
+        branch: _agent_pb2.Branch | None = ...,
+        connection: _agent_pb2.Connection | None = ...,
+        built: _builtins.bool = ...,
+        build_seconds: _builtins.float = ...,
+        masked_snapshot: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "connection", b"connection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "build_seconds", b"build_seconds", "built", b"built", "connection", b"connection", "masked_snapshot", b"masked_snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMaskedBranchResponse: _TypeAlias = CreateMaskedBranchResponse  # noqa: Y015

@@ -44,6 +44,36 @@ class SchemaStub:
                 request_serializer=cygnet_dot_v1_dot_schema__pb2.MergeSchemaRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_schema__pb2.MergeSchemaResponse.FromString,
                 _registered_method=True)
+        self.ApplyMigrations = channel.unary_unary(
+                '/cygnet.v1.Schema/ApplyMigrations',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.ApplyMigrationsRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+                _registered_method=True)
+        self.MigrationStatus = channel.unary_unary(
+                '/cygnet.v1.Schema/MigrationStatus',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.MigrationStatusRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+                _registered_method=True)
+        self.RollbackMigrations = channel.unary_unary(
+                '/cygnet.v1.Schema/RollbackMigrations',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.RollbackMigrationsRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+                _registered_method=True)
+        self.SetMaskingRules = channel.unary_unary(
+                '/cygnet.v1.Schema/SetMaskingRules',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.SetMaskingRulesRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.MaskingRules.FromString,
+                _registered_method=True)
+        self.GetMaskingRules = channel.unary_unary(
+                '/cygnet.v1.Schema/GetMaskingRules',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.GetMaskingRulesRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.MaskingRules.FromString,
+                _registered_method=True)
+        self.CreateMaskedBranch = channel.unary_unary(
+                '/cygnet.v1.Schema/CreateMaskedBranch',
+                request_serializer=cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchResponse.FromString,
+                _registered_method=True)
 
 
 class SchemaServicer:
@@ -65,6 +95,50 @@ class SchemaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyMigrations(self, request, context):
+        """Migrations in golang-migrate's layout (NNN_name.up.sql / NNN_name.down.sql),
+        sent by the client and recorded in cygnet_migrate.schema_migrations inside
+        the branch. A changed checksum of an applied file is an error naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrationStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackMigrations(self, request, context):
+        """Runs the down files of the applied migrations above to_version, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMaskingRules(self, request, context):
+        """A database's masking rules (TOML, docs/schema.md), checked against the
+        main branch's tables and columns before they are stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMaskingRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMaskedBranch(self, request, context):
+        """A branch cloned from the masked snapshot of its parent, built once per
+        parent snapshot and rules; it has its own password.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchemaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +151,36 @@ def add_SchemaServicer_to_server(servicer, server):
                     servicer.MergeSchema,
                     request_deserializer=cygnet_dot_v1_dot_schema__pb2.MergeSchemaRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_schema__pb2.MergeSchemaResponse.SerializeToString,
+            ),
+            'ApplyMigrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyMigrations,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.ApplyMigrationsRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.SerializeToString,
+            ),
+            'MigrationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrationStatus,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.MigrationStatusRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.SerializeToString,
+            ),
+            'RollbackMigrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackMigrations,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.RollbackMigrationsRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.SerializeToString,
+            ),
+            'SetMaskingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMaskingRules,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.SetMaskingRulesRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.MaskingRules.SerializeToString,
+            ),
+            'GetMaskingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMaskingRules,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.GetMaskingRulesRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.MaskingRules.SerializeToString,
+            ),
+            'CreateMaskedBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMaskedBranch,
+                    request_deserializer=cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +237,168 @@ class Schema:
             '/cygnet.v1.Schema/MergeSchema',
             cygnet_dot_v1_dot_schema__pb2.MergeSchemaRequest.SerializeToString,
             cygnet_dot_v1_dot_schema__pb2.MergeSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyMigrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/ApplyMigrations',
+            cygnet_dot_v1_dot_schema__pb2.ApplyMigrationsRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/MigrationStatus',
+            cygnet_dot_v1_dot_schema__pb2.MigrationStatusRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackMigrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/RollbackMigrations',
+            cygnet_dot_v1_dot_schema__pb2.RollbackMigrationsRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.MigrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMaskingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/SetMaskingRules',
+            cygnet_dot_v1_dot_schema__pb2.SetMaskingRulesRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.MaskingRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMaskingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/GetMaskingRules',
+            cygnet_dot_v1_dot_schema__pb2.GetMaskingRulesRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.MaskingRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMaskedBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Schema/CreateMaskedBranch',
+            cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchRequest.SerializeToString,
+            cygnet_dot_v1_dot_schema__pb2.CreateMaskedBranchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,84 @@
+"""Masked snapshots on ZFS: finding one to clone, and removing those of a branch.
+
+    POOL/cygnet/db/DBID/mkID           a masked copy of a parent's snapshot
+                                       (cygnet:kind=masked; temp while it is built)
+    POOL/cygnet/db/DBID/mkID@masked    what masked branches clone: cygnet:masked=1
+                                       and cygnet:masked-lsn, where its WAL starts
+
+A masked copy is a clone of a snapshot of its parent branch (kind
+masked-source), so the parent cannot be destroyed while it exists: destroying
+a branch first removes its masked copies (their own masked branches are its
+children, gone before it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from cygnet.agent import layout as L
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.zfs import DatasetNotFound, HasDependents, ZfsError
+
+log = logging.getLogger("cygnet.agent")
+
+MASKED = "masked"  # cygnet:kind of the copy, cygnet:snapshot-kind of its snapshot
+SOURCE_KIND = "masked-source"  # cygnet:snapshot-kind of the parent's snapshot it clones
+SNAP = "masked"
+P_MASKED = "cygnet:masked"  # "1" on a masked snapshot
+P_MASKED_LSN = "cygnet:masked-lsn"  # where the masked snapshot's fresh WAL starts
+P_MASK_OF = "cygnet:masked-of"  # the branch id the copy masks
+P_MASK_RULES = "cygnet:masked-rules"  # sha256 of the rules it was masked with
+PROPS = (L.P_KIND, L.P_CREATED, L.P_DATABASE, P_MASKED, P_MASKED_LSN, P_MASK_OF, P_MASK_RULES)
+
+
+def is_masked(ds_user: dict[str, str]) -> bool:
+    return ds_user.get(P_MASKED) == "1"
+
+
+async def find(host: Host, db: DatabaseRecord, parent: BranchRecord, digest: str) -> str:
+    """The newest masked snapshot of `parent` made with these rules, or ""."""
+    datasets = await host.zfs.list(L.database(db.pool, db.id), PROPS, depth=1)
+    best, newest = "", -1.0
+    for ds in datasets.values():
+        u = ds.user
+        if ds.is_snapshot or u.get(L.P_KIND) != MASKED or u.get(P_MASK_OF) != parent.id:
+            continue
+        snap = f"{ds.name}@{SNAP}"
+        if u.get(P_MASK_RULES) == digest and snap in datasets:
+            created = float(u.get(L.P_CREATED, "0") or 0)
+            if created > newest:
+                best, newest = snap, created
+    return best
+
+
+async def destroy(host: Host, copy: str) -> bool:
+    """Destroys a masked copy and the parent snapshot it came from; False if still cloned."""
+    try:
+        ds = (await host.zfs.list(copy, (), depth=0)).get(copy)
+        origin = ds.origin if ds is not None else None
+        await host.zfs.destroy(copy, recursive=True)
+    except DatasetNotFound:
+        return True
+    except HasDependents:
+        return False
+    if origin:
+        with contextlib.suppress(DatasetNotFound, HasDependents):
+            await host.zfs.destroy(origin)
+    return True
+
+
+async def drop_of(host: Host, branch: BranchRecord) -> None:
+    """Removes the masked copies made from `branch` (before the branch is destroyed)."""
+    parent_ds = branch.dataset.rsplit("/", 1)[0]
+    try:
+        datasets = await host.zfs.list(parent_ds, PROPS, depth=1)
+    except ZfsError:
+        return
+    copies = [ds.name for ds in datasets.values() if not ds.is_snapshot
+              and ds.user.get(P_MASK_OF) == branch.id
+              and ds.user.get(L.P_KIND) in (MASKED, "temp")]
+    for copy in copies:
+        if not await destroy(host, copy):
+            log.warning("masked copy %s of %s still has clones", copy, branch.id)

@@ -1,0 +1,1 @@
+"""Masked branches: rules that say how each column's values are replaced."""
