@@ -55,7 +55,12 @@ def take_until(events: queue.Queue[pb.Event], db: str, kind: str, branch: str
 def test_watch_streams_live_and_resumes_from_a_cursor(daemon: Daemon) -> None:
     db = unique()
     with daemon.stub() as stub:
-        events, call = follow(stub, pb.WatchEventsRequest(follow=True))
+        # From the newest cursor, not "from now": the stream starts when the server
+        # gets to it, and the database below must not be made before that.
+        kept = list(stub.WatchEvents(pb.WatchEventsRequest(from_oldest=True), timeout=30))
+        start = kept[-1].cursor if kept else 0
+        events, call = follow(stub, pb.WatchEventsRequest(cursor=start, from_oldest=True,
+                                                          follow=True))
         try:
             stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
             branch = stub.CreateBranch(pb.CreateBranchRequest(database=db, name="pr")).branch
