@@ -22,8 +22,8 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition, InvalidArgument
 from cygnet.rpc.convert import timestamp
 
-PROTECT = 1
-UNPROTECT = 2
+PROTECT = pb.PROTECTION_CHANGE_PROTECT
+UNPROTECT = pb.PROTECTION_CHANGE_UNPROTECT
 
 
 @dataclass(frozen=True)
