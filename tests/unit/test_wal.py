@@ -103,3 +103,26 @@ def test_ingest_moves_the_spool_and_reports_its_lag(tmp_path: Path) -> None:
     obj = archiver.repo.objects("br1", 1)[segment_name(1, S)]
     assert obj.mtime == 1.0  # the time of the WAL's last write, kept
     assert not {m.name: m for m in archiver.metrics()}["cygnet_wal_archive_lag_bytes"].samples
+
+
+def test_archive_and_recovery_settings_render_quoted() -> None:
+    from cygnet.postgres.config import (
+        ArchiveSettings,
+        ClusterSettings,
+        RecoverySettings,
+        render_settings,
+    )
+    from cygnet.postgres.sizes import size_class
+
+    base = ClusterSettings(port=5432, listen_addresses="127.0.0.1", socket_dir=Path("/run/x"),
+                           size=size_class("small"))
+    assert "archive_mode = off" in render_settings(base).splitlines()
+    text = render_settings(ClusterSettings(
+        **{**base.__dict__, "archive": ArchiveSettings("'/b/cygnet-wal' archive '%p'", 2),
+           "recovery": RecoverySettings("'/b/cygnet-wal' restore '%f' '%p'",
+                                        target_lsn="0/3000060")}))
+    lines = text.splitlines()
+    assert "archive_command = '''/b/cygnet-wal'' archive ''%p'''" in lines
+    assert {"archive_mode = on", "archive_timeout = 2", "wal_recycle = off",
+            "wal_compression = lz4", "hot_standby = off", "recovery_target_lsn = '0/3000060'",
+            "recovery_target_action = 'promote'"} <= set(lines)
