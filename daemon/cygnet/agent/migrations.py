@@ -45,6 +45,14 @@ def _status(at: Endpoint, dbname: str, files: list[Migration]) -> list[M.Row]:
         return M.status(conn, files)
 
 
+def carry_records(source: Endpoint, target: Endpoint, dbname: str) -> int:
+    """After a schema merge: the source's migration records the target lacks, copied."""
+    with connect(source, dbname) as src, connect(target, dbname) as dst:
+        if not M.records(src):
+            return 0
+        return M.carry(src, dst, f"merge from {source.label}")
+
+
 class Migrations:
     def __init__(self, schema: SchemaService) -> None:
         self.schema = schema

@@ -25,6 +25,7 @@ from cygnet.agent import layout as L
 from cygnet.agent.backups.temp import TEMP
 from cygnet.agent.branches import take_snapshot
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.agent.migrations import carry_records
 from cygnet.agent.schema_instances import Instance, Instances
 from cygnet.agent.schema_service import Endpoint, SchemaService, apply_at
 from cygnet.agent.service import BranchRef
@@ -188,6 +189,8 @@ class _Run:
         result.outcome = "merged" if done.ok else ("partial" if done.committed
                                                    else "rehearsal-passed-apply-failed")
         result.recovery = done.recovery()
+        if done.ok:  # migration records travel with the schema they made (docs/schema.md)
+            await asyncio.to_thread(carry_records, self.source_at, self.target_at, self.dbname)
         # A partial merge is not recorded: merging again completes it.
         return result, done.ok
 

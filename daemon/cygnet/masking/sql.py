@@ -80,7 +80,7 @@ def _hmac(col: sql.Composable) -> sql.Composed:
 
 def _pick(words: tuple[str, ...], byte: int, h: sql.Composable) -> sql.Composed:
     arr = sql.SQL(", ").join(sql.Literal(w) for w in words)
-    return sql.SQL("(ARRAY[{a}])[1 + get_byte({h}, {b}) % {n}]").format(
+    return sql.SQL("(ARRAY[{a}])[1 + mod(get_byte({h}, {b}), {n})]").format(
         a=arr, h=h, b=sql.Literal(byte), n=sql.Literal(len(words)))
 
 
@@ -100,8 +100,8 @@ def expression(r: Rule, col: Column) -> sql.Composable:
     elif r.mask == "email":
         body = sql.SQL("'user-' || substr({x}, 1, 16) || '@example.com'").format(x=hexed)
     elif r.mask == "phone":
-        body = sql.SQL("'+1-555-' || lpad(((get_byte({h}, 0)::bigint * 65536 + get_byte({h}, 1)"
-                       " * 256 + get_byte({h}, 2)) % 10000000)::text, 7, '0')").format(h=h)
+        body = sql.SQL("'+1-555-' || lpad(mod(get_byte({h}, 0)::bigint * 65536 + get_byte({h}, 1)"
+                       " * 256 + get_byte({h}, 2), 10000000)::text, 7, '0')").format(h=h)
     else:  # partial: a value no longer than what is kept is starred whole
         body = sql.SQL(
             "CASE WHEN length({c}) <= {k} THEN repeat('*', length({c})) ELSE "

@@ -57,18 +57,24 @@ Examples:
               help="The parent's state at this time (point-in-time recovery). " + pitr.AT_HELP)
 @click.option("--at-lsn", "at_lsn", metavar="LSN", default=None,
               help="The parent's state at this WAL position. " + pitr.AT_LSN_HELP)
+@click.option("--masked", is_flag=True,
+              help="A clone of the parent's masked snapshot (the database's masking rules "
+                   "applied; built once, then reused), with its own password.")
 @db_option
 @json_option
 @pass_state
 def create(state: State, name: str, parent: str, snapshot: str, db: str | None,
            ttl: str | None, upgrade_to: str, suspend_after: str | None, at: str | None = None,
-           at_lsn: str | None = None) -> None:
+           at_lsn: str | None = None, masked: bool = False) -> None:
     """Create branch NAME of database DB and start it.
 
     Takes a fresh snapshot of the parent (or uses --snapshot), clones it and
     starts Postgres on the clone. Prints the branch and its connection string.
     """
     database, branch_name = split_new(name, db)
+    if masked:  # docs/schema.md "Masked branches"
+        from cygnet.cli.commands.migrate import create_masked
+        return create_masked(state, database, branch_name, parent)
     req = pb.CreateBranchRequest(database=database, name=branch_name, parent=parent,
                                  parent_snapshot=snapshot, upgrade_to=upgrade_to)
     if suspend_after is not None:
