@@ -126,3 +126,30 @@ def test_archive_and_recovery_settings_render_quoted() -> None:
     assert {"archive_mode = on", "archive_timeout = 2", "wal_recycle = off",
             "wal_compression = lz4", "hot_standby = off", "recovery_target_lsn = '0/3000060'",
             "recovery_target_action = 'promote'"} <= set(lines)
+
+
+def test_staged_files_reach_the_restore_program_in_order(tmp_path: Path) -> None:
+    import subprocess
+    import threading
+
+    from cygnet.agent.archive import PROGRAM
+    from cygnet.wal.plan import Stager
+
+    repo = WalRepository(tmp_path / "repo")
+    repo.begin(gen("main", 1, 0))
+    bodies = {put(repo, "main", 1, n, os.urandom(1 << 20), float(n)): n for n in range(1, 6)}
+    chain = load_chain(repo, gen("main", 1, 0))
+    stager = Stager(tmp_path / "stage", selection(chain, 0), os.getuid(), os.getgid())
+    stager.prepare()
+    worker = threading.Thread(target=stager.run)
+    worker.start()
+    dest = tmp_path / "RECOVERYXLOG"
+    for name in bodies:  # as Postgres asks: one after another, waiting for each
+        done = subprocess.run([str(PROGRAM), "restore", str(stager.directory), name, str(dest)])
+        assert done.returncode == 0
+        assert dest.read_bytes() == WalRepository.read(repo.objects("main", 1)[name].path)
+    worker.join(30)
+    assert stager.error is None and stager.staged == 5 and stager.staged_bytes == 5 << 20
+    outside = segment_name(1, 9 * S)
+    assert subprocess.run([str(PROGRAM), "restore", str(stager.directory), outside,
+                           str(dest)]).returncode == 1
