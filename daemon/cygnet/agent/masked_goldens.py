@@ -82,3 +82,15 @@ async def drop_of(host: Host, branch: BranchRecord) -> None:
     for copy in copies:
         if not await destroy(host, copy):
             log.warning("masked copy %s of %s still has clones", copy, branch.id)
+
+
+async def is_masked_clone(host: Host, branch: BranchRecord) -> bool:
+    """Whether the branch is a clone of a masked snapshot (a masked branch)."""
+    if not branch.origin or "@" not in branch.origin:
+        return False
+    try:
+        props = await host.zfs.get_props(branch.origin, [P_MASKED])
+    except DatasetNotFound:
+        return False
+    ds = props.get(branch.origin)
+    return ds is not None and is_masked(ds.user)

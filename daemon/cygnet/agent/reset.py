@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from cygnet.agent import archive, archive_points, swap
+from cygnet.agent import archive, archive_points, masked_goldens, swap
 from cygnet.agent import layout as L
 from cygnet.agent.branches import branch_point, find_snapshot
 from cygnet.agent.host import Host
@@ -33,6 +33,10 @@ async def reset_branch(host: Host, db: DatabaseRecord, branch: BranchRecord, sna
         raise FailedPrecondition(f"branch {branch.name!r} is {branch.phase}")
     if snapshot_ref:
         await _rollback(host, db, branch, snapshot_ref)
+    elif await masked_goldens.is_masked_clone(host, branch):
+        raise FailedPrecondition(
+            f"branch {branch.name!r} is masked: a reset to its parent would bring back "
+            "unmasked data; reset it to one of its own snapshots, or create a new masked branch")
     else:
         await _reclone(host, db, branch)
     return branch
