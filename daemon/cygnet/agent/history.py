@@ -24,6 +24,10 @@ from cygnet.wal.plan import Link, load_chain, selection, window
 from cygnet.wal.points import WalPoint
 from cygnet.wal.repo import WalObject
 
+# Snapshots a recovery can start from: named, branch points and automatic ones
+# (schedules); not a backup's temporary ones, which go when the backup ends.
+RECOVERY_KINDS = frozenset({"user", "branch-point", "auto"})
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -80,7 +84,7 @@ def load(config: AgentConfig, db: DatabaseRecord, branch: BranchRecord) -> Histo
             continue
         for snap in owner.snapshots:
             point = WalPoint.parse(snap.wal_point)
-            if point is None or snap.kind not in ("user", "branch-point"):
+            if point is None or snap.kind not in RECOVERY_KINDS:
                 continue
             if point.low < g.start_lsn:
                 continue

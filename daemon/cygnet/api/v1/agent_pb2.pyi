@@ -1661,7 +1661,7 @@ class HistorySnapshot(_message.Message):
     """The branch it was taken on: this one, or an ancestor for points before the fork."""
     branch: _builtins.str
     kind: _builtins.str
-    """user | branch-point"""
+    """user | branch-point | auto"""
     @_builtins.property
     def point(self) -> Global___RecoveryPoint:
         """Recovery from it can reach any target at or after this point."""
