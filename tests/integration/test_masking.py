@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -187,6 +188,13 @@ def test_masked_branch_holds_no_sentinel_and_has_its_own_password(
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(masked_uri.replace(masked_password, main.password),
                         connect_timeout=10).close()
+
+    # A reset to the parent would bring the unmasked data back: refused.
+    with daemon.stub() as s, pytest.raises(grpc.RpcError) as refused_reset:
+        s.ResetBranch(pb.ResetBranchRequest(branch=pb.BranchRef(database=name, name="m1")),
+                      timeout=60)
+    assert refused_reset.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "masked" in (refused_reset.value.details() or "")
 
     second = cygnet(daemon, "branch", "create", f"{name}/m2", "--masked", "--json").json()
     assert second["built"] is False
