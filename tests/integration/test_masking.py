@@ -3,6 +3,7 @@ cygnetd (real zfs-fuse clones, real Postgres), scanned file by file for a sentin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import shutil
@@ -15,10 +16,12 @@ import psycopg
 import pytest
 
 from cygnet.agent import layout as L
+from cygnet.agent.masked import fresh_wal, remove_traces
+from cygnet.agent.schema_service import Endpoint, connect
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import InvalidArgument
 from cygnet.masking import rules as R
-from cygnet.masking.scrub import scrub, validate
+from cygnet.masking.scrub import rewrite_roles, scrub, validate
 from cygnet.masking.sql import Key
 from tests.conftest import unique
 from tests.harness import Daemon, query
@@ -29,6 +32,7 @@ from tests.integration.test_cli_support import CONFLICT, INVALID, cygnet
 
 pytestmark = pytest.mark.integration
 pg_template = pg_helpers.pg_template
+pg_env = pg_helpers.pg_env
 
 SENTINEL = "zq-sentinel-7f3a9c"
 RULES = """
@@ -126,6 +130,31 @@ def test_rules_name_what_is_wrong(sc: SchemaCluster) -> None:
                 validate(conn, rules, dbname)
 
 
+def test_masked_copy_holds_no_sentinel_on_disk(pg_env: PgEnv) -> None:
+    """The build's steps after the SQL (clean stop, pg_resetwal, traces removed) on a
+    plain cluster: every file, WAL and log included, is free of the sentinel."""
+    cluster = pg_env.new_cluster("sentinel")
+    cluster.start()
+    at = Endpoint(cluster.socket_dir, cluster.port, "test cluster")
+    with connect(at, "postgres") as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")  # the log holds it too
+        conn.execute("SELECT pg_reload_conf()")
+    with connect(at, "postgres") as conn:
+        conn.execute(SCHEMA + sentinel_sql())
+        conn.execute("CHECKPOINT")
+    assert files_holding(cluster.layout.mount, SENTINEL.encode())  # the scan can find it
+    with connect(at, "postgres") as conn:
+        scrub(conn, R.parse(RULES), "postgres", Key.of(b"s" * 32))
+        rewrite_roles(conn)
+    cluster.stop("fast")
+    asyncio.run(fresh_wal(cluster.bindir, cluster.pgdata))
+    remove_traces(cluster.layout)
+    assert files_holding(cluster.layout.mount, SENTINEL.encode()) == []
+    cluster.start()  # and it still starts
+    with connect(at, "postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (300,)
+
+
 # Through cygnetd: a database with personal data, its rules, masked branches.
 
 
@@ -172,8 +201,9 @@ def test_masked_branch_holds_no_sentinel_and_has_its_own_password(
                          ).fetchone() == (599,)
     # The sentinel is nowhere in the masked branch's files: data, WAL, logs.
     mount = L.mountpoint(daemon.mount_root, first["masked_snapshot"].split("@")[0])
-    branch_mount = next(p for p in Path(daemon.mount_root).rglob(first["branch"]["id"])
-                        if (p / "pgdata").is_dir())
+    b = first["branch"]
+    branch_mount = L.mountpoint(daemon.mount_root,
+                                L.branch(daemon.pool.name, b["database_id"], b["id"]))
     assert (branch_mount / "pgdata" / "pg_wal").is_dir()
     assert files_holding(branch_mount, SENTINEL.encode()) == []
     assert files_holding(mount, SENTINEL.encode()) == []

@@ -65,7 +65,7 @@ def _scrub(at: Endpoint, rules: list[R.Rule], key: Key) -> None:
             scrub.scrub(conn, [r for r in rules if r.dbname == dbname], dbname, key)
 
 
-def _remove_traces(files: ClusterLayout) -> None:
+def remove_traces(files: ClusterLayout) -> None:
     for entry in files.log_dir.iterdir() if files.log_dir.exists() else []:
         entry.unlink() if entry.is_file() else shutil.rmtree(entry)
     for rel in _TRACES:
@@ -149,8 +149,8 @@ class MaskedBranches:
             bindir = self.host.clusters.bindir(db, source)
             major = int(db.version_of(source).split(".")[0] or 0)
             await self._mask(copy_id, files, bindir, major, rules, db.id)
-            lsn = await _fresh_wal(bindir, files.pgdata)
-            _remove_traces(files)
+            lsn = await fresh_wal(bindir, files.pgdata)
+            remove_traces(files)
             _write_secret(files.secret_file, self.store.password(db.id))
             snap = f"{copy}@{G.SNAP}"
             await self.host.zfs.snapshot(snap, {
@@ -203,7 +203,7 @@ def _write_secret(path: Path, password: str) -> None:
         f.write(password)
 
 
-async def _fresh_wal(bindir: Path, pgdata: Path) -> str:
+async def fresh_wal(bindir: Path, pgdata: Path) -> str:
     """pg_resetwal after the clean stop: every old WAL segment goes; returns the new start."""
     result = await _cmd.run([str(bindir / "pg_resetwal"), "-D", str(pgdata)], timeout=60.0,
                             as_postgres=True)
