@@ -44,7 +44,7 @@ def write(directory: Path, files: dict[str, str]) -> Path:
 
 
 def columns(conn: pb.Connection, table: str) -> list[str]:
-    return [r[0] for r in query(conn, "SELECT column_name FROM information_schema.columns "
+    return [str(r[0]) for r in query(conn, "SELECT column_name FROM information_schema.columns "
                                       f"WHERE table_name = '{table}' ORDER BY ordinal_position")]
 
 
