@@ -278,7 +278,7 @@ def masking_text(path: str, value: str) -> None:
 MIGRATION = message_check({"version": integer_range(1, 2**63 - 1),
                            "name": migrate_files.check_name,
                            "up": migrate_files.check_sql, "down": migrate_files.check_sql,
-                           "file": migrate_files.check_file}, frozenset({"version", "up"}))
+                           "file": migrate_files.check_file}, frozenset({"version"}))
 
 
 SCHEMA: dict[str, Rules] = {
@@ -288,7 +288,7 @@ SCHEMA: dict[str, Rules] = {
                            "concurrently": anything, **_RID}, ("source", "target")),
     "ApplyMigrations": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
                                "rehearse": anything, "dbname": sql_dbname, **_RID},
-                              ("branch", "migrations")),
+                              ("branch",)),
     "MigrationStatus": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
                                "dbname": sql_dbname}, ("branch",)),
     "RollbackMigrations": _rules({"branch": BRANCH_REF, "migrations": MIGRATION,
