@@ -143,7 +143,8 @@ def _one_expiry(request: Any) -> None:
 def past_time(path: str, value: Any) -> None:
     """A google.protobuf.Timestamp of a recovery point: after 1970, nanos in range
     (one outside the recoverable window is OUT_OF_RANGE, from the handler)."""
-    if value.seconds < 0 or not 0 <= value.nanos < 1_000_000_000:
+    # Timestamp's own range: 0001-01-01 to 9999-12-31 (here from 1970, Cygnet's epoch).
+    if not 0 <= value.seconds <= 253_402_300_799 or not 0 <= value.nanos < 1_000_000_000:
         raise InvalidArgument(path, "is not a valid time")
 
 
