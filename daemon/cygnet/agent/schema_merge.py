@@ -46,7 +46,8 @@ def merge_prop(source_id: str) -> str:
 
 @dataclass
 class MergeResult:
-    outcome: str  # merged | dry-run | nothing-to-merge | conflicts | rehearsal-failed | partial
+    # merged | dry-run | nothing-to-merge | conflicts | rehearsal-failed | partial | apply-failed
+    outcome: str
     base: str
     plan: Plan = field(default_factory=Plan)
     hazards: list[Hazard] = field(default_factory=list)
@@ -187,7 +188,7 @@ class _Run:
                                        result.plan.statements, self.renames)
         result.applied = done.committed
         result.outcome = "merged" if done.ok else ("partial" if done.committed
-                                                   else "rehearsal-passed-apply-failed")
+                                                   else "apply-failed")
         result.recovery = done.recovery()
         if done.ok:  # migration records travel with the schema they made (docs/schema.md)
             await asyncio.to_thread(carry_records, self.source_at, self.target_at, self.dbname)

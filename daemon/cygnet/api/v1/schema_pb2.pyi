@@ -314,7 +314,9 @@ class MergeSchemaResponse(_message.Message):
     SCRIPT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     outcome: _builtins.str
-    """merged | dry-run | nothing-to-merge | conflicts | rehearsal-failed | partial"""
+    """merged | dry-run | nothing-to-merge | conflicts | rehearsal-failed | partial |
+    apply-failed (the rehearsal passed, the target's transaction failed: nothing applied)
+    """
     base: _builtins.str
     """Where the merge base came from: the lineages' split point or the last merge."""
     applied: _builtins.bool
