@@ -30,6 +30,7 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, bran
 from cygnet.agent.schema_service import Endpoint, SchemaService, connect
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.errors import FailedPrecondition, InternalError
+from cygnet.names import is_id
 from cygnet.masking import rules as R
 from cygnet.masking import scrub
 from cygnet.masking.sql import Key
@@ -103,7 +104,7 @@ class MaskedBranches:
                                      "first (cygnet mask set)")
         rules, digest = R.parse(text), R.digest(text)
         ref = BranchRef(database=db.id, name=parent or "main", field="parent")
-        if parent.startswith("br"):
+        if is_id(parent, "br"):
             ref = BranchRef(database=db.id, branch_id=parent, field="parent")
         at = await self.schema.live(ref)  # woken before the lock: a wake takes it too
         await asyncio.to_thread(_validate, at, rules)  # before anything is built
