@@ -30,11 +30,11 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, bran
 from cygnet.agent.schema_service import Endpoint, SchemaService, connect
 from cygnet.agent.service import BranchRef, BranchView
 from cygnet.errors import FailedPrecondition, InternalError
-from cygnet.names import is_id
 from cygnet.masking import rules as R
 from cygnet.masking import scrub
 from cygnet.masking.sql import Key
 from cygnet.masking.store import MaskingStore
+from cygnet.names import is_id
 from cygnet.postgres import _cmd, fixup, process, sql
 from cygnet.postgres.config import ClusterSettings
 from cygnet.postgres.layout import ClusterLayout
