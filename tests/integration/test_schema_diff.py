@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cygnet.agent.schema_service import Endpoint, read_at
+from cygnet.schema.apply import apply
+from cygnet.schema.ddl import AFTER_TX, BEFORE_TX, Stmt
+from cygnet.schema.merge import Rename
 from cygnet.schema.plan import plan
 from tests.integration import pg_helpers
 from tests.integration.pg_helpers import PgEnv, make_base
@@ -260,10 +265,8 @@ def _apply_tolerantly(sc: SchemaCluster, dbname: str, ops: list[str]) -> None:
     """Runs each statement; the ones the current schema refuses are skipped."""
     with sc.connect(dbname) as c:
         for sql in ops:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 c.execute(sql)
-            except psycopg.Error:
-                pass
 
 
 @settings(max_examples=25, deadline=None, database=None,
@@ -277,3 +280,33 @@ def test_random_ddl_converges(sc: SchemaCluster, pair: tuple[str, str], common: 
         sc.run(db, *RESET, *PRELUDE)
         _apply_tolerantly(sc, db, common + own)
     converge(sc, a, b, again=False)
+
+
+def test_apply_outside_the_transaction_and_rename_reads(sc: SchemaCluster) -> None:
+    """The merge's building blocks on a plain cluster: apply() stages and read_at() renames."""
+    with databases(sc, 1) as (db,):
+        sc.run(db, "CREATE TYPE mood AS ENUM ('a')", "CREATE TABLE t (id int, v text)",
+               "INSERT INTO t VALUES (1, 'x'), (2, 'x')")
+        with sc.connect(db) as conn:
+            # A CREATE INDEX CONCURRENTLY that fails after the transaction committed.
+            out = apply(conn, [Stmt("CREATE TABLE public.ok (x int)"), Stmt(
+                "CREATE UNIQUE INDEX CONCURRENTLY t_v ON public.t (v)", AFTER_TX)])
+            assert (out.ok, out.stage, out.committed) == (False, "after", True)
+            assert "committed" in out.recovery() and out.failed.startswith("CREATE UNIQUE")
+            # The invalid index it left is gone, so a new merge can build it again.
+            assert conn.execute("SELECT to_regclass('public.t_v')").fetchone() == (None,)
+            assert conn.execute("SELECT to_regclass('public.ok')").fetchone() != (None,)
+            # A failing transaction: rolled back; the ADD VALUE before it stays.
+            out = apply(conn, [Stmt("ALTER TYPE public.mood ADD VALUE 'b'", BEFORE_TX),
+                               Stmt("CREATE TABLE public.t2 (x int)"),
+                               Stmt("SELECT 1 / 0")])
+            assert (out.ok, out.stage, out.committed) == (False, "transaction", False)
+            assert "rolled back" in out.recovery() and "division by zero" in out.error
+            assert conn.execute("SELECT to_regclass('public.t2')").fetchone() == (None,)
+            assert conn.execute("SELECT enum_range(NULL::public.mood)::text").fetchone() == (
+                "{a,b}",)
+        at = Endpoint(sc.cluster.socket_dir, sc.cluster.port, "test")
+        renamed = read_at(at, db, [Rename("public", "t", "v", "w")])
+        assert "column:public.t.w" in renamed.objects
+        assert "column:public.t.v" not in renamed.objects
+        assert "column:public.t.v" in sc.catalog(db).objects  # nothing kept
