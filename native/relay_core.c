@@ -23,7 +23,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RELAY_BUF (64 * 1024)
+/* A TLS record and then some: per connection 2 x 16 KiB, touched only as far as
+ * messages reach, since the buffers are not zeroed. */
+#define RELAY_BUF (16 * 1024)
 #define RELAY_EVENTS 256
 
 struct relay_pair;
@@ -241,12 +243,17 @@ int cyg_relay_add(int client_fd, int server_fd)
     pthread_once(&once, start);
     if (epfd < 0)
         return start_errno;
-    struct relay_pair *p = calloc(1, sizeof *p);
+    struct relay_pair *p = malloc(sizeof *p);
     if (p == NULL)
         return ENOMEM;
     int fds[2] = {client_fd, server_fd};
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         p->side[i] = (struct relay_side){.fd = fds[i], .interest = EPOLLIN, .pair = p};
+        p->dir[i].off = p->dir[i].len = 0;
+        p->dir[i].eof = p->dir[i].shut = 0;
+    }
+    p->dead = 0;
+    p->next = NULL;
     atomic_fetch_add(&n_active, 1);
     atomic_fetch_add(&n_total, 1);
     pthread_mutex_lock(&queue_lock);
