@@ -33,7 +33,7 @@ log = logging.getLogger("cygnet.agent")
 class Promoted:
     main: BranchRecord
     old_main: BranchRecord | None  # None when dropped
-    seconds_down: float  # main's stop until its start on the new data
+    seconds_down: float  # main's stop until it answers on the new data
 
 
 def _ancestors(db: DatabaseRecord, branch: BranchRecord) -> list[BranchRecord]:
@@ -87,14 +87,19 @@ async def promote_branch(host: Host, db: DatabaseRecord, branch: BranchRecord,
     await host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_RESETTING})
     await host.clusters.stop(branch, "fast")
     await archive_points.adopt(host, db, main, branch)  # main's WAL history follows its data
-    down = time.monotonic()
+    back: list[float] = []  # when main answers again, on its new data
+
+    async def start(b: BranchRecord, d: DatabaseRecord) -> None:
+        await host.clusters.start(b, d)
+        back.append(time.monotonic())
+
+    down = time.monotonic()  # main stops first thing in the swap
     try:
-        kept = await swap.swap(host, db, main, branch.dataset, keep_as=keep_as,
-                               start=host.clusters.start)
+        kept = await swap.swap(host, db, main, branch.dataset, keep_as=keep_as, start=start)
     except BaseException:
         await _restore_if_not_committed(host, db, branch)
         raise
-    seconds = time.monotonic() - down
+    seconds = (back[0] if back else time.monotonic()) - down
     host.ports.release(gone_port)
     shutil.rmtree(host.config.run_dir / "s" / gone_id, ignore_errors=True)
     log.info("database %s: branch %s (%s) promoted to main in %.3fs (old main %s)", db.name,

@@ -144,17 +144,20 @@ async def finish(host: Host, db: DatabaseRecord, branch: BranchRecord, old: str,
 async def _take_history(host: Host, db: DatabaseRecord, old: str, replacement: str) -> None:
     """`zfs promote` the replacement while its origins lead back to the data it
     replaces (a child, or a deeper descendant), so that data can go or stay
-    without holding the new data's past."""
+    without holding the new data's past. The replacement's origin is read fresh
+    each time; the other datasets' come from the catalog (a promote changes only
+    the promoted one's and those below it, which the walk does not pass)."""
+    inv = await host.database_inventory(db.id, snapshots=False)
+    origins = {name: ds.origin for name, ds in inv.datasets.items() if not ds.is_snapshot}
     for _ in range(64):
-        listing = await host.zfs.list(db.dataset, depth=1)
-        ds = listing.get(replacement)
-        while ds is not None and ds.origin is not None:
-            parent = ds.origin.split("@", 1)[0]
+        origin = (await host.zfs.get_props(replacement, ["origin"]))[replacement].origin
+        while origin is not None:
+            parent = origin.split("@", 1)[0]
             if parent == old:
                 await host.zfs.promote(replacement)
                 _step("promoted")
                 break
-            ds = listing.get(parent)
+            origin = origins.get(parent)
         else:
             return
 
@@ -241,7 +244,7 @@ async def _follow_main_version(host: Host, db: DatabaseRecord, main: BranchRecor
             await host.zfs.inherit(main.dataset, L.P_VERSION)
             main.version = ""
         return
-    listing = await host.zfs.list(db.dataset, [L.P_VERSION, L.P_KIND], depth=1)
+    listing = (await host.database_inventory(db.id, snapshots=False)).datasets
     for ds in listing.values():
         if (ds.user.get(L.P_KIND) == "branch" and ds.name != main.dataset
                 and not ds.user.get(L.P_VERSION)):
