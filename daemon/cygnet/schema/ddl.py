@@ -135,6 +135,14 @@ def alter_table(old: Table, new: Table) -> list[Stmt] | None:
     return out
 
 
+def _cast(old: Column, new: Column) -> str:
+    """The USING expression: a direct cast, or through text to or from a type of the
+    user's (schema-qualified, as names are read with an empty search_path), which
+    seldom has a direct cast but always text input and output."""
+    through = "::text" if "." in old.type or "." in new.type else ""
+    return f"{new.column_sql}{through}::{new.type}"
+
+
 def alter_column(old: Column, new: Column) -> list[Stmt] | None:
     if old.inherited and new.inherited:
         return []  # the parent's change reaches it
@@ -147,16 +155,19 @@ def alter_column(old: Column, new: Column) -> list[Stmt] | None:
         out.append(Stmt(f"{pre} DROP DEFAULT"))
     if retyped:
         coll = f" COLLATE {new.collation}" if new.collation else ""
-        out.append(Stmt(f"{pre} TYPE {new.type}{coll} USING {new.column_sql}::{new.type}"))
+        out.append(Stmt(f"{pre} TYPE {new.type}{coll} USING {_cast(old, new)}"))
     if new.default and (retyped or old.default != new.default):
         out.append(Stmt(f"{pre} SET DEFAULT {new.default}"))
+    # NOT NULL comes before an identity is added, and goes after one is dropped.
+    if new.not_null and not old.not_null:
+        out.append(Stmt(f"{pre} SET NOT NULL"))
     if old.identity != new.identity:
         if old.identity is not None:
             out.append(Stmt(f"{pre} DROP IDENTITY"))
         if new.identity is not None:
             out.append(Stmt(f"{pre} ADD {_identity(new.identity)}"))
-    if old.not_null != new.not_null:
-        out.append(Stmt(f"{pre} {'SET' if new.not_null else 'DROP'} NOT NULL"))
+    if old.not_null and not new.not_null:
+        out.append(Stmt(f"{pre} DROP NOT NULL"))
     return out
 
 
