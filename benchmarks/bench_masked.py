@@ -3,7 +3,7 @@ snapshot) and those after it (clones of that snapshot), against a plain branch
 of the same database, measured in the same run.
 
     .venv/bin/python -m benchmarks.bench_masked              # 200,000 users
-    .venv/bin/python -m benchmarks.bench_masked --small      # 5,000 users, 2 rounds
+    .venv/bin/python -m benchmarks.bench_masked --small      # 5,000 users, 1 round
 
 Starts a throwaway cygnetd on its own file-backed zfs-fuse pool, makes one
 database with `users` (name, email, phone, ssn, note) and `orders` (an email
@@ -95,12 +95,12 @@ def run(d: Daemon, rows: int, rounds: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="5,000 users, 2 rounds")
+    parser.add_argument("--small", action="store_true", help="5,000 users, 1 round")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    rows, rounds = (5_000, 2) if args.small else (args.rows, args.rounds)
+    rows, rounds = (5_000, 1) if args.small else (args.rows, args.rounds)
     with private_daemon("bench-masked-", 59100, "4G") as d:
         result = run(d, rows, rounds)
     emit("masked_small" if args.small else "masked", result, args.out)
