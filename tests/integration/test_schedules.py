@@ -60,22 +60,28 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT) ->
 
 def new_db(d: Daemon) -> pb.CreateDatabaseResponse:
     with d.stub() as s:
-        db = s.CreateDatabase(pb.CreateDatabaseRequest(name=unique("sch"), size_class="nano"),
-                              timeout=120)
+        db: pb.CreateDatabaseResponse = s.CreateDatabase(
+            pb.CreateDatabaseRequest(name=unique("sch"), size_class="nano"), timeout=120)
     query(db.connection, "create table t as select g as id from generate_series(1, 1000) g")
     return db
 
 
 def set_schedule(d: Daemon, name: str, **fields: Any) -> bpb.Schedule:
-    return backups(d).SetSchedule(bpb.SetScheduleRequest(database=name, **fields), timeout=30)
+    done: bpb.Schedule = backups(d).SetSchedule(bpb.SetScheduleRequest(database=name, **fields),
+                                                timeout=30)
+    return done
 
 
 def get_schedule(d: Daemon, name: str) -> bpb.Schedule:
-    return backups(d).GetSchedule(bpb.GetScheduleRequest(database=name), timeout=30)
+    found: bpb.Schedule = backups(d).GetSchedule(bpb.GetScheduleRequest(database=name),
+                                                 timeout=30)
+    return found
 
 
 def listing(d: Daemon, name: str) -> bpb.ListBackupsResponse:
-    return backups(d).ListBackups(bpb.ListBackupsRequest(database=name), timeout=30)
+    listed: bpb.ListBackupsResponse = backups(d).ListBackups(
+        bpb.ListBackupsRequest(database=name), timeout=30)
+    return listed
 
 
 def zfs_set(d: Daemon, db: pb.CreateDatabaseResponse, prop: str, value: str) -> None:

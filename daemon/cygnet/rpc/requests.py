@@ -175,6 +175,10 @@ def _rules(fields: dict[str, Check], required: tuple[str, ...] = (),
     return Rules(fields, frozenset(required), tuple(whole))
 
 
+def backup_cron(path: str, value: str) -> None:
+    cron.check(path, value)
+
+
 def _keeps_something(path: str, msg: Any) -> None:
     if not any(getattr(msg, f.name) for f in msg.DESCRIPTOR.fields):
         raise InvalidArgument(path, "keeps nothing: give at least one keep rule of 1 or more")
@@ -256,7 +260,7 @@ BACKUPS: dict[str, Rules] = {
     "GetSchedule": _rules({"database": reference("db")}, ("database",)),
     "SetSchedule": _rules({"database": reference("db"),
                            "snapshot_every_seconds": integer_range(0, MAX_SNAPSHOT_EVERY),
-                           "backup_cron": cron.check, "retention": RETENTION,
+                           "backup_cron": backup_cron, "retention": RETENTION,
                            "use_defaults": anything, **_RID}, ("database",)),
 }
 
