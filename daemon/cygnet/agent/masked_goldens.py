@@ -39,7 +39,8 @@ def is_masked(ds_user: dict[str, str]) -> bool:
 
 async def find(host: Host, db: DatabaseRecord, parent: BranchRecord, digest: str) -> str:
     """The newest masked snapshot of `parent` made with these rules, or ""."""
-    datasets = await host.zfs.list(L.database(db.pool, db.id), PROPS, depth=1)
+    # Depth 2: a snapshot is one level below its dataset.
+    datasets = await host.zfs.list(L.database(db.pool, db.id), PROPS, depth=2)
     best, newest = "", -1.0
     for ds in datasets.values():
         u = ds.user
