@@ -147,3 +147,13 @@ def test_bad_host_defaults_are_refused_naming_the_setting() -> None:
         AgentConfig(pools=("p",), schedule_keep_hourly=0, schedule_keep_daily=0,
                     schedule_keep_weekly=0).validate()
     assert exc.value.field == "schedule_retention"
+
+
+def test_the_oldest_retained_point_counts_backups_a_snapshot_prune_did_not_look_at() -> None:
+    from cygnet.agent.schedules import oldest_of
+
+    snaps = select(hourly_points(2), Policy(keep_last=2), NOW.timestamp())
+    newest_snap = snaps.keep[-1].at
+    assert oldest_of(snaps, None) == newest_snap
+    assert oldest_of(snaps, newest_snap - 86400) == newest_snap - 86400  # an older backup
+    assert oldest_of(select([], Policy(keep_last=1), 0.0), None) is None

@@ -98,11 +98,11 @@ class Pruned:
     snapshots: Decision
     backups: Decision | None  # None: backups were not looked at this time
 
-    @property
-    def oldest_kept(self) -> float | None:
-        kept = [d.oldest_kept for d in (self.snapshots, self.backups) if d is not None]
-        times = [p.at for p in kept if p is not None]
-        return min(times) if times else None
+
+def oldest_of(snapshots: Decision, oldest_backup: float | None) -> float | None:
+    snap = snapshots.oldest_kept
+    times = [t for t in (snap.at if snap is not None else None, oldest_backup) if t is not None]
+    return min(times) if times else None
 
 
 async def oldest_retained(host: Host, db: DatabaseRecord) -> float:
@@ -116,7 +116,9 @@ class Scheduler:
     def __init__(self, backups: BackupService) -> None:
         self.backups = backups
         self.host = backups.host
-        self._pruned_backups: set[str] = set()  # databases whose backups were pruned once
+        # Databases whose backups were pruned since start -> the oldest one kept
+        # (None: none), so a snapshot-only prune still knows it.
+        self._oldest_backup: dict[str, float | None] = {}
         _stats.active = True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -159,14 +161,21 @@ class Scheduler:
             await _counted("backup", self._backup(db, main, now))
             ran = True
         # The rules keep the same points until a point is added, except keep_within.
-        first = db.id not in self._pruned_backups
+        first = db.id not in self._oldest_backup
         if took or ran or first or (snaps and sched.retention.keep_within_s):
             pruned = await _counted("prune", self.prune(
                 db, sched, now, snapshots=took or bool(snaps), backups=ran or first))
-            oldest = pruned.oldest_kept
+            oldest = self._oldest_kept(db.id, pruned)
             if oldest is not None and abs(oldest - sched.retained_since) > 1e-3:
                 await S.record_run(self.host, db, retained_since=oldest)
         return took or ran
+
+    def _oldest_kept(self, db_id: str, pruned: Pruned) -> float | None:
+        """The oldest point kept of either kind: what WAL pruning must not pass."""
+        if pruned.backups is not None:
+            kept = pruned.backups.oldest_kept
+            self._oldest_backup[db_id] = kept.at if kept is not None else None
+        return oldest_of(pruned.snapshots, self._oldest_backup.get(db_id))
 
     async def _snapshot(self, db: DatabaseRecord, main: BranchRecord, now: float) -> None:
         name = "auto-" + datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -200,8 +209,6 @@ class Scheduler:
         snaps = (await self._prune_snapshots(db, sched, now) if snapshots
                  else Decision([], [], {}))
         decided = await self._prune_backups(db, sched, now) if backups else None
-        if backups:
-            self._pruned_backups.add(db.id)
         return Pruned(snaps, decided)
 
     async def _prune_snapshots(self, db: DatabaseRecord, sched: S.Schedule, now: float
