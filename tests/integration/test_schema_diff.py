@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cygnet.agent.schema_service import Endpoint, read_at
+from cygnet.errors import InvalidArgument
 from cygnet.schema.apply import apply
 from cygnet.schema.ddl import AFTER_TX, BEFORE_TX, Stmt
 from cygnet.schema.merge import Rename
@@ -322,3 +323,6 @@ def test_apply_outside_the_transaction_and_rename_reads(sc: SchemaCluster) -> No
         assert "column:public.t.w" in renamed.objects
         assert "column:public.t.v" not in renamed.objects
         assert "column:public.t.v" in sc.catalog(db).objects  # nothing kept
+        with pytest.raises(InvalidArgument) as err:
+            read_at(at, db, [Rename("public", "t", "nope", "w")])
+        assert err.value.field == "renames" and "nope" in str(err.value)

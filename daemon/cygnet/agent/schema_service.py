@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from cygnet.agent.service import AgentService, BranchRef
-from cygnet.errors import Aborted, NotFound
+from cygnet.errors import Aborted, InvalidArgument, NotFound
 from cygnet.names import shown
 from cygnet.postgres.layout import SUPERUSER_ROLE
 from cygnet.schema.apply import Applied, apply
@@ -77,7 +77,8 @@ def read_at(at: Endpoint, dbname: str, renames: list[Rename] | None = None) -> C
             for stmt in rename_sql(conn, renames):
                 conn.execute(stmt)
         except psycopg.Error as exc:
-            raise NotFound(f"rename hint at {at.label}: {exc.diag.message_primary}") from exc
+            raise InvalidArgument("renames", f"does not apply to the {at.label}: "
+                                  f"{exc.diag.message_primary}") from exc
         try:
             return read_catalog(conn)
         finally:
