@@ -1829,6 +1829,7 @@ class RestoreDatabaseRequest(_message.Message):
     AT_TIME_FIELD_NUMBER: _builtins.int
     AT_LSN_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
+    FROM_HOST_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The deleted database's name."""
@@ -1837,6 +1838,10 @@ class RestoreDatabaseRequest(_message.Message):
     at_lsn: _builtins.str
     pool: _builtins.str
     """Empty picks the pool with the most free space."""
+    from_host: _builtins.str
+    """Restore from the off-host repository, from what this host id uploaded
+    (its prefix in the bucket), e.g. a lost host's; empty: this host's repository.
+    """
     request_id: _builtins.str
     @_builtins.property
     def at_time(self) -> _timestamp_pb2.Timestamp:
@@ -1850,11 +1855,12 @@ class RestoreDatabaseRequest(_message.Message):
         at_time: _timestamp_pb2.Timestamp | None = ...,
         at_lsn: _builtins.str = ...,
         pool: _builtins.str = ...,
+        from_host: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at_time", b"at_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_lsn", b"at_lsn", "at_time", b"at_time", "name", b"name", "new_name", b"new_name", "pool", b"pool", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_lsn", b"at_lsn", "at_time", b"at_time", "from_host", b"from_host", "name", b"name", "new_name", b"new_name", "pool", b"pool", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
