@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cygnet import backup
-from cygnet.agent import archive, recovery
+from cygnet.agent import archive, offsite_restore, recovery
 from cygnet.agent import databases as dbs
 from cygnet.agent.branches import Populate
 from cygnet.agent.host import Host
@@ -45,6 +45,7 @@ class Source:
     main: Generation  # the deleted database's main, newest generation
     chain: list[Link]
     backups: list[BackupInfo]  # of that main, oldest first
+    repository: Path | None = None  # None: the host's; else an off-host cache
 
 
 def find_source(host: Host, name: str) -> Source:
@@ -110,7 +111,8 @@ def _filler(host: Host, source: Source, info: BackupInfo, target: Target) -> Pop
     async def populate(main: BranchRecord) -> int:
         await host.zfs.create(main.dataset, branch_props(main))
         pgdata = host.clusters.pgdata(main)
-        await asyncio.to_thread(backup.restore, host.config.backup_repository, info.backup_id,
+        await asyncio.to_thread(backup.restore, source.repository or host.config.backup_repository,
+                                info.backup_id,
                                 pgdata, lock_timeout=LOCK_TIMEOUT)
         await asyncio.to_thread(_chown_tree, pgdata)
         db = DatabaseRecord(main.database_id, source.main.database, "", main.dataset.split("/")[0],
@@ -133,9 +135,15 @@ def _filler(host: Host, source: Source, info: BackupInfo, target: Target) -> Pop
 
 
 async def restore_database(host: Host, name: str, target: Target, new_name: str, pool: str,
-                           request_id: str) -> tuple[DatabaseRecord, BranchRecord]:
-    source = await asyncio.to_thread(find_source, host, name)
-    info = choose_backup(source, target)
+                           request_id: str, from_host: str = ""
+                           ) -> tuple[DatabaseRecord, BranchRecord]:
+    if from_host:  # from the off-host repository alone (agent/offsite_restore.py)
+        source = Source(*await offsite_restore.remote_source(name, from_host))
+        info = choose_backup(source, target)
+        await offsite_restore.fetch_backup(from_host, info.backup_id)
+    else:
+        source = await asyncio.to_thread(find_source, host, name)
+        info = choose_backup(source, target)
     return await dbs.create_database(
         host, new_name or name, str(info.metadata.get("postgres_version", "")),
         str(info.metadata.get("size_class", "")), pool, request_id,

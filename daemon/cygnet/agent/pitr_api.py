@@ -71,7 +71,8 @@ async def restore_database(service: AgentService, req: pb.RestoreDatabaseRequest
 
     async def call() -> tuple[DatabaseRecord, BranchView]:
         db, main = await archive_restore.restore_database(
-            service.host, req.name, target, req.new_name, req.pool, req.request_id)
+            service.host, req.name, target, req.new_name, req.pool, req.request_id,
+            req.from_host)
         await service.host.refresh_space(main)
         return db, service.view(db, main)
 

@@ -134,24 +134,28 @@ def restore(state: State, ref: str, at: str | None, at_lsn: str | None, db: str 
 @click.command("restore", epilog="""\b
 Examples:
   cygnet db restore shop                                  # as it was last archived
-  cygnet db restore shop --at '2026-11-25 14:03:00+00' --as shop-then""")
+  cygnet db restore shop --at '2026-11-25 14:03:00+00' --as shop-then
+  cygnet db restore shop --from-host db-07              # a lost host's, off-host""")
 @click.argument("name", metavar="NAME")
 @click.option("--at", "at", metavar="TIME", default=None, help=AT_HELP)
 @click.option("--at-lsn", "at_lsn", metavar="LSN", default=None, help=AT_LSN_HELP)
 @click.option("--as", "new_name", metavar="NEW", default="",
               help="Name of the restored database (default: NAME).")
 @click.option("--pool", default="", help="ZFS pool (default: the one with most free space).")
+@click.option("--from-host", "from_host", metavar="HOST_ID", default="",
+              help="Restore from the off-host repository, from what host HOST_ID uploaded "
+              "(e.g. a lost host); default: this host's repository.")
 @json_option
 @pass_state
 def restore_database(state: State, name: str, at: str | None, at_lsn: str | None,
-                     new_name: str, pool: str) -> None:
+                     new_name: str, pool: str, from_host: str) -> None:
     """Bring back deleted database NAME from this host's repository.
 
     Its main's newest backup at or before the point is restored, then its
     archived WAL is replayed to the point (default: the newest archived WAL).
     The result is a new database (new ids and password).
     """
-    req = pb.RestoreDatabaseRequest(name=name, new_name=new_name, pool=pool)
+    req = pb.RestoreDatabaseRequest(name=name, new_name=new_name, pool=pool, from_host=from_host)
     set_point(req, at, at_lsn)
     shown = new_name or name
     with working(f"Restoring database {name}", f"Restored database {shown}"):
