@@ -317,3 +317,19 @@ def test_other_protocols_get_a_protocol_error(site: Site) -> None:
         data = s.recv(1000)
         assert s.recv(1000) == b""  # and the endpoint hangs up
     assert data[:1] == b"E" and b"C08P01\0" in data, data
+
+
+def test_the_database_endpoint_follows_a_promote(site: Site) -> None:
+    """`DB` names main; after a promote main is on the promoted branch's data."""
+    with site.daemon.stub() as s:
+        made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name="next"),
+                              timeout=120)
+    with _connect(site, f"{site.db}--next.{DOMAIN}") as c:
+        c.execute("CREATE TABLE promoted_marker (v int)")
+    with _connect(site, f"{site.db}.{DOMAIN}") as c:
+        assert _one(c, "SELECT to_regclass('promoted_marker') IS NULL") is True
+    with site.daemon.stub() as s:
+        s.PromoteBranch(pb.PromoteBranchRequest(
+            branch=pb.BranchRef(branch_id=made.branch.id)), timeout=180)
+    with _connect(site, f"{site.db}.{DOMAIN}") as c:
+        assert _one(c, "SELECT to_regclass('promoted_marker') IS NOT NULL") is True
