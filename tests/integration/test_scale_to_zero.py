@@ -64,6 +64,16 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> Non
         time.sleep(0.1)
 
 
+def resumed(stub, b: pb.Branch) -> bool:
+    """ResumeBranch; False while the last failure is still the answer (for a second)."""
+    try:
+        return stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)),
+                                 timeout=60).state == RUNNING
+    except grpc.RpcError as exc:
+        assert exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return False
+
+
 def files(daemon: Daemon, b: pb.Branch) -> Path:
     (found,) = (daemon.mount_root / daemon.pool.name / "db" / b.database_id).glob(f"{b.id}*")
     return found
@@ -185,16 +195,28 @@ def test_a_failed_wake_says_why_and_leaves_it_suspended(stub, daemon: Daemon, sh
     auto = files(daemon, b) / "pgdata" / "postgresql.auto.conf"
     auto.write_text("".join(line for line in auto.read_text().splitlines(keepends=True)
                             if "huge_pages" not in line))
+    wait_for("the repaired branch woken", lambda: resumed(stub, b))
 
-    def woke() -> bool:
-        try:
-            return stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)),
-                                     timeout=60).state == RUNNING
-        except grpc.RpcError as exc:  # a failure is answered again for a second
-            assert exc.code() == grpc.StatusCode.ABORTED
-            return False
 
-    wait_for("the repaired branch woken", woke)
+def test_a_wake_on_a_full_database_says_so(stub, daemon: Daemon) -> None:
+    db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique("szq"), size_class="nano",
+                                                      quota_bytes=2**30), timeout=120)
+    try:
+        main = db.main_branch
+        stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(main)), timeout=60)
+        dataset = f"{daemon.pool.name}/cygnet/db/{db.database.id}"
+        used = int(run("zfs", "get", "-H", "-p", "-o", "value", "used", dataset).stdout)
+        run("zfs", "set", f"quota={used + 16 * 2**20}", dataset)  # 16 MiB left: full
+        with pytest.raises(grpc.RpcError) as full:
+            stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(main)), timeout=60)
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, full.value.details()
+        assert "did not start: not enough free space" in full.value.details()
+        after = get(stub, main)
+        assert (after.state, after.port) == (SUSPENDED, 0)
+        run("zfs", "set", f"quota={2**30}", dataset)
+        wait_for("the branch woken with room again", lambda: resumed(stub, main))
+    finally:
+        stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=db.database.id), timeout=120)
 
 
 def test_a_stopped_branch_is_not_woken(stub, shop) -> None:
