@@ -301,6 +301,25 @@ def test_lease_moves_and_the_old_epoch_is_fenced(make_store: Factory) -> None:
     assert first.hold_lease("first", 0, 30) == new + 1  # a clean stop hands over at once
 
 
+def test_housekeeping_of_an_old_epoch_is_fenced(make_store: Factory) -> None:
+    """A paused leader that wakes marks no host down and expires no reservation."""
+    first, second = make_store(), make_store()
+    register(first, reg("h1"), now=100.0)
+    place(first, name="later")
+    old = first.hold_lease("first", 0, 0.2)
+    time.sleep(0.4)  # `first` is paused: its lease runs out
+    new = second.hold_lease("second", 0, 30)
+    assert new == old + 1
+    with pytest.raises(reserve.Fenced):
+        first.mark_stale(150.0, old)
+    with pytest.raises(reserve.Fenced):
+        first.expire_reservations(time.time() + 3600, old)
+    host = first.get_host("h1")
+    assert host is not None and host.available and host.db_count == 1
+    assert second.mark_stale(150.0, new) == ["h1"]
+    assert second.expire_reservations(time.time() + 3600, new) == 1
+
+
 def test_store_going_away_mid_batch_leaves_nothing_half_written(pg_server: PgServer) -> None:
     """Sessions killed under batched reservations: each batch is all or nothing."""
     import psycopg

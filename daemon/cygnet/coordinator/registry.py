@@ -20,6 +20,7 @@ from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.models import Capacity, CatalogEntry, Demand, HostRecord, Registration
 from cygnet.coordinator.remote import AgentClients
+from cygnet.coordinator.store.reserve import Fenced
 from cygnet.coordinator.store.sql import SqlStore
 from cygnet.errors import CygnetError, InvalidArgument, NotFound
 
@@ -135,14 +136,23 @@ class Registry:
                         self._sync_soon(host)
         if not leading:
             return
-        now = time.time()
-        for host_id in await asyncio.to_thread(self.store.mark_stale,
-                                               now - self.config.stale_after):
+        now, epoch = time.time(), self.leadership.epoch
+        try:
+            # Fenced by the epoch, as the placements are: a paused old leader that
+            # wakes writes nothing.
+            stale = await asyncio.to_thread(self.store.mark_stale,
+                                            now - self.config.stale_after, epoch)
+            await asyncio.to_thread(self.store.expire_reservations, now, epoch)
+        except Fenced:
+            log.warning("housekeeping fenced: another coordinator leads now (epoch %d)", epoch)
+            if self.leadership.placer is not None:
+                self.leadership.placer.fenced = True
+            return
+        for host_id in stale:
             log.warning("host %s missed its heartbeats: unavailable", host_id)
             placer = self.leadership.active_placer()
             if placer is not None:
                 placer.index.set_state(host_id, available=False)
-        await asyncio.to_thread(self.store.expire_reservations, now)
 
 
 def entry_from_database(host_id: str, d: apb.Database) -> CatalogEntry:

@@ -61,9 +61,7 @@ _HOST_ROW = "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))"
 
 def commit_batch(tx: Tx, dialect: Dialect, epoch: int, items: Sequence[Item]) -> list[str]:
     """OK, FULL or EXISTS per item, in order; Fenced when `epoch` no longer leads."""
-    if epoch and tx.x("UPDATE leadership SET epoch = epoch WHERE id = 1 AND epoch = ?",
-                      epoch) != 1:
-        raise Fenced("this coordinator is no longer the leader; retry the request")
+    fence(tx, epoch)
     earlier = _earlier(tx, items)
     fresh = [it for it in items if str(it.values[10]) not in earlier]
     roomy = add_to_hosts(tx, dialect, totals(fresh), conditional=True)
@@ -80,6 +78,13 @@ def commit_batch(tx: Tx, dialect: Dialect, epoch: int, items: Sequence[Item]) ->
     return [earlier.get(str(it.values[10])) or (
         OK if str(it.values[0]) in inserted else EXISTS if it.host_id in roomy else FULL)
         for it in items]
+
+
+def fence(tx: Tx, epoch: int) -> None:
+    """Fenced unless `epoch` still leads; its row lock holds a takeover off until commit."""
+    if epoch and tx.x("UPDATE leadership SET epoch = epoch WHERE id = 1 AND epoch = ?",
+                      epoch) != 1:
+        raise Fenced("this coordinator is no longer the leader; retry the request")
 
 
 def _earlier(tx: Tx, items: Sequence[Item]) -> dict[str, str]:

@@ -124,14 +124,16 @@ class SqlStore(ABC):
                         "WHERE id = ?", *_capacity_values(cap), memory_budget, now,
                         host_id) > 0
 
-    def mark_stale(self, cutoff: float) -> list[str]:
-        """Marks hosts unavailable whose last heartbeat is older than `cutoff`."""
+    def mark_stale(self, cutoff: float, epoch: int = 0) -> list[str]:
+        """Marks hosts unavailable whose last heartbeat is older than `cutoff`.
+
+        With `epoch`, only while that epoch leads (reserve.Fenced otherwise): a
+        paused old leader that wakes must not mark hosts down on stale clocks."""
         with self.transaction() as tx:
-            ids = [r[0] for r in tx.q("SELECT id FROM hosts WHERE available = 1 AND "
-                                      "last_heartbeat < ?", cutoff)]
-            for host_id in ids:
-                tx.x("UPDATE hosts SET available = 0 WHERE id = ?", host_id)
-            return ids
+            reserve.fence(tx, epoch)
+            rows = tx.q("UPDATE hosts SET available = 0 WHERE available = 1 AND "
+                        "last_heartbeat < ? RETURNING id", cutoff)
+            return sorted(str(r[0]) for r in rows)
 
     def set_drained(self, host_id: str, drained: bool) -> HostRecord:
         with self.transaction() as tx:
@@ -284,8 +286,10 @@ class SqlStore(ABC):
             for (host_id,) in rows:
                 self._recount(tx, host_id)
 
-    def expire_reservations(self, now: float) -> int:
+    def expire_reservations(self, now: float, epoch: int = 0) -> int:
+        """Drops unused reservations; with `epoch`, only while it leads (as mark_stale)."""
         with self.transaction() as tx:
+            reserve.fence(tx, epoch)
             rows = tx.q("SELECT id, host_id FROM databases WHERE state = 'reserved' AND "
                         "expires_at < ?", now)
             for entry_id, host_id in rows:
