@@ -10,8 +10,11 @@ when its lease runs out, and cannot take it back when it wakes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,8 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import coordinator_pb2 as cpb
-from tests.e2e.fleet import Coordinator
+from tests.e2e.fleet import Coordinator, Pki
+from tests.harness import VENV_BIN
 from tests.integration import coordinator_helpers, pg_helpers
 from tests.integration.coordinator_helpers import (
     LedgerClient,
@@ -111,3 +115,48 @@ def test_sigstopped_leader_loses_the_lead_and_cannot_take_it_back(
             time.sleep(0.1)
         assert leader_pid(store_url) == new
         reservations(store_url)  # every host's counter matches its reservations
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_follows_the_coordinators_that_answer(tmp_path: Path, store_url: str) -> None:
+    """`cygnet --coordinator A,B` keeps working when the leader A is killed: no change."""
+    pki = Pki.create(tmp_path / "pki")
+    procs = [Coordinator(tmp_path / f"c{i}", pki, store_url, [f"127.0.0.1:{free_port()}"],
+                         ["--heartbeat-interval", "3600", "--lease-ttl", "1"])
+             for i in range(2)]
+    cert, key = pki.issue("client", "tester")
+    try:
+        for c in procs:
+            c.start()
+        leader = by_pid(procs, wait_leader(store_url, 15))
+        other = next(c for c in procs if c is not leader)
+        listed = ",".join(c.listen[0] for c in (leader, other))
+
+        def cygnet(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(VENV_BIN / "cygnet"), "--coordinator", listed, "--ca", str(pki.ca),
+                 "--cert", str(cert), "--key", str(key), *args],
+                capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+
+        before = cygnet("--json", "hosts", "list")
+        assert before.returncode == 0, before.stderr
+        assert len(json.loads(before.stdout)) == 40
+        assert leader.proc is not None
+        os.kill(leader.proc.pid, signal.SIGKILL)
+        leader.proc.wait()
+        drained = cygnet("hosts", "drain", "sim-0")
+        assert drained.returncode == 0, drained.stderr
+        after = cygnet("--json", "hosts", "list")
+        assert after.returncode == 0, after.stderr
+        assert {h["id"]: h["drained"] for h in json.loads(after.stdout)}["sim-0"] is True
+        listed = leader.listen[0]  # the dead one alone: a clear failure, not a hang
+        alone = cygnet("hosts", "list")
+        assert alone.returncode != 0 and f"no coordinator answered ({listed})" in alone.stderr
+    finally:
+        for c in procs:
+            c.stop()
