@@ -87,6 +87,10 @@ class QuietCoordinator(Coordinator):
                 "--tls-key", str(key), "--tls-ca", str(self.pki.ca),
                 "--role", "client/tester=admin", "--audit-log", str(self.audit_path),
                 *self.extra_args]
+        profile = os.environ.get("CYGNET_BENCH_PROFILE")
+        if profile:  # where the coordinator's time goes: cProfile output to this file
+            argv = [str(VENV_BIN / "python"), "-m", "cProfile", "-o", profile,
+                    str(VENV_BIN / "cygnet-coordinator"), *argv[1:]]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout

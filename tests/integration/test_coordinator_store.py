@@ -97,6 +97,25 @@ def test_register_heartbeat_and_stale(make_store: Factory) -> None:
     assert store.get_host("h1").available  # type: ignore[union-attr]
 
 
+def test_heartbeats_in_one_batch(make_store: Factory) -> None:
+    """Many hosts' heartbeats in one statement: each host's own values; unknown ids named."""
+    store = make_store()
+    register(store, reg("h1"), now=100.0)
+    register(store, reg("h2", memory_gb=8), now=100.0)
+    store.mark_stale(cutoff=150.0)
+    beats = [(h, store.heartbeat_values(reg(h, memory_gb=gb, free_gb=free).capacity,
+                                        int(gb * GB / 2), 200.0))
+             for h, gb, free in (("h1", 2, 50), ("h2", 16, 70), ("nope", 1, 1))]
+    assert store.heartbeats(beats) == {"h1", "h2"}
+    h1, h2 = store.get_host("h1"), store.get_host("h2")
+    assert h1 is not None and h2 is not None and h1.available and h2.available
+    assert (h1.capacity.memory_bytes, h2.capacity.memory_bytes) == (2 * GB, 16 * GB)
+    assert (h1.memory_budget, h2.memory_budget) == (GB, 8 * GB)
+    assert h1.capacity.pools[0].free_bytes == 50 * GB and h2.capacity.pools[0].free_bytes == 70 * GB
+    assert store.mark_stale(cutoff=150.0) == []
+    assert store.heartbeats([]) == set()
+
+
 def test_drain_survives_reregistration(make_store: Factory) -> None:
     store = make_store()
     register(store, reg("h1"))

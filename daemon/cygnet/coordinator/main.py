@@ -103,6 +103,7 @@ async def serve(config: CoordinatorConfig) -> None:
     await server.stop(grace=5)
     await housekeeping
     await leadership
+    await registry.beats.close()
     await clients.close()
     store.close()
 

@@ -17,6 +17,7 @@ import time
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.config import CoordinatorConfig
+from cygnet.coordinator.heartbeats import HeartbeatWriter
 from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.models import Capacity, CatalogEntry, Demand, HostRecord, Registration
 from cygnet.coordinator.remote import AgentClients
@@ -37,6 +38,7 @@ class Registry:
         self.leader = False
         self.leadership = Leadership(store, config.lease_ttl)
         self._syncs: set[asyncio.Task[None]] = set()
+        self.beats = HeartbeatWriter(store)
 
     def budget(self, cap: Capacity) -> int:
         return int(cap.memory_bytes * self.config.memory_fraction)
@@ -58,7 +60,8 @@ class Registry:
 
     async def heartbeat(self, host_id: str, cap: Capacity) -> None:
         budget = self.budget(cap)
-        known = await asyncio.to_thread(self.store.heartbeat, host_id, cap, budget, time.time())
+        known = await self.beats.write(host_id, self.store.heartbeat_values(cap, budget,
+                                                                            time.time()))
         if not known:
             raise NotFound(f"host {host_id!r} is not registered")
         placer = self.leadership.active_placer()

@@ -124,6 +124,29 @@ class SqlStore(ABC):
                         "WHERE id = ?", *_capacity_values(cap), memory_budget, now,
                         host_id) > 0
 
+    @staticmethod
+    def heartbeat_values(cap: Capacity, memory_budget: int, now: float) -> tuple[object, ...]:
+        """One heartbeat's values for `heartbeats`."""
+        return (*_capacity_values(cap), memory_budget, now)
+
+    def heartbeats(self, beats: Sequence[tuple[str, tuple[object, ...]]]) -> set[str]:
+        """Many heartbeats (host id, heartbeat_values) in one statement: the known ids."""
+        if not beats:
+            return set()
+        row = ("(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT), "
+               "CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), "
+               "CAST(? AS DOUBLE PRECISION))")
+        sql = ("WITH v(id, pools, mem, running, versions, dbs, free, size, budget, at) AS "
+               f"(VALUES {', '.join([row] * len(beats))}) "
+               "UPDATE hosts SET pools = v.pools, memory_bytes = v.mem, "
+               "running_clusters = v.running, versions = v.versions, database_count = v.dbs, "
+               "disk_free = v.free, disk_size = v.size, memory_budget = v.budget, "
+               "available = 1, last_heartbeat = v.at, pending_disk = 0 "
+               "FROM v WHERE hosts.id = v.id RETURNING hosts.id")
+        with self.transaction() as tx:
+            return {str(r[0]) for r in tx.q(sql, *[p for hid, vals in beats
+                                                   for p in (hid, *vals)])}
+
     def mark_stale(self, cutoff: float, epoch: int = 0) -> list[str]:
         """Marks hosts unavailable whose last heartbeat is older than `cutoff`.
 
