@@ -38,6 +38,7 @@ class Leadership:
         self.epoch = 0
         self.placer: Placer | None = None
         self._loaded_at = 0.0
+        self._reload: asyncio.Task[None] | None = None
 
     @property
     def leading(self) -> bool:
@@ -63,8 +64,11 @@ class Leadership:
                                         0 if self.placer and self.placer.fenced else self.epoch,
                                         self.ttl)
         if epoch == self.epoch and self.placer is not None and not self.placer.fenced:
-            if time.monotonic() - self._loaded_at > self.reload_every:
-                await self._load(epoch)
+            if (time.monotonic() - self._loaded_at > self.reload_every
+                    and (self._reload is None or self._reload.done())):
+                # Beside the renewals, not in their way: at 10,000 hosts a rebuild takes
+                # longer than the lease, which would then run out under a healthy leader.
+                self._reload = asyncio.create_task(self._load(epoch))
             return
         await self._lose()
         if epoch:
@@ -74,13 +78,23 @@ class Leadership:
     async def _load(self, epoch: int) -> None:
         """A fresh index for `epoch`, swapped in whole once it is built."""
         placer = Placer(self.store, epoch)
+        started = time.monotonic()
         await placer.load()
+        if self._reload is not None and asyncio.current_task() is self._reload and (
+                self.epoch != epoch or self.placer is None):
+            await placer.close()  # the lead was lost while this index was built
+            return
         old, self.placer, self.epoch = self.placer, placer, epoch
+        log.info("placement index built in %.2f s", time.monotonic() - started)
         self._loaded_at = time.monotonic()
         if old is not None:
-            await old.close(drain=True)
+            # Shielded: a cancelled reload must still answer what the old index queued.
+            await asyncio.shield(old.close(drain=True))
 
     async def _lose(self) -> None:
+        if self._reload is not None and not self._reload.done():
+            self._reload.cancel()
+            await asyncio.gather(self._reload, return_exceptions=True)
         if self.placer is not None:
             log.info("lost leadership (epoch %d)", self.epoch)
             await self.placer.close()
