@@ -116,8 +116,10 @@ class Rig:
 
 
 def zfs(*args: str) -> str:
-    return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True,
-                          timeout=600).stdout
+    done = subprocess.run(["zfs", *args], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"zfs {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
 
 
 def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: int,
