@@ -104,6 +104,15 @@ def rewind(config: AgentConfig, db: DatabaseRecord, branch: BranchRecord,
                                         point.time if point is not None else 0.0))
 
 
+def drop_spool(config: AgentConfig, branch: BranchRecord) -> None:
+    """Called when the branch is deleted: its spooled WAL goes into the
+    repository, and its spool directory goes (blocking)."""
+    try:
+        spool.drop_branch(spool_root(config), repository(config), branch.id)
+    except OSError as exc:  # the deletion goes on; the directory stays for a look
+        log.error("could not empty the WAL spool of branch %s: %s", branch.id, exc)
+
+
 def archive_settings(config: AgentConfig, db: DatabaseRecord, branch: BranchRecord
                      ) -> ArchiveSettings | None:
     """The archive_* lines of the branch's cygnet.conf; None when it does not archive."""

@@ -15,12 +15,15 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from cygnet.agent import archive
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
+from cygnet.errors import CygnetError
 from cygnet.postgres import sql
+from cygnet.postgres.versions import resolve_version
 from cygnet.wal.lsn import parse_lsn
 from cygnet.wal.points import WalPoint
 
@@ -41,6 +44,8 @@ async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Pro
     the body takes the snapshot; then the LSN is read again."""
     probe = Probe()
     if host.clusters.live(branch) is None:
+        # Nothing writes while it is stopped: its shutdown checkpoint is its end.
+        probe.point = await _clean_stop_point(host, branch)
         yield probe
         return
     socket_dir = host.clusters.socket_dir(branch)
@@ -67,18 +72,38 @@ async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
 
 
 _CHECKPOINT = re.compile(r"^Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)", re.MULTILINE)
+_STATE = re.compile(r"^Database cluster state:\s+(.+)$", re.MULTILINE)
 
 
 async def stopped_point(host: Host, db: DatabaseRecord, branch: BranchRecord
                         ) -> WalPoint | None:
     """Where a cleanly stopped branch's WAL ends: its shutdown checkpoint."""
-    bindir = host.clusters.bindir(db, branch)
+    return await _controldata_point(host.clusters.bindir(db, branch),
+                                    host.clusters.pgdata(branch), clean_only=False)
+
+
+async def _clean_stop_point(host: Host, branch: BranchRecord) -> WalPoint | None:
+    """stopped_point for a branch known only by its data dir (its major from
+    PG_VERSION); None unless it was shut down cleanly (after a crash, WAL past
+    the last checkpoint may follow, and its end is unknown)."""
+    pgdata = host.clusters.pgdata(branch)
+    try:
+        major = (pgdata / "PG_VERSION").read_text(encoding="ascii").strip()
+        bindir = resolve_version(major, host.config.postgres_root)[1]
+    except (OSError, CygnetError):
+        return None
+    return await _controldata_point(bindir, pgdata, clean_only=True)
+
+
+async def _controldata_point(bindir: Path, pgdata: Path, clean_only: bool) -> WalPoint | None:
     proc = await asyncio.create_subprocess_exec(
-        str(bindir / "pg_controldata"), "-D", str(host.clusters.pgdata(branch)),
+        str(bindir / "pg_controldata"), "-D", str(pgdata),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={"LC_ALL": "C"})
     out, _ = await proc.communicate()
-    found = _CHECKPOINT.search(out.decode(errors="replace"))
-    if not found:
+    text = out.decode(errors="replace")
+    found = _CHECKPOINT.search(text)
+    state = _STATE.search(text)
+    if not found or (clean_only and (state is None or state.group(1).strip() != "shut down")):
         return None
     lsn = parse_lsn(found.group(1))
     return WalPoint(lsn, lsn + 512, time.time())  # a checkpoint record is ~100 bytes

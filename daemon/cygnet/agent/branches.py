@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 
-from cygnet.agent import archive_points, masked_goldens
+from cygnet.agent import archive, archive_points, masked_goldens
 from cygnet.agent import layout as L
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
@@ -174,6 +174,7 @@ async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool 
             await host.clusters.stop(branch, "fast")
         await masked_goldens.drop_of(host, branch)  # they clone its snapshots
         await host.zfs.destroy(branch.dataset, recursive=True)
+    await asyncio.to_thread(archive.drop_spool, host.config, branch)
     if drop_origin and branch.origin:
         await drop_branch_point(host, branch.origin)
     shutil.rmtree(host.clusters.socket_dir(branch), ignore_errors=True)

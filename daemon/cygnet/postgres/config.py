@@ -191,7 +191,11 @@ def render_settings(settings: ClusterSettings) -> str:
         *_recovery_lines(settings.recovery),
         # Durability stays at Postgres' defaults, whatever a template carried.
         "fsync = on",
-        "full_page_writes = on",
+        # Every Cygnet cluster lives on ZFS, which is copy-on-write: a block is
+        # never half-overwritten, so torn pages cannot happen and full-page
+        # images only bloat WAL (they were ~all of a point-in-time replay).
+        # pg_backup_start forces them on by itself; docs/durability.md.
+        "full_page_writes = off",
         "synchronous_commit = on",
         # A branch starts with crash recovery, which first fsyncs every file in
         # the data dir: a cost that grows with the database. syncfs() does the

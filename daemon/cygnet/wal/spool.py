@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,28 @@ def ingest(root: Path, repo: WalRepository) -> int:
         path.unlink()
         done += 1
     return done
+
+
+def drop_branch(root: Path, repo: WalRepository, branch_id: str) -> bool:
+    """A deleted branch's spool: what is left goes into the repository (the
+    branch's archive outlives it, until retention), then the directory goes.
+    Returns False, keeping the directory, while a file could not be stored."""
+    directory = root / branch_id
+    left = False
+    for bid, gen, path in sorted(_entries(root), key=lambda e: e[2].name):
+        if bid != branch_id:
+            continue
+        try:
+            repo.store(branch_id, gen, path.name, path.read_bytes(), path.stat().st_mtime)
+            path.unlink()
+        except FileNotFoundError:  # ingested meanwhile
+            continue
+        except WalConflict as exc:
+            log.error("%s", exc)
+            left = True
+    if not left:
+        shutil.rmtree(directory, ignore_errors=True)
+    return not left
 
 
 def wait_ingested(repo: WalRepository, branch_id: str, gen: int, name: str,
