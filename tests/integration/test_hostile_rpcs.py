@@ -1,7 +1,8 @@
 """Hostile values in every string and integer field of every RPC, from the proto descriptors.
 
 A daemon of its own (destructive calls cannot touch other tests' data) gets,
-for each method of the Agent and Backups services, requests built from a base
+for each method of every service cygnetd serves (taken from the descriptors, and
+checked against the daemon's own reflection), requests built from a base
 (empty, or valid references to real objects) with one field replaced by a
 hostile value: empty, huge, control characters, NUL, invalid UTF-8, '../',
 id-shaped strings, unicode, negative and huge integers (sent on the wire as
@@ -22,18 +23,26 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from cygnet.api.v1 import backup_pb2_grpc as bpb_grpc
+from cygnet.api.v1 import schema_pb2 as spb
+from cygnet.rpc import descriptors
 from tests.harness import Daemon, private_daemon
 
 pytestmark = pytest.mark.integration
 
-SERVICES = [pb.DESCRIPTOR.services_by_name["Agent"], bpb.DESCRIPTOR.services_by_name["Backups"]]
+# Every API service but the coordinator's (another daemon): the reflection test below
+# proves this is exactly what cygnetd serves.
+SERVICES = [s for s in descriptors.services() if s.name != "Coordinator"]
 METHODS = [(s, m) for s in SERVICES for m in s.methods]
 EXAMPLES = 12  # per method: bounded, so the whole file stays within seconds
 CALL_TIMEOUT = 60.0
@@ -113,7 +122,11 @@ def _valid(world: World, method: str, fd: FieldDescriptor) -> Any:
         "name": fresh if method.startswith("Create") else "main",
     }
     if fd.message_type is not None and fd.message_type.name == "BranchRef":
-        return pb.BranchRef(database=db, name="kid" if method in DESTRUCTIVE else "main")
+        # A merge goes from the child into main; everything else reads main.
+        kid = method in DESTRUCTIVE or fd.name == "source"
+        return pb.BranchRef(database=db, name="kid" if kid else "main")
+    if fd.name == "dry_run":
+        return True  # a merge that changes nothing: the probes test input, not merging
     return values.get(fd.name)
 
 
@@ -133,8 +146,11 @@ def base_request(world: World, method: MethodDescriptor, valid: bool) -> Any:
 
 
 def _message_class(method: MethodDescriptor) -> Any:
-    module = pb if method.containing_service.name == "Agent" else bpb
-    return getattr(module, method.input_type.name)
+    return message_factory.GetMessageClass(method.input_type)
+
+
+# Well-known types whose integers a handler turns into times: nested like our own.
+_NESTED_WKT = ("google.protobuf.Timestamp", "google.protobuf.Duration")
 
 
 def field_paths(descriptor: Any, prefix: tuple[FieldDescriptor, ...] = ()
@@ -144,7 +160,8 @@ def field_paths(descriptor: Any, prefix: tuple[FieldDescriptor, ...] = ()
     for fd in descriptor.fields:
         path = (*prefix, fd)
         if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None:
-            if fd.message_type.full_name.startswith("cygnet.") and len(prefix) < 2:
+            nested = fd.message_type.full_name
+            if (nested.startswith("cygnet.") or nested in _NESTED_WKT) and len(prefix) < 2:
                 out += field_paths(fd.message_type, path)
         elif fd.type == FieldDescriptor.TYPE_STRING or fd.type in _INTS:
             out.append(path)
@@ -246,6 +263,15 @@ def test_the_worst_values_in_every_field(world: World, service: Any,
             code = check_answer(world, method, raw)
             field = ".".join(fd.name for fd in path)
             assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{method.name} {field}: {code}"
+
+
+def test_the_probed_services_are_what_cygnetd_serves(world: World) -> None:
+    """The list above, derived from the descriptors, against the daemon's reflection."""
+    with world.daemon.channel() as ch:
+        served = set(ProtoReflectionDescriptorDatabase(ch).get_services())
+    ours = {name for name in served if name.startswith("cygnet.")}
+    assert ours == {s.full_name for s in SERVICES}
+    assert spb.DESCRIPTOR.services_by_name["Schema"].full_name in ours
 
 
 def _status(world: World, method: str, request: Any, raw: bytes = b"") -> tuple[Any, str]:

@@ -97,9 +97,18 @@ def _setting_values(request: Any) -> None:
 MAX_TTL_SECONDS = 10 * 366 * 86400  # ten years: longer is a typo
 
 
+def _seconds(path: str, value: Any) -> float:
+    """A Timestamp's or Duration's seconds; one outside protobuf's own range (nanos
+    negative or past a second, seconds past 10,000 years) is refused here."""
+    try:
+        return float(value.ToNanoseconds() / 1e9)
+    except ValueError:
+        raise InvalidArgument(path, "is out of range (seconds or nanos)") from None
+
+
 def ttl(path: str, value: Any) -> None:
     """A google.protobuf.Duration that must be positive (a TTL, a protection lease)."""
-    seconds = value.ToNanoseconds() / 1e9
+    seconds = _seconds(path, value)
     if seconds <= 0:
         raise InvalidArgument(path, f"must be positive, got {seconds:g} s")
     if seconds > MAX_TTL_SECONDS:
@@ -108,7 +117,7 @@ def ttl(path: str, value: Any) -> None:
 
 def future_time(path: str, value: Any) -> None:
     """A google.protobuf.Timestamp in the future (an expiry)."""
-    seconds = value.ToNanoseconds() / 1e9
+    seconds = _seconds(path, value)
     if seconds <= time.time():
         raise InvalidArgument(path, "must be in the future")
     if seconds > time.time() + MAX_TTL_SECONDS:
