@@ -190,7 +190,8 @@ def test_rules_and_dashboard_use_metrics_that_exist() -> None:
     """Every cygnet_* name in the alert rules and the dashboard is one the daemons export."""
     import re
 
-    source = "".join(p.read_text() for p in (REPO / "daemon/cygnet/metrics").glob("*.py"))
+    # Collectors live beside what they measure (metrics/, agent/lifecycle.py, ...).
+    source = "".join(p.read_text() for p in (REPO / "daemon/cygnet").rglob("*.py"))
     exported = set(re.findall(r'"(cygnet_[a-z_]+)"', source))
     suffixes = ("_total", "_bucket", "_count", "_sum")
     for path in [*(REPO / "deploy/prometheus").glob("*.yml"),

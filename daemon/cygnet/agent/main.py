@@ -13,11 +13,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from cygnet import __version__, systemd
 from cygnet.agent import archive, offsite
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
+from cygnet.agent.eventlog import EventJournal
 from cygnet.agent.host import Host
 from cygnet.agent.idle import IdleSuspender
 from cygnet.agent.lifecycle import open_events
@@ -30,6 +32,7 @@ from cygnet.agent.service import AgentService
 from cygnet.agent.servicer import AgentServicer
 from cygnet.agent.supervisor import Supervisor
 from cygnet.agent.templates import ensure_template
+from cygnet.agent.webhooks import Webhooks
 from cygnet.endpoint.server import start_endpoint
 from cygnet.errors import CygnetError
 from cygnet.metrics.agent import AgentMetrics
@@ -113,12 +116,38 @@ async def serve(config: AgentConfig) -> None:
     # The endpoint listens before health says SERVING, so a client told the host
     # serves finds it (docs/endpoints.md).
     endpoint = await start_endpoint(service, config)
+    stop = asyncio.Event()
+    # /metrics answers before health says SERVING, as the endpoint does.
+    metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
+                                  config.metrics_interval, stop)
     await set_serving(health_servicer, True)
     log.info("serving")
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    background = _background(config, host, supervisor, service, (journal, hooks),
+                             offsite_service, stop)
+    systemd.ready(f"serving on {config.admin_socket}"
+                  + (f" and {config.listen}" if config.listen else ""))
+    await stop.wait()
+    log.info("stopping: the databases keep running")
+    systemd.stopping("stopping: the databases keep running")
+    if metrics is not None:
+        await metrics.stop()
+    await set_serving(health_servicer, False)
+    if endpoint is not None:
+        await endpoint.stop()
+    await server.stop(grace=5)
+    for task in background:
+        task.cancel()
+
+
+def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service: AgentService,
+                events: tuple[EventJournal, Webhooks],
+                offsite_service: offsite.OffsiteService | None,
+                stop: asyncio.Event) -> list[asyncio.Task[Any]]:
+    """The daemon's loops, each ending when `stop` is set."""
+    journal, hooks = events
     background = [asyncio.create_task(supervisor.run(stop)),
                   asyncio.create_task(_warm_templates(host)),
                   asyncio.create_task(systemd.watchdog(stop)),
@@ -133,21 +162,7 @@ async def serve(config: AgentConfig) -> None:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
     if offsite_service is not None:
         background.append(asyncio.create_task(offsite_service.run(stop, config.offsite_interval)))
-    metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
-                                  config.metrics_interval, stop)
-    systemd.ready(f"serving on {config.admin_socket}"
-                  + (f" and {config.listen}" if config.listen else ""))
-    await stop.wait()
-    log.info("stopping: the databases keep running")
-    systemd.stopping("stopping: the databases keep running")
-    if metrics is not None:
-        await metrics.stop()
-    await set_serving(health_servicer, False)
-    if endpoint is not None:
-        await endpoint.stop()
-    await server.stop(grace=5)
-    for task in background:
-        task.cancel()
+    return background
 
 
 async def _warm_templates(host: Host) -> None:
