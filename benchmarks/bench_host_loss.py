@@ -33,7 +33,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,7 +283,9 @@ def fetch_floor(store: Seaweed, scratch: Path) -> float:
     return took
 
 
-def drill(scale: int, seconds: float, rate: int, size: str) -> dict[str, Any]:
+def drill(scale: int, seconds: float, rate: int, size: str,
+          also_on_b: Callable[[Daemon], None] | None = None) -> dict[str, Any]:
+    """The whole drill; `also_on_b` runs on host B after the restore (tests' checks)."""
     with rig(size) as (net, store, a, b):
         log(f"host A: pgbench -i -s {scale}, a backup off-host")
         db, db_size = prepare(a, scale)
@@ -295,6 +297,8 @@ def drill(scale: int, seconds: float, rate: int, size: str) -> dict[str, Any]:
         restored, rto = restore_on_b(b, lost_at)
         result = check(restored, ledger)
         floor = fetch_floor(store, b.base / "floor")
+        if also_on_b is not None:
+            also_on_b(b)
     return {"database_bytes": db_size, "load_seconds": seconds, "pgbench_rate": rate,
             **result, "rto_seconds": round(rto, 2),
             "baseline_boto3_download_all_seconds": round(floor, 2),

@@ -14,15 +14,35 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
 from benchmarks.bench_host_loss import drill
+from cygnet.api.v1 import agent_pb2 as pb
+from tests.harness import Daemon
 
 pytestmark = pytest.mark.integration
 
 
+def refusals(b: Daemon) -> None:
+    """A host with nothing in the bucket, and a name the lost host never archived."""
+    with b.stub() as s:
+        for req, code, words in [
+                (pb.RestoreDatabaseRequest(name="drill", from_host="host-z"),
+                 grpc.StatusCode.NOT_FOUND, "from_host"),
+                (pb.RestoreDatabaseRequest(name="nosuch", from_host="host-a"),
+                 grpc.StatusCode.NOT_FOUND, "nosuch"),
+                (pb.RestoreDatabaseRequest(name="drill", from_host="bad/host"),
+                 grpc.StatusCode.INVALID_ARGUMENT, "from_host")]:
+            with pytest.raises(grpc.RpcError) as err:
+                s.RestoreDatabase(req, timeout=120)
+            assert err.value.code() == code, err.value.details()
+            assert words in (err.value.details() or ""), err.value.details()
+
+
 def test_host_lost_under_load_restored_elsewhere_from_the_bucket() -> None:
-    result = drill(scale=6, seconds=8.0, rate=100, size="3G")  # check() asserts safety
+    # check() asserts safety; refusals() runs on B after the restore.
+    result = drill(scale=6, seconds=8.0, rate=100, size="3G", also_on_b=refusals)
     print("host-loss drill:", json.dumps(result))
     assert result["pg_amcheck"] == "clean"
     # The backup was taken before the ledger's first insert: every ledger row on B
