@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from cygnet import backup
+from cygnet.agent import archive_prune
 from cygnet.agent import layout as L
 from cygnet.agent.backups import catalog
 from cygnet.agent.backups import schedule as S
@@ -168,6 +169,9 @@ class Scheduler:
             oldest = self._oldest_kept(db.id, pruned)
             if oldest is not None and abs(oldest - sched.retained_since) > 1e-3:
                 await S.record_run(self.host, db, retained_since=oldest)
+            if oldest is not None:  # archived WAL no kept point needs goes too
+                await asyncio.to_thread(archive_prune.prune_database, self.host.config, db,
+                                        oldest)
         return took or ran
 
     def _oldest_kept(self, db_id: str, pruned: Pruned) -> float | None:
