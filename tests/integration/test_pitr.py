@@ -175,7 +175,10 @@ def test_a_deleted_database_comes_back_from_the_repository(daemon, stub, db) -> 
     from tests.integration.backup_helpers import create_backup
 
     name = db.database.name
-    create_backup(daemon, pb.BranchRef(database=name))
+    made = create_backup(daemon, pb.BranchRef(database=name))
+    history = stub.BranchHistory(pb.BranchHistoryRequest(
+        branch=pb.BranchRef(database=name)), timeout=30)
+    assert [(b.backup_id, b.branch) for b in history.backups] == [(made.id, "main")]
     insert(db.connection, 10, "b")
     t1 = pause()
     insert(db.connection, 10, "c")
@@ -189,3 +192,24 @@ def test_a_deleted_database_comes_back_from_the_repository(daemon, stub, db) -> 
     with pytest.raises(grpc.RpcError) as err:
         stub.RestoreDatabase(pb.RestoreDatabaseRequest(name="never-existed"), timeout=60)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_stopped_branchs_snapshot_can_start_a_recovery(stub, db) -> None:
+    name = db.database.name
+    main = pb.BranchRef(database=name)
+    stub.StopBranch(pb.StopBranchRequest(branch=main), timeout=60)
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=main, name="cold"), timeout=60)
+    stub.StartBranch(pb.StartBranchRequest(branch=main), timeout=120)
+    conn = stub.GetConnection(pb.GetConnectionRequest(branch=main))
+    insert(conn, 5, "d")
+    point = lsn(conn)
+    query(conn, "select pg_switch_wal()")  # the shutdown checkpoint's segment is archived
+    deadline = time.time() + 30
+    names: list[str] = []
+    while time.time() < deadline and "cold" not in names:
+        history = stub.BranchHistory(pb.BranchHistoryRequest(branch=main), timeout=30)
+        names = [s.name for s in history.snapshots]
+        time.sleep(0.3)
+    assert "cold" in names  # its shutdown checkpoint is its recorded WAL point
+    after = at(stub, name, "after-cold", lsn_text=point)
+    assert count(after.connection) == 15

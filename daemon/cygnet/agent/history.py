@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cygnet.agent import archive
+from cygnet.agent.backups import catalog
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
 from cygnet.agent.recovery import Target
+from cygnet.backup import BackupInfo
 from cygnet.errors import OutOfRange
 from cygnet.wal.lsn import format_lsn
 from cygnet.wal.plan import Link, load_chain, selection, window
@@ -99,6 +101,15 @@ def load(config: AgentConfig, db: DatabaseRecord, branch: BranchRecord) -> Histo
         newer_start = g.start_lsn if newer_start is None else min(newer_start, g.start_lsn)
     found.sort(key=lambda c: c.point.high)
     return History(db, branch, chain, found)
+
+
+def backups(config: AgentConfig, history: History) -> list[BackupInfo]:
+    """The repository's backups of the branch and of the ancestors its history
+    continues, oldest first (blocking: reads the repository's manifests)."""
+    owners = {history.branch.id} | {link.generation.branch_id for link in history.chain}
+    return [i for i in catalog.list_backups(config.backup_repository)
+            if i.metadata.get("database_id") == history.database.id
+            and i.metadata.get("branch_id") in owners]
 
 
 def choose(history: History, target: Target, now: float | None = None) -> Candidate:

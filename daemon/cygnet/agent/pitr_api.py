@@ -101,4 +101,10 @@ async def branch_history(service: AgentService, ref: BranchRef) -> pb.BranchHist
         reply.generations.append(pb.ArchiveGeneration(
             branch_id=g.branch_id, generation=g.gen, start_lsn=format_lsn(g.start_lsn),
             files=len(link.objects), bytes=sum(o.size for o in link.objects.values())))
+    for info in await asyncio.to_thread(history.backups, service.host.config, hist):
+        meta = info.metadata
+        reply.backups.append(pb.HistoryBackup(
+            backup_id=info.backup_id, created_at=timestamp(info.created_at.timestamp()),
+            branch_id=str(meta.get("branch_id", "")), branch=str(meta.get("branch", "")),
+            trigger=str(meta.get("trigger", "")), logical_bytes=info.logical_bytes))
     return reply

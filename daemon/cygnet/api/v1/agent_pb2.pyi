@@ -1729,6 +1729,7 @@ class BranchHistoryResponse(_message.Message):
     SNAPSHOTS_FIELD_NUMBER: _builtins.int
     GENERATIONS_FIELD_NUMBER: _builtins.int
     ARCHIVING_FIELD_NUMBER: _builtins.int
+    BACKUPS_FIELD_NUMBER: _builtins.int
     archiving: _builtins.bool
     """Whether the branch archives its WAL now."""
     @_builtins.property
@@ -1743,6 +1744,12 @@ class BranchHistoryResponse(_message.Message):
     def generations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArchiveGeneration]:
         """Newest first: this branch's, then what it continues."""
 
+    @_builtins.property
+    def backups(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryBackup]:
+        """Backups in the repository of this branch and of the ancestors its history
+        continues, oldest first.
+        """
+
     def __init__(
         self,
         *,
@@ -1751,14 +1758,53 @@ class BranchHistoryResponse(_message.Message):
         snapshots: _abc.Iterable[Global___HistorySnapshot] | None = ...,
         generations: _abc.Iterable[Global___ArchiveGeneration] | None = ...,
         archiving: _builtins.bool = ...,
+        backups: _abc.Iterable[Global___HistoryBackup] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["earliest", b"earliest", "latest", b"latest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archiving", b"archiving", "earliest", b"earliest", "generations", b"generations", "latest", b"latest", "snapshots", b"snapshots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archiving", b"archiving", "backups", b"backups", "earliest", b"earliest", "generations", b"generations", "latest", b"latest", "snapshots", b"snapshots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BranchHistoryResponse: _TypeAlias = BranchHistoryResponse  # noqa: Y015
+
+@_typing.final
+class HistoryBackup(_message.Message):
+    """A backup in a branch's history (ListBackups has all its details)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    LOGICAL_BYTES_FIELD_NUMBER: _builtins.int
+    backup_id: _builtins.str
+    branch_id: _builtins.str
+    branch: _builtins.str
+    trigger: _builtins.str
+    """"schedule" for scheduled backups; empty for one asked for."""
+    logical_bytes: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        backup_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        branch_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        logical_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "branch", b"branch", "branch_id", b"branch_id", "created_at", b"created_at", "logical_bytes", b"logical_bytes", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryBackup: _TypeAlias = HistoryBackup  # noqa: Y015
 
 @_typing.final
 class RestoreBranchRequest(_message.Message):

@@ -74,7 +74,10 @@ def history(state: State, ref: str, db: str | None) -> None:
                            "kind": s.kind, **_point_shape(s.point)} for s in h.snapshots],
             "generations": [{"branch_id": g.branch_id, "generation": g.generation,
                              "start_lsn": g.start_lsn, "files": g.files, "bytes": g.bytes}
-                            for g in h.generations]})
+                            for g in h.generations],
+            "backups": [{"id": b.backup_id, "created_at": shapes.iso(b.created_at),
+                         "branch": b.branch, "trigger": b.trigger,
+                         "logical_bytes": b.logical_bytes} for b in h.backups]})
         return
     window = (("Earliest", _point(h.earliest)), ("Latest", _point(h.latest))) \
         if h.HasField("earliest") else (("Window", "nothing recoverable yet"),)
@@ -90,6 +93,11 @@ def history(state: State, ref: str, db: str | None) -> None:
             ("ARCHIVE", "GENERATION", "STARTS AT", "FILES", "SIZE"),
             [(g.branch_id, str(g.generation), g.start_lsn, str(g.files), output.size(g.bytes))
              for g in h.generations]))
+    if h.backups:
+        output.show("", output.table(
+            ("BACKUP", "OF BRANCH", "TAKEN", "TRIGGER", "SIZE"),
+            [(b.backup_id, b.branch, output.timestamp(b.created_at), b.trigger or "manual",
+              output.size(b.logical_bytes)) for b in h.backups]))
 
 
 @click.command("restore", epilog="""\b
