@@ -75,6 +75,12 @@ class Terminator:
             metrics.refused(P.PROTOCOL_VIOLATION)
             writer.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
             await writer.drain()
+        except BaseException:
+            # A client gone or too slow: drop its socket from the event loop now. A
+            # graceful TLS close would keep it registered while the caller closes the
+            # descriptor, and the next client given that number would find it taken.
+            transport.abort()
+            raise
         finally:
             writer.close()
 

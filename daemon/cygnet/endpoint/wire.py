@@ -67,8 +67,22 @@ async def peek_hello(sock: socket.socket) -> Hello:
         if hello is not None:
             return hello
         if len(data) == seen:  # the rest is still on its way: readable stays true
+            if _peer_finished(sock):  # ...or never comes: half a hello, then EOF
+                raise Gone()
             await asyncio.sleep(0.002)
         seen = len(data)
+
+
+_TCP_CLOSE_WAIT = 8  # linux/tcp_states.h: the peer has sent its FIN
+
+
+def _peer_finished(sock: socket.socket) -> bool:
+    """Whether the client has closed its side: a peek cannot see EOF behind unread bytes."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except OSError:
+        return False
+    return info[0] == _TCP_CLOSE_WAIT
 
 
 def tune(sock: socket.socket) -> None:
