@@ -80,11 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true", help="seconds, for the suite")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=5, help="point-in-time branches made")
     args = parser.parse_args()
     if args.small:
         result = run(scale=1, write_seconds=8, rate=100, rounds=1)
     else:
-        result = run(scale=140, write_seconds=300, rate=500, rounds=5)
+        result = run(scale=140, write_seconds=300, rate=500, rounds=args.rounds)
     name = "pitr_small" if args.small else "pitr"
     if args.out is not None:
         emit(name, result, args.out)
