@@ -284,7 +284,7 @@ def fetch_floor(store: Seaweed, scratch: Path) -> float:
 
 
 def drill(scale: int, seconds: float, rate: int, size: str,
-          also_on_b: Callable[[Daemon], None] | None = None) -> dict[str, Any]:
+          also_on_b: Callable[[Daemon, Ledger], None] | None = None) -> dict[str, Any]:
     """The whole drill; `also_on_b` runs on host B after the restore (tests' checks)."""
     with rig(size) as (net, store, a, b):
         log(f"host A: pgbench -i -s {scale}, a backup off-host")
@@ -298,7 +298,7 @@ def drill(scale: int, seconds: float, rate: int, size: str,
         result = check(restored, ledger)
         floor = fetch_floor(store, b.base / "floor")
         if also_on_b is not None:
-            also_on_b(b)
+            also_on_b(b, ledger)
     return {"database_bytes": db_size, "load_seconds": seconds, "pgbench_rate": rate,
             **result, "rto_seconds": round(rto, 2),
             "baseline_boto3_download_all_seconds": round(floor, 2),
