@@ -117,6 +117,8 @@ def test_archive_and_recovery_settings_render_quoted() -> None:
     base = ClusterSettings(port=5432, listen_addresses="127.0.0.1", socket_dir=Path("/run/x"),
                            size=size_class("small"))
     assert "archive_mode = off" in render_settings(base).splitlines()
+    # ZFS cannot tear a page: no full-page images, whether archiving or not.
+    assert "full_page_writes = off" in render_settings(base).splitlines()
     text = render_settings(ClusterSettings(
         **{**base.__dict__, "archive": ArchiveSettings("'/b/cygnet-wal' archive '%p'", 2),
            "recovery": RecoverySettings("'/b/cygnet-wal' restore '%f' '%p'",
