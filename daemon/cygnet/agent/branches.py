@@ -115,7 +115,10 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
             else:
                 origin, subscriptions = await branch_point(host, parent, f"branch {name}")
         branch.origin = origin or None
-        if origin:  # where its WAL leaves its parent's (agent/archive.py)
+        # Where its WAL leaves its parent's (agent/archive.py). An upgrade has
+        # none: its new major cannot replay the parent's WAL (new system id),
+        # so its history starts at its own first WAL, as a masked branch's does.
+        if origin and not target:
             branch.fork = archive_points.fork_value(
                 parent, origin, snap if snapshot_ref else None)
         try:
