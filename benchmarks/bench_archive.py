@@ -157,10 +157,7 @@ def main() -> None:
         result = {"per_segment": per_segment(20),
                   "pgbench": overhead(scale=50, seconds=60, pairs=3, clients=4)}
     name = "archive_small" if args.small else "archive"
-    if args.out is not None:
-        emit(name, result, args.out)
-    else:
-        emit(name, result)
+    emit(name, result, args.out)
 
 
 if __name__ == "__main__":

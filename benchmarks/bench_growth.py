@@ -83,10 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(scale=2, days=2) if args.small else run(scale=20, days=5)
     name = "growth_small" if args.small else "growth"
-    if args.out is not None:
-        emit(name, result, args.out)
-    else:
-        emit(name, result)
+    emit(name, result, args.out)
 
 
 if __name__ == "__main__":

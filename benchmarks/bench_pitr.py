@@ -87,10 +87,7 @@ def main() -> None:
     else:
         result = run(scale=140, write_seconds=300, rate=500, rounds=args.rounds)
     name = "pitr_small" if args.small else "pitr"
-    if args.out is not None:
-        emit(name, result, args.out)
-    else:
-        emit(name, result)
+    emit(name, result, args.out)
 
 
 if __name__ == "__main__":

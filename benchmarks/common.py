@@ -51,8 +51,10 @@ def bench_daemon(pool_size: str, port_min: int) -> Iterator[Daemon]:
         yield daemon
 
 
-def emit(name: str, result: dict[str, Any], out: Path = RESULTS) -> Path:
-    """Prints the JSON result and keeps a copy in OUT/NAME.json (default benchmarks/results)."""
+def emit(name: str, result: dict[str, Any], out: Path | None = RESULTS) -> Path:
+    """Prints the JSON result and keeps a copy in OUT/NAME.json (default, or None:
+    benchmarks/results)."""
+    out = out or RESULTS
     text = json.dumps(result, indent=2)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
