@@ -15,10 +15,10 @@ from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, build
 from cygnet.agent.ports import PortAllocator
-from cygnet.agent.space import PoolSpace
+from cygnet.agent.space import PoolSpace, mount_each
 from cygnet.errors import ResourceExhausted
 from cygnet.postgres.versions import installed_versions
-from cygnet.zfs import OutOfSpace, Zfs, ZfsError
+from cygnet.zfs import OutOfSpace, Zfs
 from cygnet.zfs.pools import PoolStatus, pool_status
 
 log = logging.getLogger("cygnet.agent")
@@ -139,18 +139,7 @@ class Host:
         """Mounts cygnetd's datasets that the catalog (just read whole) shows unmounted:
         a rebooted host may import pools without mounting them. The same as
         PoolSpace.mount_own, without another recursive `zfs get`."""
-        mounted: list[str] = []
-        for name in self._catalog.unmounted():
-            try:
-                await self.zfs.mount(name)
-            except ZfsError as exc:
-                log.error("could not mount %s: %s", name, exc)
-                continue
-            mounted.append(name)
-        if mounted:
-            log.warning("mounted %d dataset(s) that were not mounted: %s", len(mounted),
-                        ", ".join(mounted))
-        return mounted
+        return await mount_each(self.zfs, list(self._catalog.unmounted()))
 
     async def inventory(self) -> Inventory:
         """Everything on the host, from the catalog; databases' own properties

@@ -133,20 +133,26 @@ class PoolSpace:
         re-imports from its cache without mounting; a host may lack a mount
         service), so cygnetd mounts its own datasets, and only those.
         """
-        mounted: list[str] = []
+        names: list[str] = []
         for pool in self.config.pools:
             try:
-                names = await self.zfs.unmounted(L.root(pool))
+                names += await self.zfs.unmounted(L.root(pool))
             except DatasetNotFound:
                 continue
-            for name in names:
-                try:
-                    await self.zfs.mount(name)
-                except ZfsError as exc:
-                    log.error("could not mount %s: %s", name, exc)
-                    continue
-                mounted.append(name)
-        if mounted:
-            log.warning("mounted %d dataset(s) that were not mounted: %s", len(mounted),
-                        ", ".join(mounted))
-        return mounted
+        return await mount_each(self.zfs, names)
+
+
+async def mount_each(zfs: Zfs, names: list[str]) -> list[str]:
+    """Mounts each of `names`, logging (not raising) what fails; returns those mounted."""
+    mounted: list[str] = []
+    for name in names:
+        try:
+            await zfs.mount(name)
+        except ZfsError as exc:
+            log.error("could not mount %s: %s", name, exc)
+            continue
+        mounted.append(name)
+    if mounted:
+        log.warning("mounted %d dataset(s) that were not mounted: %s", len(mounted),
+                    ", ".join(mounted))
+    return mounted
