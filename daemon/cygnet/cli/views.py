@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.cli import output as o
+from cygnet.cli import shapes
 from cygnet.cli.shapes import lineage, state_name
 from cygnet.durations import format_duration
 
@@ -143,3 +144,13 @@ def host_view(h: pb.HostStatus) -> list[Any]:
             for p in h.pools]
     pools = o.table(("POOL", "HEALTH", "SIZE", "USED", "FREE"), rows)
     return [info, "", pools]
+
+
+def show_new_database(resp: pb.CreateDatabaseResponse, as_json: bool) -> None:
+    """What `db create` and `db restore` print: the database, its main and how to connect."""
+    if as_json:
+        o.emit_json({"database": shapes.database(resp.database),
+                     "main_branch": shapes.branch(resp.main_branch),
+                     "connection": shapes.connection(resp.connection)})
+        return
+    o.show(database_fields(resp.database), "", connection_fields(resp.connection))

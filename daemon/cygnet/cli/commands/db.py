@@ -79,13 +79,7 @@ def create(state: State, name: str, version: str, size: str, pool: str, quota: i
                                    settings=parse_settings(settings, "--set"))
     with working(f"Creating database {name}", f"Created database {name}"):
         resp = state.client().create_database(req)
-    if state.json:
-        output.emit_json({"database": shapes.database(resp.database),
-                          "main_branch": shapes.branch(resp.main_branch),
-                          "connection": shapes.connection(resp.connection)})
-        return
-    output.show(views.database_fields(resp.database), "",
-                views.connection_fields(resp.connection))
+    views.show_new_database(resp, state.json)
 
 
 @db.command("list", epilog="""\b

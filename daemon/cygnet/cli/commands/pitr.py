@@ -168,10 +168,4 @@ def restore_database(state: State, name: str, at: str | None, at_lsn: str | None
     shown = new_name or name
     with working(f"Restoring database {name}", f"Restored database {shown}"):
         resp: pb.CreateDatabaseResponse = state.client().restore_database(req)
-    if state.json:
-        output.emit_json({"database": shapes.database(resp.database),
-                          "main_branch": shapes.branch(resp.main_branch),
-                          "connection": shapes.connection(resp.connection)})
-        return
-    output.show(views.database_fields(resp.database), "",
-                views.connection_fields(resp.connection))
+    views.show_new_database(resp, state.json)
