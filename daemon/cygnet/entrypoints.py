@@ -17,6 +17,8 @@ DAEMON_MODULES = {
     "xxhash": "xxhash",
     "grpc_health": "grpcio-health-checking",
     "grpc_reflection": "grpcio-reflection",
+    "boto3": "boto3",
+    "croniter": "croniter",
 }
 
 

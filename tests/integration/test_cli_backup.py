@@ -112,16 +112,19 @@ def test_verify_exit_code_on_damage(daemon: Daemon) -> None:
     with daemon.stub() as s:
         s.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
     made = cygnet(daemon, "backup", "create", name, "--json").json()
+    # Every pack is damaged: the backup's blocks may all live in packs that earlier
+    # backups of identical data wrote, not in the newest one.
     packs = daemon.base / "state" / "backups" / "packs"
-    pack = max(packs.glob("*.pack"), key=lambda p: p.stat().st_mtime)
-    original = pack.read_bytes()
-    pack.write_bytes(original[:4096] + bytes(512) + original[4096 + 512:])
+    originals = {pack: pack.read_bytes() for pack in packs.glob("*.pack")}
+    for pack, original in originals.items():
+        pack.write_bytes(original[:4096] + bytes(512) + original[4096 + 512:])
     try:
         r = cygnet(daemon, "backup", "verify", "--json", expect=ERROR)
         assert r.json()["ok"] is False and r.json()["issues"]
         r = cygnet(daemon, "backup", "restore", made["id"], "--db", unique("bad"), expect=ERROR)
         assert_one_error_line(r, made["id"])
     finally:
-        pack.write_bytes(original)
+        for pack, original in originals.items():
+            pack.write_bytes(original)
     cygnet(daemon, "backup", "prune", made["id"], "--yes")
     cygnet(daemon, "db", "rm", name, "--yes")
