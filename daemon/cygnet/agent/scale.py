@@ -187,14 +187,21 @@ class Scaler:
         if fresh_port:
             branch.port = self.host.ports.reserve()
         started = time.monotonic()
-        # The start and the ZFS writes take similar time: run them together. A
-        # crash meanwhile leaves a postmaster the reconciler stops (desired is
-        # not yet running) or a branch it starts (desired is).
-        results = await asyncio.gather(
-            self.host.clusters.start(branch, db),
-            self._record_running(branch, fresh_port),
-            self.host.space.require_free(branch.dataset, f"waking {_label(db, branch)}"),
-            return_exceptions=True)
+        # Room first, before anything says "running": a start undone after the
+        # supervisor saw desired=running could be started again by it.
+        results: list[object] = []
+        try:
+            await self.host.space.require_free(branch.dataset, f"waking {_label(db, branch)}")
+        except Exception as exc:  # said to the waiting clients by _why, as any failure
+            results.append(exc)
+        if not results:
+            # The start and the ZFS writes take similar time: run them together. A
+            # crash meanwhile leaves a postmaster the reconciler stops (desired is
+            # not yet running) or a branch it starts (desired is).
+            results = list(await asyncio.gather(
+                self.host.clusters.start(branch, db),
+                self._record_running(branch, fresh_port),
+                return_exceptions=True))
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             await self._undo_start(branch, was, fresh_port)
