@@ -104,23 +104,10 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     own_snapshot = not snapshot_ref and populate is None
     timer = StepTimer()
     try:
-        origin, subscriptions = "", 1
         with timer.step("snapshot"):
-            if populate is not None:
-                pass
-            elif snapshot_ref:
-                snap = find_snapshot(parent, snapshot_ref)
-                # Unknown counts take the safe path: start with workers off first.
-                origin, subscriptions = snap.dataset, abs(snap.subscriptions)
-            else:
-                origin, subscriptions = await branch_point(host, parent, f"branch {name}")
-        branch.origin = origin or None
-        # Where its WAL leaves its parent's (agent/archive.py). An upgrade has
-        # none: its new major cannot replay the parent's WAL (new system id),
-        # so its history starts at its own first WAL, as a masked branch's does.
-        if origin and not target:
-            branch.fork = archive_points.fork_value(
-                parent, origin, snap if snapshot_ref else None)
+            subscriptions = 1 if populate is not None else await _take_origin(
+                host, parent, branch, snapshot_ref, upgrade=bool(target))
+        origin = branch.origin or ""
         try:
             with timer.step("clone"):
                 if populate is None:
@@ -149,6 +136,25 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
         emit(kind, database_id=db.id, branch_id=branch.id, database=db.name, branch=name,
              reason=f"child of {parent.name}")
     return branch
+
+
+async def _take_origin(host: Host, parent: BranchRecord, branch: BranchRecord,
+                       snapshot_ref: str, *, upgrade: bool) -> int:
+    """Sets the branch's origin (the named snapshot, or a new branch point) and its
+    fork; returns the parent's subscription count there."""
+    snap = find_snapshot(parent, snapshot_ref) if snapshot_ref else None
+    if snap is not None:
+        # Unknown counts take the safe path: start with workers off first.
+        origin, subscriptions = snap.dataset, abs(snap.subscriptions)
+    else:
+        origin, subscriptions = await branch_point(host, parent, f"branch {branch.name}")
+    branch.origin = origin
+    # Where its WAL leaves its parent's (agent/archive.py). An upgrade has
+    # none: its new major cannot replay the parent's WAL (new system id),
+    # so its history starts at its own first WAL, as a masked branch's does.
+    if not upgrade:
+        branch.fork = archive_points.fork_value(parent, origin, snap)
+    return subscriptions
 
 
 async def _start_and_mark_ready(host: Host, db: DatabaseRecord, branch: BranchRecord,
