@@ -180,7 +180,9 @@ async def destroy_branch(host: Host, branch: BranchRecord, *, drop_origin: bool 
     if await host.zfs.exists(branch.dataset):
         await host.mark_deleting(branch.dataset)  # works on a full pool
         if host.clusters.live(branch) is not None:
-            await host.clusters.stop(branch, "fast")
+            # Its data goes next: a shutdown checkpoint would be wasted, and on a
+            # full dataset it cannot be written at all.
+            await host.clusters.stop(branch, "immediate")
         await masked_goldens.drop_of(host, branch)  # they clone its snapshots
         await host.zfs.destroy(branch.dataset, recursive=True)
     await asyncio.to_thread(archive.drop_spool, host.config, branch)
