@@ -21,6 +21,7 @@ from grpc import aio
 from cygnet import __version__
 from cygnet.agent import convert
 from cygnet.agent.config import AgentConfig
+from cygnet.agent.heartbeat_stream import HeartbeatStream
 from cygnet.agent.host import Host
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
@@ -81,6 +82,9 @@ class Membership:
         self.host = host
         self.registered = False
         self.interval = 5.0
+        # Off once a coordinator answers UNIMPLEMENTED (it predates HeartbeatStream).
+        self.streaming = True
+        self.stream: HeartbeatStream | None = None
 
     async def beat(self, stub: cpb_grpc.CoordinatorStub) -> None:
         """One register or heartbeat call."""
@@ -94,6 +98,11 @@ class Membership:
             resp = await stub.RegisterHost(req, timeout=CALL_TIMEOUT)
             self.registered = True
             log.info("registered with coordinator %s as %s", self.config.coordinator, hid)
+        elif self.streaming:
+            if self.stream is None or self.stream.stub is not stub:
+                self.stream = HeartbeatStream(stub)
+            resp = await self.stream.beat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
+                                          CALL_TIMEOUT)
         else:
             resp = await stub.Heartbeat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
                                         timeout=CALL_TIMEOUT)
@@ -110,27 +119,45 @@ class Membership:
                 await asyncio.wait_for(stop.wait(), 0.2)
 
     async def _run_with(self, address: str, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        self.streaming = True  # each coordinator is asked for the stream afresh
         async with _channel(self.config, address) as channel:
             stub = cpb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
-            while not stop.is_set():
-                try:
-                    await self.beat(stub)
-                    wait, backoff = self.interval, 0.5
-                except aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.NOT_FOUND and self.registered:
-                        log.warning("the coordinator forgot this host: registering again")
-                        self.registered = False
-                        continue
-                    log.warning("coordinator %s: %s: %s", address,
-                                exc.code().name, exc.details())
-                    if (exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                       grpc.StatusCode.DEADLINE_EXCEEDED)
-                            and "," in self.config.coordinator):
-                        return
-                    wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
-                except Exception:
-                    log.exception("heartbeat failed")
-                    wait = backoff
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
+            try:
+                await self._beat_until_moved(address, stub, stop)
+            finally:
+                if self.stream is not None:
+                    self.stream.close()
+                    self.stream = None
+
+    async def _beat_until_moved(self, address: str, stub: cpb_grpc.CoordinatorStub,
+                                stop: asyncio.Event) -> None:
+        """Beats on `stub` until stopped, or until this coordinator stops answering and
+        another one is listed."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self.beat(stub)
+                wait, backoff = self.interval, 0.5
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED and self.streaming:
+                    log.info("coordinator %s has no heartbeat stream: unary heartbeats",
+                             address)
+                    self.streaming = False
+                    continue
+                if exc.code() == grpc.StatusCode.NOT_FOUND and self.registered:
+                    log.warning("the coordinator forgot this host: registering again")
+                    self.registered = False
+                    continue
+                log.warning("coordinator %s: %s: %s", address,
+                            exc.code().name, exc.details())
+                if (exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                   grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   grpc.StatusCode.CANCELLED)
+                        and "," in self.config.coordinator):
+                    return
+                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+            except Exception:
+                log.exception("heartbeat failed")
+                wait = backoff
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)

@@ -100,6 +100,7 @@ async def serve(config: CoordinatorConfig) -> None:
         await metrics.stop()
     await watchdog
     await set_serving(health_servicer, False)
+    servicer.end_streams()
     await server.stop(grace=5)
     await housekeeping
     await leadership

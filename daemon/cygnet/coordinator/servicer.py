@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,6 +23,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, registry: Registry, router: Router) -> None:
         self.registry = registry
         self.router = router
+        self._streams: set[asyncio.Task[Any]] = set()
 
     def _interval(self) -> float:
         return self.registry.config.heartbeat_interval
@@ -39,6 +42,30 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
         return pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+
+    async def HeartbeatStream(self, requests: AsyncIterator[pb.HeartbeatRequest], ctx: Ctx
+                              ) -> AsyncIterator[pb.HeartbeatResponse]:
+        """Each message is a unary Heartbeat without gRPC's per-call cost; the stream's
+        certificate (authenticated once) must name the host of every message."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            async for req in requests:
+                refusal = host_refusal(req.host_id)
+                if refusal:
+                    await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
+                yield pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+        finally:
+            if task is not None:
+                self._streams.discard(task)
+
+    def end_streams(self) -> None:
+        """Stopping: the heartbeat streams end now (their hosts reconnect, to another
+        coordinator if they know one), rather than holding the shutdown's grace period."""
+        for task in list(self._streams):
+            task.cancel()
 
     async def ListHosts(self, req: pb.ListHostsRequest, ctx: Ctx) -> pb.ListHostsResponse:
         return pb.ListHostsResponse(hosts=[convert.host(h) for h in await self.registry.list()])

@@ -217,7 +217,9 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return self._unary(handler, details.method)
         if handler.unary_stream is not None:
             return self._stream(handler, details.method)
-        return handler  # no client- or bidi-streaming methods exist
+        if handler.stream_stream is not None:
+            return self._bidi(handler, details.method)
+        return handler  # no client-streaming methods exist
 
     def _unary(self, handler: Any, method: str) -> Any:
         inner, policy = handler.unary_unary, self.policy
@@ -252,6 +254,28 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 call.done(failed)
 
         return grpc.unary_stream_rpc_method_handler(
+            wrapped, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+    def _bidi(self, handler: Any, method: str) -> Any:
+        """A bidi stream is authenticated once, when it opens (the TLS identity is the
+        stream's); the servicer checks each message against CALLER."""
+        inner, policy = handler.stream_stream, self.policy
+
+        async def wrapped(requests: AsyncIterator[Any],
+                          context: aio.ServicerContext) -> AsyncIterator[Any]:
+            call = _Call(policy, method, b"", context)
+            await call.admit()
+            failed = True
+            try:
+                async for reply in inner(requests, context):
+                    yield reply
+                failed = False
+            finally:
+                call.done(failed)
+
+        return grpc.stream_stream_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 

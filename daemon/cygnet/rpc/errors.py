@@ -120,6 +120,8 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return self._wrap_unary(handler, details.method)
         if handler.unary_stream is not None:
             return self._wrap_stream(handler, details.method)
+        if handler.stream_stream is not None:
+            return self._wrap_bidi(handler, details.method)
         return handler
 
     def _request(self, handler: Any, method: str, raw: bytes) -> Any:
@@ -162,5 +164,31 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 await _abort(exc, context, method, request, self.translate)
 
         return grpc.unary_stream_rpc_method_handler(
+            wrapped, request_deserializer=None,
+            response_serializer=handler.response_serializer)
+
+    def _wrap_bidi(self, handler: Any, method: str) -> Any:
+        """Each incoming message is decoded and checked as a unary request is."""
+        inner = handler.stream_stream
+
+        async def wrapped(raws: AsyncIterator[bytes],
+                          context: aio.ServicerContext) -> AsyncIterator[Any]:
+            request = None
+
+            async def requests() -> AsyncIterator[Any]:
+                nonlocal request
+                async for raw in raws:
+                    request = self._request(handler, method, raw)
+                    yield request
+
+            try:
+                async for reply in inner(requests(), context):
+                    yield reply
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(exc, context, method, request, self.translate)
+
+        return grpc.stream_stream_rpc_method_handler(
             wrapped, request_deserializer=None,
             response_serializer=handler.response_serializer)

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from cygnet.api.v1 import agent_pb2, backup_pb2, schema_pb2
+from cygnet.api.v1 import agent_pb2, backup_pb2, coordinator_pb2, schema_pb2
 from cygnet.backup import cron, retention
 from cygnet.errors import InvalidArgument
 from cygnet.masking import rules as masking_rules
@@ -318,6 +318,13 @@ SCHEMA: dict[str, Rules] = {
 }
 
 
+# Each message of a heartbeat stream is checked as it arrives; the host id is
+# then matched against the stream's certificate (coordinator/auth.py).
+COORDINATOR: dict[str, Rules] = {
+    "HeartbeatStream": _rules({"host_id": anything, "capacity": anything}, ("host_id",)),
+}
+
+
 def _paths(package: Any, service: str, table: dict[str, Rules]) -> dict[str, Rules]:
     full = package.DESCRIPTOR.services_by_name[service].full_name
     return {f"/{full}/{method}": rules for method, rules in table.items()}
@@ -325,6 +332,7 @@ def _paths(package: Any, service: str, table: dict[str, Rules]) -> dict[str, Rul
 
 RULES: dict[str, Rules] = {**_paths(agent_pb2, "Agent", AGENT),
                            **_paths(backup_pb2, "Backups", BACKUPS),
-                           **_paths(schema_pb2, "Schema", SCHEMA)}
+                           **_paths(schema_pb2, "Schema", SCHEMA),
+                           **_paths(coordinator_pb2, "Coordinator", COORDINATOR)}
 
 VALIDATOR = Validator(RULES)

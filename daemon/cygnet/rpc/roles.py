@@ -109,6 +109,7 @@ _TABLE: dict[str, Kind] = {
     _SCHEMA + "CreateMaskedBranch": Kind.CHANGE,
     _COORDINATOR + "RegisterHost": Kind.REGISTER,
     _COORDINATOR + "Heartbeat": Kind.HEARTBEAT,
+    _COORDINATOR + "HeartbeatStream": Kind.HEARTBEAT,
     _COORDINATOR + "ListHosts": Kind.READ,
     _COORDINATOR + "GetHost": Kind.READ,
     _COORDINATOR + "DrainHost": Kind.CHANGE,

@@ -45,6 +45,11 @@ class CoordinatorStub:
                 request_serializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.HeartbeatStream = channel.stream_stream(
+                '/cygnet.v1.Coordinator/HeartbeatStream',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
         self.ListHosts = channel.unary_unary(
                 '/cygnet.v1.Coordinator/ListHosts',
                 request_serializer=cygnet_dot_v1_dot_coordinator__pb2.ListHostsRequest.SerializeToString,
@@ -134,6 +139,15 @@ class CoordinatorServicer:
 
     def Heartbeat(self, request, context):
         """NOT_FOUND tells the host to register again (the coordinator lost it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeartbeatStream(self, request_iterator, context):
+        """The same heartbeats on one long-lived stream per host: one answer per
+        message. Every message must name the host of the stream's certificate
+        (else PERMISSION_DENIED ends the stream); NOT_FOUND ends it as above.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -247,6 +261,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'HeartbeatStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.HeartbeatStream,
                     request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.SerializeToString,
             ),
@@ -378,6 +397,33 @@ class Coordinator:
             request,
             target,
             '/cygnet.v1.Coordinator/Heartbeat',
+            cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
+            cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cygnet.v1.Coordinator/HeartbeatStream',
             cygnet_dot_v1_dot_coordinator__pb2.HeartbeatRequest.SerializeToString,
             cygnet_dot_v1_dot_coordinator__pb2.HeartbeatResponse.FromString,
             options,
