@@ -239,6 +239,7 @@ class Branch(_message.Message):
     PROTECTED_FIELD_NUMBER: _builtins.int
     PROTECTED_UNTIL_FIELD_NUMBER: _builtins.int
     SUSPEND_AFTER_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     database_id: _builtins.str
@@ -283,6 +284,12 @@ class Branch(_message.Message):
         suspended: its own, else the host's suspend_after; zero: never.
         """
 
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaLag]:
+        """Main of a database with replicas: each streaming standby, as the primary
+        sees it (pg_stat_replication), with its lag.
+        """
+
     def __init__(
         self,
         *,
@@ -308,10 +315,11 @@ class Branch(_message.Message):
         protected: _builtins.bool = ...,
         protected_until: _timestamp_pb2.Timestamp | None = ...,
         suspend_after: _duration_pb2.Duration | None = ...,
+        replicas: _abc.Iterable[Global___ReplicaLag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "protected_until", b"protected_until", "suspend_after", b"suspend_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "protected", b"protected", "protected_until", b"protected_until", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "suspend_after", b"suspend_after", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_branch_ids", b"child_branch_ids", "created_at", b"created_at", "database_id", b"database_id", "database_name", b"database_name", "desired_running", b"desired_running", "effective_expires_at", b"effective_expires_at", "expires_at", b"expires_at", "id", b"id", "logical_bytes", b"logical_bytes", "name", b"name", "origin_snapshot", b"origin_snapshot", "parent_branch_id", b"parent_branch_id", "parent_branch_name", b"parent_branch_name", "port", b"port", "postgres_version", b"postgres_version", "protected", b"protected", "protected_until", b"protected_until", "replicas", b"replicas", "size_class", b"size_class", "state", b"state", "state_message", b"state_message", "suspend_after", b"suspend_after", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1911,3 +1919,515 @@ class RestoreDatabaseRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RestoreDatabaseRequest: _TypeAlias = RestoreDatabaseRequest  # noqa: Y015
+
+@_typing.final
+class ReplicaLag(_message.Message):
+    """--- replicas ----------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SYNC_STATE_FIELD_NUMBER: _builtins.int
+    LAG_BYTES_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    REPLAY_LSN_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    state: _builtins.str
+    """startup | catchup | streaming | backup | stopping (pg_stat_replication.state)"""
+    sync_state: _builtins.str
+    """async | quorum | sync | potential"""
+    lag_bytes: _builtins.int
+    """WAL written on the primary that the replica has not replayed yet."""
+    lag_seconds: _builtins.float
+    """replay_lag: how long the last replayed commit took to show on the replica;
+    zero when it has caught up.
+    """
+    replay_lsn: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        sync_state: _builtins.str = ...,
+        lag_bytes: _builtins.int = ...,
+        lag_seconds: _builtins.float = ...,
+        replay_lsn: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "lag_bytes", b"lag_bytes", "lag_seconds", b"lag_seconds", "replay_lsn", b"replay_lsn", "state", b"state", "sync_state", b"sync_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaLag: _TypeAlias = ReplicaLag  # noqa: Y015
+
+@_typing.final
+class Replica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    PRIMARY_HOST_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CONNECTION_FIELD_NUMBER: _builtins.int
+    LAG_BYTES_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    REPLAY_LSN_FIELD_NUMBER: _builtins.int
+    SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    SEED_BYTES_FIELD_NUMBER: _builtins.int
+    SEED_SECONDS_FIELD_NUMBER: _builtins.int
+    POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    database_name: _builtins.str
+    host_id: _builtins.str
+    primary_host_id: _builtins.str
+    state: _builtins.str
+    """starting | streaming | stopped | failed"""
+    state_message: _builtins.str
+    lag_bytes: _builtins.int
+    lag_seconds: _builtins.float
+    replay_lsn: _builtins.str
+    """WAL replayed so far on the replica."""
+    synchronous: _builtins.bool
+    seed_bytes: _builtins.int
+    """Seeding: bytes sent by zfs send, and how long the seed took."""
+    seed_seconds: _builtins.float
+    postgres_version: _builtins.str
+    @_builtins.property
+    def connection(self) -> Global___Connection:
+        """A read-only connection (a hot standby); its uri has target_session_attrs=read-only."""
+
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        host_id: _builtins.str = ...,
+        primary_host_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        state_message: _builtins.str = ...,
+        connection: Global___Connection | None = ...,
+        lag_bytes: _builtins.int = ...,
+        lag_seconds: _builtins.float = ...,
+        replay_lsn: _builtins.str = ...,
+        synchronous: _builtins.bool = ...,
+        seed_bytes: _builtins.int = ...,
+        seed_seconds: _builtins.float = ...,
+        postgres_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "database_id", b"database_id", "database_name", b"database_name", "host_id", b"host_id", "lag_bytes", b"lag_bytes", "lag_seconds", b"lag_seconds", "postgres_version", b"postgres_version", "primary_host_id", b"primary_host_id", "replay_lsn", b"replay_lsn", "seed_bytes", b"seed_bytes", "seed_seconds", b"seed_seconds", "state", b"state", "state_message", b"state_message", "synchronous", b"synchronous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Replica: _TypeAlias = Replica  # noqa: Y015
+
+@_typing.final
+class CreateReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    PRIMARY_HOST_ID_FIELD_NUMBER: _builtins.int
+    PRIMARY_ADDRESS_FIELD_NUMBER: _builtins.int
+    SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """The database's id (the coordinator resolves names)."""
+    primary_host_id: _builtins.str
+    """The primary's host: its id and the address of its agent API (host:port)."""
+    primary_address: _builtins.str
+    synchronous: _builtins.bool
+    """Commit on the primary waits for one replica of the database (ANY 1)."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        primary_host_id: _builtins.str = ...,
+        primary_address: _builtins.str = ...,
+        synchronous: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "primary_address", b"primary_address", "primary_host_id", b"primary_host_id", "request_id", b"request_id", "synchronous", b"synchronous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateReplicaRequest: _TypeAlias = CreateReplicaRequest  # noqa: Y015
+
+@_typing.final
+class ListReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Empty: every replica on this host."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReplicasRequest: _TypeAlias = ListReplicasRequest  # noqa: Y015
+
+@_typing.final
+class ListReplicasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]: ...
+    def __init__(
+        self,
+        *,
+        replicas: _abc.Iterable[Global___Replica] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReplicasResponse: _TypeAlias = ListReplicasResponse  # noqa: Y015
+
+@_typing.final
+class DeleteReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReplicaRequest: _TypeAlias = DeleteReplicaRequest  # noqa: Y015
+
+@_typing.final
+class DeleteReplicaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReplicaResponse: _TypeAlias = DeleteReplicaResponse  # noqa: Y015
+
+@_typing.final
+class HandOverPrimaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandOverPrimaryRequest: _TypeAlias = HandOverPrimaryRequest  # noqa: Y015
+
+@_typing.final
+class HandOverPrimaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    STOP_LSN_FIELD_NUMBER: _builtins.int
+    OTHER_BRANCHES_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    stop_lsn: _builtins.str
+    """The WAL position of main's shutdown checkpoint."""
+    @_builtins.property
+    def other_branches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Branches of the database other than main (a switchover keeps main only)."""
+
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        stop_lsn: _builtins.str = ...,
+        other_branches: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "other_branches", b"other_branches", "stop_lsn", b"stop_lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandOverPrimaryResponse: _TypeAlias = HandOverPrimaryResponse  # noqa: Y015
+
+@_typing.final
+class PromoteReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    MIN_LSN_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    min_lsn: _builtins.str
+    """Promote only once the replica has received WAL up to here."""
+    wait_seconds: _builtins.int
+    """How long to wait for min_lsn (default 30 s)."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        min_lsn: _builtins.str = ...,
+        wait_seconds: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "min_lsn", b"min_lsn", "request_id", b"request_id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteReplicaRequest: _TypeAlias = PromoteReplicaRequest  # noqa: Y015
+
+@_typing.final
+class DemoteToReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    PRIMARY_HOST_ID_FIELD_NUMBER: _builtins.int
+    PRIMARY_ADDRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    primary_host_id: _builtins.str
+    primary_address: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        primary_host_id: _builtins.str = ...,
+        primary_address: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "primary_address", b"primary_address", "primary_host_id", b"primary_host_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DemoteToReplicaRequest: _TypeAlias = DemoteToReplicaRequest  # noqa: Y015
+
+@_typing.final
+class PrepareReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    seed: _builtins.bool
+    """Take a snapshot of main to seed from."""
+    synchronous: _builtins.bool
+    """Make commits wait for one replica (recorded on the database)."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        seed: _builtins.bool = ...,
+        synchronous: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "seed", b"seed", "synchronous", b"synchronous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareReplicaRequest: _TypeAlias = PrepareReplicaRequest  # noqa: Y015
+
+@_typing.final
+class PrepareReplicaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    MAIN_BRANCH_ID_FIELD_NUMBER: _builtins.int
+    POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
+    SIZE_CLASS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    REPLICATION_USER_FIELD_NUMBER: _builtins.int
+    REPLICATION_PASSWORD_FIELD_NUMBER: _builtins.int
+    ESTIMATED_BYTES_FIELD_NUMBER: _builtins.int
+    SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    database_name: _builtins.str
+    main_branch_id: _builtins.str
+    postgres_version: _builtins.str
+    size_class: _builtins.str
+    snapshot: _builtins.str
+    """The snapshot to send (a name on main's dataset), when seeding."""
+    slot: _builtins.str
+    host: _builtins.str
+    """Where the standby connects: the primary's Postgres, over TLS."""
+    port: _builtins.int
+    replication_user: _builtins.str
+    replication_password: _builtins.str
+    estimated_bytes: _builtins.int
+    synchronous: _builtins.bool
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        main_branch_id: _builtins.str = ...,
+        postgres_version: _builtins.str = ...,
+        size_class: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        slot: _builtins.str = ...,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        replication_user: _builtins.str = ...,
+        replication_password: _builtins.str = ...,
+        estimated_bytes: _builtins.int = ...,
+        synchronous: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "database_name", b"database_name", "estimated_bytes", b"estimated_bytes", "host", b"host", "main_branch_id", b"main_branch_id", "port", b"port", "postgres_version", b"postgres_version", "replication_password", b"replication_password", "replication_user", b"replication_user", "size_class", b"size_class", "slot", b"slot", "snapshot", b"snapshot", "synchronous", b"synchronous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareReplicaResponse: _TypeAlias = PrepareReplicaResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    KEEP_SLOT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    snapshot: _builtins.str
+    """Also destroy this seed snapshot of main."""
+    keep_slot: _builtins.bool
+    """Keep the slot (only the snapshot goes)."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        keep_slot: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "keep_slot", b"keep_slot", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReplicaRequest: _TypeAlias = ReleaseReplicaRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseReplicaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReplicaResponse: _TypeAlias = ReleaseReplicaResponse  # noqa: Y015
+
+@_typing.final
+class SendSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    BASE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    branch_id: _builtins.str
+    snapshot: _builtins.str
+    """A snapshot name on the branch's dataset."""
+    base_snapshot: _builtins.str
+    """Incremental from this earlier snapshot of the same dataset; empty: full."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        base_snapshot: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_snapshot", b"base_snapshot", "branch_id", b"branch_id", "database", b"database", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendSnapshotRequest: _TypeAlias = SendSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class TransferChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    SENT_BYTES_FIELD_NUMBER: _builtins.int
+    ESTIMATED_BYTES_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    sent_bytes: _builtins.int
+    """Bytes sent so far (this chunk included), and an estimate of the total."""
+    estimated_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        sent_bytes: _builtins.int = ...,
+        estimated_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "estimated_bytes", b"estimated_bytes", "sent_bytes", b"sent_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferChunk: _TypeAlias = TransferChunk  # noqa: Y015

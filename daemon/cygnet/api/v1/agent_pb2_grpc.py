@@ -174,6 +174,51 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.FromString,
                 _registered_method=True)
+        self.CreateReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/CreateReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.CreateReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+                _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/cygnet.v1.Agent/ListReplicas',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
+        self.DeleteReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/DeleteReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.FromString,
+                _registered_method=True)
+        self.HandOverPrimary = channel.unary_unary(
+                '/cygnet.v1.Agent/HandOverPrimary',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryResponse.FromString,
+                _registered_method=True)
+        self.PromoteReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/PromoteReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.PromoteReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+                _registered_method=True)
+        self.DemoteToReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/DemoteToReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.DemoteToReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+                _registered_method=True)
+        self.PrepareReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/PrepareReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaResponse.FromString,
+                _registered_method=True)
+        self.ReleaseReplica = channel.unary_unary(
+                '/cygnet.v1.Agent/ReleaseReplica',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaResponse.FromString,
+                _registered_method=True)
+        self.SendSnapshot = channel.unary_stream(
+                '/cygnet.v1.Agent/SendSnapshot',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -375,6 +420,77 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateReplica(self, request, context):
+        """--- replicas (docs/ha.md) -------------------------------------------------
+        On the replica's host (called by the coordinator): seeds a standby of the
+        database's main from its primary's host with zfs send, then streams.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplicas(self, request, context):
+        """The replicas this host holds (of one database, or all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteReplica(self, request, context):
+        """Stops and destroys this host's replica, and drops its slot on the primary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOverPrimary(self, request, context):
+        """Planned switchover, on the primary's host: stops main cleanly (its
+        walsenders hand every WAL record to the attached standbys first) and
+        returns the shutdown checkpoint's WAL position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteReplica(self, request, context):
+        """On the replica's host: once it holds WAL up to min_lsn, promotes it; the
+        replica becomes the database's main on this host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DemoteToReplica(self, request, context):
+        """On the old primary's host, after a switchover: its stopped main becomes a
+        replica of the new primary (no new seed: it stopped where the other took over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareReplica(self, request, context):
+        """--- agent to agent (host certificates only) --------------------------------
+        Makes ready for a replica on the calling host: the replication role, a
+        slot for the caller, and (with seed) a snapshot of main to send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReplica(self, request, context):
+        """Drops the calling host's slot (and seed snapshot, if named).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendSnapshot(self, request, context):
+        """A `zfs send` stream of one of the branch's snapshots, full or incremental.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -517,6 +633,51 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.PromoteBranch,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.SerializeToString,
+            ),
+            'CreateReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.CreateReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Replica.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.SerializeToString,
+            ),
+            'DeleteReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.SerializeToString,
+            ),
+            'HandOverPrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOverPrimary,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryResponse.SerializeToString,
+            ),
+            'PromoteReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.PromoteReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Replica.SerializeToString,
+            ),
+            'DemoteToReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DemoteToReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.DemoteToReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Replica.SerializeToString,
+            ),
+            'PrepareReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaResponse.SerializeToString,
+            ),
+            'ReleaseReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReplica,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaResponse.SerializeToString,
+            ),
+            'SendSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendSnapshot,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1275,6 +1436,249 @@ class Agent:
             '/cygnet.v1.Agent/PromoteBranch',
             cygnet_dot_v1_dot_agent__pb2.PromoteBranchRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.PromoteBranchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/CreateReplica',
+            cygnet_dot_v1_dot_agent__pb2.CreateReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ListReplicas',
+            cygnet_dot_v1_dot_agent__pb2.ListReplicasRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/DeleteReplica',
+            cygnet_dot_v1_dot_agent__pb2.DeleteReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOverPrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/HandOverPrimary',
+            cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.HandOverPrimaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/PromoteReplica',
+            cygnet_dot_v1_dot_agent__pb2.PromoteReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DemoteToReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/DemoteToReplica',
+            cygnet_dot_v1_dot_agent__pb2.DemoteToReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/PrepareReplica',
+            cygnet_dot_v1_dot_agent__pb2.PrepareReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.PrepareReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ReleaseReplica',
+            cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ReleaseReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/SendSnapshot',
+            cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,87 @@
+"""`zfs send` and `zfs receive` as byte streams (agent/transfer.py carries them between hosts).
+
+The other verbs run to completion through the runner; these two run for as
+long as their data flows, so they get their own small wrappers: argv lists,
+stderr kept for the error, the child killed when the caller stops early.
+zfs-fuse (pool version 23) knows `send [-i base] snap` and `receive [-F] name`
+only: no size estimate (-n -v), no resume token, no `-o` on receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from cygnet.zfs.errors import error_from
+
+log = logging.getLogger("cygnet.zfs")
+
+CHUNK = 1 << 20
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+async def send(snapshot: str, base: str = "", chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    """Yields the stream of `zfs send [-i base] snapshot`; raises a ZfsError if it fails."""
+    argv = ["zfs", "send", *(["-i", base] if base else []), snapshot]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while data := await proc.stdout.read(chunk):
+            yield data
+        stderr = (await proc.stderr.read()).decode(errors="replace")
+        if await proc.wait() != 0:
+            raise error_from(argv, proc.returncode or 1, stderr)
+    finally:
+        await _kill(proc)
+
+
+class Receiver:
+    """`zfs receive [-F] target`, fed chunk by chunk; `finish` waits for it to apply."""
+
+    def __init__(self, target: str, *, force: bool = False) -> None:
+        self.argv = ["zfs", "receive", *(["-F"] if force else []), target]
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Receiver:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        return self
+
+    async def write(self, data: bytes) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            await self._failed()
+
+    async def finish(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await self.proc.stdin.wait_closed()
+        if await self.proc.wait() != 0:
+            await self._failed()
+
+    async def _failed(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        stderr = (await self.proc.stderr.read()).decode(errors="replace")
+        code = await self.proc.wait()
+        raise error_from(self.argv, code or 1, stderr)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            # An early exit (error, cancellation) kills receive: zfs discards a
+            # partial stream, so nothing half-received stays behind.
+            await _kill(self.proc)
