@@ -12,6 +12,7 @@ UNIMPLEMENTED: an older coordinator, use the unary RPC).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import grpc
@@ -19,6 +20,8 @@ from grpc import aio
 
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
+
+log = logging.getLogger("cygnet.agent.registration")
 
 
 def _error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
@@ -28,13 +31,15 @@ def _error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
 class HeartbeatStream:
     """One stream on `stub`'s channel; `beat` sends one heartbeat and reads its answer."""
 
-    def __init__(self, stub: cpb_grpc.CoordinatorStub) -> None:
+    def __init__(self, stub: cpb_grpc.CoordinatorStub, address: str) -> None:
         self.stub = stub
+        self.address = address
         self.call: Any = None  # aio.StreamStreamCall while open
 
     async def beat(self, req: cpb.HeartbeatRequest, timeout: float) -> cpb.HeartbeatResponse:
         if self.call is None:
             self.call = self.stub.HeartbeatStream()
+            log.info("heartbeat stream opened to coordinator %s", self.address)
         call = self.call
         try:
             # A paused or wedged coordinator answers nothing: the timeout breaks
@@ -45,6 +50,14 @@ class HeartbeatStream:
             self.close()
             raise _error(grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"no heartbeat answer on the stream within {timeout:g}s") from None
+        except asyncio.InvalidStateError:
+            # The stream ended between two heartbeats (the coordinator went away):
+            # its status says why.
+            self.close()
+            code, details = await call.code(), await call.details()
+            if code == grpc.StatusCode.OK:
+                code, details = grpc.StatusCode.UNAVAILABLE, "the coordinator ended the stream"
+            raise _error(code, details) from None
         except BaseException:
             self.close()
             raise

@@ -98,9 +98,7 @@ class Membership:
             resp = await stub.RegisterHost(req, timeout=CALL_TIMEOUT)
             self.registered = True
             log.info("registered with coordinator %s as %s", self.config.coordinator, hid)
-        elif self.streaming:
-            if self.stream is None or self.stream.stub is not stub:
-                self.stream = HeartbeatStream(stub)
+        elif self.streaming and self.stream is not None:
             resp = await self.stream.beat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
                                           CALL_TIMEOUT)
         else:
@@ -122,6 +120,7 @@ class Membership:
         self.streaming = True  # each coordinator is asked for the stream afresh
         async with _channel(self.config, address) as channel:
             stub = cpb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
+            self.stream = HeartbeatStream(stub, address)
             try:
                 await self._beat_until_moved(address, stub, stop)
             finally:

@@ -24,6 +24,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.registry = registry
         self.router = router
         self._streams: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     def _interval(self) -> float:
         return self.registry.config.heartbeat_interval
@@ -57,6 +58,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                     await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                 await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
                 yield pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # A cancelled handler sends no status; this tells the host to go elsewhere.
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator is stopping")
         finally:
             if task is not None:
                 self._streams.discard(task)
@@ -64,6 +70,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def end_streams(self) -> None:
         """Stopping: the heartbeat streams end now (their hosts reconnect, to another
         coordinator if they know one), rather than holding the shutdown's grace period."""
+        self._stopping = True
         for task in list(self._streams):
             task.cancel()
 

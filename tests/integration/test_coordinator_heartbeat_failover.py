@@ -1,0 +1,83 @@
+"""A real cygnetd's heartbeat stream follows a leader change between coordinator processes.
+
+Two cygnet-coordinator processes share one store; cygnetd lists both. Its
+stream goes to the first (the leader). Killed with -9, the stream breaks, and
+cygnetd opens one to the other coordinator, which takes the lease: the host
+never goes unavailable there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from tests.e2e.fleet import Coordinator, Pki, wait_for
+from tests.harness import free_port, private_daemon
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 0.5  # the coordinators' heartbeat_interval, which cygnetd follows
+
+
+@contextlib.contextmanager
+def coordinators(base: Path, pki: Pki, n: int) -> Iterator[list[Coordinator]]:
+    store = f"sqlite:///{base}/store.db"
+    procs = [Coordinator(base / f"c{i}", pki, store, listen=[f"127.0.0.1:{free_port()}"],
+                         extra_args=["--heartbeat-interval", str(INTERVAL),
+                                     "--lease-ttl", "1"]) for i in range(n)]
+    try:
+        first = procs[0]
+        first.start()
+        wait_for(lambda: "took leadership" in first.tail(400), 15, "a leader")  # the first leads
+        for c in procs[1:]:
+            c.start()
+        yield procs
+    finally:
+        for c in procs:
+            c.stop()
+
+
+def last_beat(c: Coordinator, host: str) -> tuple[float, int]:
+    with c.stub() as stub:
+        h = stub.GetHost(cpb.GetHostRequest(host_id=host), timeout=5)
+    return h.last_heartbeat.ToNanoseconds() / 1e9, h.state
+
+
+def test_cygnetd_follows_a_leader_change_on_its_stream(tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    cert, key = pki.issue("host", "hb-follow")
+    with coordinators(tmp_path, pki, 2) as (first, second):
+        addresses = ",".join(c.listen[0] for c in (first, second))
+        settings = (f'host_id = "hb-follow"\ncoordinator = "{addresses}"\n'
+                    f'coordinator_ca = "{pki.ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+                    'advertise_api = "unix:/nonexistent/hb-follow"\n')
+        with private_daemon("hbf", 62600, "1G", settings=settings, unix_only=True) as d:
+            opened = f"heartbeat stream opened to coordinator {first.listen[0]}"
+            wait_for(lambda: opened in d.tail(400), 30, "a stream to the first coordinator")
+            start = time.time()
+            wait_for(lambda: last_beat(first, "hb-follow")[0] > start, 10, "a streamed beat")
+            assert first.proc is not None
+            first.proc.kill()
+            first.proc.wait()
+            killed = time.time()
+            moved = f"heartbeat stream opened to coordinator {second.listen[0]}"
+            wait_for(lambda: moved in d.tail(400), 15, "a stream to the second coordinator")
+            wait_for(lambda: "took leadership" in second.tail(400), 15, "a new leader")
+            # Beats keep coming past the time after which the new leader would mark
+            # the host down (3 missed heartbeats).
+            wait_for(lambda: last_beat(second, "hb-follow")[0] > killed + 4 * INTERVAL, 15,
+                     "beats on the new stream")
+            assert last_beat(second, "hb-follow")[1] == cpb.HOST_STATE_AVAILABLE
+            log = d.tail(400)
+            assert "unary heartbeats" not in log  # the stream, not the fallback
+            assert "heartbeat failed" not in log  # a broken stream is no internal error
+            # A coordinator stopping cleanly ends its streams rather than waiting on them.
+            second.stop()
+            wait_for(lambda: f"coordinator {second.listen[0]}: " in d.tail(400), 15,
+                     "the stream's end")
+            assert "Traceback" not in second.tail(2000)
