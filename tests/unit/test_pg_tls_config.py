@@ -53,7 +53,8 @@ def test_tls_files_must_be_plain_absolute_paths(key: Path) -> None:
 def test_tcp_rules_are_hostssl_only() -> None:
     tcp = [line.split()[0] for line in render_hba().splitlines()
            if line and not line.startswith(("#", "local"))]
-    assert tcp == ["hostssl", "hostssl"]
+    # all users (v4, v6), then the replication role (v4, v6)
+    assert tcp == ["hostssl"] * 4
     assert all(line.startswith(("#", "local", "host ")) or not line
                for line in render_hba(ssl=False).splitlines())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cygnet import __version__, systemd
-from cygnet.agent import archive, offsite
+from cygnet.agent import archive, offsite, replicas
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.eventlog import EventJournal
@@ -160,6 +160,8 @@ def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service
     background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
     if config.coordinator:
         background.append(asyncio.create_task(Membership(config, host).run(stop)))
+    # Standbys of other hosts' databases (agent/replicas.py): started, restarted.
+    background.append(asyncio.create_task(replicas.supervise(host)))
     if offsite_service is not None:
         background.append(asyncio.create_task(offsite_service.run(stop, config.offsite_interval)))
     return background

@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from cygnet.agent import convert, lifetime, pitr_api
+from cygnet.agent import convert, lifetime, pitr_api, replicas_api
 from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
@@ -91,7 +91,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                                              db.name, main.record))
 
     async def GetBranch(self, req: pb.GetBranchRequest, ctx: Ctx) -> pb.Branch:
-        return convert.branch(await self.service.get_branch(convert.branch_ref(req.branch)))
+        branch = convert.branch(await self.service.get_branch(convert.branch_ref(req.branch)))
+        return await replicas_api.with_lag(self.service, branch)  # main's replicas' lag
 
     async def ListBranches(self, req: pb.ListBranchesRequest, ctx: Ctx
                            ) -> pb.ListBranchesResponse:
@@ -199,3 +200,39 @@ class AgentServicer(pb_grpc.AgentServicer):
         async for event in journal.watch(req.cursor, from_oldest=req.from_oldest,
                                          follow=req.follow):
             yield lifetime.event_message(event)
+
+    # --- replicas and switchover (agent/replicas*.py, agent/switchover.py) ----------
+
+    async def CreateReplica(self, req: pb.CreateReplicaRequest, ctx: Ctx) -> pb.Replica:
+        return await replicas_api.create(self.service, req)
+
+    async def ListReplicas(self, req: pb.ListReplicasRequest, ctx: Ctx
+                           ) -> pb.ListReplicasResponse:
+        return await replicas_api.list_(self.service, req)
+
+    async def DeleteReplica(self, req: pb.DeleteReplicaRequest, ctx: Ctx
+                            ) -> pb.DeleteReplicaResponse:
+        return await replicas_api.delete(self.service, req)
+
+    async def HandOverPrimary(self, req: pb.HandOverPrimaryRequest, ctx: Ctx
+                              ) -> pb.HandOverPrimaryResponse:
+        return await replicas_api.hand_over(self.service, req)
+
+    async def PromoteReplica(self, req: pb.PromoteReplicaRequest, ctx: Ctx) -> pb.Replica:
+        return await replicas_api.promote(self.service, req)
+
+    async def DemoteToReplica(self, req: pb.DemoteToReplicaRequest, ctx: Ctx) -> pb.Replica:
+        return await replicas_api.demote(self.service, req)
+
+    async def PrepareReplica(self, req: pb.PrepareReplicaRequest, ctx: Ctx
+                             ) -> pb.PrepareReplicaResponse:
+        return await replicas_api.prepare(self.service, req)
+
+    async def ReleaseReplica(self, req: pb.ReleaseReplicaRequest, ctx: Ctx
+                             ) -> pb.ReleaseReplicaResponse:
+        return await replicas_api.release(self.service, req)
+
+    async def SendSnapshot(self, req: pb.SendSnapshotRequest, ctx: Ctx
+                           ) -> AsyncIterator[pb.TransferChunk]:
+        async for chunk in replicas_api.send_snapshot(self.service, req):
+            yield chunk

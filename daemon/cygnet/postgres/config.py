@@ -26,6 +26,7 @@ from cygnet.postgres.sizes import SizeClass
 SETTINGS_FILE = "cygnet.conf"
 INCLUDE_LINE = f"include_if_exists = '{SETTINGS_FILE}'"
 IDENT_MAP = "cygnet"
+REPLICATION_ROLE = "cygnet_replicator"
 # sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
 MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
@@ -65,6 +66,15 @@ class RecoverySettings:
 
 
 @dataclass(frozen=True)
+class StandbySettings:
+    """A streaming replica (agent/replicas.py): the primary's conninfo (its password
+    comes from a passfile outside pgdata) and the slot that holds its WAL."""
+
+    conninfo: str
+    slot: str
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """What differs between clusters: where they listen, how big they are, their TLS.
 
@@ -85,6 +95,7 @@ class ClusterSettings:
     major: int = 0
     archive: ArchiveSettings | None = None
     recovery: RecoverySettings | None = None
+    standby: StandbySettings | None = None
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -166,6 +177,16 @@ def _recovery_lines(recovery: RecoverySettings | None) -> list[str]:
     return lines
 
 
+def _standby_lines(standby: StandbySettings | None) -> list[str]:
+    if standby is None:
+        return []
+    # hot_standby serves reads; feedback keeps the primary's vacuum from
+    # removing rows a replica's query still reads.
+    return [f"primary_conninfo = {_quoted(standby.conninfo)}",
+            f"primary_slot_name = {_quoted(standby.slot)}",
+            "hot_standby = on", "hot_standby_feedback = on"]
+
+
 def render_settings(settings: ClusterSettings) -> str:
     """The text of cygnet.conf for `settings` (validated; raises InternalError)."""
     _check(settings)
@@ -189,6 +210,7 @@ def render_settings(settings: ClusterSettings) -> str:
         # A branch archives into its own spool only (agent/archive.py), never its parent's.
         *_archive_lines(settings.archive),
         *_recovery_lines(settings.recovery),
+        *_standby_lines(settings.standby),
         # Durability stays at Postgres' defaults, whatever a template carried.
         "fsync = on",
         # Every Cygnet cluster lives on ZFS, which is copy-on-write: a block is
@@ -265,6 +287,9 @@ def render_hba(ssl: bool = True) -> str:
         f"local   replication  all              peer map={IDENT_MAP}\n"
         f"{tcp} all          all   0.0.0.0/0  scram-sha-256\n"
         f"{tcp} all          all   ::/0       scram-sha-256\n"
+        # Replicas stream with their own role (agent/replicas.py), never the superuser.
+        f"{tcp} replication  {REPLICATION_ROLE} 0.0.0.0/0 scram-sha-256\n"
+        f"{tcp} replication  {REPLICATION_ROLE} ::/0 scram-sha-256\n"
     )
 
 

@@ -30,6 +30,8 @@ STRIPPED_AUTO_SETTINGS = frozenset({
     "restore_command",
     "primary_conninfo",
     "primary_slot_name",
+    # A branch or replica of a primary with synchronous replicas must not wait for them.
+    "synchronous_standby_names",
     # TLS and listening are the host's: a clone must not keep a parent's choice.
     "listen_addresses",
     "ssl",

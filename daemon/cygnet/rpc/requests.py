@@ -58,6 +58,18 @@ def branch_id(path: str, value: str) -> None:
     validate_id(path, value, "br")
 
 
+def database_id(path: str, value: str) -> None:
+    validate_id(path, value, "db")
+
+
+def host_port(path: str, value: str) -> None:
+    """host:port of another agent's API (an address the coordinator knows)."""
+    hostname, _, port = value.rpartition(":")
+    if not hostname or not port.isdigit() or not 0 < int(port) < 65536 \
+            or not _TOKEN.fullmatch(hostname.strip("[]")):
+        raise InvalidArgument(path, f"{shown(value)} is not host:port")
+
+
 def name(path: str, value: str) -> None:
     validate_name(path, value)
 
@@ -254,6 +266,25 @@ AGENT: dict[str, Rules] = {
                            "follow": anything}),
     "SuspendBranch": _rules({**_REF, **_RID}, ("branch",)),
     "ResumeBranch": _rules({**_REF, **_RID}, ("branch",)),
+    # Replicas (agent/replicas*.py): databases by id, hosts by id and address.
+    "CreateReplica": _rules({"database": database_id, "primary_host_id": token,
+                             "primary_address": host_port, "synchronous": anything, **_RID},
+                            ("database", "primary_host_id", "primary_address")),
+    "ListReplicas": _rules({"database": database_id}),
+    "DeleteReplica": _rules({"database": database_id, **_RID}, ("database",)),
+    "HandOverPrimary": _rules({"database": reference("db"), **_RID}, ("database",)),
+    "PromoteReplica": _rules({"database": database_id, "min_lsn": lsn,
+                              "wait_seconds": integer_range(0, 3600), **_RID}, ("database",)),
+    "DemoteToReplica": _rules({"database": database_id, "primary_host_id": token,
+                               "primary_address": host_port, **_RID},
+                              ("database", "primary_host_id", "primary_address")),
+    "PrepareReplica": _rules({"database": database_id, "seed": anything,
+                              "synchronous": anything}, ("database",)),
+    "ReleaseReplica": _rules({"database": database_id, "snapshot": token,
+                              "keep_slot": anything}, ("database",)),
+    "SendSnapshot": _rules({"database": database_id, "branch_id": branch_id,
+                            "snapshot": token, "base_snapshot": token},
+                           ("database", "branch_id", "snapshot")),
 }
 
 BACKUPS: dict[str, Rules] = {

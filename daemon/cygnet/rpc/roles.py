@@ -39,6 +39,7 @@ class Kind(StrEnum):
     SECRET = "secret"  # returns a connection secret
     REGISTER = "register"  # a host joins the fleet
     HEARTBEAT = "heartbeat"
+    TRANSFER = "transfer"  # agent to agent: replication slots, secrets, zfs streams
 
 
 _A, _O, _R, _H, _C = Role.ADMIN, Role.OPERATOR, Role.READER, Role.HOST, Role.COORDINATOR
@@ -49,9 +50,10 @@ ROLES_BY_KIND: dict[Kind, frozenset[Role]] = {
     Kind.SECRET: frozenset({_A, _O, _C}),
     Kind.REGISTER: frozenset({_H}),
     Kind.HEARTBEAT: frozenset({_H}),
+    Kind.TRANSFER: frozenset({_H}),
 }
 # Mutating calls and secret reads get an audit line; reads and heartbeats do not.
-AUDITED = frozenset({Kind.CHANGE, Kind.DELETE, Kind.SECRET, Kind.REGISTER})
+AUDITED = frozenset({Kind.CHANGE, Kind.DELETE, Kind.SECRET, Kind.REGISTER, Kind.TRANSFER})
 
 _AGENT = "/cygnet.v1.Agent/"
 _BACKUPS = "/cygnet.v1.Backups/"
@@ -87,6 +89,16 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "WatchEvents": Kind.READ,
     _AGENT + "SuspendBranch": Kind.CHANGE,
     _AGENT + "ResumeBranch": Kind.CHANGE,
+    # Replicas (docs/ha.md): ListReplicas carries no password.
+    _AGENT + "CreateReplica": Kind.CHANGE,
+    _AGENT + "ListReplicas": Kind.READ,
+    _AGENT + "DeleteReplica": Kind.CHANGE,
+    _AGENT + "HandOverPrimary": Kind.CHANGE,
+    _AGENT + "PromoteReplica": Kind.CHANGE,
+    _AGENT + "DemoteToReplica": Kind.CHANGE,
+    _AGENT + "PrepareReplica": Kind.TRANSFER,
+    _AGENT + "ReleaseReplica": Kind.TRANSFER,
+    _AGENT + "SendSnapshot": Kind.TRANSFER,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,
     # Reads every block of a repository: not for readers.
