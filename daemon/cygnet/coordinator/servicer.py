@@ -14,6 +14,7 @@ from cygnet.api.v1 import coordinator_pb2_grpc as pb_grpc
 from cygnet.coordinator import convert
 from cygnet.coordinator.auth import host_refusal
 from cygnet.coordinator.registry import Registry
+from cygnet.coordinator.replicas import Replicas
 from cygnet.coordinator.router import Router
 
 Ctx = Any  # grpc.aio.ServicerContext
@@ -23,6 +24,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, registry: Registry, router: Router) -> None:
         self.registry = registry
         self.router = router
+        self.replicas = Replicas(router)  # docs/ha.md
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
@@ -131,3 +133,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def GetConnection(self, req: apb.GetConnectionRequest, ctx: Ctx) -> apb.Connection:
         return await self.router.get_connection(req)
+
+    # --- replicas (coordinator/replicas.py) ----------------------------------------
+
+    async def CreateReplica(self, req: pb.FleetCreateReplicaRequest, ctx: Ctx) -> apb.Replica:
+        return await self.replicas.create(req)
+
+    async def ListReplicas(self, req: pb.FleetListReplicasRequest, ctx: Ctx
+                           ) -> apb.ListReplicasResponse:
+        return await self.replicas.list_replicas(req)
+
+    async def DeleteReplica(self, req: pb.FleetDeleteReplicaRequest, ctx: Ctx
+                            ) -> apb.DeleteReplicaResponse:
+        return await self.replicas.delete(req)
+
+    async def PromoteReplica(self, req: pb.FleetPromoteReplicaRequest, ctx: Ctx
+                             ) -> pb.SwitchoverResponse:
+        return await self.replicas.switchover(req)

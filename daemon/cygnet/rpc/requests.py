@@ -353,6 +353,14 @@ SCHEMA: dict[str, Rules] = {
 # then matched against the stream's certificate (coordinator/auth.py).
 COORDINATOR: dict[str, Rules] = {
     "HeartbeatStream": _rules({"host_id": anything, "capacity": anything}, ("host_id",)),
+    "CreateReplica": _rules({"database": reference("db"), "host_id": token,
+                             "synchronous": anything, **_RID}, ("database",)),
+    "ListReplicas": _rules({"database": reference("db")}, ("database",)),
+    "DeleteReplica": _rules({"database": reference("db"), "host_id": token, **_RID},
+                            ("database", "host_id")),
+    "PromoteReplica": _rules({"database": reference("db"), "host_id": token,
+                              "force": anything, "max_lag_bytes": integer_range(0, MAX_BYTES),
+                              "remove_old_primary": anything, **_RID}, ("database",)),
 }
 
 

@@ -137,6 +137,10 @@ _TABLE: dict[str, Kind] = {
     _COORDINATOR + "DeleteBranch": Kind.CHANGE,
     _COORDINATOR + "ResetBranch": Kind.CHANGE,
     _COORDINATOR + "GetConnection": Kind.SECRET,
+    _COORDINATOR + "CreateReplica": Kind.CHANGE,
+    _COORDINATOR + "ListReplicas": Kind.READ,
+    _COORDINATOR + "DeleteReplica": Kind.CHANGE,
+    _COORDINATOR + "PromoteReplica": Kind.CHANGE,
 }
 
 # Full method name -> what it does; the one table both daemons authorize by.

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from cygnet.api.v1 import agent_pb2 as cygnet_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ygnet/v1/coordinator.proto\x12\tcygnet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63ygnet/v1/agent.proto\"\x91\x01\n\x0cHostCapacity\x12\x1e\n\x05pools\x18\x01 \x03(\x0b\x32\x0f.cygnet.v1.Pool\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x18\n\x10running_clusters\x18\x03 \x01(\r\x12\x19\n\x11postgres_versions\x18\x04 \x03(\t\x12\x16\n\x0e\x64\x61tabase_count\x18\x05 \x01(\r\"\x82\x02\n\x13RegisterHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.cygnet.v1.RegisterHostRequest.LabelsEntry\x12)\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\x12\x14\n\x0cmax_clusters\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x14RegisterHostResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"N\n\x10HeartbeatRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\"7\n\x11HeartbeatResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"\xab\x03\n\tFleetHost\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .cygnet.v1.FleetHost.LabelsEntry\x12)\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.cygnet.v1.HostState\x12\x0f\n\x07\x64rained\x18\x07 \x01(\x08\x12\x32\n\x0elast_heartbeat\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64\x61tabase_count\x18\t \x01(\r\x12\x1d\n\x15memory_reserved_bytes\x18\n \x01(\x04\x12\x1b\n\x13memory_budget_bytes\x18\x0b \x01(\x04\x12\x14\n\x0cmax_clusters\x18\x0c \x01(\r\x12\x13\n\x0butilisation\x18\r \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListHostsRequest\"8\n\x11ListHostsResponse\x12#\n\x05hosts\x18\x01 \x03(\x0b\x32\x14.cygnet.v1.FleetHost\"!\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"#\n\x10\x44rainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"\xc6\x01\n\x14PlacementConstraints\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.cygnet.v1.PlacementConstraints.LabelsEntry\x12\x1b\n\x13\x61nti_affinity_group\x18\x03 \x01(\t\x12\x17\n\x0f\x61void_databases\x18\x04 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x14PlaceDatabaseRequest\x12\x12\n\nsize_class\x18\x01 \x01(\t\x12\x18\n\x10postgres_version\x18\x02 \x01(\t\x12\x34\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1f.cygnet.v1.PlacementConstraints\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8a\x01\n\tPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x12\n\ncandidates\x18\x06 \x01(\r\x12\x10\n\x08\x65ligible\x18\x07 \x01(\r\"\x9e\x01\n\x1a\x46leetCreateDatabaseRequest\x12\x32\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32 .cygnet.v1.CreateDatabaseRequest\x12\x34\n\x0b\x63onstraints\x18\x02 \x01(\x0b\x32\x1f.cygnet.v1.PlacementConstraints\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\"y\n\x1b\x46leetCreateDatabaseResponse\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32!.cygnet.v1.CreateDatabaseResponse\x12\'\n\tplacement\x18\x02 \x01(\x0b\x32\x14.cygnet.v1.Placement\"_\n\rFleetDatabase\x12%\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32\x13.cygnet.v1.Database\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x16\n\x0ehost_available\x18\x03 \x01(\x08\"I\n\x1a\x46leetListDatabasesResponse\x12+\n\tdatabases\x18\x01 \x03(\x0b\x32\x18.cygnet.v1.FleetDatabase*]\n\tHostState\x12\x1a\n\x16HOST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HOST_STATE_AVAILABLE\x10\x01\x12\x1a\n\x16HOST_STATE_UNAVAILABLE\x10\x02\x32\xd9\n\n\x0b\x43oordinator\x12O\n\x0cRegisterHost\x12\x1e.cygnet.v1.RegisterHostRequest\x1a\x1f.cygnet.v1.RegisterHostResponse\x12\x46\n\tHeartbeat\x12\x1b.cygnet.v1.HeartbeatRequest\x1a\x1c.cygnet.v1.HeartbeatResponse\x12P\n\x0fHeartbeatStream\x12\x1b.cygnet.v1.HeartbeatRequest\x1a\x1c.cygnet.v1.HeartbeatResponse(\x01\x30\x01\x12\x46\n\tListHosts\x12\x1b.cygnet.v1.ListHostsRequest\x1a\x1c.cygnet.v1.ListHostsResponse\x12:\n\x07GetHost\x12\x19.cygnet.v1.GetHostRequest\x1a\x14.cygnet.v1.FleetHost\x12>\n\tDrainHost\x12\x1b.cygnet.v1.DrainHostRequest\x1a\x14.cygnet.v1.FleetHost\x12@\n\x0bUndrainHost\x12\x1b.cygnet.v1.DrainHostRequest\x1a\x14.cygnet.v1.FleetHost\x12\x46\n\rPlaceDatabase\x12\x1f.cygnet.v1.PlaceDatabaseRequest\x1a\x14.cygnet.v1.Placement\x12_\n\x0e\x43reateDatabase\x12%.cygnet.v1.FleetCreateDatabaseRequest\x1a&.cygnet.v1.FleetCreateDatabaseResponse\x12\x46\n\x0bGetDatabase\x12\x1d.cygnet.v1.GetDatabaseRequest\x1a\x18.cygnet.v1.FleetDatabase\x12W\n\rListDatabases\x12\x1f.cygnet.v1.ListDatabasesRequest\x1a%.cygnet.v1.FleetListDatabasesResponse\x12U\n\x0e\x44\x65leteDatabase\x12 .cygnet.v1.DeleteDatabaseRequest\x1a!.cygnet.v1.DeleteDatabaseResponse\x12O\n\x0c\x43reateBranch\x12\x1e.cygnet.v1.CreateBranchRequest\x1a\x1f.cygnet.v1.CreateBranchResponse\x12;\n\tGetBranch\x12\x1b.cygnet.v1.GetBranchRequest\x1a\x11.cygnet.v1.Branch\x12O\n\x0cListBranches\x12\x1e.cygnet.v1.ListBranchesRequest\x1a\x1f.cygnet.v1.ListBranchesResponse\x12O\n\x0c\x44\x65leteBranch\x12\x1e.cygnet.v1.DeleteBranchRequest\x1a\x1f.cygnet.v1.DeleteBranchResponse\x12?\n\x0bResetBranch\x12\x1d.cygnet.v1.ResetBranchRequest\x1a\x11.cygnet.v1.Branch\x12G\n\rGetConnection\x12\x1f.cygnet.v1.GetConnectionRequest\x1a\x15.cygnet.v1.Connectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ygnet/v1/coordinator.proto\x12\tcygnet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63ygnet/v1/agent.proto\"\x91\x01\n\x0cHostCapacity\x12\x1e\n\x05pools\x18\x01 \x03(\x0b\x32\x0f.cygnet.v1.Pool\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x18\n\x10running_clusters\x18\x03 \x01(\r\x12\x19\n\x11postgres_versions\x18\x04 \x03(\t\x12\x16\n\x0e\x64\x61tabase_count\x18\x05 \x01(\r\"\x82\x02\n\x13RegisterHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.cygnet.v1.RegisterHostRequest.LabelsEntry\x12)\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\x12\x14\n\x0cmax_clusters\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x14RegisterHostResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"N\n\x10HeartbeatRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\"7\n\x11HeartbeatResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"\xab\x03\n\tFleetHost\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .cygnet.v1.FleetHost.LabelsEntry\x12)\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x17.cygnet.v1.HostCapacity\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.cygnet.v1.HostState\x12\x0f\n\x07\x64rained\x18\x07 \x01(\x08\x12\x32\n\x0elast_heartbeat\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64\x61tabase_count\x18\t \x01(\r\x12\x1d\n\x15memory_reserved_bytes\x18\n \x01(\x04\x12\x1b\n\x13memory_budget_bytes\x18\x0b \x01(\x04\x12\x14\n\x0cmax_clusters\x18\x0c \x01(\r\x12\x13\n\x0butilisation\x18\r \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListHostsRequest\"8\n\x11ListHostsResponse\x12#\n\x05hosts\x18\x01 \x03(\x0b\x32\x14.cygnet.v1.FleetHost\"!\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"#\n\x10\x44rainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"\xc6\x01\n\x14PlacementConstraints\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.cygnet.v1.PlacementConstraints.LabelsEntry\x12\x1b\n\x13\x61nti_affinity_group\x18\x03 \x01(\t\x12\x17\n\x0f\x61void_databases\x18\x04 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x14PlaceDatabaseRequest\x12\x12\n\nsize_class\x18\x01 \x01(\t\x12\x18\n\x10postgres_version\x18\x02 \x01(\t\x12\x34\n\x0b\x63onstraints\x18\x03 \x01(\x0b\x32\x1f.cygnet.v1.PlacementConstraints\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8a\x01\n\tPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x12\n\ncandidates\x18\x06 \x01(\r\x12\x10\n\x08\x65ligible\x18\x07 \x01(\r\"\x9e\x01\n\x1a\x46leetCreateDatabaseRequest\x12\x32\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32 .cygnet.v1.CreateDatabaseRequest\x12\x34\n\x0b\x63onstraints\x18\x02 \x01(\x0b\x32\x1f.cygnet.v1.PlacementConstraints\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\"y\n\x1b\x46leetCreateDatabaseResponse\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32!.cygnet.v1.CreateDatabaseResponse\x12\'\n\tplacement\x18\x02 \x01(\x0b\x32\x14.cygnet.v1.Placement\"_\n\rFleetDatabase\x12%\n\x08\x64\x61tabase\x18\x01 \x01(\x0b\x32\x13.cygnet.v1.Database\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x16\n\x0ehost_available\x18\x03 \x01(\x08\"I\n\x1a\x46leetListDatabasesResponse\x12+\n\tdatabases\x18\x01 \x03(\x0b\x32\x18.cygnet.v1.FleetDatabase\"g\n\x19\x46leetCreateReplicaRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x13\n\x0bsynchronous\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x0f \x01(\t\",\n\x18\x46leetListReplicasRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"R\n\x19\x46leetDeleteReplicaRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"\x95\x01\n\x1a\x46leetPromoteReplicaRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\x12\x15\n\rmax_lag_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12remove_old_primary\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"\xdf\x01\n\x12SwitchoverResponse\x12\'\n\x0bnew_primary\x18\x01 \x01(\x0b\x32\x12.cygnet.v1.Replica\x12\x1b\n\x13old_primary_host_id\x18\x02 \x01(\t\x12+\n\x08\x64owntime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08stop_lsn\x18\x04 \x01(\t\x12\'\n\x0bold_primary\x18\x05 \x01(\x0b\x32\x12.cygnet.v1.Replica\x12\x1b\n\x13old_primary_message\x18\x06 \x01(\t*]\n\tHostState\x12\x1a\n\x16HOST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HOST_STATE_AVAILABLE\x10\x01\x12\x1a\n\x16HOST_STATE_UNAVAILABLE\x10\x02\x32\xab\r\n\x0b\x43oordinator\x12O\n\x0cRegisterHost\x12\x1e.cygnet.v1.RegisterHostRequest\x1a\x1f.cygnet.v1.RegisterHostResponse\x12\x46\n\tHeartbeat\x12\x1b.cygnet.v1.HeartbeatRequest\x1a\x1c.cygnet.v1.HeartbeatResponse\x12P\n\x0fHeartbeatStream\x12\x1b.cygnet.v1.HeartbeatRequest\x1a\x1c.cygnet.v1.HeartbeatResponse(\x01\x30\x01\x12\x46\n\tListHosts\x12\x1b.cygnet.v1.ListHostsRequest\x1a\x1c.cygnet.v1.ListHostsResponse\x12:\n\x07GetHost\x12\x19.cygnet.v1.GetHostRequest\x1a\x14.cygnet.v1.FleetHost\x12>\n\tDrainHost\x12\x1b.cygnet.v1.DrainHostRequest\x1a\x14.cygnet.v1.FleetHost\x12@\n\x0bUndrainHost\x12\x1b.cygnet.v1.DrainHostRequest\x1a\x14.cygnet.v1.FleetHost\x12\x46\n\rPlaceDatabase\x12\x1f.cygnet.v1.PlaceDatabaseRequest\x1a\x14.cygnet.v1.Placement\x12_\n\x0e\x43reateDatabase\x12%.cygnet.v1.FleetCreateDatabaseRequest\x1a&.cygnet.v1.FleetCreateDatabaseResponse\x12\x46\n\x0bGetDatabase\x12\x1d.cygnet.v1.GetDatabaseRequest\x1a\x18.cygnet.v1.FleetDatabase\x12W\n\rListDatabases\x12\x1f.cygnet.v1.ListDatabasesRequest\x1a%.cygnet.v1.FleetListDatabasesResponse\x12U\n\x0e\x44\x65leteDatabase\x12 .cygnet.v1.DeleteDatabaseRequest\x1a!.cygnet.v1.DeleteDatabaseResponse\x12O\n\x0c\x43reateBranch\x12\x1e.cygnet.v1.CreateBranchRequest\x1a\x1f.cygnet.v1.CreateBranchResponse\x12;\n\tGetBranch\x12\x1b.cygnet.v1.GetBranchRequest\x1a\x11.cygnet.v1.Branch\x12O\n\x0cListBranches\x12\x1e.cygnet.v1.ListBranchesRequest\x1a\x1f.cygnet.v1.ListBranchesResponse\x12O\n\x0c\x44\x65leteBranch\x12\x1e.cygnet.v1.DeleteBranchRequest\x1a\x1f.cygnet.v1.DeleteBranchResponse\x12?\n\x0bResetBranch\x12\x1d.cygnet.v1.ResetBranchRequest\x1a\x11.cygnet.v1.Branch\x12G\n\rGetConnection\x12\x1f.cygnet.v1.GetConnectionRequest\x1a\x15.cygnet.v1.Connection\x12I\n\rCreateReplica\x12$.cygnet.v1.FleetCreateReplicaRequest\x1a\x12.cygnet.v1.Replica\x12T\n\x0cListReplicas\x12#.cygnet.v1.FleetListReplicasRequest\x1a\x1f.cygnet.v1.ListReplicasResponse\x12W\n\rDeleteReplica\x12$.cygnet.v1.FleetDeleteReplicaRequest\x1a .cygnet.v1.DeleteReplicaResponse\x12V\n\x0ePromoteReplica\x12%.cygnet.v1.FleetPromoteReplicaRequest\x1a\x1d.cygnet.v1.SwitchoverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,48 +40,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLEETHOST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._loaded_options = None
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_HOSTSTATE']._serialized_start=2244
-  _globals['_HOSTSTATE']._serialized_end=2337
-  _globals['_HOSTCAPACITY']._serialized_start=99
-  _globals['_HOSTCAPACITY']._serialized_end=244
-  _globals['_REGISTERHOSTREQUEST']._serialized_start=247
-  _globals['_REGISTERHOSTREQUEST']._serialized_end=505
-  _globals['_REGISTERHOSTREQUEST_LABELSENTRY']._serialized_start=460
-  _globals['_REGISTERHOSTREQUEST_LABELSENTRY']._serialized_end=505
-  _globals['_REGISTERHOSTRESPONSE']._serialized_start=507
-  _globals['_REGISTERHOSTRESPONSE']._serialized_end=565
-  _globals['_HEARTBEATREQUEST']._serialized_start=567
-  _globals['_HEARTBEATREQUEST']._serialized_end=645
-  _globals['_HEARTBEATRESPONSE']._serialized_start=647
-  _globals['_HEARTBEATRESPONSE']._serialized_end=702
-  _globals['_FLEETHOST']._serialized_start=705
-  _globals['_FLEETHOST']._serialized_end=1132
-  _globals['_FLEETHOST_LABELSENTRY']._serialized_start=460
-  _globals['_FLEETHOST_LABELSENTRY']._serialized_end=505
-  _globals['_LISTHOSTSREQUEST']._serialized_start=1134
-  _globals['_LISTHOSTSREQUEST']._serialized_end=1152
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=1154
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=1210
-  _globals['_GETHOSTREQUEST']._serialized_start=1212
-  _globals['_GETHOSTREQUEST']._serialized_end=1245
-  _globals['_DRAINHOSTREQUEST']._serialized_start=1247
-  _globals['_DRAINHOSTREQUEST']._serialized_end=1282
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=1285
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=1483
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=460
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=505
-  _globals['_PLACEDATABASEREQUEST']._serialized_start=1486
-  _globals['_PLACEDATABASEREQUEST']._serialized_end=1645
-  _globals['_PLACEMENT']._serialized_start=1648
-  _globals['_PLACEMENT']._serialized_end=1786
-  _globals['_FLEETCREATEDATABASEREQUEST']._serialized_start=1789
-  _globals['_FLEETCREATEDATABASEREQUEST']._serialized_end=1947
-  _globals['_FLEETCREATEDATABASERESPONSE']._serialized_start=1949
-  _globals['_FLEETCREATEDATABASERESPONSE']._serialized_end=2070
-  _globals['_FLEETDATABASE']._serialized_start=2072
-  _globals['_FLEETDATABASE']._serialized_end=2167
-  _globals['_FLEETLISTDATABASESRESPONSE']._serialized_start=2169
-  _globals['_FLEETLISTDATABASESRESPONSE']._serialized_end=2242
-  _globals['_COORDINATOR']._serialized_start=2340
-  _globals['_COORDINATOR']._serialized_end=3709
+  _globals['_HOSTSTATE']._serialized_start=2889
+  _globals['_HOSTSTATE']._serialized_end=2982
+  _globals['_HOSTCAPACITY']._serialized_start=131
+  _globals['_HOSTCAPACITY']._serialized_end=276
+  _globals['_REGISTERHOSTREQUEST']._serialized_start=279
+  _globals['_REGISTERHOSTREQUEST']._serialized_end=537
+  _globals['_REGISTERHOSTREQUEST_LABELSENTRY']._serialized_start=492
+  _globals['_REGISTERHOSTREQUEST_LABELSENTRY']._serialized_end=537
+  _globals['_REGISTERHOSTRESPONSE']._serialized_start=539
+  _globals['_REGISTERHOSTRESPONSE']._serialized_end=597
+  _globals['_HEARTBEATREQUEST']._serialized_start=599
+  _globals['_HEARTBEATREQUEST']._serialized_end=677
+  _globals['_HEARTBEATRESPONSE']._serialized_start=679
+  _globals['_HEARTBEATRESPONSE']._serialized_end=734
+  _globals['_FLEETHOST']._serialized_start=737
+  _globals['_FLEETHOST']._serialized_end=1164
+  _globals['_FLEETHOST_LABELSENTRY']._serialized_start=492
+  _globals['_FLEETHOST_LABELSENTRY']._serialized_end=537
+  _globals['_LISTHOSTSREQUEST']._serialized_start=1166
+  _globals['_LISTHOSTSREQUEST']._serialized_end=1184
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=1186
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=1242
+  _globals['_GETHOSTREQUEST']._serialized_start=1244
+  _globals['_GETHOSTREQUEST']._serialized_end=1277
+  _globals['_DRAINHOSTREQUEST']._serialized_start=1279
+  _globals['_DRAINHOSTREQUEST']._serialized_end=1314
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=1317
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=1515
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=492
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=537
+  _globals['_PLACEDATABASEREQUEST']._serialized_start=1518
+  _globals['_PLACEDATABASEREQUEST']._serialized_end=1677
+  _globals['_PLACEMENT']._serialized_start=1680
+  _globals['_PLACEMENT']._serialized_end=1818
+  _globals['_FLEETCREATEDATABASEREQUEST']._serialized_start=1821
+  _globals['_FLEETCREATEDATABASEREQUEST']._serialized_end=1979
+  _globals['_FLEETCREATEDATABASERESPONSE']._serialized_start=1981
+  _globals['_FLEETCREATEDATABASERESPONSE']._serialized_end=2102
+  _globals['_FLEETDATABASE']._serialized_start=2104
+  _globals['_FLEETDATABASE']._serialized_end=2199
+  _globals['_FLEETLISTDATABASESRESPONSE']._serialized_start=2201
+  _globals['_FLEETLISTDATABASESRESPONSE']._serialized_end=2274
+  _globals['_FLEETCREATEREPLICAREQUEST']._serialized_start=2276
+  _globals['_FLEETCREATEREPLICAREQUEST']._serialized_end=2379
+  _globals['_FLEETLISTREPLICASREQUEST']._serialized_start=2381
+  _globals['_FLEETLISTREPLICASREQUEST']._serialized_end=2425
+  _globals['_FLEETDELETEREPLICAREQUEST']._serialized_start=2427
+  _globals['_FLEETDELETEREPLICAREQUEST']._serialized_end=2509
+  _globals['_FLEETPROMOTEREPLICAREQUEST']._serialized_start=2512
+  _globals['_FLEETPROMOTEREPLICAREQUEST']._serialized_end=2661
+  _globals['_SWITCHOVERRESPONSE']._serialized_start=2664
+  _globals['_SWITCHOVERRESPONSE']._serialized_end=2887
+  _globals['_COORDINATOR']._serialized_start=2985
+  _globals['_COORDINATOR']._serialized_end=4692
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ agent's own.
 from collections import abc as _abc
 from cygnet.api.v1 import agent_pb2 as _agent_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -586,3 +587,161 @@ class FleetListDatabasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FleetListDatabasesResponse: _TypeAlias = FleetListDatabasesResponse  # noqa: Y015
+
+@_typing.final
+class FleetCreateReplicaRequest(_message.Message):
+    """--- replicas ------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """The database's id or name."""
+    host_id: _builtins.str
+    """Empty: the placement chooses (never the primary's host)."""
+    synchronous: _builtins.bool
+    """Commits on the primary wait for one of its replicas (ANY 1)."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        host_id: _builtins.str = ...,
+        synchronous: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "host_id", b"host_id", "request_id", b"request_id", "synchronous", b"synchronous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetCreateReplicaRequest: _TypeAlias = FleetCreateReplicaRequest  # noqa: Y015
+
+@_typing.final
+class FleetListReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetListReplicasRequest: _TypeAlias = FleetListReplicasRequest  # noqa: Y015
+
+@_typing.final
+class FleetDeleteReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    host_id: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        host_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "host_id", b"host_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetDeleteReplicaRequest: _TypeAlias = FleetDeleteReplicaRequest  # noqa: Y015
+
+@_typing.final
+class FleetPromoteReplicaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    MAX_LAG_BYTES_FIELD_NUMBER: _builtins.int
+    REMOVE_OLD_PRIMARY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    host_id: _builtins.str
+    """Empty: the replica that lags least."""
+    force: _builtins.bool
+    """Promote even when the replica lags beyond max_lag_bytes."""
+    max_lag_bytes: _builtins.int
+    """0: 16 MiB."""
+    remove_old_primary: _builtins.bool
+    """Destroy the old primary instead of making it a replica."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        host_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+        max_lag_bytes: _builtins.int = ...,
+        remove_old_primary: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "force", b"force", "host_id", b"host_id", "max_lag_bytes", b"max_lag_bytes", "remove_old_primary", b"remove_old_primary", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetPromoteReplicaRequest: _TypeAlias = FleetPromoteReplicaRequest  # noqa: Y015
+
+@_typing.final
+class SwitchoverResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_PRIMARY_FIELD_NUMBER: _builtins.int
+    OLD_PRIMARY_HOST_ID_FIELD_NUMBER: _builtins.int
+    DOWNTIME_FIELD_NUMBER: _builtins.int
+    STOP_LSN_FIELD_NUMBER: _builtins.int
+    OLD_PRIMARY_FIELD_NUMBER: _builtins.int
+    OLD_PRIMARY_MESSAGE_FIELD_NUMBER: _builtins.int
+    old_primary_host_id: _builtins.str
+    stop_lsn: _builtins.str
+    """WAL position of the old primary's shutdown checkpoint."""
+    old_primary_message: _builtins.str
+    """Why the old primary is not a replica, when it is not."""
+    @_builtins.property
+    def new_primary(self) -> _agent_pb2.Replica: ...
+    @_builtins.property
+    def downtime(self) -> _duration_pb2.Duration:
+        """From the primary's stop to the new primary accepting writes."""
+
+    @_builtins.property
+    def old_primary(self) -> _agent_pb2.Replica:
+        """The old primary as a replica of the new one (unset when removed or failed)."""
+
+    def __init__(
+        self,
+        *,
+        new_primary: _agent_pb2.Replica | None = ...,
+        old_primary_host_id: _builtins.str = ...,
+        downtime: _duration_pb2.Duration | None = ...,
+        stop_lsn: _builtins.str = ...,
+        old_primary: _agent_pb2.Replica | None = ...,
+        old_primary_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime", "new_primary", b"new_primary", "old_primary", b"old_primary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime", "new_primary", b"new_primary", "old_primary", b"old_primary", "old_primary_host_id", b"old_primary_host_id", "old_primary_message", b"old_primary_message", "stop_lsn", b"stop_lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchoverResponse: _TypeAlias = SwitchoverResponse  # noqa: Y015

@@ -125,6 +125,26 @@ class CoordinatorStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.Connection.FromString,
                 _registered_method=True)
+        self.CreateReplica = channel.unary_unary(
+                '/cygnet.v1.Coordinator/CreateReplica',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.FleetCreateReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+                _registered_method=True)
+        self.ListReplicas = channel.unary_unary(
+                '/cygnet.v1.Coordinator/ListReplicas',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.FleetListReplicasRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.FromString,
+                _registered_method=True)
+        self.DeleteReplica = channel.unary_unary(
+                '/cygnet.v1.Coordinator/DeleteReplica',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.FleetDeleteReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.FromString,
+                _registered_method=True)
+        self.PromoteReplica = channel.unary_unary(
+                '/cygnet.v1.Coordinator/PromoteReplica',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -251,6 +271,37 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateReplica(self, request, context):
+        """--- replicas (docs/ha.md) --------------------------------------------------
+        Adds a hot standby of the database's main on another host (host_id, or one
+        chosen by placement; never the primary's own host), seeded by zfs send
+        from agent to agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplicas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteReplica(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteReplica(self, request, context):
+        """Planned switchover: stops writes on the primary, waits until the replica
+        holds every WAL record, promotes it, and makes the old primary its replica.
+        A replica that lags beyond max_lag_bytes is refused unless force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -343,6 +394,26 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetConnection,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.Connection.SerializeToString,
+            ),
+            'CreateReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReplica,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.FleetCreateReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.Replica.SerializeToString,
+            ),
+            'ListReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplicas,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.FleetListReplicasRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.SerializeToString,
+            ),
+            'DeleteReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReplica,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.FleetDeleteReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.SerializeToString,
+            ),
+            'PromoteReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteReplica,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -831,6 +902,114 @@ class Coordinator:
             '/cygnet.v1.Coordinator/GetConnection',
             cygnet_dot_v1_dot_agent__pb2.GetConnectionRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.Connection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Coordinator/CreateReplica',
+            cygnet_dot_v1_dot_coordinator__pb2.FleetCreateReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Coordinator/ListReplicas',
+            cygnet_dot_v1_dot_coordinator__pb2.FleetListReplicasRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ListReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Coordinator/DeleteReplica',
+            cygnet_dot_v1_dot_coordinator__pb2.FleetDeleteReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.DeleteReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Coordinator/PromoteReplica',
+            cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.SerializeToString,
+            cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.FromString,
             options,
             channel_credentials,
             insecure,
