@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +17,14 @@ import grpc
 
 from cygnet import pki
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
-from tests.harness import VENV_BIN, run
+from tests.harness import (
+    VENV_BIN,
+    WORK,
+    Daemon,
+    FilePool,
+    kill_postmasters_under,
+    run,
+)
 
 
 @dataclass
@@ -163,3 +173,76 @@ class Lan:
         for node in self.nodes:
             run("ip", "netns", "del", self.ns(node), check=False)
         run("ip", "netns", "del", self.hub, check=False)
+
+
+@dataclass
+class HostFleet:
+    """Hosts (cygnetd each in its own namespace, pool and address) and a coordinator."""
+
+    lan: Lan
+    pki: Pki
+    coordinator: Coordinator
+    daemons: dict[str, Daemon]
+
+    def hosts(self) -> dict[str, object]:
+        from cygnet.api.v1 import coordinator_pb2 as cpb
+
+        with self.coordinator.stub() as c:
+            return {h.id: h for h in c.ListHosts(cpb.ListHostsRequest(), timeout=10).hosts}
+
+
+@contextlib.contextmanager
+def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 59000,
+               pool_size: str = "3G", heartbeat: int = 1) -> Iterator[HostFleet]:
+    """A fleet on a LAN of namespaces: one node per host, the coordinator and a client
+    (`lan.ns("client")`). Everything is stopped and removed on exit."""
+    lan = Lan().open()
+    base = WORK / f"e2e-{lan.tag}"
+    daemons: dict[str, Daemon] = {}
+    coordinator: Coordinator | None = None
+    try:
+        pki = Pki.create(base / "pki")
+        addr = lan.add("coord")
+        lan.add("client")
+        coordinator = Coordinator(
+            base / "coord", pki, f"sqlite:///{base}/coord/state.db", listen=[f"{addr}:7434"],
+            extra_args=["--heartbeat-interval", str(heartbeat), "--missed-heartbeats", "3"],
+            netns=lan.ns("coord"))
+        coordinator.start()
+        for i, name in enumerate(names):
+            address = lan.add(name)
+            cert, key = pki.issue("host", name, address)
+            d = Daemon(FilePool.create(pool_size), WORK / f"e2e-{lan.tag}-{name}",
+                       port_min=port_base + 200 * i, netns=lan.ns(name))
+            d.extra_args = [
+                "--listen", f"{address}:7433", "--advertise-host", address,
+                "--postgres-listen", address, "--host-id", name, "--coordinator",
+                f"{addr}:7434", "--coordinator-ca", str(pki.ca), "--tls-cert", str(cert),
+                "--tls-key", str(key), "--tls-client-ca", str(pki.ca)]
+            daemons[name] = d
+        with ThreadPoolExecutor(len(names)) as ex:
+            list(ex.map(lambda d: d.start(), daemons.values()))
+        f = HostFleet(lan, pki, coordinator, daemons)
+        wait_for(lambda: len(f.hosts()) == len(names), 30, "every host registered")
+        yield f
+    finally:
+        if coordinator is not None:
+            coordinator.stop()
+        for d in daemons.values():
+            d.stop()
+        for d in daemons.values():
+            kill_postmasters_under(d.base)
+            d.pool.destroy(d.mount_root)
+        lan.close()
+
+
+def enter_netns(name: str) -> None:
+    """Moves the calling thread (only) into a network namespace: a thread pool made with
+    this as initializer talks to the fleet's addresses from the test process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into {name}")
+    finally:
+        os.close(fd)

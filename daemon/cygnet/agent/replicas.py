@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from cygnet.agent import layout as L
 from cygnet.agent import replica_source as src
@@ -327,8 +328,12 @@ async def describe(host: Host, rec: ReplicaRecord) -> pb.Replica:
         out.state = "starting"
         return out
     conn = host.clusters.connection(rec.main)
-    uri = sql.connection_uri(conn.host, conn.port, conn.user, "", conn.dbname)
-    params = f"sslmode={conn.sslmode}&target_session_attrs=read-only"
+    # No password here (ListReplicas is a read): the database's, from GetConnection.
+    uri = sql.connection_uri(conn.host, conn.port, conn.user, "", conn.dbname).replace(
+        ":@", "@", 1)
+    params = urlencode({"sslmode": conn.sslmode, "target_session_attrs": "read-only",
+                        **({"sslrootcert": str(conn.sslrootcert)} if conn.sslrootcert else {})},
+                       safe="/")
     out.connection.CopyFrom(pb.Connection(
         host=conn.host, port=conn.port, user=conn.user, dbname=conn.dbname,
         uri=f"{uri}{'&' if '?' in uri else '?'}{params}", socket_dir=str(conn.socket_dir),

@@ -1,0 +1,202 @@
+"""Replicas and the planned switchover on three hosts in network namespaces.
+
+A database on one host gets two replicas on the others (one chosen by
+placement, one named, synchronous: ANY 1 of the two), each seeded by a full
+zfs send pulled from the primary's agent over mutual TLS. Rows written on the
+primary show on both read-only replicas; the lag shows in GetBranch and
+ListReplicas; refusals change nothing. Then a planned switchover runs while a
+client writes a ledger through the database's current connection: every
+commit the client saw acknowledged is on the new primary (0 lost), the old
+primary streams from the new one, and a removed replica's slot is gone.
+Timings are printed, not asserted (benchmarks/bench_seed.py measures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import psycopg
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[HostFleet]:
+    with host_fleet(port_base=59400) as f:
+        yield f
+
+
+class Client:
+    """SQL from the client's namespace (threads that entered it)."""
+
+    def __init__(self, f: HostFleet) -> None:
+        self.pool = ThreadPoolExecutor(4, initializer=enter_netns,
+                                       initargs=(f.lan.ns("client"),))
+
+    def query(self, uri: str, sql: str, params: tuple[object, ...] = ()
+              ) -> list[tuple[object, ...]]:
+        def run() -> list[tuple[object, ...]]:
+            with psycopg.connect(uri, autocommit=True, connect_timeout=5) as c:
+                cur = c.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+
+        return self.pool.submit(run).result(60)
+
+
+def _refused(call: object, code: grpc.StatusCode, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call()  # type: ignore[operator]
+    assert err.value.code() == code, err.value.details()
+    assert words in (err.value.details() or ""), err.value.details()
+
+
+def _with_password(uri: str, password: str) -> str:
+    return uri.replace("postgres@", f"postgres:{password}@", 1)
+
+
+class Ledger:
+    """Writes numbered rows one commit at a time; keeps the numbers acknowledged.
+    On an error it asks the coordinator for the database's connection again."""
+
+    def __init__(self, f: HostFleet, client: Client, name: str) -> None:
+        self.f, self.client, self.name = f, client, name
+        self.acked: list[int] = []
+        self.stop = threading.Event()
+        self.gap = 0.0  # longest time between two acknowledged commits
+
+    def uri(self) -> str:
+        with self.f.coordinator.stub() as c:
+            conn: apb.Connection = c.GetConnection(apb.GetConnectionRequest(
+                branch=apb.BranchRef(database=self.name)), timeout=10)
+            return conn.uri
+
+    def run(self) -> None:
+        seq, uri, last = 0, self.uri(), time.monotonic()
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
+                    while not self.stop.is_set():
+                        c.execute("INSERT INTO ledger VALUES (%s)", (seq + 1,))
+                        seq += 1
+                        self.acked.append(seq)
+                        now = time.monotonic()
+                        self.gap, last = max(self.gap, now - last), now
+            except psycopg.Error:
+                seq += 1  # that number may or may not have committed: never reused
+                time.sleep(0.05)
+                with contextlib.suppress(grpc.RpcError):
+                    uri = self.uri()
+
+
+def test_replicas_and_switchover(fleet: HostFleet) -> None:
+    client = Client(fleet)
+    with fleet.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name="ha", size_class="nano")), timeout=300)
+        primary = made.placement.host_id
+        others = sorted(set(fleet.daemons) - {primary})
+        password = made.result.connection.password
+        uri = made.result.connection.uri
+        client.query(uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
+        client.query(uri, "INSERT INTO ledger SELECT generate_series(-100, -1)")
+
+        # A replica on the primary's own host: refused, nothing made.
+        _refused(lambda: c.CreateReplica(cpb.FleetCreateReplicaRequest(
+            database="ha", host_id=primary), timeout=60),
+            grpc.StatusCode.FAILED_PRECONDITION, "own host")
+        assert not c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"),
+                                  timeout=30).replicas
+
+        t0 = time.monotonic()
+        placed = c.CreateReplica(cpb.FleetCreateReplicaRequest(database="ha"), timeout=300)
+        seeded = time.monotonic() - t0
+        assert placed.host_id in others and placed.primary_host_id == primary
+        assert placed.seed_bytes > 0
+        second = next(h for h in others if h != placed.host_id)
+        sync = c.CreateReplica(cpb.FleetCreateReplicaRequest(
+            database="ha", host_id=second, synchronous=True), timeout=300)
+        assert sync.host_id == second and sync.synchronous
+        print(f"seeded {placed.seed_bytes} bytes in {placed.seed_seconds:.2f}s "
+              f"(whole call {seeded:.2f}s)")
+
+        # Streaming: new rows show on both replicas, which are read-only.
+        client.query(uri, "INSERT INTO ledger VALUES (0)")
+        for rep in (placed, sync):
+            ro = _with_password(rep.connection.uri, password)
+            assert "target_session_attrs=read-only" in ro
+            wait_for(lambda ro=ro: client.query(ro, "SELECT count(*) FROM ledger")[0][0] == 101,
+                     30, f"row 0 on the replica of {rep.host_id}")
+            with pytest.raises(psycopg.Error, match="read-only"):
+                client.query(ro, "INSERT INTO ledger VALUES (1000000)")
+
+        # Lag, as the primary sees it (GetBranch) and as each replica does.
+        main = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="ha")),
+                           timeout=30)
+        assert sorted(r.host_id for r in main.replicas) == others
+        assert all(r.state == "streaming" for r in main.replicas), main.replicas
+        assert {r.sync_state for r in main.replicas} == {"quorum"}, main.replicas
+        listed = c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"), timeout=30)
+        assert sorted(r.host_id for r in listed.replicas) == others
+        assert all(r.state == "streaming" and r.replay_lsn for r in listed.replicas)
+
+        # A lagging replica is not promoted without force: replay paused, WAL written.
+        ro = _with_password(sync.connection.uri, password)
+        client.query(ro, "SELECT pg_wal_replay_pause()")
+        client.query(uri, "INSERT INTO ledger SELECT generate_series(1000001, 1002000)")
+        wait_for(lambda: next(r.lag_bytes for r in c.ListReplicas(
+            cpb.FleetListReplicasRequest(database="ha"), timeout=30).replicas
+            if r.host_id == second) > 1000, 30, "replay lag")
+        _refused(lambda: c.PromoteReplica(cpb.FleetPromoteReplicaRequest(
+            database="ha", host_id=second, max_lag_bytes=1000), timeout=60),
+            grpc.StatusCode.FAILED_PRECONDITION, "lags")
+        assert client.query(uri, "SELECT pg_is_in_recovery()") == [(False,)]
+        client.query(ro, "SELECT pg_wal_replay_resume()")
+        client.query(uri, "DELETE FROM ledger WHERE seq > 1000000")
+
+        # The switchover, under a ledger client.
+        ledger = Ledger(fleet, client, "ha")
+        writer = client.pool.submit(ledger.run)
+        wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the switchover")
+        result = c.PromoteReplica(cpb.FleetPromoteReplicaRequest(
+            database="ha", host_id=second), timeout=300)
+        before = len(ledger.acked)
+        wait_for(lambda: len(ledger.acked) > before + 200, 60, "commits on the new primary")
+        ledger.stop.set()
+        writer.result(60)
+        assert result.new_primary.host_id == second and result.old_primary_host_id == primary
+        assert result.old_primary.primary_host_id == second, result.old_primary_message
+        new_uri = ledger.uri()
+        assert f"@{fleet.lan.nodes[second]}:" in new_uri
+        on_new = {r[0] for r in client.query(_with_password(new_uri, password),
+                                             "SELECT seq FROM ledger WHERE seq > 0")}
+        lost = sorted(set(ledger.acked) - on_new)
+        downtime = result.downtime.ToNanoseconds() / 1e9
+        print(f"switchover: {len(ledger.acked)} commits acknowledged, {len(lost)} lost, "
+              f"primary stopped for {downtime:.3f}s, client gap {ledger.gap:.3f}s")
+        assert lost == []
+
+        # The old primary streams from the new one; the third replica follows too.
+        def following() -> bool:
+            reps = c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"),
+                                  timeout=30).replicas
+            return sorted((r.host_id, r.primary_host_id, r.state) for r in reps) == sorted(
+                (h, second, "streaming") for h in (primary, placed.host_id))
+
+        wait_for(following, 60, "both replicas streaming from the new primary")
+
+        # Removing a replica drops its slot on the primary.
+        c.DeleteReplica(cpb.FleetDeleteReplicaRequest(database="ha", host_id=placed.host_id),
+                        timeout=120)
+        slots = client.query(_with_password(new_uri, password),
+                             "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+        assert [s[0] for s in slots] == [f"cygnet_replica_{primary}"], slots
