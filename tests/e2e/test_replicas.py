@@ -14,6 +14,8 @@ Timings are printed, not asserted (benchmarks/bench_seed.py measures).
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ import pytest
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
+from tests.harness import VENV_BIN
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +61,18 @@ def _refused(call: object, code: grpc.StatusCode, words: str) -> None:
         call()  # type: ignore[operator]
     assert err.value.code() == code, err.value.details()
     assert words in (err.value.details() or ""), err.value.details()
+
+
+def _cli(f: HostFleet, *args: str) -> str:
+    """The cygnet CLI from the client's namespace, with a client certificate."""
+    cert, key = f.pki.issue("client", "tester")
+    done = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{f.lan.ns('client')}", str(VENV_BIN / "cygnet"),
+         "--coordinator", f"{f.lan.nodes['coord']}:7434", "--ca", str(f.pki.ca), *args],
+        capture_output=True, text=True, timeout=120,
+        env={"CYGNET_CERT": str(cert), "CYGNET_KEY": str(key), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _with_password(uri: str, password: str) -> str:
@@ -193,6 +208,9 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
                 (h, second, "streaming") for h in (primary, placed.host_id))
 
         wait_for(following, 60, "both replicas streaming from the new primary")
+
+        listed_by_cli = json.loads(_cli(fleet, "--json", "replica", "list", "ha"))
+        assert sorted(r["host"] for r in listed_by_cli) == sorted([primary, placed.host_id])
 
         # Removing a replica drops its slot on the primary.
         c.DeleteReplica(cpb.FleetDeleteReplicaRequest(database="ha", host_id=placed.host_id),

@@ -39,6 +39,8 @@ COMMANDS = {
     "host": Lazy("cygnet.cli.commands.host:host",
                  "The host: its cygnetd, pools and Postgres versions."),
     "hosts": Lazy("cygnet.cli.commands.hosts:hosts", "The fleet's hosts (needs --coordinator)."),
+    "replica": Lazy("cygnet.cli.commands.replica:replica",
+                    "Replicas on other hosts; planned switchover (needs --coordinator)."),
     "context": Lazy("cygnet.cli.commands.context:context",
                     "List the named daemons of the config file (--context)."),
     "version": Lazy("cygnet.cli.commands.host:version",
