@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
 from cygnet.agent import layout as L
 from cygnet.agent import replica_source as src
 from cygnet.agent.host import Host
@@ -303,7 +306,33 @@ async def supervise(host: Host, every: float = 5.0) -> None:
     while True:
         await start_all(host, first=first)
         first = False
+        try:
+            _observed[:] = await list_replicas(host)  # for /metrics, without a query per scrape
+        except Exception as exc:
+            log.debug("replica status not read: %s", exc)
         await asyncio.sleep(every)
+
+
+_observed: list[pb.Replica] = []
+
+
+def metrics() -> list[Metric]:
+    """Each replica's lag and whether it streams, as of the last supervision round."""
+    labels = ["database_id", "database", "primary_host"]
+    lag_bytes = GaugeMetricFamily("cygnet_replica_lag_bytes",
+                                  "WAL the primary has sent that this replica has not replayed",
+                                  labels=labels)
+    lag_seconds = GaugeMetricFamily(
+        "cygnet_replica_lag_seconds", "Age of the last replayed commit while replay is behind; "
+        "0 when caught up", labels=labels)
+    streaming = GaugeMetricFamily("cygnet_replica_streaming",
+                                  "1 while the replica streams from its primary", labels=labels)
+    for r in _observed:
+        key = [r.database_id, r.database_name, r.primary_host_id]
+        lag_bytes.add_metric(key, float(r.lag_bytes))
+        lag_seconds.add_metric(key, r.lag_seconds)
+        streaming.add_metric(key, 1.0 if r.state == "streaming" else 0.0)
+    return [lag_bytes, lag_seconds, streaming]
 
 
 _STATUS = """

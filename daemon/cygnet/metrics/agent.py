@@ -6,7 +6,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from cygnet import __version__
-from cygnet.agent import archive, lifecycle, offsite
+from cygnet.agent import archive, lifecycle, offsite, replicas
 from cygnet.agent import layout as L
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
 from cygnet.agent.schedules import metrics as schedule_metrics
@@ -55,6 +55,7 @@ class AgentMetrics:
         metrics.extend(lifecycle.metrics())  # events, webhooks, expiry
         metrics.extend(endpoint_metrics.metrics())  # the Postgres endpoint (docs/endpoints.md)
         metrics.extend(schedule_metrics())  # scheduled snapshots and backups
+        metrics.extend(replicas.metrics())  # replicas of other hosts' databases (docs/ha.md)
         return metrics
 
     def _scale_to_zero(self) -> list[Metric]:
