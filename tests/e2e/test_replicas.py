@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -153,6 +155,19 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
                      30, f"row 0 on the replica of {rep.host_id}")
             with pytest.raises(psycopg.Error, match="read-only"):
                 client.query(ro, "INSERT INTO ledger VALUES (1000000)")
+
+        # Synchronous with a quorum (ANY 1 of both): with one replica's walreceiver
+        # frozen, a commit still returns, confirmed by the other one.
+        assert str(client.query(uri, "SHOW synchronous_standby_names")[0][0]).startswith(
+            "ANY 1 (")
+        frozen = client.query(_with_password(placed.connection.uri, password),
+                              "SELECT pid FROM pg_stat_wal_receiver")[0][0]
+        os.kill(int(str(frozen)), signal.SIGSTOP)
+        try:
+            client.query(uri, "INSERT INTO ledger VALUES (999999)")
+        finally:
+            os.kill(int(str(frozen)), signal.SIGCONT)
+        client.query(uri, "DELETE FROM ledger WHERE seq = 999999")
 
         # Lag, as the primary sees it (GetBranch) and as each replica does.
         main = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="ha")),
