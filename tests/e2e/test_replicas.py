@@ -214,6 +214,8 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
         print(f"switchover: {len(ledger.acked)} commits acknowledged, {len(lost)} lost, "
               f"primary stopped for {downtime:.3f}s, client gap {ledger.gap:.3f}s")
         assert lost == []
+        # The promoted main archives its WAL without a restart (set while a standby).
+        assert client.query(_with_password(new_uri, password), "SHOW archive_mode") == [("on",)]
 
         # The old primary streams from the new one; the third replica follows too.
         def following() -> bool:

@@ -184,6 +184,9 @@ async def lag(host: Host, main: BranchRecord) -> list[pb.ReplicaLag]:
     """Each replica's slot as the primary sees it; [] unless main runs and has any."""
     if main.parent_id or not host.clusters.accepting(main):
         return []
+    # No replica slot on disk: no query (GetBranch stays a catalog read).
+    if not any((host.clusters.pgdata(main) / "pg_replslot").glob(SLOT_PREFIX + "*")):
+        return []
     try:
         rows = await sql.query_all(host.clusters.socket_dir(main), main.port, _LAG,
                                    (SLOT_PREFIX + "%",))

@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from cygnet.agent import archive
 from cygnet.agent import layout as L
 from cygnet.agent import replica_source as src
 from cygnet.agent.host import Host
@@ -41,6 +42,7 @@ from cygnet.errors import FailedPrecondition, NotFound, ResourceExhausted
 from cygnet.postgres import _fs, fixup, process, sql
 from cygnet.postgres.config import (
     REPLICATION_ROLE,
+    ArchiveSettings,
     ClusterSettings,
     StandbySettings,
     write_settings,
@@ -128,8 +130,18 @@ def _settings(host: Host, rec: ReplicaRecord, standby: bool) -> ClusterSettings:
     return ClusterSettings(
         port=rec.main.port, listen_addresses=host.clusters.listen_addresses,
         socket_dir=host.clusters.socket_dir(rec.main), size=size_class(rec.db.size_class),
-        tls=host.clusters.tls, major=major,
+        tls=host.clusters.tls, major=major, archive=_archive(host, rec),
         standby=StandbySettings(conninfo, rec.props.get(P_SLOT, "")) if standby else None)
+
+
+def _archive(host: Host, rec: ReplicaRecord) -> ArchiveSettings | None:
+    """Main's archiving, set while it is a standby: a standby archives nothing
+    (archive_mode = on), and once promoted it archives without a restart."""
+    try:
+        return archive.archive_settings(host.config, rec.db, rec.main)
+    except Exception as exc:
+        log.warning("replica of %s: no WAL archiving after a promotion: %s", rec.db.id, exc)
+        return None
 
 
 async def start_standby(host: Host, rec: ReplicaRecord, *, fresh: bool) -> None:
