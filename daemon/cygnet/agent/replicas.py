@@ -188,14 +188,27 @@ async def create(host: Host, peers: Peers, req: pb.CreateReplicaRequest) -> pb.R
     stub = peers.stub(req.primary_address)
     prep: pb.PrepareReplicaResponse = await stub.PrepareReplica(pb.PrepareReplicaRequest(
         database=req.database, seed=True, synchronous=req.synchronous), timeout=60)
-    resolve_version(prep.postgres_version, host.config.postgres_root)  # installed here?
     async with host.db_locks[prep.database_id]:  # the supervision round keeps off
-        return await _seed(host, stub, req, prep)
+        try:
+            resolve_version(prep.postgres_version, host.config.postgres_root)  # here?
+            rec = await _make_dataset(host, req, prep)
+        except BaseException:
+            await _release(stub, prep)  # the slot and snapshot made for nothing
+            raise
+        return await _seed(host, stub, req, prep, rec)
+
+
+async def _release(stub: Any, prep: pb.PrepareReplicaResponse) -> None:
+    try:
+        await stub.ReleaseReplica(pb.ReleaseReplicaRequest(
+            database=prep.database_id, snapshot=prep.snapshot), timeout=60)
+    except Exception as exc:
+        log.error("replica of %s: slot and seed snapshot not released: %s",
+                  prep.database_id, exc)
 
 
 async def _seed(host: Host, stub: Any, req: pb.CreateReplicaRequest,
-                prep: pb.PrepareReplicaResponse) -> pb.Replica:
-    rec = await _make_dataset(host, req, prep)
+                prep: pb.PrepareReplicaResponse, rec: ReplicaRecord) -> pb.Replica:
     try:
         done = await receive(stub, pb.SendSnapshotRequest(
             database=prep.database_id, branch_id=prep.main_branch_id, snapshot=prep.snapshot),
@@ -256,10 +269,9 @@ async def _undo(host: Host, rec: ReplicaRecord, stub: Any, prep: pb.PrepareRepli
                 ) -> None:
     try:
         await _remove(host, rec)
-        await stub.ReleaseReplica(pb.ReleaseReplicaRequest(
-            database=prep.database_id, snapshot=prep.snapshot), timeout=60)
     except Exception as exc:
         log.error("replica of %s: clean-up incomplete: %s", rec.db.id, exc)
+    await _release(stub, prep)
 
 
 async def _remove(host: Host, rec: ReplicaRecord) -> None:
