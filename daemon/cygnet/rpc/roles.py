@@ -50,7 +50,10 @@ ROLES_BY_KIND: dict[Kind, frozenset[Role]] = {
     Kind.SECRET: frozenset({_A, _O, _C}),
     Kind.REGISTER: frozenset({_H}),
     Kind.HEARTBEAT: frozenset({_H}),
-    Kind.TRANSFER: frozenset({_H}),
+    # The handlers take the calling host from a host certificate and refuse any
+    # other (agent/replicas_api.py); admin gets that refusal after its input is
+    # checked like any other call's.
+    Kind.TRANSFER: frozenset({_H, _A}),
 }
 # Mutating calls and secret reads get an audit line; reads and heartbeats do not.
 AUDITED = frozenset({Kind.CHANGE, Kind.DELETE, Kind.SECRET, Kind.REGISTER, Kind.TRANSFER})
