@@ -31,6 +31,7 @@ from cygnet.schema.merge import Rename
 from cygnet.wal.lsn import parse_lsn
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:-]{0,252}")  # a name, IPv4 or IPv6
 MAX_KEEP_LAST = 100_000
 MAX_BYTES = 2**60  # an exbibyte: larger is a typo or a negative number
 
@@ -66,7 +67,7 @@ def host_port(path: str, value: str) -> None:
     """host:port of another agent's API (an address the coordinator knows)."""
     hostname, _, port = value.rpartition(":")
     if not hostname or not port.isdigit() or not 0 < int(port) < 65536 \
-            or not _TOKEN.fullmatch(hostname.strip("[]")):
+            or not _HOSTNAME.fullmatch(hostname.removeprefix("[").removesuffix("]")):
         raise InvalidArgument(path, f"{shown(value)} is not host:port")
 
 
