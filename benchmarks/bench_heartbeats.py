@@ -1,9 +1,15 @@
-"""Heartbeat load: simulated hosts speaking RegisterHost and Heartbeat to one coordinator.
+"""Heartbeat load: simulated hosts speaking RegisterHost and heartbeats to one coordinator.
 
 Prints JSON. See "## Heartbeat load" in benchmarks/README.md.
 
     .venv/bin/python -m benchmarks.bench_heartbeats                    # 1,000 / 5,000 / 10,000
     .venv/bin/python -m benchmarks.bench_heartbeats --hosts 1000 --store postgres
+    .venv/bin/python -m benchmarks.bench_heartbeats --mode unary --no-baseline
+
+`--mode stream` (the default, what cygnetd does) sends each host's heartbeats
+on one long-lived HeartbeatStream; `--mode unary` makes one Heartbeat call
+each (older agents). Unless `--no-baseline`, the other mode is measured in the
+same run at each fleet size, as the baseline.
 
 Every simulated host has a host certificate of its own (host/NAME, signed by
 the benchmark's fleet CA), so the coordinator checks each call as it would a
@@ -39,6 +45,7 @@ from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import Coordinator
 
 GB = 1024**3
+MODES = ("stream", "unary")
 
 
 def certificates(directory: Path, hosts: int) -> None:
@@ -70,21 +77,36 @@ class SimHost:
         self.channel = aio.secure_channel(address, creds)
         self.stub = stub(self.channel)
         self.cap = capacity(i)
+        self.call: Any = None  # the HeartbeatStream, in stream mode
 
     async def register(self) -> None:
         await self.stub.RegisterHost(cpb.RegisterHostRequest(
             host_id=self.id, address=f"unix:/nonexistent/{self.id}", zone="z1",
             capacity=self.cap, version="bench"), timeout=60)
 
-    async def beat(self) -> float:
+    async def beat(self, mode: str) -> float:
         started = time.perf_counter()
-        await self.stub.Heartbeat(cpb.HeartbeatRequest(host_id=self.id, capacity=self.cap),
-                                  timeout=30)
+        req = cpb.HeartbeatRequest(host_id=self.id, capacity=self.cap)
+        if mode == "unary":
+            await self.stub.Heartbeat(req, timeout=30)
+        else:
+            if self.call is None:
+                self.call = self.stub.HeartbeatStream()
+            await self.call.write(req)
+            if await self.call.read() is aio.EOF:
+                self.call = None
+                raise RuntimeError("the coordinator ended the stream")
         return time.perf_counter() - started
+
+    async def close(self) -> None:
+        if self.call is not None:
+            await self.call.done_writing()
+            self.call = None
+        await self.channel.close()
 
 
 async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmup: float,
-                window: float) -> dict[str, Any]:
+                window: float, mode: str) -> dict[str, Any]:
     assert c.proc is not None
     proc, me = Proc(c.proc.pid), Proc(os.getpid())
     sims = [SimHost(c, address, i) for i in range(hosts)]
@@ -106,11 +128,12 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
         await asyncio.sleep(random.uniform(0, interval))
         while time.monotonic() < end:
             try:
-                took = await s.beat()
+                took = await s.beat(mode)
                 if measuring.is_set():
                     samples.append(took)
             except aio.AioRpcError as exc:
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                s.call = None
             await asyncio.sleep(interval)
 
     tasks = [asyncio.create_task(host(s)) for s in sims]
@@ -122,8 +145,8 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
     rss = proc.rss_mb()
     await asyncio.gather(*tasks)
     for s in sims:
-        await s.channel.close()
-    return {"hosts": hosts, "interval_s": interval, "window_s": round(t1 - t0, 1),
+        await s.close()
+    return {"mode": mode, "hosts": hosts, "interval_s": interval, "window_s": round(t1 - t0, 1),
             "heartbeats": len(samples), "per_second": round(len(samples) / (t1 - t0), 1),
             "errors": errors, "coordinator_cpu_core": round((cpu1 - cpu0) / (t1 - t0), 3),
             "coordinator_rss_mb": rss,
@@ -133,10 +156,10 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
 
 
 def run_one(base: Path, url: str, hosts: int, interval: float, warmup: float,
-            window: float) -> dict[str, Any]:
+            window: float, mode: str = "stream") -> dict[str, Any]:
     with coordinator(base, url, "--heartbeat-interval", str(interval)) as (c, address):
         certificates(c.pki.dir, hosts)
-        return asyncio.run(drive(c, address, hosts, interval, warmup, window))
+        return asyncio.run(drive(c, address, hosts, interval, warmup, window, mode))
 
 
 def main() -> None:
@@ -146,22 +169,33 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=10.0)
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--mode", choices=MODES, default="stream",
+                   help="heartbeats on one stream per host, or one unary call each")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not also measure the other mode")
     args = p.parse_args()
-    result: dict[str, Any] = {"benchmark": "heartbeats", "store": args.store, "runs": []}
+    modes = [args.mode] + [m for m in MODES if m != args.mode and args.baseline]
+    result: dict[str, Any] = {"benchmark": "heartbeats", "store": args.store, "mode": args.mode,
+                              "load_average": os.getloadavg()[0], "runs": []}
     with tempfile.TemporaryDirectory(prefix="cygnet-hb-") as tmp:
         base = Path(tmp)
         for n in args.hosts or [1000, 5000, 10000]:
-            if args.store == "postgres":
-                with postgres_dsn() as dsn:
-                    got = run_one(base, dsn, n, args.interval, args.interval * 1.5, args.window)
-            else:
-                url = f"sqlite:///{base}/hb-{n}.db"
-                got = run_one(base, url, n, args.interval, args.interval * 1.5, args.window)
-            log(f"{n} hosts: {got}")
-            result["runs"].append(got)
+            for mode in modes:
+                got = run_store(base, args.store, n, args.interval, args.window, mode)
+                got["load_average"] = os.getloadavg()[0]
+                log(f"{n} hosts, {mode}: {got}")
+                result["runs"].append(got)
     result["run_id"] = secrets.token_hex(3)
     emit("heartbeats", result)
 
+
+def run_store(base: Path, store: str, hosts: int, interval: float, window: float,
+              mode: str) -> dict[str, Any]:
+    if store == "postgres":
+        with postgres_dsn() as dsn:
+            return run_one(base, dsn, hosts, interval, interval * 1.5, window, mode)
+    url = f"sqlite:///{base}/hb-{hosts}-{mode}.db"
+    return run_one(base, url, hosts, interval, interval * 1.5, window, mode)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,11 @@ transaction (and one fsync, one thread hop) each was most of the
 coordinator's CPU. A heartbeat is queued; one writer task writes everything
 queued in one UPDATE (SqlStore.heartbeats) while the next ones queue behind
 it, and each is answered once its batch committed, with whether the host was
-known (an unknown host gets NOT_FOUND and registers again).
+known (an unknown host gets NOT_FOUND and registers again). The writer waits
+`GATHER` seconds after the first heartbeat of a batch, so a steady trickle (a
+heartbeat every millisecond) makes one transaction and one thread hop per
+gathering rather than one per heartbeat; a host that beats every few seconds
+does not notice the wait.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from cygnet.coordinator.store.sql import SqlStore
 log = logging.getLogger("cygnet.coordinator.heartbeats")
 
 MAX_BATCH = 500
+GATHER = 0.05
 
 Beat = tuple[str, tuple[object, ...]]
 
 
 class HeartbeatWriter:
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, gather: float = GATHER) -> None:
         self.store = store
+        self.gather = gather
         self._queue: list[tuple[Beat, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -48,6 +54,8 @@ class HeartbeatWriter:
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
+            if self.gather:
+                await asyncio.sleep(self.gather)
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
