@@ -13,15 +13,14 @@ Prints JSON. See "Backups of branches" in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import bench_daemon, emit, log
+from benchmarks.pgbackrest import PgBackRest, tree_bytes
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from tests.harness import Daemon, query, run
@@ -37,10 +36,6 @@ def sh(cmd: str) -> float:
     started = time.perf_counter()
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, timeout=3600)
     return time.perf_counter() - started
-
-
-def tree_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def store_bytes(repo: Path) -> int:
@@ -71,63 +66,6 @@ def backup(d: Daemon, ref: pb.BranchRef) -> tuple[bpb.Backup, float]:
     _, made = run_stream(backups(d).CreateBackup(bpb.CreateBackupRequest(branch=ref),
                                                  timeout=3600))
     return made, time.perf_counter() - started
-
-
-class PgBackRest:
-    """pgBackRest 2.45 on the same cluster: repo on local disk, zstd level 1, one process
-    (and, for the parallel figures, as many processes as cores)."""
-
-    def __init__(self, base: Path, pgdata: Path, conn: pb.Connection) -> None:
-        self.repo = base / "pgbackrest-repo"
-        self.conf = base / "pgbackrest.conf"
-        for d in (self.repo, base / "pgbr-log", base / "pgbr-lock"):
-            d.mkdir(parents=True, exist_ok=True)
-            shutil.chown(d, "postgres", "postgres")
-        self.conf.write_text(
-            f"[global]\nrepo1-path={self.repo}\ncompress-type=zst\ncompress-level=1\n"
-            f"process-max=1\nstart-fast=y\narchive-check=n\nlog-level-console=warn\n"
-            f"log-path={base / 'pgbr-log'}\nlock-path={base / 'pgbr-lock'}\n\n"
-            f"[bench]\npg1-path={pgdata}\npg1-port={conn.port}\n"
-            f"pg1-socket-path={conn.socket_dir}\npg1-user=postgres\n")
-        os.chmod(self.conf, 0o644)
-        self._run("stanza-create")
-
-    def _run(self, *args: str) -> float:
-        started = time.perf_counter()
-        run("runuser", "-u", "postgres", "--", "pgbackrest", f"--config={self.conf}",
-            "--stanza=bench", *args)
-        return time.perf_counter() - started
-
-    def backup(self, kind: str, processes: int = 1) -> dict[str, Any]:
-        before = tree_bytes(self.repo)
-        seconds = self._run("backup", f"--type={kind}", f"--process-max={processes}")
-        return {"seconds": round(seconds, 2), "bytes_written": tree_bytes(self.repo) - before,
-                "process_max": processes, "label": self.latest()}
-
-    def latest(self) -> str:
-        out = subprocess.run(["runuser", "-u", "postgres", "--", "pgbackrest",
-                              f"--config={self.conf}", "--stanza=bench", "--output=json",
-                              "info"], check=True, capture_output=True, text=True).stdout
-        return str(json.loads(out)[0]["backup"][-1]["label"])
-
-    def restore(self, d: Daemon, label: str, processes: int) -> dict[str, Any]:
-        """Into a new dataset of the daemon's pool: where Cygnet's restore writes."""
-        name = f"pgbr{processes}"
-        dataset = f"{d.pool.name}/cygnet/{name}"
-        run("zfs", "create", dataset)
-        target = d.mount_root / d.pool.name / name / "pgdata"
-        target.mkdir(mode=0o700)
-        shutil.chown(target, "postgres", "postgres")
-        try:
-            seconds = self._run("restore", f"--set={label}", f"--pg1-path={target}",
-                                f"--process-max={processes}")
-            return {"seconds": round(seconds, 2), "bytes_written": tree_bytes(target),
-                    "process_max": processes}
-        finally:
-            for _ in range(50):  # zfs-fuse reports busy for a moment after the last write
-                if run("zfs", "destroy", "-r", dataset, check=False).returncode == 0:
-                    break
-                time.sleep(0.2)
 
 
 def zfs_send(out: Path, snapshot: str, since: str = "") -> dict[str, Any]:

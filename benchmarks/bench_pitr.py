@@ -7,9 +7,10 @@ A database is loaded with pgbench, snapshotted, then written at a fixed rate
 (`pgbench -R`) for a while. Point-in-time branches are then made to targets
 spread over the last tenth of that stretch: each replays nearly all of the
 WAL since the snapshot. Baseline in the same run: a plain branch from that
-snapshot (a clone and a crash recovery, no replay). pgBackRest's
-`restore --type=time` into a new cluster is not measured yet (a second
-archive_command beside Cygnet's).
+snapshot (a clone and a crash recovery, no replay), and pgBackRest's
+`restore --type=time` of a full backup taken with that snapshot, into a new
+dataset of the same pool, timed until the restored server has promoted. Its
+archive is fed from the same cluster's pg_wal (benchmarks/pgbackrest.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from benchmarks.common import bench_daemon, emit, log, summary
+from benchmarks.pgbackrest import PgBackRest
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.harness import query
 
@@ -35,7 +38,18 @@ def ts(t: float) -> Timestamp:
     return out
 
 
-def run(scale: int, write_seconds: int, rate: int, rounds: int) -> dict[str, Any]:
+def write(uri: str, rate: int, seconds: int) -> tuple[float, float]:
+    """pgbench at a fixed rate for `seconds`: the stretch's start and end (unix time)."""
+    log(f"pgbench -R {rate} for {seconds}s")
+    started = time.time()
+    subprocess.run([str(PGBIN / "pgbench"), "-n", "-c", "4", "-j", "2", "-R", str(rate),
+                    "-T", str(seconds), uri], check=True, capture_output=True,
+                   timeout=seconds * 3 + 120)
+    return started, time.time()
+
+
+def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds: int
+        ) -> dict[str, Any]:
     with bench_daemon("16G" if scale > 10 else "3G", 57600) as d, d.stub() as s:
         db = s.CreateDatabase(pb.CreateDatabaseRequest(name="bench", size_class="medium"),
                               timeout=300)
@@ -44,17 +58,18 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int) -> dict[str, Any
                         db.connection.uri], check=True, capture_output=True, timeout=7200)
         size = int(str(query(db.connection, "select pg_database_size('postgres')")[0][0]))
         main = pb.BranchRef(database="bench")
+        pgdata = d.mount_root / d.pool.name / "db" / db.database.id / db.main_branch.id / "pgdata"
+        pgbr = PgBackRest(d.base / "bench", pgdata, db.connection)
+        pusher = pgbr.push_wal(db.connection.uri)
+        log("pgBackRest full backup")
+        pgbr.backup("full")
         s.CreateSnapshot(pb.CreateSnapshotRequest(branch=main, name="base"), timeout=300)
         lsn0 = str(query(db.connection, "select pg_current_wal_insert_lsn()::text")[0][0])
-        log(f"pgbench -R {rate} for {write_seconds}s")
-        started = time.time()
-        subprocess.run([str(PGBIN / "pgbench"), "-n", "-c", "4", "-j", "2", "-R", str(rate),
-                        "-T", str(write_seconds), db.connection.uri], check=True,
-                       capture_output=True, timeout=write_seconds * 3 + 120)
-        ended = time.time()
+        started, ended = write(db.connection.uri, rate, write_seconds)
         wal = int(str(query(db.connection, "select pg_current_wal_insert_lsn() - "
                                            f"'{lsn0}'::pg_lsn")[0][0]))
-        pitr, plain = [], []
+        log(f"pgBackRest: {pusher.finish()} segments pushed")
+        pitr, plain, pgbackrest = [], [], []
         for i in range(rounds):
             target = ended - (ended - started) * 0.1 * (i + 1) / rounds
             t0 = time.perf_counter()
@@ -68,12 +83,17 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int) -> dict[str, Any
             for made in (b, p):
                 s.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(
                     branch_id=made.branch.id)), timeout=300)
-            log(f"round {i + 1}: point in time {pitr[-1]:.2f}s, plain branch {plain[-1]:.2f}s")
+            if i < baseline_rounds:
+                when = datetime.fromtimestamp(target, UTC).isoformat(sep=" ")
+                pgbackrest.append(pgbr.restore_to_time(d, when, f"pgbr-pitr{i}"))
+            log(f"round {i + 1}: point in time {pitr[-1]:.2f}s, plain branch {plain[-1]:.2f}s"
+                + (f", pgBackRest {pgbackrest[-1]['seconds']:.2f}s" if i < baseline_rounds
+                   else ""))
     return {"scale": scale, "database_bytes": size, "write_seconds": write_seconds,
             "rate_tps": rate, "wal_bytes_since_snapshot": wal,
             "pitr_ready_seconds": summary(pitr), "plain_branch_seconds": summary(plain),
-            "target_p50_seconds": 10.0,
-            "baseline_missing": "pgBackRest restore --type=time (not measured yet)"}
+            "pgbackrest_restore_time_seconds": summary([r["seconds"] for r in pgbackrest]),
+            "pgbackrest_rounds": pgbackrest, "target_p50_seconds": 10.0}
 
 
 def main() -> None:
@@ -81,11 +101,14 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="seconds, for the suite")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=5, help="point-in-time branches made")
+    parser.add_argument("--baseline-rounds", type=int, default=2,
+                        help="pgBackRest restores made (the first rounds' targets)")
     args = parser.parse_args()
     if args.small:
-        result = run(scale=1, write_seconds=8, rate=100, rounds=1)
+        result = run(scale=1, write_seconds=8, rate=100, rounds=1, baseline_rounds=1)
     else:
-        result = run(scale=140, write_seconds=300, rate=500, rounds=args.rounds)
+        result = run(scale=140, write_seconds=300, rate=500, rounds=args.rounds,
+                     baseline_rounds=min(args.rounds, args.baseline_rounds))
     name = "pitr_small" if args.small else "pitr"
     emit(name, result, args.out)
 

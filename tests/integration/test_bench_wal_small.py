@@ -37,4 +37,5 @@ def test_bench_archive_small(tmp_path: Path) -> None:
 def test_bench_pitr_small(tmp_path: Path) -> None:
     result = small("bench_pitr", tmp_path)
     assert result["pitr_ready_seconds"]["n"] == 1  # type: ignore[index]
+    assert result["pgbackrest_restore_time_seconds"]["n"] == 1  # type: ignore[index]
     assert result["wal_bytes_since_snapshot"] > 0  # type: ignore[operator]
