@@ -231,3 +231,14 @@ def test_masked_branch_holds_no_sentinel_and_has_its_own_password(
     assert second["masked_snapshot"] == first["masked_snapshot"]
     cygnet(daemon, "branch", "rm", f"{name}/m2", "--yes")
     cygnet(daemon, "branch", "rm", f"{name}/m1", "--yes")
+
+
+def test_deleting_the_database_forgets_its_masking_key_and_rules(
+        daemon: Daemon, shop: dict[str, Any]) -> None:
+    """Runs last: the module's database goes."""
+    with daemon.stub() as s:
+        db = s.GetDatabase(pb.GetDatabaseRequest(database=shop["name"]))
+    kept = daemon.base / "state" / "masking" / db.id
+    assert (kept / "key").is_file() and (kept / "rules.toml").is_file()
+    cygnet(daemon, "db", "rm", shop["name"], "--yes")
+    assert not kept.exists()

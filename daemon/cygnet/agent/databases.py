@@ -14,6 +14,7 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, bran
 from cygnet.agent.protection import guard
 from cygnet.agent.templates import ensure_template
 from cygnet.errors import AlreadyExists, CygnetError, InvalidArgument, NotFound
+from cygnet.masking.store import MaskingStore
 from cygnet.names import shown, validate_name
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
@@ -161,3 +162,5 @@ async def _remove_database(host: Host, db: DatabaseRecord) -> None:
             await destroy_branch(host, branch)
     if await host.zfs.exists(db.dataset):
         await host.zfs.destroy(db.dataset, recursive=True)
+    # Its masking key and rules go with it: nothing masked from it remains.
+    MaskingStore(host.config.state_dir).forget(db.id)
