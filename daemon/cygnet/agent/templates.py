@@ -55,7 +55,9 @@ async def ensure_roots(host: Host) -> None:
         root = L.root(pool)
         if not await host.zfs.exists(root):
             mount = L.pool_mountpoint(host.config.mount_root, pool)
-            await host.zfs.create(root, {"mountpoint": str(mount)})
+            # atime off: a read must not write, and a clone's reads must not
+            # make it diverge from its origin (inherited by every dataset below).
+            await host.zfs.create(root, {"mountpoint": str(mount), "atime": "off"})
         for child in (L.databases_root(pool), L.templates_root(pool)):
             if not await host.zfs.exists(child):
                 await host.zfs.create(child)
