@@ -7,6 +7,7 @@ of its certificate: a message naming another host ends it.
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 
@@ -35,8 +36,9 @@ def cap(free_gb: int, running: int) -> cpb.HostCapacity:
 @pytest.fixture(scope="module")
 def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
     base = tmp_path_factory.mktemp("hbstream")
+    (base / "revoked").touch()
     c = Coordinator(base / "c", Pki.create(base / "pki"), f"sqlite:///{base}/store.db",
-                    extra_args=["--heartbeat-interval", "30"])
+                    extra_args=["--heartbeat-interval", "30", "--revoked", str(base / "revoked")])
     c.start()
     try:
         yield c
@@ -139,3 +141,31 @@ def test_a_stream_is_bound_to_its_certificates_host(coord: Coordinator) -> None:
         list(s.HeartbeatStream(iter([cpb.HeartbeatRequest(host_id="hs-own")]), timeout=10))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "may not call HeartbeatStream" in (err.value.details() or "")
+
+
+def test_a_certificate_revoked_mid_stream_is_refused_at_its_next_message(
+        coord: Coordinator) -> None:
+    register(coord, "hs-rev")
+    pending: queue.Queue[cpb.HeartbeatRequest | None] = queue.Queue()
+
+    def messages() -> Iterator[cpb.HeartbeatRequest]:
+        while (item := pending.get(timeout=10)) is not None:
+            yield item
+
+    beat = cpb.HeartbeatRequest(host_id="hs-rev", capacity=cap(500, 0))
+    ch, stub = host_stub(coord, "hs-rev")
+    revoked = coord.base.parent / "revoked"
+    try:
+        with ch:
+            replies = stub.HeartbeatStream(messages(), timeout=10)
+            pending.put(beat)
+            assert next(replies).heartbeat_interval_seconds == 30.0
+            revoked.write_text("host/hs-rev\n")
+            pending.put(beat)
+            with pytest.raises(grpc.RpcError) as err:
+                next(replies)
+            pending.put(None)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in (err.value.details() or "")
+    finally:
+        revoked.write_text("")

@@ -269,7 +269,7 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             await call.admit()
             failed = True
             try:
-                async for reply in inner(requests, context):
+                async for reply in inner(_still_trusted(call, requests), context):
                     yield reply
                 failed = False
             finally:
@@ -278,6 +278,24 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.stream_stream_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+
+
+async def _still_trusted(call: _Call, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A long-lived stream's messages: each is refused once its certificate is revoked,
+    as a new call would be (the deny list is re-read when its file changes)."""
+    auth = call.context.auth_context() or {}
+    pem = _first(auth.get("x509_pem_cert")).encode()
+    # The certificate's own identity (a forwarded call names another caller).
+    identity = (call.caller.via or call.caller.identity) if call.caller else ""
+    async for request in requests:
+        revoked = call.policy.deny.refusal(identity, pem) if pem else None
+        if revoked:
+            why = f"the certificate of {identity} is revoked ({revoked})"
+            log.warning("refused %s from %s: %s", call.method, call.context.peer(), why)
+            call.record("UNAUTHENTICATED", why)
+            await call.context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                     f"the daemon refused this client: {why}")
+        yield request
 
 
 class ForwardCaller(aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
