@@ -326,3 +326,24 @@ def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: P
         obj = back.objects(branch, 1)["000000010000000000000001"]
         assert WalRepository.read(obj.path) == segments[branch]
     assert back.generations("br_other") == []  # not its ancestor: not fetched
+
+
+def test_wal_goes_up_while_a_long_pass_holds_the_main_lane(store: Seaweed, tmp_path: Path
+                                                           ) -> None:
+    repo = backup.init_repository(tmp_path / "repo").root
+    wal = WalRepository(repo)
+    wal.begin(Generation("br_main", 1, 0, "", 0, "db_1", "shop", "main", time.time()))
+    segment = os.urandom(64 << 10)
+    wal.store("br_main", 1, "000000010000000000000001", segment, time.time())
+    config = offsite_config(store, host="h-lane")
+    uploader = Uploader(ObjectStore(config), repo)
+    uploader.start()
+    with uploader._guard:  # what a pass uploading a large backup holds meanwhile
+        assert uploader.run_wal_pass() > len(segment) - 1  # its object: the segment, framed
+    keys = [o["Key"] for o in store.client().list_objects_v2(
+        Bucket=store.bucket, Prefix="hosts/h-lane/wal/").get("Contents", [])]
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == [
+        "000000010000000000000001.zst", "generation.json"]
+    assert uploader.run_wal_pass() == 0  # nothing left for the WAL lane
+    uploader.run_pass()  # the rest (the repository's format file), not the WAL again
+    assert uploader.status.uploaded_objects == 3 and uploader.pending() == []

@@ -164,6 +164,8 @@ def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service
     background.append(asyncio.create_task(replicas.supervise(host)))
     if offsite_service is not None:
         background.append(asyncio.create_task(offsite_service.run(stop, config.offsite_interval)))
+        background.append(asyncio.create_task(
+            offsite_service.run_wal_lane(stop, config.offsite_interval)))
     return background
 
 

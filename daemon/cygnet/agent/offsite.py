@@ -55,10 +55,30 @@ class OffsiteService:
         self.uploader: Uploader = Uploader(self.store, config.backup_repository)
         self.cache = config.state_dir / "offsite-cache"
         self._wake = asyncio.Event()
+        self._wake_wal = asyncio.Event()
+        self._started = asyncio.Event()
 
     def poke(self) -> None:
         """Something new is in the repository (a backup, archived WAL): upload it now."""
         self._wake.set()
+        self._wake_wal.set()
+
+    async def run_wal_lane(self, stop: asyncio.Event, interval: float) -> None:
+        """Archived WAL goes up on its own, even while a pass uploads a large backup."""
+        await _until(self._started, stop, None)
+        delay = interval
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.uploader.run_wal_pass)
+                delay = interval
+            except CygnetError as exc:
+                log.warning("off-host WAL upload failed, retrying in %.0f s: %s", delay, exc)
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            except Exception:
+                log.exception("off-host WAL uploader failed")
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            self._wake_wal.clear()
+            await _until(self._wake_wal, stop, delay)
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         delay = interval
@@ -71,6 +91,7 @@ class OffsiteService:
                 if not started:
                     await asyncio.to_thread(self.uploader.start)
                     started = True
+                    self._started.set()
                     log.info("off-host repository %s/%s, prefix %s, object lock %s",
                              self.config.endpoint, self.config.bucket, self.config.prefix,
                              "on" if self.uploader.status.lock else "off")
@@ -87,11 +108,7 @@ class OffsiteService:
                 self.uploader.status.last_error = "internal error (the daemon log has it)"
                 delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             self._wake.clear()
-            wake = asyncio.create_task(self._wake.wait())
-            halt = asyncio.create_task(stop.wait())
-            await asyncio.wait([wake, halt], timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            wake.cancel()
-            halt.cancel()
+            await _until(self._wake, stop, delay)
         watcher.cancel()
 
     async def _cancel_on(self, stop: asyncio.Event) -> None:
@@ -203,3 +220,12 @@ def pending_bytes() -> int | None:
 
 def metrics() -> list[Metric]:
     return _current.metrics() if _current is not None else []
+
+
+async def _until(event: asyncio.Event, stop: asyncio.Event, timeout: float | None) -> None:
+    """Returns when `event` or `stop` is set, or after `timeout` seconds."""
+    wake = asyncio.create_task(event.wait())
+    halt = asyncio.create_task(stop.wait())
+    await asyncio.wait([wake, halt], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    wake.cancel()
+    halt.cancel()

@@ -32,6 +32,7 @@ log = logging.getLogger("cygnet.offsite")
 # Directories of the repository whose every file is immutable once it has its
 # final name (archived WAL: keyed by branch id and archive generation).
 IMMUTABLE_DIRS = ("wal",)
+WAL_PHASE = 3  # archived WAL: after packs, before the manifests of live backups
 MANIFESTS = 4  # the phase of manifests: after everything they refer to
 RELIST = 3600.0  # seconds between listings of the host's prefix
 _SKIP_SUFFIXES = (".tmp", ".partial", ".lock")
@@ -50,7 +51,7 @@ def scan(repo: Path) -> list[LocalObject]:
     found: list[LocalObject] = []
     found += _files(repo, repo / "backups", "*.manifest", MANIFESTS)
     for top in IMMUTABLE_DIRS:
-        found += _files(repo, repo / top, "**/*", 3)
+        found += _files(repo, repo / top, "**/*", WAL_PHASE)
     packs = _files(repo, repo / "packs", "*.pack", 1)
     idx = {o.rel[:-4] for o in _files(repo, repo / "packs", "*.idx", 2)}
     # Only committed packs: a .pack without its .idx may still be written.
@@ -119,6 +120,10 @@ class Uploader:
     _sent: dict[str, float] = field(default_factory=dict)  # rel -> its mtime when uploaded
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _listed: float = 0.0
+    # Archived WAL has a lane of its own, so that a long pass (a large backup's
+    # packs) never holds it back: the RPO is the WAL's time to the bucket.
+    _wal_guard: threading.Lock = field(default_factory=threading.Lock)
+    _inflight: dict[str, threading.Event] = field(default_factory=dict)  # rel -> done
 
     def cancel(self) -> None:
         """Ends a pass early (the daemon is stopping): objects not yet started are left
@@ -173,6 +178,20 @@ class Uploader:
                 self.status.last_success = time.time()
             return sent
 
+    def run_wal_pass(self) -> int:
+        """Uploads pending archived WAL only, beside any running pass; returns the bytes.
+        Raises the first failure, leaving the rest for the next pass."""
+        with self._wal_guard:
+            wal = [o for o in _files(self.repo, self.repo / "wal", "**/*", WAL_PHASE)
+                   if not self.is_offsite(o)]
+            if not wal:
+                return 0
+            try:
+                return self._upload(wal)
+            except (OffsiteRefused, OffsiteUnreachable) as exc:
+                self.status.last_error = str(exc)
+                raise
+
     def _measure(self, pending: list[LocalObject]) -> None:
         now = time.time()
         self.status.pending_objects = len(pending)
@@ -198,6 +217,26 @@ class Uploader:
         return sent
 
     def _one(self, obj: LocalObject, parts: ThreadPoolExecutor) -> int:
+        """Uploads `obj` unless the other lane is uploading it; then waits for that
+        upload, and makes its own if that one failed (a later phase relies on it)."""
+        while True:
+            with self._counting:
+                busy = self._inflight.get(obj.rel)
+                if busy is None:
+                    done = self._inflight[obj.rel] = threading.Event()
+            if busy is None:
+                break
+            busy.wait()
+            if self.is_offsite(obj) or self._cancelled.is_set():
+                return 0
+        try:
+            return self._put(obj, parts)
+        finally:
+            with self._counting:
+                del self._inflight[obj.rel]
+            done.set()
+
+    def _put(self, obj: LocalObject, parts: ThreadPoolExecutor) -> int:
         config = self.store.config
         key = config.prefix + obj.rel
         deadline = time.monotonic() + config.retry_for
