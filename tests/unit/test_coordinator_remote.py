@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc import aio
 
 from cygnet import errors
-from cygnet.coordinator.remote import domain_error
+from cygnet.coordinator.remote import AgentClients, domain_error
 from cygnet.rpc.errors import status_for
 
 
@@ -27,3 +30,22 @@ def test_agent_refusal_keeps_its_status(code: grpc.StatusCode) -> None:
 def test_unknown_status_is_still_internal() -> None:
     err = domain_error("db-1", _rpc_error(grpc.StatusCode.DATA_LOSS, "x"))
     assert status_for(err) == grpc.StatusCode.INTERNAL
+
+
+def test_channels_to_hosts_are_bounded_and_the_least_recent_closed() -> None:
+    async def scenario() -> None:
+        ca = Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
+        clients = AgentClients(ca, b"", b"", max_channels=2)
+        clients.stub("unix:/nonexistent/a")
+        clients.stub("unix:/nonexistent/b")
+        first = clients._channels["unix:/nonexistent/a"]
+        clients.stub("unix:/nonexistent/a")  # used again: now the most recent
+        clients.stub("unix:/nonexistent/c")
+        assert list(clients._channels) == ["unix:/nonexistent/a", "unix:/nonexistent/c"]
+        assert clients._channels["unix:/nonexistent/a"] is first
+        (closing,) = clients._closing
+        await closing  # nothing in flight on it: closed at once
+        await clients.close()
+        assert not clients._channels
+
+    asyncio.run(scenario())
