@@ -4,9 +4,11 @@ deleted branch's spool is emptied into the repository."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cygnet.agent import archive
+from cygnet.agent.archive_janitor import sweep
 from cygnet.agent.archive_prune import prune_database
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
@@ -98,3 +100,24 @@ def test_a_deleted_branchs_spool_is_stored_then_removed(tmp_path: Path) -> None:
     assert spool.drop_branch(root, repo, "br1")
     assert not (root / "br1").exists() and (other / segment_name(1, S)).exists()
     assert WalRepository.read(repo.objects("br1", 2)[segment_name(1, S)].path) == b"last words"
+
+
+def test_a_gone_branchs_wal_goes_after_retention_unless_a_live_chain_needs_it(
+        tmp_path: Path) -> None:
+    repo = WalRepository(tmp_path)
+    day = 86400.0
+    now = 100 * day
+    # br_old: deleted long ago. br_recent: deleted, last written an hour ago.
+    # br_base: deleted long ago, but the live br_live continues its generation.
+    for bid, base, written in (("br_old", "", now - 9 * day), ("br_recent", "", now - 3600),
+                               ("br_base", "", now - 9 * day),
+                               ("br_live", "br_base", now - 9 * day)):
+        repo.begin(Generation(bid, 1, 0, base, 1 if base else 0, "db1", "shop", bid, 0.0))
+        _fill(repo, bid, 1, range(1, 3), t0=written - 10)
+        for meta in (tmp_path / "wal" / bid).rglob("*.json"):
+            os.utime(meta, (written, written))
+    needed = {("br_live", 1), ("br_base", 1)}
+    done = sweep(repo, {"br_live"}, needed, keep_seconds=7 * day, now=now)
+    assert (done.branches, done.files) == (1, 3)  # two segments and the generation record
+    assert repo.branches() == ["br_base", "br_live", "br_recent"]
+    assert sweep(repo, {"br_live"}, needed, keep_seconds=7 * day, now=now).branches == 0

@@ -93,6 +93,10 @@ class AgentConfig:
     wal_spool_max_bytes: int = 2 * 1024 * 1024 * 1024
     wal_archive_timeout: int = 2
     wal_ingest_interval: float = 0.25
+    # Archived WAL of a branch that no longer exists (a deleted branch, or every
+    # branch of a deleted database, which `cygnet db restore` reads) is kept this
+    # many days after its last segment, then removed from the host's repository.
+    wal_deleted_retention_days: float = 7.0
     # Off-host repository in S3-compatible storage (docs/durability.md): the
     # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.
@@ -159,6 +163,10 @@ class AgentConfig:
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
             raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
                                   "(a fleet host certificate, see docs/coordinator.md)")
+        if self.wal_deleted_retention_days < 1 / 24:
+            raise InvalidArgument("wal_deleted_retention_days",
+                                  "must be at least one hour (1/24): a restore of a deleted "
+                                  "database reads that WAL")
         check_schedule_defaults(self)
         return self
 

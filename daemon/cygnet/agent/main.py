@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cygnet import __version__, systemd
-from cygnet.agent import archive, offsite, replicas
+from cygnet.agent import archive, archive_janitor, offsite, replicas
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.eventlog import EventJournal
@@ -156,6 +156,7 @@ def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service
     background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     # WAL archiving: each branch's spool into the backup repository (agent/archive.py).
     background.append(asyncio.create_task(archive.start(config).run(stop)))
+    background.append(asyncio.create_task(archive_janitor.run(host, stop)))
     # Automatic snapshots, cron backups and retention (agent/schedules.py).
     background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
     if config.coordinator:
