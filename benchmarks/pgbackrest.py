@@ -121,6 +121,9 @@ class WalPusher:
     def __init__(self, pgbr: PgBackRest, conninfo: str) -> None:
         self.pgbr, self.conninfo = pgbr, conninfo
         self.pushed: set[str] = set()
+        # Older segments are before any backup taken from now on, and a checkpoint
+        # may remove them at any moment: they are not pushed.
+        self.first = self._current()
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -139,7 +142,7 @@ class WalPusher:
         # it is the last segment of a switch).
         bound = last if last else self._current()
         for name in sorted(os.listdir(wal)):
-            done = name <= bound if last else name < bound
+            done = (name <= bound if last else name < bound) and name >= self.first
             if _SEGMENT.match(name) and done and name not in self.pushed:
                 pushed = subprocess.run(self.pgbr._argv("archive-push", str(wal / name)),
                                         capture_output=True, text=True, timeout=600)
