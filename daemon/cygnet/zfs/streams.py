@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from cygnet.zfs.errors import error_from
@@ -29,19 +30,33 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def send(snapshot: str, base: str = "", chunk: int = CHUNK) -> AsyncIterator[bytes]:
-    """Yields the stream of `zfs send [-i base] snapshot`; raises a ZfsError if it fails."""
+    """Yields the stream of `zfs send [-i base] snapshot`; raises a ZfsError if it fails.
+
+    On zfs-fuse the daemon, not the `zfs` process, writes into the pipe (it gets the
+    descriptor), so the pipe is ours, made here: closing our end is what stops a
+    send cut short (the daemon's next write fails), and waiting for the `zfs`
+    process never waits for the daemon's copy of the pipe.
+    """
     argv = ["zfs", "send", *(["-i", base] if base else []), snapshot]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
+    read_fd, write_fd = os.pipe()
     try:
-        while data := await proc.stdout.read(chunk):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=write_fd,
+            stderr=asyncio.subprocess.PIPE)
+    finally:
+        os.close(write_fd)
+    assert proc.stderr is not None
+    reader = asyncio.StreamReader(limit=2 * chunk)
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0))
+    try:
+        while data := await reader.read(chunk):
             yield data
         stderr = (await proc.stderr.read()).decode(errors="replace")
         if await proc.wait() != 0:
             raise error_from(argv, proc.returncode or 1, stderr)
     finally:
+        transport.close()
         await _kill(proc)
 
 
@@ -82,6 +97,9 @@ class Receiver:
 
     async def __aexit__(self, *exc: object) -> None:
         if self.proc is not None:
-            # An early exit (error, cancellation) kills receive: zfs discards a
-            # partial stream, so nothing half-received stays behind.
+            # An early exit (error, cancellation) ends the stream and kills receive:
+            # zfs discards a partial stream, so nothing half-received stays behind.
+            # The pipe goes first: zfs-fuse's daemon reads it, and waits for more.
+            if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+                self.proc.stdin.close()
             await _kill(self.proc)
