@@ -25,6 +25,8 @@ from tests.harness import Daemon, free_port, run
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+SEGMENT_BYTES = 16 << 20
+SLOT = "cygnet_bench_pgbackrest"
 
 
 def tree_bytes(root: Path) -> int:
@@ -121,19 +123,23 @@ class WalPusher:
     def __init__(self, pgbr: PgBackRest, conninfo: str) -> None:
         self.pgbr, self.conninfo = pgbr, conninfo
         self.pushed: set[str] = set()
-        # Older segments are before any backup taken from now on, and a checkpoint
-        # may remove them at any moment: they are not pushed.
+        # A slot keeps every segment from now on until it is pushed (a checkpoint
+        # would remove an archived one at once); older ones precede the backup.
+        self._sql("select pg_create_physical_replication_slot(%s, true)", SLOT)
         self.first = self._current()
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _current(self) -> str:
+    def _sql(self, query: str, *params: object) -> str:
         with psycopg.connect(self.conninfo, autocommit=True) as c:
-            row = c.execute("select pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
+            row = c.execute(query, params).fetchone()  # type: ignore[arg-type]
         assert row is not None
         return str(row[0])
+
+    def _current(self) -> str:
+        return self._sql("select pg_walfile_name(pg_current_wal_insert_lsn())")
 
     def _round(self, last: str = "") -> None:
         """Pushes the segments before the one being written (through `last` if given)."""
@@ -149,6 +155,9 @@ class WalPusher:
                 if pushed.returncode != 0:
                     raise RuntimeError(f"archive-push {name}: {pushed.stderr or pushed.stdout}")
                 self.pushed.add(name)
+                end = (int(name[8:16], 16) * 0x100 + int(name[16:], 16) + 1) * SEGMENT_BYTES
+                self._sql("select pg_replication_slot_advance(%s, %s::pg_lsn)", SLOT,
+                          f"{end >> 32:X}/{end & 0xFFFFFFFF:X}")
 
     def _loop(self) -> None:
         try:
@@ -163,10 +172,8 @@ class WalPusher:
         self._thread.join()
         if self.error is not None:
             raise self.error
-        with psycopg.connect(self.conninfo, autocommit=True) as c:
-            row = c.execute("select pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
-        self._round(last=str(row[0]))
+        self._round(last=self._sql("select pg_walfile_name(pg_switch_wal())"))
+        self._sql("select pg_drop_replication_slot(%s) is null", SLOT)
         numbers = sorted(int(n[8:16], 16) * 0x100 + int(n[16:], 16) for n in self.pushed)
         if numbers and numbers[-1] - numbers[0] + 1 != len(numbers):
             raise RuntimeError("a WAL segment was removed before pgBackRest got it")
