@@ -96,6 +96,18 @@ def test_full_then_incremental_and_a_broken_round(pool: tuple[FilePool, Path]) -
     assert (mount / "other/main/three").stat().st_size == 500_000
 
 
+def test_a_broken_full_round_leaves_no_dataset(pool: tuple[FilePool, Path]) -> None:
+    p, mount = pool
+    run("zfs", "create", f"{p.name}/big")
+    (mount / "big/data").write_bytes(b"b" * 600_000)
+    run("zfs", "snapshot", f"{p.name}/big@s1")
+    with pytest.raises(ConnectionError):
+        asyncio.run(_copy(f"{p.name}/big@s1", f"{p.name}/big-copy", cut_after=100_000))
+    assert not any(d.startswith(f"{p.name}/big-copy") for d in p.datasets())
+    assert _retried(f"{p.name}/big@s1", f"{p.name}/big-copy") > 600_000
+    assert f"{p.name}/big-copy@s1" in p.datasets()
+
+
 def test_a_failing_send_is_a_zfs_error(pool: tuple[FilePool, Path]) -> None:
     p, _ = pool
     with pytest.raises(ZfsError):

@@ -13,6 +13,7 @@ applies nothing of a partial stream) and the round starts again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from cygnet.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cygnet.names import shown
 from cygnet.zfs import streams
+from cygnet.zfs.errors import DatasetBusy
 
 log = logging.getLogger("cygnet.agent.transfer")
 
@@ -140,12 +142,30 @@ def peer_error(host_id: str, exc: aio.AioRpcError) -> Exception:
 
 async def receive(stub: pb_grpc.AgentStub, req: pb.SendSnapshotRequest, target: str, *,
                   peer: str, force: bool = False, progress: ProgressFn | None = None,
-                  timeout: float | None = None) -> Progress:
+                  timeout: float | None = None, attempts: int = 1) -> Progress:
     """Pulls one stream from `peer` into `zfs receive [-F] target`; returns what moved.
 
     A stream cut short (peer gone, receive failed, cancelled) leaves nothing
-    behind: the partial stream is discarded and the caller starts the round again.
+    behind: the partial stream is discarded. With `attempts` > 1 the round
+    starts again from its first byte (zfs-fuse has no resume token) after a
+    broken stream or a target still busy discarding the last one.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _round(stub, req, target, peer=peer, force=force, progress=progress,
+                                timeout=timeout)
+        except (Unavailable, Aborted, DatasetBusy) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("stream of %s from %s broke (%s); round %d of %d starts again",
+                        req.snapshot, peer, exc, attempt + 1, attempts)
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def _round(stub: pb_grpc.AgentStub, req: pb.SendSnapshotRequest, target: str, *,
+                 peer: str, force: bool, progress: ProgressFn | None,
+                 timeout: float | None) -> Progress:
     done = Progress(started=time.monotonic())
     last = 0.0
     try:
