@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from benchmarks.common import emit, log, summary, timed
 from benchmarks.compare.density import pss_by_cluster
 from cygnet.api.v1 import agent_pb2 as pb
@@ -243,7 +245,11 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str,
         levels = []
         for n in sizes:
             rig.fill(n, api_fill)
-            levels.append(level(rig, probes))
+            try:
+                levels.append(level(rig, probes))
+            except grpc.RpcError:
+                log(f"the daemon's log ends:\n{d.tail(80)}")
+                raise
         first, last = levels[0], levels[-1]
         ratio = (last["create_branch_seconds"]["p50"] / first["create_branch_seconds"]["p50"])
         raw_ratio = (last["raw_snapshot_clone_seconds"]["p50"]
