@@ -46,6 +46,7 @@ from tests.e2e.fleet import Coordinator
 
 GB = 1024**3
 MODES = ("stream", "unary")
+CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0)]
 
 
 def certificates(directory: Path, hosts: int) -> None:
@@ -74,7 +75,7 @@ class SimHost:
         cert, key = c.pki.dir / f"{self.id}.pem", c.pki.dir / f"{self.id}.key"
         creds = grpc.ssl_channel_credentials(c.pki.ca.read_bytes(), key.read_bytes(),
                                              cert.read_bytes())
-        self.channel = aio.secure_channel(address, creds)
+        self.channel = aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
         self.stub = stub(self.channel)
         self.cap = capacity(i)
         self.call: Any = None  # the HeartbeatStream, in stream mode
@@ -121,6 +122,7 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
     log(f"{hosts} hosts registered in {time.monotonic() - started:.1f}s")
     samples: list[float] = []
     errors: dict[str, int] = {}
+    examples: list[str] = []
     measuring = asyncio.Event()
     end = time.monotonic() + warmup + window
 
@@ -133,6 +135,8 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
                     samples.append(took)
             except aio.AioRpcError as exc:
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                if len(examples) < 5:
+                    examples.append(f"{exc.code().name}: {exc.details()}")
                 s.call = None
             await asyncio.sleep(interval)
 
@@ -148,7 +152,8 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
         await s.close()
     return {"mode": mode, "hosts": hosts, "interval_s": interval, "window_s": round(t1 - t0, 1),
             "heartbeats": len(samples), "per_second": round(len(samples) / (t1 - t0), 1),
-            "errors": errors, "coordinator_cpu_core": round((cpu1 - cpu0) / (t1 - t0), 3),
+            "errors": errors, "error_examples": examples,
+            "coordinator_cpu_core": round((cpu1 - cpu0) / (t1 - t0), 3),
             "coordinator_rss_mb": rss,
             "generator_cpu_core": round((mine1 - mine0) / (t1 - t0), 3),
             "generator_rss_mb": me.rss_mb(),

@@ -55,7 +55,10 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
     # Metrics outside both, so refused and failed calls are counted by code.
     server = aio.server(interceptors=[MetricsInterceptor("coordinator"),
                                       AuthInterceptor(auth_policy(config, tokens)),
-                                      ErrorInterceptor()])
+                                      ErrorInterceptor()],
+                        # Thousands of heartbeat streams of one small message per
+                        # interval: bandwidth probes (pings) would cost more than they tune.
+                        options=[("grpc.http2.bdp_probe", 0)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from grpc import aio
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as pb
@@ -64,7 +65,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             if not self._stopping:
                 raise
             # A cancelled handler sends no status; this tells the host to go elsewhere.
-            await ctx.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator is stopping")
+            try:
+                await ctx.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator is stopping")
+            except aio.AbortError:
+                raise
+            except Exception:
+                return  # the host had already closed its end: nothing to tell it
         finally:
             if task is not None:
                 self._streams.discard(task)
