@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from cygnet.agent import convert, lifetime, pitr_api, replicas_api
+from cygnet.agent import convert, lifetime, move_source, moves, pitr_api, replicas_api
 from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
@@ -236,3 +236,23 @@ class AgentServicer(pb_grpc.AgentServicer):
                            ) -> AsyncIterator[pb.TransferChunk]:
         async for chunk in replicas_api.send_snapshot(self.service, req):
             yield chunk
+
+    # --- moves between hosts (agent/moves.py, agent/move_source.py) -----------------
+
+    async def MoveIn(self, req: pb.MoveInRequest, ctx: Ctx) -> AsyncIterator[pb.MoveProgress]:
+        async for progress in moves.move_in(self.service, replicas_api.peers(self.service),
+                                            req):
+            yield progress
+
+    async def PrepareMove(self, req: pb.PrepareMoveRequest, ctx: Ctx) -> pb.MovePlan:
+        replicas_api.calling_host()
+        return await move_source.prepare(self.service, req)
+
+    async def SendMoveStream(self, req: pb.SendMoveStreamRequest, ctx: Ctx
+                             ) -> AsyncIterator[pb.TransferChunk]:
+        replicas_api.calling_host()
+        async for chunk in move_source.send(self.service, req):
+            yield chunk
+
+    async def EndMove(self, req: pb.EndMoveRequest, ctx: Ctx) -> pb.EndMoveResponse:
+        return await move_source.end(self.service, req)

@@ -286,6 +286,16 @@ AGENT: dict[str, Rules] = {
     "SendSnapshot": _rules({"database": database_id, "branch_id": branch_id,
                             "snapshot": token, "base_snapshot": token},
                            ("database", "branch_id", "snapshot")),
+    # Moves (agent/moves.py).
+    "MoveIn": _rules({"database": database_id, "source_host_id": token,
+                      "source_address": host_port, **_RID},
+                     ("database", "source_host_id", "source_address")),
+    "PrepareMove": _rules({"database": database_id, "round": token, "final": anything},
+                          ("database", "round")),
+    "SendMoveStream": _rules({"database": database_id, "dataset": token, "snapshot": token,
+                              "base_dataset": token, "base_snapshot": token},
+                             ("database", "dataset", "snapshot")),
+    "EndMove": _rules({"database": database_id, "moved": anything, **_RID}, ("database",)),
 }
 
 BACKUPS: dict[str, Rules] = {
@@ -362,6 +372,8 @@ COORDINATOR: dict[str, Rules] = {
     "PromoteReplica": _rules({"database": reference("db"), "host_id": token,
                               "force": anything, "max_lag_bytes": integer_range(0, MAX_BYTES),
                               "remove_old_primary": anything, **_RID}, ("database",)),
+    "MoveDatabase": _rules({"database": reference("db"), "to_host": token, **_RID},
+                           ("database", "to_host")),
 }
 
 

@@ -102,6 +102,11 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "PrepareReplica": Kind.TRANSFER,
     _AGENT + "ReleaseReplica": Kind.TRANSFER,
     _AGENT + "SendSnapshot": Kind.TRANSFER,
+    # Moves (agent/moves.py): EndMove of a moved database destroys the source's copy.
+    _AGENT + "MoveIn": Kind.CHANGE,
+    _AGENT + "PrepareMove": Kind.TRANSFER,
+    _AGENT + "SendMoveStream": Kind.TRANSFER,
+    _AGENT + "EndMove": Kind.DELETE,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,
     # Reads every block of a repository: not for readers.
@@ -144,6 +149,7 @@ _TABLE: dict[str, Kind] = {
     _COORDINATOR + "ListReplicas": Kind.READ,
     _COORDINATOR + "DeleteReplica": Kind.CHANGE,
     _COORDINATOR + "PromoteReplica": Kind.CHANGE,
+    _COORDINATOR + "MoveDatabase": Kind.CHANGE,
 }
 
 # Full method name -> what it does; the one table both daemons authorize by.

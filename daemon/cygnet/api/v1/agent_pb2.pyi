@@ -2431,3 +2431,385 @@ class TransferChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferChunk: _TypeAlias = TransferChunk  # noqa: Y015
+
+@_typing.final
+class MoveInRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SOURCE_HOST_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ADDRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    source_host_id: _builtins.str
+    source_address: _builtins.str
+    """The source agent's host:port."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        source_host_id: _builtins.str = ...,
+        source_address: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "request_id", b"request_id", "source_address", b"source_address", "source_host_id", b"source_host_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveInRequest: _TypeAlias = MoveInRequest  # noqa: Y015
+
+@_typing.final
+class MoveProgress(_message.Message):
+    """How a move goes: one message per step, and during a stream every few seconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    SENT_BYTES_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    MOVED_BYTES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DOWNTIME_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    phase: _builtins.str
+    """prepare, full, catch-up, final, start, switch, cleanup, done"""
+    round: _builtins.int
+    """The round (0 the full send) and the bytes of the round so far."""
+    sent_bytes: _builtins.int
+    total_bytes: _builtins.int
+    moved_bytes: _builtins.int
+    """Bytes sent by every round so far."""
+    message: _builtins.str
+    host_id: _builtins.str
+    @_builtins.property
+    def downtime(self) -> _duration_pb2.Duration:
+        """From the stop on the source to main accepting connections on the target."""
+
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        phase: _builtins.str = ...,
+        round: _builtins.int = ...,
+        sent_bytes: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
+        moved_bytes: _builtins.int = ...,
+        message: _builtins.str = ...,
+        downtime: _duration_pb2.Duration | None = ...,
+        host_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "downtime", b"downtime", "host_id", b"host_id", "message", b"message", "moved_bytes", b"moved_bytes", "phase", b"phase", "round", b"round", "sent_bytes", b"sent_bytes", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveProgress: _TypeAlias = MoveProgress  # noqa: Y015
+
+@_typing.final
+class PrepareMoveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    round: _builtins.str
+    """The snapshot name the round takes on every branch."""
+    final: _builtins.bool
+    """The last round: the database stops first (its branches' desired state
+    becomes stopped until EndMove).
+    """
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        round: _builtins.str = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "final", b"final", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareMoveRequest: _TypeAlias = PrepareMoveRequest  # noqa: Y015
+
+@_typing.final
+class MoveSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its cygnet:* user properties."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "properties", b"properties"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveSnapshot: _TypeAlias = MoveSnapshot  # noqa: Y015
+
+@_typing.final
+class MoveDataset(_message.Message):
+    """One dataset of the database (a branch, or a masked copy branches are cloned
+    from), parents before their clones.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_DATASET_FIELD_NUMBER: _builtins.int
+    ORIGIN_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    REFERENCED_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The last component of its dataset name (kept on the target)."""
+    branch_id: _builtins.str
+    """The branch it is (its cygnet:id); empty for another kind of dataset."""
+    origin_dataset: _builtins.str
+    """The dataset (name as above) and snapshot its ZFS origin is; empty when its
+    origin is outside the database (main, a clone of the host's template): a full stream.
+    """
+    origin_snapshot: _builtins.str
+    running: _builtins.bool
+    """Running on the source (stopped by the final round: the target starts it)."""
+    referenced_bytes: _builtins.int
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoveSnapshot]:
+        """Its snapshots, oldest first (the round's last)."""
+
+    @_builtins.property
+    def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its cygnet:* user properties."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        origin_dataset: _builtins.str = ...,
+        origin_snapshot: _builtins.str = ...,
+        snapshots: _abc.Iterable[Global___MoveSnapshot] | None = ...,
+        properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        running: _builtins.bool = ...,
+        referenced_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "name", b"name", "origin_dataset", b"origin_dataset", "origin_snapshot", b"origin_snapshot", "properties", b"properties", "referenced_bytes", b"referenced_bytes", "running", b"running", "snapshots", b"snapshots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveDataset: _TypeAlias = MoveDataset  # noqa: Y015
+
+@_typing.final
+class MovePlan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    DATABASE_NAME_FIELD_NUMBER: _builtins.int
+    POSTGRES_VERSION_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    database_name: _builtins.str
+    postgres_version: _builtins.str
+    round: _builtins.str
+    used_bytes: _builtins.int
+    """Space the lineage uses on the source (the target needs as much)."""
+    dataset: _builtins.str
+    """The database's dataset on the source (properties naming datasets start with it)."""
+    @_builtins.property
+    def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The database dataset's cygnet:* user properties."""
+
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoveDataset]: ...
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        database_name: _builtins.str = ...,
+        postgres_version: _builtins.str = ...,
+        properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        datasets: _abc.Iterable[Global___MoveDataset] | None = ...,
+        round: _builtins.str = ...,
+        used_bytes: _builtins.int = ...,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "database_name", b"database_name", "dataset", b"dataset", "datasets", b"datasets", "postgres_version", b"postgres_version", "properties", b"properties", "round", b"round", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MovePlan: _TypeAlias = MovePlan  # noqa: Y015
+
+@_typing.final
+class SendMoveStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    BASE_DATASET_FIELD_NUMBER: _builtins.int
+    BASE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    dataset: _builtins.str
+    """A dataset of the database, named as in MoveDataset.name."""
+    snapshot: _builtins.str
+    base_dataset: _builtins.str
+    """Incremental from base_dataset@base_snapshot (empty base_dataset: this
+    dataset; a clone's first snapshot comes from its origin); empty
+    base_snapshot: a full stream.
+    """
+    base_snapshot: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        dataset: _builtins.str = ...,
+        snapshot: _builtins.str = ...,
+        base_dataset: _builtins.str = ...,
+        base_snapshot: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dataset", b"base_dataset", "base_snapshot", b"base_snapshot", "database", b"database", "dataset", b"dataset", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMoveStreamRequest: _TypeAlias = SendMoveStreamRequest  # noqa: Y015
+
+@_typing.final
+class EndMoveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    moved: _builtins.bool
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        moved: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "moved", b"moved", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndMoveRequest: _TypeAlias = EndMoveRequest  # noqa: Y015
+
+@_typing.final
+class EndMoveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_ID_FIELD_NUMBER: _builtins.int
+    RESTARTED_BRANCH_IDS_FIELD_NUMBER: _builtins.int
+    database_id: _builtins.str
+    @_builtins.property
+    def restarted_branch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Branches started again (not moved)."""
+
+    def __init__(
+        self,
+        *,
+        database_id: _builtins.str = ...,
+        restarted_branch_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "restarted_branch_ids", b"restarted_branch_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndMoveResponse: _TypeAlias = EndMoveResponse  # noqa: Y015

@@ -219,6 +219,26 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
                 _registered_method=True)
+        self.MoveIn = channel.unary_stream(
+                '/cygnet.v1.Agent/MoveIn',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.MoveInRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.MoveProgress.FromString,
+                _registered_method=True)
+        self.PrepareMove = channel.unary_unary(
+                '/cygnet.v1.Agent/PrepareMove',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareMoveRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.MovePlan.FromString,
+                _registered_method=True)
+        self.SendMoveStream = channel.unary_stream(
+                '/cygnet.v1.Agent/SendMoveStream',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+                _registered_method=True)
+        self.EndMove = channel.unary_unary(
+                '/cygnet.v1.Agent/EndMove',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.EndMoveRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.EndMoveResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -491,6 +511,40 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveIn(self, request, context):
+        """Moving a database between hosts (docs/ha.md, "Moving databases").
+        On the target's host: pulls the database's whole lineage from the source's
+        agent in zfs send rounds, stops it there for a last incremental round, and
+        starts it here. Progress streams back; a failure removes what was received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareMove(self, request, context):
+        """On the source's host (agent to agent): takes a round's snapshot on every
+        branch (the final round stops the database first) and describes the lineage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMoveStream(self, request, context):
+        """On the source's host (agent to agent): a zfs send stream of one branch's
+        snapshot, full, or incremental from a snapshot of this or another branch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndMove(self, request, context):
+        """On the source's host: moved, its copy is destroyed; not moved, the branches
+        a final round stopped start again and the rounds' snapshots are removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -678,6 +732,26 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.SendSnapshot,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.SerializeToString,
+            ),
+            'MoveIn': grpc.unary_stream_rpc_method_handler(
+                    servicer.MoveIn,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.MoveInRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.MoveProgress.SerializeToString,
+            ),
+            'PrepareMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareMove,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareMoveRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.MovePlan.SerializeToString,
+            ),
+            'SendMoveStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendMoveStream,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.SerializeToString,
+            ),
+            'EndMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndMove,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.EndMoveRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.EndMoveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1679,6 +1753,114 @@ class Agent:
             '/cygnet.v1.Agent/SendSnapshot',
             cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/MoveIn',
+            cygnet_dot_v1_dot_agent__pb2.MoveInRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.MoveProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/PrepareMove',
+            cygnet_dot_v1_dot_agent__pb2.PrepareMoveRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.MovePlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMoveStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/SendMoveStream',
+            cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/EndMove',
+            cygnet_dot_v1_dot_agent__pb2.EndMoveRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.EndMoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

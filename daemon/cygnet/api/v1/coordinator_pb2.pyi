@@ -146,16 +146,22 @@ class RegisterHostResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    HOST_LEASE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     heartbeat_interval_seconds: _builtins.float
     """How often the host should send heartbeats."""
+    host_lease_ttl_seconds: _builtins.float
+    """The host's lease, renewed by this answer: its replicated primaries stop
+    writing before it runs out (docs/ha.md "Fencing"). 0: no host leases.
+    """
     def __init__(
         self,
         *,
         heartbeat_interval_seconds: _builtins.float = ...,
+        host_lease_ttl_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "host_lease_ttl_seconds", b"host_lease_ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,18 +173,26 @@ class HeartbeatRequest(_message.Message):
 
     HOST_ID_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    FENCED_DATABASES_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     @_builtins.property
     def capacity(self) -> Global___HostCapacity: ...
+    @_builtins.property
+    def fenced_databases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Databases whose primary on this host is fenced (its lease ran out once):
+        the answer says which of them this host still holds.
+        """
+
     def __init__(
         self,
         *,
         host_id: _builtins.str = ...,
         capacity: Global___HostCapacity | None = ...,
+        fenced_databases: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host_id", b"host_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "fenced_databases", b"fenced_databases", "host_id", b"host_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -189,15 +203,27 @@ class HeartbeatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    HOST_LEASE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    PRIMARY_DATABASES_FIELD_NUMBER: _builtins.int
     heartbeat_interval_seconds: _builtins.float
+    host_lease_ttl_seconds: _builtins.float
+    """As in RegisterHostResponse: this answer renewed the host's lease."""
+    @_builtins.property
+    def primary_databases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of fenced_databases, those whose primary is still this host's (nothing was
+        promoted elsewhere): the host may lift their fence.
+        """
+
     def __init__(
         self,
         *,
         heartbeat_interval_seconds: _builtins.float = ...,
+        host_lease_ttl_seconds: _builtins.float = ...,
+        primary_databases: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "host_lease_ttl_seconds", b"host_lease_ttl_seconds", "primary_databases", b"primary_databases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,3 +771,28 @@ class SwitchoverResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SwitchoverResponse: _TypeAlias = SwitchoverResponse  # noqa: Y015
+
+@_typing.final
+class MoveDatabaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    TO_HOST_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    to_host: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        to_host: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "request_id", b"request_id", "to_host", b"to_host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveDatabaseRequest: _TypeAlias = MoveDatabaseRequest  # noqa: Y015

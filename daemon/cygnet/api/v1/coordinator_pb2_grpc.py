@@ -145,6 +145,11 @@ class CoordinatorStub:
                 request_serializer=cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.FromString,
                 _registered_method=True)
+        self.MoveDatabase = channel.unary_stream(
+                '/cygnet.v1.Coordinator/MoveDatabase',
+                request_serializer=cygnet_dot_v1_dot_coordinator__pb2.MoveDatabaseRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.MoveProgress.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -302,6 +307,15 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveDatabase(self, request, context):
+        """Moves the database's whole lineage to another host: zfs send rounds from
+        agent to agent while it runs, a short stop and a last round, then it starts
+        there and the catalog follows. A move that fails leaves it on its host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -414,6 +428,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.PromoteReplica,
                     request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.SerializeToString,
+            ),
+            'MoveDatabase': grpc.unary_stream_rpc_method_handler(
+                    servicer.MoveDatabase,
+                    request_deserializer=cygnet_dot_v1_dot_coordinator__pb2.MoveDatabaseRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.MoveProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1010,6 +1029,33 @@ class Coordinator:
             '/cygnet.v1.Coordinator/PromoteReplica',
             cygnet_dot_v1_dot_coordinator__pb2.FleetPromoteReplicaRequest.SerializeToString,
             cygnet_dot_v1_dot_coordinator__pb2.SwitchoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveDatabase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Coordinator/MoveDatabase',
+            cygnet_dot_v1_dot_coordinator__pb2.MoveDatabaseRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.MoveProgress.FromString,
             options,
             channel_credentials,
             insecure,

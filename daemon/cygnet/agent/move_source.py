@@ -1,0 +1,212 @@
+"""The source's side of a move (docs/ha.md, "Moving databases").
+
+The target's agent pulls (agent/moves.py). Each round it calls PrepareMove:
+a snapshot named after the round on every dataset of the database (branches,
+masked copies: whatever a clone may need as its origin), and the lineage as
+it stands, parents before their clones, each dataset's snapshots oldest first
+(by `createtxg`: two snapshots can share a second of `creation`). The final
+round first stops every running branch: its desired state becomes `stopped`
+(so neither the supervisor nor a restarted cygnetd starts it behind the
+move's back), and the branches it stopped are recorded on the database's
+dataset (`cygnet:move-stopped`), so EndMove(moved=false) starts exactly them
+again, even after a restart. SendMoveStream sends one snapshot, full or
+incremental from a snapshot of this dataset or (a clone) of its origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from cygnet.agent import layout as L
+from cygnet.agent import replica_source
+from cygnet.agent.events import EventKind, emit
+from cygnet.agent.host import Host
+from cygnet.agent.inventory import DatabaseRecord
+from cygnet.agent.service import AgentService, BranchRef
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
+from cygnet.names import shown
+from cygnet.postgres import sql
+from cygnet.states import Desired
+from cygnet.zfs import Dataset, streams
+from cygnet.zfs.errors import ZfsError
+
+log = logging.getLogger("cygnet.agent.moves")
+
+MOVE_KIND = "move"  # cygnet:snapshot-kind of a round's snapshot
+P_MOVE_STOPPED = "cygnet:move-stopped"  # on the database: branch ids the final round stopped
+
+
+def _listing_order(db_dataset: str, listing: dict[str, Dataset]) -> list[str]:
+    """The database's filesystems, each after the dataset holding its origin."""
+    own = sorted(n for n, ds in listing.items()
+                 if n.startswith(db_dataset + "/") and not ds.is_snapshot)
+    done: list[str] = []
+    placed: set[str] = set()
+    while len(done) < len(own):
+        progressed = False
+        for name in own:
+            origin = (listing[name].origin or "").split("@")[0]
+            if name in placed or (origin in own and origin not in placed):
+                continue
+            done.append(name)
+            placed.add(name)
+            progressed = True
+        if not progressed:  # an origin cycle cannot happen in ZFS; never loop for ever
+            raise FailedPrecondition(f"the datasets of {db_dataset} have tangled origins")
+    return done
+
+
+def _cygnet(ds: Dataset) -> dict[str, str]:
+    return {k: v for k, v in ds.user.items() if k.startswith("cygnet:")}
+
+
+def plan_of(db: DatabaseRecord, listing: dict[str, Dataset], round_name: str,
+            running: set[str]) -> pb.MovePlan:
+    base = db.dataset
+    plan = pb.MovePlan(database_id=db.id, database_name=db.name, postgres_version=db.version,
+                       round=round_name, dataset=base,
+                       used_bytes=listing[base].number("used") if base in listing else 0)
+    plan.properties.update(_cygnet(listing[base]) if base in listing else {})
+    for name in _listing_order(base, listing):
+        ds = listing[name]
+        leaf = name[len(base) + 1:]
+        out = pb.MoveDataset(name=leaf, branch_id=ds.user.get(L.P_ID, ""),
+                             running=ds.user.get(L.P_ID, "") in running,
+                             referenced_bytes=ds.number("referenced"))
+        out.properties.update(_cygnet(ds))
+        origin = ds.origin or ""
+        if origin.startswith(base + "/"):
+            out.origin_dataset, _, out.origin_snapshot = origin[len(base) + 1:].partition("@")
+        snaps = sorted((s for s in listing.values() if s.name.startswith(name + "@")),
+                       key=lambda s: s.number("createtxg"))
+        for s in snaps:
+            snap = out.snapshots.add(name=s.name.split("@", 1)[1])
+            snap.properties.update(_cygnet(s))
+        plan.datasets.append(out)
+    return plan
+
+
+def _refuse_replicas(host: Host, db: DatabaseRecord) -> None:
+    main = db.main
+    if main is None:
+        raise NotFound(f"database {db.name} has no main branch")
+    slots = host.clusters.pgdata(main) / "pg_replslot"
+    if any(slots.glob(replica_source.SLOT_PREFIX + "*")):
+        raise FailedPrecondition(f"database {db.name} has replicas: a move takes no replica "
+                                 "along; remove them first (cygnet replica rm)")
+
+
+async def _stop_running(host: Host, db: DatabaseRecord) -> list[str]:
+    """The final round's stop: desired=stopped first (recorded), then a fast stop of all."""
+    running = [b for b in db.branches.values() if host.clusters.live(b) is not None]
+    found = await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED])
+    before = found[db.dataset].user.get(P_MOVE_STOPPED, "") if db.dataset in found else ""
+    ids = sorted({*filter(None, before.split(",")), *(b.id for b in running)})
+    await host.zfs.set_props(db.dataset, {P_MOVE_STOPPED: ",".join(ids) or "-"})
+    for b in running:
+        # A checkpoint while it still serves makes the shutdown checkpoint short.
+        try:
+            await sql.query_all(host.clusters.socket_dir(b), b.port, "CHECKPOINT")
+        except Exception as exc:
+            log.debug("checkpoint of %s before its move: %s", b.id, exc)
+    for b in running:
+        if b.desired != Desired.STOPPED:
+            await host.zfs.set_props(b.dataset, {L.P_DESIRED: Desired.STOPPED})
+    await asyncio.gather(*(host.clusters.stop(b, "fast") for b in running))
+    return ids
+
+
+async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MovePlan:
+    """PrepareMove: a round's snapshot on every dataset, and the lineage."""
+    host = service.host
+    db_id = await service.database_id(req.database)
+    async with host.db_locks[db_id]:
+        db, _ = await service.read_database(db_id, snapshots=False)
+        _refuse_replicas(host, db)
+        running = {b.id for b in db.branches.values() if host.clusters.live(b) is not None}
+        if req.final:
+            running = set(await _stop_running(host, db))
+        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+        for name in _listing_order(db.dataset, listing):
+            snap = f"{name}@{req.round}"
+            if snap not in listing:
+                await host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
+        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+    return plan_of(db, listing, req.round, running)
+
+
+def _dataset_name(db: DatabaseRecord, leaf: str, field: str) -> str:
+    if not leaf or "/" in leaf or "@" in leaf:
+        raise InvalidArgument(field, f"{shown(leaf)} is not a dataset of the database")
+    return f"{db.dataset}/{leaf}"
+
+
+async def send(service: AgentService, req: pb.SendMoveStreamRequest
+               ) -> AsyncIterator[pb.TransferChunk]:
+    """SendMoveStream: one snapshot of one of the database's datasets."""
+    host = service.host
+    db, _ = await service.read_database(await service.database_id(req.database),
+                                        snapshots=False)
+    snap = f"{_dataset_name(db, req.dataset, 'dataset')}@{req.snapshot}"
+    base = ""
+    if req.base_snapshot:
+        base = f"{_dataset_name(db, req.base_dataset or req.dataset, 'base_dataset')}" \
+               f"@{req.base_snapshot}"
+    found = await host.zfs.get_props(snap, ["referenced"]) if await host.zfs.exists(snap) else {}
+    if snap not in found:
+        raise NotFound(f"snapshot {shown(req.dataset)}@{shown(req.snapshot)} of {db.name} "
+                       "not found")
+    size, sent = found[snap].number("referenced"), 0
+    async for data in streams.send(snap, base):
+        sent += len(data)
+        yield pb.TransferChunk(data=data, sent_bytes=sent, estimated_bytes=size)
+
+
+async def end(service: AgentService, req: pb.EndMoveRequest) -> pb.EndMoveResponse:
+    """EndMove: moved, this host's copy goes; not moved, it runs here again as before."""
+    host = service.host
+    db_id = await service.database_id(req.database)
+    async with host.db_locks[db_id]:
+        db, _ = await service.read_database(db_id, snapshots=False)
+        if req.moved:
+            await _destroy(host, db)
+            emit(EventKind.DELETED, database_id=db.id, database=db.name,
+                 reason="moved to another host")
+            return pb.EndMoveResponse(database_id=db.id)
+        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+        for name, ds in sorted(listing.items()):
+            if ds.is_snapshot and ds.user.get(L.P_SNAP_KIND) == MOVE_KIND:
+                await host.zfs.destroy(name)
+        stopped = _cygnet(listing[db.dataset]).get(P_MOVE_STOPPED, "") \
+            if db.dataset in listing else ""
+    restarted = []
+    for branch_id in filter(lambda x: x and x != "-", stopped.split(",")):
+        if branch_id in db.branches:
+            await service.set_running(BranchRef(branch_id=branch_id, field="database"), True,
+                                      "")
+            restarted.append(branch_id)
+    if stopped:
+        await host.zfs.inherit(db.dataset, P_MOVE_STOPPED)
+    log.info("database %s stays here; restarted %s", db.id, restarted or "nothing")
+    return pb.EndMoveResponse(database_id=db.id, restarted_branch_ids=restarted)
+
+
+async def _destroy(host: Host, db: DatabaseRecord) -> None:
+    """Stops whatever still runs and destroys the database's datasets here."""
+    for b in db.branches.values():
+        if host.clusters.live(b) is not None:
+            await host.clusters.stop(b, "immediate")
+    await host.mark_deleting(db.dataset)
+    try:
+        await host.zfs.destroy(db.dataset, recursive=True)
+    except ZfsError:
+        if await host.zfs.exists(db.dataset):
+            raise
+    for b in db.branches.values():
+        if b.port:
+            host.ports.release(b.port)
+    host.known.pop(db.id, None)
+    log.info("database %s: this host's copy is destroyed (moved)", db.id)
