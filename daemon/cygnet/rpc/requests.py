@@ -373,7 +373,7 @@ COORDINATOR: dict[str, Rules] = {
                               "force": anything, "max_lag_bytes": integer_range(0, MAX_BYTES),
                               "remove_old_primary": anything, **_RID}, ("database",)),
     "MoveDatabase": _rules({"database": reference("db"), "to_host": token, **_RID},
-                           ("database", "to_host")),
+                           ("database",)),
 }
 
 

@@ -781,6 +781,7 @@ class MoveDatabaseRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     to_host: _builtins.str
+    """The target host's id; empty: placement picks one."""
     request_id: _builtins.str
     def __init__(
         self,
