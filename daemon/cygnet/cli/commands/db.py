@@ -147,5 +147,27 @@ db.add_command(extensions)
 db.add_command(schedule)
 
 
+@db.command("move", epilog="""\b
+Example:
+  cygnet --coordinator coord:7434 db move shop --to db-18""")
+@click.argument("database", metavar="DB", shell_complete=complete.databases)
+@click.option("--to", "to_host", metavar="HOST", required=True,
+              help="The host to move it to (not drained, with its PostgreSQL major).")
+@json_option
+@pass_state
+@click.pass_context
+def move(ctx: click.Context, state: State, database: str, to_host: str) -> None:
+    """Move DB and all its branches to another host (needs --coordinator; docs/ha.md)."""
+    from cygnet.cli import moves
+    from cygnet.cli.fleet import coordinator
+
+    done = moves.move(coordinator(ctx, state), database, to_host, show=not state.json)
+    if state.json:
+        output.emit_json(done)
+        return
+    output.show(f"Moved database {database} to {done['to_host']} "
+                f"({output.size(done['moved_bytes'])} sent, {done['downtime_seconds']}s down).")
+
+
 # A deleted database, back from the repository (cli/commands/pitr.py).
 db.add_command(pitr.restore_database)

@@ -54,14 +54,40 @@ def _drain(ctx: click.Context, state: State, host_id: str, method: str) -> None:
         click.echo(f"{h.id}: {'drained: no new placements' if h.drained else 'undrained'}")
 
 
-@hosts.command(epilog="Example:\n  cygnet --coordinator coord:7434 hosts drain db-17")
+@hosts.command(epilog="""\b
+Examples:
+  cygnet --coordinator coord:7434 hosts drain db-17
+  cygnet --coordinator coord:7434 hosts drain db-17 --evacuate --concurrency 4""")
 @click.argument("host_id", metavar="HOST")
+@click.option("--evacuate", is_flag=True, help="Also move every database off HOST, to hosts "
+              "placement picks (docs/ha.md); reports what could not be moved.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Moves at once with --evacuate.")
 @json_option
 @pass_state
 @click.pass_context
-def drain(ctx: click.Context, state: State, host_id: str) -> None:
-    """Stop placing new databases on HOST (its databases keep running)."""
-    _drain(ctx, state, host_id, "DrainHost")
+def drain(ctx: click.Context, state: State, host_id: str, evacuate: bool,
+          concurrency: int) -> None:
+    """Stop placing new databases on HOST (its databases keep running, unless --evacuate)."""
+    if not evacuate:
+        _drain(ctx, state, host_id, "DrainHost")
+        return
+    from cygnet.cli import moves
+    from cygnet.cli.errors import CliError, Exit
+
+    client = coordinator(ctx, state)
+    client.call("DrainHost", cpb.DrainHostRequest(host_id=host_id))
+    moved, failed = moves.evacuate(client, host_id, concurrency, show=not state.json)
+    if state.json:
+        output.emit_json({"host": host_id, "moved": moved, "not_moved": failed})
+    else:
+        for m in moved:
+            click.echo(f"moved {m['database']} to {m['to_host']}")
+        for f in failed:
+            click.echo(f"NOT moved {f['database']}: {f['error']}")
+        click.echo(f"{host_id}: drained; {len(moved)} moved, {len(failed)} not moved")
+    if failed:
+        raise CliError(f"{len(failed)} database(s) could not be moved off {host_id}", Exit.ERROR)
 
 
 @hosts.command(epilog="Example:\n  cygnet --coordinator coord:7434 hosts undrain db-17")
