@@ -19,10 +19,11 @@ import grpc
 from grpc import aio
 
 from cygnet import __version__
-from cygnet.agent import convert
+from cygnet.agent import convert, lease
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.heartbeat_stream import HeartbeatStream
 from cygnet.agent.host import Host
+from cygnet.agent.lease import HostLease
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 
@@ -88,11 +89,15 @@ class Membership:
         # Off once a coordinator answers UNIMPLEMENTED (it predates HeartbeatStream).
         self.streaming = True
         self.stream: HeartbeatStream | None = None
+        # The host's lease, as its fenced primaries read it (agent/lease.py).
+        self.lease = HostLease(config)
 
     async def beat(self, stub: cpb_grpc.CoordinatorStub) -> None:
         """One register or heartbeat call."""
         cap = await capacity(self.config, self.host)
         hid = host_id(self.config)
+        sent, timeout = self.lease.sending(), self.lease.call_timeout(CALL_TIMEOUT)
+        fenced = lease.fenced_databases(self.host)
         if not self.registered:
             req = cpb.RegisterHostRequest(
                 host_id=hid, address=api_address(self.config), zone=self.config.zone,
@@ -102,12 +107,15 @@ class Membership:
             self.registered = True
             log.info("registered with coordinator %s as %s", self.config.coordinator, hid)
         elif self.streaming and self.stream is not None:
-            resp = await self.stream.beat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
-                                          CALL_TIMEOUT)
+            resp = await self.stream.beat(cpb.HeartbeatRequest(
+                host_id=hid, capacity=cap, fenced_databases=fenced), timeout)
         else:
-            resp = await stub.Heartbeat(cpb.HeartbeatRequest(host_id=hid, capacity=cap),
-                                        timeout=CALL_TIMEOUT)
-        self.interval = resp.heartbeat_interval_seconds or self.interval
+            resp = await stub.Heartbeat(cpb.HeartbeatRequest(
+                host_id=hid, capacity=cap, fenced_databases=fenced), timeout=timeout)
+        self.lease.renewed(sent, resp.host_lease_ttl_seconds)
+        self.interval = self.lease.interval(resp.heartbeat_interval_seconds or self.interval)
+        if isinstance(resp, cpb.HeartbeatResponse) and resp.primary_databases:
+            await lease.lift_fences(self.host, list(resp.primary_databases))
 
     async def run(self, stop: asyncio.Event) -> None:
         addresses = coordinator_addresses(self.config)

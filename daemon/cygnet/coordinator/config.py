@@ -44,6 +44,9 @@ class CoordinatorConfig:
     reservation_ttl: float = 300.0
     # A leader that stops renewing its lease (dead or paused) is replaced after this long.
     lease_ttl: float = 3.0
+    # A host's lease (docs/ha.md "Host leases"): its last heartbeat plus this. Its
+    # replicated primaries stop writing at 2/3 of it; a replica is promoted after it.
+    host_lease_ttl: float = 6.0
     # Deadline of calls to agents that change something (creating takes a while).
     agent_timeout: float = 600.0
     # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9434). Empty disables it.
@@ -66,6 +69,8 @@ class CoordinatorConfig:
             raise InvalidArgument("memory_fraction", "must be in (0, 1]")
         if self.lease_ttl <= 0:
             raise InvalidArgument("lease_ttl", "must be positive")
+        if self.host_lease_ttl <= 0:
+            raise InvalidArgument("host_lease_ttl", "must be positive")
         if self.max_clusters < 1:
             raise InvalidArgument("max_clusters", "must be at least 1")
         if self.listen_token and self.tokens_file is None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from cygnet import __version__, pki, systemd
 from cygnet.coordinator.auth import load_tokens
 from cygnet.coordinator.config import CoordinatorConfig, load_config
+from cygnet.coordinator.failover import Failover
+from cygnet.coordinator.leases import HostLeases
 from cygnet.coordinator.registry import Registry
 from cygnet.coordinator.remote import AgentClients
 from cygnet.coordinator.router import Router
@@ -91,6 +93,10 @@ async def serve(config: CoordinatorConfig) -> None:
     leadership = asyncio.create_task(registry.leadership.run(stop))
     housekeeping = asyncio.create_task(registry.housekeeping(stop))
     watchdog = asyncio.create_task(systemd.watchdog(stop))
+    # Automatic failover after a host's lease expires (docs/ha.md "Failover").
+    servicer.leases = HostLeases(store, config.host_lease_ttl)
+    failover = asyncio.create_task(Failover(servicer.replicas, servicer.leases,
+                                            registry.leadership).run(stop))
     metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
                                   config.metrics_interval, stop)
     systemd.ready(f"serving on {config.listen or config.listen_token}")
@@ -103,6 +109,7 @@ async def serve(config: CoordinatorConfig) -> None:
     servicer.end_streams()
     await server.stop(grace=5)
     await housekeeping
+    await failover
     await leadership
     await registry.beats.close()
     await clients.close()

@@ -14,6 +14,7 @@ from cygnet.api.v1 import coordinator_pb2 as pb
 from cygnet.api.v1 import coordinator_pb2_grpc as pb_grpc
 from cygnet.coordinator import convert
 from cygnet.coordinator.auth import host_refusal
+from cygnet.coordinator.leases import HostLeases
 from cygnet.coordinator.registry import Registry
 from cygnet.coordinator.replicas import Replicas
 from cygnet.coordinator.router import Router
@@ -28,9 +29,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.replicas = Replicas(router)  # docs/ha.md
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.leases: HostLeases | None = None  # set by main: host leases (docs/ha.md)
 
     def _interval(self) -> float:
         return self.registry.config.heartbeat_interval
+
+    async def _beat_answer(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        """The answer to a committed heartbeat: it renewed the host's lease."""
+        out = pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval(),
+                                   host_lease_ttl_seconds=self.registry.config.host_lease_ttl)
+        if req.fenced_databases and self.leases is not None:
+            out.primary_databases.extend(await asyncio.to_thread(
+                self.leases.still_primary, req.host_id, list(req.fenced_databases)))
+        return out
 
     async def RegisterHost(self, req: pb.RegisterHostRequest, ctx: Ctx
                            ) -> pb.RegisterHostResponse:
@@ -38,14 +49,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if refusal:
             await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         await self.registry.register(convert.registration(req))
-        return pb.RegisterHostResponse(heartbeat_interval_seconds=self._interval())
+        return pb.RegisterHostResponse(heartbeat_interval_seconds=self._interval(),
+                                       host_lease_ttl_seconds=self.registry.config.host_lease_ttl)
 
     async def Heartbeat(self, req: pb.HeartbeatRequest, ctx: Ctx) -> pb.HeartbeatResponse:
         refusal = host_refusal(req.host_id)
         if refusal:
             await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
-        return pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+        return await self._beat_answer(req)
 
     async def HeartbeatStream(self, requests: AsyncIterator[pb.HeartbeatRequest], ctx: Ctx
                               ) -> AsyncIterator[pb.HeartbeatResponse]:
@@ -60,7 +72,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 if refusal:
                     await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                 await self.registry.heartbeat(req.host_id, convert.capacity(req.capacity))
-                yield pb.HeartbeatResponse(heartbeat_interval_seconds=self._interval())
+                yield await self._beat_answer(req)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise

@@ -1,0 +1,164 @@
+"""The host's lease, as Postgres' fence reads it (native/fence, docs/ha.md "Fencing").
+
+The coordinator renews the host's lease on each heartbeat it commits; the
+heartbeat's answer gives the lease TTL. The agent then writes the fence
+deadline, `sent + TTL - margin`, where `sent` is when the heartbeat left
+(before the coordinator recorded it, so the coordinator's expiry is later
+still) and the margin covers clock rate and skew and a commit in flight.
+Every replicated primary on the host loads cygnet_fence, which refuses
+commits after that deadline and stops the postmaster: with cygnetd stopped or
+killed too, since the deadline is a file and the check runs in Postgres.
+
+The file holds `BOOT_ID DEADLINE_NS`: CLOCK_BOOTTIME nanoseconds (no wall
+clock jumps) and the kernel's boot id (a file from before a reboot is stale).
+It lives in run_dir, which the postgres user can read and a reboot empties.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cygnet.agent.config import AgentConfig
+
+if TYPE_CHECKING:  # host.py imports clusters.py, which imports this module
+    from cygnet.agent.host import Host
+
+log = logging.getLogger("cygnet.agent.lease")
+
+LEASE_FILE = "host-lease"
+FENCED_MARKER = "cygnet_fenced"  # in PGDATA, written by cygnet_fence at the deadline
+REPLICA_SLOT_PREFIX = "cygnet_replica_"
+# The fence fires this share of the TTL before the coordinator's expiry.
+MARGIN_SHARE = 1 / 3
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def now_ns() -> int:
+    """The clock the fence compares with: CLOCK_BOOTTIME, which never jumps."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def lease_path(config: AgentConfig) -> Path:
+    return config.run_dir / LEASE_FILE
+
+
+def deadline_for(sent_ns: int, ttl_s: float) -> int:
+    """The fence deadline of a renewal sent at `sent_ns` (CLOCK_BOOTTIME)."""
+    return sent_ns + int(ttl_s * (1 - MARGIN_SHARE) * 1e9)
+
+
+def write_deadline(path: Path, deadline_ns: int) -> None:
+    """Atomically replaces the lease file (readable by the postgres user)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(f"{boot_id()} {deadline_ns}\n")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def read_deadline(path: Path) -> int:
+    """The deadline in the file, 0 when absent, malformed or from another boot."""
+    try:
+        boot, deadline = path.read_text().split()
+        return int(deadline) if boot == boot_id() else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def expire(path: Path) -> None:
+    """Ends the lease at once (a deadline in the past): the fence fires within 100 ms."""
+    write_deadline(path, 0)
+
+
+class HostLease:
+    """Keeps the lease file in step with the renewals the coordinator grants."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.path = lease_path(config)
+        self.ttl = 0.0
+
+    def sending(self) -> int:
+        """Call just before a heartbeat leaves; pass the result to `renewed`."""
+        return now_ns()
+
+    def renewed(self, sent_ns: int, ttl_s: float) -> None:
+        """A heartbeat sent at `sent_ns` was committed with a lease of `ttl_s`."""
+        if ttl_s <= 0:
+            return  # a coordinator without host leases: the fence stays as it is
+        self.ttl = ttl_s
+        deadline = deadline_for(sent_ns, ttl_s)
+        # A late answer must not move the deadline back (answers can reorder).
+        if deadline > read_deadline(self.path):
+            write_deadline(self.path, deadline)
+
+    def interval(self, coordinator_interval: float) -> float:
+        """How often to beat: three renewals per TTL at least, so one lost beat is no fence."""
+        if self.ttl <= 0:
+            return coordinator_interval
+        return min(coordinator_interval, self.ttl / 3)
+
+    def call_timeout(self, default: float) -> float:
+        """A coordinator that answers nothing is left in time to renew through another."""
+        return default if self.ttl <= 0 else min(default, self.ttl / 6)
+
+
+def replicated(pgdata: Path) -> bool:
+    """A primary with a replica slot: what the fence guards (a lone primary has no
+    one to fail over to, so fencing it would only take it down)."""
+    slots = pgdata / "pg_replslot"
+    try:
+        return any(p.name.startswith(REPLICA_SLOT_PREFIX) for p in slots.iterdir())
+    except OSError:
+        return False
+
+
+def fence_file(config: AgentConfig, pgdata: Path, *, replica: bool = False) -> Path | None:
+    """The lease file for a cluster's fence, or None when it runs unfenced: only in a
+    fleet (a coordinator renews leases), for replicas and replicated primaries."""
+    if not config.coordinator:
+        return None
+    return lease_path(config) if replica or replicated(pgdata) else None
+
+
+def fenced(pgdata: Path) -> bool:
+    return (pgdata / FENCED_MARKER).exists()
+
+
+def unfence(pgdata: Path) -> None:
+    """Lets a fenced primary write again: only once the coordinator confirmed, after a
+    renewal, that this host still holds the database's primary."""
+    (pgdata / FENCED_MARKER).unlink(missing_ok=True)
+    log.warning("fence lifted on %s: the coordinator confirmed this host's primary", pgdata)
+
+
+def fenced_databases(host: Host) -> list[str]:
+    """Databases whose main on this host is fenced (from the catalog in memory)."""
+    out = []
+    for db in list(host.known.values()):
+        if db.main is not None and fenced(host.clusters.pgdata(db.main)):
+            out.append(db.id)
+    return sorted(out)
+
+
+async def lift_fences(host: Host, database_ids: list[str]) -> None:
+    """The coordinator confirmed these primaries are still this host's: their fence goes
+    and main restarts (a cluster started fenced says it is read-only until then)."""
+    for db_id in database_ids:
+        db = host.known.get(db_id)
+        if db is None or db.main is None:
+            continue
+        async with host.db_locks[db_id]:
+            pgdata = host.clusters.pgdata(db.main)
+            if not fenced(pgdata):
+                continue
+            unfence(pgdata)
+            if host.clusters.live(db.main) is not None:
+                await host.clusters.stop(db.main, "fast")
+            await host.clusters.start(db.main, db)
