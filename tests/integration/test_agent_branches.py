@@ -8,6 +8,8 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.postgres import procfs
+from cygnet.postgres.pidfile import read_pidfile
 from tests.conftest import unique
 from tests.harness import Daemon, query
 
@@ -247,3 +249,22 @@ def test_a_postmaster_that_cannot_start_is_aborted_once(stub, daemon: Daemon, db
         assert "doomed" not in names
     finally:
         query(db.connection, "alter system reset huge_pages")
+
+
+def test_one_pass_over_proc_finds_running_postmasters_only(stub, db, daemon: Daemon) -> None:
+    """The list views' liveness (agent/liveness.py): running main found by its data
+    directory, with the pid its pid file names; a stopped branch not found."""
+    stopped = branch(stub, db, "quiet")
+    stub.StopBranch(pb.StopBranchRequest(branch=pb.BranchRef(branch_id=stopped.branch.id)),
+                    timeout=120)
+    root = daemon.mount_root / daemon.pool.name / "db" / db.database.id
+    found = procfs.postmasters()
+    main_pgdata = root / db.main_branch.id / "pgdata"
+    pidfile = read_pidfile(main_pgdata)
+    assert pidfile is not None
+    assert found[str(main_pgdata)].pid == pidfile.pid
+    assert str(root / stopped.branch.id / "pgdata") not in found
+    listed = {b.name: b.state for b in stub.ListBranches(
+        pb.ListBranchesRequest(database=db.database.name)).branches}
+    assert listed["main"] == pb.BRANCH_STATE_RUNNING
+    assert listed["quiet"] == pb.BRANCH_STATE_STOPPED

@@ -14,6 +14,7 @@ from cygnet.agent.catalog import Catalog, TrackedZfs
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, build
+from cygnet.agent.liveness import LiveView
 from cygnet.agent.ports import PortAllocator
 from cygnet.agent.space import PoolSpace, mount_each
 from cygnet.errors import ResourceExhausted
@@ -88,10 +89,11 @@ class Host:
         pools = [PoolView(await pool_status(self.zfs.runner, p), await self.space.reserve_of(p))
                  for p in self.config.pools]
         branches = inv.branches()
+        live = LiveView(self.clusters)
         return HostStatus(
             host_id=self.config.host_id or socket.gethostname(), hostname=socket.gethostname(),
             version=__version__, pools=pools,
-            running_clusters=sum(1 for b in branches if self.clusters.live(b) is not None),
+            running_clusters=sum(1 for b in branches if live.live(b)),
             postgres_versions=sorted(installed_versions(self.config.postgres_root)),
             database_count=len(inv.databases), branch_count=len(branches),
             zfs_dialect=(await self.zfs.dialect()).name)

@@ -19,6 +19,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.idempotency import RequestLog
 from cygnet.agent.idle import timeout_of
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, SnapshotRecord
+from cygnet.agent.liveness import LiveView
 from cygnet.agent.protection import guard
 from cygnet.agent.scale import Scaler
 from cygnet.agent.supervisor import Supervisor
@@ -129,8 +130,9 @@ class AgentService:
         _, inv = await self.read_database(await self.database_id(ref))
         return self.resolve(inv, ref)
 
-    def view(self, db: DatabaseRecord, branch: BranchRecord) -> BranchView:
-        state = self.state_of(branch)
+    def view(self, db: DatabaseRecord, branch: BranchRecord, live: LiveView | None = None
+             ) -> BranchView:
+        state = self.state_of(branch, live)
         failing = state in (BranchState.FAILED, BranchState.UNAVAILABLE)
         message = self.supervisor.reason(branch.id) if failing else ""
         if state == BranchState.SUSPENDED and self.scaler.failure(branch.id):
@@ -138,14 +140,15 @@ class AgentService:
         return BranchView(branch, db, state, message,
                           timeout_of(branch, self.host.config.suspend_after))
 
-    def state_of(self, branch: BranchRecord) -> BranchState:
+    def state_of(self, branch: BranchRecord, live: LiveView | None = None) -> BranchState:
+        """`live`, when given, answers for the postmasters (a view of many branches)."""
         if branch.phase != L.PHASE_READY:
             return state_of_phase(branch.phase)
         if self.scaler.is_suspending(branch.id):
             return BranchState.SUSPENDING
-        if self.host.clusters.accepting(branch):
+        if live.accepting(branch) if live else self.host.clusters.accepting(branch):
             return BranchState.RUNNING
-        if self.host.clusters.live(branch) is not None:
+        if live.live(branch) if live else self.host.clusters.live(branch) is not None:
             return BranchState.STARTING
         if branch.desired == Desired.SUSPENDED:
             return BranchState.SUSPENDED
@@ -172,7 +175,8 @@ class AgentService:
             databases = [(await self.read_database(await self.database_id(database)))[0]]
         else:
             databases = list((await self.host.inventory()).databases.values())
-        views = [self.view(db, b) for db in databases for b in db.branches.values()]
+        live = LiveView(self.host.clusters)
+        views = [self.view(db, b, live) for db in databases for b in db.branches.values()]
         return sorted(views, key=lambda v: v.record.created)
 
     async def connection(self, ref: BranchRef) -> Connection:

@@ -116,3 +116,27 @@ def processes_in(pgdata: Path) -> list[int]:
         if cwd == target and postmaster_by_pid(int(entry.name), pgdata) is not None:
             found.append(int(entry.name))
     return found
+
+
+def postmasters() -> dict[str, Postmaster]:
+    """Every live postmaster on the host by its data directory (its cwd, as the
+    kernel names it): one pass over /proc, for a view of many branches at once,
+    where a pid file read per branch would cost a filesystem round trip each."""
+    groups: dict[str, list[int]] = {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit() or not _is_postgres_binary(int(entry.name)):
+            continue
+        try:
+            cwd = os.readlink(f"{entry.path}/cwd")
+        except OSError:
+            continue
+        groups.setdefault(cwd, []).append(int(entry.name))
+    found: dict[str, Postmaster] = {}
+    for cwd, pids in groups.items():
+        for pid in pids:
+            stat = read_stat(pid)
+            # The postmaster is the one whose parent is not in its own group.
+            if _running(stat) and stat is not None and stat.ppid not in pids:
+                found[cwd] = Postmaster(pid=pid, start_ticks=stat.start_ticks, pgdata=Path(cwd))
+                break
+    return found
