@@ -119,8 +119,13 @@ def pool_mountpoint(mount_root: Path, pool: str) -> Path:
 
 def mountpoint(mount_root: Path, dataset: str) -> Path:
     """Datasets inherit their mountpoint from POOL/cygnet, so the path follows the name."""
+    return Path(mount_path(str(mount_root), dataset))
+
+
+def mount_path(mount_root: str, dataset: str) -> str:
+    """mountpoint() as a string: cheap enough for a view of every branch."""
     pool, rest = dataset.split("/", 1)
-    return pool_mountpoint(mount_root, pool) / rest.removeprefix("cygnet/")
+    return f"{mount_root}/{pool}/{rest.removeprefix('cygnet/')}"
 
 
 def socket_dir(run_dir: Path, branch_id: str) -> Path:

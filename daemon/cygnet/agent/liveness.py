@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 
+from cygnet.agent import layout as L
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.inventory import BranchRecord
 from cygnet.postgres import procfs
+from cygnet.postgres.layout import PGDATA
 from cygnet.postgres.pidfile import read_pidfile
 
 
@@ -19,13 +21,11 @@ class LiveView:
     def __init__(self, clusters: Clusters) -> None:
         self.clusters = clusters
         self.by_dir = procfs.postmasters()
-        root = str(clusters.config.mount_root)
         # The kernel names a cwd with symlinks resolved: so must the lookups.
-        self._root, self._real_root = root, os.path.realpath(root)
+        self._real_root = os.path.realpath(clusters.config.mount_root)
 
     def _key(self, branch: BranchRecord) -> str:
-        pgdata = str(self.clusters.pgdata(branch))
-        return self._real_root + pgdata[len(self._root):]
+        return f"{L.mount_path(self._real_root, branch.dataset)}/{PGDATA}"
 
     def live(self, branch: BranchRecord) -> bool:
         return self._key(branch) in self.by_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 POSTGRES_OS_USER = "postgres"
 # The database superuser role; peer auth maps OS users root and postgres to it.
 SUPERUSER_ROLE = "postgres"
+PGDATA = "pgdata"  # the data directory's name below a cluster's mount
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ClusterLayout:
 
     @property
     def pgdata(self) -> Path:
-        return self.mount / "pgdata"
+        return self.mount / PGDATA
 
     @property
     def log_dir(self) -> Path:
