@@ -304,6 +304,9 @@ def test_a_delta_manifest_goes_after_its_base_and_restores(
                                                   f"backups/{second}.manifest"}
 
 
+WRITTEN = 1_700_000_000.25  # a segment's last write, long before the test
+
+
 def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: Path) -> None:
     repo = backup.init_repository(tmp_path / "repo").root
     wal = WalRepository(repo)
@@ -312,7 +315,7 @@ def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: P
         wal.begin(Generation(branch, 1, 0, base, 1 if base else 0, "db_1", "shop",
                              branch, time.time()))
         segments[branch] = os.urandom(64 << 10)
-        wal.store(branch, 1, "000000010000000000000001", segments[branch], time.time())
+        wal.store(branch, 1, "000000010000000000000001", segments[branch], WRITTEN)
     config = offsite_config(store, host="h-wal")
     uploader = Uploader(ObjectStore(config), repo)
     uploader.start()
@@ -325,6 +328,8 @@ def test_a_branchs_wal_comes_back_with_its_ancestors(store: Seaweed, tmp_path: P
     for branch in got:
         obj = back.objects(branch, 1)["000000010000000000000001"]
         assert WalRepository.read(obj.path) == segments[branch]
+        # When it was written, not when it was fetched: it bounds a time target.
+        assert obj.mtime == pytest.approx(WRITTEN, abs=0.01)
     assert back.generations("br_other") == []  # not its ancestor: not fetched
 
 

@@ -111,7 +111,7 @@ def fetch_objects(store: ObjectStore, keyring: Keyring, host: str, rels: Iterabl
 def _fetch_one(store: ObjectStore, keyring: Keyring, host: str, rel: str, root: Path) -> None:
     key = f"{HOSTS}{host}/{rel}"
     try:
-        read = store.reader(key)
+        read, metadata = store.reader(key)
     except NoSuchObject:
         raise CorruptRepository(f"off-host object {store.bucket}/{key} is missing; nothing was "
                                 "restored", [f"{store.bucket}/{key}: missing"]) from None
@@ -125,12 +125,22 @@ def _fetch_one(store: ObjectStore, keyring: Keyring, host: str, rel: str, root: 
                 f.write(plain)
             f.flush()
             os.fsync(f.fileno())
+        _keep_mtime(tmp, metadata)
         os.replace(tmp, dest)
     except Undecryptable as exc:
         raise _damaged(store, key, str(exc)) from None
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(dest.parent)
+
+
+def _keep_mtime(path: Path, metadata: dict[str, str]) -> None:
+    """Gives a fetched copy its original's mtime, where the upload recorded it."""
+    try:
+        mtime = float(metadata.get("cygnet-mtime", ""))
+    except ValueError:
+        return  # uploaded before mtimes were recorded: the fetch time stays
+    os.utime(path, (mtime, mtime))
 
 
 def fetch_wal(store: ObjectStore, keyring: Keyring, host: str, branch_id: str,

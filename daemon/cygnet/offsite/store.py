@@ -149,9 +149,11 @@ class ObjectStore:
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def reader(self, key: str) -> Callable[[int], bytes]:
-        """read(n) of the object's bytes, streamed: up to n bytes, b"" at the end."""
-        body = self.call(key, self.client.get_object, Key=key)["Body"]
+    def reader(self, key: str) -> tuple[Callable[[int], bytes], dict[str, str]]:
+        """read(n) of the object's bytes, streamed: up to n bytes, b"" at the end; and
+        the object's user metadata."""
+        answer = self.call(key, self.client.get_object, Key=key)
+        body = answer["Body"]
 
         def read(size: int) -> bytes:
             try:
@@ -160,7 +162,7 @@ class ObjectStore:
                 raise OffsiteUnreachable(f"offsite_endpoint: {self.config.endpoint} broke off "
                                          f"reading {key}: {type(exc).__name__}") from None
 
-        return read
+        return read, dict(answer.get("Metadata") or {})
 
     def get(self, key: str, byte_range: str = "") -> bytes:
         extra = {"Range": byte_range} if byte_range else {}

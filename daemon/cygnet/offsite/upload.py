@@ -38,9 +38,13 @@ def put_file(store: ObjectStore, keyring: Keyring, path: str, key: str, parts: E
              lock: bool = False) -> Uploaded:
     """Uploads path as key; FileNotFoundError if the file is gone (pruned meanwhile)."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
         box = Encryptor(keyring, key, size)
-        meta = {"Metadata": {"cygnet-key-id": box.key_id, "cygnet-size": str(size)},
+        # The mtime comes back with a fetched copy: archived WAL's says when it was
+        # written, which is what bounds a point-in-time target (fetch.py).
+        meta = {"Metadata": {"cygnet-key-id": box.key_id, "cygnet-size": str(size),
+                             "cygnet-mtime": f"{st.st_mtime:.6f}"},
                 **store.lock_args(lock)}
         per_part = store.config.part_chunks
         if box.chunks <= per_part:
