@@ -13,7 +13,6 @@ Timings are printed, not asserted (benchmarks/bench_seed.py measures).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -94,13 +93,14 @@ class Ledger:
     def uri(self) -> str:
         with self.f.coordinator.stub() as c:
             conn: apb.Connection = c.GetConnection(apb.GetConnectionRequest(
-                branch=apb.BranchRef(database=self.name)), timeout=10)
+                branch=apb.BranchRef(database=self.name)), timeout=60)
             return conn.uri
 
     def run(self) -> None:
-        seq, uri, last = 0, self.uri(), time.monotonic()
+        seq, uri, last = 0, "", time.monotonic()
         while not self.stop.is_set():
             try:
+                uri = uri or self.uri()
                 with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
                     while not self.stop.is_set():
                         c.execute("INSERT INTO ledger VALUES (%s)", (seq + 1,))
@@ -108,11 +108,10 @@ class Ledger:
                         self.acked.append(seq)
                         now = time.monotonic()
                         self.gap, last = max(self.gap, now - last), now
-            except psycopg.Error:
+            except (psycopg.Error, grpc.RpcError):
                 seq += 1  # that number may or may not have committed: never reused
                 time.sleep(0.05)
-                with contextlib.suppress(grpc.RpcError):
-                    uri = self.uri()
+                uri = ""  # asked for again: the primary may have moved
 
 
 def test_replicas_and_switchover(fleet: HostFleet) -> None:
@@ -132,7 +131,7 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
             database="ha", host_id=primary), timeout=60),
             grpc.StatusCode.FAILED_PRECONDITION, "own host")
         assert not c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"),
-                                  timeout=30).replicas
+                                  timeout=60).replicas
 
         t0 = time.monotonic()
         placed = c.CreateReplica(cpb.FleetCreateReplicaRequest(database="ha"), timeout=300)
@@ -152,7 +151,7 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
             ro = _with_password(rep.connection.uri, password)
             assert "target_session_attrs=read-only" in ro
             wait_for(lambda ro=ro: client.query(ro, "SELECT count(*) FROM ledger")[0][0] == 101,
-                     30, f"row 0 on the replica of {rep.host_id}")
+                     60, f"row 0 on the replica of {rep.host_id}")
             with pytest.raises(psycopg.Error, match="read-only"):
                 client.query(ro, "INSERT INTO ledger VALUES (1000000)")
 
@@ -171,11 +170,11 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
 
         # Lag, as the primary sees it (GetBranch) and as each replica does.
         main = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="ha")),
-                           timeout=30)
+                           timeout=60)
         assert sorted(r.host_id for r in main.replicas) == others
         assert all(r.state == "streaming" for r in main.replicas), main.replicas
         assert {r.sync_state for r in main.replicas} == {"quorum"}, main.replicas
-        listed = c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"), timeout=30)
+        listed = c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"), timeout=60)
         assert sorted(r.host_id for r in listed.replicas) == others
         assert all(r.state == "streaming" and r.replay_lsn for r in listed.replicas)
 
@@ -184,8 +183,8 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
         client.query(ro, "SELECT pg_wal_replay_pause()")
         client.query(uri, "INSERT INTO ledger SELECT generate_series(1000001, 1002000)")
         wait_for(lambda: next(r.lag_bytes for r in c.ListReplicas(
-            cpb.FleetListReplicasRequest(database="ha"), timeout=30).replicas
-            if r.host_id == second) > 1000, 30, "replay lag")
+            cpb.FleetListReplicasRequest(database="ha"), timeout=60).replicas
+            if r.host_id == second) > 1000, 60, "replay lag")
         _refused(lambda: c.PromoteReplica(cpb.FleetPromoteReplicaRequest(
             database="ha", host_id=second, max_lag_bytes=1000), timeout=60),
             grpc.StatusCode.FAILED_PRECONDITION, "lags")
@@ -220,7 +219,7 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
         # The old primary streams from the new one; the third replica follows too.
         def following() -> bool:
             reps = c.ListReplicas(cpb.FleetListReplicasRequest(database="ha"),
-                                  timeout=30).replicas
+                                  timeout=60).replicas
             return sorted((r.host_id, r.primary_host_id, r.state) for r in reps) == sorted(
                 (h, second, "streaming") for h in (primary, placed.host_id))
 

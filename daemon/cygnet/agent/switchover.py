@@ -92,21 +92,48 @@ async def promote(service: AgentService, req: pb.PromoteReplicaRequest) -> pb.Re
                                  float(req.wait_seconds or DEFAULT_WAIT))
         # Replays everything received, then ends recovery on a new timeline.
         await sql.query_all(sock, port, "SELECT pg_promote(true, 60)")
-        files = host.clusters.files(rec.main)
-        write_settings(files.pgdata, replicas._settings(host, rec, standby=False))
-        _fs.remove_if_exists(files.secret_file.with_name(replicas.PASSFILE))
-        await host.zfs.set_props(rec.main.dataset, {
-            L.P_KIND: "branch", L.P_PHASE: L.PHASE_READY, L.P_DESIRED: Desired.RUNNING,
-            L.P_CREATED: f"{time.time():.3f}"})
-        await host.zfs.set_props(rec.db.dataset, {L.P_KIND: "database"})
-        host.ports.commit(port)
-        db, _ = await service.read_database(rec.db.id, snapshots=False)
-        await src.apply_sync(host, db, src.main_of(db))
+        # Promoted: from here on nothing may fail the call, or the coordinator
+        # would start the old primary again beside this one.
+        await _become_main(service, rec)
     emit(EventKind.PROMOTED, database_id=rec.db.id, branch_id=rec.main.id,
          database=rec.db.name, branch="main", reason="replica promoted: planned switchover")
     out = await replicas.describe(host, rec)
     out.state = "promoted"
     return out
+
+
+async def _become_main(service: AgentService, rec: replicas.ReplicaRecord) -> None:
+    """The promoted replica's datasets become the database's; each step is retried
+    (the props are what make it this host's main), the sync setting best effort."""
+    host = service.host
+    for attempt in range(1, 31):
+        try:
+            await _flip(service, rec)
+            break
+        except Exception as exc:
+            log.error("database %s: promoted, datasets not switched yet (%s); retrying",
+                      rec.db.id, exc)
+            await asyncio.sleep(min(attempt, 5))
+    for _ in range(30):
+        try:
+            db, _ = await service.read_database(rec.db.id, snapshots=False)
+            await src.apply_sync(host, db, src.main_of(db))
+            return
+        except Exception as exc:
+            log.warning("database %s: synchronous_standby_names not set yet: %s", rec.db.id, exc)
+            await asyncio.sleep(1)
+
+
+async def _flip(service: AgentService, rec: replicas.ReplicaRecord) -> None:
+    host = service.host
+    files = host.clusters.files(rec.main)
+    write_settings(files.pgdata, replicas._settings(host, rec, standby=False))
+    _fs.remove_if_exists(files.secret_file.with_name(replicas.PASSFILE))
+    await host.zfs.set_props(rec.main.dataset, {
+        L.P_KIND: "branch", L.P_PHASE: L.PHASE_READY, L.P_DESIRED: Desired.RUNNING,
+        L.P_CREATED: f"{time.time():.3f}"})
+    await host.zfs.set_props(rec.db.dataset, {L.P_KIND: "database"})
+    host.ports.commit(rec.main.port)
 
 
 async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaRequest

@@ -137,12 +137,8 @@ class Replicas:
             promoted: apb.Replica = await self.clients.call(target.id, self.clients.stub(
                 target.address).PromoteReplica(apb.PromoteReplicaRequest(
                     database=entry.id, min_lsn=hand.stop_lsn), timeout=120))
-        except Exception:
-            # Nothing was promoted: the primary takes writes again.
-            log.warning("switchover of %s failed; restarting the primary on %s", entry.id,
-                        primary.id)
-            await self.clients.call(primary.id, old.StartBranch(apb.StartBranchRequest(
-                branch=apb.BranchRef(database=entry.id, name="main")), timeout=120))
+        except Exception as exc:
+            await self._undo_hand_over(entry.id, primary, target, exc)
             raise
         downtime = time.monotonic() - started
         moved = dataclasses.replace(entry, host_id=target.id)
@@ -154,6 +150,32 @@ class Replicas:
             downtime=Duration(seconds=int(downtime), nanos=int(downtime % 1 * 1e9)))
         await self._follow(out, entry.id, target, primary, others, req.remove_old_primary)
         return out
+
+    async def _undo_hand_over(self, db_id: str, primary: HostRecord, target: HostRecord,
+                              exc: Exception) -> None:
+        """The old primary starts again only if the replica surely was not promoted
+        (it still answers as a standby): never two primaries. Otherwise the
+        database stays without a primary, and the error says so."""
+        try:
+            found = await self.clients.call(target.id, self.clients.stub(
+                target.address).ListReplicas(apb.ListReplicasRequest(database=db_id),
+                                             timeout=QUERY_TIMEOUT))
+            standby = any(r.state not in ("promoted", "failed", "stopped")
+                          for r in found.replicas)
+        except Exception as check:
+            log.error("switchover of %s: the replica on %s cannot say whether it was "
+                      "promoted (%s)", db_id, target.id, check)
+            standby = False
+        if not standby:
+            raise FailedPrecondition(
+                f"the switchover of {db_id} failed ({exc}) and the replica on {target.id} may "
+                f"have been promoted: the old primary on {primary.id} stays stopped; check "
+                f"{target.id} before starting it (never two primaries)") from exc
+        log.warning("switchover of %s failed (%s); the replica is still a standby: "
+                    "restarting the primary on %s", db_id, exc, primary.id)
+        await self.clients.call(primary.id, self.clients.stub(primary.address).StartBranch(
+            apb.StartBranchRequest(branch=apb.BranchRef(database=db_id, name="main")),
+            timeout=120))
 
     async def _follow(self, out: pb.SwitchoverResponse, db_id: str, target: HostRecord,
                       primary: HostRecord, others: list[tuple[HostRecord, apb.Replica]],
