@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -232,6 +233,10 @@ def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 
             d.stop()
         for d in daemons.values():
             kill_postmasters_under(d.base)
+            # Postgres' logs live on the pool: kept beside cygnetd's for a failed run.
+            for pglog in d.mount_root.glob("*/db/*/*/log/postgres.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(pglog, d.base / f"postgres-{pglog.parent.parent.name}.log")
             d.pool.destroy(d.mount_root)
         lan.close()
 
