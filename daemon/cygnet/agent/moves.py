@@ -265,7 +265,8 @@ class Move:
 
         async def copy(name: str, wanted: dict[str, str]) -> None:
             have = found[name].user if name in found else {}
-            diff = {k: v for k, v in wanted.items() if have.get(k) != v}
+            # (zfs set refuses an empty value; an empty property is as good as none)
+            diff = {k: v for k, v in wanted.items() if v and have.get(k) != v}
             if diff:
                 await self.host.zfs.set_props(name, diff)
 

@@ -1,0 +1,181 @@
+"""Moving a database between hosts, on three hosts in network namespaces.
+
+A database with a branch (a ZFS clone of main's branch point) moves from its
+host to another while a client writes a ledger through the database's
+connection string (asking the coordinator again after an error): every
+commit it saw acknowledged is on the new host, the checksum of every table of
+both branches is the same after the move, the branch is still a clone there,
+and nothing of the database is left on the old host. Bad moves are refused
+with nothing changed: to its own host, to an unknown host, to a drained host,
+and a second move of a database already moving. Then `cygnet hosts drain
+--evacuate` moves it off its new host. Timings are printed, not asserted
+(benchmarks/bench_move.py measures the downtime).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from tests.e2e.fleet import HostFleet, host_fleet, wait_for
+from tests.e2e.test_replicas import Client, Ledger, _refused, _with_password
+from tests.harness import VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[HostFleet]:
+    with host_fleet(port_base=56600) as f:
+        yield f
+
+
+def _checksums(client: Client, uri: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """md5 of every user table's rows, in a stable order, by table name."""
+    tables = [r[0] for r in client.query(
+        uri, "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+             "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+    out = {}
+    for t in tables:
+        if t.split(".")[-1] in skip:
+            continue
+        row = client.query(uri, f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY "
+                                f"x::text), '')) FROM {t} x")  # names from pg_tables, quoted
+        out[str(t)] = str(row[0][0])
+    return out
+
+
+def _uri(c: object, database: str, branch: str = "") -> str:
+    conn: apb.Connection = c.GetConnection(apb.GetConnectionRequest(  # type: ignore[attr-defined]
+        branch=apb.BranchRef(database=database, name=branch)), timeout=60)
+    return conn.uri
+
+
+def _host_of(c: object, database: str) -> str:
+    got: cpb.FleetDatabase = c.GetDatabase(  # type: ignore[attr-defined]
+        apb.GetDatabaseRequest(database=database), timeout=60)
+    return got.host_id
+
+
+def _datasets_of(f: HostFleet, host: str, db_id: str) -> list[str]:
+    return [n for n in f.daemons[host].pool.datasets() if f"/db/{db_id}" in n]
+
+
+def _cli(f: HostFleet, *args: str) -> subprocess.CompletedProcess[str]:
+    cert, key = f.pki.issue("client", "tester")
+    return subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{f.lan.ns('client')}", str(VENV_BIN / "cygnet"),
+         "--coordinator", f"{f.lan.nodes['coord']}:7434", "--ca", str(f.pki.ca), *args],
+        capture_output=True, text=True, timeout=300,
+        env={"CYGNET_CERT": str(cert), "CYGNET_KEY": str(key), "PATH": "/usr/bin:/bin"})
+
+
+def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
+    """Each refused with a clear error; the database stays where it is."""
+    def move(to: str) -> None:
+        for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(  # type: ignore[attr-defined]
+                database="mv", to_host=to), timeout=120):
+            pass
+
+    _refused(lambda: move(source), grpc.StatusCode.FAILED_PRECONDITION, "already")
+    _refused(lambda: move("nowhere"), grpc.StatusCode.NOT_FOUND, "nowhere")
+    c.DrainHost(cpb.DrainHostRequest(host_id=target), timeout=30)  # type: ignore[attr-defined]
+    try:
+        _refused(lambda: move(target), grpc.StatusCode.FAILED_PRECONDITION, "drained")
+    finally:
+        c.UndrainHost(cpb.DrainHostRequest(host_id=target),  # type: ignore[attr-defined]
+                      timeout=30)
+    assert _host_of(c, "mv") == source
+
+
+def test_move_under_load(fleet: HostFleet) -> None:
+    client = Client(fleet)
+    with fleet.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name="mv", size_class="nano")), timeout=300)
+        db_id, source = made.result.database.id, made.placement.host_id
+        password = made.result.connection.password
+        uri = made.result.connection.uri
+        client.query(uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
+        client.query(uri, "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body "
+                          "FROM generate_series(1, 20000) g")
+        c.CreateBranch(apb.CreateBranchRequest(database="mv", name="dev"), timeout=120)
+        dev_uri = _with_password(_uri(c, "mv", "dev"), password)
+        client.query(dev_uri, "CREATE TABLE only_dev AS SELECT generate_series(1, 500) AS n")
+        client.query(dev_uri, "DELETE FROM items WHERE mod(id, 3) = 0")
+        client.query(uri, "INSERT INTO items SELECT g, 'after' FROM generate_series(20001, "
+                          "25000) g")
+        target = sorted(set(fleet.daemons) - {source})[0]
+        _refusals(fleet, c, source, target)
+        before_main = _checksums(client, uri, skip=("ledger",))
+        before_dev = _checksums(client, dev_uri)
+
+        ledger = Ledger(fleet, client, "mv")
+        writer = client.pool.submit(ledger.run)
+        wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the move")
+        phases: list[str] = []
+        second: list[grpc.StatusCode] = []
+        started = time.monotonic()
+        stream = c.MoveDatabase(cpb.MoveDatabaseRequest(database="mv", to_host=target),
+                                timeout=600)
+        downtime = 0.0
+        for p in stream:
+            if not phases:
+                # A second move of a database already moving: refused.
+                try:
+                    for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(
+                            database="mv", to_host=target), timeout=60):
+                        pass
+                except grpc.RpcError as exc:
+                    second.append(exc.code())
+                    assert "being moved" in (exc.details() or ""), exc.details()
+            phases.append(p.phase)
+            if p.HasField("downtime"):
+                downtime = p.downtime.ToNanoseconds() / 1e9
+        took = time.monotonic() - started
+        before = len(ledger.acked)
+        wait_for(lambda: len(ledger.acked) > before + 200, 60, "commits on the new host")
+        ledger.stop.set()
+        writer.result(60)
+
+        assert second == [grpc.StatusCode.FAILED_PRECONDITION]
+        assert phases[0] == "prepare" and phases[-1] == "moved", phases
+        assert {"full", "final", "started", "switch", "cleanup"} <= set(phases), phases
+        assert _host_of(c, "mv") == target
+        new_uri = _uri(c, "mv")
+        assert f"@{fleet.lan.nodes[target]}:" in new_uri
+        new_uri = _with_password(new_uri, password)
+        on_new = {r[0] for r in client.query(new_uri, "SELECT seq FROM ledger")}
+        lost = sorted(set(ledger.acked) - on_new)
+        print(f"move: {took:.2f}s in all, {downtime:.3f}s down on the agent, client gap "
+              f"{ledger.gap:.3f}s, {len(ledger.acked)} commits acknowledged, {len(lost)} lost")
+        assert lost == []
+        assert _checksums(client, new_uri, skip=("ledger",)) == before_main
+        new_dev = _with_password(_uri(c, "mv", "dev"), password)
+        assert f"@{fleet.lan.nodes[target]}:" in new_dev
+        assert _checksums(client, new_dev) == before_dev
+        dev = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="mv", name="dev")),
+                          timeout=60)
+        assert dev.parent_branch_name == "main" and dev.origin_snapshot, dev
+        assert _datasets_of(fleet, source, db_id) == []
+        assert _datasets_of(fleet, target, db_id)
+
+        # Evacuating the new host moves it on (placement picks), and says so.
+        done = _cli(fleet, "--json", "hosts", "drain", target, "--evacuate")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert [m["database"] for m in report["moved"]] == ["mv"], report
+        assert report["not_moved"] == []
+        third = _host_of(c, "mv")
+        assert third != target
+        c.UndrainHost(cpb.DrainHostRequest(host_id=target), timeout=30)
+        assert client.query(_with_password(_uri(c, "mv"), password),
+                            "SELECT count(*) FROM ledger")[0][0] == len(on_new)
+        assert _datasets_of(fleet, target, db_id) == []
