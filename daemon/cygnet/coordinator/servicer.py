@@ -15,6 +15,7 @@ from cygnet.api.v1 import coordinator_pb2_grpc as pb_grpc
 from cygnet.coordinator import convert
 from cygnet.coordinator.auth import host_refusal
 from cygnet.coordinator.leases import HostLeases
+from cygnet.coordinator.moves import Moves
 from cygnet.coordinator.registry import Registry
 from cygnet.coordinator.replicas import Replicas
 from cygnet.coordinator.router import Router
@@ -27,6 +28,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.registry = registry
         self.router = router
         self.replicas = Replicas(router)  # docs/ha.md
+        self.moves = Moves(router)  # docs/ha.md, "Moving databases"
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.leases: HostLeases | None = None  # set by main: host leases (docs/ha.md)
@@ -168,3 +170,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def PromoteReplica(self, req: pb.FleetPromoteReplicaRequest, ctx: Ctx
                              ) -> pb.SwitchoverResponse:
         return await self.replicas.switchover(req)
+
+    async def MoveDatabase(self, req: pb.MoveDatabaseRequest, ctx: Ctx
+                           ) -> AsyncIterator[apb.MoveProgress]:
+        async for progress in self.moves.move(req.database, req.to_host, req.request_id):
+            yield progress
