@@ -23,7 +23,7 @@ from cygnet.agent import layout as L
 from cygnet.agent import replica_source
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
-from cygnet.agent.inventory import DatabaseRecord
+from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.service import AgentService, BranchRef
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -99,19 +99,24 @@ def _refuse_replicas(host: Host, db: DatabaseRecord) -> None:
                                  "along; remove them first (cygnet replica rm)")
 
 
+async def _checkpoint(host: Host, running: list[BranchRecord]) -> None:
+    """Dirty buffers reach the disk, so this round carries them, not the final one
+    (and a checkpoint while the branch still serves makes its shutdown one short)."""
+    for b in running:
+        try:
+            await sql.query_all(host.clusters.socket_dir(b), b.port, "CHECKPOINT")
+        except Exception as exc:
+            log.debug("checkpoint of %s before a move round: %s", b.id, exc)
+
+
 async def _stop_running(host: Host, db: DatabaseRecord) -> list[str]:
     """The final round's stop: desired=stopped first (recorded), then a fast stop of all."""
     running = [b for b in db.branches.values() if host.clusters.live(b) is not None]
+    await _checkpoint(host, running)
     found = await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED])
     before = found[db.dataset].user.get(P_MOVE_STOPPED, "") if db.dataset in found else ""
     ids = sorted({*filter(None, before.split(",")), *(b.id for b in running)})
     await host.zfs.set_props(db.dataset, {P_MOVE_STOPPED: ",".join(ids) or "-"})
-    for b in running:
-        # A checkpoint while it still serves makes the shutdown checkpoint short.
-        try:
-            await sql.query_all(host.clusters.socket_dir(b), b.port, "CHECKPOINT")
-        except Exception as exc:
-            log.debug("checkpoint of %s before its move: %s", b.id, exc)
     for b in running:
         if b.desired != Desired.STOPPED:
             await host.zfs.set_props(b.dataset, {L.P_DESIRED: Desired.STOPPED})
@@ -129,6 +134,8 @@ async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MoveP
         running = {b.id for b in db.branches.values() if host.clusters.live(b) is not None}
         if req.final:
             running = set(await _stop_running(host, db))
+        else:
+            await _checkpoint(host, [b for b in db.branches.values() if b.id in running])
         listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
         for name in _listing_order(db.dataset, listing):
             snap = f"{name}@{req.round}"

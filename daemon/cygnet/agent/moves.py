@@ -9,11 +9,12 @@ stream never passes through the coordinator):
    dataset as a full stream (main is a clone of the source's own template) or
    as an incremental from its origin (a clone receives as a clone), the rest
    incremental. Writes go on meanwhile.
-2. catch-up rounds: the same; only what is new travels. They stop once a
-   round moved little (or after MAX_CATCHUP).
-3. the properties are copied (zfs-fuse sets one per call: before the stop),
-   then the final round: PrepareMove(final) stops the database on the source,
-   and the last incremental arrives.
+2. the properties are copied (zfs-fuse sets one per call: before the stop);
+   then catch-up rounds (each after a CHECKPOINT on the source, so dirty
+   buffers travel now, not after the stop): only what is new travels. They
+   stop once a round moved little (or after MAX_CATCHUP).
+3. the final round: PrepareMove(final) stops the database on the source (a
+   CHECKPOINT first, while it still serves), and the last incremental arrives.
 4. properties that changed, ports of this host, the dataset becomes a
    database, main starts: "started" goes to the coordinator, which switches
    its catalog; then the other branches start and the rounds' snapshots go.
@@ -98,13 +99,13 @@ class Move:
         try:
             await self._check_plan(plan)
             self.target = await self._make_dataset(plan)
-            moved = await self._round(plan, 0, "full")
-            n = 0
+            await self._round(plan, 0, "full")
+            await self._copy_props(plan, final=False)
+            n, moved = 0, CATCHUP_ENOUGH
             while moved >= CATCHUP_ENOUGH and n < MAX_CATCHUP:
                 n += 1
                 plan = await self._prepare(f"mv{token}-{n}", final=False)
                 moved = await self._round(plan, n, "catch-up")
-            await self._copy_props(plan, final=False)
             stop = time.monotonic()
             self._say("final", "stopping the database on the source")
             plan = await self._prepare(f"mv{token}-f", final=True)
