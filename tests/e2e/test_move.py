@@ -39,7 +39,7 @@ def fleet() -> Iterator[HostFleet]:
 
 def _checksums(client: Client, uri: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """md5 of every user table's rows, in a stable order, by table name."""
-    tables = [r[0] for r in client.query(
+    tables = [str(r[0]) for r in client.query(
         uri, "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
              "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
     out = {}
@@ -48,7 +48,7 @@ def _checksums(client: Client, uri: str, skip: tuple[str, ...] = ()) -> dict[str
             continue
         row = client.query(uri, f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY "
                                 f"x::text), '')) FROM {t} x")  # names from pg_tables, quoted
-        out[str(t)] = str(row[0][0])
+        out[t] = str(row[0][0])
     return out
 
 
