@@ -135,8 +135,9 @@ async def drive(c: Coordinator, address: str, hosts: int, interval: float, warmu
                     samples.append(took)
             except aio.AioRpcError as exc:
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                if len(examples) < 5:
-                    examples.append(f"{exc.code().name}: {exc.details()}")
+                example = f"{exc.code().name}: {exc.details()}"
+                if len(examples) < 5 and example not in examples:
+                    examples.append(example)
                 s.call = None
             await asyncio.sleep(interval)
 

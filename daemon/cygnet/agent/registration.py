@@ -68,8 +68,8 @@ def _channel(config: AgentConfig, address: str = "") -> aio.Channel:
     creds = grpc.ssl_channel_credentials(config.coordinator_ca.read_bytes(),
                                          config.tls_key.read_bytes(),
                                          config.tls_cert.read_bytes())
-    # No BDP pings: on a stream of one small message per interval they trip the
-    # coordinator's too-many-pings guard, which drops the connection.
+    # No BDP pings: a stream of one small message per interval has no bandwidth
+    # to tune, and each probe is a ping the coordinator must answer.
     return aio.secure_channel(address or config.coordinator, creds,
                               options=[("grpc.http2.bdp_probe", 0)])
 

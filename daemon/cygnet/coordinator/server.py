@@ -57,7 +57,7 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
                                       AuthInterceptor(auth_policy(config, tokens)),
                                       ErrorInterceptor()],
                         # Thousands of heartbeat streams of one small message per
-                        # interval: bandwidth probes (pings) would cost more than they tune.
+                        # interval: bandwidth probes (pings) cost more than they tune.
                         options=[("grpc.http2.bdp_probe", 0)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
