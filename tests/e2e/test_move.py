@@ -7,7 +7,8 @@ commit it saw acknowledged is on the new host, the checksum of every table of
 both branches is the same after the move, the branch is still a clone there,
 and nothing of the database is left on the old host. Bad moves are refused
 with nothing changed: to its own host, to an unknown host, to a drained host,
-and a second move of a database already moving. Then `cygnet hosts drain
+to a host without the database's Postgres major or without room, and a
+second move of a database already moving. Then `cygnet hosts drain
 --evacuate` moves it off its new host. Timings are printed, not asserted
 (benchmarks/bench_move.py measures the downtime).
 """
@@ -92,6 +93,19 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
     finally:
         c.UndrainHost(cpb.DrainHostRequest(host_id=target),  # type: ignore[attr-defined]
                       timeout=30)
+    # Hosts known only by their registration (no agent behind them: the coordinator
+    # refuses before it calls one): one without PostgreSQL 15, one without room.
+    for host, versions, free in (("h8", ["99"], 2**40), ("h9", ["15"], 1)):
+        with f.coordinator.stub(role="host", name=host) as h:
+            cap = cpb.HostCapacity(pools=[apb.Pool(name="p", size_bytes=2**41,
+                                                   free_bytes=free)],
+                                   memory_bytes=2**35, postgres_versions=versions)
+            h.RegisterHost(cpb.RegisterHostRequest(host_id=host, address="192.0.2.1:7433",
+                                                   capacity=cap), timeout=30)
+            h.Heartbeat(cpb.HeartbeatRequest(host_id=host, capacity=cap), timeout=30)
+        code, words = ((grpc.StatusCode.INVALID_ARGUMENT, "PostgreSQL 99, not 15")
+                       if host == "h8" else (grpc.StatusCode.RESOURCE_EXHAUSTED, "MiB free"))
+        _refused(lambda host=host: move(host), code, words)  # type: ignore[misc]
     assert _host_of(c, "mv") == source
 
 
