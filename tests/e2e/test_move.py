@@ -105,7 +105,7 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
             h.Heartbeat(cpb.HeartbeatRequest(host_id=host, capacity=cap), timeout=30)
         code, words = ((grpc.StatusCode.INVALID_ARGUMENT, "PostgreSQL 99, not 15")
                        if host == "h8" else (grpc.StatusCode.RESOURCE_EXHAUSTED, "MiB free"))
-        _refused(lambda host=host: move(host), code, words)  # type: ignore[misc]
+        _refused(lambda host=host: move(host), code, words)
     assert _host_of(c, "mv") == source
 
 
