@@ -95,7 +95,8 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
                       timeout=30)
     # Hosts known only by their registration (no agent behind them: the coordinator
     # refuses before it calls one): one without PostgreSQL 15, one without room.
-    for host, versions, free in (("h8", ["99"], 2**40), ("h9", ["15"], 1)):
+    for host, versions, free in (("h8", ["99"], 2**40), ("h9", ["15"], 1),
+                                 ("h7", ["15"], 2**40)):
         with f.coordinator.stub(role="host", name=host) as h:
             cap = cpb.HostCapacity(pools=[apb.Pool(name="p", size_bytes=2**41,
                                                    free_bytes=free)],
@@ -103,10 +104,13 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
             h.RegisterHost(cpb.RegisterHostRequest(host_id=host, address="192.0.2.1:7433",
                                                    capacity=cap), timeout=30)
             h.Heartbeat(cpb.HeartbeatRequest(host_id=host, capacity=cap), timeout=30)
-        code, words = ((grpc.StatusCode.INVALID_ARGUMENT, "PostgreSQL 99, not 15")
-                       if host == "h8" else (grpc.StatusCode.RESOURCE_EXHAUSTED, "MiB free"))
+        # h7 would do, but its agent does not answer: the move fails, nothing changed.
+        code, words = {"h8": (grpc.StatusCode.INVALID_ARGUMENT, "PostgreSQL 99, not 15"),
+                       "h9": (grpc.StatusCode.RESOURCE_EXHAUSTED, "MiB free"),
+                       "h7": (grpc.StatusCode.UNAVAILABLE, "h7")}[host]
         _refused(lambda host=host: move(host), code, words)
     assert _host_of(c, "mv") == source
+    c.DrainHost(cpb.DrainHostRequest(host_id="h7"), timeout=30)  # type: ignore[attr-defined]
 
 
 def test_move_under_load(fleet: HostFleet) -> None:

@@ -102,12 +102,13 @@ class Moves:
     async def _run(self, entry: CatalogEntry, source: HostRecord, target: HostRecord,
                    request_id: str) -> AsyncIterator[apb.MoveProgress]:
         log.info("moving database %s from %s to %s", entry.id, source.id, target.id)
-        switched = False
+        switched, heard = False, False
         stream = self.clients.stub(target.address).MoveIn(apb.MoveInRequest(
             database=entry.id, source_host_id=source.id, source_address=source.address,
             request_id=request_id), timeout=MOVE_TIMEOUT)
         try:
             async for progress in self._progress(target.id, stream):
+                heard = True
                 if progress.phase == "started" and not switched:
                     # Main runs on the target: clients find it there from now on.
                     await self._switch(entry, target)
@@ -118,12 +119,13 @@ class Moves:
                 yield progress
         except BaseException:
             if not switched:
-                await asyncio.shield(self._end(source, entry, moved=False))
+                stream.cancel()  # the target removes what it received
+                await asyncio.shield(self._undo(source, target if heard else None, entry))
                 raise
             log.exception("database %s runs on %s; the move's last steps failed", entry.id,
                           target.id)
         if not switched:  # a stream that ended without starting main is a failure
-            await self._end(source, entry, moved=False)
+            await self._undo(source, target, entry)
             raise FailedPrecondition(f"the move of {entry.id} ended before main started")
         yield apb.MoveProgress(database_id=entry.id, phase="cleanup", host_id=source.id,
                                message=f"removing the copy on {source.id}")
@@ -150,6 +152,25 @@ class Moves:
         moved = dataclasses.replace(entry, host_id=target.id)
         await asyncio.to_thread(self.router.store.confirm, entry.id, moved)
         log.info("database %s: the catalog places it on %s", entry.id, target.id)
+
+    async def _undo(self, source: HostRecord, target: HostRecord | None,
+                    entry: CatalogEntry) -> None:
+        """The database runs on the source again. A target that had started it already
+        (its "started" not acted upon: the switch failed, or this call was cancelled)
+        drops its copy first, so it never runs on both."""
+        if target is None:  # the target never answered: it holds nothing
+            await self._end(source, entry, moved=False)
+            return
+        try:
+            await self.clients.call(target.id, self.clients.stub(target.address).DeleteDatabase(
+                apb.DeleteDatabaseRequest(database=entry.id, override_protection=True),
+                timeout=END_TIMEOUT))
+            log.warning("database %s: the copy started on %s is dropped", entry.id, target.id)
+        except NotFound:
+            pass  # the usual case: the target removed what it received
+        except Exception as exc:
+            log.error("database %s: the target %s may hold a copy: %s", entry.id, target.id, exc)
+        await self._end(source, entry, moved=False)
 
     async def _end(self, source: HostRecord, entry: CatalogEntry, *, moved: bool) -> None:
         try:
