@@ -16,6 +16,7 @@ second move of a database already moving. Then `cygnet hosts drain
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -197,3 +198,50 @@ def test_move_under_load(fleet: HostFleet) -> None:
         assert client.query(_with_password(_uri(c, "mv"), password),
                             "SELECT count(*) FROM ledger")[0][0] == len(on_new)
         assert _datasets_of(fleet, target, db_id) == []
+
+
+def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(fleet: HostFleet) -> None:
+    """The target fails after the final round (CYGNET_TEST_MOVE_FAIL_AT=final): the
+    database runs on its host again, no acknowledged commit lost, nothing left there."""
+    client = Client(fleet)
+    with fleet.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name="mvfail", size_class="nano")), timeout=300)
+        db_id, source = made.result.database.id, made.placement.host_id
+        client.query(made.result.connection.uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
+        bad = sorted(set(fleet.daemons) - {source})[-1]
+        daemon = fleet.daemons[bad]
+        daemon.stop()
+        os.environ["CYGNET_TEST_MOVE_FAIL_AT"] = "final"
+        try:
+            daemon.start()
+        finally:
+            del os.environ["CYGNET_TEST_MOVE_FAIL_AT"]
+        try:
+            wait_for(lambda: fleet.hosts()[bad].state == cpb.HOST_STATE_AVAILABLE, 30,
+                     f"{bad} available again")
+            ledger = Ledger(fleet, client, "mvfail")
+            writer = client.pool.submit(ledger.run)
+            wait_for(lambda: len(ledger.acked) > 100, 60, "ledger commits before the move")
+
+            def move() -> None:
+                for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(database="mvfail",
+                                                                to_host=bad), timeout=300):
+                    pass
+
+            _refused(move, grpc.StatusCode.ABORTED, "final round")
+            before = len(ledger.acked)
+            wait_for(lambda: len(ledger.acked) > before + 100, 60, "commits on the source again")
+            ledger.stop.set()
+            writer.result(60)
+            assert _host_of(c, "mvfail") == source
+            uri = _with_password(_uri(c, "mvfail"), made.result.connection.password)
+            assert f"@{fleet.lan.nodes[source]}:" in uri
+            rows = {r[0] for r in client.query(uri, "SELECT seq FROM ledger")}
+            assert sorted(set(ledger.acked) - rows) == []
+            assert _datasets_of(fleet, bad, db_id) == []
+            snaps = [n for n in _datasets_of(fleet, source, db_id) if "@mv" in n]
+            assert snaps == []  # the rounds' snapshots are gone
+        finally:
+            daemon.stop()
+            daemon.start()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,7 @@ CATCHUP_ENOUGH = 32 * 2**20  # a round that moved less than this is the last bef
 ATTEMPTS = 3  # per stream: a broken one starts again
 PROGRESS_EVERY = 1.0
 STREAM_TIMEOUT = 6 * 3600.0
+FAIL_AT_ENV = "CYGNET_TEST_MOVE_FAIL_AT"  # "final": tests make a move fail after its stop
 
 Report = Callable[[pb.MoveProgress], None]
 
@@ -110,6 +112,8 @@ class Move:
             self._say("final", "stopping the database on the source")
             plan = await self._prepare(f"mv{token}-f", final=True)
             await self._round(plan, n + 1, "final")
+            if os.environ.get(FAIL_AT_ENV) == "final":  # tests: a failure after the stop
+                raise Aborted(f"the move was made to fail after its final round ({FAIL_AT_ENV})")
             main_id = await self._switch_here(plan)
             down = time.monotonic() - stop
         except BaseException as exc:
