@@ -295,6 +295,7 @@ class Move:
     async def _switch_here(self, plan: pb.MovePlan) -> str:
         """The last properties, the dataset becomes a database, main starts."""
         await self._copy_props(plan, final=True)
+        await self._drop_gone(plan)
         await self.host.zfs.set_props(self.target, {L.P_KIND: "database"})
         for port in self.ports.values():
             self.host.ports.commit(port)
@@ -310,6 +311,29 @@ class Move:
         if any(d.running and d.branch_id == main.id for d in plan.datasets):
             await self.service.set_running(BranchRef(branch_id=main.id), True, "")
         return main.id
+
+    async def _drop_gone(self, plan: pb.MovePlan) -> None:
+        """What the source deleted while the rounds ran (a branch, a snapshot) goes here
+        too. Deleted branches' clones were deleted with them: a pass destroys what has
+        no dependents left, until nothing is left or a pass destroys nothing."""
+        wanted = {f"{self.target}/{d.name}" for d in plan.datasets}
+        wanted |= {f"{self.target}/{d.name}@{s.name}" for d in plan.datasets for s in d.snapshots}
+        found = await self._present()
+        gone = [n for n in found if n != self.target and n not in wanted
+                and n.split("@")[0] not in found - wanted]  # a snapshot goes with its dataset
+        while gone:
+            left = []
+            for name in gone:
+                try:
+                    await self.host.zfs.destroy(name, recursive="@" not in name)
+                    log.info("move of %s: %s was deleted on the source meanwhile",
+                             plan.database_id, name)
+                except ZfsError:
+                    left.append(name)
+            if len(left) == len(gone):
+                raise FailedPrecondition(f"move of {plan.database_id}: {', '.join(left)} "
+                                         "deleted on the source could not be removed here")
+            gone = left
 
     async def _after(self, plan: pb.MovePlan, main_id: str) -> None:
         """Best effort once main runs: the other branches start, the rounds' snapshots go."""
