@@ -194,7 +194,8 @@ class HostFleet:
 
 @contextlib.contextmanager
 def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 59000,
-               pool_size: str = "3G", heartbeat: int = 1) -> Iterator[HostFleet]:
+               pool_size: str = "3G", heartbeat: int = 1,
+               coordinator_args: tuple[str, ...] = ()) -> Iterator[HostFleet]:
     """A fleet on a LAN of namespaces: one node per host, the coordinator and a client
     (`lan.ns("client")`). Everything is stopped and removed on exit."""
     lan = Lan().open()
@@ -207,7 +208,8 @@ def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 
         lan.add("client")
         coordinator = Coordinator(
             base / "coord", pki, f"sqlite:///{base}/coord/state.db", listen=[f"{addr}:7434"],
-            extra_args=["--heartbeat-interval", str(heartbeat), "--missed-heartbeats", "3"],
+            extra_args=["--heartbeat-interval", str(heartbeat), "--missed-heartbeats", "3",
+                        *coordinator_args],
             netns=lan.ns("coord"))
         coordinator.start()
         for i, name in enumerate(names):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from cygnet.agent import archive, pgtls
+from cygnet.agent import archive, lease, pgtls
 from cygnet.agent import layout as L
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
@@ -82,6 +82,9 @@ class Clusters:
             logical_workers_enabled=workers, tls=self.tls,
             major=int(db.version_of(branch).split(".")[0] or 0),
             archive=archive.archive_settings(self.config, db, branch),
+            # Main of a replicated database is fenced by the host's lease (agent/lease.py).
+            fence_file=(lease.fence_file(self.config, self.pgdata(branch))
+                        if db.main is not None and db.main.id == branch.id else None),
         )
 
     def bindir(self, db: DatabaseRecord, branch: BranchRecord | None = None) -> Path:

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cygnet.agent.config import AgentConfig
+from cygnet.errors import FailedPrecondition
 
 if TYPE_CHECKING:  # host.py imports clusters.py, which imports this module
     from cygnet.agent.host import Host
+    from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 
 log = logging.getLogger("cygnet.agent.lease")
 
@@ -162,3 +164,26 @@ async def lift_fences(host: Host, database_ids: list[str]) -> None:
             if host.clusters.live(db.main) is not None:
                 await host.clusters.stop(db.main, "fast")
             await host.clusters.start(db.main, db)
+
+
+async def ensure_fenced(host: Host, db: DatabaseRecord, main: BranchRecord) -> bool:
+    """Main of a database that just got its first replica slot loads the fence: one
+    restart (shared_preload_libraries), unless it runs fenced already. True if restarted.
+
+    Refused while the host's lease is not current (no coordinator renewing it):
+    the primary would fence itself at once."""
+    if not host.config.coordinator:
+        return False
+    pgdata = host.clusters.pgdata(main)
+    try:
+        if "cygnet_fence.deadline_file" in (pgdata / "cygnet.conf").read_text():
+            return False
+    except OSError:
+        pass
+    if read_deadline(lease_path(host.config)) <= now_ns():
+        raise FailedPrecondition("this host's lease is not current (no coordinator renewed it "
+                                 "lately): a replicated primary would fence itself; retry")
+    log.info("database %s: main restarts once to load the lease fence", db.id)
+    await host.clusters.stop(main, "fast")
+    await host.clusters.start(main, db)
+    return True

@@ -23,6 +23,7 @@ from psycopg import sql as psql
 
 from cygnet import command
 from cygnet.agent import layout as L
+from cygnet.agent import lease
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.api.v1 import agent_pb2 as pb
@@ -127,6 +128,8 @@ async def prepare(host: Host, db: DatabaseRecord, caller: str,
     slot = slot_for(caller)
     password = await _ensure_role(host, main)
     await _ensure_slot(host, main, slot)
+    # A replicated primary is fenced by the host's lease (docs/ha.md "Fencing").
+    await lease.ensure_fenced(host, db, main)
     if req.synchronous:
         await host.zfs.set_props(db.dataset, {P_SYNC: "on"})
     sync = await apply_sync(host, db, main)

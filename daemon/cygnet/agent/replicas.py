@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from cygnet.agent import archive
+from cygnet.agent import archive, lease
 from cygnet.agent import layout as L
 from cygnet.agent import replica_source as src
 from cygnet.agent.host import Host
@@ -131,7 +131,9 @@ def _settings(host: Host, rec: ReplicaRecord, standby: bool) -> ClusterSettings:
         port=rec.main.port, listen_addresses=host.clusters.listen_addresses,
         socket_dir=host.clusters.socket_dir(rec.main), size=size_class(rec.db.size_class),
         tls=host.clusters.tls, major=major, archive=_archive(host, rec),
-        standby=StandbySettings(conninfo, rec.props.get(P_SLOT, "")) if standby else None)
+        standby=StandbySettings(conninfo, rec.props.get(P_SLOT, "")) if standby else None,
+        # Fenced from the start: once promoted it is a primary under the host's lease.
+        fence_file=lease.fence_file(host.config, host.clusters.pgdata(rec.main), replica=True))
 
 
 def _archive(host: Host, rec: ReplicaRecord) -> ArchiveSettings | None:

@@ -37,7 +37,7 @@ log = logging.getLogger("cygnet.coordinator")
 _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
              "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
              "reservation_ttl", "lease_ttl", "metrics_listen", "metrics_interval", "audit_log",
-             "revoked")
+             "revoked", "host_lease_ttl")
 
 
 # Command-line values have the settings' types: the settings are checked strictly.

@@ -29,6 +29,7 @@ IDENT_MAP = "cygnet"
 REPLICATION_ROLE = "cygnet_replicator"
 # sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
 MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
+FENCE = ("cygnet_fence",)  # native/fence, per major in its library directory
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
@@ -96,6 +97,18 @@ class ClusterSettings:
     archive: ArchiveSettings | None = None
     recovery: RecoverySettings | None = None
     standby: StandbySettings | None = None
+    # The host's lease file: the cluster loads cygnet_fence, which stops writes
+    # at the lease deadline (agent/lease.py, docs/ha.md "Fencing").
+    fence_file: Path | None = None
+
+
+def _fence_lines(fence_file: Path | None) -> list[str]:
+    if fence_file is None:
+        return []
+    if not _SAFE_PATH.match(str(fence_file)):
+        raise InternalError(f"lease file {str(fence_file)!r} is not a plain absolute path")
+    # wal_log_hints: an old primary can be rewound (pg_rewind) to follow a new one.
+    return [f"cygnet_fence.deadline_file = '{fence_file}'", "wal_log_hints = on"]
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -205,7 +218,8 @@ def render_settings(settings: ClusterSettings) -> str:
         f"max_worker_processes = {size.max_worker_processes}",
         f"autovacuum_max_workers = {size.autovacuum_max_workers}",
         # Query statistics for every database; a branch's own value must keep it.
-        f"shared_preload_libraries = '{','.join(PRELOADED)}'",
+        f"shared_preload_libraries = '{','.join(PRELOADED + FENCE * bool(settings.fence_file))}'",
+        *_fence_lines(settings.fence_file),
         "password_encryption = 'scram-sha-256'",
         # A branch archives into its own spool only (agent/archive.py), never its parent's.
         *_archive_lines(settings.archive),

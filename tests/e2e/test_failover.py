@@ -1,0 +1,212 @@
+"""Automatic failover with fencing on three hosts in network namespaces (docs/ha.md).
+
+One database with two synchronous replicas (ANY 1 of two), host lease TTL 3 s.
+A client writes a ledger through one libpq multi-host string that lists the
+endpoint of every host holding the database, with
+target_session_attrs=read-write: the string never changes.
+
+1. Host loss: the primary's cygnetd and postmasters get SIGKILL and its link
+   goes down. A replica is promoted after the lease expired; every commit the
+   client saw acknowledged is on the new primary (synchronous: 0 lost).
+2. Partition: the new primary's link goes down while it runs, its cygnetd
+   stopped (SIGSTOP). A client inside its namespace keeps writing with
+   synchronous_commit = local (what an asynchronous database acknowledges).
+   No commit is acknowledged there after the host's fence deadline; the other
+   replica is promoted; once the host is back it stays fenced (no split brain).
+Timings are printed, not asserted (benchmarks/bench_ha.py measures them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from cygnet.agent import lease
+from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import coordinator_pb2 as cpb
+from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
+from tests.harness import Daemon, postmasters_under
+
+pytestmark = pytest.mark.integration
+
+TTL = 3.0
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[HostFleet]:
+    with host_fleet(port_base=59700,
+                    coordinator_args=("--host-lease-ttl", str(TTL))) as f:
+        yield f
+
+
+def multi_host_uri(f: HostFleet, uri: str, name: str) -> str:
+    """The database's string with every host's endpoint and target_session_attrs."""
+    parts = urlsplit(uri)
+    userinfo = parts.netloc.rpartition("@")[0]
+    hosts = ",".join(f"{f.lan.nodes[n]}:{d.endpoint_port}" for n, d in sorted(f.daemons.items()))
+    dropped = ("target_session_attrs", "connect_timeout", "options")
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith(dropped))
+    query += f"&options=endpoint%3D{name}&target_session_attrs=read-write&connect_timeout=2"
+    return urlunsplit((parts.scheme, f"{userinfo}@{hosts}", parts.path, query, ""))
+
+
+class Ledger:
+    """Numbered commits, one at a time; `acked` holds (number, CLOCK_BOOTTIME ns)."""
+
+    def __init__(self, connect: object, setup: str = "") -> None:
+        self.connect, self.setup = connect, setup
+        self.last_error = ""
+        self.acked: list[tuple[int, int]] = []
+        self.stop = threading.Event()
+        self.errors = 0
+
+    def run(self, start: int) -> None:
+        seq = start
+        while not self.stop.is_set():
+            try:
+                with self.connect() as c:  # type: ignore[operator]
+                    if self.setup:
+                        c.execute(self.setup)
+                    while not self.stop.is_set():
+                        seq += 1
+                        c.execute("INSERT INTO ledger VALUES (%s)", (seq,))
+                        self.acked.append((seq, lease.now_ns()))
+            except psycopg.Error as exc:
+                self.errors, self.last_error = self.errors + 1, str(exc)
+                time.sleep(0.05)
+
+    def first_after(self, t_ns: int) -> int | None:
+        return next((t for _, t in self.acked if t > t_ns), None)
+
+
+def _primary(f: HostFleet, name: str) -> str:
+    with f.coordinator.stub() as c:
+        return str(c.GetDatabase(apb.GetDatabaseRequest(database=name), timeout=30).host_id)
+
+
+def _kill_host(d: Daemon, ns: str) -> None:
+    """kill -9 of cygnetd and every postmaster with its children, then the link down."""
+    assert d.proc is not None
+    os.kill(d.proc.pid, signal.SIGKILL)
+    for pid in postmasters_under(d.base):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
+    subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "down"], check=True)
+
+
+def _rows(uri: str, pool: ThreadPoolExecutor) -> set[int]:
+    def read() -> set[int]:
+        with psycopg.connect(uri, autocommit=True) as c:
+            return {int(r[0]) for r in c.execute("SELECT seq FROM ledger").fetchall()}
+    return pool.submit(read).result(60)
+
+
+def test_host_loss_then_partition(fleet: HostFleet) -> None:
+    client = ThreadPoolExecutor(4, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
+    with fleet.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name="fo", size_class="nano")), timeout=300)
+        first = made.placement.host_id
+        for host in sorted(set(fleet.daemons) - {first}):
+            c.CreateReplica(cpb.FleetCreateReplicaRequest(
+                database="fo", host_id=host, synchronous=True), timeout=300)
+        uri = multi_host_uri(fleet, made.result.connection.uri, "fo")
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(uri, autocommit=True)
+
+    client.submit(lambda: connect().execute(
+        "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
+
+    # 1. Host loss.
+    ledger = Ledger(connect)
+    writer = client.submit(ledger.run, 0)
+    wait_for(lambda: len(ledger.acked) > 100, 60, "commits before the host loss")
+    killed_at = lease.now_ns()
+    _kill_host(fleet.daemons[first], fleet.lan.ns(first))
+    wait_for(lambda: ledger.first_after(killed_at) is not None, 90, "writes after failover")
+    wait_for(lambda: len([1 for _, t in ledger.acked if t > killed_at]) > 20, 60,
+             "more writes on the new primary")
+    ledger.stop.set()
+    writer.result(60)
+    second = _primary(fleet, "fo")
+    assert second != first
+    lost = {s for s, _ in ledger.acked} - _rows(uri, client)
+    assert not lost, f"acknowledged commits lost with synchronous replication: {sorted(lost)}"
+    back = (ledger.first_after(killed_at) or killed_at) - killed_at
+    print(f"host loss: writes again {back / 1e9:.2f}s after the kill, "
+          f"{len(ledger.acked)} commits acknowledged, 0 lost")
+
+    # 2. Partition of the new primary, its cygnetd stopped too.
+    d2, ns2 = fleet.daemons[second], fleet.lan.ns(second)
+    conn_info = _local_conn(d2, made.result.connection.password)
+    inside = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(ns2,))
+    cut = Ledger(lambda: psycopg.connect(conn_info, autocommit=True),
+                 "SET synchronous_commit = local")
+    cut_writer = inside.submit(cut.run, 1_000_000)
+    wait_for(lambda: len(cut.acked) > 20 or cut.errors > 50, 60,
+             "local commits before the partition")
+    assert len(cut.acked) > 20, cut.last_error
+    assert d2.proc is not None
+    os.kill(d2.proc.pid, signal.SIGSTOP)
+    subprocess.run(["ip", "-n", ns2, "link", "set", "eth0", "down"], check=True)
+    try:
+        deadline = lease.read_deadline(d2.base / "run" / lease.LEASE_FILE)
+        assert deadline > 0
+        wait_for(lambda: _primary(fleet, "fo") not in (first, second), 90,
+                 "the last replica promoted")
+        time.sleep(1)  # the partitioned client keeps trying meanwhile
+        cut.stop.set()
+        cut_writer.result(60)
+        late = [s for s, t in cut.acked if t >= deadline]
+        assert not late, f"commits acknowledged on the fenced primary after its deadline: {late}"
+        third = _primary(fleet, "fo")
+        after = ledger.acked[-1][0]
+        survivors = _rows(uri, client)
+        assert {s for s, _ in ledger.acked} <= survivors
+        async_lost = {s for s, _ in cut.acked} - survivors
+        print(f"partition: {len(cut.acked)} local commits on {second} before its fence, "
+              f"{len(async_lost)} of them not on {third} (asynchronous); last synchronous "
+              f"commit {after} kept")
+    finally:
+        subprocess.run(["ip", "-n", ns2, "link", "set", "eth0", "up"], check=False)
+        os.kill(d2.proc.pid, signal.SIGCONT)
+    # Back on the network: the old primary stays fenced, the coordinator keeps the third.
+    time.sleep(2 * TTL)
+    assert _primary(fleet, "fo") == third
+    pgdata = _main_pgdata(d2)
+    assert (pgdata / lease.FENCED_MARKER).exists()
+    with pytest.raises(psycopg.Error):
+        inside.submit(lambda: psycopg.connect(conn_info, autocommit=True).execute(
+            "INSERT INTO ledger VALUES (-1)")).result(60)
+
+
+def _main_pgdata(d: Daemon) -> Path:
+    """The fenced main's data directory (a template has no fence settings)."""
+    found = [p.parent for p in d.mount_root.glob("**/pgdata/cygnet.conf")
+             if "cygnet_fence.deadline_file" in p.read_text()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _local_conn(d: Daemon, password: str) -> str:
+    """main's own Postgres on its host, through its unix socket (no network needed)."""
+    pgdata = _main_pgdata(d)
+    port = next(line.split("=")[1].strip() for line in (pgdata / "cygnet.conf").read_text()
+                .splitlines() if line.startswith("port ="))
+    sock = next(line.split("=")[1].strip().strip("'") for line in
+                (pgdata / "cygnet.conf").read_text().splitlines()
+                if line.startswith("unix_socket_directories"))
+    return f"host={sock} port={port} user=postgres dbname=postgres password={password}"
