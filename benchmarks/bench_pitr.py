@@ -27,7 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from benchmarks.common import bench_daemon, emit, log, summary
 from benchmarks.pgbackrest import PgBackRest
 from cygnet.api.v1 import agent_pb2 as pb
-from tests.harness import query
+from tests.harness import Daemon, query
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -70,12 +70,14 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds:
                                            f"'{lsn0}'::pg_lsn")[0][0]))
         log(f"pgBackRest: {pusher.finish()} segments pushed")
         pitr, plain, pgbackrest = [], [], []
+        breakdown: list[str] = []
         for i in range(rounds):
             target = ended - (ended - started) * 0.1 * (i + 1) / rounds
             t0 = time.perf_counter()
             b = s.CreateBranch(pb.CreateBranchRequest(database="bench", name=f"pitr{i}",
                                                       at_time=ts(target)), timeout=3600)
             pitr.append(time.perf_counter() - t0)
+            breakdown.append(redo_line(d))
             t0 = time.perf_counter()
             p = s.CreateBranch(pb.CreateBranchRequest(database="bench", name=f"plain{i}",
                                                       parent_snapshot="base"), timeout=600)
@@ -93,7 +95,15 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds:
             "rate_tps": rate, "wal_bytes_since_snapshot": wal,
             "pitr_ready_seconds": summary(pitr), "plain_branch_seconds": summary(plain),
             "pgbackrest_restore_time_seconds": summary([r["seconds"] for r in pgbackrest]),
-            "pgbackrest_rounds": pgbackrest, "target_p50_seconds": 10.0}
+            "pgbackrest_rounds": pgbackrest, "cygnet_rounds": breakdown,
+            "target_p50_seconds": 10.0}
+
+
+def redo_line(d: Daemon) -> str:
+    """The daemon's account of the last recovery: staging time and Postgres' redo."""
+    lines = [ln for ln in d.log_path.read_text(errors="replace").splitlines()
+             if "Postgres' redo" in ln]
+    return lines[-1].split("cygnet.agent: ", 1)[-1] if lines else ""
 
 
 def main() -> None:
@@ -103,11 +113,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="point-in-time branches made")
     parser.add_argument("--baseline-rounds", type=int, default=2,
                         help="pgBackRest restores made (the first rounds' targets)")
+    parser.add_argument("--scale", type=int, default=140, help="pgbench scale (140: ~2 GB)")
+    parser.add_argument("--seconds", type=int, default=300, help="writes after the snapshot")
     args = parser.parse_args()
     if args.small:
         result = run(scale=1, write_seconds=8, rate=100, rounds=1, baseline_rounds=1)
     else:
-        result = run(scale=140, write_seconds=300, rate=500, rounds=args.rounds,
+        result = run(scale=args.scale, write_seconds=args.seconds, rate=500, rounds=args.rounds,
                      baseline_rounds=min(args.rounds, args.baseline_rounds))
     name = "pitr_small" if args.small else "pitr"
     emit(name, result, args.out)

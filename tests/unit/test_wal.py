@@ -12,7 +12,7 @@ from cygnet.agent.archive import Archiver
 from cygnet.agent.config import AgentConfig
 from cygnet.wal import spool
 from cygnet.wal.lsn import SEGMENT_SIZE, format_lsn, parse_lsn, segment, segment_name
-from cygnet.wal.plan import load_chain, owner, selection, window
+from cygnet.wal.plan import load_chain, owner, selection, window, write_sparse
 from cygnet.wal.points import WalPoint
 from cygnet.wal.repo import Generation, WalConflict, WalRepository
 
@@ -155,3 +155,13 @@ def test_staged_files_reach_the_restore_program_in_order(tmp_path: Path) -> None
     outside = segment_name(1, 9 * S)
     assert subprocess.run([str(PROGRAM), "restore", str(stager.directory), outside,
                            str(dest)]).returncode == 1
+
+
+def test_a_switched_segment_is_staged_with_its_zeros_as_a_hole(tmp_path: Path) -> None:
+    data = b"record" * 1000 + bytes(16 * 2**20 - 6000)
+    path = tmp_path / "000000010000000000000001"
+    write_sparse(path, data)
+    assert path.read_bytes() == data
+    assert path.stat().st_blocks * 512 < 1 << 20  # the 16 MiB tail takes no blocks
+    write_sparse(path, bytes(100))  # all zeros: all hole, same length
+    assert path.read_bytes() == bytes(100)
