@@ -148,8 +148,26 @@ def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: 
     # while eight of these ran at once.
     for snapshot, clone in commands:
         zfs(*snapshot[1:])
-        zfs(*clone[1:])
+        try:
+            zfs(*clone[1:])
+        except RuntimeError as exc:
+            # zfs-fuse sometimes fails the mount of a clone it made ("Input/output
+            # error") when many mounts are busy; the clone is there: mount it again.
+            if "cannot mount" not in str(exc):
+                raise
+            log(f"retrying the mount of {clone[-1]}: {exc}")
+            mount_again(clone[-1])
     return ids
+
+
+def mount_again(dataset: str, attempts: int = 10) -> None:
+    for attempt in range(attempts):
+        time.sleep(0.5 * (attempt + 1))
+        done = subprocess.run(["zfs", "mount", dataset], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode == 0 or "already mounted" in done.stderr:
+            return
+    zfs("mount", dataset)
 
 
 def destroy(name: str) -> None:
