@@ -39,9 +39,9 @@ def replica() -> None:
 @replica.command(epilog="""\b
 Examples:
   cygnet --coordinator coord:7434 replica create shop            # placement picks the host
-  cygnet --coordinator coord:7434 replica create shop --host db-18 --sync""")
+  cygnet --coordinator coord:7434 replica create shop --on db-18 --sync""")
 @click.argument("database")
-@click.option("--host", "host_id", default="", help="The replica's host (default: placement "
+@click.option("--on", "host_id", default="", help="The replica's host (default: placement "
               "chooses one; never the primary's).")
 @click.option("--sync", is_flag=True, help="Commits wait for one replica of the database "
               "(ANY 1 of its replicas: RPO 0).")
@@ -80,9 +80,9 @@ def list_(ctx: click.Context, state: State, database: str) -> None:
 
 
 @replica.command("rm", epilog="Example:\n  cygnet --coordinator coord:7434 replica rm shop "
-                 "--host db-18 --yes")
+                 "--on db-18 --yes")
 @click.argument("database")
-@click.option("--host", "host_id", required=True, help="The replica's host.")
+@click.option("--on", "host_id", required=True, help="The replica's host.")
 @destructive_options
 @json_option
 @pass_state
@@ -104,10 +104,10 @@ def rm(ctx: click.Context, state: State, database: str, host_id: str, yes: bool,
 
 @replica.command(epilog="""\b
 Examples:
-  cygnet --coordinator coord:7434 replica promote shop --host db-18
+  cygnet --coordinator coord:7434 replica promote shop --on db-18
   cygnet --coordinator coord:7434 replica promote shop --max-lag 64MiB --force""")
 @click.argument("database")
-@click.option("--host", "host_id", default="", help="The replica to promote (default: the "
+@click.option("--on", "host_id", default="", help="The replica to promote (default: the "
               "one that lags least).")
 @click.option("--max-lag", "max_lag", type=int, default=0,
               help="Refuse a replica lagging more bytes than this (default 16 MiB).")
