@@ -136,8 +136,8 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
     ledger = Ledger(connect)
     writer = client.submit(ledger.run, 0)
     wait_for(lambda: len(ledger.acked) > 100, 60, "commits before the host loss")
-    killed_at = lease.now_ns()
     _kill_host(fleet.daemons[first], fleet.lan.ns(first))
+    killed_at = lease.now_ns()  # once all is dead: a commit may be acked during the kill
     wait_for(lambda: ledger.first_after(killed_at) is not None, 90, "writes after failover")
     wait_for(lambda: len([1 for _, t in ledger.acked if t > killed_at]) > 20, 60,
              "more writes on the new primary")
