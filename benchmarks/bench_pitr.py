@@ -96,7 +96,8 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds:
             "write_seconds": write_seconds,
             "rate_tps": rate, "wal_bytes_since_snapshot": wal,
             "pitr_ready_seconds": summary(pitr), "plain_branch_seconds": summary(plain),
-            "pgbackrest_restore_time_seconds": summary([r["seconds"] for r in pgbackrest]),
+            "pgbackrest_restore_time_seconds": (summary([r["seconds"] for r in pgbackrest])
+                                                if pgbackrest else None),
             "pgbackrest_rounds": pgbackrest, "cygnet_rounds": breakdown,
             "target_p50_seconds": 10.0}
 
