@@ -29,10 +29,9 @@ import psycopg
 
 from benchmarks.common import emit, log
 from cygnet.agent import lease
-from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
-from tests.e2e.test_failover import Ledger, _kill_host, _primary, _rows, multi_host_uri
+from tests.e2e.test_failover import Ledger, _kill_host, _primary, _rows, replicated_database
 
 
 def _gap(acked: list[tuple[int, int]], after_ns: int) -> float:
@@ -44,13 +43,8 @@ def _gap(acked: list[tuple[int, int]], after_ns: int) -> float:
 def run(f: HostFleet, ttl: float) -> dict[str, Any]:
     client = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(f.lan.ns("client"),))
     with f.coordinator.stub() as c:
-        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
-            database=apb.CreateDatabaseRequest(name="bench", size_class="nano")), timeout=300)
+        made, uri = replicated_database(f, "bench")
         first = made.placement.host_id
-        for host in sorted(set(f.daemons) - {first}):
-            c.CreateReplica(cpb.FleetCreateReplicaRequest(
-                database="bench", host_id=host, synchronous=True), timeout=300)
-        uri = multi_host_uri(f, made.result.connection.uri, "bench")
         client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
             "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
         ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))

@@ -61,6 +61,20 @@ def multi_host_uri(f: HostFleet, uri: str, name: str) -> str:
     return urlunsplit((parts.scheme, f"{userinfo}@{hosts}", parts.path, query, ""))
 
 
+def replicated_database(f: HostFleet, name: str
+                        ) -> tuple[cpb.FleetCreateDatabaseResponse, str]:
+    """A nano database with a synchronous replica on every other host: how it was
+    made (its first host, its password), and its multi-host string."""
+    with f.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name=name, size_class="nano")), timeout=300)
+        first = made.placement.host_id
+        for host in sorted(set(f.daemons) - {first}):
+            c.CreateReplica(cpb.FleetCreateReplicaRequest(
+                database=name, host_id=host, synchronous=True), timeout=300)
+    return made, multi_host_uri(f, made.result.connection.uri, name)
+
+
 class Ledger:
     """Numbered commits, one at a time; `acked` holds (number, CLOCK_BOOTTIME ns)."""
 
@@ -117,14 +131,8 @@ def _rows(uri: str, pool: ThreadPoolExecutor) -> set[int]:
 
 def test_host_loss_then_partition(fleet: HostFleet) -> None:
     client = ThreadPoolExecutor(4, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
-    with fleet.coordinator.stub() as c:
-        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
-            database=apb.CreateDatabaseRequest(name="fo", size_class="nano")), timeout=300)
-        first = made.placement.host_id
-        for host in sorted(set(fleet.daemons) - {first}):
-            c.CreateReplica(cpb.FleetCreateReplicaRequest(
-                database="fo", host_id=host, synchronous=True), timeout=300)
-        uri = multi_host_uri(fleet, made.result.connection.uri, "fo")
+    made, uri = replicated_database(fleet, "fo")
+    first = made.placement.host_id
 
     def connect() -> psycopg.Connection:
         return psycopg.connect(uri, autocommit=True)
