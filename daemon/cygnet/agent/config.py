@@ -97,10 +97,6 @@ class AgentConfig:
     # branch of a deleted database, which `cygnet db restore` reads) is kept this
     # many days after its last segment, then removed from the host's repository.
     wal_deleted_retention_days: float = 7.0
-    # Point-in-time recovery reads the clone's relation files into the page cache
-    # beside the replay (postgres/prewarm.py), at most this many MiB; -1: a quarter
-    # of the memory available when it starts, 0: off.
-    recovery_prewarm_mib: int = -1
     # Off-host repository in S3-compatible storage (docs/durability.md): the
     # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.

@@ -25,7 +25,6 @@ from cygnet.errors import Aborted, InvalidArgument
 from cygnet.postgres import fixup, process
 from cygnet.postgres.config import RecoverySettings, write_settings
 from cygnet.postgres.layout import postgres_user
-from cygnet.postgres.prewarm import Prewarmer
 from cygnet.wal.lsn import format_lsn, parse_lsn, segment
 from cygnet.wal.plan import Stager
 from cygnet.wal.repo import WalObject
@@ -76,8 +75,6 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
     stager = Stager(stage, objects, user.uid, user.gid)
     stager.prepare()
     staging = asyncio.create_task(asyncio.to_thread(stager.run))
-    warmer = Prewarmer(files.pgdata, prewarm_budget(host.config.recovery_prewarm_mib))
-    warming = asyncio.create_task(asyncio.to_thread(warmer.run))
     try:
         settings = host.clusters.settings(branch, db, workers=workers)
         settings = replace(settings, recovery=_settings(stage, target), archive=None)
@@ -96,32 +93,16 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
             await _start(host, db, branch)
     finally:
         stager.cancelled.set()
-        warmer.cancelled.set()
         await staging
-        await warming
         shutil.rmtree(stage, ignore_errors=True)
     if stager.error is not None:
         raise Aborted(f"reading archived WAL failed: {stager.error}")
     redo = re.findall(r"redo done at \S+ system usage: .*elapsed: ([0-9.]+) s",
                       _log_text(files.log_file))
-    log.info("branch %s: staged %d of %d WAL files (%.0f MB) in %.2fs; prewarmed %.0f MB; "
-             "Postgres' redo %s s", branch.id, stager.staged, len(objects),
-             stager.staged_bytes / 1e6, stager.seconds, warmer.read_bytes / 1e6,
+    log.info("branch %s: staged %d of %d WAL files (%.0f MB) in %.2fs; Postgres' redo %s s",
+             branch.id, stager.staged, len(objects), stager.staged_bytes / 1e6, stager.seconds,
              redo[-1] if redo else "?")
     return switch_point(files.pgdata)
-
-
-def prewarm_budget(setting_mib: int) -> int:
-    """Bytes to prewarm: the setting, or a quarter of the memory available (-1)."""
-    if setting_mib >= 0:
-        return setting_mib << 20
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) for line in f
-                             if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
-    return available * 1024 // 4
 
 
 async def _start(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
