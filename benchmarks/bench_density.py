@@ -155,7 +155,7 @@ def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: 
             # error") when many mounts are busy; the clone is there: mount it again.
             if "cannot mount" not in str(exc):
                 raise
-            log(f"retrying the mount of {clone[-1]}: {exc}")
+            log(f"retrying the mount of {clone[-1]} (zfs-fuse maps: {zfs_fuse_maps()}): {exc}")
             mount_again(clone[-1])
     return ids
 
@@ -233,7 +233,19 @@ def level(rig: Rig, probes: int) -> dict[str, Any]:
         "pss_per_running_branch_mib": round(sum(pss.values()) / max(1, len(pss)) / MB, 2),
         "daemon_rss_mib": round(rss(rig.d.proc.pid) / MB, 1),
         "disk_per_branch": disk_per_branch(rig),
+        "zfs_fuse_maps": zfs_fuse_maps(),
     }
+
+
+def zfs_fuse_maps() -> int:
+    """Memory maps of the zfs-fuse process (0 on kernel ZFS): its mounts fail near
+    vm.max_map_count (docs/operations.md, "ZFS settings")."""
+    found = subprocess.run(["pgrep", "-x", "zfs-fuse"], capture_output=True, text=True)
+    pids = found.stdout.split()
+    if not pids:
+        return 0
+    with open(f"/proc/{pids[0]}/maps") as f:
+        return sum(1 for _ in f)
 
 
 def restart(rig: Rig) -> dict[str, Any]:
