@@ -11,6 +11,7 @@ from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.failover import most_advanced
 from cygnet.coordinator.leases import HostLeases
 from cygnet.coordinator.models import CatalogEntry, Registration
+from cygnet.coordinator.replica_hosts import ReplicaHosts
 from cygnet.coordinator.store import open_store
 from cygnet.coordinator.store.sql import SqlStore
 
@@ -87,3 +88,16 @@ def test_lease_file_deadline_and_renewal(tmp_path: Path) -> None:
     assert hl.interval(5.0) == 2.0 and hl.call_timeout(10.0) == 1.0
     path.write_text(f"another-boot {sent + 10**12}\n")
     assert lease.read_deadline(path) == 0
+
+
+def test_replica_hosts_say_whom_to_ask_and_what_can_fail_over(store: SqlStore) -> None:
+    hosts = ReplicaHosts(store)
+    assert hosts.of("db1") == set() and hosts.replicated_databases() == set()
+    hosts.add("db1", "b")
+    hosts.add("db1", "c")
+    hosts.add("db1", "c")  # the same replica recorded again: still one row
+    assert hosts.of("db1") == {"b", "c"}
+    assert hosts.replicated_databases() == {"db1"}
+    hosts.remove("db1", "b")  # promoted, or removed
+    assert hosts.of("db1") == {"c"}
+    assert ReplicaHosts(store).of("db1") == {"c"}  # kept in the store

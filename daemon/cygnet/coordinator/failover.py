@@ -26,6 +26,7 @@ from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.leases import FailoverRecord, HostLeases
 from cygnet.coordinator.models import CatalogEntry, HostRecord
 from cygnet.coordinator.replicas import Replicas
+from cygnet.coordinator.router import QUERY_TIMEOUT
 from cygnet.wal.lsn import parse_lsn
 
 log = logging.getLogger("cygnet.coordinator.failover")
@@ -87,15 +88,18 @@ class Failover:
     async def round(self) -> None:
         for rec in await asyncio.to_thread(self.leases.pending):
             await self._promote(rec)
-        hosts = {h.id: h for h in await asyncio.to_thread(self.router.store.list_hosts)}
-        now = time.time()
-        gone = {hid for hid, h in hosts.items() if self.leases.expired(h, now)}
-        if not gone:
+        # Only databases with a replica can fail over (the others wait for their
+        # host), so a fleet without replicas costs one small query per round.
+        replicated = await asyncio.to_thread(self.replicas.hosts.replicated_databases)
+        if not replicated:
             return
-        entries = await asyncio.to_thread(self.router.store.list_databases)
-        for entry in entries:
-            if entry.host_id in gone:
-                await self.fail_over(entry, hosts[entry.host_id])
+        for db_id in sorted(replicated):
+            entry = await asyncio.to_thread(self.router.store.get_entry, db_id)
+            if entry is None:
+                continue
+            primary = await asyncio.to_thread(self.router.store.get_host, entry.host_id)
+            if primary is not None and self.leases.expired(primary, time.time()):
+                await self.fail_over(entry, primary)
 
     async def fail_over(self, entry: CatalogEntry, primary: HostRecord) -> bool:
         """Promotes a replica of `entry` in place of its primary on `primary`."""
@@ -116,6 +120,7 @@ class Failover:
             return False
         log.warning("database %s: host %s lost its lease; promoting the replica on %s "
                     "(replayed up to %s)", entry.id, primary.id, host.id, replica.replay_lsn)
+        await asyncio.to_thread(self.replicas.hosts.remove, entry.id, host.id)
         rec = FailoverRecord(entry.id, primary.id, host.id, time.time(), False)
         if await self._promote(rec):
             others = [x for x in found if x[0].id != host.id]
@@ -143,8 +148,16 @@ class Failover:
 
     async def _already_primary(self, rec: FailoverRecord) -> bool:
         """A promotion whose answer was lost: the new host lists no replica any more."""
-        found = await self.replicas._replicas(rec.database_id, rec.from_host)
-        if any(h.id == rec.to_host for h, _ in found):
+        host = await asyncio.to_thread(self.router.store.get_host, rec.to_host)
+        if host is None:
+            return False
+        try:
+            listed = await self.router.clients.call(host.id, self.router.clients.stub(
+                host.address).ListReplicas(apb.ListReplicasRequest(database=rec.database_id),
+                                           timeout=QUERY_TIMEOUT))
+        except Exception:
+            return False  # cannot tell: the next round tries the promotion again
+        if listed.replicas:
             return False
         await asyncio.to_thread(self.leases.mark_promoted, rec.database_id)
         return True

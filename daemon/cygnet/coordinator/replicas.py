@@ -1,8 +1,9 @@
 """Replicas at the coordinator: where they go, which host to ask, and the switchover's order.
 
-The coordinator keeps no replica table: each host reports its own replicas
-(ListReplicas), and the primary reports their slots and lag (GetBranch of
-main). What it decides is the host of a new replica (explicit, or placement
+The coordinator records only which hosts hold a replica of which database
+(replica_hosts.py), so that it asks those hosts alone; each host reports its
+own replicas (ListReplicas), and the primary reports their slots and lag
+(GetBranch of main). What it decides is the host of a new replica (explicit, or placement
 with the primary's host avoided) and, for a planned switchover, the order of
 the agents' steps (agent/switchover.py) and the catalog switch between them.
 The seed stream itself goes from agent to agent, never through here.
@@ -20,6 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as pb
 from cygnet.coordinator.models import Constraints, HostRecord
+from cygnet.coordinator.replica_hosts import ReplicaHosts
 from cygnet.coordinator.router import QUERY_TIMEOUT, Router
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
@@ -32,6 +34,7 @@ class Replicas:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.clients = router.clients
+        self.hosts = ReplicaHosts(router.store)
 
     async def _hosts(self) -> list[HostRecord]:
         return await asyncio.to_thread(self.router.store.list_hosts)
@@ -60,14 +63,21 @@ class Replicas:
         forward = apb.CreateReplicaRequest(
             database=entry.id, primary_host_id=primary.id, primary_address=primary.address,
             synchronous=req.synchronous, request_id=req.request_id)
+        # Recorded first: a replica whose answer is lost is still asked about.
+        await asyncio.to_thread(self.hosts.add, entry.id, target.id)
         result: apb.Replica = await self.clients.call(target.id, self.clients.stub(
             target.address).CreateReplica(forward, timeout=self.router.config.agent_timeout))
         return result
 
     async def _replicas(self, db_id: str, primary_id: str) -> list[tuple[HostRecord,
                                                                           apb.Replica]]:
-        """Every available host's replica of the database (hosts that fail are skipped)."""
-        hosts = [h for h in await self._hosts() if h.available and h.id != primary_id]
+        """The database's replicas, from the available hosts recorded as holding one
+        (hosts that fail are skipped)."""
+        recorded = await asyncio.to_thread(self.hosts.of, db_id)
+        if not recorded:
+            return []
+        hosts = [h for h in await self._hosts()
+                 if h.id in recorded and h.available and h.id != primary_id]
 
         async def one(h: HostRecord) -> list[tuple[HostRecord, apb.Replica]]:
             try:
@@ -97,6 +107,7 @@ class Replicas:
             host.id, self.clients.stub(host.address).DeleteReplica(apb.DeleteReplicaRequest(
                 database=loc.entry.id, request_id=req.request_id),
                 timeout=self.router.config.agent_timeout))
+        await asyncio.to_thread(self.hosts.remove, loc.entry.id, host.id)
         return result
 
     async def _choose(self, req: pb.FleetPromoteReplicaRequest, db_id: str,
@@ -143,6 +154,7 @@ class Replicas:
         downtime = time.monotonic() - started
         moved = dataclasses.replace(entry, host_id=target.id)
         await asyncio.to_thread(self.router.store.confirm, entry.id, moved)
+        await asyncio.to_thread(self.hosts.remove, entry.id, target.id)
         log.info("database %s: %s took over from %s at %s (%.3fs without a primary)",
                  entry.id, target.id, primary.id, hand.stop_lsn, downtime)
         out = pb.SwitchoverResponse(
@@ -190,6 +202,8 @@ class Replicas:
             out.old_primary_message = "removed"
         else:
             try:
+                # Recorded first, as a new replica is.
+                await asyncio.to_thread(self.hosts.add, db_id, primary.id)
                 out.old_primary.CopyFrom(await self.clients.call(primary.id, self.clients.stub(
                     primary.address).DemoteToReplica(demote, timeout=300)))
             except Exception as exc:
