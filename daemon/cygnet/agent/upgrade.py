@@ -88,6 +88,8 @@ async def upgrade_clone(host: Host, db: DatabaseRecord, branch: BranchRecord, ta
     # A clone is crash-consistent; pg_upgrade wants a clean shutdown.
     await clusters.start_clone(branch, db, subscriptions)
     in_use = await pgup.installed_extensions(clusters.socket_dir(branch), branch.port)
+    await pgup.reset_column_options(clusters.socket_dir(branch), branch.port,
+                                    pgup.options_unknown_to(new_bin))
     await clusters.stop(branch, "fast")
     offered = await pgup.available_extensions(new_bin)
     lacking = sorted(set(in_use) - offered)

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from cygnet.errors import FailedPrecondition, InternalError
 from cygnet.postgres import _cmd, _fs
 from cygnet.postgres.initdb import init_cluster
@@ -77,6 +79,44 @@ async def installed_extensions(socket_dir: Path, port: int) -> dict[str, list[st
             for (ext,) in await cur.fetchall():
                 found.setdefault(ext, []).append(dbname)
     return found
+
+
+# Column options that newer minor releases of an old major set and that a new
+# major's binaries may not know yet: Debian's 15.20 stamps every column with
+# `pg_attver`, which PostgreSQL 16.15, 17.11 and 18.6 refuse ("unrecognized
+# parameter"), so pg_upgrade's schema restore fails.
+MINOR_RELEASE_OPTIONS = ("pg_attver",)
+
+# An ALTER ... RESET does not remove it (the server stamps it again), so the
+# catalog is edited directly, as a superuser, on the throwaway clone only.
+_RESET_OPTION = """
+UPDATE pg_catalog.pg_attribute
+SET attoptions = NULLIF(ARRAY(SELECT o FROM unnest(attoptions) o
+                              WHERE o NOT LIKE {prefix}), '{{}}')
+WHERE EXISTS (SELECT 1 FROM unnest(attoptions) o WHERE o LIKE {prefix})"""
+
+
+def options_unknown_to(new_bin: Path) -> list[str]:
+    """Of MINOR_RELEASE_OPTIONS, those the new major's server does not know."""
+    try:
+        binary = (new_bin / "postgres").read_bytes()
+    except OSError:
+        return list(MINOR_RELEASE_OPTIONS)
+    return [o for o in MINOR_RELEASE_OPTIONS if o.encode() not in binary]
+
+
+async def reset_column_options(socket_dir: Path, port: int, options: list[str]) -> None:
+    """Resets `options` on every column of every database of the running clone (a
+    throwaway copy: the branch being upgraded), so the new major can restore it."""
+    if not options:
+        return
+    databases = await query_all(socket_dir, port, "SELECT datname FROM pg_database"
+                                " WHERE datallowconn ORDER BY 1")
+    for (dbname,) in databases:
+        async with await connect(socket_dir, port, dbname) as conn:
+            for option in options:
+                await conn.execute(sql.SQL(_RESET_OPTION).format(
+                    prefix=sql.Literal(option + "=%")))
 
 
 def _checksums_flag(source: dict[str, str], target_major: int) -> bool | None:
