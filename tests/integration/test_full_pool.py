@@ -150,7 +150,9 @@ def test_full_pool_refuses_snapshots_and_still_stops_and_deletes(small: Daemon) 
         stopped = s.StopBranch(pb.StopBranchRequest(
             branch=pb.BranchRef(branch_id=db.main_branch.id)), timeout=120)
         assert stopped.state == pb.BRANCH_STATE_STOPPED
-        assert pool(small).reserve_bytes < 32 * MIB
+        # The reserve is released only if the write did not fit in what zfs-fuse
+        # still had (some runs it does: 100 KiB is enough for a property).
+        assert pool(small).reserve_bytes <= 32 * MIB
 
     cygnet(small, "branch", "rm", "full/filler")
     wait_for("the space coming back", lambda: pool(small).free_bytes > free_before - 16 * MIB)
