@@ -26,7 +26,6 @@ from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.leases import FailoverRecord, HostLeases
 from cygnet.coordinator.models import CatalogEntry, HostRecord
 from cygnet.coordinator.replicas import Replicas
-from cygnet.coordinator.router import QUERY_TIMEOUT
 from cygnet.wal.lsn import parse_lsn
 
 log = logging.getLogger("cygnet.coordinator.failover")
@@ -152,13 +151,10 @@ class Failover:
         if host is None:
             return False
         try:
-            listed = await self.router.clients.call(host.id, self.router.clients.stub(
-                host.address).ListReplicas(apb.ListReplicasRequest(database=rec.database_id),
-                                           timeout=QUERY_TIMEOUT))
+            if await self.replicas.on_host(host, rec.database_id):
+                return False
         except Exception:
             return False  # cannot tell: the next round tries the promotion again
-        if listed.replicas:
-            return False
         await asyncio.to_thread(self.leases.mark_promoted, rec.database_id)
         return True
 

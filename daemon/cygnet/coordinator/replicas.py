@@ -81,15 +81,19 @@ class Replicas:
 
         async def one(h: HostRecord) -> list[tuple[HostRecord, apb.Replica]]:
             try:
-                resp = await self.clients.call(h.id, self.clients.stub(h.address).ListReplicas(
-                    apb.ListReplicasRequest(database=db_id), timeout=QUERY_TIMEOUT))
+                return [(h, r) for r in await self.on_host(h, db_id)]
             except Exception as exc:
                 log.warning("replicas of %s on %s not listed: %s", db_id, h.id, exc)
                 return []
-            return [(h, r) for r in resp.replicas]
 
         found = await asyncio.gather(*(one(h) for h in hosts))
         return [x for xs in found for x in xs]
+
+    async def on_host(self, host: HostRecord, db_id: str) -> list[apb.Replica]:
+        """What `host` itself says of its replicas of the database."""
+        resp = await self.clients.call(host.id, self.clients.stub(host.address).ListReplicas(
+            apb.ListReplicasRequest(database=db_id), timeout=QUERY_TIMEOUT))
+        return list(resp.replicas)
 
     async def list_replicas(self, req: pb.FleetListReplicasRequest) -> apb.ListReplicasResponse:
         loc, primary = await self.router.live_host(req.database)
@@ -169,11 +173,8 @@ class Replicas:
         (it still answers as a standby): never two primaries. Otherwise the
         database stays without a primary, and the error says so."""
         try:
-            found = await self.clients.call(target.id, self.clients.stub(
-                target.address).ListReplicas(apb.ListReplicasRequest(database=db_id),
-                                             timeout=QUERY_TIMEOUT))
             standby = any(r.state not in ("promoted", "failed", "stopped")
-                          for r in found.replicas)
+                          for r in await self.on_host(target, db_id))
         except Exception as check:
             log.error("switchover of %s: the replica on %s cannot say whether it was "
                       "promoted (%s)", db_id, target.id, check)
