@@ -6,6 +6,8 @@ never suspended for idleness unless created with suspend_after (harness.py).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,23 +161,36 @@ def test_fifty_concurrent_wakes_start_it_once(stub, daemon: Daemon, shop) -> Non
     assert query(connection(stub, b), "select count(*) from t") == [(1,)]
 
 
-def test_wakes_during_a_suspend_leave_it_running(stub, shop) -> None:
+def test_wakes_during_a_suspend_leave_it_running(stub, daemon: Daemon, shop) -> None:
     b = new_branch(stub, shop, "storm")
-    # Dirty buffers make the suspend's shutdown checkpoint take a while.
-    query(connection(stub, b), "create table filler as select g, repeat('x', 200) as pad "
-                               "from generate_series(1, 60000) g")
-    suspend = stub.SuspendBranch.future(pb.SuspendBranchRequest(branch=ref(b)), timeout=120)
-    wait_for("the branch suspending", lambda: suspend.done()
-             or get(stub, b).state == pb.BRANCH_STATE_SUSPENDING)
-    storm = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
-             for _ in range(20)]
-    assert not suspend.done(), "the suspend ended before the storm: nothing was tested"
+    query(connection(stub, b), "insert into t values ('in-storm')")
+    # A stopped checkpointer holds the suspend's shutdown checkpoint, so the storm
+    # always lands while the branch is SUSPENDING, however fast this host is.
+    checkpointer = child_process(files(daemon, b), "checkpointer")
+    os.kill(checkpointer, signal.SIGSTOP)
+    try:
+        suspend = stub.SuspendBranch.future(pb.SuspendBranchRequest(branch=ref(b)), timeout=120)
+        wait_for("the branch suspending", lambda: suspend.done()
+                 or get(stub, b).state == pb.BRANCH_STATE_SUSPENDING)
+        storm = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
+                 for _ in range(20)]
+        time.sleep(0.5)  # the storm's calls reach cygnetd
+        assert not suspend.done(), "the suspend ended before the storm: nothing was tested"
+    finally:
+        os.kill(checkpointer, signal.SIGCONT)
     assert suspend.result().state == SUSPENDED  # the suspend itself completed
     ports = {c.result().port for c in storm}
     assert len(ports) == 1 and all(c.result().state == RUNNING for c in storm)
     after = get(stub, b)
     assert (after.state, after.port) == (RUNNING, ports.pop())
-    assert query(connection(stub, b), "select count(*) from filler") == [(60000,)]
+    assert ("in-storm",) in query(connection(stub, b), "select v from t")
+
+
+def child_process(dataset_root: Path, title: str) -> int:
+    """The pid of the branch's postmaster child whose process title names `title`."""
+    postmaster = (dataset_root / "pgdata" / "postmaster.pid").read_text().split()[0]
+    (pid,) = run("pgrep", "-P", postmaster, "-f", title).stdout.split()
+    return int(pid)
 
 
 def test_a_failed_wake_says_why_and_leaves_it_suspended(stub, daemon: Daemon, shop) -> None:
