@@ -133,6 +133,22 @@ def fenced(pgdata: Path) -> bool:
     return (pgdata / FENCED_MARKER).exists()
 
 
+def fence_before_start(config: AgentConfig, pgdata: Path) -> bool:
+    """A replicated primary found down when cygnetd starts comes up fenced: while
+    both were down its host's lease may have lapsed and a failover taken the
+    database, and a heartbeat that renews the lease before main starts would
+    otherwise let it write. The first heartbeat lifts the fence if the
+    coordinator says this host still holds the database (`lift_fences`)."""
+    if fence_file(config, pgdata) is None or fenced(pgdata):
+        return False
+    fd = os.open(pgdata / FENCED_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.fsync(fd)
+    os.close(fd)
+    log.warning("%s starts fenced: a replicated primary found down waits for the "
+                "coordinator's word", pgdata)
+    return True
+
+
 def unfence(pgdata: Path) -> None:
     """Lets a fenced primary write again: only once the coordinator confirmed, after a
     renewal, that this host still holds the database's primary."""

@@ -16,6 +16,7 @@ import shutil
 from cygnet.agent import branches as br
 from cygnet.agent import databases as dbs
 from cygnet.agent import layout as L
+from cygnet.agent import lease
 from cygnet.agent.backups.temp import remove_leftovers
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory
@@ -87,6 +88,8 @@ async def _converge(host: Host, db: DatabaseRecord, branch: BranchRecord,
     if branch.desired == Desired.RUNNING and live is None:
         if not await supervisor.ensure_data(branch):
             return
+        if db.main is not None and branch.id == db.main.id:
+            lease.fence_before_start(host.config, host.clusters.pgdata(branch))
         try:
             await host.clusters.start(branch, db)
         except Exception as exc:

@@ -38,6 +38,10 @@ SECRET_FILE = "replication.secret"
 P_SYNC = "cygnet:sync-replicas"  # on a database: on, commits wait for ANY 1 replica
 SEED_KIND = "replica-seed"  # cygnet:snapshot-kind of a seed snapshot
 
+REWIND_FUNCTIONS = ("pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)",
+                    "pg_read_binary_file(text)",
+                    "pg_read_binary_file(text, bigint, bigint, boolean)")
+
 
 def slot_for(host_id: str) -> str:
     """A slot name for a host id: [a-z0-9] kept, anything else as _XX (reversible)."""
@@ -80,13 +84,22 @@ async def _ensure_role(host: Host, main: BranchRecord) -> str:
         with fd:
             fd.write(password)
     sock, port = host.clusters.socket_dir(main), main.port
-    exists = await sql.query_all(sock, port, "SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                 (REPLICATION_ROLE,))
-    if not exists:
-        await sql.query_all(sock, port, psql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN").format(
-            psql.Identifier(REPLICATION_ROLE)))
+    # Committed locally: with synchronous replicas, the standby this role is for
+    # (or one rejoining) cannot confirm these changes before it streams.
+    async with await sql.connect(sock, port) as conn:
+        await conn.execute("SET synchronous_commit = local")
+        exists = await (await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                           (REPLICATION_ROLE,))).fetchone()
+        if not exists:
+            await conn.execute(psql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN").format(
+                psql.Identifier(REPLICATION_ROLE)))
+        # What pg_rewind reads on its source, so an old primary can rejoin after a
+        # failover (agent/rejoin.py); no more than the WAL stream already shows.
+        for function in REWIND_FUNCTIONS:
+            await conn.execute(psql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.{} TO {}").format(
+                psql.SQL(function), psql.Identifier(REPLICATION_ROLE)))
     # Hashed on this side (SCRAM), as every Cygnet password: never sent in clear.
-    await sql.set_password(sock, port, REPLICATION_ROLE, password)
+    await sql.set_password(sock, port, REPLICATION_ROLE, password, local_commit=True)
     return password
 
 

@@ -23,8 +23,8 @@ import time
 from grpc import aio
 
 from cygnet.agent import layout as L
+from cygnet.agent import rejoin, replicas
 from cygnet.agent import replica_source as src
-from cygnet.agent import replicas
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.service import AgentService, BranchRef
 from cygnet.agent.transfer import Peers, peer_error
@@ -143,6 +143,11 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
     if host.find_database(req.database) is None:
         return await _repoint(service, peers, req)
     db_id = await service.database_id(req.database)
+    if req.rewind:  # after a failover: a fenced main is stopped here, not handed over
+        db, _ = await service.read_database(db_id, snapshots=False)
+        main = src.main_of(db)
+        rejoin.check_can_rejoin(host, db, main)
+        await service.set_running(BranchRef(branch_id=main.id, field="database"), False, "")
     async with host.db_locks[db_id]:
         db, _ = await service.read_database(db_id, snapshots=False)
         main = src.main_of(db)
@@ -150,6 +155,9 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
             raise FailedPrecondition(f"database {db.name}: main still runs here; hand it over "
                                      "first")
         prep = await _prepare_on(peers, req)
+        if req.rewind:
+            rejoin.check_can_rejoin(host, db, main)
+            await rejoin.rewind(host, db, main, prep)
         await host.zfs.set_props(db.dataset, {
             L.P_KIND: replicas.KIND_DB, **replicas.primary_props(
                 req.primary_host_id, req.primary_address, prep)})

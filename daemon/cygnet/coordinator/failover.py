@@ -11,7 +11,7 @@ catalog says the new host, the old one can never lift its fence. A promotion
 that fails is retried by the next round (`failovers.promoted` = 0). The other
 replicas then follow the new primary. The old primary stays fenced (its
 Postgres refused writes since before the lease expired, native/fence) until
-it rejoins or is removed (docs/ha.md "Failover").
+its host is back and it rejoins as a replica (coordinator/rejoin.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.leases import FailoverRecord, HostLeases
 from cygnet.coordinator.models import CatalogEntry, HostRecord
+from cygnet.coordinator.rejoin import Rejoins
 from cygnet.coordinator.replicas import Replicas
 from cygnet.wal.lsn import parse_lsn
 
@@ -66,6 +67,7 @@ class Failover:
         self._epoch = 0
         self._leading_since = 0.0
         self._said: set[str] = set()  # databases already reported as stuck
+        self.rejoins = Rejoins(replicas, leases)
 
     def ready(self) -> bool:
         """Leading, and for a full host lease TTL already."""
@@ -83,10 +85,12 @@ class Failover:
                 log.exception("failover round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.period)
+        self.rejoins.stop()
 
     async def round(self) -> None:
         for rec in await asyncio.to_thread(self.leases.pending):
             await self._promote(rec)
+        await self.rejoins.start_due()
         # Only databases with a replica can fail over (the others wait for their
         # host), so a fleet without replicas costs one small query per round.
         replicated = await asyncio.to_thread(self.replicas.hosts.replicated_databases)

@@ -80,6 +80,8 @@ async def serve(config: CoordinatorConfig) -> None:
     registry = Registry(store, config, clients)
     router = Router(store, config, clients, registry.leadership)
     servicer = CoordinatorServicer(registry, router)
+    # Host leases, before the first registration (docs/ha.md "Host leases").
+    registry.leases = servicer.leases = HostLeases(store, config.host_lease_ttl)
     server, health_servicer, _ = await build_server(config, servicer,
                                                     load_tokens(config.tokens_file))
     await server.start()
@@ -94,7 +96,6 @@ async def serve(config: CoordinatorConfig) -> None:
     housekeeping = asyncio.create_task(registry.housekeeping(stop))
     watchdog = asyncio.create_task(systemd.watchdog(stop))
     # Automatic failover after a host's lease expires (docs/ha.md "Failover").
-    servicer.leases = HostLeases(store, config.host_lease_ttl)
     failover = asyncio.create_task(Failover(servicer.replicas, servicer.leases,
                                             registry.leadership).run(stop))
     metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,

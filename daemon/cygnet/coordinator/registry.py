@@ -19,6 +19,7 @@ from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.heartbeats import HeartbeatWriter
 from cygnet.coordinator.leadership import Leadership
+from cygnet.coordinator.leases import HostLeases
 from cygnet.coordinator.models import Capacity, CatalogEntry, Demand, HostRecord, Registration
 from cygnet.coordinator.remote import AgentClients
 from cygnet.coordinator.store.reserve import Fenced
@@ -39,6 +40,7 @@ class Registry:
         self.leadership = Leadership(store, config.lease_ttl)
         self._syncs: set[asyncio.Task[None]] = set()
         self.beats = HeartbeatWriter(store)
+        self.leases: HostLeases | None = None  # set when host leases are on (main.py)
 
     def budget(self, cap: Capacity) -> int:
         return int(cap.memory_bytes * self.config.memory_fraction)
@@ -105,7 +107,11 @@ class Registry:
         except CygnetError as exc:
             log.warning("catalog of host %s not refreshed: %s", host.id, exc)
             return
-        entries = [entry_from_database(host.id, d) for d in dbs.databases]
+        # A copy a failover made stale is not the database, whatever the host says.
+        lost = (await asyncio.to_thread(self.leases.lost_on, host.id)
+                if self.leases is not None else set())
+        entries = [entry_from_database(host.id, d) for d in dbs.databases
+                   if d.id not in lost]
         ids = {b.id: b.database_id for b in branches.branches}
         await asyncio.to_thread(self.store.replace_host_catalog, host.id, entries, ids)
         placer = self.leadership.active_placer()

@@ -107,7 +107,8 @@ def _fence_lines(fence_file: Path | None) -> list[str]:
         return []
     if not _SAFE_PATH.match(str(fence_file)):
         raise InternalError(f"lease file {str(fence_file)!r} is not a plain absolute path")
-    # wal_log_hints: an old primary can be rewound (pg_rewind) to follow a new one.
+    # wal_log_hints: an old primary can be rewound (pg_rewind) to follow a new one
+    # (and full_page_writes stays on, see render_settings).
     return [f"cygnet_fence.deadline_file = '{fence_file}'", "wal_log_hints = on"]
 
 
@@ -220,6 +221,10 @@ def render_settings(settings: ClusterSettings) -> str:
         # Query statistics for every database; a branch's own value must keep it.
         f"shared_preload_libraries = '{','.join(PRELOADED + FENCE * bool(settings.fence_file))}'",
         *_fence_lines(settings.fence_file),
+        # A fenced primary that loses its lease may have to rejoin by pg_rewind,
+        # which reads its own WAL back to the last checkpoint before the split:
+        # keep up to one checkpoint distance of it rather than recycle it.
+        *([f"wal_keep_size = {size.max_wal_size_mb}MB"] if settings.fence_file else []),
         "password_encryption = 'scram-sha-256'",
         # A branch archives into its own spool only (agent/archive.py), never its parent's.
         *_archive_lines(settings.archive),
@@ -230,8 +235,9 @@ def render_settings(settings: ClusterSettings) -> str:
         # Every Cygnet cluster lives on ZFS, which is copy-on-write: a block is
         # never half-overwritten, so torn pages cannot happen and full-page
         # images only bloat WAL (they were ~all of a point-in-time replay).
-        # pg_backup_start forces them on by itself; docs/durability.md.
-        "full_page_writes = off",
+        # pg_backup_start forces them on by itself; docs/durability.md. A fenced
+        # (replicated) cluster keeps them: pg_rewind refuses a source without.
+        f"full_page_writes = {'on' if settings.fence_file else 'off'}",
         "synchronous_commit = on",
         # A branch starts with crash recovery, which first fsyncs every file in
         # the data dir: a cost that grows with the database. syncfs() does the

@@ -75,14 +75,18 @@ async def checkpoint_for_snapshot(socket_dir: Path, port: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def set_password(socket_dir: Path, port: int, role: str, password: str) -> None:
+async def set_password(socket_dir: Path, port: int, role: str, password: str, *,
+                       local_commit: bool = False) -> None:
     """Sets `role`'s password; creates the role (LOGIN) if it does not exist.
 
     The password is SCRAM-hashed client side (libpq), so not even the server
     log on a failing statement can show the cleartext; statement logging is
-    also switched off for this session.
+    also switched off for this session. `local_commit`: the change does not
+    wait for a synchronous standby (one being set up cannot confirm it yet).
     """
     async with await connect(socket_dir, port) as conn:
+        if local_commit:
+            await conn.execute("SET synchronous_commit = local")
         verifier = conn.pgconn.encrypt_password(
             password.encode("utf-8"), role.encode("utf-8"), b"scram-sha-256"
         ).decode("ascii")

@@ -2229,10 +2229,16 @@ class DemoteToReplicaRequest(_message.Message):
     DATABASE_FIELD_NUMBER: _builtins.int
     PRIMARY_HOST_ID_FIELD_NUMBER: _builtins.int
     PRIMARY_ADDRESS_FIELD_NUMBER: _builtins.int
+    REWIND_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     primary_host_id: _builtins.str
     primary_address: _builtins.str
+    rewind: _builtins.bool
+    """The old primary of a failover: its fenced main may hold commits the new
+    primary lacks, so it is kept as a snapshot, rewound (pg_rewind) to the new
+    primary's timeline, and then follows it.
+    """
     request_id: _builtins.str
     def __init__(
         self,
@@ -2240,11 +2246,12 @@ class DemoteToReplicaRequest(_message.Message):
         database: _builtins.str = ...,
         primary_host_id: _builtins.str = ...,
         primary_address: _builtins.str = ...,
+        rewind: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "primary_address", b"primary_address", "primary_host_id", b"primary_host_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "primary_address", b"primary_address", "primary_host_id", b"primary_host_id", "request_id", b"request_id", "rewind", b"rewind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

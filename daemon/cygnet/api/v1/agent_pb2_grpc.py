@@ -483,6 +483,7 @@ class AgentServicer:
     def DemoteToReplica(self, request, context):
         """On the old primary's host, after a switchover: its stopped main becomes a
         replica of the new primary (no new seed: it stopped where the other took over).
+        After a failover (`rewind`), its fenced main is rewound first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
