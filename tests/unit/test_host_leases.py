@@ -101,3 +101,33 @@ def test_replica_hosts_say_whom_to_ask_and_what_can_fail_over(store: SqlStore) -
     hosts.remove("db1", "b")  # promoted, or removed
     assert hosts.of("db1") == {"c"}
     assert ReplicaHosts(store).of("db1") == {"c"}  # kept in the store
+
+
+def test_each_failover_remembers_the_copy_it_made_stale(store: SqlStore) -> None:
+    """a -> b -> c: the copies on a and b both stay lost until each rejoins, so a host
+    coming back after a second failover can neither lift its fence nor be failed over."""
+    leases = HostLeases(store, TTL)
+    entry = store.get_entry("db1")
+    assert entry is not None and leases.take_over(entry, "b", 0, now=1000.0 + TTL)
+    leases.mark_promoted("db1")
+    store.heartbeats([("c", store.heartbeat_values(
+        Registration("c", "c:1").capacity, 0, 1010.0))])
+    entry = store.get_entry("db1")
+    assert entry is not None and leases.take_over(entry, "c", 0, now=1000.0 + TTL)
+    assert [(r.from_host, r.to_host) for r in leases.failovers()] == [("b", "c")]
+    assert sorted(leases.lost_copies()) == [("db1", "a"), ("db1", "b")]
+    assert leases.lost_on("a") == {"db1"} and leases.lost_on("c") == set()
+    assert leases.still_primary("a", ["db1"]) == [] == leases.still_primary("b", ["db1"])
+    leases.forget_copy("db1", "a")  # a rejoined as a replica
+    assert leases.lost_copies() == [("db1", "b")]
+    assert HostLeases(store, TTL).lost_copies() == [("db1", "b")]  # kept in the store
+
+
+def test_a_store_from_before_lost_copies_keeps_its_failovers_guarded(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path / 'old.db'}")
+    with s.transaction() as tx:
+        tx.x("CREATE TABLE failovers (database_id TEXT PRIMARY KEY, from_host TEXT NOT NULL, "
+             "to_host TEXT NOT NULL, at REAL NOT NULL, promoted INTEGER NOT NULL DEFAULT 0)")
+        tx.x("INSERT INTO failovers VALUES ('db9', 'x', 'y', 5.0, 1)")
+    assert HostLeases(s, TTL).lost_copies() == [("db9", "x")]
+    assert HostLeases(s, TTL).lost_copies() == [("db9", "x")]  # idempotent
