@@ -157,8 +157,11 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
 
         # Synchronous with a quorum (ANY 1 of both): with one replica's walreceiver
         # frozen, a commit still returns, confirmed by the other one.
-        assert str(client.query(uri, "SHOW synchronous_standby_names")[0][0]).startswith(
-            "ANY 1 (")
+        # Both slots count: the second replica's joined once it streamed (it was left
+        # out while seeded, so the seed stopped no commit).
+        names = str(client.query(uri, "SHOW synchronous_standby_names")[0][0])
+        assert names.startswith("ANY 1 (") and all(
+            f'"cygnet_replica_{h}"' in names for h in others), names
         frozen = client.query(_with_password(placed.connection.uri, password),
                               "SELECT pid FROM pg_stat_wal_receiver")[0][0]
         os.kill(int(str(frozen)), signal.SIGSTOP)
@@ -234,3 +237,10 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
         slots = client.query(_with_password(new_uri, password),
                              "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
         assert [s[0] for s in slots] == [f"cygnet_replica_{primary}"], slots
+
+        # Deleting the database removes its replica too: nothing of it is left anywhere.
+        c.DeleteDatabase(apb.DeleteDatabaseRequest(database="ha"), timeout=300)
+        for name, d in fleet.daemons.items():
+            held = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", d.pool.name],
+                                  capture_output=True, text=True, check=True).stdout
+            assert made.result.database.id not in held, (name, held)

@@ -17,9 +17,10 @@ new primary as a switchover's old primary does. DemoteToReplica with
    finishes crash recovery first if the host died (`postgres --single`), then
    copies the blocks changed since the timelines split; main's own WAL from
    before the split is kept for the replay (`_keep_wal`);
-6. the datasets become a replica's and the standby starts (switchover.demote).
-A failure in step 5 rolls main back to the snapshot: the copy stays fenced, as
-it was, and the coordinator tries again later.
+6. the standby starts (still a primary's datasets, so a failure is undone by
+   rolling back), then the datasets become a replica's (switchover.demote).
+A failure in step 5 or 6 rolls main back to the snapshot: the copy stays
+fenced, as it was, and the coordinator tries again later.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition
-from cygnet.postgres import _cmd, _fs
+from cygnet.postgres import _cmd, _fs, process
 from cygnet.postgres.versions import resolve_version
 
 log = logging.getLogger("cygnet.agent.rejoin")
@@ -63,9 +64,9 @@ def check_can_rejoin(host: Host, db: DatabaseRecord, main: BranchRecord) -> None
 
 
 async def rewind(host: Host, db: DatabaseRecord, main: BranchRecord,
-                 prep: pb.PrepareReplicaResponse) -> None:
-    """Steps 4 and 5: keep main in a snapshot, then pg_rewind it from the new primary;
-    on failure main goes back to the snapshot."""
+                 prep: pb.PrepareReplicaResponse, primary: dict[str, str]) -> None:
+    """Steps 4 and 5: keep main in a snapshot, pg_rewind it from the new primary and
+    start it as its standby; on any failure main goes back to the snapshot."""
     snapshot = f"{main.dataset}@{SNAPSHOT_PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     await host.zfs.snapshot(snapshot, {L.P_SNAP_KIND: SNAPSHOT_KIND,
                                        L.P_CREATED: f"{time.time():.3f}"})
@@ -91,6 +92,15 @@ async def rewind(host: Host, db: DatabaseRecord, main: BranchRecord,
     # pg_rewind removes the fence's marker with every file the source lacks, but
     # not when there was nothing to rewind; a replica must never start fenced.
     _fs.remove_if_exists(files.pgdata / lease.FENCED_MARKER)
+    try:
+        await replicas.start_standby(host, replicas.ReplicaRecord(db, main, primary), fresh=True)
+    except Exception as exc:
+        if host.clusters.live(main) is not None:
+            await process.stop(files.pgdata, "immediate")
+        await host.zfs.rollback(snapshot)
+        raise FailedPrecondition(f"database {db.name}: the rewound old primary did not start "
+                                 f"as a standby ({str(exc).splitlines()[0]}); it is back as it "
+                                 "was and stays fenced") from None
     log.warning("database %s: old primary rewound from %s:%d in %.1fs; its state before is "
                 "kept as %s", db.id, prep.host, prep.port, time.monotonic() - started, snapshot)
 

@@ -103,22 +103,30 @@ async def _ensure_role(host: Host, main: BranchRecord) -> str:
     return password
 
 
-async def _ensure_slot(host: Host, main: BranchRecord, slot: str) -> None:
+async def _ensure_slot(host: Host, main: BranchRecord, slot: str) -> bool:
+    """Makes the slot unless it exists; True if it was made now."""
     # immediately_reserve: the slot holds WAL from now on, before any snapshot.
-    await sql.query_all(
+    made = await sql.query_all(
         host.clusters.socket_dir(main), main.port,
         "SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
         "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
+    return bool(made)
 
 
-async def apply_sync(host: Host, db: DatabaseRecord, main: BranchRecord) -> str:
+async def apply_sync(host: Host, db: DatabaseRecord, main: BranchRecord,
+                     leave_out: str = "") -> str:
     """Sets synchronous_standby_names from the database's setting and its slots:
-    `ANY 1 (every replica)`, so one dead replica of two blocks no commit."""
+    `ANY 1 (every replica)`, so one dead replica of two blocks no commit.
+
+    `leave_out`: a slot just made, whose standby is still being seeded or
+    rewound. It cannot confirm a commit yet, so counting it would stop every
+    commit of a database with no other replica for the whole seed; it counts
+    once its standby streams and asks again (PrepareReplica without a seed)."""
     sock, port = host.clusters.socket_dir(main), main.port
     wanted = (await host.zfs.get_props(db.dataset, [P_SYNC]))[db.dataset].user.get(P_SYNC)
     slots = [r[0] for r in await sql.query_all(
         sock, port, "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s "
-        "ORDER BY 1", (SLOT_PREFIX + "%",))]
+        "ORDER BY 1", (SLOT_PREFIX + "%",)) if r[0] != leave_out]
     names = ", ".join(f'"{s}"' for s in slots)
     value = f"ANY 1 ({names})" if wanted == "on" and slots else ""
     async with await sql.connect(sock, port) as conn:
@@ -140,15 +148,20 @@ async def prepare(host: Host, db: DatabaseRecord, caller: str,
         raise FailedPrecondition("a replica on the primary's own host is refused")
     slot = slot_for(caller)
     password = await _ensure_role(host, main)
-    await _ensure_slot(host, main, slot)
+    made = await _ensure_slot(host, main, slot)
     # A replicated primary is fenced by the host's lease (docs/ha.md "Fencing").
     await lease.ensure_fenced(host, db, main)
     if req.synchronous:
         await host.zfs.set_props(db.dataset, {P_SYNC: "on"})
-    sync = await apply_sync(host, db, main)
+    await apply_sync(host, db, main, leave_out=slot if made else "")
+    sync = (await host.zfs.get_props(db.dataset, [P_SYNC]))[db.dataset].user.get(P_SYNC)
     snapshot, size = "", 0
+    if req.seed or await _promoted_since_checkpoint(host, main):
+        # Seed: a short crash recovery on the replica. Just promoted: pg_control
+        # still names the old timeline until a checkpoint on the new one, and
+        # pg_rewind (before PostgreSQL 16) reads the source's timeline there.
+        await host.clusters.checkpoint(main)
     if req.seed:
-        await host.clusters.checkpoint(main)  # a short crash recovery on the replica
         snapshot = "rs" + secrets.token_hex(6)
         await host.zfs.snapshot(f"{main.dataset}@{snapshot}", {
             L.P_SNAP_KIND: SEED_KIND, L.P_CREATED: f"{time.time():.3f}"})
@@ -160,7 +173,15 @@ async def prepare(host: Host, db: DatabaseRecord, caller: str,
         postgres_version=db.version_of(main), size_class=db.size_class, snapshot=snapshot,
         slot=slot, host=host.config.advertise_host, port=main.port,
         replication_user=REPLICATION_ROLE, replication_password=password,
-        estimated_bytes=size, synchronous=bool(sync))
+        estimated_bytes=size, synchronous=sync == "on")
+
+
+async def _promoted_since_checkpoint(host: Host, main: BranchRecord) -> bool:
+    row = await sql.query_one(
+        host.clusters.socket_dir(main), main.port,
+        "SELECT (SELECT timeline_id FROM pg_control_checkpoint()) <> "
+        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+    return bool(row and row[0])
 
 
 async def release(host: Host, db: DatabaseRecord, caller: str,

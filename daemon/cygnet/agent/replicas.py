@@ -64,6 +64,7 @@ P_SEED = "cygnet:seed"  # bytes:seconds of the seed
 EXTRA = (P_PRIMARY_HOST, P_PRIMARY_API, P_PRIMARY_PG, P_SLOT, P_SEED, src.P_SYNC)
 PASSFILE = "replication.pass"
 START_TIMEOUT = 120.0
+JOIN_WAIT = 30.0  # for a new standby to stream before it counts for synchronous commit
 
 
 @dataclass
@@ -163,6 +164,27 @@ async def start_standby(host: Host, rec: ReplicaRecord, *, fresh: bool) -> None:
     await process.start(bindir, files.pgdata, files.log_file, timeout=START_TIMEOUT)
 
 
+async def join_sync(host: Host, rec: ReplicaRecord, stub: Any) -> None:
+    """Once the standby streams, the primary counts its slot for synchronous commit:
+    PrepareReplica again, without a seed (replica_source.apply_sync). Best effort: a
+    standby that does not stream in time stays out until its next call."""
+    if rec.props.get(src.P_SYNC) != "on":
+        return
+    deadline = time.monotonic() + JOIN_WAIT
+    sock = host.clusters.socket_dir(rec.main)
+    try:
+        while not await sql.query_all(sock, rec.main.port, "SELECT 1 FROM pg_stat_wal_receiver "
+                                      "WHERE status = 'streaming'"):
+            if time.monotonic() > deadline:
+                log.warning("replica of %s: not streaming after %.0fs; not yet counted for "
+                            "synchronous commit", rec.db.id, JOIN_WAIT)
+                return
+            await asyncio.sleep(0.2)
+        await stub.PrepareReplica(pb.PrepareReplicaRequest(database=rec.db.id), timeout=60)
+    except Exception as exc:
+        log.warning("replica of %s: not yet counted for synchronous commit: %s", rec.db.id, exc)
+
+
 def write_passfile(host: Host, main: BranchRecord, prep: pb.PrepareReplicaResponse) -> None:
     # host:port:database:user:password; the password is url-safe (no ':' or '\').
     _fs.atomic_write(_passfile(host, main), f"{prep.host}:{prep.port}:*:{prep.replication_user}:"
@@ -228,6 +250,7 @@ async def _seed(host: Host, stub: Any, req: pb.CreateReplicaRequest,
         rec.props = {**rec.props, P_SEED: f"{done.sent_bytes}:{done.seconds:.3f}"}
         await start_standby(host, rec, fresh=True)
         await host.zfs.set_props(rec.db.dataset, {L.P_PHASE: L.PHASE_READY})
+        await join_sync(host, rec, stub)
     except BaseException as exc:
         log.warning("replica of %s failed (%s); removing what was made", req.database, exc)
         await _undo(host, rec, stub, prep)

@@ -155,9 +155,10 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
             raise FailedPrecondition(f"database {db.name}: main still runs here; hand it over "
                                      "first")
         prep = await _prepare_on(peers, req)
-        if req.rewind:
+        if req.rewind:  # the standby runs before anything says it is a replica
             rejoin.check_can_rejoin(host, db, main)
-            await rejoin.rewind(host, db, main, prep)
+            await rejoin.rewind(host, db, main, prep, replicas.primary_props(
+                req.primary_host_id, req.primary_address, prep))
         await host.zfs.set_props(db.dataset, {
             L.P_KIND: replicas.KIND_DB, **replicas.primary_props(
                 req.primary_host_id, req.primary_address, prep)})
@@ -168,6 +169,7 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
         assert rec is not None
         replicas.write_passfile(host, rec.main, prep)
         await replicas.start_standby(host, rec, fresh=True)
+    await replicas.join_sync(host, rec, peers.stub(req.primary_address))
     log.info("database %s: the old primary follows %s", db_id, req.primary_host_id)
     return await replicas.describe(host, rec)
 
@@ -188,7 +190,7 @@ async def _repoint(service: AgentService, peers: Peers, req: pb.DemoteToReplicaR
     host = service.host
     rec = await replicas.find(host, req.database)
     assert rec is not None
-    if rec.primary_host == req.primary_host_id:
+    if rec.primary_host == req.primary_host_id and host.clusters.live(rec.main) is not None:
         return await replicas.describe(host, rec)
     prep = await _prepare_on(peers, req)
     async with host.db_locks[rec.db.id]:
@@ -200,4 +202,5 @@ async def _repoint(service: AgentService, peers: Peers, req: pb.DemoteToReplicaR
         assert rec is not None
         replicas.write_passfile(host, rec.main, prep)
         await replicas.start_standby(host, rec, fresh=False)
+    await replicas.join_sync(host, rec, peers.stub(req.primary_address))
     return await replicas.describe(host, rec)

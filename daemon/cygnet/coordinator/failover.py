@@ -33,6 +33,7 @@ log = logging.getLogger("cygnet.coordinator.failover")
 
 PERIOD = 0.5
 PROMOTE_TIMEOUT = 90.0
+SWEEP_PERIOD = 30.0  # replicas of deleted databases whose host was away
 # A replica in these states is not a running standby (a running one reports its
 # walreceiver's status, which is not "streaming" once the primary has gone).
 UNHEALTHY = ("stopped", "failed", "promoted", "starting")
@@ -68,6 +69,8 @@ class Failover:
         self._leading_since = 0.0
         self._said: set[str] = set()  # databases already reported as stuck
         self.rejoins = Rejoins(replicas, leases)
+        self._next_sweep = 0.0
+        self._sweep: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
         """Leading, and for a full host lease TTL already."""
@@ -96,6 +99,10 @@ class Failover:
         replicated = await asyncio.to_thread(self.replicas.hosts.replicated_databases)
         if not replicated:
             return
+        if time.monotonic() >= self._next_sweep and (self._sweep is None or self._sweep.done()):
+            # A task of its own: removing replicas never delays a failover.
+            self._next_sweep = time.monotonic() + SWEEP_PERIOD
+            self._sweep = asyncio.create_task(self.replicas.sweep(replicated))
         for db_id in sorted(replicated):
             entry = await asyncio.to_thread(self.router.store.get_entry, db_id)
             if entry is None:

@@ -114,6 +114,37 @@ class Replicas:
         await asyncio.to_thread(self.hosts.remove, loc.entry.id, host.id)
         return result
 
+    async def delete_all(self, db_id: str, *, reachable_only: bool = False) -> list[str]:
+        """Removes every recorded replica of a database being deleted; returns the hosts
+        that could not be reached (their record stays, for `sweep`)."""
+        left = []
+        for host_id in sorted(await asyncio.to_thread(self.hosts.of, db_id)):
+            host = await asyncio.to_thread(self.router.store.get_host, host_id)
+            if reachable_only and (host is None or not host.available):
+                left.append(host_id)
+                continue
+            try:
+                if host is not None:
+                    await self.clients.call(host.id, self.clients.stub(host.address)
+                                            .DeleteReplica(apb.DeleteReplicaRequest(
+                                                database=db_id),
+                                                timeout=self.router.config.agent_timeout))
+            except NotFound:
+                pass  # nothing there: the record was stale
+            except Exception as exc:
+                log.warning("database %s: its replica on %s was not removed yet: %s",
+                            db_id, host_id, exc)
+                left.append(host_id)
+                continue
+            await asyncio.to_thread(self.hosts.remove, db_id, host_id)
+        return left
+
+    async def sweep(self, replicated: set[str]) -> None:
+        """Replicas of databases deleted while their host was away go once it is back."""
+        for db_id in sorted(replicated):
+            if await asyncio.to_thread(self.router.store.get_entry, db_id) is None:
+                await self.delete_all(db_id, reachable_only=True)
+
     async def _choose(self, req: pb.FleetPromoteReplicaRequest, db_id: str,
                       primary: HostRecord) -> tuple[HostRecord, apb.Replica,
                                                     list[tuple[HostRecord, apb.Replica]]]:

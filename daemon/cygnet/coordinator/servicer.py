@@ -131,6 +131,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def DeleteDatabase(self, req: apb.DeleteDatabaseRequest, ctx: Ctx
                              ) -> apb.DeleteDatabaseResponse:
+        # Its replicas first: a replica left behind would hold a copy of a deleted
+        # database. One whose host is away goes when it is back (Replicas.sweep).
+        loc = await self.router.locate(req.database)
+        await self.replicas.delete_all(loc.entry.id)
         return await self.router.delete_database(req)
 
     async def CreateBranch(self, req: apb.CreateBranchRequest, ctx: Ctx
