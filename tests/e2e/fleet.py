@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,8 +222,11 @@ def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 
                 f"{addr}:7434", "--coordinator-ca", str(pki.ca), "--tls-cert", str(cert),
                 "--tls-key", str(key), "--tls-client-ca", str(pki.ca)]
             daemons[name] = d
-        with ThreadPoolExecutor(len(names)) as ex:
-            list(ex.map(lambda d: d.start(), daemons.values()))
+        # One after the other: zfs-fuse (one daemon for every pool on the machine)
+        # twice stopped answering when several cygnetds made their first datasets
+        # at once; a real host has one cygnetd.
+        for d in daemons.values():
+            d.start()
         f = HostFleet(lan, pki, coordinator, daemons)
         wait_for(lambda: len(f.hosts()) == len(names), 30, "every host registered")
         yield f

@@ -49,6 +49,9 @@ async def ensure_template(host: Host, pool: str, version: str) -> str:
         return golden
 
 
+RECORD_SIZE = "16K"
+
+
 async def ensure_roots(host: Host) -> None:
     """POOL/cygnet (carries the mountpoint), POOL/cygnet/db and POOL/cygnet/templates."""
     for pool in host.config.pools:
@@ -57,7 +60,12 @@ async def ensure_roots(host: Host) -> None:
             mount = L.pool_mountpoint(host.config.mount_root, pool)
             # atime off: a read must not write, and a clone's reads must not
             # make it diverge from its origin (inherited by every dataset below).
-            await host.zfs.create(root, {"mountpoint": str(mount), "atime": "off"})
+            # recordsize 16K, two Postgres pages: a page written anew rewrites one
+            # 16K record, not a 128K one, so clones diverge and incremental streams
+            # (moves, docs/ha.md) grow 8x slower under random writes; a full
+            # stream costs 1.3x the default's (benchmarks/README.md, bench_move).
+            await host.zfs.create(root, {"mountpoint": str(mount), "atime": "off",
+                                         "recordsize": RECORD_SIZE})
         for child in (L.databases_root(pool), L.templates_root(pool)):
             if not await host.zfs.exists(child):
                 await host.zfs.create(child)
