@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import psycopg
 
-from benchmarks.common import emit, log
+from benchmarks.common import emit, log, record_args
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.postgres.versions import resolve_version
@@ -173,12 +173,15 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="10 MB and 50 MB, for the suite")
     parser.add_argument("--sizes", default="", help="sizes in MB, comma separated")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--record-size", default="",
+                        help="cygnetd's record_size (default: the daemon's own)")
     args = parser.parse_args()
     sizes = tuple(int(x) for x in args.sizes.split(",") if x) or (
         SMALL_MB if args.small else SIZES_MB)
     pool = "3G" if max(sizes) < 400 else f"{max(sizes) * 3 // 1024 + 4}G"
     results = []
-    with host_fleet(("m1", "m2"), port_base=56000, pool_size=pool) as f:
+    with host_fleet(("m1", "m2"), port_base=56000, pool_size=pool,
+                    daemon_args=record_args(args.record_size)) as f:
         client = Client(f)
         for mb in sizes:
             results.append(one(f, client, mb))

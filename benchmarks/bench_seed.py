@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.common import emit, log
+from benchmarks.common import emit, log, record_args
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.postgres.versions import resolve_version
@@ -102,9 +102,12 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="scale 5 (~80 MB), for the suite")
     parser.add_argument("--scale", type=int, default=0, help="pgbench scale (default 135)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--record-size", default="",
+                        help="cygnetd's record_size (default: the daemon's own)")
     args = parser.parse_args()
     scale = args.scale or (5 if args.small else 135)
-    with host_fleet(("s1", "s2"), port_base=59800, pool_size="8G" if scale > 20 else "3G") as f:
+    with host_fleet(("s1", "s2"), port_base=59800, pool_size="8G" if scale > 20 else "3G",
+                    daemon_args=record_args(args.record_size)) as f:
         conn, primary, size, version = _fill(f, scale)
         other = next(h for h in f.daemons if h != primary)
         log("pg_basebackup")

@@ -65,3 +65,8 @@ def emit(name: str, result: dict[str, Any], out: Path | None = RESULTS) -> Path:
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def record_args(record_size: str) -> tuple[str, ...]:
+    """cygnetd's flags for a benchmark's `--record-size` (none: the daemon's default)."""
+    return ("--record-size", record_size) if record_size else ()

@@ -88,3 +88,11 @@ def test_the_cli_does_not_import_the_settings_library() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert run.stdout.strip() == "['cygnet']"
+
+
+def test_record_size_is_a_zfs_record_size_or_empty() -> None:
+    assert AgentConfig(pools=("tank",), record_size="16K").validate().record_size == "16K"
+    assert AgentConfig(pools=("tank",)).validate().record_size == ""  # automatic
+    with pytest.raises(InvalidArgument, match="record_size") as err:
+        AgentConfig(pools=("tank",), record_size="12K").validate()
+    assert "8K, 16K, 32K, 64K, 128K" in str(err.value)

@@ -14,6 +14,9 @@ from cygnet.settings import load_settings
 # as one `name: type = default` line with a comment that says what it is for.
 
 
+RECORD_SIZES = ("8K", "16K", "32K", "64K", "128K")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     # ZFS pools this host's databases may live on.
@@ -120,6 +123,11 @@ class AgentConfig:
     # DNS domain of endpoint names (DB--BRANCH.DOMAIN, routed by TLS SNI); empty:
     # connection strings name advertise_host and route with options=endpoint=.
     endpoint_domain: str = ""
+    # ZFS recordsize of the datasets made under POOL/cygnet (set once, when the
+    # root is made). Empty: 16K on OpenZFS (a page write re-sends 16K, not 128K,
+    # in a move's incremental rounds, docs/ha.md), ZFS's 128K on zfs-fuse, which
+    # aborted on a full pool with 16K records.
+    record_size: str = ""
     # Schedules of databases that set none (docs/durability.md "Schedules and
     # retention"): automatic snapshots of main every N seconds (0: off), backups
     # on a cron expression ("": off), and the retention both are pruned by.
@@ -163,6 +171,9 @@ class AgentConfig:
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
             raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
                                   "(a fleet host certificate, see docs/coordinator.md)")
+        if self.record_size and self.record_size not in RECORD_SIZES:
+            raise InvalidArgument("record_size", f"{self.record_size!r} is not one of "
+                                  f"{', '.join(RECORD_SIZES)} (empty: automatic)")
         if self.wal_deleted_retention_days < 1 / 24:
             raise InvalidArgument("wal_deleted_retention_days",
                                   "must be at least one hour (1/24): a restore of a deleted "

@@ -49,7 +49,15 @@ async def ensure_template(host: Host, pool: str, version: str) -> str:
         return golden
 
 
-RECORD_SIZE = "16K"
+async def record_size(host: Host) -> str:
+    """The recordsize of a new root: the setting, or 16K (two Postgres pages) on
+    OpenZFS. A page written anew then rewrites one 16K record, not a 128K one, so
+    clones diverge and a move's incremental rounds (docs/ha.md) grow 8x slower
+    under random writes; a full stream costs 1.3-1.7x (benchmarks/README.md).
+    zfs-fuse keeps ZFS's 128K: it aborted on a full pool with 16K records."""
+    if host.config.record_size:
+        return host.config.record_size
+    return "128K" if (await host.zfs.dialect()).name == "zfs-fuse" else "16K"
 
 
 async def ensure_roots(host: Host) -> None:
@@ -60,12 +68,8 @@ async def ensure_roots(host: Host) -> None:
             mount = L.pool_mountpoint(host.config.mount_root, pool)
             # atime off: a read must not write, and a clone's reads must not
             # make it diverge from its origin (inherited by every dataset below).
-            # recordsize 16K, two Postgres pages: a page written anew rewrites one
-            # 16K record, not a 128K one, so clones diverge and incremental streams
-            # (moves, docs/ha.md) grow 8x slower under random writes; a full
-            # stream costs 1.3x the default's (benchmarks/README.md, bench_move).
             await host.zfs.create(root, {"mountpoint": str(mount), "atime": "off",
-                                         "recordsize": RECORD_SIZE})
+                                         "recordsize": await record_size(host)})
         for child in (L.databases_root(pool), L.templates_root(pool)):
             if not await host.zfs.exists(child):
                 await host.zfs.create(child)
