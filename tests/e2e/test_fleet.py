@@ -84,8 +84,8 @@ def fleet() -> Iterator[Fleet]:
         coordinator.start()
         for i, name in enumerate(HOSTS):
             daemons[name] = _daemon(lan, pki, name, i, f"{addr}:7434")
-        for d in daemons.values():  # one at a time, as fleet.host_fleet() does
-            d.start()
+        with ThreadPoolExecutor(3) as ex:
+            list(ex.map(lambda d: d.start(), daemons.values()))
         f = Fleet(lan, pki, coordinator, daemons)
         wait_for(lambda: len(f.hosts()) == 3, 30, "three registered hosts")
         yield f
