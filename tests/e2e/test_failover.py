@@ -211,9 +211,9 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
     with pytest.raises(psycopg.Error, match="read-only"):
         inside.submit(lambda: psycopg.connect(conn_info, autocommit=True).execute(
             "INSERT INTO ledger VALUES (-1)")).result(60)
-    wait_for(lambda: _local_rows(inside, conn_info) == _rows(uri, client), 60,
+    wait_for(lambda: _rows(conn_info, inside) == _rows(uri, client), 60,
              "the rejoined replica holding the primary's ledger")
-    assert not async_lost & _local_rows(inside, conn_info)
+    assert not async_lost & _rows(conn_info, inside)
     print(f"rejoin: {second} follows {third}; its {len(async_lost)} local-only commits "
           "were rewound away")
 
@@ -222,13 +222,6 @@ def _replica_state(f: HostFleet, name: str, host_id: str) -> str:
     with f.coordinator.stub() as c:
         listed = c.ListReplicas(cpb.FleetListReplicasRequest(database=name), timeout=60)
     return next((r.state for r in listed.replicas if r.host_id == host_id), "")
-
-
-def _local_rows(pool: ThreadPoolExecutor, conn_info: str) -> set[int]:
-    def read() -> set[int]:
-        with psycopg.connect(conn_info, autocommit=True) as c:
-            return {int(r[0]) for r in c.execute("SELECT seq FROM ledger").fetchall()}
-    return pool.submit(read).result(60)
 
 
 def _main_pgdata(d: Daemon) -> Path:
