@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -30,6 +32,16 @@ VENV_BIN = Path(sys.executable).parent
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
+
+
+def run_small_benchmark(module: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """A benchmark's small mode, run as a user would (`python -m benchmarks.MODULE
+    --small ARGS`); fails with the end of its stderr, returns the JSON it printed."""
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--small", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def ensure_zfs() -> None:

@@ -3,14 +3,11 @@ Cygnet and pgBackRest back up the same live cluster, both restore, checksums mat
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +15,7 @@ pytestmark = pytest.mark.integration
 def test_bench_backup_branches_small() -> None:
     if shutil.which("pgbackrest") is None:
         pytest.skip("pgbackrest is not installed (scripts/setup installs it)")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_backup_branches", "--small",
-                           "--scale", "2"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout)
+    result = run_small_benchmark("bench_backup_branches", "--scale", "2")
     full, restore = result["full"], result["restore"]
     for side in (full["cygnet"], full["pgbackrest"], full["pgbackrest_parallel"],
                  restore, restore["pgbackrest"], restore["pgbackrest_parallel"]):

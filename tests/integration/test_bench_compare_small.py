@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 METHODS = {"cygnet_branch", "cygnet_new_database", "createdb_file_copy", "createdb_wal_log",
            "pg_dump_restore", "pg_basebackup", "createdb_file_copy_clone"}
@@ -17,12 +15,8 @@ METHODS = {"cygnet_branch", "cygnet_new_database", "createdb_file_copy", "create
 
 def test_bench_compare_small(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")  # a dev dependency; the charts need it
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_compare", "--small",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((tmp_path / "compare_small.json").read_text())
-    assert json.loads(done.stdout) == result
+    result = run_small_benchmark("bench_compare", "--out", str(tmp_path))
+    assert json.loads((tmp_path / "compare_small.json").read_text()) == result
     assert set(result["methods"]) == METHODS
     assert all(label for label in result["methods"].values())
     assert [s["label"] for s in result["sizes"]] == ["10MB", "30MB"]

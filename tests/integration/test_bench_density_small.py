@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_density_small(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_density", "--small",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((tmp_path / "density.json").read_text())
-    assert json.loads(done.stdout) == result
+    result = run_small_benchmark("bench_density", "--out", str(tmp_path))
+    assert json.loads((tmp_path / "density.json").read_text()) == result
     assert [level["branches"] for level in result["levels"]] == [1, 4]
     last = result["levels"][-1]
     assert last["branches_listed"] == 4 and last["running"] == 2 and last["stopped"] == 2

@@ -4,23 +4,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_seed_small(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_seed", "--small",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout)
+    result = run_small_benchmark("bench_seed", "--out", str(tmp_path))
     assert json.loads((tmp_path / "seed_small.json").read_text()) == result
     assert result["zfs_send"]["state"] == "streaming"
     assert result["zfs_send"]["bytes"] > result["database_bytes"] / 2

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_upload_small(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_upload", "--small",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((tmp_path / "upload_small.json").read_text())
-    assert json.loads(done.stdout) == result
+    result = run_small_benchmark("bench_upload", "--out", str(tmp_path), timeout=300)
+    assert json.loads((tmp_path / "upload_small.json").read_text()) == result
     assert result["repository_bytes"] > 5 << 20 and result["objects"] >= 3
     assert set(result["seconds"]) == {"cygnet", "boto3_upload_file", "cygnet_fetch",
                                       "boto3_download_file"}

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import run_small_benchmark
 
 pytestmark = pytest.mark.integration
 
 
-def small(module: str, out: Path) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--small",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
-
-
 def test_bench_archive_small(tmp_path: Path) -> None:
-    result = small("bench_archive", tmp_path)
+    result = run_small_benchmark("bench_archive", "--out", str(tmp_path))
     assert json.loads((tmp_path / "archive_small.json").read_text()) == result
     per = result["per_segment"]["ms_per_segment"]  # type: ignore[index]
     assert set(per) == {"c_program", "python_minimal", "python_with_cygnet"}
@@ -35,7 +24,7 @@ def test_bench_archive_small(tmp_path: Path) -> None:
 
 
 def test_bench_pitr_small(tmp_path: Path) -> None:
-    result = small("bench_pitr", tmp_path)
+    result = run_small_benchmark("bench_pitr", "--out", str(tmp_path))
     assert result["pitr_ready_seconds"]["n"] == 1  # type: ignore[index]
     assert result["pgbackrest_restore_time_seconds"]["n"] == 1  # type: ignore[index]
     assert result["wal_bytes_since_snapshot"] > 0  # type: ignore[operator]
