@@ -141,8 +141,13 @@ def coordinator(base: Path, store_url: str, *extra: str, wait_index: bool = True
                 if time.monotonic() > deadline or (c.proc and c.proc.poll() is not None):
                     raise RuntimeError(f"coordinator did not lead:\n{c.tail()}")
                 time.sleep(0.1)
+            # A new leader syncs every host's catalog first (seconds at 10,000 hosts,
+            # placements slowed meanwhile): measured is the steady state after it.
+            deadline = time.monotonic() + 300
+            while "catalog sync of" not in c.tail(200) and time.monotonic() < deadline:
+                time.sleep(0.1)
         assert c.proc is not None
-        Proc(c.proc.pid).wait_idle()  # the new leader's catalog sync of every host is over
+        Proc(c.proc.pid).wait_idle()
         yield c, address
     finally:
         c.stop()

@@ -4,15 +4,21 @@ Two cygnet-coordinator processes share one store; cygnetd lists both. Its
 stream goes to the first (the leader). Killed with -9, the stream breaks, and
 cygnetd opens one to the other coordinator, which takes the lease: the host
 never goes unavailable there.
+
+A coordinator older than HeartbeatStream answers it UNIMPLEMENTED; cygnetd then
+beats with the unary Heartbeat RPC, without re-registering or giving up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cygnet.api.v1 import coordinator_pb2 as cpb
@@ -81,3 +87,60 @@ def test_cygnetd_follows_a_leader_change_on_its_stream(tmp_path: Path) -> None:
             wait_for(lambda: f"coordinator {second.listen[0]}: " in d.tail(400), 15,
                      "the stream's end")
             assert "Traceback" not in second.tail(2000)
+
+
+def unary(method: Callable[..., object], request: type, response: type
+          ) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        method, request_deserializer=request.FromString,  # type: ignore[attr-defined]
+        response_serializer=response.SerializeToString)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def older_coordinator(pki: Pki, calls: Counter[str]) -> Iterator[str]:
+    """A real gRPC server over mutual TLS with the Coordinator service as it was before
+    HeartbeatStream: RegisterHost and Heartbeat only, so gRPC itself answers the stream
+    UNIMPLEMENTED, as a coordinator of that version does."""
+    cert, key = pki.issue("coordinator", "old-coordinator", "127.0.0.1")
+
+    def register(req: cpb.RegisterHostRequest, _: grpc.ServicerContext
+                 ) -> cpb.RegisterHostResponse:
+        calls["RegisterHost"] += 1
+        return cpb.RegisterHostResponse(heartbeat_interval_seconds=INTERVAL)
+
+    def heartbeat(req: cpb.HeartbeatRequest, _: grpc.ServicerContext
+                  ) -> cpb.HeartbeatResponse:
+        calls["Heartbeat"] += 1
+        return cpb.HeartbeatResponse(heartbeat_interval_seconds=INTERVAL)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "cygnet.v1.Coordinator", {
+            "RegisterHost": unary(register, cpb.RegisterHostRequest, cpb.RegisterHostResponse),
+            "Heartbeat": unary(heartbeat, cpb.HeartbeatRequest, cpb.HeartbeatResponse)}),))
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())],
+                                        root_certificates=pki.ca.read_bytes(),
+                                        require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def test_cygnetd_beats_unary_to_a_coordinator_without_the_stream(tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    cert, key = pki.issue("host", "hb-old")
+    calls: Counter[str] = Counter()
+    with older_coordinator(pki, calls) as address:
+        settings = (f'host_id = "hb-old"\ncoordinator = "{address}"\n'
+                    f'coordinator_ca = "{pki.ca}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+                    'advertise_api = "unix:/nonexistent/hb-old"\n')
+        with private_daemon("hbf", 62600, "1G", settings=settings, unix_only=True) as d:
+            wait_for(lambda: calls["Heartbeat"] >= 5, 30, "five unary heartbeats")
+            log = d.tail(400)
+    assert calls["RegisterHost"] == 1  # the refused stream is no reason to register again
+    fallback = f"coordinator {address} has no heartbeat stream: unary heartbeats"
+    assert log.count(fallback) == 1, log  # asked once, not again on every beat
+    assert "heartbeat failed" not in log

@@ -257,7 +257,7 @@ def test_ranking_in_sql_matches_scoring(make_store: Factory) -> None:
     store = make_store()
     rng = random.Random(3)
     for i in range(8):
-        register(store, reg(f"h{i}", memory_gb=rng.choice([1, 2, 4]),
+        register(store, reg(f"h{i}", memory_gb=rng.choice([1, 4, 48, 128, 256]),
                             free_gb=rng.uniform(80, 98)))
     for _ in range(40):
         cands = [candidate(h) for h in store.list_hosts()]

@@ -65,7 +65,8 @@ class IndexedHost:
                                  self.pending_disk)
 
     def key(self, d: Demand) -> float:
-        """Utilisation after placing `d` (scoring.fractions), INF when it does not fit."""
+        """scoring.rank of placing `d` (utilisation after it, less the headroom credit),
+        INF when it does not fit."""
         clusters = max(self.db_count, self.running_clusters) + 1
         free_after = self.disk_free - self.pending_disk - d.disk_bytes
         if (not self.placeable or self.memory_budget <= 0
@@ -74,7 +75,8 @@ class IndexedHost:
                 or self.max_clusters <= 0 or clusters > self.max_clusters):
             return INF
         return max((self.memory_reserved + d.memory_bytes) / self.memory_budget,
-                   1.0 - free_after / self.disk_size, clusters / self.max_clusters)
+                   1.0 - free_after / self.disk_size,
+                   clusters / self.max_clusters) - scoring.headroom(self.memory_budget)
 
     def buckets(self) -> list[tuple[str, str]]:
         return [(z, v) for z in (self.zone, ANY) for v in (*self.versions, ANY)]

@@ -6,6 +6,13 @@ resource). The host with the lowest such value wins (score = 1 - it), which
 spreads databases so that every host fills at the pace of its own capacity:
 a host with twice the memory takes twice the databases. Ties go to the host
 with fewer databases, then to the smaller id, so the choice is deterministic.
+
+The rank is that utilisation minus a small headroom credit (`headroom`) that
+is larger on hosts with little memory. Small hosts therefore run slightly
+fuller, and large hosts keep room for large databases: in a mixed fleet a
+large database then lands on a large host without lifting it far above the
+rest (balance max/mean 1.053 -> 1.024 in bench_placement). In a fleet of equal
+hosts the credit is the same everywhere and changes nothing.
 docs/coordinator.md explains it with examples.
 """
 
@@ -16,8 +23,31 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cygnet.coordinator.models import Constraints, Demand
+from cygnet.coordinator.models import MB, MEMORY_MB, Constraints, Demand
 from cygnet.errors import ResourceExhausted
+
+# headroom() = min(3/8 x the largest class's memory / budget, 3/8 x 1/4). Both are
+# exact binary numbers, so the store's SQL ranks by bit-identical values.
+HEADROOM_BYTES = 3 * max(MEMORY_MB.values()) * MB // 8
+HEADROOM_CAP = 0.09375
+
+
+def headroom(memory_budget: int) -> float:
+    """The rank credit of a host with this memory budget (see the module's doc)."""
+    if memory_budget <= 0:
+        return HEADROOM_CAP
+    return min(HEADROOM_BYTES / memory_budget, HEADROOM_CAP)
+
+
+def headroom_sql() -> str:
+    """headroom() of the `hosts` row, in SQL that SQLite and PostgreSQL both run."""
+    return (f"CASE WHEN memory_budget * {HEADROOM_CAP} < {HEADROOM_BYTES} THEN "
+            f"{HEADROOM_CAP} ELSE {HEADROOM_BYTES} * 1.0 / memory_budget END")
+
+
+def rank(c: Candidate, parts: tuple[float, float, float]) -> float:
+    """What placement minimises: utilisation after placement less the headroom credit."""
+    return max(parts) - headroom(c.memory_budget)
 
 
 class Candidate(NamedTuple):
@@ -83,7 +113,8 @@ def choose(candidates: list[Candidate], demand: Demand, constraints: Constraints
     best: tuple[float, int, str] | None = None
     best_host: Candidate | None = None
     best_parts: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    runner_up: tuple[float, str] | None = None
+    # (rank, utilisation after placement, host id) of the second best
+    runner_up: tuple[float, float, str] | None = None
     rejected: Counter[str] = Counter()
     eligible = 0
     for c in candidates:
@@ -98,17 +129,18 @@ def choose(candidates: list[Candidate], demand: Demand, constraints: Constraints
             rejected[parts] += 1
             continue
         eligible += 1
-        key = (max(parts), c.db_count, c.id)
+        key = (rank(c, parts), c.db_count, c.id)
         if best is None or key < best:
             if best is not None:
-                runner_up = (best[0], best[2])
+                runner_up = (best[0], max(best_parts), best[2])
             best, best_host, best_parts = key, c, parts
         elif runner_up is None or key[0] < runner_up[0]:
-            runner_up = (key[0], c.id)
+            runner_up = (key[0], max(parts), c.id)
     if best is None or best_host is None:
         raise ResourceExhausted(no_fit_reason(len(candidates), rejected, demand))
-    return Choice(best_host.id, best_host.address, 1.0 - best[0],
-                  _reason(best_host.id, best_parts, eligible, runner_up),
+    second = None if runner_up is None else (runner_up[1], runner_up[2])
+    return Choice(best_host.id, best_host.address, 1.0 - max(best_parts),
+                  _reason(best_host.id, best_parts, eligible, second),
                   len(candidates), eligible)
 
 

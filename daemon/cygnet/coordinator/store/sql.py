@@ -209,7 +209,8 @@ class SqlStore(ABC):
                f"AND {g}(db_count, running_clusters) + 1 <= max_clusters")
         params: list[object] = [d.memory_bytes, d.disk_bytes]
         sql, params = self._filters(sql, params, req)
-        rows = tx.q(f"{sql} ORDER BY {bottleneck}, db_count, id LIMIT 2", *params,
+        rank = f"{bottleneck} - {scoring.headroom_sql()}"
+        rows = tx.q(f"{sql} ORDER BY {rank}, db_count, id LIMIT 2", *params,
                     d.memory_bytes, d.disk_bytes)
         if not rows:
             return None
