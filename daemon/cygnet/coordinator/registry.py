@@ -96,13 +96,14 @@ class Registry:
 
     # --- catalog from the hosts ------------------------------------------------
 
-    def _sync_soon(self, *hosts: HostRecord) -> None:
-        task = asyncio.create_task(self.sync_hosts(hosts))
+    def _sync_soon(self, *hosts: HostRecord, report: bool = False) -> None:
+        task = asyncio.create_task(self.sync_hosts(hosts, report))
         self._syncs.add(task)
         task.add_done_callback(self._syncs.discard)
 
-    async def sync_hosts(self, hosts: Sequence[HostRecord]) -> None:
-        """sync_host for each of `hosts`, at most SYNC_CONCURRENCY at a time."""
+    async def sync_hosts(self, hosts: Sequence[HostRecord], report: bool = False) -> None:
+        """sync_host for each of `hosts`, at most SYNC_CONCURRENCY at a time; with
+        `report`, logs when all are done (a new leader's sync of the fleet)."""
         pending = iter(hosts)
 
         async def worker() -> None:
@@ -114,7 +115,7 @@ class Registry:
 
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(min(SYNC_CONCURRENCY, len(hosts)))))
-        if len(hosts) > 1:
+        if report:
             log.info("catalog sync of %d hosts done in %.1f s", len(hosts),
                      time.monotonic() - started)
 
@@ -162,7 +163,7 @@ class Registry:
             log.info("%s leadership", "took" if leading else "lost")
             self.leader = leading
             if leading:
-                self._sync_soon(*[h for h in await self.list() if h.available])
+                self._sync_soon(*[h for h in await self.list() if h.available], report=True)
         if not leading:
             return
         now, epoch = time.time(), self.leadership.epoch
