@@ -71,6 +71,9 @@ def test_branch_at_a_time_and_at_an_lsn(stub, db) -> None:
     by_lsn = at(stub, name, "by-lsn", lsn_text=point)
     assert count(by_time.connection) == 20
     assert count(by_lsn.connection) == 20
+    # The replay ran with recovery_shared_buffers_mb (1 GB), not nano's 16 MB, and
+    # the branch keeps them until its next restart.
+    assert query(by_time.connection, "show shared_buffers") == [("1GB",)]
     assert count(db.connection) == 30
     # Each is a branch of its own: it writes without touching main.
     insert(by_time.connection, 1, "x")

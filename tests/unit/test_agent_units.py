@@ -107,3 +107,17 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as err:
         load_config(cfg, {})
     assert err.value.field == "config"
+
+
+def test_recovery_shared_buffers_only_ever_raise_a_size_class() -> None:
+    from cygnet.agent.recovery import replay_size
+    from cygnet.postgres.sizes import size_class
+
+    nano, large = size_class("nano"), size_class("large")
+    assert replay_size(1024, nano).shared_buffers_mb == 1024
+    assert replay_size(1024, nano).max_connections == nano.max_connections
+    assert replay_size(1024, large) == large  # 2 GB already
+    assert replay_size(0, nano) == nano
+    with pytest.raises(InvalidArgument) as err:
+        AgentConfig(pools=["tank"], recovery_shared_buffers_mb=-1).validate()
+    assert err.value.field == "recovery_shared_buffers_mb"

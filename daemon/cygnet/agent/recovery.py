@@ -25,6 +25,7 @@ from cygnet.errors import Aborted, InvalidArgument
 from cygnet.postgres import fixup, process
 from cygnet.postgres.config import RecoverySettings, write_settings
 from cygnet.postgres.layout import postgres_user
+from cygnet.postgres.sizes import SizeClass
 from cygnet.wal.lsn import format_lsn, parse_lsn, segment
 from cygnet.wal.plan import Stager
 from cygnet.wal.repo import WalObject
@@ -58,6 +59,13 @@ def _settings(stage: Path, target: Target | None) -> RecoverySettings:
     return RecoverySettings(command, target_lsn=format_lsn(target.lsn))
 
 
+def replay_size(shared_buffers_mb: int, size: SizeClass) -> SizeClass:
+    """`size` with at least `shared_buffers_mb` of buffers (recovery_shared_buffers_mb)."""
+    if shared_buffers_mb <= size.shared_buffers_mb:
+        return size
+    return replace(size, shared_buffers_mb=shared_buffers_mb)
+
+
 async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
                   objects: list[WalObject], target: Target, *, workers: bool = True) -> int:
     """Replays `branch`'s fresh clone to `target` and promotes it; returns the LSN
@@ -77,7 +85,9 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
     staging = asyncio.create_task(asyncio.to_thread(stager.run))
     try:
         settings = host.clusters.settings(branch, db, workers=workers)
-        settings = replace(settings, recovery=_settings(stage, target), archive=None)
+        settings = replace(settings, recovery=_settings(stage, target), archive=None,
+                           size=replay_size(host.config.recovery_shared_buffers_mb,
+                                            settings.size))
         fixup.prepare_clone(files.pgdata, files.log_file, settings)
         (files.pgdata / "recovery.signal").touch()
         try:
