@@ -101,10 +101,15 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds:
 
 
 def redo_line(d: Daemon) -> str:
-    """The daemon's account of the last recovery: staging time and Postgres' redo."""
-    lines = [ln for ln in d.log_path.read_text(errors="replace").splitlines()
-             if "Postgres' redo" in ln]
-    return lines[-1].split("cygnet.agent: ", 1)[-1] if lines else ""
+    """The daemon's account of the last recovery: staging time and Postgres' redo, then
+    the steps of the whole call (plan, clone, recover, settle)."""
+    text = d.log_path.read_text(errors="replace").splitlines()
+    found = []
+    for marker in ("Postgres' redo", " recovered to "):
+        lines = [ln for ln in text if marker in ln]
+        if lines:
+            found.append(lines[-1].split(": ", 1)[-1])
+    return "; ".join(found)
 
 
 def main() -> None:
