@@ -126,8 +126,8 @@ def test_archive_and_recovery_settings_render_quoted() -> None:
     lines = text.splitlines()
     assert "archive_command = '''/b/cygnet-wal'' archive ''%p'''" in lines
     assert {"archive_mode = on", "archive_timeout = 2", "wal_recycle = off",
-            "wal_compression = lz4", "hot_standby = off", "recovery_target_lsn = '0/3000060'",
-            "recovery_target_action = 'promote'"} <= set(lines)
+            "wal_compression = lz4", "hot_standby = on", "recovery_target_lsn = '0/3000060'",
+            "recovery_target_action = 'pause'"} <= set(lines)
 
 
 def test_staged_files_reach_the_restore_program_in_order(tmp_path: Path) -> None:

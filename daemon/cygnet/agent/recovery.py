@@ -11,12 +11,16 @@ recovery starts at once and never waits for more than the next file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psycopg
 
 from cygnet.agent import archive
 from cygnet.agent.host import Host
@@ -26,6 +30,7 @@ from cygnet.postgres import fixup, process
 from cygnet.postgres.config import RecoverySettings, write_settings
 from cygnet.postgres.layout import postgres_user
 from cygnet.postgres.sizes import SizeClass
+from cygnet.postgres.sql import connect
 from cygnet.wal.lsn import format_lsn, parse_lsn, segment
 from cygnet.wal.plan import Stager
 from cygnet.wal.repo import WalObject
@@ -34,6 +39,7 @@ log = logging.getLogger("cygnet.agent")
 
 RECOVERY_TIMEOUT = 3600.0  # replay of a long window; the caller's deadline is its own
 STAGE_DIR = "wal-restore"
+PAUSE_POLL = 0.05
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
@@ -92,6 +98,8 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
         (files.pgdata / "recovery.signal").touch()
         try:
             await _start(host, db, branch)
+            if target.time or target.lsn:
+                await _promote_at_target(host, branch)
         except Aborted as exc:
             if _NOT_REACHED not in _log_text(files.log_file):
                 raise
@@ -119,6 +127,31 @@ async def _start(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
     files = host.clusters.files(branch)
     await process.start(host.clusters.bindir(db, branch), files.pgdata, files.log_file,
                         timeout=RECOVERY_TIMEOUT)
+
+
+async def _promote_at_target(host: Host, branch: BranchRecord) -> None:
+    """Waits until the replay pauses at its target, then promotes it (pg_promote, see
+    postgres/config.py). Aborted if the postmaster stops first, e.g. when the archive
+    ends before the target (the caller reads the log for that)."""
+    socket_dir = host.clusters.socket_dir(branch)
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    while time.monotonic() < deadline:
+        if host.clusters.live(branch) is None:
+            last = _log_text(host.clusters.files(branch).log_file).strip().splitlines()[-1:]
+            raise Aborted("the postmaster stopped before the replay reached its target: "
+                          + (last[0] if last else "(no log)"))
+        with contextlib.suppress(Aborted, psycopg.Error):
+            async with await connect(socket_dir, branch.port) as conn:
+                while time.monotonic() < deadline:
+                    cur = await conn.execute(
+                        "SELECT pg_catalog.pg_get_wal_replay_pause_state()")
+                    row = await cur.fetchone()
+                    if row is not None and row[0] == "paused":
+                        await conn.execute("SELECT pg_catalog.pg_promote(true, 3600)")
+                        return
+                    await asyncio.sleep(PAUSE_POLL)
+        await asyncio.sleep(PAUSE_POLL)
+    raise Aborted(f"the replay did not reach its target within {RECOVERY_TIMEOUT:g}s")
 
 
 def _log_text(path: Path) -> str:

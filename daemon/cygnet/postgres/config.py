@@ -181,14 +181,18 @@ def _recovery_lines(recovery: RecoverySettings | None) -> list[str]:
     if recovery is None:
         return []
     lines = [f"restore_command = {_quoted(recovery.restore_command)}",
-             "recovery_target_timeline = 'latest'", "hot_standby = off"]
+             "recovery_target_timeline = 'latest'"]
+    if not (recovery.target_time or recovery.target_lsn):
+        return [*lines, "hot_standby = off"]
     if recovery.target_time:
-        lines += [f"recovery_target_time = {_quoted(recovery.target_time)}",
-                  "recovery_target_action = 'promote'"]
-    elif recovery.target_lsn:
-        lines += [f"recovery_target_lsn = {_quoted(recovery.target_lsn)}",
-                  "recovery_target_action = 'promote'"]
-    return lines
+        lines.append(f"recovery_target_time = {_quoted(recovery.target_time)}")
+    else:
+        lines.append(f"recovery_target_lsn = {_quoted(recovery.target_lsn)}")
+    # Paused at the target, then promoted with pg_promote() (agent/recovery.py): a
+    # promotion Postgres is asked for checkpoints in the background, whereas one it
+    # starts by itself at the target ('promote') first writes every dirty buffer, which
+    # after a long replay takes seconds. Pausing needs hot_standby.
+    return [*lines, "recovery_target_action = 'pause'", "hot_standby = on"]
 
 
 def _standby_lines(standby: StandbySettings | None) -> list[str]:
