@@ -216,3 +216,23 @@ def test_a_stopped_branchs_snapshot_can_start_a_recovery(stub, db) -> None:
     assert "cold" in names  # its shutdown checkpoint is its recorded WAL point
     after = at(stub, name, "after-cold", lsn_text=point)
     assert count(after.connection) == 15
+
+
+def test_a_setting_raised_after_the_snapshot_still_recovers(daemon, stub, db) -> None:
+    """The replay pauses at its target as a hot standby, which cannot replay WAL from
+    a server with more max_connections than the clone's (raised after the snapshot):
+    it pauses short of the target. Cygnet goes on as a plain recovery, never promoting
+    there, which would lose what lies before the target."""
+    name = db.database.name
+    stub.SetBranchConfig(pb.SetBranchConfigRequest(
+        branch=pb.BranchRef(database=name), settings={"max_connections": "60"},
+        restart=True), timeout=120)
+    insert(db.connection, 10, "b")
+    t1 = pause()
+    insert(db.connection, 10, "c")
+    made = at(stub, name, "raised", when=t1)
+    assert count(made.connection) == 20
+    log = daemon.log_path.read_text(errors="replace")
+    assert f"branch {made.branch.id}: the replay paused before its target" in log
+    # The branch's files are the snapshot's, settings included.
+    assert query(made.connection, "show max_connections") == [("20",)]

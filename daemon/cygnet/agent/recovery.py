@@ -27,7 +27,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.errors import Aborted, InvalidArgument
 from cygnet.postgres import fixup, process
-from cygnet.postgres.config import RecoverySettings, write_settings
+from cygnet.postgres.config import ClusterSettings, RecoverySettings, write_settings
 from cygnet.postgres.layout import postgres_user
 from cygnet.postgres.sizes import SizeClass
 from cygnet.postgres.sql import connect
@@ -40,7 +40,13 @@ log = logging.getLogger("cygnet.agent")
 RECOVERY_TIMEOUT = 3600.0  # replay of a long window; the caller's deadline is its own
 STAGE_DIR = "wal-restore"
 PAUSE_POLL = 0.05
+# Postgres' log line when the replay pauses at its target (recoveryPausesHere).
+_AT_TARGET = "pausing at the end of recovery"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+class PausedEarly(Aborted):
+    """The hot standby replay paused short of its target (not promoted)."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,7 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
         fixup.prepare_clone(files.pgdata, files.log_file, settings)
         (files.pgdata / "recovery.signal").touch()
         try:
-            await _start(host, db, branch)
-            if target.time or target.lsn:
-                await _promote_at_target(host, branch)
+            await _replay(host, db, branch, settings, target)
         except Aborted as exc:
             if _NOT_REACHED not in _log_text(files.log_file):
                 raise
@@ -123,35 +127,84 @@ async def recover(host: Host, db: DatabaseRecord, branch: BranchRecord,
     return switch_point(files.pgdata)
 
 
+async def _replay(host: Host, db: DatabaseRecord, branch: BranchRecord,
+                  settings: ClusterSettings, target: Target) -> None:
+    """Starts the recovery `settings` describe and sees it promoted at `target`."""
+    files = host.clusters.files(branch)
+    mark = _log_size(files.log_file)
+    await _start(host, db, branch)
+    if not (target.time or target.lsn) or settings.recovery is None:
+        return
+    try:
+        await _promote_at_target(host, branch, mark)
+    except PausedEarly as exc:
+        # Hot standby cannot replay this WAL (settings raised after the snapshot):
+        # the replay goes on as a plain recovery, promoted by Postgres at the target.
+        log.info("branch %s: %s; replaying on without hot standby", branch.id, exc)
+        await host.clusters.stop(branch, "fast")
+        recovery = replace(settings.recovery, promote_at_target=True)
+        write_settings(files.pgdata, replace(settings, recovery=recovery))
+        await _start(host, db, branch)
+
+
 async def _start(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
     files = host.clusters.files(branch)
     await process.start(host.clusters.bindir(db, branch), files.pgdata, files.log_file,
                         timeout=RECOVERY_TIMEOUT)
 
 
-async def _promote_at_target(host: Host, branch: BranchRecord) -> None:
+async def _promote_at_target(host: Host, branch: BranchRecord, log_mark: int) -> None:
     """Waits until the replay pauses at its target, then promotes it (pg_promote, see
     postgres/config.py). Aborted if the postmaster stops first, e.g. when the archive
-    ends before the target (the caller reads the log for that)."""
+    ends before the target (the caller reads the log for that), or if the replay
+    paused anywhere else (a hot standby pauses on insufficient parameter settings):
+    promoting there would silently lose what lies before the target."""
     socket_dir = host.clusters.socket_dir(branch)
+    log_file = host.clusters.files(branch).log_file
     deadline = time.monotonic() + RECOVERY_TIMEOUT
     while time.monotonic() < deadline:
         if host.clusters.live(branch) is None:
-            last = _log_text(host.clusters.files(branch).log_file).strip().splitlines()[-1:]
+            last = _log_text(log_file).strip().splitlines()[-1:]
             raise Aborted("the postmaster stopped before the replay reached its target: "
                           + (last[0] if last else "(no log)"))
-        with contextlib.suppress(Aborted, psycopg.Error):
-            async with await connect(socket_dir, branch.port) as conn:
+        try:
+            conn = await connect(socket_dir, branch.port)
+        except Aborted:  # not accepting connections (yet, or any more)
+            await asyncio.sleep(PAUSE_POLL)
+            continue
+        with contextlib.suppress(psycopg.Error):
+            async with conn:
                 while time.monotonic() < deadline:
                     cur = await conn.execute(
                         "SELECT pg_catalog.pg_get_wal_replay_pause_state()")
                     row = await cur.fetchone()
                     if row is not None and row[0] == "paused":
+                        since = _log_since(log_file, log_mark)
+                        if _AT_TARGET not in since:
+                            last = since.strip().splitlines()[-1:]
+                            raise PausedEarly("the replay paused before its target: "
+                                              + (last[0] if last else "(no log)"))
                         await conn.execute("SELECT pg_catalog.pg_promote(true, 3600)")
                         return
                     await asyncio.sleep(PAUSE_POLL)
         await asyncio.sleep(PAUSE_POLL)
     raise Aborted(f"the replay did not reach its target within {RECOVERY_TIMEOUT:g}s")
+
+
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _log_text(path: Path) -> str:

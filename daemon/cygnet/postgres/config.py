@@ -63,6 +63,9 @@ class RecoverySettings:
     restore_command: str
     target_time: str = ""  # an ISO timestamp with a zone
     target_lsn: str = ""  # e.g. 0/3000060
+    # Promoted by Postgres itself at the target, with hot_standby off: slower (see
+    # _recovery_lines), for WAL a hot standby cannot replay (raised max_connections).
+    promote_at_target: bool = False
     # Omitted: replay every WAL file the restore command offers.
 
 
@@ -188,6 +191,8 @@ def _recovery_lines(recovery: RecoverySettings | None) -> list[str]:
         lines.append(f"recovery_target_time = {_quoted(recovery.target_time)}")
     else:
         lines.append(f"recovery_target_lsn = {_quoted(recovery.target_lsn)}")
+    if recovery.promote_at_target:
+        return [*lines, "recovery_target_action = 'promote'", "hot_standby = off"]
     # Paused at the target, then promoted with pg_promote() (agent/recovery.py): a
     # promotion Postgres is asked for checkpoints in the background, whereas one it
     # starts by itself at the target ('promote') first writes every dirty buffer, which
