@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -45,8 +46,9 @@ _AT_TARGET = "pausing at the end of recovery"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
-class PausedEarly(Aborted):
-    """The hot standby replay paused short of its target (not promoted)."""
+class PausedEarly(Exception):
+    """The hot standby replay paused short of its target (not promoted). Not an
+    Aborted: _promote_at_target retries on those (a server not accepting yet)."""
 
 
 @dataclass(frozen=True)
@@ -156,39 +158,44 @@ async def _start(host: Host, db: DatabaseRecord, branch: BranchRecord) -> None:
 async def _promote_at_target(host: Host, branch: BranchRecord, log_mark: int) -> None:
     """Waits until the replay pauses at its target, then promotes it (pg_promote, see
     postgres/config.py). Aborted if the postmaster stops first, e.g. when the archive
-    ends before the target (the caller reads the log for that), or if the replay
-    paused anywhere else (a hot standby pauses on insufficient parameter settings):
-    promoting there would silently lose what lies before the target."""
+    ends before the target (the caller reads the log for that); PausedEarly if the
+    replay paused anywhere else (a hot standby pauses on insufficient parameter
+    settings): promoting there would silently lose what lies before the target."""
     socket_dir = host.clusters.socket_dir(branch)
     log_file = host.clusters.files(branch).log_file
     deadline = time.monotonic() + RECOVERY_TIMEOUT
     while time.monotonic() < deadline:
         if host.clusters.live(branch) is None:
-            last = _log_text(log_file).strip().splitlines()[-1:]
             raise Aborted("the postmaster stopped before the replay reached its target: "
-                          + (last[0] if last else "(no log)"))
-        try:
-            conn = await connect(socket_dir, branch.port)
-        except Aborted:  # not accepting connections (yet, or any more)
-            await asyncio.sleep(PAUSE_POLL)
-            continue
-        with contextlib.suppress(psycopg.Error):
-            async with conn:
-                while time.monotonic() < deadline:
-                    cur = await conn.execute(
-                        "SELECT pg_catalog.pg_get_wal_replay_pause_state()")
-                    row = await cur.fetchone()
-                    if row is not None and row[0] == "paused":
-                        since = _log_since(log_file, log_mark)
-                        if _AT_TARGET not in since:
-                            last = since.strip().splitlines()[-1:]
-                            raise PausedEarly("the replay paused before its target: "
-                                              + (last[0] if last else "(no log)"))
-                        await conn.execute("SELECT pg_catalog.pg_promote(true, 3600)")
-                        return
-                    await asyncio.sleep(PAUSE_POLL)
+                          + _last_line(_log_text(log_file)))
+        with contextlib.suppress(Aborted, psycopg.Error):  # not accepting connections
+            async with await connect(socket_dir, branch.port) as conn:
+                if not await _until_paused(conn, deadline):
+                    break
+                since = _log_since(log_file, log_mark)
+                if _AT_TARGET not in since:
+                    raise PausedEarly("the replay paused before its target: "
+                                      + _last_line(since))
+                await conn.execute("SELECT pg_catalog.pg_promote(true, 3600)")
+                return
         await asyncio.sleep(PAUSE_POLL)
     raise Aborted(f"the replay did not reach its target within {RECOVERY_TIMEOUT:g}s")
+
+
+async def _until_paused(conn: psycopg.AsyncConnection[Any], deadline: float) -> bool:
+    """True once the replay is paused; False at `deadline`."""
+    while time.monotonic() < deadline:
+        cur = await conn.execute("SELECT pg_catalog.pg_get_wal_replay_pause_state()")
+        row = await cur.fetchone()
+        if row is not None and row[0] == "paused":
+            return True
+        await asyncio.sleep(PAUSE_POLL)
+    return False
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "(no log)"
 
 
 def _log_size(path: Path) -> int:
