@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from cygnet.agent import lease
 from cygnet.errors import Aborted, FailedPrecondition
 from cygnet.postgres import process, sql
+from cygnet.postgres import settings as user_settings
+from cygnet.postgres.config import write_settings
 from cygnet.postgres.pidfile import PIDFILE, read_pidfile
 from cygnet.postgres.procfs import read_stat
 from tests.integration import pg_helpers
@@ -186,3 +190,25 @@ def test_failed_start_reports_log(pg_env: PgEnv) -> None:
         c.start()
     assert time.monotonic() - t0 < 5
     assert process.find_live_postmaster(c.pgdata) is None
+
+
+def test_a_branch_list_of_preloaded_libraries_keeps_the_fence(pg_env: PgEnv) -> None:
+    """A replicated primary whose own settings name other libraries still loads
+    cygnet_fence (cygnet.final.conf comes after cygnet.user.conf)."""
+    if not (pg_env.bindir.parent / "lib" / "cygnet_fence.so").exists():
+        pytest.skip("cygnet_fence.so is not built (native/fence/build)")
+    lease_file = pg_env.base / "fence-lease"
+    lease.write_deadline(lease_file, lease.now_ns() + 600 * 10**9)
+    c = pg_env.new_cluster("fenced", fence_file=lease_file)
+    user_settings.write(c.pgdata, {"shared_preload_libraries": "pg_stat_statements,auto_explain"})
+    write_settings(c.pgdata, c.settings)
+    c.start()
+    show = "SELECT current_setting('shared_preload_libraries')"
+    libs = asyncio.run(sql.query_one(c.socket_dir, c.port, show))[0]
+    assert libs == "pg_stat_statements,auto_explain,cygnet_fence"
+    # The same branch without the fence (no replica) runs its own list only.
+    c.stop()
+    write_settings(c.pgdata, replace(c.settings, fence_file=None))
+    c.start()
+    libs = asyncio.run(sql.query_one(c.socket_dir, c.port, show))[0]
+    assert libs == "pg_stat_statements,auto_explain"

@@ -54,6 +54,7 @@ def test_good_values_normalize_like_pg_settings(name: str, value: str, setting: 
     ("SSL", "off", "set by Cygnet"),
     ("shared_preload_libraries", "auto_explain", "must keep pg_stat_statements"),
     ("shared_preload_libraries", "pg_stat_statements,../x", "not a library name"),
+    ("shared_preload_libraries", "pg_stat_statements,cygnet_fence", "replicated primaries"),
     ("work_mem", "1\n2", "control characters"),
 ])
 def test_bad_values_name_the_key(name: str, value: str, words: str) -> None:
@@ -81,6 +82,32 @@ def test_pending_only_for_changed_restart_settings() -> None:
     assert not S.pending(DEFS["shared_buffers"], "16MB")
     assert not S.pending(DEFS["work_mem"], "64MB")
     assert not S.pending(DEFS["shared_preload_libraries"], "pg_stat_statements")
+
+
+def test_the_fence_cygnet_adds_is_not_a_pending_change() -> None:
+    fenced = S.Definition("shared_preload_libraries", "pg_stat_statements,cygnet_fence", None,
+                          "string", "postmaster", None, None, None)
+    assert not S.pending(fenced, "pg_stat_statements")
+    assert S.pending(fenced, "pg_stat_statements,auto_explain")
+
+
+@pytest.mark.parametrize(("own", "preloaded", "line"), [
+    (None, owned.PRELOADED, "'pg_stat_statements'"),
+    (None, owned.PRELOADED + owned.FENCE, "'pg_stat_statements,cygnet_fence'"),
+    ("pg_stat_statements,auto_explain", owned.PRELOADED + owned.FENCE,
+     "'pg_stat_statements,auto_explain,cygnet_fence'"),
+    ("auto_explain, pg_stat_statements", owned.PRELOADED, "'auto_explain,pg_stat_statements'"),
+])
+def test_the_final_file_keeps_cygnets_libraries_in_the_branch_list(
+        tmp_path: Path, own: str | None, preloaded: tuple[str, ...], line: str) -> None:
+    (tmp_path / "postgresql.conf").write_text("include_if_exists = 'cygnet.conf'\n")
+    S.write(tmp_path, {"shared_preload_libraries": own} if own else {})
+    S.prepare(tmp_path, preloaded)
+    assert (tmp_path / S.FINAL_FILE).read_text() == f"shared_preload_libraries = {line}\n"
+    lines = (tmp_path / "postgresql.conf").read_text().splitlines()
+    assert lines.index(S.FINAL_INCLUDE_LINE) > lines.index(S.USER_INCLUDE_LINE)
+    S.prepare(tmp_path, preloaded)  # idempotent
+    assert (tmp_path / "postgresql.conf").read_text().count(S.FINAL_INCLUDE_LINE) == 1
 
 
 def test_file_round_trip_and_quoting(tmp_path: Path) -> None:

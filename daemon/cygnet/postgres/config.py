@@ -20,7 +20,7 @@ from cygnet.errors import InternalError
 from cygnet.postgres import _fs
 from cygnet.postgres import settings as user_settings
 from cygnet.postgres.layout import POSTGRES_OS_USER, SUPERUSER_ROLE
-from cygnet.postgres.owned import PRELOADED
+from cygnet.postgres.owned import FENCE, PRELOADED
 from cygnet.postgres.sizes import SizeClass
 
 SETTINGS_FILE = "cygnet.conf"
@@ -29,7 +29,6 @@ IDENT_MAP = "cygnet"
 REPLICATION_ROLE = "cygnet_replicator"
 # sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
 MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
-FENCE = ("cygnet_fence",)  # native/fence, per major in its library directory
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
@@ -113,6 +112,11 @@ def _fence_lines(fence_file: Path | None) -> list[str]:
     # wal_log_hints: an old primary can be rewound (pg_rewind) to follow a new one
     # (and full_page_writes stays on, see render_settings).
     return [f"cygnet_fence.deadline_file = '{fence_file}'", "wal_log_hints = on"]
+
+
+def preloaded(settings: ClusterSettings) -> tuple[str, ...]:
+    """The libraries Cygnet itself preloads into a cluster run with `settings`."""
+    return PRELOADED + FENCE * bool(settings.fence_file)
 
 
 def _check(settings: ClusterSettings) -> None:
@@ -227,8 +231,9 @@ def render_settings(settings: ClusterSettings) -> str:
         f"max_wal_size = {size.max_wal_size_mb}MB",
         f"max_worker_processes = {size.max_worker_processes}",
         f"autovacuum_max_workers = {size.autovacuum_max_workers}",
-        # Query statistics for every database; a branch's own value must keep it.
-        f"shared_preload_libraries = '{','.join(PRELOADED + FENCE * bool(settings.fence_file))}'",
+        # Query statistics for every database, and the fence on a replicated
+        # primary; cygnet.final.conf repeats it after a branch's own list.
+        f"shared_preload_libraries = '{','.join(preloaded(settings))}'",
         *_fence_lines(settings.fence_file),
         # A fenced primary that loses its lease may have to rejoin by pg_rewind,
         # which reads its own WAL back to the last checkpoint before the split:
@@ -275,8 +280,9 @@ def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
     _fs.ensure_postgres_dir(settings.socket_dir)
     _fs.atomic_write(pgdata / SETTINGS_FILE, text)
     ensure_include(pgdata)
-    # Owned settings win over ALTER SYSTEM; the branch's own settings come last.
-    user_settings.prepare(pgdata)
+    # Owned settings win over ALTER SYSTEM; the branch's own settings come next,
+    # and a final file keeps Cygnet's libraries in the branch's own list.
+    user_settings.prepare(pgdata, preloaded(settings))
     write_access_rules(pgdata, ssl=settings.tls is not None)
 
 

@@ -37,6 +37,9 @@ AUTO_STRIPPED = OWNED | {"shared_preload_libraries"}
 
 # Always preloaded: query statistics for every database (CREATE EXTENSION works).
 PRELOADED = ("pg_stat_statements",)
+# Preloaded on replicated primaries only (native/fence, docs/ha.md "Fencing"),
+# whatever the branch's own list says; never in that list.
+FENCE = ("cygnet_fence",)
 
 
 def is_owned(name: str) -> bool:

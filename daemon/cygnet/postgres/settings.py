@@ -4,7 +4,10 @@ PGDATA/cygnet.user.conf.
 The file lives in the branch's data directory, so snapshots, clones (child
 branches), resets and backups carry it with the data. postgresql.conf
 includes it after cygnet.conf: a user's work_mem beats the size class's, and
-the settings Cygnet owns (owned.py) are never written to it.
+the settings Cygnet owns (owned.py) are never written to it. A last file,
+cygnet.final.conf, is included after it: it repeats shared_preload_libraries
+as the branch's own list plus the libraries Cygnet needs, so a branch that
+sets its own list never drops the fence of a replicated primary.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from pathlib import Path
 from cygnet.errors import InvalidArgument
 from cygnet.names import shown
 from cygnet.postgres import _fs
-from cygnet.postgres.owned import PRELOADED, is_owned, strip_owned
+from cygnet.postgres.owned import FENCE, PRELOADED, is_owned, strip_owned
 
 USER_FILE = "cygnet.user.conf"
 USER_INCLUDE_LINE = f"include_if_exists = '{USER_FILE}'"
+FINAL_FILE = "cygnet.final.conf"
+FINAL_INCLUDE_LINE = f"include_if_exists = '{FINAL_FILE}'"
 MAX_VALUE_LEN = 4096
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,62}")
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*")
@@ -140,6 +145,9 @@ def _check_libraries(value: str, libdir: Path | None) -> None:
         raise InvalidArgument(field("shared_preload_libraries"),
                               f"must keep {', '.join(missing)} (Cygnet preloads it)")
     for lib in libs:
+        if lib in FENCE:
+            raise InvalidArgument(field("shared_preload_libraries"),
+                                  f"{lib} is loaded by Cygnet on replicated primaries only")
         # A library that does not exist would keep the branch from starting.
         if not re.fullmatch(r"[A-Za-z0-9_-]+", lib):
             raise InvalidArgument(field("shared_preload_libraries"),
@@ -180,7 +188,8 @@ def pending(d: Definition, value: str) -> bool:
     if d.vartype == "real":
         return float(wanted) != float(d.setting)
     if d.name == "shared_preload_libraries":
-        return _libraries(wanted) != _libraries(d.setting)
+        # The fence is Cygnet's addition (preload_line), not the branch's own.
+        return _libraries(wanted) != [lib for lib in _libraries(d.setting) if lib not in FENCE]
     return wanted != d.setting
 
 
@@ -218,13 +227,31 @@ def write(pgdata: Path, settings: dict[str, str]) -> None:
     _fs.atomic_write(pgdata / USER_FILE, render(settings))
 
 
-def prepare(pgdata: Path) -> None:
+def preload_line(stored: dict[str, str], preloaded: tuple[str, ...]) -> str:
+    """cygnet.final.conf's line: the branch's own libraries (if it sets them), then
+    those of `preloaded` (Cygnet's) it leaves out."""
+    libs = _libraries(stored.get("shared_preload_libraries", ""))
+    libs += [lib for lib in preloaded if lib not in libs]
+    return f"shared_preload_libraries = {_quote(','.join(libs))}\n"
+
+
+def _include_last(conf: Path, line: str, comment: str) -> None:
+    text = conf.read_text(encoding="utf-8")
+    if line in text.splitlines():
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _fs.atomic_write(conf, f"{text}# {comment}\n{line}\n")
+
+
+def prepare(pgdata: Path, preloaded: tuple[str, ...] = PRELOADED) -> None:
     """Before a start or reload: Cygnet's owned settings win.
 
     Removes owned settings from postgresql.auto.conf (ALTER SYSTEM would
     otherwise beat cygnet.conf), keeps only well-formed, non-owned lines in
     cygnet.user.conf, and includes that file after cygnet.conf (call after
-    cygnet.conf's include is in place).
+    cygnet.conf's include is in place). Then writes cygnet.final.conf, which
+    keeps the `preloaded` libraries in the branch's own list, and includes it last.
     """
     auto = pgdata / "postgresql.auto.conf"
     if auto.exists():
@@ -238,9 +265,6 @@ def prepare(pgdata: Path) -> None:
         if user.read_text(encoding="utf-8") != wanted:
             _fs.atomic_write(user, wanted)
     conf = pgdata / "postgresql.conf"
-    text = conf.read_text(encoding="utf-8")
-    if USER_INCLUDE_LINE not in text.splitlines():
-        if text and not text.endswith("\n"):
-            text += "\n"
-        text += f"# The branch's own settings (cygnet branch config).\n{USER_INCLUDE_LINE}\n"
-        _fs.atomic_write(conf, text)
+    _include_last(conf, USER_INCLUDE_LINE, "The branch's own settings (cygnet branch config).")
+    _fs.atomic_write(pgdata / FINAL_FILE, preload_line(read(pgdata), preloaded))
+    _include_last(conf, FINAL_INCLUDE_LINE, "Cygnet's libraries, kept in the branch's own list.")
