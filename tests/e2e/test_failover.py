@@ -14,6 +14,9 @@ target_session_attrs=read-write: the string never changes.
    No commit is acknowledged there after the host's fence deadline; the other
    replica is promoted. Once the host is back, its old primary is rewound and
    rejoins as a replica of the new one (no split brain).
+3. The first host comes back without its main's WAL, which pg_rewind needs:
+   the old primary is seeded afresh from the current one beside the data it
+   had, which is kept as a lost copy.
 Timings are printed, not asserted (benchmarks/bench_ha.py measures them).
 """
 
@@ -217,11 +220,40 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
     print(f"rejoin: {second} follows {third}; its {len(async_lost)} local-only commits "
           "were rewound away")
 
+    # 3. The first host returns, its main's WAL gone: no pg_rewind can work.
+    d1 = fleet.daemons[first]
+    wal = _main_pgdata(d1) / "pg_wal"
+    for segment in wal.iterdir():
+        if segment.is_file() and len(segment.name) == 24:
+            segment.unlink()
+    subprocess.run(["ip", "-n", fleet.lan.ns(first), "link", "set", "eth0", "up"], check=True)
+    back_at = time.monotonic()
+    d1.start()
+    wait_for(lambda: _replica_state(fleet, "fo", first) == "streaming", 180,
+             "the old primary without its WAL seeded afresh as a replica")
+    kinds = subprocess.run(["zfs", "get", "-H", "-r", "-s", "local", "-o", "name,value",
+                            "cygnet:kind", d1.pool.name], capture_output=True, text=True,
+                           check=True).stdout
+    assert "\tlost-copy" in kinds, kinds
+    assert "pg_rewind from the new primary failed" in d1.log_path.read_text()
+    reader = _replica_uri(fleet, "fo", first)
+    wait_for(lambda: _rows(reader, client) == _rows(uri, client), 60,
+             "the reseeded replica holding the primary's ledger")
+    print(f"reseed: {first} streams from {third} {time.monotonic() - back_at:.1f}s after "
+          "its daemon started; its old data is kept as a lost copy")
+
 
 def _replica_state(f: HostFleet, name: str, host_id: str) -> str:
     with f.coordinator.stub() as c:
         listed = c.ListReplicas(cpb.FleetListReplicasRequest(database=name), timeout=60)
     return next((r.state for r in listed.replicas if r.host_id == host_id), "")
+
+
+def _replica_uri(f: HostFleet, name: str, host_id: str) -> str:
+    """The read-only connection string of the database's replica on `host_id`."""
+    with f.coordinator.stub() as c:
+        listed = c.ListReplicas(cpb.FleetListReplicasRequest(database=name), timeout=60)
+    return next(str(r.connection.uri) for r in listed.replicas if r.host_id == host_id)
 
 
 def _main_pgdata(d: Daemon) -> Path:

@@ -3,7 +3,9 @@
 Two cygnet-coordinator processes share one store; cygnetd lists both. Its
 stream goes to the first (the leader). Killed with -9, the stream breaks, and
 cygnetd opens one to the other coordinator, which takes the lease: the host
-never goes unavailable there.
+never goes unavailable there, and its fence deadline (the lease file every
+replicated primary's cygnet_fence reads, docs/ha.md) never passes, so a
+coordinator failover fences no primary.
 
 A coordinator older than HeartbeatStream answers it UNIMPLEMENTED; cygnetd then
 beats with the unary Heartbeat RPC, without re-registering or giving up.
@@ -12,6 +14,7 @@ beats with the unary Heartbeat RPC, without re-registering or giving up.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cygnet.agent import lease
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import Coordinator, Pki, wait_for
 from tests.harness import free_port, private_daemon
@@ -68,16 +72,35 @@ def test_cygnetd_follows_a_leader_change_on_its_stream(tmp_path: Path) -> None:
             start = time.time()
             wait_for(lambda: last_beat(first, "hb-follow")[0] > start, 10, "a streamed beat")
             assert first.proc is not None
+            lease_file = d.base / "run" / lease.LEASE_FILE
+            margins: list[int] = []  # deadline minus now, sampled through the failover
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.is_set():
+                    margins.append(lease.read_deadline(lease_file) - lease.now_ns())
+                    time.sleep(0.02)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
             first.proc.kill()
             first.proc.wait()
             killed = time.time()
-            moved = f"heartbeat stream opened to coordinator {second.listen[0]}"
-            wait_for(lambda: moved in d.tail(400), 15, "a stream to the second coordinator")
-            wait_for(lambda: "took leadership" in second.tail(400), 15, "a new leader")
-            # Beats keep coming past the time after which the new leader would mark
-            # the host down (3 missed heartbeats).
-            wait_for(lambda: last_beat(second, "hb-follow")[0] > killed + 4 * INTERVAL, 15,
-                     "beats on the new stream")
+            try:
+                moved = f"heartbeat stream opened to coordinator {second.listen[0]}"
+                wait_for(lambda: moved in d.tail(400), 15, "a stream to the second coordinator")
+                wait_for(lambda: "took leadership" in second.tail(400), 15, "a new leader")
+                # Beats keep coming past the time after which the new leader would mark
+                # the host down (3 missed heartbeats).
+                wait_for(lambda: last_beat(second, "hb-follow")[0] > killed + 4 * INTERVAL, 15,
+                         "beats on the new stream")
+            finally:
+                sampling.set()
+                sampler.join()
+            assert len(margins) > 20 and min(margins) > 0, \
+                f"the fence deadline passed during the coordinator failover: {min(margins)} ns"
+            print(f"coordinator failover: the fence deadline stayed at least "
+                  f"{min(margins) / 1e9:.2f}s ahead")
             assert last_beat(second, "hb-follow")[1] == cpb.HOST_STATE_AVAILABLE
             log = d.tail(400)
             assert "unary heartbeats" not in log  # the stream, not the fallback

@@ -1,13 +1,16 @@
-"""Replica slot names, the standby's config lines, and the checks of agent addresses."""
+"""Replica slot names, the standby's config lines, the checks of agent addresses, and
+which dataset is a replica's main."""
 
 from __future__ import annotations
 
 import pytest
 
 from cygnet.agent.replica_source import host_of, slot_for
+from cygnet.agent.replicas import main_child
 from cygnet.errors import InvalidArgument
 from cygnet.postgres.config import StandbySettings, render_hba
 from cygnet.rpc.requests import host_port
+from cygnet.zfs import Dataset
 
 
 @pytest.mark.parametrize("host", ["h1", "db-17", "Rack.3_a", "x" * 16])
@@ -56,3 +59,23 @@ def test_agent_addresses(value: str) -> None:
 def test_bad_agent_addresses_name_the_field(value: str) -> None:
     with pytest.raises(InvalidArgument, match="primary_address"):
         host_port("primary_address", value)
+
+
+def _ds(name: str, kind: str | None) -> Dataset:
+    return Dataset(name, user={"cygnet:kind": kind} if kind else {})
+
+
+@pytest.mark.parametrize(("children", "main"), [
+    ([("m", "replica")], "m"),
+    ([("m", "branch")], "m"),  # a promotion under way
+    ([("m", None)], "m"),  # a seed whose stale main is already a lost copy
+    # A seed received beside a stale main: the stale main stays main until the commit.
+    ([("seed", None), ("m", "replica"), ("lost", "lost-copy")], "m"),
+    ([("old", "lost-copy"), ("seed", None)], "seed"),
+    ([("old", "lost-copy")], None),
+    ([], None),
+])
+def test_which_dataset_is_a_replicas_main(children: list[tuple[str, str | None]],
+                                          main: str | None) -> None:
+    found = main_child([_ds(name, kind) for name, kind in children])
+    assert (found.name if found else None) == main

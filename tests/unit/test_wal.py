@@ -128,6 +128,12 @@ def test_archive_and_recovery_settings_render_quoted() -> None:
     assert {"archive_mode = on", "archive_timeout = 2", "wal_recycle = off",
             "wal_compression = lz4", "hot_standby = on", "recovery_target_lsn = '0/3000060'",
             "recovery_target_action = 'pause'"} <= set(lines)
+    # A deeper look-ahead for the replay's page reads, from the major that has it on.
+    assert "maintenance_io_concurrency = 64" not in lines  # major unknown
+    fifteen = render_settings(ClusterSettings(**{**base.__dict__, "major": 15,
+                                                 "recovery": RecoverySettings("x")}))
+    assert {"maintenance_io_concurrency = 64",
+            "wal_decode_buffer_size = 2MB"} <= set(fifteen.splitlines())
 
 
 def test_staged_files_reach_the_restore_program_in_order(tmp_path: Path) -> None:

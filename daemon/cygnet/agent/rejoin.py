@@ -19,8 +19,10 @@ new primary as a switchover's old primary does. DemoteToReplica with
    before the split is kept for the replay (`_keep_wal`);
 6. the standby starts (still a primary's datasets, so a failure is undone by
    rolling back), then the datasets become a replica's (switchover.demote).
-A failure in step 5 or 6 rolls main back to the snapshot: the copy stays
-fenced, as it was, and the coordinator tries again later.
+A failure in step 5 or 6 rolls main back to the snapshot (RewindFailed),
+and the copy is seeded afresh from the new primary instead, beside the data
+it replaces (agent/reseed.py). Step 1's refusals leave it fenced, and the
+coordinator tries again later.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ KEPT_WAL = "rejoin-wal"  # beside pgdata while pg_rewind runs
 WAL_SEGMENT = re.compile(r"[0-9A-F]{24}")
 SNAPSHOT_KIND = "rejoin"  # cygnet:snapshot-kind: main as it was before a rewind
 REWIND_TIMEOUT = 1800.0
+
+
+class RewindFailed(FailedPrecondition):
+    """pg_rewind failed, or the rewound copy did not start: main is back as it was."""
 
 
 def check_can_rejoin(host: Host, db: DatabaseRecord, main: BranchRecord) -> None:
@@ -86,9 +92,9 @@ async def rewind(host: Host, db: DatabaseRecord, main: BranchRecord,
     if result.returncode != 0:
         await host.zfs.rollback(snapshot)
         said = (result.stderr or result.stdout).strip().splitlines()
-        raise FailedPrecondition(f"database {db.name}: pg_rewind from the new primary failed "
-                                 f"({said[-1] if said else f'exit {result.returncode}'}); "
-                                 "the old primary is unchanged and stays fenced")
+        raise RewindFailed(f"database {db.name}: pg_rewind from the new primary failed "
+                           f"({said[-1] if said else f'exit {result.returncode}'}); "
+                           "the old primary is back as it was")
     # pg_rewind removes the fence's marker with every file the source lacks, but
     # not when there was nothing to rewind; a replica must never start fenced.
     _fs.remove_if_exists(files.pgdata / lease.FENCED_MARKER)
@@ -98,9 +104,9 @@ async def rewind(host: Host, db: DatabaseRecord, main: BranchRecord,
         if host.clusters.live(main) is not None:
             await process.stop(files.pgdata, "immediate")
         await host.zfs.rollback(snapshot)
-        raise FailedPrecondition(f"database {db.name}: the rewound old primary did not start "
-                                 f"as a standby ({str(exc).splitlines()[0]}); it is back as it "
-                                 "was and stays fenced") from None
+        raise RewindFailed(f"database {db.name}: the rewound old primary did not start as a "
+                           f"standby ({str(exc).splitlines()[0]}); it is back as it was"
+                           ) from None
     log.warning("database %s: old primary rewound from %s:%d in %.1fs; its state before is "
                 "kept as %s", db.id, prep.host, prep.port, time.monotonic() - started, snapshot)
 

@@ -50,18 +50,23 @@ from cygnet.postgres.config import (
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
 from cygnet.states import Desired
+from cygnet.zfs import Dataset
 from cygnet.zfs.errors import ZfsError
 from cygnet.zfs.pools import pool_status
 
 log = logging.getLogger("cygnet.agent.replicas")
 
 KIND_DB, KIND_MAIN = "replica-database", "replica"
+# A replica's stale main, set aside by a reseed (agent/reseed.py): kept, never started.
+KIND_LOST = "lost-copy"
+# On a replica database whose main cannot follow the primary: seed it afresh.
+P_RESEED = "cygnet:reseed"
 P_PRIMARY_HOST = "cygnet:primary-host"  # the primary's host id
 P_PRIMARY_API = "cygnet:primary-api"  # its agent's host:port
 P_PRIMARY_PG = "cygnet:primary-pg"  # its Postgres host:port
 P_SLOT = "cygnet:slot"
 P_SEED = "cygnet:seed"  # bytes:seconds of the seed
-EXTRA = (P_PRIMARY_HOST, P_PRIMARY_API, P_PRIMARY_PG, P_SLOT, P_SEED, src.P_SYNC)
+EXTRA = (P_PRIMARY_HOST, P_PRIMARY_API, P_PRIMARY_PG, P_SLOT, P_SEED, src.P_SYNC, P_RESEED)
 PASSFILE = "replication.pass"
 START_TIMEOUT = 120.0
 JOIN_WAIT = 30.0  # for a new standby to stream before it counts for synchronous commit
@@ -76,6 +81,24 @@ class ReplicaRecord:
     @property
     def primary_host(self) -> str:
         return self.props.get(P_PRIMARY_HOST, "")
+
+    @property
+    def needs_reseed(self) -> bool:
+        return bool(self.props.get(P_RESEED))
+
+
+_MAIN_KINDS = (KIND_MAIN, "branch", None)
+
+
+def main_child(children: list[Dataset]) -> Dataset | None:
+    """Which dataset below a replica database is its main: the one of kind replica,
+    else branch (a promotion under way), else one without a kind (a seed just
+    received, main once the stale main it replaces is a lost copy, agent/reseed.py).
+    A lost copy never is."""
+    candidates = [c for c in children if c.user.get(L.P_KIND) in _MAIN_KINDS]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: _MAIN_KINDS.index(c.user.get(L.P_KIND)))
 
 
 def _records(host: Host) -> dict[str, ReplicaRecord]:
@@ -92,13 +115,13 @@ def _records(host: Host) -> dict[str, ReplicaRecord]:
                             u.get(L.P_PHASE, L.PHASE_READY), 0.0, "")
         main = BranchRecord("", "main", db.id, "", "", None, 0, Desired.RUNNING,
                             L.PHASE_READY, 0.0, "", 0, 0)
-        for child in datasets.values():
-            if child.name.startswith(ds.name + "/") and "@" not in child.name \
-                    and child.user.get(L.P_KIND) in (KIND_MAIN, "branch", None):
-                main.id, main.dataset = child.user.get(L.P_ID, ""), child.name
-                port = child.user.get(L.P_PORT, "0")
-                main.port = int(port) if port.isdigit() else 0
-                main.phase = child.user.get(L.P_KIND) or ""  # the kind, for finish_promotion
+        child = main_child([c for c in datasets.values()
+                            if c.name.startswith(ds.name + "/") and "@" not in c.name])
+        if child is not None:
+            main.id, main.dataset = child.user.get(L.P_ID, ""), child.name
+            port = child.user.get(L.P_PORT, "0")
+            main.port = int(port) if port.isdigit() else 0
+            main.phase = child.user.get(L.P_KIND) or ""  # the kind, for finish_promotion
         found[db.id] = ReplicaRecord(db, main, {})
     return found
 
@@ -217,15 +240,17 @@ async def create(host: Host, peers: Peers, req: pb.CreateReplicaRequest) -> pb.R
             resolve_version(prep.postgres_version, host.config.postgres_root)  # here?
             rec = await _make_dataset(host, req, prep)
         except BaseException:
-            await _release(stub, prep)  # the slot and snapshot made for nothing
+            await release(stub, prep)  # the slot and snapshot made for nothing
             raise
         return await _seed(host, stub, req, prep, rec)
 
 
-async def _release(stub: Any, prep: pb.PrepareReplicaResponse) -> None:
+async def release(stub: Any, prep: pb.PrepareReplicaResponse, *, keep_slot: bool = False
+                  ) -> None:
+    """Drops the seed snapshot and (unless kept) the slot on the primary; logs a failure."""
     try:
         await stub.ReleaseReplica(pb.ReleaseReplicaRequest(
-            database=prep.database_id, snapshot=prep.snapshot), timeout=60)
+            database=prep.database_id, snapshot=prep.snapshot, keep_slot=keep_slot), timeout=60)
     except Exception as exc:
         log.error("replica of %s: slot and seed snapshot not released: %s",
                   prep.database_id, exc)
@@ -296,7 +321,7 @@ async def _undo(host: Host, rec: ReplicaRecord, stub: Any, prep: pb.PrepareRepli
         await _remove(host, rec)
     except Exception as exc:
         log.error("replica of %s: clean-up incomplete: %s", rec.db.id, exc)
-    await _release(stub, prep)
+    await release(stub, prep)
 
 
 async def _remove(host: Host, rec: ReplicaRecord) -> None:
@@ -343,6 +368,8 @@ async def start_all(host: Host, *, first: bool = False) -> None:
                 await host.zfs.set_props(rec.db.dataset, {L.P_KIND: "database"})
                 continue
             full = await find(host, db_id)
+            if full is not None and full.needs_reseed:
+                continue  # stale data: the coordinator's next rejoin seeds it afresh
             if full is not None and full.main.dataset and host.clusters.live(full.main) is None:
                 await start_standby(host, full, fresh=False)
         except Exception as exc:

@@ -23,7 +23,7 @@ import time
 from grpc import aio
 
 from cygnet.agent import layout as L
-from cygnet.agent import rejoin, replicas
+from cygnet.agent import rejoin, replicas, reseed
 from cygnet.agent import replica_source as src
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.service import AgentService, BranchRef
@@ -155,10 +155,17 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
             raise FailedPrecondition(f"database {db.name}: main still runs here; hand it over "
                                      "first")
         prep = await _prepare_on(peers, req)
+        stale = ""
         if req.rewind:  # the standby runs before anything says it is a replica
             rejoin.check_can_rejoin(host, db, main)
-            await rejoin.rewind(host, db, main, prep, replicas.primary_props(
-                req.primary_host_id, req.primary_address, prep))
+            try:
+                await rejoin.rewind(host, db, main, prep, replicas.primary_props(
+                    req.primary_host_id, req.primary_address, prep))
+            except rejoin.RewindFailed as exc:
+                stale = str(exc)
+                log.warning("%s; it is seeded afresh instead", stale)
+                # First: the data never starts once it is a replica's (replicas.start_all).
+                await host.zfs.set_props(db.dataset, {replicas.P_RESEED: "needed"})
         await host.zfs.set_props(db.dataset, {
             L.P_KIND: replicas.KIND_DB, **replicas.primary_props(
                 req.primary_host_id, req.primary_address, prep)})
@@ -167,8 +174,12 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
         host.known.pop(db_id, None)
         rec = await replicas.find(host, db_id)
         assert rec is not None
-        replicas.write_passfile(host, rec.main, prep)
-        await replicas.start_standby(host, rec, fresh=True)
+        if stale:
+            rec = await reseed.reseed(host, peers.stub(req.primary_address), rec,
+                                      req.primary_host_id, prep)
+        else:
+            replicas.write_passfile(host, rec.main, prep)
+            await replicas.start_standby(host, rec, fresh=True)
     await replicas.join_sync(host, rec, peers.stub(req.primary_address))
     log.info("database %s: the old primary follows %s", db_id, req.primary_host_id)
     return await replicas.describe(host, rec)
@@ -200,7 +211,11 @@ async def _repoint(service: AgentService, peers: Peers, req: pb.DemoteToReplicaR
             await process.stop(host.clusters.pgdata(rec.main), "fast")
         rec = await replicas.find(host, req.database)
         assert rec is not None
-        replicas.write_passfile(host, rec.main, prep)
-        await replicas.start_standby(host, rec, fresh=False)
+        if rec.needs_reseed:  # an old primary whose rewind failed, and its reseed too
+            rec = await reseed.reseed(host, peers.stub(req.primary_address), rec,
+                                      req.primary_host_id, prep)
+        else:
+            replicas.write_passfile(host, rec.main, prep)
+            await replicas.start_standby(host, rec, fresh=False)
     await replicas.join_sync(host, rec, peers.stub(req.primary_address))
     return await replicas.describe(host, rec)
