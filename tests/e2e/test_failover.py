@@ -236,7 +236,9 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
                            check=True).stdout
     assert "\tlost-copy" in kinds, kinds
     assert "pg_rewind from the new primary failed" in d1.log_path.read_text()
-    reader = _replica_uri(fleet, "fo", first)
+    # The replica's string names no password: the database's own is the same.
+    reader = psycopg.conninfo.make_conninfo(_replica_uri(fleet, "fo", first),
+                                            password=made.result.connection.password)
     wait_for(lambda: _rows(reader, client) == _rows(uri, client), 60,
              "the reseeded replica holding the primary's ledger")
     print(f"reseed: {first} streams from {third} {time.monotonic() - back_at:.1f}s after "
