@@ -3,6 +3,7 @@ archiving (the C archive program, the spool, the repository), real recovery."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -188,6 +189,10 @@ def test_a_deleted_database_comes_back_from_the_repository(daemon, stub, db) -> 
     query(db.connection, "select pg_switch_wal()")  # the last commits reach the archive
     time.sleep(1.0)
     stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
+    # The deletion starts its backups' retention (agent/backup_janitor.py).
+    deleted = json.loads((daemon.base / "state" / "backups" / "deleted-databases.json")
+                         .read_text())
+    assert time.time() - 120 < deleted[db.database.id] <= time.time()
     back = stub.RestoreDatabase(pb.RestoreDatabaseRequest(
         name=name, new_name=f"{name}-then", at_time=ts(t1)), timeout=300)
     assert back.database.name == f"{name}-then" and back.database.id != db.database.id

@@ -1,5 +1,6 @@
 """Archived WAL of branches that are gone: kept for `wal_deleted_retention_days`
-after its last segment, then removed from the host's repository.
+after its last segment, then removed from the host's repository. Each sweep
+also expires deleted databases' backups (backup_janitor.py).
 
 A deleted branch's WAL stays in the repository when it is deleted: a deleted
 database is restored from it (`cygnet db restore`), and a live branch's
@@ -18,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from cygnet.agent import archive
+from cygnet.agent import archive, backup_janitor
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import DatabaseRecord
@@ -79,6 +80,9 @@ async def sweep_host(host: Host) -> Swept:
                      config.wal_deleted_retention_days * 86400, time.time())
 
     done = await asyncio.to_thread(run)
+    # Deleted databases' backups, on the same clock (from their deletion).
+    await asyncio.to_thread(backup_janitor.expire_quietly, config.backup_repository,
+                            config.wal_deleted_retention_days * 86400, time.time())
     if done.branches:
         log.info("removed the archived WAL of %d deleted branch(es): %d files, %d bytes",
                  done.branches, done.files, done.bytes)

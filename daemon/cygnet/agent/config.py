@@ -98,7 +98,8 @@ class AgentConfig:
     wal_ingest_interval: float = 0.25
     # Archived WAL of a branch that no longer exists (a deleted branch, or every
     # branch of a deleted database, which `cygnet db restore` reads) is kept this
-    # many days after its last segment, then removed from the host's repository.
+    # many days after its last segment, then removed from the host's repository;
+    # a deleted database's backups as many days after its deletion (backup_janitor).
     wal_deleted_retention_days: float = 7.0
     # shared_buffers (MB) while a point-in-time recovery replays, when larger than
     # the size class's: with too few buffers the replay spends its time writing

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from cygnet.agent import backup_janitor, pgsettings
 from cygnet.agent import layout as L
-from cygnet.agent import pgsettings
 from cygnet.agent.branches import Populate, destroy_branch
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
@@ -141,7 +142,10 @@ async def delete_database(host: Host, ref: str, override_protection: bool = Fals
 
 
 async def finish_delete(host: Host, db: DatabaseRecord) -> list[str]:
-    """Stops and destroys every branch, leaves first, then the database dataset."""
+    """Stops and destroys every branch, leaves first, then the database dataset.
+    Its backups expire from the deletion on (agent/backup_janitor.py)."""
+    await asyncio.to_thread(backup_janitor.mark_deleted, host.config.backup_repository, db.id,
+                            time.time())
     deleted: list[str] = []
     main = db.main
     order = [*db.descendants(main.id), main] if main else []
