@@ -133,6 +133,74 @@ def _rows(uri: str, pool: ThreadPoolExecutor) -> set[int]:
     return pool.submit(read).result(60)
 
 
+def _acked_between(ledger: Ledger, start_ns: int, end_ns: int) -> int:
+    return sum(1 for _, t in ledger.acked if start_ns <= t < end_ns)
+
+
+def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet) -> None:
+    """The coordinator frozen (SIGSTOP) for 4 TTLs: every replica confirms the primary
+    (failsafe), which keeps writing, and nothing fails over when it wakes. Frozen again
+    with one replica's host cut off: that replica cannot confirm, and the primary
+    fences at its deadline; it writes again once the coordinator is back."""
+    client = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
+    made, uri = replicated_database(fleet, "fs")
+    primary = made.placement.host_id
+    client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
+        "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
+    ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
+    writer = client.submit(ledger.run, 0)
+    coordinator = fleet.coordinator.proc
+    assert coordinator is not None
+    cut = ""
+    try:
+        wait_for(lambda: len(ledger.acked) > 50, 60, "commits before the outage")
+        os.kill(coordinator.pid, signal.SIGSTOP)
+        frozen = lease.now_ns()
+        time.sleep(4 * TTL)
+        thawed = lease.now_ns()
+        os.kill(coordinator.pid, signal.SIGCONT)
+        # Writes went on all through the outage, second by second.
+        for k in range(4 * int(TTL)):
+            start = frozen + k * 10**9
+            assert _acked_between(ledger, start, start + 10**9) > 0, \
+                f"no commit in second {k} of the outage: {ledger.last_error}"
+        time.sleep(2 * TTL)  # what a failover of the thawed coordinator would need
+        assert _primary(fleet, "fs") == primary
+        assert _acked_between(ledger, thawed, lease.now_ns()) > 0
+        log = fleet.daemons[primary].log_path.read_text()
+        assert "failsafe: no coordinator renews this host's lease" in log
+
+        # One replica's host cut off as well: no failsafe, the primary fences.
+        cut = sorted(set(fleet.daemons) - {primary})[0]
+        os.kill(coordinator.pid, signal.SIGSTOP)
+        subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "down"],
+                       check=True)
+        lease_file = fleet.daemons[primary].base / "run" / lease.LEASE_FILE
+        time.sleep(2 * TTL)
+        deadline = lease.read_deadline(lease_file)
+        assert deadline < lease.now_ns()
+        late = [s for s, t in ledger.acked if t > deadline + int(0.2e9)]
+        assert not late, f"commits acknowledged after the fence deadline: {late}"
+    finally:
+        if cut:
+            subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "up"],
+                           check=False)
+        os.kill(coordinator.pid, signal.SIGCONT)
+    back = lease.now_ns()
+    wait_for(lambda: ledger.first_after(back) is not None, 90,
+             "writes again once the coordinator is back")
+    ledger.stop.set()
+    writer.result(60)
+    assert _primary(fleet, "fs") == primary
+    lost = {seq for seq, _ in ledger.acked} - _rows(uri, client)
+    assert not lost, f"acknowledged commits lost: {sorted(lost)}"
+    print(f"failsafe: {_acked_between(ledger, frozen, thawed)} commits during the "
+          f"{4 * TTL:.0f}s outage; with a replica cut off the primary fenced and wrote again "
+          f"{((ledger.first_after(back) or back) - back) / 1e9:.1f}s after the outage")
+    with fleet.coordinator.stub() as c:
+        c.DeleteDatabase(apb.DeleteDatabaseRequest(database="fs"), timeout=120)
+
+
 def test_host_loss_then_partition(fleet: HostFleet) -> None:
     client = ThreadPoolExecutor(4, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
     made, uri = replicated_database(fleet, "fo")

@@ -101,6 +101,10 @@ class AgentConfig:
     # many days after its last segment, then removed from the host's repository;
     # a deleted database's backups as many days after its deletion (backup_janitor).
     wal_deleted_retention_days: float = 7.0
+    # Failsafe mode (docs/ha.md "Failsafe"): while no coordinator renews this host's
+    # lease, its replicated primaries keep writing as long as every replica's host
+    # confirms them (and holds off their failover). Off: they fence after 2/3 TTL.
+    failsafe: bool = True
     # shared_buffers (MB) while a point-in-time recovery replays, when larger than
     # the size class's: with too few buffers the replay spends its time writing
     # evicted pages back through ZFS (2 GB, 5 minutes of WAL: 35-45 s of redo with

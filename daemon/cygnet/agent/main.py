@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cygnet import __version__, systemd
-from cygnet.agent import archive, archive_janitor, offsite, replicas
+from cygnet.agent import archive, archive_janitor, offsite, replicas, replicas_api
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.eventlog import EventJournal
+from cygnet.agent.failsafe import Failsafe
 from cygnet.agent.host import Host
 from cygnet.agent.idle import IdleSuspender
 from cygnet.agent.lifecycle import open_events
@@ -162,7 +163,11 @@ def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service
     # Automatic snapshots, cron backups and retention (agent/schedules.py).
     background.append(asyncio.create_task(Scheduler(BackupService(service)).run(stop)))
     if config.coordinator:
-        background.append(asyncio.create_task(Membership(config, host).run(stop)))
+        membership = Membership(config, host)
+        background.append(asyncio.create_task(membership.run(stop)))
+        if config.failsafe:  # replicated primaries outlive an outage of the coordinators
+            background.append(asyncio.create_task(Failsafe(
+                host, membership.lease, replicas_api.peers(service)).run(stop)))
     # Standbys of other hosts' databases (agent/replicas.py): started, restarted.
     background.append(asyncio.create_task(replicas.supervise(host)))
     if offsite_service is not None:

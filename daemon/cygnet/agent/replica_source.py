@@ -37,6 +37,9 @@ SLOT_PREFIX = "cygnet_replica_"
 SECRET_FILE = "replication.secret"
 P_SYNC = "cygnet:sync-replicas"  # on a database: on, commits wait for ANY 1 replica
 SEED_KIND = "replica-seed"  # cygnet:snapshot-kind of a seed snapshot
+# On a database: where each replica's agent answers (`host=address,...`), as
+# each said in its last PrepareReplica; the failsafe asks them (agent/failsafe.py).
+REPLICA_API = "cygnet:replica-api"
 
 REWIND_FUNCTIONS = ("pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)",
                     "pg_read_binary_file(text)",
@@ -147,6 +150,8 @@ async def prepare(host: Host, db: DatabaseRecord, caller: str,
     if caller == (host.config.host_id or ""):
         raise FailedPrecondition("a replica on the primary's own host is refused")
     slot = slot_for(caller)
+    if req.caller_address:
+        await _remember_address(host, db, caller, req.caller_address)
     password = await _ensure_role(host, main)
     made = await _ensure_slot(host, main, slot)
     # A replicated primary is fenced by the host's lease (docs/ha.md "Fencing").
@@ -174,6 +179,23 @@ async def prepare(host: Host, db: DatabaseRecord, caller: str,
         slot=slot, host=host.config.advertise_host, port=main.port,
         replication_user=REPLICATION_ROLE, replication_password=password,
         estimated_bytes=size, synchronous=sync == "on")
+
+
+def parse_addresses(value: str) -> dict[str, str]:
+    """REPLICA_API's value as host -> address."""
+    pairs = (item.split("=", 1) for item in value.split(",") if "=" in item)
+    return {h: a for h, a in pairs if h and a}
+
+
+async def _remember_address(host: Host, db: DatabaseRecord, caller: str, address: str) -> None:
+    """Where the caller's agent answers ConfirmPrimary (agent/failsafe.py)."""
+    current = (await host.zfs.get_props(db.dataset, [REPLICA_API]))[db.dataset].user.get(
+        REPLICA_API, "")
+    pairs = parse_addresses(current)
+    if pairs.get(caller) != address:
+        pairs[caller] = address
+        await host.zfs.set_props(db.dataset, {REPLICA_API: ",".join(
+            f"{h}={a}" for h, a in sorted(pairs.items()))})
 
 
 async def _promoted_since_checkpoint(host: Host, main: BranchRecord) -> bool:

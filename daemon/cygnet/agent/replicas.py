@@ -34,8 +34,10 @@ from prometheus_client.metrics_core import Metric
 from cygnet.agent import archive, lease
 from cygnet.agent import layout as L
 from cygnet.agent import replica_source as src
+from cygnet.agent.config import AgentConfig
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
+from cygnet.agent.registration import api_address
 from cygnet.agent.transfer import Peers, receive
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition, NotFound, ResourceExhausted
@@ -203,9 +205,19 @@ async def join_sync(host: Host, rec: ReplicaRecord, stub: Any) -> None:
                             "synchronous commit", rec.db.id, JOIN_WAIT)
                 return
             await asyncio.sleep(0.2)
-        await stub.PrepareReplica(pb.PrepareReplicaRequest(database=rec.db.id), timeout=60)
+        await stub.PrepareReplica(prepare_request(host.config, rec.db.id), timeout=60)
     except Exception as exc:
         log.warning("replica of %s: not yet counted for synchronous commit: %s", rec.db.id, exc)
+
+
+def prepare_request(config: AgentConfig, database: str, *, seed: bool = False,
+                    synchronous: bool = False) -> pb.PrepareReplicaRequest:
+    """A PrepareReplica request that also says where this agent answers ConfirmPrimary
+    (agent/failsafe.py); nothing when it has no TCP listener."""
+    address = api_address(config)
+    return pb.PrepareReplicaRequest(
+        database=database, seed=seed, synchronous=synchronous,
+        caller_address=address if address.rpartition(":")[2].isdigit() else "")
 
 
 def write_passfile(host: Host, main: BranchRecord, prep: pb.PrepareReplicaResponse) -> None:
@@ -233,8 +245,8 @@ async def create(host: Host, peers: Peers, req: pb.CreateReplicaRequest) -> pb.R
     if existing is not None:
         return await describe(host, existing)
     stub = peers.stub(req.primary_address)
-    prep: pb.PrepareReplicaResponse = await stub.PrepareReplica(pb.PrepareReplicaRequest(
-        database=req.database, seed=True, synchronous=req.synchronous), timeout=60)
+    prep: pb.PrepareReplicaResponse = await stub.PrepareReplica(prepare_request(
+        host.config, req.database, seed=True, synchronous=req.synchronous), timeout=60)
     async with host.db_locks[prep.database_id]:  # the supervision round keeps off
         try:
             resolve_version(prep.postgres_version, host.config.postgres_root)  # here?

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from cygnet.agent import failsafe, lease, replicas, switchover, transfer
 from cygnet.agent import replica_source as src
-from cygnet.agent import replicas, switchover, transfer
 from cygnet.agent.service import AgentService
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.errors import PermissionDenied
+from cygnet.errors import FailedPrecondition, PermissionDenied
 from cygnet.rpc.auth import CALLER
 
 _peers: dict[int, transfer.Peers] = {}
+_holds: dict[int, failsafe.Holds] = {}
 
 
 def peers(service: AgentService) -> transfer.Peers:
@@ -25,6 +26,14 @@ def peers(service: AgentService) -> transfer.Peers:
     found = _peers.get(id(service))
     if found is None:
         found = _peers[id(service)] = transfer.Peers(service.host.config)
+    return found
+
+
+def holds(service: AgentService) -> failsafe.Holds:
+    """The failsafe holds of this host's replicas (one set per service)."""
+    found = _holds.get(id(service))
+    if found is None:
+        found = _holds[id(service)] = failsafe.Holds(service.host.config.run_dir)
     return found
 
 
@@ -56,7 +65,30 @@ async def hand_over(service: AgentService, req: pb.HandOverPrimaryRequest
 
 
 async def promote(service: AgentService, req: pb.PromoteReplicaRequest) -> pb.Replica:
-    return await switchover.promote(service, req)
+    promoted = await switchover.promote(service, req)
+    holds(service).promoted(promoted.database_id)
+    return promoted
+
+
+async def prepare_failover(service: AgentService, req: pb.PrepareFailoverRequest
+                           ) -> pb.PrepareFailoverResponse:
+    """Before a failover commits: refused while the old primary is confirmed here."""
+    await replicas.find(service.host, req.database)  # NOT_FOUND without a replica
+    holds(service).prepare_failover(req.database, req.window_seconds or 60.0, lease.now_ns())
+    return pb.PrepareFailoverResponse()
+
+
+async def confirm_primary(service: AgentService, req: pb.ConfirmPrimaryRequest
+                          ) -> pb.ConfirmPrimaryResponse:
+    """The calling host runs the primary this replica follows: hold off its failover."""
+    caller = calling_host()
+    rec = await replicas.find(service.host, req.database)
+    assert rec is not None
+    if rec.primary_host != caller:
+        raise FailedPrecondition(f"the replica of {req.database} here follows "
+                                 f"{rec.primary_host or 'no host'}, not {caller}")
+    holds(service).confirm(req.database, caller, req.hold_seconds, lease.now_ns())
+    return pb.ConfirmPrimaryResponse(host_id=service.host.config.host_id)
 
 
 async def demote(service: AgentService, req: pb.DemoteToReplicaRequest) -> pb.Replica:

@@ -59,8 +59,8 @@ async def reseed(host: Host, stub: Any, rec: replicas.ReplicaRecord, primary_hos
 
 async def _seed_beside(host: Host, stub: Any, rec: replicas.ReplicaRecord, primary_host: str
                        ) -> None:
-    seed: pb.PrepareReplicaResponse = await stub.PrepareReplica(pb.PrepareReplicaRequest(
-        database=rec.db.id, seed=True), timeout=60)
+    seed: pb.PrepareReplicaResponse = await stub.PrepareReplica(replicas.prepare_request(
+        host.config, rec.db.id, seed=True), timeout=60)
     stale = rec.main.dataset
     fresh = f"{rec.db.dataset}/{rec.main.id}-seed-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     try:

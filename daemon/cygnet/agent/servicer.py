@@ -224,9 +224,17 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def DemoteToReplica(self, req: pb.DemoteToReplicaRequest, ctx: Ctx) -> pb.Replica:
         return await replicas_api.demote(self.service, req)
 
+    async def PrepareFailover(self, req: pb.PrepareFailoverRequest, ctx: Ctx
+                              ) -> pb.PrepareFailoverResponse:
+        return await replicas_api.prepare_failover(self.service, req)
+
     async def PrepareReplica(self, req: pb.PrepareReplicaRequest, ctx: Ctx
                              ) -> pb.PrepareReplicaResponse:
         return await replicas_api.prepare(self.service, req)
+
+    async def ConfirmPrimary(self, req: pb.ConfirmPrimaryRequest, ctx: Ctx
+                             ) -> pb.ConfirmPrimaryResponse:
+        return await replicas_api.confirm_primary(self.service, req)
 
     async def ReleaseReplica(self, req: pb.ReleaseReplicaRequest, ctx: Ctx
                              ) -> pb.ReleaseReplicaResponse:

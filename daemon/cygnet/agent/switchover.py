@@ -189,7 +189,7 @@ async def _prepare_on(peers: Peers, req: pb.DemoteToReplicaRequest
                       ) -> pb.PrepareReplicaResponse:
     try:
         prep: pb.PrepareReplicaResponse = await peers.stub(req.primary_address).PrepareReplica(
-            pb.PrepareReplicaRequest(database=req.database), timeout=60)
+            replicas.prepare_request(peers.config, req.database), timeout=60)
     except aio.AioRpcError as exc:
         raise peer_error(req.primary_host_id, exc) from None
     return prep

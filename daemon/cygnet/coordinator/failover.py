@@ -21,6 +21,9 @@ import contextlib
 import logging
 import time
 
+import grpc
+from grpc import aio
+
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.coordinator.leadership import Leadership
 from cygnet.coordinator.leases import FailoverRecord, HostLeases
@@ -124,6 +127,8 @@ class Failover:
                           "no failover", entry.id, primary.id)
             return False
         host, replica = chosen
+        if not await self._prepare(entry.id, primary.id, host):
+            return False
         taken = await asyncio.to_thread(self.leases.take_over, entry, host.id,
                                         self.leadership.epoch)
         if not taken:
@@ -135,6 +140,27 @@ class Failover:
         if await self._promote(rec):
             others = [x for x in found if x[0].id != host.id]
             await self._follow(entry.id, host, others)
+        return True
+
+    async def _prepare(self, db_id: str, old_host: str, host: HostRecord) -> bool:
+        """PrepareFailover on the chosen replica's host: refused while the old primary
+        confirms itself there (failsafe, docs/ha.md); granted, that replica confirms
+        it no more. An agent that predates the call counts as granted."""
+        try:
+            await self.router.clients.stub(host.address).PrepareFailover(
+                apb.PrepareFailoverRequest(database=db_id, window_seconds=2 * self.leases.ttl),
+                timeout=10)
+        except aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return True
+            key = f"held:{db_id}"
+            if key not in self._said:
+                self._said.add(key)
+                log.warning("database %s: host %s lost its lease, but the replica on %s "
+                            "holds off the failover: %s", db_id, old_host, host.id,
+                            exc.details())
+            return False
+        self._said.discard(f"held:{db_id}")
         return True
 
     async def _promote(self, rec: FailoverRecord) -> bool:

@@ -26,7 +26,15 @@ from cygnet.names import (
 )
 from cygnet.postgres.owned import is_owned
 from cygnet.postgres.settings import check_name, check_value_text
-from cygnet.rpc.validate import Check, Rules, Validator, anything, integer_range, message_check
+from cygnet.rpc.validate import (
+    Check,
+    Rules,
+    Validator,
+    anything,
+    integer_range,
+    message_check,
+    number_range,
+)
 from cygnet.schema.merge import Rename
 from cygnet.wal.lsn import parse_lsn
 
@@ -281,7 +289,12 @@ AGENT: dict[str, Rules] = {
                                **_RID},
                               ("database", "primary_host_id", "primary_address")),
     "PrepareReplica": _rules({"database": database_id, "seed": anything,
-                              "synchronous": anything}, ("database",)),
+                              "synchronous": anything, "caller_address": host_port},
+                             ("database",)),
+    "PrepareFailover": _rules({"database": database_id, "window_seconds": number_range(0, 300)},
+                              ("database",)),
+    "ConfirmPrimary": _rules({"database": database_id, "hold_seconds": number_range(0, 300)},
+                             ("database",)),
     "ReleaseReplica": _rules({"database": database_id, "snapshot": token,
                               "keep_slot": anything}, ("database",)),
     "SendSnapshot": _rules({"database": database_id, "branch_id": branch_id,

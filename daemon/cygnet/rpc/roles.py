@@ -99,6 +99,8 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "HandOverPrimary": Kind.CHANGE,
     _AGENT + "PromoteReplica": Kind.CHANGE,
     _AGENT + "DemoteToReplica": Kind.CHANGE,
+    _AGENT + "PrepareFailover": Kind.CHANGE,
+    _AGENT + "ConfirmPrimary": Kind.TRANSFER,
     _AGENT + "PrepareReplica": Kind.TRANSFER,
     _AGENT + "ReleaseReplica": Kind.TRANSFER,
     _AGENT + "SendSnapshot": Kind.TRANSFER,

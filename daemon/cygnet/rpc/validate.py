@@ -93,6 +93,15 @@ def integer_range(low: int, high: int) -> Check:
     return check
 
 
+def number_range(low: float, high: float) -> Check:
+    """A float field between `low` and `high` (NaN is refused: it compares false)."""
+    def check(path: str, value: Any) -> None:
+        if not low <= value <= high:
+            raise InvalidArgument(path, f"must be between {low:g} and {high:g}, got {value}")
+
+    return check
+
+
 # --- integers on the wire ---------------------------------------------------------
 # protobuf truncates an over-long varint to the field's width: a -1 sent for a
 # uint32 arrives as 4294967295. Read the wire value to refuse it instead.

@@ -2264,21 +2264,27 @@ class PrepareReplicaRequest(_message.Message):
     DATABASE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     SYNCHRONOUS_FIELD_NUMBER: _builtins.int
+    CALLER_ADDRESS_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     seed: _builtins.bool
     """Take a snapshot of main to seed from."""
     synchronous: _builtins.bool
     """Make commits wait for one replica (recorded on the database)."""
+    caller_address: _builtins.str
+    """The calling agent's API address (host:port), where the primary's host
+    asks it to confirm the primary in failsafe mode.
+    """
     def __init__(
         self,
         *,
         database: _builtins.str = ...,
         seed: _builtins.bool = ...,
         synchronous: _builtins.bool = ...,
+        caller_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "seed", b"seed", "synchronous", b"synchronous"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_address", b"caller_address", "database", b"database", "seed", b"seed", "synchronous", b"synchronous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2382,6 +2388,89 @@ class ReleaseReplicaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseReplicaResponse: _TypeAlias = ReleaseReplicaResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmPrimaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    HOLD_SECONDS_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """The database's id."""
+    hold_seconds: _builtins.float
+    """How long the replica refuses a failover's promotion (the host lease TTL)."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        hold_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "hold_seconds", b"hold_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmPrimaryRequest: _TypeAlias = ConfirmPrimaryRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmPrimaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    """The confirming host."""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmPrimaryResponse: _TypeAlias = ConfirmPrimaryResponse  # noqa: Y015
+
+@_typing.final
+class PrepareFailoverRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """The database's id."""
+    window_seconds: _builtins.float
+    """How long the replica refuses to confirm the old primary if no promotion follows."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        window_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareFailoverRequest: _TypeAlias = PrepareFailoverRequest  # noqa: Y015
+
+@_typing.final
+class PrepareFailoverResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareFailoverResponse: _TypeAlias = PrepareFailoverResponse  # noqa: Y015
 
 @_typing.final
 class SendSnapshotRequest(_message.Message):

@@ -204,6 +204,11 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.DemoteToReplicaRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.Replica.FromString,
                 _registered_method=True)
+        self.PrepareFailover = channel.unary_unary(
+                '/cygnet.v1.Agent/PrepareFailover',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareFailoverRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareFailoverResponse.FromString,
+                _registered_method=True)
         self.PrepareReplica = channel.unary_unary(
                 '/cygnet.v1.Agent/PrepareReplica',
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaRequest.SerializeToString,
@@ -218,6 +223,11 @@ class AgentStub:
                 '/cygnet.v1.Agent/SendSnapshot',
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+                _registered_method=True)
+        self.ConfirmPrimary = channel.unary_unary(
+                '/cygnet.v1.Agent/ConfirmPrimary',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryResponse.FromString,
                 _registered_method=True)
         self.MoveIn = channel.unary_stream(
                 '/cygnet.v1.Agent/MoveIn',
@@ -489,6 +499,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareFailover(self, request, context):
+        """On the replica's host, before a failover commits (docs/ha.md "Failsafe"):
+        refused while the primary confirmed itself here within a host lease TTL;
+        granted, the replica confirms that primary no more until it is promoted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PrepareReplica(self, request, context):
         """--- agent to agent (host certificates only) --------------------------------
         Makes ready for a replica on the calling host: the replication role, a
@@ -507,6 +526,15 @@ class AgentServicer:
 
     def SendSnapshot(self, request, context):
         """A `zfs send` stream of one of the branch's snapshots, full or incremental.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPrimary(self, request, context):
+        """Failsafe (docs/ha.md): the calling host, which cannot renew its lease,
+        runs the database's primary; this host holds a replica of it. Confirmed,
+        the replica is not promoted for hold_seconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -719,6 +747,11 @@ def add_AgentServicer_to_server(servicer, server):
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.DemoteToReplicaRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.Replica.SerializeToString,
             ),
+            'PrepareFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareFailover,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareFailoverRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.PrepareFailoverResponse.SerializeToString,
+            ),
             'PrepareReplica': grpc.unary_unary_rpc_method_handler(
                     servicer.PrepareReplica,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.PrepareReplicaRequest.FromString,
@@ -733,6 +766,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.SendSnapshot,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.SerializeToString,
+            ),
+            'ConfirmPrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPrimary,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryResponse.SerializeToString,
             ),
             'MoveIn': grpc.unary_stream_rpc_method_handler(
                     servicer.MoveIn,
@@ -1684,6 +1722,33 @@ class Agent:
             _registered_method=True)
 
     @staticmethod
+    def PrepareFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/PrepareFailover',
+            cygnet_dot_v1_dot_agent__pb2.PrepareFailoverRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.PrepareFailoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PrepareReplica(request,
             target,
             options=(),
@@ -1754,6 +1819,33 @@ class Agent:
             '/cygnet.v1.Agent/SendSnapshot',
             cygnet_dot_v1_dot_agent__pb2.SendSnapshotRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cygnet.v1.Agent/ConfirmPrimary',
+            cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ConfirmPrimaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,218 @@
+"""Failsafe mode (docs/ha.md "Failsafe"), as in Patroni: a replicated primary keeps
+writing while no coordinator renews its host's lease, as long as the host of
+every replica confirms it, and a confirmed replica is not promoted meanwhile.
+
+Without it, an outage of the coordinators' store (or of every coordinator)
+fences every replicated primary after 2/3 of the lease TTL, although nothing
+failed over. A host cannot tell that outage from its own partition, so the
+replicas decide:
+- the primary's host (run): when a renewal is late (the deadline is a
+  quarter of the TTL away: no coordinator renewed it), it asks each replica's host,
+  for every replicated primary it runs, to confirm (ConfirmPrimary). If all
+  confirm, it renews its own lease file as a heartbeat would (the deadline is
+  2/3 TTL after the round was sent). One refusal or silence, and nothing is
+  renewed: the fence fires at the deadline, as without failsafe;
+- a replica's host (Holds): a confirmation holds off a failover's promotion
+  of that replica for one TTL; the coordinator asks PrepareFailover before it
+  commits a failover, which is refused during a hold and, once granted,
+  refuses further confirmations. So a replica is either promoted or confirms
+  the old primary, never both, and by the time a hold has lapsed the old
+  primary's deadline (2/3 TTL after the round it got from that confirmation)
+  has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpc import aio
+
+from cygnet.agent import lease
+from cygnet.agent.host import Host
+from cygnet.agent.replica_source import REPLICA_API, host_of, parse_addresses
+from cygnet.agent.transfer import Peers
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.errors import FailedPrecondition
+
+log = logging.getLogger("cygnet.agent.lease")
+
+HOLDS_FILE = "failsafe-holds.json"  # in run_dir: CLOCK_BOOTTIME, gone with a reboot
+MAX_SECONDS = 300.0  # a hold or window asked for longer is cut to this
+
+
+@dataclass
+class Hold:
+    primary_host: str = ""
+    confirmed_until: int = 0  # ns, CLOCK_BOOTTIME: no promotion before
+    failing_over_until: int = 0  # ns: no confirmation before (unless promoted)
+
+
+class Holds:
+    """The replica side, per database, kept in run_dir so that a restarted agent
+    still refuses what it refused before."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / HOLDS_FILE
+        self.holds = self._load()
+
+    def _load(self) -> dict[str, Hold]:
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("boot") != lease.boot_id():
+                return {}
+            return {db: Hold(*h) for db, h in data.get("holds", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def _save(self, now: int) -> None:
+        live = {db: [h.primary_host, h.confirmed_until, h.failing_over_until]
+                for db, h in self.holds.items() if max(h.confirmed_until,
+                                                       h.failing_over_until) > now}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump({"boot": lease.boot_id(), "holds": live}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def confirm(self, database_id: str, primary_host: str, seconds: float, now: int) -> None:
+        """The primary on `primary_host` is alive: no promotion for `seconds`."""
+        hold = self.holds.setdefault(database_id, Hold())
+        if hold.failing_over_until > now:
+            raise FailedPrecondition(
+                f"database {database_id}: a failover to this replica is under way; the "
+                f"primary on {primary_host} is not confirmed")
+        hold.primary_host = primary_host
+        hold.confirmed_until = max(hold.confirmed_until,
+                                   now + int(min(seconds, MAX_SECONDS) * 1e9))
+        self._save(now)
+
+    def prepare_failover(self, database_id: str, seconds: float, now: int) -> None:
+        """A failover may promote this replica: refused while its primary is confirmed;
+        granted, no confirmation for `seconds` (or until the promotion)."""
+        hold = self.holds.setdefault(database_id, Hold())
+        if hold.confirmed_until > now:
+            left = (hold.confirmed_until - now) / 1e9
+            raise FailedPrecondition(
+                f"database {database_id}: the primary on {hold.primary_host} confirmed "
+                f"itself here (failsafe) and holds off a failover for {left:.1f}s more")
+        hold.failing_over_until = max(hold.failing_over_until,
+                                      now + int(min(seconds, MAX_SECONDS) * 1e9))
+        self._save(now)
+
+    def promoted(self, database_id: str) -> None:
+        """This copy is the primary now: it confirms no other."""
+        if self.holds.pop(database_id, None) is not None:
+            self._save(lease.now_ns())
+
+
+def replicated_primaries(host: Host) -> dict[str, list[str]]:
+    """Database id -> the hosts of its replica slots, for each replicated primary that
+    runs unfenced on this host: what a lapsed lease would fence."""
+    out: dict[str, list[str]] = {}
+    for db in list(host.known.values()):
+        main = db.main
+        if main is None or host.clusters.live(main) is None:
+            continue
+        pgdata = host.clusters.pgdata(main)
+        if lease.fenced(pgdata) or lease.fence_file(host.config, pgdata) is None:
+            continue
+        try:
+            slots = [p.name for p in (pgdata / "pg_replslot").iterdir()
+                     if p.name.startswith(lease.REPLICA_SLOT_PREFIX)]
+        except OSError:
+            continue
+        out[db.id] = sorted(host_of(s) for s in slots)
+    return out
+
+
+class Failsafe:
+    """The primary side: confirm rounds while no coordinator renews the lease."""
+
+    def __init__(self, host: Host, host_lease: lease.HostLease, peers: Peers) -> None:
+        self.host, self.lease, self.peers = host, host_lease, peers
+        self.active = False  # the last round renewed the lease
+        self.renewed_to = 0  # the deadline it wrote (ns)
+
+    def due(self) -> bool:
+        """A renewal is late: heartbeats renew every TTL/3 to a deadline 2/3 TTL ahead,
+        so the deadline is never nearer than TTL/3 while they come. Due at TTL/4: a
+        beat missed by TTL/12, with TTL/4 left for the round."""
+        ttl = self.lease.ttl
+        if ttl <= 0:
+            return False
+        left = lease.read_deadline(self.lease.path) - lease.now_ns()
+        return left <= ttl / 4 * 1e9
+
+    async def round(self) -> bool:
+        """Asks every replica's host; renews the lease if all confirm. True if renewed."""
+        primaries = replicated_primaries(self.host)
+        if not primaries:
+            return False
+        ttl, sent = self.lease.ttl, self.lease.sending()
+        asks = []
+        for db_id, hosts in primaries.items():
+            addresses = await self._addresses(db_id)
+            asks += [self._ask(db_id, h, addresses.get(h, ""), ttl) for h in hosts]
+        answers = await asyncio.gather(*asks)
+        refused = [a for a in answers if a]
+        if refused:
+            log.warning("failsafe: not every replica confirmed this host's primaries (%s); "
+                        "they fence at the lease deadline", "; ".join(refused))
+            self.active = False
+            return False
+        self.lease.renewed(sent, ttl)
+        self.renewed_to = lease.deadline_for(sent, ttl)
+        if not self.active:
+            log.warning("failsafe: no coordinator renews this host's lease; every replica of "
+                        "its %d replicated primar(ies) confirmed them, so they keep writing",
+                        len(primaries))
+        self.active = True
+        return True
+
+    async def _addresses(self, db_id: str) -> dict[str, str]:
+        db = self.host.known.get(db_id)
+        if db is None:
+            return {}
+        props = await self.host.zfs.get_props(db.dataset, [REPLICA_API])
+        return parse_addresses(props[db.dataset].user.get(REPLICA_API, ""))
+
+    async def _ask(self, db_id: str, host_id: str, address: str, ttl: float) -> str:
+        """'' once `host_id` confirmed, else why not."""
+        if not address:
+            return f"{host_id}: its address is unknown"
+        try:
+            resp = await self.peers.stub(address).ConfirmPrimary(
+                pb.ConfirmPrimaryRequest(database=db_id, hold_seconds=ttl),
+                timeout=max(0.2, ttl / 8))
+        except aio.AioRpcError as exc:
+            return f"{host_id}: {exc.code().name} {exc.details()}"
+        except Exception as exc:
+            return f"{host_id}: {exc}"
+        if resp.host_id != host_id:
+            return f"{host_id}: answered as {resp.host_id!r}"
+        return ""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A round whenever the lease is due (checked every TTL/12)."""
+        while not stop.is_set():
+            if self.due():
+                try:
+                    await self.round()
+                except Exception:
+                    log.exception("failsafe round failed")
+            elif self.active and lease.read_deadline(self.lease.path) > self.renewed_to:
+                log.warning("failsafe: a coordinator renews this host's lease again")
+                self.active = False
+            wait = self.lease.ttl / 12 if self.lease.ttl > 0 else 1.0
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                continue
+
