@@ -114,11 +114,15 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
     c.DrainHost(cpb.DrainHostRequest(host_id="h7"), timeout=30)  # type: ignore[attr-defined]
 
 
+QUOTA = 768 * 2**20
+
+
 def test_move_under_load(fleet: HostFleet) -> None:
     client = Client(fleet)
     with fleet.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
-            database=apb.CreateDatabaseRequest(name="mv", size_class="nano")), timeout=300)
+            database=apb.CreateDatabaseRequest(name="mv", size_class="nano",
+                                               quota_bytes=QUOTA)), timeout=300)
         db_id, source = made.result.database.id, made.placement.host_id
         password = made.result.connection.password
         uri = made.result.connection.uri
@@ -132,6 +136,9 @@ def test_move_under_load(fleet: HostFleet) -> None:
         client.query(uri, "INSERT INTO items SELECT g, 'after' FROM generate_series(20001, "
                           "25000) g")
         target = sorted(set(fleet.daemons) - {source})[0]
+        # The coordinator passes the quota on to the host it places the database on.
+        assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
+                             timeout=60).database.quota_bytes == QUOTA
         _refusals(fleet, c, source, target)
         before_main = _checksums(client, uri, skip=("ledger",))
         before_dev = _checksums(client, dev_uri)
@@ -185,6 +192,9 @@ def test_move_under_load(fleet: HostFleet) -> None:
         assert dev.parent_branch_name == "main" and dev.origin_snapshot, dev
         assert _datasets_of(fleet, source, db_id) == []
         assert _datasets_of(fleet, target, db_id)
+        # The quota went along (a stream carries no native property).
+        assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
+                             timeout=60).database.quota_bytes == QUOTA
 
         # Evacuating the new host moves it on (placement picks), and says so.
         done = _cli(fleet, "--json", "hosts", "drain", target, "--evacuate")

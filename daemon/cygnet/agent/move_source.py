@@ -68,7 +68,8 @@ def plan_of(db: DatabaseRecord, listing: dict[str, Dataset], round_name: str,
     base = db.dataset
     plan = pb.MovePlan(database_id=db.id, database_name=db.name, postgres_version=db.version,
                        round=round_name, dataset=base,
-                       used_bytes=listing[base].number("used") if base in listing else 0)
+                       used_bytes=listing[base].number("used") if base in listing else 0,
+                       quota_bytes=listing[base].number("quota") if base in listing else 0)
     plan.properties.update(_cygnet(listing[base]) if base in listing else {})
     for name in _listing_order(base, listing):
         ds = listing[name]

@@ -295,6 +295,8 @@ class Move:
     async def _switch_here(self, plan: pb.MovePlan) -> str:
         """The last properties, the dataset becomes a database, main starts."""
         await self._copy_props(plan, final=True)
+        if plan.quota_bytes:  # a stream carries no native property: the quota goes along here
+            await self.host.zfs.set_props(self.target, {"quota": str(plan.quota_bytes)})
         await self._drop_gone(plan)
         await self.host.zfs.set_props(self.target, {L.P_KIND: "database"})
         for port in self.ports.values():

@@ -108,9 +108,10 @@ class Router:
         request_id = req.request_id or "coord-" + secrets.token_hex(8)
         placed = await self._reservation_for(req, constraints, reservation_id, request_id)
         host = await self._host(placed.choice.host_id)
-        forward = apb.CreateDatabaseRequest(
-            name=req.name, postgres_version=req.postgres_version, size_class=req.size_class,
-            pool=req.pool, request_id=request_id)
+        # Every field goes along (quota, settings): only the request id is the coordinator's.
+        forward = apb.CreateDatabaseRequest()
+        forward.CopyFrom(req)
+        forward.request_id = request_id
         try:
             resp: apb.CreateDatabaseResponse = await self.clients.call(
                 host.id, self.clients.stub(host.address).CreateDatabase(

@@ -2790,6 +2790,7 @@ class MovePlan(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     USED_BYTES_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     database_id: _builtins.str
     database_name: _builtins.str
     postgres_version: _builtins.str
@@ -2798,6 +2799,8 @@ class MovePlan(_message.Message):
     """Space the lineage uses on the source (the target needs as much)."""
     dataset: _builtins.str
     """The database's dataset on the source (properties naming datasets start with it)."""
+    quota_bytes: _builtins.int
+    """The database's quota (ZFS quota on its dataset, bytes; 0: none): the target sets it."""
     @_builtins.property
     def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The database dataset's cygnet:* user properties."""
@@ -2815,10 +2818,11 @@ class MovePlan(_message.Message):
         round: _builtins.str = ...,
         used_bytes: _builtins.int = ...,
         dataset: _builtins.str = ...,
+        quota_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "database_name", b"database_name", "dataset", b"dataset", "datasets", b"datasets", "postgres_version", b"postgres_version", "properties", b"properties", "round", b"round", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_id", b"database_id", "database_name", b"database_name", "dataset", b"dataset", "datasets", b"datasets", "postgres_version", b"postgres_version", "properties", b"properties", "quota_bytes", b"quota_bytes", "round", b"round", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
