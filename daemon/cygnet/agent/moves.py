@@ -43,6 +43,7 @@ from cygnet.agent import layout as L
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.move_source import MOVE_KIND, P_MOVE_STOPPED
 from cygnet.agent.service import AgentService, BranchRef
+from cygnet.agent.timing import StepTimer
 from cygnet.agent.transfer import Peers, peer_error
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import Aborted, FailedPrecondition, ResourceExhausted, Unavailable
@@ -108,14 +109,17 @@ class Move:
                 n += 1
                 plan = await self._prepare(f"mv{token}-{n}", final=False)
                 moved = await self._round(plan, n, "catch-up")
-            stop = time.monotonic()
+            stop, steps = time.monotonic(), StepTimer()
             self._say("final", "stopping the database on the source")
-            plan = await self._prepare(f"mv{token}-f", final=True)
-            await self._round(plan, n + 1, "final")
+            with steps.step("source stop"):
+                plan = await self._prepare(f"mv{token}-f", final=True)
+            with steps.step("final round"):
+                await self._round(plan, n + 1, "final")
             if os.environ.get(FAIL_AT_ENV) == "final":  # tests: a failure after the stop
                 raise Aborted(f"the move was made to fail after its final round ({FAIL_AT_ENV})")
-            main_id = await self._switch_here(plan)
+            main_id = await self._switch_here(plan, steps)
             down = time.monotonic() - stop
+            log.info("move of %s: down %s", self.req.database, steps)
         except BaseException as exc:
             log.warning("move of %s failed (%s); removing what was received", self.req.database,
                         exc)
@@ -292,26 +296,29 @@ class Move:
                 if snap.properties.get(L.P_SNAP_KIND) != MOVE_KIND:
                     await copy(f"{here}@{snap.name}", dict(snap.properties))
 
-    async def _switch_here(self, plan: pb.MovePlan) -> str:
+    async def _switch_here(self, plan: pb.MovePlan, steps: StepTimer) -> str:
         """The last properties, the dataset becomes a database, main starts."""
-        await self._copy_props(plan, final=True)
-        if plan.quota_bytes:  # a stream carries no native property: the quota goes along here
-            await self.host.zfs.set_props(self.target, {"quota": str(plan.quota_bytes)})
-        await self._drop_gone(plan)
-        await self.host.zfs.set_props(self.target, {L.P_KIND: "database"})
+        with steps.step("properties"):
+            await self._copy_props(plan, final=True)
+            if plan.quota_bytes:  # no stream carries a native property: the quota goes here
+                await self.host.zfs.set_props(self.target, {"quota": str(plan.quota_bytes)})
+            await self._drop_gone(plan)
+            await self.host.zfs.set_props(self.target, {L.P_KIND: "database"})
         for port in self.ports.values():
             self.host.ports.commit(port)
         self.host._catalog.touched_tree(self.target)
-        inv = await self.host.database_inventory(plan.database_id)
-        db = inv.databases[plan.database_id]
-        main = db.main
-        if main is None:
-            raise FailedPrecondition(f"database {db.name} arrived without its main branch")
-        for b in db.branches.values():
-            if not self.host.mounted(b):
-                await self.host.zfs.mount(b.dataset)
-        if any(d.running and d.branch_id == main.id for d in plan.datasets):
-            await self.service.set_running(BranchRef(branch_id=main.id), True, "")
+        with steps.step("catalog and mounts"):
+            inv = await self.host.database_inventory(plan.database_id)
+            db = inv.databases[plan.database_id]
+            main = db.main
+            if main is None:
+                raise FailedPrecondition(f"database {db.name} arrived without its main branch")
+            for b in db.branches.values():
+                if not self.host.mounted(b):
+                    await self.host.zfs.mount(b.dataset)
+        with steps.step("main's start"):
+            if any(d.running and d.branch_id == main.id for d in plan.datasets):
+                await self.service.set_running(BranchRef(branch_id=main.id), True, "")
         return main.id
 
     async def _drop_gone(self, plan: pb.MovePlan) -> None:
