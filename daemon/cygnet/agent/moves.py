@@ -270,7 +270,12 @@ class Move:
 
     async def _copy_props(self, plan: pb.MovePlan, final: bool) -> None:
         """Sets what differs from the source (one `zfs set` per property on zfs-fuse)."""
-        found = await self.host.zfs.get_props(self.target, ["all"], recursive=True)
+        # Only the properties the plan names: `all` is some 70 per dataset and
+        # snapshot, and the final call runs while the database is down.
+        keys = {*plan.properties, L.P_DESIRED, L.P_PORT}
+        for d in plan.datasets:
+            keys |= set(d.properties) | {k for snap in d.snapshots for k in snap.properties}
+        found = await self.host.zfs.get_props(self.target, sorted(keys), recursive=True)
 
         async def copy(name: str, wanted: dict[str, str]) -> None:
             have = found[name].user if name in found else {}
