@@ -175,11 +175,11 @@ def rig(size: str) -> Iterator[tuple[Net, NetSeaweed, Daemon, Daemon]]:
         store.start()
         store.make_bucket()
         daemons += [_host(net, "a", store, size, 59000), _host(net, "b", store, size, 59200)]
-        starters = [threading.Thread(target=d.start) for d in daemons]
-        for t in starters:
-            t.start()
-        for t in starters:
-            t.join()
+        # One after the other: zfs-fuse (one daemon for every pool on the machine)
+        # stopped answering when two cygnetds made their first datasets at once
+        # (`zfs create POOL/cygnet/templates` hung, as in the fleet tests).
+        for d in daemons:
+            d.start()
         yield net, store, daemons[0], daemons[1]
     finally:
         for d in daemons:
