@@ -133,11 +133,13 @@ async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MoveP
         db, _ = await service.read_database(db_id, snapshots=False)
         _refuse_replicas(host, db)
         running = {b.id for b in db.branches.values() if host.clusters.live(b) is not None}
+        # Read before a final round's stop (nothing changes under the lock): the
+        # database is down from the stop until it starts on the target.
+        listing = await host.zfs.get_props(db.dataset, ["type", "origin"], recursive=True)
         if req.final:
             running = set(await _stop_running(host, db))
         else:
             await _checkpoint(host, [b for b in db.branches.values() if b.id in running])
-        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
         for name in _listing_order(db.dataset, listing):
             snap = f"{name}@{req.round}"
             if snap not in listing:
