@@ -25,13 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from benchmarks.common import emit, log
 from cygnet.agent import lease
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
-from tests.e2e.test_failover import Ledger, _kill_host, _primary, _rows, replicated_database
+from tests.e2e.test_failover import _kill_host, _primary, _rows, ledger_on
 
 
 def _gap(acked: list[tuple[int, int]], after_ns: int) -> float:
@@ -43,12 +41,8 @@ def _gap(acked: list[tuple[int, int]], after_ns: int) -> float:
 def run(f: HostFleet, ttl: float) -> dict[str, Any]:
     client = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(f.lan.ns("client"),))
     with f.coordinator.stub() as c:
-        made, uri = replicated_database(f, "bench")
+        made, uri, ledger, writer = ledger_on(f, "bench", client)
         first = made.placement.host_id
-        client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
-            "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
-        ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
-        writer = client.submit(ledger.run, 0)
         wait_for(lambda: len(ledger.acked) > 100, 60, "commits before the switchover")
 
         log("switchover")

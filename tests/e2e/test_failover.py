@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,6 +77,17 @@ def replicated_database(f: HostFleet, name: str
             c.CreateReplica(cpb.FleetCreateReplicaRequest(
                 database=name, host_id=host, synchronous=True), timeout=300)
     return made, multi_host_uri(f, made.result.connection.uri, name)
+
+
+def ledger_on(f: HostFleet, name: str, client: ThreadPoolExecutor
+              ) -> tuple[cpb.FleetCreateDatabaseResponse, str, Ledger, Future[None]]:
+    """A replicated database with a ledger table, and a Ledger writing to it from
+    `client` (threads in the client's namespace): made, its string, the ledger, its run."""
+    made, uri = replicated_database(f, name)
+    client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
+        "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
+    ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
+    return made, uri, ledger, client.submit(ledger.run, 0)
 
 
 class Ledger:
@@ -143,12 +154,8 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet)
     with one replica's host cut off: that replica cannot confirm, and the primary
     fences at its deadline; it writes again once the coordinator is back."""
     client = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
-    made, uri = replicated_database(fleet, "fs")
+    made, uri, ledger, writer = ledger_on(fleet, "fs", client)
     primary = made.placement.host_id
-    client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
-        "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
-    ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
-    writer = client.submit(ledger.run, 0)
     coordinator = fleet.coordinator.proc
     assert coordinator is not None
     cut = ""
