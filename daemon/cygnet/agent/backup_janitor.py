@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 from cygnet import backup
-from cygnet.backup.fsutil import fsync_dir
+from cygnet.backup.fsutil import atomic_write
 from cygnet.errors import CygnetError
 
 log = logging.getLogger("cygnet.backup")
@@ -41,13 +40,8 @@ def _read(path: Path) -> dict[str, float]:
 
 def _write(path: Path, tombstones: dict[str, float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(tombstones, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    text = json.dumps(tombstones, sort_keys=True) + "\n"
+    atomic_write(path, [text.encode()], path.parent)
 
 
 def mark_deleted(repo: Path, database_id: str, now: float) -> None:

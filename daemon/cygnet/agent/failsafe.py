@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.replica_source import REPLICA_API, host_of, parse_addresses
 from cygnet.agent.transfer import Peers
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.backup.fsutil import atomic_write
 from cygnet.errors import FailedPrecondition
 
 log = logging.getLogger("cygnet.agent.lease")
@@ -74,12 +74,8 @@ class Holds:
                 for db, h in self.holds.items() if max(h.confirmed_until,
                                                        h.failing_over_until) > now}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump({"boot": lease.boot_id(), "holds": live}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        text = json.dumps({"boot": lease.boot_id(), "holds": live})
+        atomic_write(self.path, [text.encode()], self.path.parent)
 
     def confirm(self, database_id: str, primary_host: str, seconds: float, now: int) -> None:
         """The primary on `primary_host` is alive: no promotion for `seconds`."""
@@ -123,12 +119,9 @@ def replicated_primaries(host: Host) -> dict[str, list[str]]:
         pgdata = host.clusters.pgdata(main)
         if lease.fenced(pgdata) or lease.fence_file(host.config, pgdata) is None:
             continue
-        try:
-            slots = [p.name for p in (pgdata / "pg_replslot").iterdir()
-                     if p.name.startswith(lease.REPLICA_SLOT_PREFIX)]
-        except OSError:
-            continue
-        out[db.id] = sorted(host_of(s) for s in slots)
+        slots = lease.replica_slots(pgdata)
+        if slots:
+            out[db.id] = sorted(host_of(s) for s in slots)
     return out
 
 

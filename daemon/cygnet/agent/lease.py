@@ -111,14 +111,19 @@ class HostLease:
         return default if self.ttl <= 0 else min(default, self.ttl / 6)
 
 
+def replica_slots(pgdata: Path) -> list[str]:
+    """The replica slots of a cluster (from its pg_replslot directory)."""
+    try:
+        return [p.name for p in (pgdata / "pg_replslot").iterdir()
+                if p.name.startswith(REPLICA_SLOT_PREFIX)]
+    except OSError:
+        return []
+
+
 def replicated(pgdata: Path) -> bool:
     """A primary with a replica slot: what the fence guards (a lone primary has no
     one to fail over to, so fencing it would only take it down)."""
-    slots = pgdata / "pg_replslot"
-    try:
-        return any(p.name.startswith(REPLICA_SLOT_PREFIX) for p in slots.iterdir())
-    except OSError:
-        return False
+    return bool(replica_slots(pgdata))
 
 
 def fence_file(config: AgentConfig, pgdata: Path, *, replica: bool = False) -> Path | None:

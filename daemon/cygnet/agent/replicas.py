@@ -298,14 +298,21 @@ async def _seed(host: Host, stub: Any, req: pb.CreateReplicaRequest,
     return await describe(host, rec)
 
 
+def require_seed_room(host: Host, free: int, prep: pb.PrepareReplicaResponse,
+                      why: str) -> None:
+    """ResourceExhausted saying `why` when `free` bytes cannot take the seed and keep
+    the host's reserve."""
+    if free < prep.estimated_bytes + host.config.min_free_bytes:
+        raise ResourceExhausted(f"{why}: {prep.estimated_bytes // 2**20} MiB needed, "
+                                f"{free // 2**20} MiB free")
+
+
 async def _make_dataset(host: Host, req: pb.CreateReplicaRequest,
                         prep: pb.PrepareReplicaResponse) -> ReplicaRecord:
     free = {p: (await pool_status(host.zfs.runner, p)).free_bytes for p in host.config.pools}
     pool = max(free, key=free.__getitem__)
-    if free[pool] < prep.estimated_bytes + host.config.min_free_bytes:
-        raise ResourceExhausted(f"no pool on host {host.config.host_id} has room for the "
-                                f"replica: {prep.estimated_bytes // 2**20} MiB needed, "
-                                f"{free[pool] // 2**20} MiB free")
+    require_seed_room(host, free[pool], prep,
+                      f"no pool on host {host.config.host_id} has room for the replica")
     async with host.catalog_lock:
         port = host.ports.reserve()
         dataset = L.database(pool, prep.database_id)

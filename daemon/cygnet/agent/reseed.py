@@ -33,7 +33,6 @@ from cygnet.agent import replicas
 from cygnet.agent.host import Host
 from cygnet.agent.transfer import receive
 from cygnet.api.v1 import agent_pb2 as pb
-from cygnet.errors import ResourceExhausted
 from cygnet.zfs.errors import ZfsError
 from cygnet.zfs.pools import pool_status
 
@@ -108,8 +107,6 @@ async def _drop_uncommitted(host: Host, rec: replicas.ReplicaRecord) -> None:
 async def _check_room(host: Host, rec: replicas.ReplicaRecord,
                       prep: pb.PrepareReplicaResponse) -> None:
     free = (await pool_status(host.zfs.runner, rec.db.pool)).free_bytes
-    if free < prep.estimated_bytes + host.config.min_free_bytes:
-        raise ResourceExhausted(
-            f"the old primary of {rec.db.name} could not be rewound, and pool {rec.db.pool} "
-            f"has no room to seed a new copy beside it: {prep.estimated_bytes // 2**20} MiB "
-            f"needed, {free // 2**20} MiB free")
+    replicas.require_seed_room(host, free, prep, (
+        f"the old primary of {rec.db.name} could not be rewound, and pool {rec.db.pool} "
+        "has no room to seed a new copy beside it"))

@@ -78,3 +78,13 @@ def tail_lines(path: Path, count: int = 20, max_bytes: int = 16384) -> str:
         return ""
     lines = data.decode("utf-8", errors="replace").splitlines()
     return "\n".join(lines[-count:])
+
+
+def append_once(path: Path, line: str, comment: str) -> None:
+    """Appends `line`, after a `# comment` line, unless the file has that line already."""
+    text = path.read_text(encoding="utf-8")
+    if line in text.splitlines():
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    atomic_write(path, f"{text}\n# {comment}\n{line}\n")

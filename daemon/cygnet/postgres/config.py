@@ -293,14 +293,8 @@ def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
 
 def ensure_include(pgdata: Path) -> None:
     """Appends the include of cygnet.conf to postgresql.conf unless it is already there."""
-    conf = pgdata / "postgresql.conf"
-    text = conf.read_text(encoding="utf-8")
-    if INCLUDE_LINE in text.splitlines():
-        return
-    if text and not text.endswith("\n"):
-        text += "\n"
-    text += f"\n# Cygnet's settings win: keep this line last.\n{INCLUDE_LINE}\n"
-    _fs.atomic_write(conf, text)
+    _fs.append_once(pgdata / "postgresql.conf", INCLUDE_LINE,
+                    "Cygnet's settings win: keep this line last.")
 
 
 def socket_dir_of(pgdata: Path) -> Path | None:

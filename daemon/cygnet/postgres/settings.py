@@ -235,15 +235,6 @@ def preload_line(stored: dict[str, str], preloaded: tuple[str, ...]) -> str:
     return f"shared_preload_libraries = {_quote(','.join(libs))}\n"
 
 
-def _include_last(conf: Path, line: str, comment: str) -> None:
-    text = conf.read_text(encoding="utf-8")
-    if line in text.splitlines():
-        return
-    if text and not text.endswith("\n"):
-        text += "\n"
-    _fs.atomic_write(conf, f"{text}# {comment}\n{line}\n")
-
-
 def prepare(pgdata: Path, preloaded: tuple[str, ...] = PRELOADED) -> None:
     """Before a start or reload: Cygnet's owned settings win.
 
@@ -265,6 +256,6 @@ def prepare(pgdata: Path, preloaded: tuple[str, ...] = PRELOADED) -> None:
         if user.read_text(encoding="utf-8") != wanted:
             _fs.atomic_write(user, wanted)
     conf = pgdata / "postgresql.conf"
-    _include_last(conf, USER_INCLUDE_LINE, "The branch's own settings (cygnet branch config).")
+    _fs.append_once(conf, USER_INCLUDE_LINE, "The branch's own settings (cygnet branch config).")
     _fs.atomic_write(pgdata / FINAL_FILE, preload_line(read(pgdata), preloaded))
-    _include_last(conf, FINAL_INCLUDE_LINE, "Cygnet's libraries, kept in the branch's own list.")
+    _fs.append_once(conf, FINAL_INCLUDE_LINE, "Cygnet's libraries, kept in the branch's own list.")
