@@ -260,7 +260,7 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
 
     # 2. Partition of the new primary, its cygnetd stopped too.
     d2, ns2 = fleet.daemons[second], fleet.lan.ns(second)
-    conn_info = _local_conn(d2, made.result.connection.password)
+    conn_info = _local_conn(d2, made.result.database.id, made.result.connection.password)
     inside = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(ns2,))
     cut = Ledger(lambda: psycopg.connect(conn_info, autocommit=True),
                  "SET synchronous_commit = local")
@@ -317,7 +317,7 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
 
     # 3. The first host returns, its main's WAL gone: no pg_rewind can work.
     d1 = fleet.daemons[first]
-    wal = _main_pgdata(d1) / "pg_wal"
+    wal = _main_pgdata(d1, made.result.database.id) / "pg_wal"
     for segment in wal.iterdir():
         if segment.is_file() and len(segment.name) == 24:
             segment.unlink()
@@ -353,17 +353,18 @@ def _replica_uri(f: HostFleet, name: str, host_id: str) -> str:
     return next(str(r.connection.uri) for r in listed.replicas if r.host_id == host_id)
 
 
-def _main_pgdata(d: Daemon) -> Path:
-    """The fenced main's data directory (a template has no fence settings)."""
-    found = [p.parent for p in d.mount_root.glob("**/pgdata/cygnet.conf")
+def _main_pgdata(d: Daemon, db_id: str) -> Path:
+    """The fenced main's data directory of database `db_id` (a template has no fence
+    settings; another test's database may leave a copy behind while it goes)."""
+    found = [p.parent for p in d.mount_root.glob(f"**/db/{db_id}/**/pgdata/cygnet.conf")
              if "cygnet_fence.deadline_file" in p.read_text()]
     assert len(found) == 1, found
     return found[0]
 
 
-def _local_conn(d: Daemon, password: str) -> str:
+def _local_conn(d: Daemon, db_id: str, password: str) -> str:
     """main's own Postgres on its host, through its unix socket (no network needed)."""
-    pgdata = _main_pgdata(d)
+    pgdata = _main_pgdata(d, db_id)
     port = next(line.split("=")[1].strip() for line in (pgdata / "cygnet.conf").read_text()
                 .splitlines() if line.startswith("port ="))
     sock = next(line.split("=")[1].strip().strip("'") for line in
