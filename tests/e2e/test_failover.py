@@ -238,6 +238,11 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
 
     client.submit(lambda: connect().execute(
         "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
+    # A branch lives on the primary's host only: it must not stop the old primary
+    # from rejoining (part 3), and its data must stay.
+    with fleet.coordinator.stub() as c:
+        preview = c.CreateBranch(apb.CreateBranchRequest(database="fo", name="preview"),
+                                 timeout=120).branch
 
     # 1. Host loss.
     ledger = Ledger(connect)
@@ -329,8 +334,16 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
     kinds = subprocess.run(["zfs", "get", "-H", "-r", "-s", "local", "-o", "name,value",
                             "cygnet:kind", d1.pool.name], capture_output=True, text=True,
                            check=True).stdout
-    assert "\tlost-copy" in kinds, kinds
-    assert "pg_rewind from the new primary failed" in d1.log_path.read_text()
+    lost = [line.split("\t")[0] for line in kinds.splitlines() if line.endswith("\tlost-copy")]
+    assert len(lost) == 2, kinds  # the stale main, and the branch set aside
+    assert any(name.endswith(f"/{preview.id}") for name in lost), kinds
+    said = d1.log_path.read_text()
+    assert "pg_rewind from the new primary failed" in said
+    assert "branch preview stays on this host as a lost copy" in said
+    kept = subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", "referenced",
+                           next(n for n in lost if n.endswith(preview.id))],
+                          capture_output=True, text=True, check=True).stdout
+    assert int(kept) > 10 * 2**20, kept  # a whole cluster's files, not an empty dataset
     # The replica's string names no password: the database's own is the same.
     reader = psycopg.conninfo.make_conninfo(_replica_uri(fleet, "fo", first),
                                             password=made.result.connection.password)

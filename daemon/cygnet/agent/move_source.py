@@ -25,6 +25,7 @@ from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.service import AgentService, BranchRef
+from cygnet.agent.timing import StepTimer
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.names import shown
@@ -110,18 +111,23 @@ async def _checkpoint(host: Host, running: list[BranchRecord]) -> None:
             log.debug("checkpoint of %s before a move round: %s", b.id, exc)
 
 
-async def _stop_running(host: Host, db: DatabaseRecord) -> list[str]:
-    """The final round's stop: desired=stopped first (recorded), then a fast stop of all."""
+async def _stop_running(host: Host, db: DatabaseRecord, steps: StepTimer) -> list[str]:
+    """The final round's stop: desired=stopped first (recorded), then a CHECKPOINT
+    while the database still serves, right before a fast stop of all (the less
+    is written between them, the shorter the shutdown checkpoint)."""
     running = [b for b in db.branches.values() if host.clusters.live(b) is not None]
-    await _checkpoint(host, running)
-    found = await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED])
-    before = found[db.dataset].user.get(P_MOVE_STOPPED, "") if db.dataset in found else ""
-    ids = sorted({*filter(None, before.split(",")), *(b.id for b in running)})
-    await host.zfs.set_props(db.dataset, {P_MOVE_STOPPED: ",".join(ids) or "-"})
-    for b in running:
-        if b.desired != Desired.STOPPED:
-            await host.zfs.set_props(b.dataset, {L.P_DESIRED: Desired.STOPPED})
-    await asyncio.gather(*(host.clusters.stop(b, "fast") for b in running))
+    with steps.step("marks"):
+        found = await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED])
+        before = found[db.dataset].user.get(P_MOVE_STOPPED, "") if db.dataset in found else ""
+        ids = sorted({*filter(None, before.split(",")), *(b.id for b in running)})
+        await host.zfs.set_props(db.dataset, {P_MOVE_STOPPED: ",".join(ids) or "-"})
+        for b in running:
+            if b.desired != Desired.STOPPED:
+                await host.zfs.set_props(b.dataset, {L.P_DESIRED: Desired.STOPPED})
+    with steps.step("checkpoint"):
+        await _checkpoint(host, running)
+    with steps.step("fast stop"):
+        await asyncio.gather(*(host.clusters.stop(b, "fast") for b in running))
     return ids
 
 
@@ -136,15 +142,20 @@ async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MoveP
         # Read before a final round's stop (nothing changes under the lock): the
         # database is down from the stop until it starts on the target.
         listing = await host.zfs.get_props(db.dataset, ["type", "origin"], recursive=True)
+        steps = StepTimer()
         if req.final:
-            running = set(await _stop_running(host, db))
+            running = set(await _stop_running(host, db, steps))
         else:
             await _checkpoint(host, [b for b in db.branches.values() if b.id in running])
-        for name in _listing_order(db.dataset, listing):
-            snap = f"{name}@{req.round}"
-            if snap not in listing:
-                await host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
-        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+        with steps.step("snapshots"):
+            for name in _listing_order(db.dataset, listing):
+                snap = f"{name}@{req.round}"
+                if snap not in listing:
+                    await host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
+        with steps.step("listing"):
+            listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+    if req.final:
+        log.info("move of %s: final stop %s", db.id, steps)
     return plan_of(db, listing, req.round, running)
 
 

@@ -5,9 +5,12 @@ may still hold commits the new primary lacks (asynchronous ones, acknowledged
 after the last WAL its replicas received), so it cannot simply follow the
 new primary as a switchover's old primary does. DemoteToReplica with
 `rewind`, which the coordinator calls once the old host is back:
-1. refused unless main is fenced or down, and has no sibling branches (a
-   replica's dataset holds main only);
-2. main stops, and stays stopped (`desired=stopped`);
+1. refused unless main is fenced or down;
+2. main stops, and stays stopped (`desired=stopped`); so do the database's
+   other branches, which are set aside: a replica's dataset serves main only,
+   and the database's branches now live with its new primary. Each becomes a
+   `lost-copy` (kept, never started, its data intact: `zfs clone` can bring it
+   back by hand), with a `failed` event naming it; they go with the replica;
 3. PrepareReplica on the new primary (agent/switchover.py): this host's slot,
    which holds WAL from now on, and the replication role, which may read
    the files pg_rewind needs (replica_source.REWIND_FUNCTIONS);
@@ -36,12 +39,14 @@ from pathlib import Path
 
 from cygnet.agent import layout as L
 from cygnet.agent import lease, replicas
+from cygnet.agent.events import EventKind, emit
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import FailedPrecondition
 from cygnet.postgres import _cmd, _fs, process
 from cygnet.postgres.versions import resolve_version
+from cygnet.states import Desired
 
 log = logging.getLogger("cygnet.agent.rejoin")
 
@@ -58,15 +63,34 @@ class RewindFailed(FailedPrecondition):
 
 def check_can_rejoin(host: Host, db: DatabaseRecord, main: BranchRecord) -> None:
     """Never rewinds a primary that may still write: main must be fenced or down."""
-    others = sorted(b.name for b in db.branches.values() if b.id != main.id)
-    if others:
-        raise FailedPrecondition(
-            f"database {db.name}: the old primary has branches besides main "
-            f"({', '.join(others)}); it stays fenced until they are deleted")
     pgdata = host.clusters.pgdata(main)
     if host.clusters.live(main) is not None and not lease.fenced(pgdata):
         raise FailedPrecondition(f"database {db.name}: main runs here unfenced; this host "
                                  "still holds the primary")
+
+
+def other_branches(db: DatabaseRecord, main: BranchRecord) -> list[BranchRecord]:
+    return sorted((b for b in db.branches.values() if b.id != main.id), key=lambda b: b.name)
+
+
+async def set_aside(host: Host, db: DatabaseRecord, main: BranchRecord, primary_host_id: str
+                    ) -> None:
+    """Step 2's branches besides main (stopped by the caller where it could): each
+    becomes a lost copy with one write, so the catalog no longer sees it, and its
+    port goes back to the pool."""
+    for b in other_branches(db, main):
+        await host.zfs.set_props(b.dataset, {L.P_KIND: replicas.KIND_LOST,
+                                             L.P_DESIRED: Desired.STOPPED})
+        if host.clusters.live(b) is not None:  # one the caller could not stop (not ready)
+            await process.stop(host.clusters.pgdata(b), "fast")
+        if b.port:
+            host.ports.release(b.port)
+        log.warning("database %s: branch %s stays on this host as a lost copy (%s): the "
+                    "database now runs on %s", db.id, b.name, b.dataset, primary_host_id)
+        emit(EventKind.FAILED, database_id=db.id, branch_id=b.id, database=db.name,
+             branch=b.name, reason=f"the database failed over to host {primary_host_id}; "
+             f"this branch's data is kept on this host as {b.dataset}, not served")
+    host.known.pop(db.id, None)
 
 
 async def rewind(host: Host, db: DatabaseRecord, main: BranchRecord,

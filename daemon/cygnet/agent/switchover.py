@@ -147,6 +147,10 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
         db, _ = await service.read_database(db_id, snapshots=False)
         main = src.main_of(db)
         rejoin.check_can_rejoin(host, db, main)
+        for b in rejoin.other_branches(db, main):  # set aside below (a fast stop first)
+            if b.phase == L.PHASE_READY:
+                await service.set_running(BranchRef(branch_id=b.id, field="database"), False,
+                                          "")
         await service.set_running(BranchRef(branch_id=main.id, field="database"), False, "")
     async with host.db_locks[db_id]:
         db, _ = await service.read_database(db_id, snapshots=False)
@@ -158,6 +162,7 @@ async def demote(service: AgentService, peers: Peers, req: pb.DemoteToReplicaReq
         stale = ""
         if req.rewind:  # the standby runs before anything says it is a replica
             rejoin.check_can_rejoin(host, db, main)
+            await rejoin.set_aside(host, db, main, req.primary_host_id)
             try:
                 await rejoin.rewind(host, db, main, prep, replicas.primary_props(
                     req.primary_host_id, req.primary_address, prep))
