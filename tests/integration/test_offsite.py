@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from cygnet import backup
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
-from cygnet.backup import CorruptRepository, manifest
+from cygnet.backup import CorruptRepository, manifest, pruned
 from cygnet.backup.repo import Repository
 from cygnet.offsite import fetch, sync
 from cygnet.offsite.config import OffsiteConfig
@@ -206,9 +206,15 @@ def _repository(where: Path, megabytes: int) -> tuple[Path, str, Path]:
     return repo, info.backup_id, src
 
 
+def _objects(repo: Path) -> dict[Path, int]:
+    """The repository's files, but for the prune journal's own (backup/pruned.py)."""
+    return {p: p.stat().st_size for p in repo.rglob("*")
+            if p.is_file() and not p.name.startswith(pruned.JOURNAL)}
+
+
 def test_store_killed_mid_upload_then_back(tmp_path: Path) -> None:
     repo, backup_id, src = _repository(tmp_path, 40)
-    before = {p: p.stat().st_size for p in repo.rglob("*") if p.is_file()}
+    before = _objects(repo)
     weed = Seaweed(WORK / ("s3k-" + os.urandom(3).hex()))
     weed.start()
     try:
@@ -229,7 +235,7 @@ def test_store_killed_mid_upload_then_back(tmp_path: Path) -> None:
             restart.join()
         assert at_kill < total  # it was killed in the middle of the pass
         assert sent > 0 and not uploader.pending()
-        assert {p: p.stat().st_size for p in repo.rglob("*") if p.is_file()} == before
+        assert _objects(repo) == before
         # What the bucket holds restores to the very bytes.
         store = ObjectStore(config)
         assert [h for h, _ in fetch.list_remote(store, config.keyring)] == ["h1"]

@@ -282,7 +282,7 @@ def test_version_1_manifests_are_read_and_serve_as_bases(tmp_path: Path) -> None
 KILLER = """
 import os, signal, sys
 import cygnet.backup
-from cygnet.backup import fsutil, manifest
+from cygnet.backup import fsutil, manifest, pruned
 prune = sys.modules["cygnet.backup.prune"]  # cygnet.backup.prune is also the function
 steps = 0
 def step(real):
@@ -294,7 +294,7 @@ def step(real):
             os.kill(os.getpid(), signal.SIGKILL)
     return wrapped
 manifest.atomic_write = step(fsutil.atomic_write)
-prune.unlink_durably = step(fsutil.unlink_durably)
+pruned.unlink_durably = step(fsutil.unlink_durably)
 prune.prune(sys.argv[1], delete=sys.argv[3:])
 """
 

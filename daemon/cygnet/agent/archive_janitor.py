@@ -23,6 +23,7 @@ from cygnet.agent import archive, backup_janitor
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import DatabaseRecord
+from cygnet.backup import pruned
 from cygnet.wal.plan import load_chain
 from cygnet.wal.prune import GenKey
 from cygnet.wal.repo import WalRepository
@@ -61,6 +62,7 @@ def sweep(repo: WalRepository, live: set[str], needed: set[GenKey], keep_seconds
         stats = [p.stat() for p in files]
         if now - max((st.st_mtime for st in stats), default=0.0) < keep_seconds:
             continue
+        pruned.record(repo.root.parent, pruned.relative(repo.root.parent, files))
         shutil.rmtree(where, ignore_errors=True)
         done.branches += 1
         done.files += len(files)

@@ -15,6 +15,7 @@ from cygnet.agent import archive
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.history import RECOVERY_KINDS
 from cygnet.agent.inventory import DatabaseRecord
+from cygnet.backup import pruned
 from cygnet.wal.plan import Link, load_chain
 from cygnet.wal.points import WalPoint
 from cygnet.wal.prune import GenKey, Point, floors, prunable
@@ -61,13 +62,11 @@ def prune_database(config: AgentConfig, db: DatabaseRecord, retained_since: floa
     for chain in chains.values():
         links = [link for link in chain if link.generation.key not in seen]
         seen.update(link.generation.key for link in links)
-        for obj in prunable(links, floor, retained_since):
-            try:
-                obj.path.unlink()
-            except FileNotFoundError:
-                continue
-            done.files += 1
-            done.bytes += obj.size
+        objs = [obj for obj in prunable(links, floor, retained_since) if obj.path.exists()]
+        # Recorded first: the off-host copy follows this prune (backup/pruned.py).
+        pruned.unlink_recorded(config.backup_repository, [obj.path for obj in objs])
+        done.files += len(objs)
+        done.bytes += sum(obj.size for obj in objs)
     if done.files:
         log.info("pruned %d archived WAL files (%d bytes) of database %s", done.files,
                  done.bytes, db.name)

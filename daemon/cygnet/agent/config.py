@@ -125,6 +125,9 @@ class AgentConfig:
     offsite_key_id: str = ""
     # Object lock (COMPLIANCE) days on each upload, where the bucket has object lock; 0: none.
     offsite_lock_days: int = 0
+    # What the repository prunes (retention, deleted databases) is deleted from the
+    # bucket too, once object lock allows; false keeps it for the bucket's own rules.
+    offsite_delete_pruned: bool = True
     # Seconds between the uploader's looks for new objects (it is also woken by backups).
     offsite_interval: float = 2.0
     # The Postgres-protocol endpoint (docs/endpoints.md): its TCP port (0 disables

@@ -114,7 +114,7 @@ async def _checkpoint(host: Host, running: list[BranchRecord]) -> None:
 async def _stop_running(host: Host, db: DatabaseRecord, steps: StepTimer) -> list[str]:
     """The final round's stop: desired=stopped first (recorded), then a CHECKPOINT
     while the database still serves, right before a fast stop of all (the less
-    is written between them, the shorter the shutdown checkpoint)."""
+    is dirty then, the shorter the shutdown checkpoint)."""
     running = [b for b in db.branches.values() if host.clusters.live(b) is not None]
     with steps.step("marks"):
         found = await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED])
@@ -124,6 +124,9 @@ async def _stop_running(host: Host, db: DatabaseRecord, steps: StepTimer) -> lis
         for b in running:
             if b.desired != Desired.STOPPED:
                 await host.zfs.set_props(b.dataset, {L.P_DESIRED: Desired.STOPPED})
+    # One: more CHECKPOINTs shorten the shutdown's (2 GB under pgbench writes:
+    # 0.18-0.41 s against 0.53 s) but grow the final round by more, as the writes
+    # during them land in it (client downtime 1.24-1.59 s against 1.21 s).
     with steps.step("checkpoint"):
         await _checkpoint(host, running)
     with steps.step("fast stop"):

@@ -42,7 +42,8 @@ def offsite_config(config: AgentConfig) -> OffsiteConfig | None:
         host=host_id(config), keyring=keyring, region=config.offsite_region,
         access_key_id=config.offsite_access_key_id,
         secret_access_key=config.offsite_secret_access_key,
-        lock_days=config.offsite_lock_days).check()
+        lock_days=config.offsite_lock_days,
+        delete_pruned=config.offsite_delete_pruned).check()
 
 
 class OffsiteService:
@@ -174,6 +175,9 @@ class OffsiteService:
             ("cygnet_offsite_last_success_timestamp_seconds",
              "When a pass last left nothing pending", s.last_success),
             ("cygnet_offsite_up", "1 when the last upload pass worked", 0 if s.last_error else 1),
+            ("cygnet_offsite_locked_pruned_objects",
+             "Objects pruned here that object lock keeps in the bucket for now",
+             s.locked_objects),
         ]
         out: list[Metric] = []
         for name, doc, value in gauges:
@@ -182,7 +186,9 @@ class OffsiteService:
             out.append(g)
         for name, doc, value in [
                 ("cygnet_offsite_uploaded_bytes", "Bytes uploaded off-host", s.uploaded_bytes),
-                ("cygnet_offsite_failed_passes", "Upload passes that failed", s.failed_passes)]:
+                ("cygnet_offsite_failed_passes", "Upload passes that failed", s.failed_passes),
+                ("cygnet_offsite_deleted_objects",
+                 "Objects pruned here and then deleted from the bucket", s.deleted_objects)]:
             c = CounterMetricFamily(name, doc)
             c.add_metric([], float(value))
             out.append(c)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from cygnet.backup import pruned
 from cygnet.backup.errors import BackupNotFound
-from cygnet.backup.fsutil import unlink_durably
 from cygnet.backup.manifest import read_header, read_info, read_manifest, write_manifest
 from cygnet.backup.models import PruneReport, check_backup_id
 from cygnet.backup.packs import DEFAULT_PACK_SIZE, FrameCache, PackWriter, read_idx
@@ -41,7 +41,7 @@ def prune(
         repository.clean_garbage()
         doomed = _select(repository, keep_last, [check_backup_id(b) for b in delete])
         _rebase_dependents(repository, set(doomed))
-        unlink_durably([repository.manifest_path(b) for b in doomed])
+        pruned.unlink_recorded(repository.root, [repository.manifest_path(b) for b in doomed])
         report = _collect(repository, pack_size)
     return PruneReport(doomed, *report)
 
@@ -112,8 +112,8 @@ def _collect(repo: Repository, pack_size: int) -> tuple[int, int, int, int]:
         raise
     freed -= sum(repo.pack_path(p).stat().st_size for p in writer.packs_written)
     # The .idx goes first: a pack without one is garbage, never a half-read index.
-    unlink_durably([repo.idx_path(p) for p in dead])
-    unlink_durably([repo.pack_path(p) for p in dead])
+    pruned.unlink_recorded(repo.root, [repo.idx_path(p) for p in dead])
+    pruned.unlink_recorded(repo.root, [repo.pack_path(p) for p in dead])
     return len(dead) - rewritten, rewritten, removed, freed
 
 

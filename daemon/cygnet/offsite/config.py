@@ -29,6 +29,7 @@ class OffsiteConfig:
     concurrency: int = 8  # parts in flight
     part_chunks: int = 8  # encryption chunks (1 MiB) per multipart part
     retry_for: float = 30.0  # seconds one object keeps being retried before a pass gives up
+    delete_pruned: bool = True  # what the repository prunes goes from the bucket too
 
     @property
     def prefix(self) -> str:

@@ -11,7 +11,7 @@ and the access key id is left out too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -148,6 +148,30 @@ class ObjectStore:
             if not page.get("IsTruncated"):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(Key, VersionId) of every version below prefix ("null" where the bucket has
+        no versioning; a versioned bucket keeps old versions after a plain DELETE)."""
+        marker: dict[str, Any] = {}
+        while True:
+            page = self.call(f"versions of {prefix}", self.client.list_object_versions,
+                             Prefix=prefix, **marker)
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                yield str(v["Key"]), str(v.get("VersionId") or "null")
+            if not page.get("IsTruncated"):
+                return
+            marker = {"KeyMarker": page["NextKeyMarker"],
+                      "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def delete_versions(self, versions: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """Deletes up to 1,000 (Key, VersionId) at once; returns the refused keys with
+        their error codes (AccessDenied: under object lock)."""
+        if not versions:
+            return {}
+        answer = self.call("deletion of pruned objects", self.client.delete_objects,
+                           Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in versions],
+                                   "Quiet": True})
+        return {str(e["Key"]): str(e.get("Code", "")) for e in answer.get("Errors", [])}
 
     def reader(self, key: str) -> tuple[Callable[[int], bytes], dict[str, str]]:
         """read(n) of the object's bytes, streamed: up to n bytes, b"" at the end; and

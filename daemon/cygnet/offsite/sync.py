@@ -6,8 +6,11 @@ manifests last, so a manifest in the bucket implies every block it needs is
 there too. The scan lists manifests before packs for the same reason: a
 backup commits its packs before its manifest.
 
-The uploader never deletes or changes a local file: a failed pass leaves
-everything where it was and the next pass tries again.
+The uploader never deletes or changes a repository object here (it keeps
+only the prune journal's marker, backup/pruned.py): a failed pass leaves
+everything where it was and the next pass tries again. In the bucket it
+deletes only what the repository's journal says a prune removed, after a
+pass that left nothing pending (expire.py).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cygnet.backup import pruned
 from cygnet.backup.errors import CorruptRepository
 from cygnet.backup.manifest import read_header
 from cygnet.backup.repo import Repository
+from cygnet.offsite import expire
 from cygnet.offsite.crypto import ciphertext_size
 from cygnet.offsite.store import ObjectStore, OffsiteRefused, OffsiteUnreachable
 from cygnet.offsite.upload import put_file
@@ -107,6 +112,8 @@ class Status:
     last_error: str = ""
     last_success: float = 0.0  # time.time() of the last pass that left nothing pending
     lock: bool = False
+    deleted_objects: int = 0  # pruned here, then deleted from the bucket (expire.py)
+    locked_objects: int = 0  # pruned here, still under object lock in the bucket
 
 
 @dataclass
@@ -164,19 +171,36 @@ class Uploader:
         """Uploads what is pending; returns the bytes uploaded. Raises the first failure
         (after the objects already in flight finish), leaving the rest for the next pass."""
         with self._guard:
+            pruned.follow(self.repo, self.store.config.delete_pruned)
             try:
                 pending = upload_order(self.repo, self.pending())
                 self._measure(pending)
                 sent = self._upload(pending)
                 self._measure(self.pending())
+                if not self.status.pending_objects:
+                    self.status.last_success = time.time()
+                    self._follow_prunes()
             except (OffsiteRefused, OffsiteUnreachable) as exc:
                 self.status.failed_passes += 1
                 self.status.last_error = str(exc)
                 raise
             self.status.last_error = ""
-            if not self.status.pending_objects:
-                self.status.last_success = time.time()
             return sent
+
+    def _follow_prunes(self) -> None:
+        """Once everything is up (every block a remaining manifest needs is in the
+        bucket), what the repository pruned goes from the bucket too."""
+        if not self.store.config.delete_pruned:
+            return
+        with self._counting:
+            busy = set(self._inflight)
+        done = expire.follow_prunes(self.store, self.repo, busy.__contains__, time.time())
+        with self._counting:
+            for rel in done.deleted:
+                self.remote().pop(rel, None)
+                self._sent.pop(rel, None)
+        self.status.deleted_objects += len(done.deleted)
+        self.status.locked_objects = done.locked
 
     def run_wal_pass(self) -> int:
         """Uploads pending archived WAL only, beside any running pass; returns the bytes.
