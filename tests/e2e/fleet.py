@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
@@ -256,3 +257,15 @@ def enter_netns(name: str) -> None:
             raise OSError(ctypes.get_errno(), f"setns into {name}")
     finally:
         os.close(fd)
+
+
+def endpoint_uri(f: HostFleet, uri: str, name: str, hosts: list[str], extra: str = "") -> str:
+    """`uri` (a database's string) pointed at the endpoints of `hosts`, in that order,
+    routed to endpoint `name`, with `extra` query parameters ("&key=value")."""
+    parts = urlsplit(uri)
+    userinfo = parts.netloc.rpartition("@")[0]
+    where = ",".join(f"{f.lan.nodes[h]}:{f.daemons[h].endpoint_port}" for h in hosts)
+    dropped = ("target_session_attrs", "connect_timeout", "options")
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith(dropped))
+    query += f"&options=endpoint%3D{name}{extra}&connect_timeout=2"
+    return urlunsplit((parts.scheme, f"{userinfo}@{where}", parts.path, query, ""))

@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -39,7 +38,7 @@ import pytest
 from cygnet.agent import lease
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
-from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
+from tests.e2e.fleet import HostFleet, endpoint_uri, enter_netns, host_fleet, wait_for
 from tests.harness import Daemon, postmasters_under
 
 pytestmark = pytest.mark.integration
@@ -56,13 +55,7 @@ def fleet() -> Iterator[HostFleet]:
 
 def multi_host_uri(f: HostFleet, uri: str, name: str) -> str:
     """The database's string with every host's endpoint and target_session_attrs."""
-    parts = urlsplit(uri)
-    userinfo = parts.netloc.rpartition("@")[0]
-    hosts = ",".join(f"{f.lan.nodes[n]}:{d.endpoint_port}" for n, d in sorted(f.daemons.items()))
-    dropped = ("target_session_attrs", "connect_timeout", "options")
-    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith(dropped))
-    query += f"&options=endpoint%3D{name}&target_session_attrs=read-write&connect_timeout=2"
-    return urlunsplit((parts.scheme, f"{userinfo}@{hosts}", parts.path, query, ""))
+    return endpoint_uri(f, uri, name, sorted(f.daemons), "&target_session_attrs=read-write")
 
 
 def replicated_database(f: HostFleet, name: str

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
@@ -140,6 +141,12 @@ def test_move_under_load(fleet: HostFleet) -> None:
         assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
                              timeout=60).database.quota_bytes == QUOTA
         _refusals(fleet, c, source, target)
+        # A point before the move, for a point-in-time branch after it.
+        client.query(uri, "CREATE TABLE marks (n int)")
+        client.query(uri, "INSERT INTO marks VALUES (1)")
+        then = client.query(uri, "SELECT clock_timestamp()")[0][0]
+        time.sleep(0.2)
+        client.query(uri, "INSERT INTO marks VALUES (2)")
         before_main = _checksums(client, uri, skip=("ledger",))
         before_dev = _checksums(client, dev_uri)
 
@@ -195,6 +202,17 @@ def test_move_under_load(fleet: HostFleet) -> None:
         # The quota went along (a stream carries no native property).
         assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
                              timeout=60).database.quota_bytes == QUOTA
+        # So did the archived WAL: a point before the move is reached on the new host.
+        assert "archive" in phases, phases
+        at = Timestamp()
+        at.FromDatetime(then)  # type: ignore[arg-type]
+        c.CreateBranch(apb.CreateBranchRequest(database="mv", name="then", at_time=at),
+                       timeout=300)
+        then_uri = _with_password(_uri(c, "mv", "then"), password)
+        assert f"@{fleet.lan.nodes[target]}:" in then_uri
+        assert client.query(then_uri, "SELECT n FROM marks") == [(1,)]
+        c.DeleteBranch(apb.DeleteBranchRequest(branch=apb.BranchRef(database="mv",
+                                                                    name="then")), timeout=120)
 
         # Evacuating the new host moves it on (placement picks), and says so.
         done = _cli(fleet, "--json", "hosts", "drain", target, "--evacuate")

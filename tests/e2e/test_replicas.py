@@ -28,7 +28,7 @@ import pytest
 
 from cygnet.api.v1 import agent_pb2 as apb
 from cygnet.api.v1 import coordinator_pb2 as cpb
-from tests.e2e.fleet import HostFleet, enter_netns, host_fleet, wait_for
+from tests.e2e.fleet import HostFleet, endpoint_uri, enter_netns, host_fleet, wait_for
 from tests.harness import VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -154,6 +154,12 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
                      60, f"row 0 on the replica of {rep.host_id}")
             with pytest.raises(psycopg.Error, match="read-only"):
                 client.query(ro, "INSERT INTO ledger VALUES (1000000)")
+
+        # A replica's host does not serve the database's endpoint, and says why.
+        at_replica = endpoint_uri(fleet, uri, "ha", [placed.host_id])
+        with pytest.raises(psycopg.Error, match="holds a replica of database 'ha', not its "
+                                                "primary"):
+            client.query(at_replica, "SELECT 1")
 
         # Synchronous with a quorum (ANY 1 of both): with one replica's walreceiver
         # frozen, a commit still returns, confirmed by the other one.

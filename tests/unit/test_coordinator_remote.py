@@ -27,6 +27,17 @@ def test_agent_refusal_keeps_its_status(code: grpc.StatusCode) -> None:
     assert "db-1" in str(err) and "CreateDatabase" in str(err)
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+                                  grpc.StatusCode.FAILED_PRECONDITION,
+                                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+                                  grpc.StatusCode.OUT_OF_RANGE])
+def test_domain_refusals_pass_through_with_their_words(code: grpc.StatusCode) -> None:
+    said = "2026-11-26 15:40:05+00 is outside what can be recovered"
+    err = domain_error("db-1", _rpc_error(code, said))
+    assert status_for(err) == code
+    assert str(err) == said
+
+
 def test_unknown_status_is_still_internal() -> None:
     err = domain_error("db-1", _rpc_error(grpc.StatusCode.DATA_LOSS, "x"))
     assert status_for(err) == grpc.StatusCode.INTERNAL

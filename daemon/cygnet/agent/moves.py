@@ -40,6 +40,7 @@ from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 
 from cygnet.agent import layout as L
+from cygnet.agent import move_archive
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.move_source import MOVE_KIND, P_MOVE_STOPPED
 from cygnet.agent.service import AgentService, BranchRef
@@ -128,6 +129,7 @@ class Move:
         self._say("started", f"main runs here after {down:.3f}s down",
                   downtime=Duration(seconds=int(down), nanos=int(down % 1 * 1e9)))
         await self._after(plan, main_id)
+        await self._archive(plan)
         self._say("done", f"{self.moved_bytes} bytes in {n + 2} rounds")
 
     # --- checks and the dataset ------------------------------------------------------
@@ -348,6 +350,20 @@ class Move:
                 raise FailedPrecondition(f"move of {plan.database_id}: {', '.join(left)} "
                                          "deleted on the source could not be removed here")
             gone = left
+
+    async def _archive(self, plan: pb.MovePlan) -> None:
+        """Best effort once main runs: the database's archived WAL comes along."""
+        try:
+            files, size = await move_archive.pull(self.host, self.stub, plan.database_id)
+        except Exception as exc:  # the move is done: only older points are out of reach
+            log.error("move of %s: its archived WAL stays on %s (%s); point-in-time branches "
+                      "here start at the move", plan.database_id, self.req.source_host_id,
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._say("archive", f"archived WAL not copied: {exc}")
+            return
+        log.info("move of %s: %d archived WAL files (%d bytes) copied", plan.database_id,
+                 files, size)
+        self._say("archive", f"{files} archived WAL files ({size} bytes) copied")
 
     async def _after(self, plan: pb.MovePlan, main_id: str) -> None:
         """Best effort once main runs: the other branches start, the rounds' snapshots go."""

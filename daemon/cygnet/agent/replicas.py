@@ -128,6 +128,11 @@ def _records(host: Host) -> dict[str, ReplicaRecord]:
     return found
 
 
+def held(host: Host) -> list[ReplicaRecord]:
+    """The replicas in the catalog as last read (none before the first read)."""
+    return list(_records(host).values()) if host.datasets is not None else []
+
+
 async def find(host: Host, database_id: str, *, required: bool = True) -> ReplicaRecord | None:
     await host.catalog()
     rec = _records(host).get(database_id)

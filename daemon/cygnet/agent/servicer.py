@@ -7,7 +7,15 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from cygnet.agent import convert, lifetime, move_source, moves, pitr_api, replicas_api
+from cygnet.agent import (
+    convert,
+    lifetime,
+    move_archive,
+    move_source,
+    moves,
+    pitr_api,
+    replicas_api,
+)
 from cygnet.agent.eventlog import current as current_journal
 from cygnet.agent.service import AgentService
 from cygnet.agent.upgrade import read_report
@@ -260,6 +268,12 @@ class AgentServicer(pb_grpc.AgentServicer):
                              ) -> AsyncIterator[pb.TransferChunk]:
         replicas_api.calling_host()
         async for chunk in move_source.send(self.service, req):
+            yield chunk
+
+    async def SendMoveArchive(self, req: pb.SendMoveArchiveRequest, ctx: Ctx
+                              ) -> AsyncIterator[pb.ArchiveChunk]:
+        replicas_api.calling_host()
+        async for chunk in move_archive.send(self.service, req):
             yield chunk
 
     async def EndMove(self, req: pb.EndMoveRequest, ctx: Ctx) -> pb.EndMoveResponse:

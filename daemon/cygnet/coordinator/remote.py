@@ -22,6 +22,8 @@ _ERRORS: dict[grpc.StatusCode, type[errors.CygnetError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.ABORTED: errors.Aborted,
+    # A point-in-time branch outside the recoverable window, a trimmed event cursor.
+    grpc.StatusCode.OUT_OF_RANGE: errors.OutOfRange,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
     # The agent refused the forwarded call: said as such, not as an internal error.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cygnet.agent import layout as L
+from cygnet.agent import replicas
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import Candidate, candidates
 from cygnet.errors import CygnetError
@@ -68,6 +69,14 @@ class Router:
         if not found and time.monotonic() - self._refreshed > REFRESH_EVERY:
             await self._refresh()
             found = self._lookup(name)
+        if not found and (replica := self._replica_of(name)):
+            # The same SQLSTATE: a multi-host string goes on to the next host.
+            raise Unroutable(P.INVALID_CATALOG_NAME,
+                             f"endpoint {shown(name)}: this host holds a replica of database "
+                             f"{shown(replica)}, not its primary",
+                             "a multi-host string with target_session_attrs=read-write finds "
+                             "the primary; the replica reads through its own string "
+                             "(cygnet replica list)")
         if not found:
             raise Unroutable(P.INVALID_CATALOG_NAME,
                              f"endpoint {shown(name)} does not exist on this host",
@@ -78,6 +87,19 @@ class Router:
             raise Unroutable(P.REJECTED_CONNECTION, f"endpoint {shown(name)} is ambiguous: "
                              f"{readings}", "use the branch id as the endpoint name")
         return found[0]
+
+    def _replica_of(self, name: str) -> str:
+        """The database a replica on this host holds, if `name` would name it."""
+        for c in candidates(name):
+            for rec in replicas.held(self.service.host):
+                if c.database:
+                    hit = c.database in (rec.db.id, rec.db.name) \
+                        and c.branch in ("", "main", rec.main.id)
+                else:  # a branch id
+                    hit = c.branch == rec.main.id
+                if hit:
+                    return rec.db.name or rec.db.id
+        return ""
 
     def _lookup(self, name: str) -> list[tuple[DatabaseRecord, BranchRecord]]:
         found = [hit for c in candidates(name) if (hit := self._one(c, exact=True))]

@@ -309,6 +309,7 @@ AGENT: dict[str, Rules] = {
     "SendMoveStream": _rules({"database": database_id, "dataset": token, "snapshot": token,
                               "base_dataset": token, "base_snapshot": token},
                              ("database", "dataset", "snapshot")),
+    "SendMoveArchive": _rules({"database": database_id}, ("database",)),
     "EndMove": _rules({"database": database_id, "moved": anything, **_RID}, ("database",)),
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,11 @@ from cygnet.errors import InternalError
 LEVEL = 1  # as the block store's packs: WAL's zero tails and repeated pages compress at 1
 META = "generation.json"
 SUFFIX = ".zst"
+
+
+# BRANCH_ID/gN/generation.json or BRANCH_ID/gN/NAME.zst: one level each, no dot files.
+_ADOPTABLE = re.compile(r"[A-Za-z0-9_-]{1,64}/g[0-9]{1,9}/"
+                        r"(generation\.json|[0-9A-Za-z_-][0-9A-Za-z._-]{0,63}\.zst)")
 
 
 class WalConflict(InternalError):
@@ -165,6 +171,30 @@ class WalRepository:
                     name = e.name[: -len(SUFFIX)]
                     out[name] = WalObject(name, Path(e.path), st.st_mtime, st.st_size)
         return out
+
+    def files(self, branch_id: str) -> list[tuple[str, Path]]:
+        """Every file of a branch's archive, as (path below the archive, path): each
+        generation's record first, then its WAL files, oldest generation first."""
+        out: list[tuple[str, Path]] = []
+        for g in self.generations(branch_id):
+            d = self.dir(branch_id, g.gen)
+            names = sorted(p.name for p in d.iterdir()
+                           if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+            out += [(f"{branch_id}/g{g.gen}/{name}", d / name) for name in [META, *names]]
+        return out
+
+    def adopt(self, rel: str, data: bytes, mtime: float) -> bool:
+        """Stores a file of another host's archive at the same place (a moved
+        database's): `rel` as files() gives it, `data` as stored there. False if a
+        file of that name is here already: nothing here is ever rewritten."""
+        if not _ADOPTABLE.fullmatch(rel):
+            raise ValueError(f"{rel[:80]!r} is not a file of an archive")
+        path = self.root / rel
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, data, mtime)
+        return True
 
     @staticmethod
     def read(path: Path) -> bytes:

@@ -2865,6 +2865,61 @@ class SendMoveStreamRequest(_message.Message):
 Global___SendMoveStreamRequest: _TypeAlias = SendMoveStreamRequest  # noqa: Y015
 
 @_typing.final
+class SendMoveArchiveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMoveArchiveRequest: _TypeAlias = SendMoveArchiveRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveChunk(_message.Message):
+    """A piece of one archived WAL file (or a generation's record), in order; a
+    file's pieces follow each other, and its last one has `last`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    MTIME_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Below the archive: BRANCH_ID/gN/NAME.zst or BRANCH_ID/gN/generation.json."""
+    data: _builtins.bytes
+    last: _builtins.bool
+    mtime: _builtins.float
+    """The file's mtime (the time of the last write to it in pg_wal): time
+    targets rely on it.
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+        mtime: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last", "mtime", b"mtime", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveChunk: _TypeAlias = ArchiveChunk  # noqa: Y015
+
+@_typing.final
 class EndMoveRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

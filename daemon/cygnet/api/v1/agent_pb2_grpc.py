@@ -244,6 +244,11 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
                 _registered_method=True)
+        self.SendMoveArchive = channel.unary_stream(
+                '/cygnet.v1.Agent/SendMoveArchive',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.FromString,
+                _registered_method=True)
         self.EndMove = channel.unary_unary(
                 '/cygnet.v1.Agent/EndMove',
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.EndMoveRequest.SerializeToString,
@@ -566,6 +571,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMoveArchive(self, request, context):
+        """On the source's host (agent to agent): the database's archived WAL (every
+        generation of its branches and of those they continue), file by file, so
+        that point-in-time branches on the target reach back before the move.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EndMove(self, request, context):
         """On the source's host: moved, its copy is destroyed; not moved, the branches
         a final round stopped start again and the rounds' snapshots are removed.
@@ -786,6 +800,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.SendMoveStream,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.TransferChunk.SerializeToString,
+            ),
+            'SendMoveArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendMoveArchive,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.SerializeToString,
             ),
             'EndMove': grpc.unary_unary_rpc_method_handler(
                     servicer.EndMove,
@@ -1927,6 +1946,33 @@ class Agent:
             '/cygnet.v1.Agent/SendMoveStream',
             cygnet_dot_v1_dot_agent__pb2.SendMoveStreamRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.TransferChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMoveArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/SendMoveArchive',
+            cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.FromString,
             options,
             channel_credentials,
             insecure,

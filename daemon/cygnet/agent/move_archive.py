@@ -1,0 +1,103 @@
+"""A moved database's archived WAL goes with it (docs/ha.md, "Moving databases").
+
+Moves carry every snapshot, and a point-in-time branch replays archived WAL on
+top of one; without the archive, the target could reach no point before the
+move. Once main runs on the target (the downtime is over), the target asks the
+source for the database's archive: every generation of its branches, and of
+the branches those continue (a restored database's history, a promoted
+branch's old main), file by file, as stored (zstd). The target stores each at
+the same place in its own repository, keeping its mtime (time targets read
+it), and never over a file it has. The source's copy stays until its janitor
+removes a branch's archive that no live branch needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cygnet.agent import archive
+from cygnet.agent.host import Host
+from cygnet.agent.service import AgentService
+from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.wal.repo import WalRepository
+
+log = logging.getLogger("cygnet.agent.moves")
+
+CHUNK = 1 << 20  # bytes per message, well under gRPC's 4 MiB limit
+SPOOL_WAIT = 10.0  # seconds for the source's last spooled segments to be archived
+ARCHIVE_TIMEOUT = 3600.0
+
+
+def database_branches(repo: WalRepository, database_id: str) -> list[str]:
+    """The archive's branches that belong to the database, and those they continue."""
+    todo = [b for b in repo.branches()
+            if any(g.database_id == database_id for g in repo.generations(b))]
+    seen: list[str] = []
+    while todo:
+        branch = todo.pop()
+        if branch in seen:
+            continue
+        seen.append(branch)
+        todo += [g.base_branch for g in repo.generations(branch) if g.base_branch]
+    return sorted(seen)
+
+
+async def _spool_drained(host: Host, branch_ids: list[str]) -> None:
+    """Waits (briefly) until the stopped branches' last segments left the spool for
+    the repository: the shutdown archives the final one."""
+    root = archive.spool_root(host.config)
+    deadline = time.monotonic() + SPOOL_WAIT
+    while time.monotonic() < deadline:
+        if not any(p.is_file() and not p.name.startswith(".")
+                   for b in branch_ids for p in (root / b).rglob("*")):
+            return
+        archive.poke()
+        await asyncio.sleep(0.1)
+    log.warning("archived WAL still spooled for %s after %.0fs; sent without it",
+                ", ".join(branch_ids), SPOOL_WAIT)
+
+
+async def send(service: AgentService, req: pb.SendMoveArchiveRequest
+               ) -> AsyncIterator[pb.ArchiveChunk]:
+    """SendMoveArchive (the source's side)."""
+    host = service.host
+    db_id = await service.database_id(req.database)
+    db, _ = await service.read_database(db_id, snapshots=False)
+    await _spool_drained(host, list(db.branches))
+    repo = archive.repository(host.config)
+    branches = await asyncio.to_thread(database_branches, repo, db_id)
+    for branch in branches:
+        for rel, path in await asyncio.to_thread(repo.files, branch):
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # pruned meanwhile
+            for offset in range(0, max(len(data), 1), CHUNK):
+                yield pb.ArchiveChunk(path=rel, data=data[offset:offset + CHUNK],
+                                      last=offset + CHUNK >= len(data), mtime=mtime)
+
+
+async def pull(host: Host, stub: Any, database_id: str) -> tuple[int, int]:
+    """The target's side: stores what the source sends; returns (files, bytes) new here."""
+    repo = archive.repository(host.config)
+    files = size = 0
+    parts: list[bytes] = []
+    current = ""
+    async for chunk in stub.SendMoveArchive(pb.SendMoveArchiveRequest(database=database_id),
+                                            timeout=ARCHIVE_TIMEOUT):
+        if parts and chunk.path != current:
+            raise ValueError(f"the source's archive stream broke off {current[:80]!r}")
+        current = chunk.path
+        parts.append(chunk.data)
+        if not chunk.last:
+            continue
+        data, parts = b"".join(parts), []
+        if await asyncio.to_thread(repo.adopt, chunk.path, data, chunk.mtime):
+            files += 1
+            size += len(data)
+    return files, size
