@@ -113,6 +113,7 @@ def test_objects_under_object_lock_stay_and_are_tried_again_later(
     # Not retried at every pass: nothing is asked of the bucket until then.
     uploader.run_pass()
     assert pruned.read(repo) == left
+    assert uploader.status.locked_objects == len(gone)
 
 
 def test_no_deletion_when_the_setting_is_off(store: Seaweed, tmp_path: Path) -> None:

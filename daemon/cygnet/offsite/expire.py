@@ -29,20 +29,22 @@ LOCKED_RETRY = 86400.0  # seconds before a version under object lock is tried ag
 @dataclass
 class Expired:
     deleted: list[str]  # paths below the repository (keys below the host's prefix)
-    locked: int = 0
+    locked: int = 0  # journal entries object lock keeps in the bucket for now
 
 
 def follow_prunes(store: ObjectStore, repo: Path, busy: Callable[[str], bool],
                   now: float) -> Expired:
     """Deletes from the bucket the objects the journal names, and settles it."""
     todo, done = [], set()
-    for rel in dict.fromkeys(rel for rel, when in pruned.read(repo) if when <= now):
+    entries = pruned.read(repo)
+    waiting = {rel for rel, when in entries if when > now}  # locked, tried again later
+    for rel in dict.fromkeys(rel for rel, when in entries if when <= now):
         if (repo / rel).exists():
             done.add(rel)  # back here: the remote copy stays
         elif not busy(rel):
             todo.append(rel)
     if not todo and not done:
-        return Expired([])
+        return Expired([], len(waiting))
     prefix = store.config.prefix
     wanted = {prefix + rel for rel in todo}
     versions = [(k, v) for d in sorted({rel.rpartition("/")[0] for rel in todo})
@@ -61,4 +63,4 @@ def follow_prunes(store: ObjectStore, repo: Path, busy: Callable[[str], bool],
     if later:
         log.info("%d pruned object(s) are under object lock in the bucket; tried again in "
                  "a day", len(later))
-    return Expired(deleted, len(later))
+    return Expired(deleted, len(waiting | set(later)))
