@@ -35,6 +35,9 @@ def test_demo_up_and_down_twice() -> None:
             up = demo(env)
             # main's row only on main; both rows on the feature branch.
             assert "feature" in up.stdout and "main" in up.stdout
+            # Suspended, then woken by a connect to its unchanged string.
+            woke = up.stdout[up.stdout.index("suspended"):]
+            assert "answered" in woke and "running" in woke.split("answered", 1)[1]
             assert "done: cygnetd keeps running" in up.stderr
             assert run("zpool", "list", pool, check=False).returncode == 0
             down = demo(env, "--down")
