@@ -110,3 +110,17 @@ def test_hoisted_options_are_the_roots_and_no_subcommands() -> None:
                 walk(sub, f"{path} {name}")
 
     walk(cli, "")
+
+
+@pytest.mark.parametrize(("running", "state", "shown"), [
+    (True, "BRANCH_STATE_RUNNING", "running"),
+    (False, "BRANCH_STATE_STOPPED", "stopped"),
+    (False, "BRANCH_STATE_SUSPENDED", "running on a connect"),
+])
+def test_a_suspended_branch_is_not_shown_as_meant_to_stay_stopped(
+        running: bool, state: str, shown: str) -> None:
+    from cygnet.api.v1 import agent_pb2 as pb
+    from cygnet.cli import views
+
+    branch = pb.Branch(desired_running=running, state=getattr(pb, state))
+    assert views._desired(branch) == shown

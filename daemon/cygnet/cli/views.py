@@ -59,13 +59,20 @@ def protection(b: pb.Branch) -> str:
     return _until(b.protected_until) if b.HasField("protected_until") else "yes"
 
 
+def _desired(b: pb.Branch) -> str:
+    if b.desired_running:
+        return "running"
+    # Suspended is not stopped: a connect wakes it.
+    return "running on a connect" if b.state == pb.BRANCH_STATE_SUSPENDED else "stopped"
+
+
 def branch_fields(b: pb.Branch) -> Any:
     parent = f"{b.parent_branch_name} ({b.parent_branch_id})" if b.parent_branch_id else "-"
     return o.fields([
         ("Branch", f"{b.database_name}/{b.name}"), ("Id", b.id),
         ("State", o.state(state_name(b.state))),
         *([("Why", b.state_message)] if b.state_message else []),
-        ("Desired", "running" if b.desired_running else "stopped"),
+        ("Desired", _desired(b)),
         ("Parent", parent), ("Origin snapshot", b.origin_snapshot or "-"),
         ("Port", str(b.port or "-")), ("Used", o.size(b.used_bytes)),
         ("Logical", o.size(b.logical_bytes)), ("Postgres", b.postgres_version),
