@@ -90,6 +90,11 @@ def test_pruned_objects_leave_the_bucket_and_the_rest_still_restores(
     uploader.run_pass()
     assert _versions(store, "h-expire") == after
     assert pruned.read(repo) == []
+    # One pruned before it ever went up: settled, and not counted as deleted.
+    counted = uploader.status.deleted_objects
+    pruned.record(repo, ["wal/br_x/g1/000000010000000000000009.zst"])
+    uploader.run_pass()
+    assert pruned.read(repo) == [] and uploader.status.deleted_objects == counted
 
 
 def test_objects_under_object_lock_stay_and_are_tried_again_later(

@@ -55,8 +55,10 @@ def follow_prunes(store: ObjectStore, repo: Path, busy: Callable[[str], bool],
     later = {k[len(prefix):]: now + LOCKED_RETRY for k, code in refused.items()
              if code == "AccessDenied"}
     failed = {k[len(prefix):] for k in refused} - set(later)
-    deleted = [rel for rel in todo if rel not in later and rel not in failed]
-    pruned.settle(repo, done | set(deleted), later)
+    settled = {rel for rel in todo if rel not in later and rel not in failed}
+    pruned.settle(repo, done | settled, later)
+    had = {k[len(prefix):] for k, _ in versions}  # never uploaded: nothing to delete
+    deleted = [rel for rel in todo if rel in settled and rel in had]
     if failed:
         log.warning("%d pruned object(s) not deleted from the bucket (%s); tried again at "
                     "the next pass", len(failed), ", ".join(sorted(set(refused.values()))))
