@@ -23,6 +23,7 @@ from cygnet.agent import archive
 from cygnet.agent.host import Host
 from cygnet.agent.service import AgentService
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.wal import spool
 from cygnet.wal.repo import WalRepository
 
 log = logging.getLogger("cygnet.agent.moves")
@@ -34,16 +35,9 @@ ARCHIVE_TIMEOUT = 3600.0
 
 def database_branches(repo: WalRepository, database_id: str) -> list[str]:
     """The archive's branches that belong to the database, and those they continue."""
-    todo = [b for b in repo.branches()
-            if any(g.database_id == database_id for g in repo.generations(b))]
-    seen: list[str] = []
-    while todo:
-        branch = todo.pop()
-        if branch in seen:
-            continue
-        seen.append(branch)
-        todo += [g.base_branch for g in repo.generations(branch) if g.base_branch]
-    return sorted(seen)
+    return sorted({link.branch_id for branch in repo.branches()
+                   for g in repo.generations(branch) if g.database_id == database_id
+                   for link in repo.chain(branch, g.gen)})
 
 
 async def _spool_drained(host: Host, branch_ids: list[str]) -> None:
@@ -52,8 +46,7 @@ async def _spool_drained(host: Host, branch_ids: list[str]) -> None:
     root = archive.spool_root(host.config)
     deadline = time.monotonic() + SPOOL_WAIT
     while time.monotonic() < deadline:
-        if not any(p.is_file() and not p.name.startswith(".")
-                   for b in branch_ids for p in (root / b).rglob("*")):
+        if not set(branch_ids) & set(spool.backlog(root)):
             return
         archive.poke()
         await asyncio.sleep(0.1)
