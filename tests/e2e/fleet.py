@@ -80,6 +80,7 @@ class Coordinator:
 
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)  # a killed coordinator's: not a sign of this one
         cert, key = self.pki.issue("coordinator", "coordinator", *[
             a.rpartition(":")[0] for a in self.listen])
         listen = ",".join([f"unix:{self.socket}", *self.listen])

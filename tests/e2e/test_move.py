@@ -273,3 +273,68 @@ def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(fleet: HostFle
         finally:
             daemon.stop()
             daemon.start()
+
+
+def _all_available(f: HostFleet) -> bool:
+    hosts = f.hosts()  # (the refusals test registered hosts that never run: not these)
+    return all(hosts[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
+               for h in f.daemons)
+
+
+@pytest.mark.parametrize("point", ["started", "switched"])
+def test_a_coordinator_dying_mid_move_is_finished_by_the_next(fleet: HostFleet,
+                                                              point: str) -> None:
+    """The coordinator exits (os._exit) just before ("started") or just after
+    ("switched") its catalog switch. Started again, it finishes the move from its
+    catalog: the database runs on the host the catalog names, with every
+    acknowledged commit, and the other host holds nothing of it."""
+    client = Client(fleet)
+    coordinator, name = fleet.coordinator, f"mvcrash{point[:2]}"
+    with coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name=name, size_class="nano")), timeout=300)
+    db_id, source = made.result.database.id, made.placement.host_id
+    target = sorted(set(fleet.daemons) - {source})[0]
+    client.query(made.result.connection.uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
+    ledger = Ledger(fleet, client, name)
+    writer = client.pool.submit(ledger.run)
+    saved = list(coordinator.extra_args)
+    try:
+        wait_for(lambda: len(ledger.acked) > 50, 60, "ledger commits before the move")
+        coordinator.stop()
+        coordinator.extra_args = [*saved, "--move-orphaned-after", "5"]
+        os.environ["CYGNET_TEST_COORDINATOR_EXIT_AT"] = point
+        try:
+            coordinator.start()
+        finally:
+            del os.environ["CYGNET_TEST_COORDINATOR_EXIT_AT"]
+        wait_for(lambda: _all_available(fleet), 60, "hosts back")
+        with coordinator.stub() as c, pytest.raises(grpc.RpcError):
+            for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(database=name, to_host=target),
+                                    timeout=300):
+                pass
+        assert coordinator.proc is not None and coordinator.proc.wait(30) == 70
+        coordinator.start()  # without the exit: it finds the move unfinished
+        expected = target if point == "switched" else source
+        other = source if expected == target else target
+        with coordinator.stub() as c:
+            wait_for(lambda: _host_of(c, name) == expected, 60, f"{name} on {expected}")
+        wait_for(lambda: _datasets_of(fleet, other, db_id) == [], 90,
+                 f"nothing of {name} left on {other}")
+        before = len(ledger.acked)
+        wait_for(lambda: len(ledger.acked) > before + 50, 90, f"commits on {expected}")
+        ledger.stop.set()
+        writer.result(60)
+        with coordinator.stub() as c:
+            uri = _with_password(_uri(c, name), made.result.connection.password)
+            assert f"@{fleet.lan.nodes[expected]}:" in uri
+            rows = {r[0] for r in client.query(uri, "SELECT seq FROM ledger")}
+            assert sorted(set(ledger.acked) - rows) == []
+            assert [n for n in _datasets_of(fleet, expected, db_id) if "@mv" in n] == []
+            c.DeleteDatabase(apb.DeleteDatabaseRequest(database=name), timeout=120)
+    finally:
+        ledger.stop.set()
+        coordinator.stop()  # the next tests get the fixture's coordinator back
+        coordinator.extra_args = saved
+        coordinator.start()
+        wait_for(lambda: _all_available(fleet), 60, "hosts back")

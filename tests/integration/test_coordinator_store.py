@@ -20,6 +20,7 @@ from cygnet.coordinator.models import (
     PoolInfo,
     Registration,
 )
+from cygnet.coordinator.move_journal import MoveJournal
 from cygnet.coordinator.store import reserve
 from cygnet.coordinator.store.postgres import PostgresStore
 from cygnet.coordinator.store.sql import SqlStore, entry_values
@@ -337,6 +338,50 @@ def test_housekeeping_of_an_old_epoch_is_fenced(make_store: Factory) -> None:
     assert host is not None and host.available and host.db_count == 1
     assert second.mark_stale(150.0, new) == ["h1"]
     assert second.expire_reservations(time.time() + 3600, new) == 1
+
+
+def test_move_journal_locks_renews_and_hands_over_stale_moves(make_store: Factory) -> None:
+    """One move per database across coordinators (two stores on one database); a move
+    nobody renews is taken once, by one recoverer; its row goes only with its holder."""
+    one, two = MoveJournal(make_store()), MoveJournal(make_store())
+    assert one.begin("db1", "h1", "h2", "coord-a", now=100.0) is None
+    held = two.begin("db1", "h1", "h3", "coord-b", now=101.0)
+    assert held is not None and (held.holder, held.to_host) == ("coord-a", "h2")
+    assert one.begin("db2", "h2", "h1", "coord-a", now=100.0) is None
+    assert one.renew("db1", "coord-a", now=140.0)
+    assert not two.renew("db1", "coord-b", now=140.0)  # not its move
+    assert [r.database_id for r in two.stale(before=130.0)] == ["db2"]
+    assert two.take("db2", "coord-b", stale_before=130.0, now=141.0)
+    assert not one.take("db2", "coord-c", stale_before=130.0, now=141.0)  # taken: fresh
+    one.finish("db2", "coord-a")  # no longer its row: nothing happens
+    assert one.get("db2") is not None
+    assert not one.renew("db2", "coord-a")  # the old holder learns it lost the row
+    two.finish("db2", "coord-b")
+    assert two.get("db2") is None
+    assert one.begin("db2", "h1", "h2", "coord-a", now=150.0) is None  # free again
+    assert two.stale(before=139.0) == []
+
+
+def test_host_reports_never_move_a_database_that_is_being_moved(make_store: Factory) -> None:
+    """Both hosts of a move hold a copy until it ends: their reports leave the catalog
+    where the move put it; once the move's row is gone, a report places it again."""
+    store = make_store()
+    journal = MoveJournal(store)
+    for h in ("h1", "h2"):
+        register(store, reg(h))
+    on = {h: CatalogEntry("d0", "n0", h, "nano", "15", created_at=1.0) for h in ("h1", "h2")}
+    store.replace_host_catalog("h1", [on["h1"]], {"b0": "d0"})
+    assert journal.begin("d0", "h1", "h2", "coord-a") is None
+    store.replace_host_catalog("h2", [on["h2"]], {"b0": "d0"})  # the target's copy
+    assert store.get_entry("d0").host_id == "h1"  # type: ignore[union-attr]
+    store.confirm("d0", on["h2"])  # the move's catalog switch
+    store.replace_host_catalog("h1", [on["h1"]], {"b0": "d0"})  # the source's stopped copy
+    store.replace_host_catalog("h2", [on["h2"]], {"b0": "d0"})
+    assert store.get_entry("d0").host_id == "h2"  # type: ignore[union-attr]
+    assert store.branch_database("b0") == "d0"
+    journal.finish("d0", "coord-a")
+    store.replace_host_catalog("h1", [on["h1"]], {})  # no move: the report places it
+    assert store.get_entry("d0").host_id == "h1"  # type: ignore[union-attr]
 
 
 def test_store_going_away_mid_batch_leaves_nothing_half_written(pg_server: PgServer) -> None:

@@ -196,9 +196,14 @@ async def end(service: AgentService, req: pb.EndMoveRequest) -> pb.EndMoveRespon
     async with host.db_locks[db_id]:
         db, _ = await service.read_database(db_id, snapshots=False)
         if req.moved:
+            # A source stopped by its final round; otherwise the target of a move
+            # that failed after it started the database here.
+            stopped = (await host.zfs.get_props(db.dataset, [P_MOVE_STOPPED]))[db.dataset] \
+                .user.get(P_MOVE_STOPPED)
             await _destroy(host, db)
             emit(EventKind.DELETED, database_id=db.id, database=db.name,
-                 reason="moved to another host")
+                 reason="moved to another host" if stopped else
+                 "the copy a failed move started here is removed")
             return pb.EndMoveResponse(database_id=db.id)
         listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
         for name, ds in sorted(listing.items()):

@@ -77,6 +77,7 @@ class Move:
         self.source_base = ""
         self.ports: dict[str, int] = {}  # dataset name -> port reserved here
         self.moved_bytes = 0
+        self.started = False  # main runs here: what is left is best effort, never undone
 
     def _say(self, phase: str, message: str = "", **fields: Any) -> None:
         self.report(pb.MoveProgress(database_id=self.req.database, phase=phase, message=message,
@@ -126,6 +127,7 @@ class Move:
                         exc)
             await asyncio.shield(self._undo())
             raise
+        self.started = True
         self._say("started", f"main runs here after {down:.3f}s down",
                   downtime=Duration(seconds=int(down), nanos=int(down % 1 * 1e9)))
         await self._after(plan, main_id)
@@ -384,22 +386,32 @@ class Move:
              reason=f"moved from host {self.req.source_host_id}")
 
 
+_finishing: set[asyncio.Task[None]] = set()  # moves whose caller left after the start
+
+
 async def move_in(service: AgentService, peers: Peers, req: pb.MoveInRequest
                   ) -> AsyncIterator[pb.MoveProgress]:
     """MoveIn's handler: the move runs in a task; its progress streams back. A caller
-    that goes away cancels it (what was received is removed)."""
+    that goes away cancels it (what was received is removed), unless main runs here
+    already: then the other branches' start and the cleanup still happen."""
     if req.source_host_id == service.host.config.host_id:
         raise FailedPrecondition(f"database {req.database} is on host "
                                  f"{req.source_host_id} already")
     queue: asyncio.Queue[pb.MoveProgress | None] = asyncio.Queue()
-    task = asyncio.create_task(Move(service, peers, req, queue.put_nowait).run())
+    move = Move(service, peers, req, queue.put_nowait)
+    task = asyncio.create_task(move.run())
     task.add_done_callback(lambda _: queue.put_nowait(None))
     try:
         while (item := await queue.get()) is not None:
             yield item
         await task
     finally:
-        if not task.done():
+        if not task.done() and move.started:
+            log.warning("move of %s: its caller went away after main started here; the "
+                        "move's last steps go on", req.database)
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
+        elif not task.done():
             task.cancel()
             with_result = await asyncio.gather(task, return_exceptions=True)
             log.info("move of %s cancelled: %s", req.database, with_result[0])

@@ -91,7 +91,12 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
     # (main.py has called check_listener before any work.)
     server = aio.server(interceptors=[MetricsInterceptor("agent"),
                                       AuthInterceptor(auth_policy(config)),
-                                      ErrorInterceptor(translate=Translator(servicer.service.host))])
+                                      ErrorInterceptor(translate=Translator(servicer.service.host))],
+                        # Pings on long streams (MoveIn): a caller whose machine
+                        # vanished, with no FIN or RST, has its call cancelled here
+                        # within 20 s, not at a TCP timeout minutes later.
+                        options=[("grpc.keepalive_time_ms", 10_000),
+                                 ("grpc.keepalive_timeout_ms", 10_000)])
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     backup_pb2_grpc.add_BackupsServicer_to_server(  # type: ignore[no-untyped-call]
         BackupsServicer(BackupService(servicer.service)), server)

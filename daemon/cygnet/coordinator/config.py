@@ -47,6 +47,10 @@ class CoordinatorConfig:
     # A host's lease (docs/ha.md "Host leases"): its last heartbeat plus this. Its
     # replicated primaries stop writing at 2/3 of it; a replica is promoted after it.
     host_lease_ttl: float = 6.0
+    # A move whose coordinator stopped renewing it this long is finished by the
+    # leader (docs/ha.md "Moving databases"). Keep it above 20 s: an agent cancels
+    # the MoveIn of a caller that vanished without a FIN within 20 s.
+    move_orphaned_after: float = 30.0
     # Deadline of calls to agents that change something (creating takes a while).
     agent_timeout: float = 600.0
     # Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9434). Empty disables it.
@@ -71,6 +75,8 @@ class CoordinatorConfig:
             raise InvalidArgument("lease_ttl", "must be positive")
         if self.host_lease_ttl <= 0:
             raise InvalidArgument("host_lease_ttl", "must be positive")
+        if self.move_orphaned_after <= 0:
+            raise InvalidArgument("move_orphaned_after", "must be positive")
         if self.max_clusters < 1:
             raise InvalidArgument("max_clusters", "must be at least 1")
         if self.listen_token and self.tokens_file is None:

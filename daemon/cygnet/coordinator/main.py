@@ -37,7 +37,7 @@ log = logging.getLogger("cygnet.coordinator")
 _SETTINGS = ("listen", "listen_token", "store", "tls_cert", "tls_key", "tls_ca", "tokens_file",
              "heartbeat_interval", "missed_heartbeats", "memory_fraction", "max_clusters",
              "reservation_ttl", "lease_ttl", "metrics_listen", "metrics_interval", "audit_log",
-             "revoked", "host_lease_ttl")
+             "revoked", "host_lease_ttl", "move_orphaned_after")
 
 
 # Command-line values have the settings' types: the settings are checked strictly.
@@ -98,6 +98,8 @@ async def serve(config: CoordinatorConfig) -> None:
     # Automatic failover after a host's lease expires (docs/ha.md "Failover").
     failover = asyncio.create_task(Failover(servicer.replicas, servicer.leases,
                                             registry.leadership).run(stop))
+    # Moves left unfinished by a coordinator that died (docs/ha.md "Moving databases").
+    moves = asyncio.create_task(servicer.moves.run(stop))
     metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
                                   config.metrics_interval, stop)
     systemd.ready(f"serving on {config.listen or config.listen_token}")
@@ -111,6 +113,7 @@ async def serve(config: CoordinatorConfig) -> None:
     await server.stop(grace=5)
     await housekeeping
     await failover
+    await moves
     await leadership
     await registry.beats.close()
     await clients.close()

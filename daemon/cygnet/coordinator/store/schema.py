@@ -18,7 +18,7 @@ DB_COLUMNS = ("id, name, host_id, size_class, postgres_version, pool, memory_byt
               "main_branch_id, branch_count")
 
 # Every table: a store that lacks one gets the schema (all of it IF NOT EXISTS).
-TABLES = ("hosts", "databases", "branches", "leadership")
+TABLES = ("hosts", "databases", "branches", "leadership", "moves")
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -79,6 +79,16 @@ CREATE TABLE IF NOT EXISTS leadership (
   epoch {int} NOT NULL DEFAULT 0,
   holder TEXT NOT NULL DEFAULT '',
   lease_until {real} NOT NULL DEFAULT 0
+);
+-- Moves in flight (coordinator/move_journal.py). While a database has a row,
+-- both of its hosts may report it: only the move changes its host here.
+CREATE TABLE IF NOT EXISTS moves (
+  database_id TEXT PRIMARY KEY,
+  from_host TEXT NOT NULL,
+  to_host TEXT NOT NULL,
+  holder TEXT NOT NULL,
+  started_at {real} NOT NULL,
+  renewed_at {real} NOT NULL
 );
 """
 

@@ -354,6 +354,12 @@ class SqlStore(ABC):
             for db_id in old:
                 tx.x("DELETE FROM branches WHERE database_id = ?", db_id)
             tx.x("DELETE FROM databases WHERE host_id = ? AND state = 'ready'", host_id)
+            # A database in a move stays where the move has put it so far: both of
+            # its hosts hold a copy until the move ends (coordinator/move_journal.py).
+            moving = {str(r[0]) for r in tx.q(
+                "SELECT m.database_id FROM moves m JOIN databases d ON d.id = m.database_id "
+                "WHERE d.host_id <> ?", host_id)}
+            entries = [e for e in entries if e.id not in moving]
             ids = {e.id for e in entries}
             touched = {host_id}
             for ref in (*ids, *(e.name for e in entries if e.name)):
