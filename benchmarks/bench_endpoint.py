@@ -15,8 +15,9 @@ against, in turn:
 - **pgbouncer**: Debian's PgBouncer in transaction mode, TLS on both sides.
 
 Per path: TPS, p50/p95 latency from pgbench's per-transaction log, and the
-CPU time the middle process (cygnetd or pgbouncer) spent per transaction, in
-microseconds, less what cygnetd spends idle. Prints JSON.
+CPU time the middle processes (cygnetd and its relay process, or pgbouncer)
+spent per transaction, in microseconds, less what cygnetd spends idle.
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import psycopg
 
 from benchmarks.common import emit, log
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.endpoint.relay_link import relay_pid
 from tests.harness import Daemon, free_port, private_daemon
 
 DOMAIN = "bench.test"
@@ -49,12 +51,15 @@ ROUNDS = 3
 class Path_:
     name: str
     conninfo: str
-    process: int  # pid whose CPU is the path's cost; 0: none
+    processes: tuple[int, ...]  # pids whose CPU is the path's cost; (): none
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(*pids: int) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_pgbench(conninfo: str, password: str, seconds: int, logdir: Path
@@ -95,12 +100,12 @@ class Tally:
 
 def measure(path: Path_, password: str, seconds: int, logdir: Path, idle_cpu_per_s: float,
             tally: Tally) -> None:
-    before = _cpu_seconds(path.process) if path.process else 0.0
+    before = _cpu_seconds(*path.processes)
     started = time.monotonic()
     ran, count, latencies = run_pgbench(path.conninfo, password, seconds, logdir)
     elapsed = time.monotonic() - started
-    if path.process:
-        tally.cpu += _cpu_seconds(path.process) - before - idle_cpu_per_s * elapsed
+    if path.processes:
+        tally.cpu += _cpu_seconds(*path.processes) - before - idle_cpu_per_s * elapsed
     tally.seconds += ran
     tally.transactions += count
     tally.latencies += latencies
@@ -161,16 +166,19 @@ pidfile = {workdir}/pgbouncer.pid
 def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: int,
           bouncer_pid: int) -> list[Path_]:
     assert d.proc is not None
+    # The SNI path's bytes move in the relay process (endpoint_relay = "process").
+    relay = relay_pid(d.base / "run" / "endpoint-relay.sock")
+    middle = (d.proc.pid,) if relay is None else (d.proc.pid, relay)
     ca = f"sslrootcert={conn.sslrootcert}"
     common = f"user=postgres dbname=postgres sslmode=verify-full {ca}"
     return [
-        Path_("direct", f"host=127.0.0.1 port={conn.port} {common}", 0),
+        Path_("direct", f"host=127.0.0.1 port={conn.port} {common}", ()),
         Path_("endpoint", f"host={db}.{domain} hostaddr=127.0.0.1 port={d.endpoint_port} "
-              f"{common}", d.proc.pid),
+              f"{common}", middle),
         Path_("endpoint_options", f"host=127.0.0.1 port={d.endpoint_port} "
-              f"options=endpoint={db} {common}", d.proc.pid),
+              f"options=endpoint={db} {common}", (d.proc.pid,)),
         Path_("pgbouncer", f"host=127.0.0.1 port={bouncer_port} user=postgres dbname=postgres "
-              "sslmode=require", bouncer_pid),
+              "sslmode=require", (bouncer_pid,)),
     ]
 
 
@@ -200,7 +208,7 @@ def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path,
                     f"for {seconds // ROUNDS} s")
                 measure(path, conn.password, seconds // ROUNDS, workdir, idle_cpu_per_s,
                         tallies.setdefault(path.name, Tally()))
-        results = {p.name: tallies[p.name].result(bool(p.process)) for p in chosen}
+        results = {p.name: tallies[p.name].result(bool(p.processes)) for p in chosen}
     finally:
         bouncer.stop()
     direct = results["direct"]

@@ -219,6 +219,8 @@ class Daemon:
         self.config_path.write_text(f'audit_log = "{self.audit_path}"\n'
                                     f'revoked = "{self.revoked_path}"\n'
                                     'suspend_after = 0.0\nidle_check_interval = 0.2\n'
+                                    # A stopped daemon's relay process leaves soon.
+                                    'endpoint_relay_linger = 2.0\n'
                                     f'[roles]\n{roles}\n')
 
     def tls_channel(self, client: str | None = "admin", host: str = "127.0.0.1"

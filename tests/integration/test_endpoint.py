@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -23,6 +24,7 @@ import pytest
 
 from benchmarks import bench_endpoint
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.endpoint.relay_link import relay_pid
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
 from tests.integration.test_cli_support import cygnet
@@ -178,6 +180,26 @@ def test_the_endpoint_string_survives_reset_and_stop_start(site: Site) -> None:
     with psycopg.connect(uri, hostaddr="127.0.0.1", autocommit=True) as c:
         # Reset to the parent's state: the table made on the branch is gone.
         assert _one(c, "SELECT to_regclass('kept') IS NULL") is True
+
+
+def test_relayed_connections_survive_a_cygnetd_restart(site: Site) -> None:
+    """The bytes move in the relay process, which outlives cygnetd: a session opened
+    before a restart answers after it, in the same backend, and new connections are
+    routed by the new cygnetd through the same relay process."""
+    control = site.daemon.base / "run" / "endpoint-relay.sock"
+    relay = relay_pid(control)
+    assert relay is not None
+    with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept:
+        backend = _one(kept, "SELECT pg_backend_pid()")
+        site.daemon.stop()
+        assert _one(kept, "SELECT pg_backend_pid()") == backend  # cygnetd is down
+        site.daemon.start()
+        assert _one(kept, "SELECT pg_backend_pid()") == backend
+        assert relay_pid(control) == relay
+        with _connect(site, f"{site.db}.{DOMAIN}") as fresh:
+            assert _one(fresh, "SHOW port") == str(site.main.port)
+    cmdline = Path(f"/proc/{relay}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert "cygnet.endpoint.relayd" in cmdline and site.main.password not in cmdline
 
 
 def test_psql_through_the_endpoint(site: Site) -> None:

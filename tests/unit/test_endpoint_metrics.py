@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cygnet.endpoint import metrics
+from cygnet.endpoint.relay_link import ThreadRelay
 
 
 def _samples() -> dict[tuple[str, tuple[str, ...]], float]:
@@ -11,9 +12,9 @@ def _samples() -> dict[tuple[str, tuple[str, ...]], float]:
 
 
 def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
-    if not metrics._running:
-        assert metrics.metrics() == []
-    metrics.started()
+    metrics.started(None)
+    assert metrics.metrics() == []
+    metrics.started(ThreadRelay())
     before = _samples().get(("cygnet_endpoint_refused_connections_total", ("3D000",)), 0.0)
     metrics.refused("3D000")
     metrics.terminated()
@@ -24,3 +25,5 @@ def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
     assert ("cygnet_endpoint_options_connections_total", ()) in got
     assert {labels for name, labels in got if name == "cygnet_endpoint_relayed_bytes_total"} \
         == {("client_to_branch",), ("branch_to_client",)}
+    metrics.started(None)  # the endpoint stops: nothing again
+    assert metrics.metrics() == []

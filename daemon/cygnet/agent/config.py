@@ -137,6 +137,11 @@ class AgentConfig:
     # DNS domain of endpoint names (DB--BRANCH.DOMAIN, routed by TLS SNI); empty:
     # connection strings name advertise_host and route with options=endpoint=.
     endpoint_domain: str = ""
+    # Who moves a routed connection's bytes: "process", a relay process that
+    # outlives cygnetd restarts (and exits endpoint_relay_linger seconds after
+    # the last connection and cygnetd are gone), or "thread", inside cygnetd.
+    endpoint_relay: str = "process"
+    endpoint_relay_linger: float = 30.0
     # ZFS recordsize of the datasets made under POOL/cygnet (set once, when the
     # root is made). Empty: 16K on OpenZFS (a page write re-sends 16K, not 128K,
     # in a move's incremental rounds, docs/ha.md), ZFS's 128K on zfs-fuse, which
@@ -180,6 +185,11 @@ class AgentConfig:
         if not 1024 <= self.port_min <= self.port_max <= 65535:
             span = f"{self.port_min}-{self.port_max}"
             raise InvalidArgument("port_range", f"{span} is not a valid range")
+        if self.endpoint_relay not in ("process", "thread"):
+            raise InvalidArgument("endpoint_relay", f"{self.endpoint_relay!r} is neither "
+                                  "'process' nor 'thread'")
+        if self.endpoint_relay_linger < 0:
+            raise InvalidArgument("endpoint_relay_linger", "must not be negative")
         if not 0 <= self.endpoint_port <= 65535:
             raise InvalidArgument("endpoint_port", f"{self.endpoint_port} is not a port (0: off)")
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):

@@ -7,19 +7,19 @@ from collections import Counter
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from cygnet import _native
+from cygnet.endpoint.relay_link import Relay
 from cygnet.metrics.snapshot import gauge
 
 # Connections the endpoint answered with an error of its own, by SQLSTATE.
 _refused: Counter[str] = Counter()
 # Connections routed by `options=endpoint=` (TLS terminated, relayed in Python).
 _terminated = 0
-_running = False
+_relay: Relay | None = None  # set while an endpoint runs
 
 
-def started() -> None:
-    global _running
-    _running = True
+def started(relay: Relay | None) -> None:
+    global _relay
+    _relay = relay
 
 
 def refused(sqlstate: str) -> None:
@@ -32,9 +32,9 @@ def terminated() -> None:
 
 
 def metrics() -> list[Metric]:
-    if not _running:
+    if _relay is None:
         return []
-    active, total, up, down = _native.relay_stats()
+    active, total, up, down = _relay.stats()
     relayed = CounterMetricFamily("cygnet_endpoint_relayed_connections",
                                   "Connections routed by TLS SNI to the C relay")
     relayed.add_metric([], float(total))

@@ -12,17 +12,16 @@ TCP) is answered by the endpoint itself (terminate.py).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import resource
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cygnet import _native
 from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import name_in_host
+from cygnet.endpoint.relay_link import Relay, open_relay
+from cygnet.endpoint.relayd import raise_fd_limit
 from cygnet.endpoint.router import Router, Unroutable
 from cygnet.endpoint.sni import NotTls
 from cygnet.endpoint.terminate import Terminator, backend_context, server_context
@@ -59,14 +58,21 @@ class Endpoint:
         self._listeners: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.relay_kind, self.run_dir = config.endpoint_relay, config.run_dir
+        self.relay_linger = config.endpoint_relay_linger
+        self.relay: Relay | None = None
 
     async def start(self) -> None:
-        _raise_fd_limit()
+        raise_fd_limit()
         for address in self.addresses:
             listener = _listen(address, self.port)
             self._listeners.append(listener)
+        # The relay before the first accept: no connection waits for it.
+        self.relay = await asyncio.to_thread(open_relay, self.relay_kind, self.run_dir,
+                                             self.relay_linger)
+        for listener in self._listeners:
             self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
-        metrics.started()
+        metrics.started(self.relay)
         log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
                  f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
 
@@ -75,6 +81,9 @@ class Endpoint:
             task.cancel()
         for listener in self._listeners:
             listener.close()
+        metrics.started(None)
+        if self.relay is not None:  # a relay process goes on with its connections
+            self.relay.close()
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -124,13 +133,13 @@ class Endpoint:
                 P.CANNOT_CONNECT_NOW, f"endpoint {name}: the branch cannot be reached: "
                 f"{exc.strerror or exc}"))
             return
+        assert self.relay is not None
         try:
-            _native.relay_add(sock.fileno(), backend.fileno())
+            # A thread: a relay process that went away is started again meanwhile.
+            await asyncio.to_thread(self.relay.add, sock, backend)
         except OSError:
             backend.close()
             raise
-        sock.detach()
-        backend.detach()
         log.debug("endpoint %s -> %s/%s on port %d", name, target.database, target.branch,
                   target.port)
 
@@ -223,17 +232,6 @@ def _addresses(config: AgentConfig) -> list[str]:
 
     listen = config.endpoint_listen.strip() or listen_addresses(config)
     return [a.strip() for a in listen.split(",") if a.strip()]
-
-
-def _raise_fd_limit() -> None:
-    """Each relayed connection holds two descriptors: take what the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the descriptor limit from %d: %s", soft,
-                        errno.errorcode.get(getattr(exc, "errno", 0) or 0, str(exc)))
 
 
 async def start_endpoint(service: AgentService, config: AgentConfig) -> Endpoint | None:

@@ -1,0 +1,195 @@
+"""The endpoint's relay process: moves the bytes of routed connections, outliving cygnetd.
+
+cygnetd routes each endpoint connection (server.py), then sends the client's
+socket and the branch's socket here over a unix SEQPACKET socket, as
+SCM_RIGHTS ancillary data. From then on the C relay (native/relay_core.c) in
+this process moves their bytes, so a cygnetd restart or upgrade cuts none of
+them: the new cygnetd connects to the same socket and goes on handing over.
+
+Messages on the control socket, one per datagram:
+- b"A" with two descriptors: relay them (client, branch);
+- b"S": answered with the relay's counters, four little-endian u64
+  (active, total, bytes client->branch, bytes branch->client).
+
+Only a peer with this process's uid may connect. The process exits once no
+cygnetd has been connected and nothing has been relayed for `--linger`
+seconds, or at once when its socket file was removed or replaced and nothing
+is relayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import logging
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("cygnet.endpoint.relay")
+
+OP_ADD = b"A"
+OP_STATS = b"S"
+STATS = struct.Struct("<4Q")
+FDS_SIZE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+TICK = 1.0
+
+
+def raise_fd_limit() -> None:
+    """Each relayed connection holds two descriptors: take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d: %s", soft, exc)
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+def _alive(path: Path) -> bool:
+    """True if a relay answers on `path` already."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _listen(path: Path) -> socket.socket:
+    """Binds `path` (a stale file goes); 0600, so only this uid can connect."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    listener.listen(8)
+    listener.setblocking(False)
+    return listener
+
+
+class RelayProcess:
+    def __init__(self, path: Path, linger: float) -> None:
+        from cygnet import _native
+
+        self.native = _native
+        self.path, self.linger = path, linger
+        self.selector = selectors.DefaultSelector()
+        self.listener = _listen(path)
+        self.inode = os.stat(path).st_ino
+        self.peers: set[socket.socket] = set()
+        self.stop = False
+        self.selector.register(self.listener, selectors.EVENT_READ)
+
+    def _accept(self) -> None:
+        peer, _ = self.listener.accept()
+        creds = peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            log.warning("relay: refused a peer with uid %d", uid)
+            peer.close()
+            return
+        peer.setblocking(False)
+        self.peers.add(peer)
+        self.selector.register(peer, selectors.EVENT_READ)
+
+    def _drop(self, peer: socket.socket) -> None:
+        self.selector.unregister(peer)
+        self.peers.discard(peer)
+        peer.close()
+
+    def _message(self, peer: socket.socket) -> None:
+        try:
+            data, ancdata, _, _ = peer.recvmsg(16, FDS_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(peer)
+            return
+        fds = received_fds(ancdata)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self._drop(peer)
+            return
+        if data[:1] == OP_ADD and len(fds) == 2:
+            try:
+                self.native.relay_add(fds[0], fds[1])
+            except OSError as exc:
+                log.error("relay: a connection could not be relayed: %s", exc)
+                for fd in fds:
+                    os.close(fd)
+            return
+        for fd in fds:  # anything else carries no descriptor of use
+            os.close(fd)
+        if data[:1] == OP_STATS:
+            with contextlib.suppress(OSError):
+                peer.send(STATS.pack(*self.native.relay_stats()))
+
+    def _replaced(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self.inode
+        except FileNotFoundError:
+            return True
+
+    def run(self) -> None:
+        idle_since = time.monotonic()
+        while not self.stop:
+            for key, _ in self.selector.select(TICK):
+                if key.fileobj is self.listener:
+                    with contextlib.suppress(BlockingIOError):
+                        self._accept()
+                else:
+                    self._message(key.fileobj)  # type: ignore[arg-type]
+            active = self.native.relay_stats()[0]
+            if self.peers or active:
+                idle_since = time.monotonic()
+            elif self._replaced() or time.monotonic() - idle_since >= self.linger:
+                break
+        if not self._replaced():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        log.info("relay: exits (%d connections relayed)", self.native.relay_stats()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cygnet-endpoint-relay", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socket", type=Path, required=True, help="the control socket")
+    p.add_argument("--linger", type=float, default=30.0,
+                   help="seconds to wait for a cygnetd once nothing is relayed")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="cygnet-endpoint-relay: %(message)s")
+    if _alive(args.socket):
+        return 0  # another relay serves this socket: cygnetd connects to it
+    raise_fd_limit()
+    relay = RelayProcess(args.socket, args.linger)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(relay, "stop", True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C to cygnetd is not ours
+    relay.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The endpoint's relay process, on its own: a real process, real sockets, no cygnetd."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cygnet.endpoint.relay_link import ProcessRelay, relay_pid
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    return True  # exited; its parent has not reaped it yet
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "relay.sock"
+    yield path
+    pid = relay_pid(path)
+    if pid is not None:
+        subprocess.run(["kill", str(pid)], check=False)
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    return a, b
+
+
+def test_bytes_move_both_ways_and_the_relay_outlives_its_cygnetd(control: Path) -> None:
+    relay = ProcessRelay(control, linger=0.5)
+    relay.start()
+    pid = relay_pid(control)
+    assert pid is not None
+    client_near, client_far = _pair()   # far: the "client"
+    server_near, server_far = _pair()   # far: the "branch"
+    relay.add(client_near, server_near)  # both near ends now live in the relay process
+    client_far.sendall(b"ping" * 1000)
+    got = b""
+    while len(got) < 4000:
+        got += server_far.recv(65536)
+    assert got == b"ping" * 1000
+    server_far.sendall(b"pong")
+    assert client_far.recv(16) == b"pong"
+    assert relay.stats()[:2] == (1, 1)
+    relay.close()  # "cygnetd" goes: the connection stays, well past the linger
+    time.sleep(1.5)
+    client_far.sendall(b"still")
+    assert server_far.recv(16) == b"still"
+    again = ProcessRelay(control, linger=0.5)  # a new "cygnetd" finds the same relay
+    again.start()
+    assert relay_pid(control) == pid and again.stats()[0] == 1
+    again.close()
+    client_far.close()  # the connection ends: nothing relayed, no cygnetd, linger over
+    server_far.close()
+    assert _wait_gone(pid, 10), "the relay did not exit once idle"
+    assert not control.exists()
+
+
+def test_a_removed_socket_file_sends_an_idle_relay_away(control: Path) -> None:
+    relay = ProcessRelay(control, linger=3600)
+    relay.start()
+    pid = relay_pid(control)
+    assert pid is not None
+    relay.close()
+    control.unlink()  # e.g. the run directory was removed
+    assert _wait_gone(pid, 10)
+
+
+def test_a_second_relay_on_a_served_socket_leaves_at_once(control: Path) -> None:
+    relay = ProcessRelay(control, linger=5)
+    relay.start()
+    done = subprocess.run([sys.executable, "-m", "cygnet.endpoint.relayd", "--socket",
+                           str(control)], timeout=30, capture_output=True)
+    assert done.returncode == 0
+    assert relay_pid(control) is not None
+    relay.close()
