@@ -31,6 +31,7 @@ from tests.harness import REPO, VENV_BIN, WORK, free_port, kill_postmasters_unde
 pytestmark = pytest.mark.integration
 
 ANSIBLE = REPO / "ansible"
+ENDPOINT_DOMAIN = "ansible.cygnet.test"
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Fleet:
     tag: str
     wheel: Path
     coord_port: int = field(default_factory=free_port)
+    endpoint_ports: dict[str, int] = field(
+        default_factory=lambda: {"a": free_port(), "b": free_port()})
     # Daemon logs are kept in WORK/ansible-logs unless the test passed.
     passed: bool = False
 
@@ -68,6 +71,8 @@ class Fleet:
             "cygnet_host_pools": [{"name": self.pool(name), "size": "1G",
                                    "file": str(self.base / "pools" / f"{name}.img")}],
             "cygnet_host_coordinator": f"127.0.0.1:{self.coord_port}",
+            "cygnet_host_endpoint_port": self.endpoint_ports[name],
+            "cygnet_host_endpoint_domain": ENDPOINT_DOMAIN,
         }
 
     def inventory(self) -> Path:
@@ -227,6 +232,13 @@ def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -
     postmasters = postmaster_pids(fleet.base / "a" / "mnt")
     daemons = {n: fleet.pidfile(n).read_text() for n in ("a", "b")}
 
+    # A session through the endpoint (TLS SNI): its bytes move in the relay
+    # process, which the upgrade's cygnetd restart leaves running.
+    session = psycopg.connect(
+        host=f"shop.{ENDPOINT_DOMAIN}", hostaddr="127.0.0.1", port=fleet.endpoint_ports["a"],
+        user="postgres", password=conn.password, dbname="postgres", sslmode="verify-full",
+        sslrootcert=conn.sslrootcert, autocommit=True)
+    backend = session.execute("select pg_backend_pid()").fetchone()
     prober = Prober(conn.uri)
     prober.start()
     try:
@@ -234,6 +246,8 @@ def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -
     finally:
         prober.done.set()
         prober.join(10)
+    with session:
+        assert session.execute("select pg_backend_pid()").fetchone() == backend
     t3 = time.monotonic()
     assert upgrade.stdout.count("Drain the host") == 2
     assert not prober.failures, prober.failures[:5]
