@@ -346,20 +346,34 @@ def test_move_journal_locks_renews_and_hands_over_stale_moves(make_store: Factor
     one, two = MoveJournal(make_store()), MoveJournal(make_store())
     assert one.begin("db1", "h1", "h2", "coord-a", now=100.0) is None
     held = two.begin("db1", "h1", "h3", "coord-b", now=101.0)
-    assert held is not None and (held.holder, held.to_host) == ("coord-a", "h2")
+    assert held is not None and (held.holder, held.to_host, held.age) == ("coord-a", "h2", 1.0)
     assert one.begin("db2", "h2", "h1", "coord-a", now=100.0) is None
     assert one.renew("db1", "coord-a", now=140.0)
     assert not two.renew("db1", "coord-b", now=140.0)  # not its move
-    assert [r.database_id for r in two.stale(before=130.0)] == ["db2"]
-    assert two.take("db2", "coord-b", stale_before=130.0, now=141.0)
-    assert not one.take("db2", "coord-c", stale_before=130.0, now=141.0)  # taken: fresh
+    assert [r.database_id for r in two.stale(10.0, now=141.0)] == ["db2"]
+    assert two.take("db2", "coord-b", 10.0, now=141.0)
+    assert not one.take("db2", "coord-c", 10.0, now=141.0)  # taken: fresh
     one.finish("db2", "coord-a")  # no longer its row: nothing happens
     assert one.get("db2") is not None
     assert not one.renew("db2", "coord-a")  # the old holder learns it lost the row
     two.finish("db2", "coord-b")
     assert two.get("db2") is None
     assert one.begin("db2", "h1", "h2", "coord-a", now=150.0) is None  # free again
-    assert two.stale(before=139.0) == []
+    assert two.stale(12.0, now=151.0) == []
+
+
+def test_move_journal_times_rows_by_the_store_clock(make_store: Factory) -> None:
+    """Without `now`, the store's own clock: a fresh row is not stale, and turns stale
+    once it has gone unrenewed for longer than asked."""
+    journal = MoveJournal(make_store())
+    assert journal.begin("db1", "h1", "h2", "coord-a") is None
+    assert journal.stale(5.0) == []
+    time.sleep(0.3)
+    (rec,) = journal.stale(0.2)
+    assert rec.database_id == "db1" and 0.2 < rec.age < 5.0
+    assert journal.take("db1", "coord-b", 0.2)
+    assert journal.stale(0.2) == []  # taken: renewed by the taker
+    assert journal.renew("db1", "coord-b") and not journal.renew("db1", "coord-a")
 
 
 def test_host_reports_never_move_a_database_that_is_being_moved(make_store: Factory) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 
 from cygnet.api.v1 import agent_pb2 as apb
@@ -131,7 +130,7 @@ class Moves:
                                        self.holder)
         if held is None:
             return
-        what = ("is being moved already" if held.renewed_at >= time.time() - self.orphaned_after
+        what = ("is being moved already" if held.age < self.orphaned_after
                 else "has an unfinished move that the coordinator finishes first")
         raise FailedPrecondition(f"database {entry.name or entry.id} {what} (from "
                                  f"{held.from_host} to {held.to_host}); not moved, nothing "
@@ -257,14 +256,13 @@ class Moves:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RECOVER_EVERY)
 
-    async def recover(self, now: float | None = None) -> list[str]:
+    async def recover(self) -> list[str]:
         """Finishes each move nobody renewed for `move_orphaned_after`; returns their
         databases."""
-        before = (time.time() if now is None else now) - self.orphaned_after
         finished = []
-        for rec in await asyncio.to_thread(self.journal.stale, before):
+        for rec in await asyncio.to_thread(self.journal.stale, self.orphaned_after):
             if rec.database_id in self._moving or not await asyncio.to_thread(
-                    self.journal.take, rec.database_id, self.holder, before):
+                    self.journal.take, rec.database_id, self.holder, self.orphaned_after):
                 continue
             if await self._finish(rec):
                 await self._done(rec.database_id)
