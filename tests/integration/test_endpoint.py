@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -189,11 +190,22 @@ def test_relayed_connections_survive_a_cygnetd_restart(site: Site) -> None:
     control = site.daemon.base / "run" / "endpoint-relay.sock"
     relay = relay_pid(control)
     assert relay is not None
-    with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept:
+    with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept, \
+            ThreadPoolExecutor(1) as pool:
         backend = _one(kept, "SELECT pg_backend_pid()")
         site.daemon.stop()
         assert _one(kept, "SELECT pg_backend_pid()") == backend  # cygnetd is down
+        # A client that connects now waits on the listening socket the relay keeps,
+        # and is answered once cygnetd is back.
+        def port_once_back() -> object:
+            with _connect(site, f"{site.db}.{DOMAIN}", connect_timeout="60") as c:
+                return _one(c, "SHOW port")
+
+        meanwhile = pool.submit(port_once_back)
+        time.sleep(0.5)
+        assert not meanwhile.done()
         site.daemon.start()
+        assert meanwhile.result(60) == str(site.main.port)
         assert _one(kept, "SELECT pg_backend_pid()") == backend
         assert relay_pid(control) == relay
         with _connect(site, f"{site.db}.{DOMAIN}") as fresh:

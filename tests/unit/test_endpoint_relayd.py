@@ -90,3 +90,27 @@ def test_a_second_relay_on_a_served_socket_leaves_at_once(control: Path) -> None
     assert done.returncode == 0
     assert relay_pid(control) is not None
     relay.close()
+
+
+def test_listening_sockets_are_kept_between_two_cygnetd(control: Path) -> None:
+    """A stopping cygnetd leaves its listening socket with the relay: a client that
+    connects meanwhile waits in the accept queue, and the next cygnetd accepts it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    relay = ProcessRelay(control, linger=30)
+    relay.start()
+    relay.keep_listeners([listener])
+    listener.close()  # only the relay's copy is left
+    relay.close()
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)  # not refused
+    client.sendall(b"hello")
+    again = ProcessRelay(control, linger=30)
+    (taken,) = again.take_listeners()
+    assert taken.getsockname()[1] == port
+    taken.setblocking(True)
+    accepted, _ = taken.accept()
+    assert accepted.recv(16) == b"hello"
+    assert again.take_listeners() == []  # given away once
+    for s in (accepted, taken, client):
+        s.close()
+    again.close()

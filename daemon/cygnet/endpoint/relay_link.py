@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Protocol
 
 from cygnet import _native
-from cygnet.endpoint.relayd import OP_ADD, OP_STATS, STATS
+from cygnet.endpoint.relayd import (
+    FDS_SIZE,
+    OP_ADD,
+    OP_GIVE,
+    OP_KEEP,
+    OP_STATS,
+    STATS,
+    received_fds,
+)
 
 log = logging.getLogger("cygnet.endpoint")
 
@@ -34,6 +42,12 @@ class Relay(Protocol):
     def stats(self) -> tuple[int, int, int, int]:
         """(active, total, bytes client->branch, bytes branch->client)."""
 
+    def keep_listeners(self, listeners: list[socket.socket]) -> None:
+        """cygnetd stops: the relay holds the listening sockets until the next one."""
+
+    def take_listeners(self) -> list[socket.socket]:
+        """cygnetd starts: the listening sockets the last one left, if any."""
+
     def close(self) -> None: ...
 
 
@@ -46,6 +60,12 @@ class ThreadRelay:
     def stats(self) -> tuple[int, int, int, int]:
         active, total, up, down = _native.relay_stats()
         return int(active), int(total), int(up), int(down)
+
+    def keep_listeners(self, listeners: list[socket.socket]) -> None:
+        pass  # nothing outlives cygnetd here
+
+    def take_listeners(self) -> list[socket.socket]:
+        return []
 
     def close(self) -> None:
         pass
@@ -135,6 +155,24 @@ class ProcessRelay:
                 return 0, 0, 0, 0
         active, total, up, down = STATS.unpack(data)
         return active, total, up, down
+
+    def keep_listeners(self, listeners: list[socket.socket]) -> None:
+        with self._lock:
+            self._send(OP_KEEP, [s.fileno() for s in listeners])
+
+    def take_listeners(self) -> list[socket.socket]:
+        with self._lock:
+            sock = self._send(OP_GIVE, [])
+            try:
+                data, ancdata, _, _ = sock.recvmsg(16, FDS_SIZE)
+            except OSError:
+                return []
+        fds = received_fds(ancdata)
+        if data != OP_GIVE:
+            for fd in fds:
+                socket.close(fd)
+            return []
+        return [socket.socket(fileno=fd) for fd in fds]
 
     def close(self) -> None:
         """cygnetd stops: the relay goes on with what it relays (and lingers)."""

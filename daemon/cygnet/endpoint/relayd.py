@@ -9,7 +9,12 @@ them: the new cygnetd connects to the same socket and goes on handing over.
 Messages on the control socket, one per datagram:
 - b"A" with two descriptors: relay them (client, branch);
 - b"S": answered with the relay's counters, four little-endian u64
-  (active, total, bytes client->branch, bytes branch->client).
+  (active, total, bytes client->branch, bytes branch->client);
+- b"K" with the endpoint's listening sockets: keep them while cygnetd
+  restarts, so clients that connect meanwhile wait in the kernel's accept
+  queue instead of being refused;
+- b"G": answered with b"G" and the kept listening sockets, which the
+  relay then lets go (the next cygnetd accepts on them).
 
 Only a peer with this process's uid may connect. The process exits once no
 cygnetd has been connected and nothing has been relayed for `--linger`
@@ -37,8 +42,11 @@ log = logging.getLogger("cygnet.endpoint.relay")
 
 OP_ADD = b"A"
 OP_STATS = b"S"
+OP_KEEP = b"K"
+OP_GIVE = b"G"
+MAX_LISTENERS = 16
 STATS = struct.Struct("<4Q")
-FDS_SIZE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+FDS_SIZE = socket.CMSG_SPACE(MAX_LISTENERS * array.array("i").itemsize)
 TICK = 1.0
 
 
@@ -98,6 +106,7 @@ class RelayProcess:
         self.listener = _listen(path)
         self.inode = os.stat(path).st_ino
         self.peers: set[socket.socket] = set()
+        self.kept: list[int] = []  # the endpoint's listening sockets, between two cygnetd
         self.stop = False
         self.selector.register(self.listener, selectors.EVENT_READ)
 
@@ -140,11 +149,26 @@ class RelayProcess:
                 for fd in fds:
                     os.close(fd)
             return
+        if data[:1] == OP_KEEP:
+            self._let_go()
+            self.kept = fds
+            return
         for fd in fds:  # anything else carries no descriptor of use
             os.close(fd)
         if data[:1] == OP_STATS:
             with contextlib.suppress(OSError):
                 peer.send(STATS.pack(*self.native.relay_stats()))
+        elif data[:1] == OP_GIVE:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    array.array("i", self.kept).tobytes())] if self.kept else []
+            with contextlib.suppress(OSError):
+                peer.sendmsg([OP_GIVE], anc)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        for fd in self.kept:
+            os.close(fd)
+        self.kept = []
 
     def _replaced(self) -> bool:
         try:

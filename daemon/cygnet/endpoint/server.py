@@ -12,6 +12,7 @@ TCP) is answered by the endpoint itself (terminate.py).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -64,12 +65,17 @@ class Endpoint:
 
     async def start(self) -> None:
         raise_fd_limit()
-        for address in self.addresses:
-            listener = _listen(address, self.port)
-            self._listeners.append(listener)
-        # The relay before the first accept: no connection waits for it.
+        # The relay before the first accept: no connection waits for it. The last
+        # cygnetd may have left it the listening sockets, with clients waiting.
         self.relay = await asyncio.to_thread(open_relay, self.relay_kind, self.run_dir,
                                              self.relay_linger)
+        kept = await asyncio.to_thread(self.relay.take_listeners)
+        wanted = [(address, _kept_listener(kept, address, self.port))
+                  for address in self.addresses]
+        for extra in kept:  # not wanted any more (the addresses changed)
+            extra.close()
+        for address, listener in wanted:
+            self._listeners.append(listener or _listen(address, self.port))
         for listener in self._listeners:
             self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
         metrics.started(self.relay)
@@ -79,6 +85,11 @@ class Endpoint:
     async def stop(self) -> None:
         for task in [*self._accepting, *self._tasks]:
             task.cancel()
+        if self.relay is not None and self._listeners:
+            try:  # clients that connect until the next cygnetd wait, not refused
+                await asyncio.to_thread(self.relay.keep_listeners, self._listeners)
+            except OSError as exc:
+                log.warning("endpoint: the relay cannot keep the listening sockets: %s", exc)
         for listener in self._listeners:
             listener.close()
         metrics.started(None)
@@ -204,6 +215,22 @@ class Endpoint:
                 if branch.port and clusters.pgdata(branch) == cwd:
                     return branch.port
         return None
+
+
+def _kept_listener(kept: list[socket.socket], address: str, port: int
+                   ) -> socket.socket | None:
+    """The kept listening socket bound to (address, port), taken out of `kept`."""
+    for sock in kept:
+        try:
+            bound = sock.getsockname()
+            same = ipaddress.ip_address(bound[0]) == ipaddress.ip_address(address)
+        except (OSError, ValueError):
+            continue
+        if same and bound[1] == port:
+            kept.remove(sock)
+            sock.setblocking(False)
+            return sock
+    return None
 
 
 def _listen(address: str, port: int) -> socket.socket:
