@@ -12,9 +12,9 @@ def _samples() -> dict[tuple[str, tuple[str, ...]], float]:
 
 
 def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
-    metrics.started(None)
+    metrics.use_relay(None)
     assert metrics.metrics() == []
-    metrics.started(ThreadRelay())
+    metrics.use_relay(ThreadRelay())
     before = _samples().get(("cygnet_endpoint_refused_connections_total", ("3D000",)), 0.0)
     metrics.refused("3D000")
     metrics.terminated()
@@ -25,5 +25,5 @@ def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
     assert ("cygnet_endpoint_options_connections_total", ()) in got
     assert {labels for name, labels in got if name == "cygnet_endpoint_relayed_bytes_total"} \
         == {("client_to_branch",), ("branch_to_client",)}
-    metrics.started(None)  # the endpoint stops: nothing again
+    metrics.use_relay(None)  # the endpoint stops: nothing again
     assert metrics.metrics() == []

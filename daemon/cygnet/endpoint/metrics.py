@@ -17,7 +17,8 @@ _terminated = 0
 _relay: Relay | None = None  # set while an endpoint runs
 
 
-def started(relay: Relay | None) -> None:
+def use_relay(relay: Relay | None) -> None:
+    """The running endpoint's relay, whose counters are reported; None: no endpoint."""
     global _relay
     _relay = relay
 

@@ -27,6 +27,8 @@ from cygnet.endpoint.relayd import (
     OP_KEEP,
     OP_STATS,
     STATS,
+    dial,
+    peer_ids,
     received_fds,
 )
 
@@ -83,26 +85,16 @@ class ProcessRelay:
         with self._lock:
             self._connected()
 
-    def _connect(self) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            sock.settimeout(2.0)
-            sock.connect(str(self.path))
-            return sock
-        except OSError:
-            sock.close()
-            return None
-
     def _connected(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
-        sock = self._connect()
+        sock = dial(self.path)
         if sock is None:
             self._spawn()
             deadline = time.monotonic() + START_TIMEOUT
             while sock is None and time.monotonic() < deadline:
                 time.sleep(0.02)
-                sock = self._connect()
+                sock = dial(self.path)
             if sock is None:
                 raise OSError(f"the endpoint relay did not start on {self.path}")
         else:
@@ -197,12 +189,8 @@ def open_relay(kind: str, run_dir: Path, linger: float) -> Relay:
 
 def relay_pid(path: Path) -> int | None:
     """The relay process serving `path` (tests and `ps`-free checks)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sock.connect(str(path))
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        return int.from_bytes(creds[:4], sys.byteorder)
-    except OSError:
+    sock = dial(path)
+    if sock is None:
         return None
-    finally:
-        sock.close()
+    with sock:
+        return peer_ids(sock)[0]

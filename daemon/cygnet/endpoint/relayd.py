@@ -68,17 +68,23 @@ def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
-def _alive(path: Path) -> bool:
-    """True if a relay answers on `path` already."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def dial(path: Path, timeout: float = 2.0) -> socket.socket | None:
+    """A connection to the relay serving `path`, or None if none answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-        return True
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        return sock
     except OSError:
-        return False
-    finally:
-        probe.close()
+        sock.close()
+        return None
+
+
+def peer_ids(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return pid, uid, gid
 
 
 def _listen(path: Path) -> socket.socket:
@@ -112,8 +118,7 @@ class RelayProcess:
 
     def _accept(self) -> None:
         peer, _ = self.listener.accept()
-        creds = peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, _ = struct.unpack("3i", creds)
+        _, uid, _ = peer_ids(peer)
         if uid != os.getuid():
             log.warning("relay: refused a peer with uid %d", uid)
             peer.close()
@@ -205,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="cygnet-endpoint-relay: %(message)s")
-    if _alive(args.socket):
+    probe = dial(args.socket, timeout=1.0)
+    if probe is not None:
+        probe.close()
         return 0  # another relay serves this socket: cygnetd connects to it
     raise_fd_limit()
     relay = RelayProcess(args.socket, args.linger)

@@ -78,7 +78,7 @@ class Endpoint:
             self._listeners.append(listener or _listen(address, self.port))
         for listener in self._listeners:
             self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
-        metrics.started(self.relay)
+        metrics.use_relay(self.relay)
         log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
                  f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
 
@@ -92,7 +92,7 @@ class Endpoint:
                 log.warning("endpoint: the relay cannot keep the listening sockets: %s", exc)
         for listener in self._listeners:
             listener.close()
-        metrics.started(None)
+        metrics.use_relay(None)
         if self.relay is not None:  # a relay process goes on with its connections
             self.relay.close()
 
