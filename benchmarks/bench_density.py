@@ -39,6 +39,7 @@ import grpc
 from benchmarks.common import emit, log, summary, timed
 from benchmarks.compare.density import pss_by_cluster
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.zfs import mount_lock
 from tests.harness import WORK, Daemon, FilePool, postmaster_pids
 
 DB = "dense"
@@ -118,7 +119,8 @@ class Rig:
 
 
 def zfs(*args: str) -> str:
-    done = subprocess.run(["zfs", *args], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(mount_lock.wrapped(["zfs", *args]), capture_output=True, text=True,
+                          timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"zfs {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout

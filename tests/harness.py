@@ -23,6 +23,7 @@ import grpc
 
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
+from cygnet.zfs import mount_lock
 from tests.leftovers import destroy_pool, join_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +32,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
+    # zfs commands that mount queue behind the daemons' (zfs/mount_lock.py).
+    return subprocess.run(mount_lock.wrapped(argv), capture_output=True, text=True,
+                          check=check, timeout=120)
 
 
 def run_small_benchmark(module: str, *args: str, timeout: float = 600) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from cygnet import command
 from cygnet.command import CommandResult
+from cygnet.zfs import mount_lock
 from cygnet.zfs.errors import ZfsTimeout, error_from
 
 __all__ = ["DEFAULT_TIMEOUT", "CommandResult", "CommandRunner"]
@@ -36,7 +37,8 @@ class CommandRunner:
         deadline = self.timeout if timeout is None else timeout
         verb = args[1] if args[0] in _VERB_TOOLS and len(args) > 1 else ""
         try:
-            result = await command.run(args, timeout=deadline, verb=verb)
+            async with mount_lock.around(args):
+                result = await command.run(args, timeout=deadline, verb=verb)
         except command.CommandTimedOut as exc:
             raise ZfsTimeout(str(exc), argv=args) from None
         if check and result.returncode != 0:

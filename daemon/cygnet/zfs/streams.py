@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
+from cygnet.zfs import mount_lock
 from cygnet.zfs.errors import error_from
 
 log = logging.getLogger("cygnet.zfs")
@@ -82,11 +83,14 @@ class Receiver:
             await self._failed()
 
     async def finish(self) -> None:
+        """Ends the stream; zfs then mounts what it received, so under the mount lock."""
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await self.proc.stdin.wait_closed()
-        if await self.proc.wait() != 0:
+        async with mount_lock.around(self.argv):
+            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await self.proc.stdin.wait_closed()
+            code = await self.proc.wait()
+        if code != 0:
             await self._failed()
 
     async def _failed(self) -> None:
