@@ -48,9 +48,10 @@ def write(uri: str, rate: int, seconds: int) -> tuple[float, float]:
     return started, time.time()
 
 
-def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds: int
-        ) -> dict[str, Any]:
-    with bench_daemon("16G" if scale > 10 else "3G", 57600) as d, d.stub() as s:
+def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds: int,
+        record_size: str = "") -> dict[str, Any]:
+    settings = f'record_size = "{record_size}"' if record_size else None
+    with bench_daemon("16G" if scale > 10 else "3G", 57600, settings) as d, d.stub() as s:
         db = s.CreateDatabase(pb.CreateDatabaseRequest(name="bench", size_class="medium"),
                               timeout=300)
         log(f"pgbench -i -s {scale}")
@@ -92,7 +93,8 @@ def run(scale: int, write_seconds: int, rate: int, rounds: int, baseline_rounds:
                 + (f", pgBackRest {pgbackrest[-1]['seconds']:.2f}s" if i < baseline_rounds
                    else ""))
     return {"scale": scale, "database_bytes": size, "write_seconds": write_seconds,
-            "rate_tps": rate, "wal_bytes_since_snapshot": wal,
+            "record_size": record_size or "daemon default", "rate_tps": rate,
+            "wal_bytes_since_snapshot": wal,
             "pitr_ready_seconds": summary(pitr), "plain_branch_seconds": summary(plain),
             "pgbackrest_restore_time_seconds": (summary([r["seconds"] for r in pgbackrest])
                                                 if pgbackrest else None),
@@ -121,12 +123,16 @@ def main() -> None:
                         help="pgBackRest restores made (the first rounds' targets)")
     parser.add_argument("--scale", type=int, default=140, help="pgbench scale (140: ~2 GB)")
     parser.add_argument("--seconds", type=int, default=300, help="writes after the snapshot")
+    parser.add_argument("--record-size", default="",
+                        help="cygnetd's record_size, e.g. 16K, OpenZFS hosts' default "
+                             "(default: the daemon's own, 128K on zfs-fuse)")
     args = parser.parse_args()
     if args.small:
         result = run(scale=1, write_seconds=8, rate=100, rounds=1, baseline_rounds=1)
     else:
         result = run(scale=args.scale, write_seconds=args.seconds, rate=500, rounds=args.rounds,
-                     baseline_rounds=min(args.rounds, args.baseline_rounds))
+                     baseline_rounds=min(args.rounds, args.baseline_rounds),
+                     record_size=args.record_size)
     name = "pitr_small" if args.small else "pitr"
     emit(name, result, args.out)
 

@@ -46,8 +46,10 @@ def wait_query(conninfo: str, timeout: float = 60.0, **kwargs: Any) -> None:
 
 
 @contextmanager
-def bench_daemon(pool_size: str, port_min: int) -> Iterator[Daemon]:
-    with private_daemon("bench-", port_min, pool_size) as daemon:
+def bench_daemon(pool_size: str, port_min: int, settings: str | None = None
+                 ) -> Iterator[Daemon]:
+    """A throwaway cygnetd on its own pool; `settings` is TOML for its --config."""
+    with private_daemon("bench-", port_min, pool_size, settings=settings) as daemon:
         yield daemon
 
 
