@@ -214,6 +214,30 @@ def test_relayed_connections_survive_a_cygnetd_restart(site: Site) -> None:
     assert "cygnet.endpoint.relayd" in cmdline and site.main.password not in cmdline
 
 
+def test_a_cygnetd_killed_with_9_leaves_sessions_up_and_new_clients_waiting(
+        site: Site) -> None:
+    """The relay holds copies of the listening sockets from cygnetd's start, not
+    only from a clean stop: after kill -9 a new client waits instead of being
+    refused, and the next cygnetd answers it."""
+    with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept, \
+            ThreadPoolExecutor(1) as pool:
+        backend = _one(kept, "SELECT pg_backend_pid()")
+        site.daemon.kill9()
+        try:
+            def port_once_back() -> object:
+                with _connect(site, f"{site.db}.{DOMAIN}", connect_timeout="60") as c:
+                    return _one(c, "SHOW port")
+
+            meanwhile = pool.submit(port_once_back)
+            time.sleep(1.0)
+            assert not meanwhile.done(), meanwhile.exception()
+            assert _one(kept, "SELECT pg_backend_pid()") == backend
+        finally:
+            site.daemon.start()
+        assert meanwhile.result(60) == str(site.main.port)
+        assert _one(kept, "SELECT pg_backend_pid()") == backend
+
+
 def test_psql_through_the_endpoint(site: Site) -> None:
     with site.daemon.stub() as s:
         conn = s.GetConnection(pb.GetConnectionRequest(

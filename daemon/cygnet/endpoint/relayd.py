@@ -10,9 +10,10 @@ Messages on the control socket, one per datagram:
 - b"A" with two descriptors: relay them (client, branch);
 - b"S": answered with the relay's counters, four little-endian u64
   (active, total, bytes client->branch, bytes branch->client);
-- b"K" with the endpoint's listening sockets: keep them while cygnetd
-  restarts, so clients that connect meanwhile wait in the kernel's accept
-  queue instead of being refused;
+- b"K" with the endpoint's listening sockets: keep copies of them (cygnetd
+  sends them once it listens, and again when it stops), so that while no
+  cygnetd runs, even after a kill -9, clients that connect wait in the
+  kernel's accept queue instead of being refused;
 - b"G": answered with b"G" and the kept listening sockets, which the
   relay then lets go (the next cygnetd accepts on them).
 

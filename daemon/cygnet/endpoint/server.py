@@ -78,6 +78,9 @@ class Endpoint:
             self._listeners.append(listener or _listen(address, self.port))
         for listener in self._listeners:
             self._accepting.append(asyncio.create_task(self._accept_loop(listener)))
+        # The relay holds copies from now on, so even a cygnetd killed with -9
+        # leaves the sockets listening: clients wait for the next one.
+        await self._leave_listeners_with_relay()
         metrics.use_relay(self.relay)
         log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
                  f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
@@ -85,16 +88,22 @@ class Endpoint:
     async def stop(self) -> None:
         for task in [*self._accepting, *self._tasks]:
             task.cancel()
-        if self.relay is not None and self._listeners:
-            try:  # clients that connect until the next cygnetd wait, not refused
-                await asyncio.to_thread(self.relay.keep_listeners, self._listeners)
-            except OSError as exc:
-                log.warning("endpoint: the relay cannot keep the listening sockets: %s", exc)
+        await self._leave_listeners_with_relay()
         for listener in self._listeners:
             listener.close()
         metrics.use_relay(None)
         if self.relay is not None:  # a relay process goes on with its connections
             self.relay.close()
+
+    async def _leave_listeners_with_relay(self) -> None:
+        """Clients that connect until the next cygnetd wait in the accept queue
+        of the copies the relay keeps, instead of being refused."""
+        if self.relay is None or not self._listeners:
+            return
+        try:
+            await asyncio.to_thread(self.relay.keep_listeners, self._listeners)
+        except OSError as exc:
+            log.warning("endpoint: the relay cannot keep the listening sockets: %s", exc)
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
