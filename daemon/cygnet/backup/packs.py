@@ -9,10 +9,12 @@ offset, frame length, slot of the block in its frame) and an XXH3-128 of
 all that. Version 2 stores the records as one zstd frame, byte column by byte
 column (byte 0 of every record, then byte 1, ...): the 24 bytes after each
 digest are nearly the same from block to block and shrink to almost nothing,
-so an .idx costs about 16.1 bytes per block instead of 40 (7 MB less for a 2.4 GB database, beside
-its ~100 MB of packs). Version 1 is still read. The pack is fsynced before its .idx is renamed
-into place, so an .idx always describes durable data; a pack without an
-.idx is an interrupted write and is garbage.
+so an .idx costs about 16 bytes per block instead of 40 (7 MB less for a
+2.4 GB database, beside its ~100 MB of packs). Version 1 is still read.
+
+The pack is fsynced before its .idx is renamed into place, so an .idx always
+describes durable data; a pack without an .idx is an interrupted write and is
+garbage.
 """
 
 from __future__ import annotations

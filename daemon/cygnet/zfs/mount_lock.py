@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -37,8 +38,9 @@ _MOUNT_PROPERTIES = ("mountpoint", "canmount")
 _POLL_FIRST, _POLL_MAX = 0.002, 0.05
 
 
+@functools.cache
 def needed() -> bool:
-    """True on zfs-fuse: no kernel module is loaded."""
+    """True on zfs-fuse: no kernel module is loaded (looked up once a process)."""
     return not os.path.exists("/dev/zfs")
 
 
@@ -49,10 +51,21 @@ def mounts(argv: Sequence[str]) -> bool:
     tool, verb = os.path.basename(argv[0]), argv[1]
     if tool == "zfs" and verb in ("set", "inherit"):
         return any(arg.split("=", 1)[0] in _MOUNT_PROPERTIES for arg in argv[2:])
-    if tool == "zpool" and verb == "create" and "-m" in argv and \
-            argv[argv.index("-m") + 1:argv.index("-m") + 2] == ["none"]:
+    if tool == "zpool" and verb == "create" and _option(argv, "-m") == "none":
         return False
     return verb in _MOUNTING.get(tool, frozenset())
+
+
+def _option(argv: Sequence[str], flag: str) -> str | None:
+    """The value after `flag` in `argv`, if any."""
+    args = list(argv)
+    if flag in args[:-1]:
+        return args[args.index(flag) + 1]
+    return None
+
+
+def _locks(argv: Sequence[str]) -> bool:
+    return needed() and mounts(argv)
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +94,7 @@ async def held(path: Path = LOCK_PATH) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def around(argv: Sequence[str]) -> AsyncIterator[None]:
     """The lock when `argv` mounts on a zfs-fuse host; nothing otherwise."""
-    if needed() and mounts(argv):
+    if _locks(argv):
         async with held():
             yield
     else:
@@ -90,6 +103,6 @@ async def around(argv: Sequence[str]) -> AsyncIterator[None]:
 
 def wrapped(argv: Sequence[str]) -> list[str]:
     """`argv` behind flock(1) on the same lock, for code that runs zfs by itself."""
-    if needed() and mounts(argv):
+    if _locks(argv):
         return ["flock", str(LOCK_PATH), *argv]
     return list(argv)
