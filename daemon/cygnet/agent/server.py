@@ -30,6 +30,7 @@ from cygnet.api.v1 import (
 )
 from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc import health as health_status
 from cygnet.rpc.audit import AuditLog
 from cygnet.rpc.auth import AuthInterceptor, AuthPolicy
 from cygnet.rpc.credentials import ReloadingCredentials
@@ -120,7 +121,5 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = (health_pb2.HealthCheckResponse.SERVING if serving
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME):
-        await health_servicer.set(name, status)
+    await health_status.set_serving(health_servicer, (SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME),
+                                    serving)

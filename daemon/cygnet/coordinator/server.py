@@ -15,6 +15,7 @@ from cygnet.coordinator.config import CoordinatorConfig
 from cygnet.coordinator.servicer import CoordinatorServicer
 from cygnet.errors import InvalidArgument
 from cygnet.metrics.rpc import MetricsInterceptor
+from cygnet.rpc import health as health_status
 from cygnet.rpc.audit import AuditLog
 from cygnet.rpc.auth import AuthInterceptor, AuthPolicy
 from cygnet.rpc.credentials import ReloadingCredentials
@@ -78,7 +79,4 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = (health_pb2.HealthCheckResponse.SERVING if serving
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, status)
+    await health_status.set_serving(health_servicer, (SERVICE_NAME,), serving)
