@@ -1,20 +1,21 @@
 """Density: what a branch costs, and whether operations stay flat, at 1, 100 and 1,000 branches.
 
 One throwaway cygnetd on its own file-backed zfs-fuse pool, one nano
-database, filled with branches through the API (CreateBranch, then StopBranch
-for all but `--running` of them: the stopped ones stand for suspended
-branches). Beyond `--api-fill` branches (default: all through the API) the
-rest are made by hand as stopped branches are in ZFS (a branch point on main
-and a clone with a branch's properties), and the daemon is restarted to read
-them, as it reads any host at start: on a busy 2-core machine a create with a
-stop costs 3-6 s, so 900 more would take an hour. At each level it measures,
-in the same run:
+database, filled with branches through the API (CreateBranch, then
+SuspendBranch for all but `--running` of them). Beyond `--api-fill` branches
+(default: all through the API) the rest are made by hand as suspended branches
+are in ZFS (a branch point on main and a clone with a branch's properties, no
+port, unmounted: parked), and the daemon is restarted to read them, as it
+reads any host at start: on a busy 2-core machine a create with a suspend
+costs 3-6 s, so 900 more would take an hour. At each level it measures, in
+the same run:
 
 - CreateBranch p50 (a branch made and deleted again, so the level holds),
   against the raw floor at the same dataset count: `zfs snapshot` + `zfs
   clone` (which mounts it) of main, then destroy, by hand;
-- ListBranches of the database, GetBranch, and StartBranch of a stopped one;
-- memory: PSS per running cluster, the daemon's RSS and what each stopped
+- ListBranches of the database, GetBranch, and ResumeBranch of a suspended
+  (parked) one: the wake, its mount included;
+- memory: PSS per running cluster, the daemon's RSS and what each suspended
   branch adds to it; disk: ZFS `used` per branch (its dataset and branch point);
 - at the last level: a daemon restart (SIGTERM, start, SERVING) adopting
   every running postmaster.
@@ -60,7 +61,7 @@ class Rig:
         self.d = d
         self.running = running
         self.branches: list[str] = []  # ids, oldest first
-        self.stopped: list[str] = []
+        self.suspended: list[str] = []
         with d.stub() as s:
             made = s.CreateDatabase(pb.CreateDatabaseRequest(name=DB, size_class="nano"),
                                     timeout=600)
@@ -77,9 +78,9 @@ class Rig:
             b = s.CreateBranch(pb.CreateBranchRequest(database=DB, name=name), timeout=600)
             self.branches.append(b.branch.id)
             if len(self.branches) > self.running - 1:  # main runs too
-                s.StopBranch(pb.StopBranchRequest(branch=pb.BranchRef(branch_id=b.branch.id)),
-                             timeout=600)
-                self.stopped.append(b.branch.id)
+                s.SuspendBranch(pb.SuspendBranchRequest(
+                    branch=pb.BranchRef(branch_id=b.branch.id)), timeout=600)
+                self.suspended.append(b.branch.id)
 
     def fill(self, target: int, api_fill: int) -> None:
         started = time.monotonic()
@@ -88,10 +89,10 @@ class Rig:
             if len(self.branches) % 100 == 0:
                 log(f"{self.count()} branches ({time.monotonic() - started:.0f}s)")
         if self.count() < target:
-            made = make_stopped_by_hand(self.d, self.root, self.main.id, self.count(),
-                                        target - self.count(), self.d.port_min + self.count())
+            made = make_suspended_by_hand(self.d, self.root, self.main.id, self.count(),
+                                          target - self.count())
             self.branches += made
-            self.stopped += made
+            self.suspended += made
             log(f"{self.count()} branches, {len(made)} by hand; restarting the daemon")
             self.d.stop()
             self.d.start(timeout=600)
@@ -126,18 +127,19 @@ def zfs(*args: str) -> str:
     return done.stdout
 
 
-def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: int,
-                         port: int) -> list[str]:
-    """`count` stopped branches of main as ZFS holds them: a branch point each and a
-    clone with a branch's properties, a few commands at a time. Returns their ids."""
+def make_suspended_by_hand(d: Daemon, root: str, main_id: str, first: int, count: int
+                           ) -> list[str]:
+    """`count` suspended branches of main as ZFS holds them: a branch point each and a
+    clone with a branch's properties and no port, unmounted (parked), one command at
+    a time. Returns their ids."""
     main = f"{root}/{main_id}"
     database_id = root.rsplit("/", 1)[1]
     ids, commands = [], []
     for i in range(count):
         branch_id, snap_id = "br" + secrets.token_hex(5), "sn" + secrets.token_hex(5)
         props = {"kind": "branch", "id": branch_id, "name": f"h{first + i}",
-                 "database": database_id, "parent": main_id, "port": str(port + i),
-                 "desired": "stopped", "phase": "ready", "created": f"{time.time():.3f}"}
+                 "database": database_id, "parent": main_id,
+                 "desired": "suspended", "phase": "ready", "created": f"{time.time():.3f}"}
         snap = f"{main}@{snap_id}"
         commands.append((["zfs", "snapshot", "-o", "cygnet:snapshot-kind=branch-point",
                           "-o", f"cygnet:id={snap_id}", "-o", f"cygnet:name=h{first + i}",
@@ -159,7 +161,18 @@ def make_stopped_by_hand(d: Daemon, root: str, main_id: str, first: int, count: 
                 raise
             log(f"retrying the mount of {clone[-1]} (zfs-fuse maps: {zfs_fuse_maps()}): {exc}")
             mount_again(clone[-1])
+        unmount(clone[-1])
     return ids
+
+
+def unmount(dataset: str) -> None:
+    """zfs-fuse reports a fresh mount busy for a moment: retried, as cygnetd does."""
+    for _ in range(50):
+        if subprocess.run(mount_lock.wrapped(["zfs", "umount", dataset]),
+                          capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    zfs("umount", dataset)
 
 
 def mount_again(dataset: str, attempts: int = 10) -> None:
@@ -192,18 +205,18 @@ def reads(rig: Rig, repeat: int) -> dict[str, Any]:
             "get_branch_seconds": summary(get)}
 
 
-def start_stopped(rig: Rig, probes: int) -> dict[str, float] | None:
-    """StartBranch of stopped branches, then StopBranch again (untimed)."""
-    if not rig.stopped:
+def wake_suspended(rig: Rig, probes: int) -> dict[str, float] | None:
+    """ResumeBranch of suspended (parked) branches, then SuspendBranch again (untimed)."""
+    if not rig.suspended:
         return None
     times = []
     with rig.d.stub() as s:
-        for branch_id in rig.stopped[:probes]:
+        for branch_id in rig.suspended[:probes]:
             ref = pb.BranchRef(branch_id=branch_id)
             t0 = time.perf_counter()
-            s.StartBranch(pb.StartBranchRequest(branch=ref), timeout=600)
+            s.ResumeBranch(pb.ResumeBranchRequest(branch=ref), timeout=600)
             times.append(time.perf_counter() - t0)
-            s.StopBranch(pb.StopBranchRequest(branch=ref), timeout=600)
+            s.SuspendBranch(pb.SuspendBranchRequest(branch=ref), timeout=600)
     return summary(times)
 
 
@@ -228,15 +241,23 @@ def level(rig: Rig, probes: int) -> dict[str, Any]:
         raw.append(rig.raw_probe())
     pss = pss_by_cluster(rig.d.mount_root)
     return {
-        "branches": rig.count(), "running": len(pss), "stopped": len(rig.stopped),
+        "branches": rig.count(), "running": len(pss), "suspended": len(rig.suspended),
         "create_branch_seconds": summary(create), "raw_snapshot_clone_seconds": summary(raw),
         **reads(rig, max(5, probes)),
-        "start_stopped_branch_seconds": start_stopped(rig, min(5, probes)),
+        "wake_suspended_branch_seconds": wake_suspended(rig, min(5, probes)),
         "pss_per_running_branch_mib": round(sum(pss.values()) / max(1, len(pss)) / MB, 2),
         "daemon_rss_mib": round(rss(rig.d.proc.pid) / MB, 1),
         "disk_per_branch": disk_per_branch(rig),
         "zfs_fuse_maps": zfs_fuse_maps(),
+        "mounted_filesystems": mounted_filesystems(rig.d.pool.name),
     }
+
+
+def mounted_filesystems(pool: str) -> int:
+    """The pool's mounted filesystems: zfs-fuse serves at most 1,000 (parked branches
+    hold none)."""
+    out = zfs("get", "-H", "-r", "-o", "value", "mounted", pool)
+    return sum(1 for line in out.splitlines() if line.strip() == "yes")
 
 
 def zfs_fuse_maps() -> int:

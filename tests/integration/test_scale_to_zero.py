@@ -115,6 +115,37 @@ def test_suspend_frees_the_port_and_resume_keeps_the_data(stub, daemon: Daemon, 
     assert kinds[-1] == ("resumed", "asked by an operator")
 
 
+def mounted(daemon: Daemon, b: pb.Branch) -> str:
+    dataset = f"{daemon.pool.name}/cygnet/db/{b.database_id}/{files(daemon, b).name}"
+    return run("zfs", "get", "-H", "-o", "value", "mounted", dataset).stdout.strip()
+
+
+def test_a_suspended_branch_is_parked_and_mounted_when_needed(stub, daemon: Daemon,
+                                                              shop) -> None:
+    b = new_branch(stub, shop, "parked")
+    query(connection(stub, b), "insert into t values ('parked')")
+    stub.SetBranchConfig(pb.SetBranchConfigRequest(branch=ref(b),
+                                                   settings={"work_mem": "5MB"}), timeout=60)
+    stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    assert mounted(daemon, b) == "no"  # parked: no mount held (park_suspended)
+    # Calls that read its files mount it; the supervisor parks it again.
+    config = stub.GetBranchConfig(pb.GetBranchConfigRequest(branch=ref(b)), timeout=30)
+    assert {s.name: s.value for s in config.settings}["work_mem"] == "5MB"
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(b), name="while-parked"),
+                        timeout=60)
+    wait_for("the branch parked again", lambda: mounted(daemon, b) == "no")
+    # A child of the parked branch: its branch point records where the WAL ends.
+    child = stub.CreateBranch(pb.CreateBranchRequest(
+        database=shop.database.name, name="of-parked", parent="parked"), timeout=120).branch
+    assert query(connection(stub, child), "select count(*) from t where v = 'parked'") == [(1,)]
+    snaps = stub.ListSnapshots(pb.ListSnapshotsRequest(branch=ref(b)), timeout=30).snapshots
+    assert "while-parked" in [x.name for x in snaps]
+    # A wake mounts it.
+    assert stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60).state == RUNNING
+    assert mounted(daemon, b) == "yes"
+    assert query(connection(stub, b), "show work_mem") == [("5MB",)]
+
+
 def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon, shop) -> None:
     b = new_branch(stub, shop, "cli-nap")
     label = f"{shop.database.name}/cli-nap"
@@ -150,8 +181,8 @@ def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> N
 
 def test_fifty_concurrent_wakes_start_it_once(stub, daemon: Daemon, shop) -> None:
     b = new_branch(stub, shop, "herd")
+    before = ready_lines(daemon, b)  # the log is on its dataset, parked once suspended
     stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
-    before = ready_lines(daemon, b)
     calls = [stub.ResumeBranch.future(pb.ResumeBranchRequest(branch=ref(b)), timeout=120)
              for _ in range(50)]
     results = [c.result() for c in calls]

@@ -45,6 +45,7 @@ async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Pro
     probe = Probe()
     if host.clusters.live(branch) is None:
         # Nothing writes while it is stopped: its shutdown checkpoint is its end.
+        await host.mount_branch(branch)  # a parked branch: pg_control is on its dataset
         probe.point = await _clean_stop_point(host, branch)
         yield probe
         return

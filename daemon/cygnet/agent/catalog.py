@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from cygnet.agent import layout as L
+from cygnet.states import Desired
 from cygnet.zfs import Dataset, DatasetNotFound, Zfs
 from cygnet.zfs.verbs import LISTED_NATIVE
 
@@ -167,9 +168,11 @@ class Catalog:
         self._merge(self.groups, found)
 
     def unmounted(self) -> list[str]:
-        """Filesystems that should be mounted and are not, parents first."""
+        """Filesystems that should be mounted and are not, parents first. Parked
+        branches (suspended, unmounted: Host.park) are left unmounted."""
         wanted = [ds.name for group in self.groups.values() for ds in group.values()
                   if not ds.is_snapshot and ds.native.get("mounted") == "no"
+                  and not parked(ds)
                   and ds.native.get("canmount") == "on"
                   and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-")]
         return sorted(wanted, key=lambda n: (n.count("/"), n))
@@ -192,6 +195,12 @@ class Catalog:
 
     def database_groups(self) -> Iterable[str]:
         return [g for g in self.groups if g]
+
+
+def parked(ds: Dataset) -> bool:
+    """A suspended branch: its dataset may stay unmounted until it wakes."""
+    return (ds.user.get(L.P_KIND) == "branch"
+            and ds.user.get(L.P_DESIRED) == Desired.SUSPENDED)
 
 
 def _outermost(trees: Iterable[str]) -> list[str]:
@@ -261,6 +270,12 @@ class TrackedZfs(Zfs):
     async def mount(self, name: str) -> None:
         try:
             await super().mount(name)
+        finally:
+            self._touch(name)
+
+    async def unmount(self, name: str) -> None:
+        try:
+            await super().unmount(name)
         finally:
             self._touch(name)
 

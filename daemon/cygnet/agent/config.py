@@ -111,6 +111,11 @@ class AgentConfig:
     # medium's 512 MB, 12-15 s with 1024). The branch keeps them until its next
     # restart (a suspend, say). 0: the size class's own.
     recovery_shared_buffers_mb: int = 1024
+    # Suspended branches' datasets are unmounted ("parked") and mounted again when
+    # they wake: a host holds thousands of branches without thousands of mounts
+    # (zfs-fuse serves at most 1,000 filesystems; OpenZFS mounts every mounted one
+    # at import). Off: they stay mounted.
+    park_suspended: bool = True
     # Off-host repository in S3-compatible storage (docs/durability.md): the
     # endpoint URL (empty: none) and bucket. Empty credentials: the environment's
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Never shown in logs or errors.

@@ -19,7 +19,7 @@ from cygnet.agent.ports import PortAllocator
 from cygnet.agent.space import PoolSpace, mount_each
 from cygnet.errors import ResourceExhausted
 from cygnet.postgres.versions import installed_versions
-from cygnet.zfs import OutOfSpace, Zfs
+from cygnet.zfs import OutOfSpace, Zfs, ZfsError
 from cygnet.zfs.pools import PoolStatus, pool_status
 
 log = logging.getLogger("cygnet.agent")
@@ -116,6 +116,27 @@ class Host:
     def mounted(self, branch: BranchRecord) -> bool:
         """Whether the branch's dataset is mounted where its files should be."""
         return self.clusters.files(branch).mount.is_mount()
+
+    async def mount_branch(self, branch: BranchRecord) -> bool:
+        """Mounts a branch's own dataset when it is not (a parked branch, or a host
+        that imported its pools unmounted); True when it is mounted now."""
+        if self.mounted(branch):
+            return True
+        try:
+            await self.zfs.mount(branch.dataset)
+        except ZfsError as exc:
+            log.error("could not mount %s: %s", branch.dataset, exc)
+        return self.mounted(branch)
+
+    async def park(self, branch: BranchRecord) -> None:
+        """Unmounts a suspended branch's dataset (park_suspended); a failure leaves it
+        mounted, which costs a mount and nothing else. Under the database's lock."""
+        if not self.config.park_suspended or not self.mounted(branch):
+            return
+        try:
+            await self.zfs.unmount(branch.dataset)
+        except ZfsError as exc:
+            log.warning("branch %s stays mounted: %s", branch.id, exc)
 
     def ensure_headroom(self, inv: Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""

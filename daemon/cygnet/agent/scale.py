@@ -131,6 +131,7 @@ class Scaler:
         exc = future.exception()  # retrieved, even when every caller has gone
         if isinstance(exc, CygnetError):
             self._failed[branch_id] = (time.monotonic(), exc)
+            self.supervisor.keep_mounted(branch_id)
             self.wake_failures += 1
         else:
             self._failed.pop(branch_id, None)
@@ -289,6 +290,7 @@ class Scaler:
                 branch.desired = Desired.SUSPENDED
             await self.host.clusters.stop(branch, "fast")
             await self.drop_port(branch)
+            await self.host.park(branch)
         finally:
             self._suspending.discard(branch.id)
         self.supervisor.forget(branch.id)

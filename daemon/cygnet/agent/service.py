@@ -28,6 +28,8 @@ from cygnet.names import shown
 from cygnet.states import BranchState, Desired, state_of_phase
 
 T = TypeVar("T")
+# Branch calls that never read a branch's files: a parked branch stays unmounted.
+_NO_FILES = frozenset({"DeleteBranch", "SuspendBranch"})
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ class AgentService:
             db, inv = await self._locked_db(ref)
             try:
                 _, branch = self.resolve(inv, ref)
+                if method not in _NO_FILES:
+                    await self.host.mount_branch(branch)  # parked: its files are needed
                 return await action(db, branch)
             finally:
                 self.host.db_locks[db.id].release()
@@ -364,8 +368,11 @@ class AgentService:
     # --- Postgres settings and extensions --------------------------------------
 
     async def branch_config(self, ref: BranchRef) -> pgsettings.ConfigView:
-        _, branch = await self.read_branch(ref)
-        return await pgsettings.read_config(self.host, branch)
+        async def action(db: DatabaseRecord, branch: BranchRecord) -> pgsettings.ConfigView:
+            return await pgsettings.read_config(self.host, branch)
+
+        # Under the lock: the files of a parked branch are mounted for the read.
+        return await self._with_branch(ref, "", "GetBranchConfig", action)
 
     async def set_branch_config(self, ref: BranchRef, settings: dict[str, str], restart: bool,
                                 request_id: str) -> pgsettings.ConfigView:

@@ -33,6 +33,9 @@ RESYNC_INTERVAL = 60.0
 RESYNC_SHARE = 20.0
 # How often a pool short of its reserve is looked at again (seconds).
 RESERVE_INTERVAL = 5.0
+# Suspended branches unmounted again per round at most (each a `zfs umount`), so a
+# host with many mounted ones (park_suspended just turned on) still checks its own.
+PARKS_PER_ROUND = 16
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Supervisor:
         self._failures: dict[str, _Failure] = {}
         self.restarts = 0  # postmasters this supervisor brought back
         self.deaths = DeathWatch()
+        self._parks_left = PARKS_PER_ROUND
+        self._keep_mounted: set[str] = set()
 
     def is_failing(self, branch_id: str) -> bool:
         return branch_id in self._failures
@@ -65,6 +70,12 @@ class Supervisor:
     def forget(self, branch_id: str) -> None:
         """An operator's start/stop wipes the backoff slate."""
         self._failures.pop(branch_id, None)
+        self._keep_mounted.discard(branch_id)
+
+    def keep_mounted(self, branch_id: str) -> None:
+        """A suspended branch whose wake failed stays mounted until it starts, so that
+        its log and files can be read and repaired where they are."""
+        self._keep_mounted.add(branch_id)
 
     def record_failure(self, branch_id: str, reason: str = "", *,
                        unavailable: bool = False) -> float:
@@ -98,6 +109,8 @@ class Supervisor:
                                      f"{self.reason(branch.id)}")
 
     async def _mount_own(self, branch: BranchRecord) -> bool:
+        if await self.host.mount_branch(branch):  # a parked branch: its dataset alone
+            return True
         try:
             await self.host.space.mount_own()
         except Exception:
@@ -111,11 +124,14 @@ class Supervisor:
         is fine; only a dead postmaster makes us read its database from ZFS.
         """
         now = time.monotonic()
+        self._parks_left = PARKS_PER_ROUND
         for db in list(self.host.known.values()):
             lock = self.host.db_locks[db.id]
             if lock.locked() or db.phase != L.PHASE_READY:
                 continue  # an operation is changing this database; look next round
             for branch in list(db.branches.values()):
+                if branch.phase == L.PHASE_READY and branch.desired == Desired.SUSPENDED:
+                    await self._repark(db.id, branch)
                 if branch.phase != L.PHASE_READY or branch.desired != Desired.RUNNING:
                     continue
                 live = self.host.clusters.live(branch)
@@ -126,6 +142,21 @@ class Supervisor:
                 failure = self._failures.get(branch.id)
                 if failure is None or now >= failure.retry_at:
                     await self._restart_if_still_wanted(db.id, branch.id)
+
+    async def _repark(self, database_id: str, branch: BranchRecord) -> None:
+        """Unmounts a suspended branch that an operation mounted (its settings read,
+        a snapshot of it taken), once nothing else holds its database."""
+        if (not self.host.config.park_suspended or self._parks_left <= 0
+                or branch.id in self._keep_mounted or not self.host.mounted(branch)):
+            return
+        lock = self.host.db_locks[database_id]
+        if lock.locked():
+            return
+        self._parks_left -= 1
+        async with lock:
+            if (branch.desired == Desired.SUSPENDED and not branch.port
+                    and self.host.clusters.live(branch) is None):
+                await self.host.park(branch)
 
     async def _restart_if_still_wanted(self, database_id: str, branch_id: str) -> None:
         """Re-reads the database under its lock: the cache may be behind."""

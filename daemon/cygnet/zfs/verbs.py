@@ -152,6 +152,9 @@ class Zfs:
     async def mount(self, name: str) -> None:
         await self._run_retrying_busy(["zfs", "mount", name])
 
+    async def unmount(self, name: str) -> None:
+        await self._run_retrying_busy(["zfs", "umount", name])
+
     async def unmounted(self, root: str) -> list[str]:
         """Filesystems at and below `root` that should be mounted but are not,
         parents first (a child's mountpoint lies inside its parent's)."""
