@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from cygnet.agent import layout as L
-from cygnet.agent.catalog import group_of
+from cygnet.agent.catalog import Catalog, group_of, parked
 from cygnet.agent.inventory import build
-from cygnet.zfs import Dataset
+from cygnet.zfs import Dataset, Zfs
 
 DB = "p/cygnet/db/dbaaaaaaaaaa"
 
@@ -48,3 +48,25 @@ def test_a_swap_shows_one_branch_at_every_step() -> None:
     (main,) = inv.databases["dbaaaaaaaaaa"].branches.values()
     assert main.dataset == f"{DB}/new"
 
+
+
+def test_only_suspended_branches_are_parked() -> None:
+    def branch(desired: str) -> Dataset:
+        return Dataset(f"{DB}/br{desired[:4]}", user={L.P_KIND: "branch", L.P_DESIRED: desired})
+
+    assert parked(branch("suspended"))
+    assert not parked(branch("running")) and not parked(branch("stopped"))
+    assert not parked(Dataset(DB, user={L.P_KIND: "database", L.P_DESIRED: "suspended"}))
+
+
+def test_the_mount_check_leaves_parked_branches_unmounted() -> None:
+    catalog = Catalog(Zfs(), ("p",))
+    native = {"mounted": "no", "canmount": "on", "mountpoint": "/m"}
+    catalog.groups[DB] = {
+        DB: Dataset(DB, native=native, user={L.P_KIND: "database"}),
+        f"{DB}/brparked": Dataset(f"{DB}/brparked", native=native,
+                                  user={L.P_KIND: "branch", L.P_DESIRED: "suspended"}),
+        f"{DB}/brstopped": Dataset(f"{DB}/brstopped", native=native,
+                                   user={L.P_KIND: "branch", L.P_DESIRED: "stopped"}),
+    }
+    assert catalog.unmounted() == [DB, f"{DB}/brstopped"]
