@@ -61,10 +61,21 @@ class BranchRecord:
     archive: str = ""
     wal_gen: int = 0
     fork: str = ""
+    _index: tuple[list[SnapshotRecord], dict[str, SnapshotRecord]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
         return not self.parent_id
+
+    def snapshot_at(self, dataset: str) -> SnapshotRecord | None:
+        """The snapshot named `dataset` (DATASET@ID): an index, so that a listing of a
+        thousand children of one parent does not scan its snapshots a thousand times."""
+        index = self._index
+        if index is None or index[0] is not self.snapshots or len(index[1]) != len(
+                self.snapshots):
+            index = self._index = (self.snapshots, {s.dataset: s for s in self.snapshots})
+        return index[1].get(dataset)
 
 
 @dataclass

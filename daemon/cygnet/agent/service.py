@@ -70,7 +70,7 @@ class BranchView:
         parent = self.parent
         if not origin or parent is None:
             return ""
-        snap = next((s for s in parent.snapshots if s.dataset == origin), None)
+        snap = parent.snapshot_at(origin)
         if snap is not None and snap.kind == "user":
             return snap.name
         # A branch point: its id, which is the snapshot's name in ZFS.
