@@ -69,4 +69,6 @@ def test_the_mount_check_leaves_parked_branches_unmounted() -> None:
         f"{DB}/brstopped": Dataset(f"{DB}/brstopped", native=native,
                                    user={L.P_KIND: "branch", L.P_DESIRED: "stopped"}),
     }
+    catalog.groups[DB][f"{DB}/brroot"] = Dataset(  # mounted, by the kernel's table
+        f"{DB}/brroot", native=native | {"mountpoint": "/"}, user={L.P_KIND: "branch"})
     assert catalog.unmounted() == [DB, f"{DB}/brstopped"]

@@ -24,13 +24,15 @@ from collections.abc import Iterable, Mapping
 from cygnet.agent import layout as L
 from cygnet.states import Desired
 from cygnet.zfs import Dataset, DatasetNotFound, Zfs
+from cygnet.zfs.kernel_mounts import mount_points
 from cygnet.zfs.verbs import LISTED_NATIVE
 
 log = logging.getLogger("cygnet.agent")
 
-# What the catalog reads of each dataset: the listing's natives, whether it is
+# What the catalog reads of each dataset: the listing's natives, whether it may be
 # mounted (so a start mounts what is not, without another pass), our properties.
-NATIVE = (*LISTED_NATIVE, "mounted", "canmount")
+# Whether it is mounted comes from the kernel's table (zfs/kernel_mounts.py).
+NATIVE = (*LISTED_NATIVE, "canmount")
 
 
 def group_of(name: str) -> str:
@@ -170,11 +172,12 @@ class Catalog:
     def unmounted(self) -> list[str]:
         """Filesystems that should be mounted and are not, parents first. Parked
         branches (suspended, unmounted: Host.park) are left unmounted."""
+        mounted = mount_points()
         wanted = [ds.name for group in self.groups.values() for ds in group.values()
-                  if not ds.is_snapshot and ds.native.get("mounted") == "no"
-                  and not parked(ds)
+                  if not ds.is_snapshot and not parked(ds)
                   and ds.native.get("canmount") == "on"
-                  and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-")]
+                  and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-",
+                                                                  *mounted)]
         return sorted(wanted, key=lambda n: (n.count("/"), n))
 
     @staticmethod
