@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable, Mapping
 
 from cygnet.agent import layout as L
@@ -177,7 +178,10 @@ class Catalog:
                   if not ds.is_snapshot and not parked(ds)
                   and ds.native.get("canmount") == "on"
                   and ds.native.get("mountpoint", "none") not in ("none", "legacy", "-",
-                                                                  *mounted)]
+                                                                  *mounted)
+                  # Not in the table by its name: a path through a symlink is
+                  # listed resolved, so ask the file system (few get this far).
+                  and not os.path.ismount(ds.native["mountpoint"])]
         return sorted(wanted, key=lambda n: (n.count("/"), n))
 
     @staticmethod

@@ -22,6 +22,7 @@ from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.errors import FailedPrecondition
 from cygnet.states import Desired
+from cygnet.zfs.kernel_mounts import mount_points
 
 log = logging.getLogger("cygnet.agent")
 
@@ -53,6 +54,7 @@ class Supervisor:
         self.restarts = 0  # postmasters this supervisor brought back
         self.deaths = DeathWatch()
         self._parks_left = PARKS_PER_ROUND
+        self._mount_table: set[str] | None = None
         self._keep_mounted: set[str] = set()
 
     def is_failing(self, branch_id: str) -> bool:
@@ -124,7 +126,7 @@ class Supervisor:
         is fine; only a dead postmaster makes us read its database from ZFS.
         """
         now = time.monotonic()
-        self._parks_left = PARKS_PER_ROUND
+        self._parks_left, self._mount_table = PARKS_PER_ROUND, None
         for db in list(self.host.known.values()):
             lock = self.host.db_locks[db.id]
             if lock.locked() or db.phase != L.PHASE_READY:
@@ -147,7 +149,13 @@ class Supervisor:
         """Unmounts a suspended branch that an operation mounted (its settings read,
         a snapshot of it taken), once nothing else holds its database."""
         if (not self.host.config.park_suspended or self._parks_left <= 0
-                or branch.id in self._keep_mounted or not self.host.mounted(branch)):
+                or branch.id in self._keep_mounted):
+            return
+        # The kernel's table, read once a round: a stat per suspended branch would
+        # be a FUSE call each on zfs-fuse, every second, for every one of them.
+        if self._mount_table is None:
+            self._mount_table = mount_points()
+        if str(self.host.clusters.files(branch).mount) not in self._mount_table:
             return
         lock = self.host.db_locks[database_id]
         if lock.locked():
