@@ -144,6 +144,14 @@ def test_a_suspended_branch_is_parked_and_mounted_when_needed(stub, daemon: Daem
     assert stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60).state == RUNNING
     assert mounted(daemon, b) == "yes"
     assert query(connection(stub, b), "show work_mem") == [("5MB",)]
+    # An operator's stop of a parked branch mounts it and keeps it so (docs/operations.md).
+    stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
+    assert mounted(daemon, b) == "no"
+    stub.StopBranch(pb.StopBranchRequest(branch=ref(b)), timeout=60)
+    time.sleep(2.5)  # more than two supervisor rounds
+    assert mounted(daemon, b) == "yes"
+    assert (files(daemon, b) / "log" / "postgres.log").is_file()
+    assert stub.StartBranch(pb.StartBranchRequest(branch=ref(b)), timeout=60).state == RUNNING
 
 
 def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon, shop) -> None:

@@ -162,9 +162,12 @@ class Supervisor:
             return
         self._parks_left -= 1
         async with lock:
-            if (branch.desired == Desired.SUSPENDED and not branch.port
-                    and self.host.clusters.live(branch) is None):
-                await self.host.park(branch)
+            # The latest record: an operation may have changed it since the round began.
+            db = self.host.known.get(database_id)
+            now = db.branches.get(branch.id) if db is not None else None
+            if (now is not None and now.desired == Desired.SUSPENDED and not now.port
+                    and self.host.clusters.live(now) is None):
+                await self.host.park(now)
 
     async def _restart_if_still_wanted(self, database_id: str, branch_id: str) -> None:
         """Re-reads the database under its lock: the cache may be behind."""
