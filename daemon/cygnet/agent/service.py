@@ -368,10 +368,16 @@ class AgentService:
     # --- Postgres settings and extensions --------------------------------------
 
     async def branch_config(self, ref: BranchRef) -> pgsettings.ConfigView:
+        _, branch = await self.read_branch(ref)
+        if self.host.mounted(branch):  # no lock: a long operation does not hold this up
+            view = await pgsettings.read_config(self.host, branch)
+            if self.host.mounted(branch):  # still: not parked while it read
+                return view
+
         async def action(db: DatabaseRecord, branch: BranchRecord) -> pgsettings.ConfigView:
             return await pgsettings.read_config(self.host, branch)
 
-        # Under the lock: the files of a parked branch are mounted for the read.
+        # A parked branch: mounted for the read, under its database's lock.
         return await self._with_branch(ref, "", "GetBranchConfig", action)
 
     async def set_branch_config(self, ref: BranchRef, settings: dict[str, str], restart: bool,
