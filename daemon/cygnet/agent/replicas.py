@@ -360,10 +360,13 @@ async def _remove(host: Host, rec: ReplicaRecord) -> None:
 
 
 async def delete(host: Host, peers: Peers, database_id: str) -> None:
-    """DeleteReplica: stop, destroy, and drop the slot on the primary (if it answers)."""
-    rec = await find(host, database_id)
-    assert rec is not None
-    await _remove(host, rec)
+    """DeleteReplica: stop, destroy, and drop the slot on the primary (if it answers).
+    Under the database's lock: start_all restarts a standby it finds stopped and
+    unlocked, which between the stop and the destroy made the dataset busy."""
+    async with host.db_locks[database_id]:
+        rec = await find(host, database_id)
+        assert rec is not None
+        await _remove(host, rec)
     address = rec.props.get(P_PRIMARY_API, "")
     if address:
         try:
