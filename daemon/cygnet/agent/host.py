@@ -19,6 +19,7 @@ from cygnet.agent.ports import PortAllocator
 from cygnet.agent.space import PoolSpace, mount_each
 from cygnet.errors import ResourceExhausted
 from cygnet.postgres.versions import installed_versions
+from cygnet.states import Desired
 from cygnet.zfs import OutOfSpace, Zfs, ZfsError
 from cygnet.zfs.pools import PoolStatus, pool_status
 
@@ -117,6 +118,11 @@ class Host:
         """Whether the branch's dataset is mounted where its files should be."""
         return self.clusters.files(branch).mount.is_mount()
 
+    def parks(self, branch: BranchRecord) -> bool:
+        """Whether the branch's dataset is to stay unmounted: suspended, with
+        park_suspended on (catalog.parked says the same of a listed dataset)."""
+        return self.config.park_suspended and branch.desired == Desired.SUSPENDED
+
     async def mount_branch(self, branch: BranchRecord) -> bool:
         """Mounts a branch's own dataset when it is not (a parked branch, or a host
         that imported its pools unmounted); True when it is mounted now."""
@@ -131,7 +137,7 @@ class Host:
     async def park(self, branch: BranchRecord) -> None:
         """Unmounts a suspended branch's dataset (park_suspended); a failure leaves it
         mounted, which costs a mount and nothing else. Under the database's lock."""
-        if not self.config.park_suspended or not self.mounted(branch):
+        if not self.parks(branch) or not self.mounted(branch):
             return
         try:
             await self.zfs.unmount(branch.dataset)

@@ -49,7 +49,6 @@ from cygnet.agent.transfer import Peers, peer_error
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.errors import Aborted, FailedPrecondition, ResourceExhausted, Unavailable
 from cygnet.postgres.versions import resolve_version
-from cygnet.states import Desired
 from cygnet.zfs import streams
 from cygnet.zfs.errors import DatasetBusy, ZfsError
 from cygnet.zfs.pools import pool_status
@@ -324,8 +323,7 @@ class Move:
             if main is None:
                 raise FailedPrecondition(f"database {db.name} arrived without its main branch")
             for b in db.branches.values():
-                parked = b.desired == Desired.SUSPENDED and self.host.config.park_suspended
-                if not parked and not self.host.mounted(b):
+                if not self.host.parks(b) and not self.host.mounted(b):
                     await self.host.zfs.mount(b.dataset)
         with steps.step("main's start"):
             if any(d.running and d.branch_id == main.id for d in plan.datasets):

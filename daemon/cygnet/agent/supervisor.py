@@ -132,7 +132,7 @@ class Supervisor:
             if lock.locked() or db.phase != L.PHASE_READY:
                 continue  # an operation is changing this database; look next round
             for branch in list(db.branches.values()):
-                if branch.phase == L.PHASE_READY and branch.desired == Desired.SUSPENDED:
+                if branch.phase == L.PHASE_READY and self.host.parks(branch):
                     await self._repark(db.id, branch)
                 if branch.phase != L.PHASE_READY or branch.desired != Desired.RUNNING:
                     continue
@@ -148,8 +148,7 @@ class Supervisor:
     async def _repark(self, database_id: str, branch: BranchRecord) -> None:
         """Unmounts a suspended branch that an operation mounted (its settings read,
         a snapshot of it taken), once nothing else holds its database."""
-        if (not self.host.config.park_suspended or self._parks_left <= 0
-                or branch.id in self._keep_mounted):
+        if self._parks_left <= 0 or branch.id in self._keep_mounted:
             return
         # The kernel's table, read once a round: a stat per suspended branch would
         # be a FUSE call each on zfs-fuse, every second, for every one of them.
@@ -165,7 +164,7 @@ class Supervisor:
             # The latest record: an operation may have changed it since the round began.
             db = self.host.known.get(database_id)
             now = db.branches.get(branch.id) if db is not None else None
-            if (now is not None and now.desired == Desired.SUSPENDED and not now.port
+            if (now is not None and self.host.parks(now) and not now.port
                     and self.host.clusters.live(now) is None):
                 await self.host.park(now)
 
