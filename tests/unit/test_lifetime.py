@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from cygnet.agent import layout as L
-from cygnet.agent.expiry import NEVER, due, effective_expiry
+from cygnet.agent.expiry import NEVER, children_index, due, effective_expiry
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.lifetime import PROTECT, UNPROTECT, Change, plan
 from cygnet.agent.protection import guard, is_protected
@@ -95,3 +95,16 @@ def test_bad_changes() -> None:
     with pytest.raises(InvalidArgument, match=r"^protect_for: goes with"):
         plan(record("b", "main"), Change(protect_for=60), NOW)
     assert plan(record("b", "main"), Change(clear_expiry=True), NOW) == ({}, [L.P_EXPIRES])
+
+
+def test_a_listing_s_children_index_gives_the_same_expiries() -> None:
+    main = record("main")
+    tree = [record(f"b{i}", "main" if i < 3 else f"b{i % 3}", expires=NOW + i) for i in range(9)]
+    tree[4].expires_at = 0.0  # holds b1 for ever
+    db = database(main, *tree)
+    kids = children_index(db)
+    assert sorted(c.id for c in kids["main"]) == ["b0", "b1", "b2"]
+    for b in (main, *tree):
+        assert effective_expiry(db, b, NOW, kids) == effective_expiry(db, b, NOW)
+    assert effective_expiry(db, tree[1], NOW, kids) == NEVER
+    assert effective_expiry(db, tree[2], NOW, kids) == NOW + 8

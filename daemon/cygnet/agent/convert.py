@@ -6,6 +6,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cygnet.agent import lifetime
 from cygnet.agent.clusters import Connection
+from cygnet.agent.expiry import Children, children_index
 from cygnet.agent.host import HostStatus, PoolView
 from cygnet.agent.inventory import DatabaseRecord, SnapshotRecord
 from cygnet.agent.pgsettings import ConfigView, ExtensionView
@@ -33,13 +34,13 @@ def database(db: DatabaseRecord) -> pb.Database:
     )
 
 
-def branch(view: BranchView, child_ids: list[str] | None = None) -> pb.Branch:
-    """`child_ids`, when given, spares a scan of the database's branches (a listing
-    passes each branch's, found in one pass: children_by_parent)."""
+def branch(view: BranchView, kids: Children | None = None) -> pb.Branch:
+    """`kids` (expiry.children_index of the view's database), when given, spares a
+    scan of the database's branches: a listing makes it once for all."""
     b, db = view.record, view.database
     parent = view.parent
-    if child_ids is None:
-        child_ids = [c.id for c in db.children(b.id)]
+    if kids is None:
+        kids = children_index(db)
     return pb.Branch(
         id=b.id, name=b.name, database_id=db.id, database_name=db.name,
         parent_branch_id=b.parent_id, parent_branch_name=parent.name if parent else "",
@@ -47,20 +48,17 @@ def branch(view: BranchView, child_ids: list[str] | None = None) -> pb.Branch:
         desired_running=b.desired == Desired.RUNNING, used_bytes=b.used_bytes,
         logical_bytes=b.logical_bytes, port=b.port, created_at=timestamp(b.created),
         postgres_version=db.version_of(b), size_class=db.size_class,
-        child_branch_ids=child_ids, state_message=view.message,
+        child_branch_ids=[c.id for c in kids.get(b.id, ())], state_message=view.message,
         suspend_after=Duration(seconds=int(view.suspend_after)),
-        **lifetime.branch_fields(view),  # expiry and protection
+        **lifetime.branch_fields(view, kids),  # expiry and protection
     )
 
 
-def children_by_parent(views: list[BranchView]) -> dict[str, list[str]]:
-    """Each listed branch's children's ids, by the parent's id, in one pass over the
-    branches of the databases listed."""
-    kids: dict[str, list[str]] = {}
-    for db in {id(v.database): v.database for v in views}.values():
-        for b in db.branches.values():
-            kids.setdefault(b.parent_id, []).append(b.id)
-    return kids
+def branches(views: list[BranchView]) -> list[pb.Branch]:
+    """A listing's messages: each database's children index is made once."""
+    dbs = {id(v.database): v.database for v in views}
+    indexes = {key: children_index(db) for key, db in dbs.items()}
+    return [branch(v, indexes[id(v.database)]) for v in views]
 
 
 def snapshot(snap: SnapshotRecord, branch_ids_by_dataset: dict[str, str]) -> pb.Snapshot:

@@ -13,7 +13,7 @@ from typing import Any
 
 from cygnet.agent import layout as L
 from cygnet.agent.events import Event
-from cygnet.agent.expiry import NEVER, effective_expiry
+from cygnet.agent.expiry import NEVER, Children, effective_expiry
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.protection import is_protected, require_admin
@@ -92,13 +92,13 @@ async def update_branch(host: Host, branch: BranchRecord, change: Change) -> Non
         branch.protected, branch.protected_until = False, 0.0
 
 
-def branch_fields(view: BranchView) -> dict[str, Any]:
+def branch_fields(view: BranchView, kids: Children | None = None) -> dict[str, Any]:
     """The expiry and protection fields of a Branch message (convert.branch)."""
     b, now = view.record, time.time()
     fields: dict[str, Any] = {"protected": is_protected(b, now)}
     if b.expires_at:
         fields["expires_at"] = timestamp(b.expires_at)
-    effective = effective_expiry(view.database, b, now)
+    effective = effective_expiry(view.database, b, now, kids)
     if effective != NEVER:
         fields["effective_expires_at"] = timestamp(effective)
     if fields["protected"] and b.protected_until:

@@ -105,9 +105,7 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def ListBranches(self, req: pb.ListBranchesRequest, ctx: Ctx
                            ) -> pb.ListBranchesResponse:
         views = await self.service.list_branches(req.database)
-        kids = convert.children_by_parent(views)
-        return pb.ListBranchesResponse(
-            branches=[convert.branch(v, kids.get(v.record.id, [])) for v in views])
+        return pb.ListBranchesResponse(branches=convert.branches(views))
 
     async def DeleteBranch(self, req: pb.DeleteBranchRequest, ctx: Ctx
                            ) -> pb.DeleteBranchResponse:

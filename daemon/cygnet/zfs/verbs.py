@@ -35,6 +35,9 @@ class Dataset:
     name: str
     native: dict[str, str] = field(default_factory=dict)
     user: dict[str, str] = field(default_factory=dict)  # only locally set values
+    # What readers derive from this listing, kept with it: a listing is not changed
+    # once parsed (a change is read again as a new Dataset), so neither is this.
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_snapshot(self) -> bool:
