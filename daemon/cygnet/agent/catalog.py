@@ -34,6 +34,7 @@ log = logging.getLogger("cygnet.agent")
 # mounted (so a start mounts what is not, without another pass), our properties.
 # Whether it is mounted comes from the kernel's table (zfs/kernel_mounts.py).
 NATIVE = (*LISTED_NATIVE, "canmount")
+READ_PROPS = (*NATIVE, *L.USER_PROPS)
 
 
 def group_of(name: str) -> str:
@@ -65,6 +66,12 @@ class Catalog:
         self._load_started: int | None = None
         self._reread_during_load: dict[str, bool] = {}  # name -> whole tree
         self.reads = 0  # zfs reads made by refreshes (for tests and metrics)
+        # Started from the copy saved at the last clean stop (agent/catalog_file.py),
+        # until a load reads ZFS whole.
+        self.from_saved = False
+        # Bumped at every change of `groups`: a build from an unchanged catalog may
+        # be reused by readers that change nothing (Host.shared_inventory).
+        self.version = 0
 
     # --- marks (called by TrackedZfs after each write) -------------------------
 
@@ -80,6 +87,7 @@ class Catalog:
 
     def dropped(self, name: str) -> None:
         """`name` and everything below it were destroyed."""
+        self.version += 1
         group = self.groups.get(group_of(name), {})
         for key in [k for k in group if _under(k, name)]:
             del group[key]
@@ -102,20 +110,26 @@ class Catalog:
                 for pool in self.pools:
                     self.reads += 1
                     self._merge(groups, await self.zfs.get_props(
-                        L.root(pool), [*NATIVE, *L.USER_PROPS], recursive=True))
+                        L.root(pool), READ_PROPS, recursive=True))
             except BaseException:
                 self.loaded = False
                 raise
             finally:
                 self._load_started = None
             async with self._lock:
-                self.groups, self.loaded = groups, True
+                self.groups, self.loaded, self.from_saved = groups, True, False
+                self.version += 1
                 for marks in (self._names, self._trees):
                     for key in [k for k, seq in marks.items() if seq <= started]:
                         del marks[key]
                 for name, tree in self._reread_during_load.items():
                     (self.touched_tree if tree else self.touched)(name)
                 self._reread_during_load.clear()
+
+    def adopt(self, groups: dict[str, dict[str, Dataset]]) -> None:
+        """Starts from a saved catalog instead of a load (agent/catalog_file.py)."""
+        self.groups, self.loaded, self.from_saved = groups, True, True
+        self.version += 1
 
     async def refresh(self) -> None:
         """Re-reads what writes marked since the last read."""
@@ -146,7 +160,7 @@ class Catalog:
 
     async def _read(self, name: str, *, recursive: bool) -> None:
         self.reads += 1
-        props = [*NATIVE, *L.USER_PROPS]
+        props = READ_PROPS
         try:
             found = await self.zfs.get_props(name, props, recursive=recursive)
         except DatasetNotFound:
@@ -156,6 +170,7 @@ class Catalog:
             for key in [k for k in group if _under(k, name)]:
                 del group[key]
         self._merge(self.groups, found)
+        self.version += 1
 
     async def reread_databases(self) -> None:
         """The database datasets' own properties, in one `zfs get` of just them (a
@@ -165,10 +180,11 @@ class Catalog:
             return
         self.reads += 1
         try:
-            found = await self.zfs.get_many(names, [*NATIVE, *L.USER_PROPS])
+            found = await self.zfs.get_many(names, READ_PROPS)
         except DatasetNotFound:  # one went meanwhile: its delete marked it already
             return
         self._merge(self.groups, found)
+        self.version += 1
 
     def unmounted(self) -> list[str]:
         """Filesystems that should be mounted and are not, parents first. Parked

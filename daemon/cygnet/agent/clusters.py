@@ -55,6 +55,9 @@ class Clusters:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        # Postmasters (pid, start ticks) whose pid file said "ready", and when
+        # (monotonic): agent/liveness.py reads it again after a second.
+        self.seen_ready: dict[tuple[int, int], float] = {}
 
     @functools.cached_property
     def tls(self) -> ServerTls:

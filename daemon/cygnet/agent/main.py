@@ -39,6 +39,7 @@ from cygnet.errors import CygnetError
 from cygnet.metrics.agent import AgentMetrics
 from cygnet.metrics.runtime import start as start_metrics
 from cygnet.postgres.versions import installed_versions
+from cygnet.zfs import ZfsError
 
 log = logging.getLogger("cygnet.agent")
 
@@ -143,6 +144,13 @@ async def serve(config: AgentConfig) -> None:
     await server.stop(grace=5)
     for task in background:
         task.cancel()
+    if background:
+        await asyncio.wait(background, timeout=10)
+    try:  # nothing runs any more: the next start may serve from it
+        if await asyncio.wait_for(host.save_catalog(), 15):
+            log.info("saved the catalog for the next start")
+    except (OSError, TimeoutError, ZfsError) as exc:
+        log.warning("the catalog was not saved (%s): the next start reads ZFS whole", exc)
 
 
 def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service: AgentService,

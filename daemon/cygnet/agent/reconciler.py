@@ -32,7 +32,7 @@ log = logging.getLogger("cygnet.agent")
 
 async def reconcile(host: Host, supervisor: Supervisor) -> None:
     await ensure_roots(host)
-    await host.resync()  # the catalog's first read, whole: the only one at start
+    await host.start_catalog()  # a read of everything, or the copy a clean stop saved
     # cygnetd owns its pools: after a reboot they may be imported but not mounted.
     await host.mount_unmounted()
     # Temporary clones of backups and diffs first: they pin their branches' snapshots.

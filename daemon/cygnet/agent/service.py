@@ -112,9 +112,11 @@ class AgentService:
             raise NotFound(f"database {shown(name)} not found")
         return db.id
 
-    async def read_database(self, database_id: str, *, snapshots: bool = True
-                            ) -> tuple[DatabaseRecord, Inventory]:
-        inv = await self.host.database_inventory(database_id, snapshots=snapshots)
+    async def read_database(self, database_id: str, *, snapshots: bool = True,
+                            shared: bool = False) -> tuple[DatabaseRecord, Inventory]:
+        """`shared`: for a caller that changes none of the records (Host.shared_inventory)."""
+        inv = await (self.host.shared_inventory(database_id) if shared else
+                     self.host.database_inventory(database_id, snapshots=snapshots))
         db = inv.databases.get(database_id)
         if db is None or db.phase == L.PHASE_DELETING:
             raise NotFound(f"database {shown(database_id)} not found")
@@ -128,8 +130,9 @@ class AgentService:
         db = inv.database(ref.database)
         return db, db.branch(ref.name)
 
-    async def read_branch(self, ref: BranchRef) -> tuple[DatabaseRecord, BranchRecord]:
-        _, inv = await self.read_database(await self.database_id(ref))
+    async def read_branch(self, ref: BranchRef, *, shared: bool = False
+                          ) -> tuple[DatabaseRecord, BranchRecord]:
+        _, inv = await self.read_database(await self.database_id(ref), shared=shared)
         return self.resolve(inv, ref)
 
     def view(self, db: DatabaseRecord, branch: BranchRecord, live: LiveView | None = None
@@ -170,11 +173,12 @@ class AgentService:
         return sorted(inv.databases.values(), key=lambda d: d.created)
 
     async def get_branch(self, ref: BranchRef) -> BranchView:
-        return self.view(*await self.read_branch(ref))
+        return self.view(*await self.read_branch(ref, shared=True))
 
     async def list_branches(self, database: str) -> list[BranchView]:
         if database:
-            databases = [(await self.read_database(await self.database_id(database)))[0]]
+            databases = [(await self.read_database(await self.database_id(database),
+                                                   shared=True))[0]]
         else:
             databases = list((await self.host.inventory()).databases.values())
         live = LiveView(self.host.clusters)

@@ -201,8 +201,11 @@ class Supervisor:
              branch=branch.name, reason="restarted by the supervisor")
 
     async def run(self, stop: asyncio.Event) -> None:
-        # The reconciler has just read everything: the first resync can wait.
-        resync_at, reserve_at = time.monotonic() + RESYNC_INTERVAL, 0.0
+        # The reconciler has just read everything: the first resync can wait, unless
+        # the start took the catalog a clean stop saved (agent/catalog_file.py).
+        resync_at = time.monotonic() + (0.0 if self.host.datasets is not None
+                                        and self.host.datasets.from_saved else RESYNC_INTERVAL)
+        reserve_at = 0.0
         try:
             while not stop.is_set():
                 now = time.monotonic()
