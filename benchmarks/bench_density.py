@@ -95,6 +95,8 @@ class Rig:
             self.suspended += made
             log(f"{self.count()} branches, {len(made)} by hand; restarting the daemon")
             self.d.stop()
+            # The catalog saved at the stop knows nothing of those: read ZFS whole.
+            (self.d.base / "state" / "catalog.json").unlink(missing_ok=True)
             self.d.start(timeout=600)
 
     def create_probe(self, i: int) -> float:
@@ -271,24 +273,45 @@ def zfs_fuse_maps() -> int:
         return sum(1 for _ in f)
 
 
-def restart(rig: Rig) -> dict[str, Any]:
+def restart(rig: Rig, *, cold: bool) -> dict[str, Any]:
+    """A SIGTERM, then a start until SERVING: warm, from the catalog the stop saved
+    (ZFS is then read whole in the background: `catalog_fresh_seconds`), or cold,
+    reading ZFS whole first."""
     before = postmaster_pids(rig.d.mount_root)
     assert rig.d.proc is not None
     rig.d.stop()
     rig.d.proc.wait(timeout=600)  # the old daemon gone: the new one's start alone is timed
+    saved = rig.d.base / "state" / "catalog.json"
+    was_saved = saved.exists()
+    if cold:
+        saved.unlink(missing_ok=True)
     mark = rig.d.log_path.stat().st_size
     t0 = time.perf_counter()
     rig.d.start(timeout=600)
     took = time.perf_counter() - t0
+    fresh = wait_for_log(rig.d.log_path, mark, "resync took", 600) - t0 if not cold else took
     # Kept for reading where the start went (the run's directory is removed).
     with rig.d.log_path.open("rb") as f:
         f.seek(mark)
-        (WORK / "density-restart.log").write_bytes(f.read())
+        (WORK / f"density-restart-{'cold' if cold else 'warm'}.log").write_bytes(f.read())
     after = postmaster_pids(rig.d.mount_root)
     assert rig.d.proc is not None
-    return {"seconds_to_serving": round(took, 3), "postmasters": len(before),
+    return {"seconds_to_serving": round(took, 3), "catalog_saved_at_stop": was_saved,
+            "catalog_fresh_seconds": round(fresh, 3), "postmasters": len(before),
             "adopted_same_pids": before == after,
             "daemon_rss_mib_after": round(rss(rig.d.proc.pid) / MB, 1)}
+
+
+def wait_for_log(path: Path, offset: int, text: str, timeout: float) -> float:
+    """perf_counter() when `text` first shows in the log past `offset`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with path.open("rb") as f:
+            f.seek(offset)
+            if text.encode() in f.read():
+                return time.perf_counter()
+        time.sleep(0.1)
+    raise RuntimeError(f"{text!r} not logged within {timeout}s")
 
 
 def run(sizes: list[int], running: int, probes: int, pool_size: str,
@@ -318,7 +341,8 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str,
             1, last["branches"] - first["branches"])
         return {
             "machine": f"{os.cpu_count()} cores, zfs-fuse on a file-backed pool",
-            "levels": levels, "restart": restart(rig),
+            "levels": levels, "restart": restart(rig, cold=False),
+            "restart_cold": restart(rig, cold=True),
             "made_through_api": min(max(sizes), api_fill),
             "create_p50_ratio_last_to_first": round(ratio, 3),
             "raw_p50_ratio_last_to_first": round(raw_ratio, 3),

@@ -8,6 +8,7 @@ needed, so a daemon that loses its memory loses nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cygnet.agent import layout as L
 from cygnet.errors import NotFound
@@ -92,6 +93,9 @@ class DatabaseRecord:
     branches: dict[str, BranchRecord] = field(default_factory=dict)
     quota_bytes: int = 0  # ZFS quota of the database's dataset; 0: none
     archive: str = ""  # WAL archiving of its branches: on/off, "" main only (agent/archive.py)
+    # What readers derive from a build that nobody changes (Host.shared_inventory),
+    # kept with it: a listing's messages (agent/convert.py).
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def version_of(self, branch: BranchRecord) -> str:
         """The major `branch` runs: its own after an upgrade, else the database's."""

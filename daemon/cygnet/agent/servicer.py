@@ -105,7 +105,10 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def ListBranches(self, req: pb.ListBranchesRequest, ctx: Ctx
                            ) -> pb.ListBranchesResponse:
         views = await self.service.list_branches(req.database)
-        return pb.ListBranchesResponse(branches=convert.branches(views))
+        reply = pb.ListBranchesResponse()
+        # With a database named, the views are of the build listings share.
+        convert.fill_branches(reply.branches, views, shared=bool(req.database))
+        return reply
 
     async def DeleteBranch(self, req: pb.DeleteBranchRequest, ctx: Ctx
                            ) -> pb.DeleteBranchResponse:

@@ -215,6 +215,7 @@ class Supervisor:
                         # A recursive read stalls zfs-fuse for everyone (6 s at 1,000
                         # branches on a busy host): keep it to 5% of the time.
                         took = time.monotonic() - now
+                        log.debug("resync took %.3fs", took)
                         resync_at = now + max(RESYNC_INTERVAL, RESYNC_SHARE * took)
                     if now >= reserve_at:
                         await self.host.space.ensure_missing_reserves()
