@@ -43,6 +43,10 @@ async def _verbs(pool: str) -> None:
     with pytest.raises(HasDependents):
         await zfs.destroy(f"{root}@s1")
     await zfs.set_props(f"{pool}/c", {"cygnet:phase": "ready", "cygnet:port": "5"})
+    # Named ones, some missing: the others still answer.
+    some = await zfs.get_existing([f"{pool}/nope", f"{pool}/c", f"{root}@nope"], ["cygnet:phase"])
+    assert list(some) == [f"{pool}/c"] and some[f"{pool}/c"].user == {"cygnet:phase": "ready"}
+    assert await zfs.get_existing([f"{pool}/nope"], ["cygnet:phase"]) == {}
     got = await zfs.get_props(f"{pool}/c", ["cygnet:phase", "cygnet:port"])
     assert got[f"{pool}/c"].user == {"cygnet:phase": "ready", "cygnet:port": "5"}
     await zfs.promote(f"{pool}/c")

@@ -22,7 +22,7 @@ from cygnet.agent.space import PoolSpace, mount_each
 from cygnet.errors import ResourceExhausted
 from cygnet.postgres.versions import installed_versions
 from cygnet.states import Desired
-from cygnet.zfs import OutOfSpace, Zfs, ZfsError
+from cygnet.zfs import Dataset, OutOfSpace, Zfs, ZfsError
 from cygnet.zfs.pools import PoolStatus, pool_status
 
 log = logging.getLogger("cygnet.agent")
@@ -253,6 +253,11 @@ class Host:
             self.known.pop(database_id, None)     # which others may change)
             self._shared.pop(database_id, None)
         return kept[1]
+
+    async def database_datasets(self, database_id: str) -> dict[str, Dataset]:
+        """The catalog's datasets and snapshots of one database, current (a copy)."""
+        group = await self._fresh_group(database_id, "")
+        return self._catalog.datasets(group) if group else {}
 
     async def _fresh_group(self, database_id: str, pool: str) -> str:
         catalog = self._catalog

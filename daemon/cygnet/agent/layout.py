@@ -137,3 +137,10 @@ P_WAL_GEN = "cygnet:wal-gen"  # on branches: the archive generation (a rewind st
 P_FORK = "cygnet:fork"  # on branches: PARENT_GEN:wal point of the branch point (wal/points.py)
 P_WAL_POINT = "cygnet:wal-point"  # on snapshots: the WAL it holds ends in LOW-HIGH@TIME
 USER_PROPS += (P_ARCHIVE, P_WAL_GEN, P_FORK, P_WAL_POINT)
+
+# Masked copies and their snapshots (agent/masked_goldens.py), read from the catalog.
+P_MASKED = "cygnet:masked"  # "1" on a masked snapshot
+P_MASKED_LSN = "cygnet:masked-lsn"  # where the masked snapshot's fresh WAL starts
+P_MASK_OF = "cygnet:masked-of"  # the branch id the copy masks
+P_MASK_RULES = "cygnet:masked-rules"  # sha256 of the rules it was masked with
+USER_PROPS += (P_MASKED, P_MASKED_LSN, P_MASK_OF, P_MASK_RULES)

@@ -19,18 +19,17 @@ import logging
 from cygnet.agent import layout as L
 from cygnet.agent.host import Host
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord
-from cygnet.zfs import DatasetNotFound, HasDependents, ZfsError
+from cygnet.zfs import DatasetNotFound, HasDependents
 
 log = logging.getLogger("cygnet.agent")
 
 MASKED = "masked"  # cygnet:kind of the copy, cygnet:snapshot-kind of its snapshot
 SOURCE_KIND = "masked-source"  # cygnet:snapshot-kind of the parent's snapshot it clones
 SNAP = "masked"
-P_MASKED = "cygnet:masked"  # "1" on a masked snapshot
-P_MASKED_LSN = "cygnet:masked-lsn"  # where the masked snapshot's fresh WAL starts
-P_MASK_OF = "cygnet:masked-of"  # the branch id the copy masks
-P_MASK_RULES = "cygnet:masked-rules"  # sha256 of the rules it was masked with
-PROPS = (L.P_KIND, L.P_CREATED, L.P_DATABASE, P_MASKED, P_MASKED_LSN, P_MASK_OF, P_MASK_RULES)
+P_MASKED = L.P_MASKED
+P_MASKED_LSN = L.P_MASKED_LSN
+P_MASK_OF = L.P_MASK_OF
+P_MASK_RULES = L.P_MASK_RULES
 
 
 def is_masked(ds_user: dict[str, str]) -> bool:
@@ -39,8 +38,7 @@ def is_masked(ds_user: dict[str, str]) -> bool:
 
 async def find(host: Host, db: DatabaseRecord, parent: BranchRecord, digest: str) -> str:
     """The newest masked snapshot of `parent` made with these rules, or ""."""
-    # Depth 2: a snapshot is one level below its dataset.
-    datasets = await host.zfs.list(L.database(db.pool, db.id), PROPS, depth=2)
+    datasets = await host.database_datasets(db.id)  # the catalog's: no listing
     best, newest = "", -1.0
     for ds in datasets.values():
         u = ds.user
@@ -71,13 +69,13 @@ async def destroy(host: Host, copy: str) -> bool:
 
 
 async def drop_of(host: Host, branch: BranchRecord) -> None:
-    """Removes the masked copies made from `branch` (before the branch is destroyed)."""
-    parent_ds = branch.dataset.rsplit("/", 1)[0]
-    try:
-        datasets = await host.zfs.list(parent_ds, PROPS, depth=1)
-    except ZfsError:
-        return
+    """Removes the masked copies made from `branch` (before the branch is destroyed).
+    From the catalog: a listing of the database's datasets, even one level deep,
+    walks all of them on zfs-fuse (3.5 s of every delete at 1,000 branches)."""
+    database_ds = branch.dataset.rsplit("/", 1)[0]
+    datasets = await host.database_datasets(branch.database_id)
     copies = [ds.name for ds in datasets.values() if not ds.is_snapshot
+              and ds.name.rsplit("/", 1)[0] == database_ds
               and ds.user.get(P_MASK_OF) == branch.id
               and ds.user.get(L.P_KIND) in (MASKED, "temp")]
     for copy in copies:

@@ -90,11 +90,10 @@ class PoolSpace:
 
     async def _chunks(self, pool: str) -> dict[int, int]:
         """The pool's reserve chunks present: number -> bytes reserved."""
-        try:
-            listing = await self.zfs.get_props(L.root(pool), ["refreservation"], recursive=True,
-                                               depth=1)
-        except DatasetNotFound:
-            return {}
+        # By name: a listing one level deep walks every dataset of the pool on
+        # zfs-fuse (20 s at 1,000 branches), for host status and each resync.
+        listing = await self.zfs.get_existing(
+            [L.reserve(pool, chunk) for chunk in range(RESERVE_CHUNKS)], ["refreservation"])
         prefix = L.reserve(pool, 0)[:-1]
         return {int(name[len(prefix):]): ds.number("refreservation")
                 for name, ds in listing.items()

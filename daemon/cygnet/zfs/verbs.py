@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cygnet.zfs.dialect import Dialect, probe
-from cygnet.zfs.errors import DatasetBusy, OutOfSpace, ZfsTimeout
+from cygnet.zfs.errors import DatasetBusy, OutOfSpace, ZfsTimeout, error_from
 from cygnet.zfs.parsing import get_rows
 from cygnet.zfs.runner import CommandRunner
 from cygnet.zfs.settle import run_settled, settled
@@ -198,6 +198,22 @@ class Zfs:
         result = await self.runner.run(["zfs", "get", "-H", "-p", "-o",
                                          "name,property,value,source", ",".join(wanted),
                                          *targets])
+        return parse_get(result.stdout)
+
+    async def get_existing(self, names: Iterable[str], props: Iterable[str]
+                           ) -> dict[str, Dataset]:
+        """get_many, leaving out the names that do not exist (in one `zfs get`: a
+        listing with a depth walks every dataset below, on zfs-fuse)."""
+        wanted, targets = list(props), list(names)
+        if not targets:
+            return {}
+        argv = ["zfs", "get", "-H", "-p", "-o", "name,property,value,source", ",".join(wanted),
+                *targets]
+        result = await self.runner.run(argv, check=False)
+        if result.returncode != 0 and any(
+                line.strip() and "does not exist" not in line
+                for line in result.stderr.splitlines()):
+            raise error_from(argv, result.returncode, result.stderr)
         return parse_get(result.stdout)
 
     async def list(self, root: str, user_props: Iterable[str] = (), depth: int | None = None

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from cygnet.agent import layout as L
 from cygnet.agent.inventory import DatabaseRecord
 from cygnet.backup import cron
 from cygnet.backup.retention import Policy
@@ -115,14 +114,10 @@ def from_props(user: dict[str, str], config: AgentConfig, created: float) -> Sch
 
 
 async def read_all(host: Host, databases: list[DatabaseRecord]) -> dict[str, Schedule]:
-    """Every database's schedule by id, one `zfs get` per pool."""
-    user: dict[str, dict[str, str]] = {}
-    for pool in {db.pool for db in databases}:
-        root = L.databases_root(pool)
-        if not await host.zfs.exists(root):
-            continue
-        listing = await host.zfs.get_props(root, PROPS, recursive=True, depth=1)
-        user |= {name: ds.user for name, ds in listing.items()}
+    """Every database's schedule by id, in one `zfs get` naming the databases' datasets
+    (a listing one level deep walks every dataset below them, on zfs-fuse)."""
+    listing = await host.zfs.get_existing([db.dataset for db in databases], PROPS)
+    user = {name: ds.user for name, ds in listing.items()}
     return {db.id: from_props(user.get(db.dataset, {}), host.config, db.created)
             for db in databases}
 
