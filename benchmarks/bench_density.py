@@ -99,15 +99,16 @@ class Rig:
             (self.d.base / "state" / "catalog.json").unlink(missing_ok=True)
             self.d.start(timeout=600)
 
-    def create_probe(self, i: int) -> float:
+    def create_probe(self, i: int) -> tuple[float, float]:
+        """CreateBranch, then DeleteBranch of it: the seconds of each."""
         with self.d.stub() as s:
             t0 = time.perf_counter()
             b = s.CreateBranch(pb.CreateBranchRequest(database=DB, name=f"probe{i}"),
                                timeout=600)
-            took = time.perf_counter() - t0
+            t1 = time.perf_counter()
             s.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(branch_id=b.branch.id)),
                            timeout=600)
-        return took
+        return t1 - t0, time.perf_counter() - t1
 
     def raw_probe(self) -> float:
         """zfs snapshot + clone (mounted by zfs) of main at the same dataset count."""
@@ -237,14 +238,17 @@ def disk_per_branch(rig: Rig) -> dict[str, float]:
 def level(rig: Rig, probes: int) -> dict[str, Any]:
     log(f"measuring at {rig.count()} branches")
     assert rig.d.proc is not None
-    create, raw = [], []
+    create, delete, raw = [], [], []
     for i in range(probes):  # interleaved, so both see the same machine
-        create.append(rig.create_probe(i))
+        made, deleted = rig.create_probe(i)
+        create.append(made)
+        delete.append(deleted)
         raw.append(rig.raw_probe())
     pss = pss_by_cluster(rig.d.mount_root)
     return {
         "branches": rig.count(), "running": len(pss), "suspended": len(rig.suspended),
         "create_branch_seconds": summary(create), "raw_snapshot_clone_seconds": summary(raw),
+        "delete_branch_seconds": summary(delete),
         **reads(rig, max(5, probes)),
         "wake_suspended_branch_seconds": wake_suspended(rig, min(5, probes)),
         "pss_per_running_branch_mib": round(sum(pss.values()) / max(1, len(pss)) / MB, 2),
