@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from cygnet.agent import layout as L
 from cygnet.agent.catalog import Catalog, group_of, parked
 from cygnet.agent.inventory import build
@@ -72,3 +76,23 @@ def test_the_mount_check_leaves_parked_branches_unmounted() -> None:
     catalog.groups[DB][f"{DB}/brroot"] = Dataset(  # mounted, by the kernel's table
         f"{DB}/brroot", native=native | {"mountpoint": "/"}, user={L.P_KIND: "branch"})
     assert catalog.unmounted() == [DB, f"{DB}/brstopped"]
+
+
+class _CutShort(Zfs):
+    """A listing that never finishes: the resync a stop cancels."""
+
+    async def get_props(self, *args: object, **kwargs: object) -> dict[str, Dataset]:
+        raise asyncio.CancelledError
+
+
+def test_a_resync_cut_short_keeps_the_catalog_read_before() -> None:
+    catalog = Catalog(_CutShort(), ("p",))
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(catalog.load())
+    assert not catalog.loaded  # a first load: nothing to read from
+    catalog.adopt({DB: {DB: Dataset(DB, user={L.P_KIND: "database"})}})
+    version = catalog.version
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(catalog.load())
+    assert catalog.loaded and not catalog.dirty and DB in catalog.datasets(DB)
+    assert catalog.version == version

@@ -112,7 +112,9 @@ class Catalog:
                     self._merge(groups, await self.zfs.get_props(
                         L.root(pool), READ_PROPS, recursive=True))
             except BaseException:
-                self.loaded = False
+                # What was read before stays current through the marks (a resync
+                # cut short by a stop, say); a first load leaves nothing to read.
+                self.loaded = self.loaded and bool(self.groups)
                 raise
             finally:
                 self._load_started = None
