@@ -28,8 +28,10 @@ the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -356,6 +358,8 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str,
         }
     finally:
         d.stop()
+        with contextlib.suppress(OSError):  # kept for reading where the time went
+            shutil.copyfile(d.log_path, WORK / "density-daemon.log")
         pool.destroy(d.mount_root)
 
 

@@ -63,20 +63,13 @@ async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Pro
             probe.point = WalPoint(low, parse_lsn(high_row[0]), time.time())
 
 
-def remember(snapshot: str, point: WalPoint | None) -> None:
-    """Keeps a new snapshot's point in memory, where a fork is read from at once."""
+async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
     if point is None:
         return
     _recent[snapshot] = point
     while len(_recent) > 256:
         _recent.popitem(last=False)
-
-
-async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
-    """Remembers the point and writes it on the snapshot (cygnet:wal-point)."""
-    remember(snapshot, point)
-    if point is not None:
-        await host.zfs.set_props(snapshot, {L.P_WAL_POINT: point.text()})
+    await host.zfs.set_props(snapshot, {L.P_WAL_POINT: point.text()})
 
 
 _CHECKPOINT = re.compile(r"^Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)", re.MULTILINE)

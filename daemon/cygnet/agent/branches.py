@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from cygnet.agent import archive, archive_points, masked_goldens
 from cygnet.agent import layout as L
@@ -52,28 +50,21 @@ def find_branch_by_request(inv: Inventory, request_id: str) -> BranchRecord | No
     return next((b for b in inv.branches() if b.request_id == request_id), None)
 
 
-async def branch_point(host: Host, parent: BranchRecord, label: str,
-                       deferred: list[Coroutine[Any, Any, None]] | None = None
-                       ) -> tuple[str, int]:
+async def branch_point(host: Host, parent: BranchRecord, label: str) -> tuple[str, int]:
     """A fresh snapshot of `parent`'s current state, and its subscription count.
 
     A running parent gets a CHECKPOINT first so the clone's crash recovery has
     almost nothing to replay; the snapshot itself is atomic and includes pg_wal.
     """
-    return await take_snapshot(host, parent, L.new_id("sn"), label, "branch-point", "",
-                               deferred)
+    return await take_snapshot(host, parent, L.new_id("sn"), label, "branch-point", "")
 
 
 async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: str, kind: str,
-                        request_id: str,
-                        deferred: list[Coroutine[Any, Any, None]] | None = None
-                        ) -> tuple[str, int]:
+                        request_id: str) -> tuple[str, int]:
     """CHECKPOINT if running, then `zfs snapshot` with its properties set atomically.
 
     Returns the snapshot and the subscription count (1 when the branch is
-    stopped and the count unknown: callers then take the safe path). With
-    `deferred`, the write of its WAL point (a `zfs set` of its own) is left there
-    for the caller to await beside its next step: a branch's clone.
+    stopped and the count unknown: callers then take the safe path).
     """
     snapshot = f"{branch.dataset}@{snap_id}"
     # CHECKPOINT and the WAL's end around the snapshot, on one connection.
@@ -84,11 +75,7 @@ async def take_snapshot(host: Host, branch: BranchRecord, snap_id: str, name: st
         if subscriptions >= 0:
             props[L.P_SUBS] = str(subscriptions)
         await host.zfs.snapshot(snapshot, props)
-    if deferred is None:
-        await archive_points.record(host, snapshot, probe.point)
-    else:
-        archive_points.remember(snapshot, probe.point)  # the fork is read from it now
-        deferred.append(archive_points.record(host, snapshot, probe.point))
+    await archive_points.record(host, snapshot, probe.point)
     return snapshot, abs(subscriptions)
 
 
@@ -116,17 +103,15 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
     branch.suspend_after = suspend_after  # idle timeout (agent/scale.py); -1: the host's
     own_snapshot = not snapshot_ref and populate is None
     timer = StepTimer()
-    deferred: list[Coroutine[Any, Any, None]] = []  # the branch point's WAL point write
     try:
         with timer.step("snapshot"):
             subscriptions = 1 if populate is not None else await _take_origin(
-                host, parent, branch, snapshot_ref, upgrade=bool(target), deferred=deferred)
+                host, parent, branch, snapshot_ref, upgrade=bool(target))
         origin = branch.origin or ""
         try:
             with timer.step("clone"):
                 if populate is None:
-                    await _all(host.zfs.clone(origin, branch.dataset, branch_props(branch)),
-                               *deferred)
+                    await host.zfs.clone(origin, branch.dataset, branch_props(branch))
                 else:
                     subscriptions = await populate(branch)
             if target:
@@ -143,9 +128,6 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
             raise
     except BaseException:
         host.ports.release(port)
-        for write in deferred:  # not started when the snapshot step failed after it
-            if inspect.getcoroutinestate(write) == inspect.CORO_CREATED:
-                write.close()
         raise
     host.ports.commit(port)
     log.info("branch %s/%s (%s) ready in %s", db.name, name, branch.id, timer)
@@ -157,8 +139,7 @@ async def create_branch(host: Host, inv: Inventory, db: DatabaseRecord, name: st
 
 
 async def _take_origin(host: Host, parent: BranchRecord, branch: BranchRecord,
-                       snapshot_ref: str, *, upgrade: bool,
-                       deferred: list[Coroutine[Any, Any, None]]) -> int:
+                       snapshot_ref: str, *, upgrade: bool) -> int:
     """Sets the branch's origin (the named snapshot, or a new branch point) and its
     fork; returns the parent's subscription count there."""
     snap = find_snapshot(parent, snapshot_ref) if snapshot_ref else None
@@ -166,8 +147,7 @@ async def _take_origin(host: Host, parent: BranchRecord, branch: BranchRecord,
         # Unknown counts take the safe path: start with workers off first.
         origin, subscriptions = snap.dataset, abs(snap.subscriptions)
     else:
-        origin, subscriptions = await branch_point(host, parent, f"branch {branch.name}",
-                                                   deferred)
+        origin, subscriptions = await branch_point(host, parent, f"branch {branch.name}")
     branch.origin = origin
     # Where its WAL leaves its parent's (agent/archive.py). An upgrade has
     # none: its new major cannot replay the parent's WAL (new system id),
@@ -185,14 +165,11 @@ async def _start_and_mark_ready(host: Host, db: DatabaseRecord, branch: BranchRe
     caller destroys the branch; if the daemon dies meanwhile, the reconciler
     starts a ready branch that should run, and a retry finds it by request id.
     """
-    await _all(host.clusters.start_clone(branch, db, subscriptions),
-               host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY}),
-               host.refresh_space(branch))  # for the reply; a fresh clone's figures hold
-
-
-async def _all(*steps: Awaitable[Any]) -> None:
-    """Runs the steps at once, waits for every one, then raises the first failure."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
+    results = await asyncio.gather(
+        host.clusters.start_clone(branch, db, subscriptions),
+        host.zfs.set_props(branch.dataset, {L.P_PHASE: L.PHASE_READY}),
+        host.refresh_space(branch),  # for the reply; a fresh clone's figures hold
+        return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
