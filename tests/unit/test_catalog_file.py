@@ -17,24 +17,28 @@ GROUPS = {"": {"p/cygnet": Dataset("p/cygnet", {"type": "filesystem"})},
 
 def test_saved_then_taken_once(tmp_path: Path) -> None:
     path = tmp_path / "catalog.json"
-    catalog_file.save(path, GROUPS, ["p"], PROPS)
+    catalog_file.save(path, GROUPS, {"p": "1"}, PROPS)
     assert path.stat().st_mode & 0o777 == 0o600
-    assert catalog_file.take(path, ["p"], PROPS) == GROUPS
+    assert catalog_file.take(path, {"p": "1"}, PROPS) == GROUPS
     assert not path.exists()
-    assert catalog_file.take(path, ["p"], PROPS) is None  # one start only
+    assert catalog_file.take(path, {"p": "1"}, PROPS) is None  # one start only
 
 
-def test_another_pool_set_or_property_list_or_a_bad_file_is_not_used(tmp_path: Path) -> None:
+def test_other_pools_a_pool_made_again_or_a_bad_file_are_not_used(tmp_path: Path) -> None:
     path = tmp_path / "catalog.json"
-    for pools, props in ((["p", "q"], PROPS), (["p"], (*PROPS, "cygnet:new"))):
-        catalog_file.save(path, GROUPS, ["p"], PROPS)
+    others = (({"p": "1", "q": "2"}, PROPS), ({"p": "1"}, (*PROPS, "cygnet:new")),
+              ({"p": "9"}, PROPS))  # "9": the pool made again, its root a new guid
+    for pools, props in others:
+        catalog_file.save(path, GROUPS, {"p": "1"}, PROPS)
         assert catalog_file.take(path, pools, props) is None
         assert not path.exists()
-    catalog_file.save(path, GROUPS, ["p"], PROPS)
+    assert not catalog_file.save(path, GROUPS, {"p": ""}, PROPS)  # a root's guid unknown
+    assert not path.exists()
+    catalog_file.save(path, GROUPS, {"p": "1"}, PROPS)
     body = json.loads(path.read_text())
     path.write_text(json.dumps(body | {"version": "0.0.1"}))
-    assert catalog_file.take(path, ["p"], PROPS) is None
+    assert catalog_file.take(path, {"p": "1"}, PROPS) is None
     for junk in ("{", '{"format": 1}', json.dumps(body | {"groups": {"": {"x": 5}}})):
         path.write_text(junk)
-        assert catalog_file.take(path, ["p"], PROPS) is None
+        assert catalog_file.take(path, {"p": "1"}, PROPS) is None
         assert not path.exists()

@@ -171,7 +171,7 @@ class Host:
     async def start_catalog(self) -> Inventory:
         """At start: the catalog saved at the last clean stop if there is a usable one
         (the supervisor reads ZFS whole right after), else a read of everything."""
-        saved = (catalog_file.take(self.catalog_path, self.config.pools, CATALOG_PROPS)
+        saved = (catalog_file.take(self.catalog_path, await self._pool_roots(), CATALOG_PROPS)
                  if self.config.catalog_warm_start else None)
         if saved is None:
             return await self.resync()
@@ -190,8 +190,21 @@ class Host:
         await catalog.refresh()  # what the last writes marked
         if catalog.dirty:
             return False
-        catalog_file.save(self.catalog_path, catalog.groups, self.config.pools, CATALOG_PROPS)
-        return True
+        return catalog_file.save(self.catalog_path, catalog.groups, await self._pool_roots(),
+                                 CATALOG_PROPS)
+
+    async def _pool_roots(self) -> dict[str, str]:
+        """Each pool's POOL/cygnet guid ("" if it cannot be read): what a saved
+        catalog is for."""
+        roots = {}
+        for pool in self.config.pools:
+            try:
+                got = await self.zfs.get_props(layout.root(pool), ["guid"])
+            except ZfsError:
+                got = {}
+            ds = got.get(layout.root(pool))
+            roots[pool] = ds.native.get("guid", "") if ds is not None else ""
+        return roots
 
     @property
     def catalog_path(self) -> Path:
