@@ -13,6 +13,7 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.states import BranchState
 
 NOW = time.time()
+DAY = 86400.0
 
 
 def record(branch_id: str, parent: str = "", **kw: object) -> BranchRecord:
@@ -30,9 +31,10 @@ def database() -> DatabaseRecord:
     main = record("brmain")
     main.snapshots = [SnapshotRecord("snbrdev", "before", "p/cygnet/db/db1/brmain@snbrdev",
                                      "brmain", "user", NOW - 30, 0, 0)]
-    for b in (main, record("brdev", "brmain", expires_at=NOW + 600),
-              record("brkid", "brdev", expires_at=NOW + 900, protected=True,
-                     protected_until=NOW + 1200),
+    # Days ahead: the suite collects this module half an hour before it runs.
+    for b in (main, record("brdev", "brmain", expires_at=NOW + DAY),
+              record("brkid", "brdev", expires_at=NOW + 2 * DAY, protected=True,
+                     protected_until=NOW + 3 * DAY),
               record("brold", "brmain", desired="suspended", suspend_after=30)):
         db.branches[b.id] = b
     return db
@@ -53,7 +55,7 @@ def test_listing_messages_equal_single_ones_and_follow_the_live_state() -> None:
     by_id = {b.id: b for b in listed.branches}
     assert by_id["brdev"].origin_snapshot == "before"
     assert list(by_id["brdev"].child_branch_ids) == ["brkid"]
-    assert by_id["brdev"].effective_expires_at.seconds == int(NOW + 1200)
+    assert by_id["brdev"].effective_expires_at.seconds == int(NOW + 3 * DAY)
     assert by_id["brkid"].protected and by_id["brkid"].HasField("protected_until")
     assert by_id["brold"].HasField("suspend_after") and not by_id["brold"].desired_running
     assert by_id["brmain"].state == pb.BRANCH_STATE_FAILED

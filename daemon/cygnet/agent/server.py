@@ -103,7 +103,8 @@ async def build_server(config: AgentConfig, servicer: AgentServicer
         BackupsServicer(BackupService(servicer.service)), server)
     schema_pb2_grpc.add_SchemaServicer_to_server(  # type: ignore[no-untyped-call]
         SchemaServicer(SchemaService(servicer.service)), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = await health_status.starting_servicer(
+        (SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, BACKUPS_NAME, SCHEMA_NAME,

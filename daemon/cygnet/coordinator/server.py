@@ -61,7 +61,7 @@ async def build_server(config: CoordinatorConfig, servicer: CoordinatorServicer,
                         # interval: bandwidth probes (pings) cost more than they tune.
                         options=[("grpc.http2.bdp_probe", 0)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = await health_status.starting_servicer((SERVICE_NAME,))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
