@@ -82,15 +82,12 @@ def fill_branches(out: RepeatedCompositeFieldContainer[pb.Branch], views: list[B
         kids = indexes.get(id(db))
         if kids is None:
             kids = indexes[id(db)] = children_index(db)
+        kept = db.derived.setdefault("branch_messages", {}) if shared else {}
+        part = kept.get(view.record.id)
+        if part is None:
+            part = kept[view.record.id] = _record_part(view, kids)
         msg = out.add()
-        if shared:
-            kept = db.derived.setdefault("branch_messages", {})
-            part = kept.get(view.record.id)
-            if part is None:
-                part = kept[view.record.id] = _record_part(view, kids)
-            msg.CopyFrom(part)
-        else:
-            msg.MergeFrom(_record_part(view, kids))
+        msg.CopyFrom(part)
         _set_live_part(msg, view, kids)
 
 

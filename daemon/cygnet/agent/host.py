@@ -68,7 +68,7 @@ class Host:
     # the writes of `zfs` (agent/catalog.py): operations read it, not ZFS.
     datasets: Catalog | None = None
     # shared_inventory's builds, by database id, with the catalog version they are of.
-    _shared: dict[str, tuple[tuple[str, int], Inventory]] = field(default_factory=dict)
+    _shared: dict[str, tuple[int, Inventory]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
@@ -196,15 +196,13 @@ class Host:
     async def _pool_roots(self) -> dict[str, str]:
         """Each pool's POOL/cygnet guid ("" if it cannot be read): what a saved
         catalog is for."""
-        roots = {}
-        for pool in self.config.pools:
-            try:
-                got = await self.zfs.get_props(layout.root(pool), ["guid"])
-            except ZfsError:
-                got = {}
-            ds = got.get(layout.root(pool))
-            roots[pool] = ds.native.get("guid", "") if ds is not None else ""
-        return roots
+        roots = {pool: layout.root(pool) for pool in self.config.pools}
+        try:
+            found = await self.zfs.get_existing(roots.values(), ["guid"])
+        except ZfsError:
+            found = {}
+        return {pool: found[root].native.get("guid", "") if root in found else ""
+                for pool, root in roots.items()}
 
     @property
     def catalog_path(self) -> Path:
@@ -246,8 +244,7 @@ class Host:
                                  snapshots: bool = True) -> Inventory:
         """One database, from the catalog; the cache learns it (or forgets it if
         gone). Under the database's lock (a change) its free space is read again."""
-        group = await self._fresh_group(database_id, pool)
-        datasets = self._catalog.datasets(group) if group else {}
+        datasets = await self.database_datasets(database_id, pool)
         if not snapshots:
             datasets = {n: ds for n, ds in datasets.items() if "@" not in n}
         return self._learn(database_id, build(datasets))
@@ -256,20 +253,19 @@ class Host:
         """database_inventory, for readers that change nothing in it (listings): the
         build is kept and handed out again while the catalog is unchanged, since
         building 1,000 branches' records is most of a listing's time."""
-        group = await self._fresh_group(database_id, "")
-        key = (group, self._catalog.version)
+        datasets = await self.database_datasets(database_id)
         kept = self._shared.get(database_id)
-        if kept is None or kept[0] != key:
-            kept = self._shared[database_id] = (key, build(
-                self._catalog.datasets(group) if group else {}))
+        if kept is None or kept[0] != self._catalog.version:
+            kept = self._shared[database_id] = (self._catalog.version, build(datasets))
         if database_id not in kept[1].databases:  # (its records stay out of `known`,
             self.known.pop(database_id, None)     # which others may change)
             self._shared.pop(database_id, None)
         return kept[1]
 
-    async def database_datasets(self, database_id: str) -> dict[str, Dataset]:
-        """The catalog's datasets and snapshots of one database, current (a copy)."""
-        group = await self._fresh_group(database_id, "")
+    async def database_datasets(self, database_id: str, pool: str = "") -> dict[str, Dataset]:
+        """The catalog's datasets and snapshots of one database, current (a copy).
+        Under the database's lock (a change) its free space is read again."""
+        group = await self._fresh_group(database_id, pool)
         return self._catalog.datasets(group) if group else {}
 
     async def _fresh_group(self, database_id: str, pool: str) -> str:
