@@ -97,7 +97,7 @@ class Rig:
             self.suspended += made
             log(f"{self.count()} branches, {len(made)} by hand; restarting the daemon")
             self.d.stop()
-            # The catalog saved at the stop knows nothing of those: read ZFS whole.
+            # The catalog kept on disk knows nothing of those: read ZFS whole.
             (self.d.base / "state" / "catalog.json").unlink(missing_ok=True)
             self.d.start(timeout=600)
 
@@ -279,30 +279,36 @@ def zfs_fuse_maps() -> int:
         return sum(1 for _ in f)
 
 
-def restart(rig: Rig, *, cold: bool) -> dict[str, Any]:
-    """A SIGTERM, then a start until SERVING: warm, from the catalog the stop saved
-    (ZFS is then read whole in the background: `catalog_fresh_seconds`), or cold,
-    reading ZFS whole first."""
+def restart(rig: Rig, how: str) -> dict[str, Any]:
+    """A stop, then a start until SERVING. `how`: "stop" (SIGTERM), "kill" (kill -9:
+    the catalog kept on disk, with the journal of the writes since its last save),
+    or "cold" (SIGTERM, then the kept catalog deleted: ZFS read whole first, as
+    after a reboot). With a kept catalog ZFS is then read whole in the background
+    (`catalog_fresh_seconds`)."""
     before = postmaster_pids(rig.d.mount_root)
     assert rig.d.proc is not None
-    rig.d.stop()
+    if how == "kill":
+        rig.d.kill9()
+    else:
+        rig.d.stop()
     rig.d.proc.wait(timeout=600)  # the old daemon gone: the new one's start alone is timed
-    saved = rig.d.base / "state" / "catalog.json"
-    was_saved = saved.exists()
-    if cold:
-        saved.unlink(missing_ok=True)
+    state = rig.d.base / "state"
+    was_saved = (state / "catalog.json").exists()
+    if how == "cold":
+        for name in ("catalog.json", "catalog.journal"):
+            (state / name).unlink(missing_ok=True)
     mark = rig.d.log_path.stat().st_size
     t0 = time.perf_counter()
     rig.d.start(timeout=600)
     took = time.perf_counter() - t0
-    fresh = wait_for_log(rig.d.log_path, mark, "resync took", 600) - t0 if not cold else took
+    fresh = wait_for_log(rig.d.log_path, mark, "resync took", 600) - t0 if how != "cold" else took
     # Kept for reading where the start went (the run's directory is removed).
     with rig.d.log_path.open("rb") as f:
         f.seek(mark)
-        (WORK / f"density-restart-{'cold' if cold else 'warm'}.log").write_bytes(f.read())
+        (WORK / f"density-restart-{how}.log").write_bytes(f.read())
     after = postmaster_pids(rig.d.mount_root)
     assert rig.d.proc is not None
-    return {"seconds_to_serving": round(took, 3), "catalog_saved_at_stop": was_saved,
+    return {"seconds_to_serving": round(took, 3), "catalog_kept": was_saved,
             "catalog_fresh_seconds": round(fresh, 3), "postmasters": len(before),
             "adopted_same_pids": before == after,
             "daemon_rss_mib_after": round(rss(rig.d.proc.pid) / MB, 1)}
@@ -347,8 +353,9 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str,
             1, last["branches"] - first["branches"])
         return {
             "machine": f"{os.cpu_count()} cores, zfs-fuse on a file-backed pool",
-            "levels": levels, "restart": restart(rig, cold=False),
-            "restart_cold": restart(rig, cold=True),
+            "levels": levels, "restart": restart(rig, "stop"),
+            "restart_killed": restart(rig, "kill"),
+            "restart_cold": restart(rig, "cold"),
             "made_through_api": min(max(sizes), api_fill),
             "create_p50_ratio_last_to_first": round(ratio, 3),
             "raw_p50_ratio_last_to_first": round(raw_ratio, 3),

@@ -77,8 +77,8 @@ def dense() -> Iterator[tuple[Daemon, pb.CreateDatabaseResponse]]:
                 s.CreateBranch(pb.CreateBranchRequest(database=DB, name=f"api{i}"), timeout=60)
         make_by_hand(d, db, BY_HAND)
         d.stop()
-        # A start that reads ZFS whole: from the catalog saved at the stop, which
-        # knows nothing of branches made by hand, the background read would find them.
+        # A start that reads ZFS whole: from the catalog kept on disk, which knows
+        # nothing of branches made by hand, the background read would find them.
         (d.base / "state" / "catalog.json").unlink()
         d.start()
         yield d, db

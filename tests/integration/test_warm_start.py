@@ -1,8 +1,10 @@
-"""A clean stop saves the catalog and the next start serves from it, then reads ZFS
-whole in the background (agent/catalog_file.py); a killed daemon saves nothing."""
+"""cygnetd keeps its catalog on disk (agent/catalog_file.py): a start after a clean
+stop, or after a kill -9, serves from it, with the writes journalled since read
+again, then reads ZFS whole in the background."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -12,7 +14,7 @@ from tests.harness import Daemon, private_daemon, query, run
 
 pytestmark = pytest.mark.integration
 
-SAVED = "starting from the catalog saved at the last stop"
+SAVED = "starting from the saved catalog"
 
 
 def names(d: Daemon) -> set[str]:
@@ -30,7 +32,7 @@ def started(d: Daemon) -> str:
         return f.read().decode(errors="replace")
 
 
-def test_a_clean_stop_saves_the_catalog_and_a_kill_does_not() -> None:
+def test_a_start_after_a_stop_or_a_kill_serves_from_the_kept_catalog() -> None:
     with private_daemon("ws", 62300, "2G", unix_only=True) as d:
         with d.stub() as s:
             db = s.CreateDatabase(pb.CreateDatabaseRequest(name="shop", size_class="nano"),
@@ -45,16 +47,31 @@ def test_a_clean_stop_saves_the_catalog_and_a_kill_does_not() -> None:
         run("zfs", "set", "cygnet:name=renamed", dataset)
 
         log = started(d)
-        assert SAVED in log, log[-3000:]
-        assert not saved.exists()  # one start only: a crash later reads ZFS
+        assert f"{SAVED} " in log and "and 0 names written since" in log, log[-3000:]
         assert query(db.connection, "select 1") == [(1,)]
         deadline = time.monotonic() + 60  # the background read finds the change
         while names(d) != {"main", "renamed"}:
             assert time.monotonic() < deadline, names(d)
             time.sleep(0.5)
 
+        # A kill -9 right after a create and a delete: what the last save missed is
+        # in the journal, and the start reads it again before it serves.
+        with d.stub() as s:
+            late = s.CreateBranch(pb.CreateBranchRequest(database="shop", name="late"),
+                                  timeout=120).branch
+            gone = pb.BranchRef(database="shop", name="renamed")
+            s.DeleteBranch(pb.DeleteBranchRequest(branch=gone), timeout=120)
         d.kill9()
-        assert not saved.exists()
+        body = json.loads(saved.read_text())
+        kept = {name for _, members in body["groups"] for name, _, _ in members}
+        lines = (d.base / "state" / "catalog.journal").read_text().splitlines()
+        assert lines[0] == f"G {body['generation']}"
+        journalled = {line[2:] for line in lines[1:]}
+        db_dataset = f"{d.pool.name}/cygnet/db/{db.database.id}"
+        late_dataset = f"{db_dataset}/{late.id}"
+        assert late_dataset in kept or late_dataset in journalled
+        assert dataset not in kept or dataset in journalled, (sorted(kept), lines)
+
         log = started(d)
-        assert SAVED not in log
-        assert names(d) == {"main", "renamed"}
+        assert f"{SAVED} ({len(kept)} datasets) and {len(journalled)} names" in log, log[-3000:]
+        assert names(d) == {"main", "late"}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from cygnet.agent import layout as L
-from cygnet.agent.catalog import Catalog, group_of, parked
+from cygnet.agent.catalog import Catalog, TrackedZfs, group_of, parked
+from cygnet.agent.catalog_file import Journal, Saved
 from cygnet.agent.inventory import build
 from cygnet.zfs import Dataset, Zfs
 
@@ -90,9 +92,64 @@ def test_a_resync_cut_short_keeps_the_catalog_read_before() -> None:
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(catalog.load())
     assert not catalog.loaded  # a first load: nothing to read from
-    catalog.adopt({DB: {DB: Dataset(DB, user={L.P_KIND: "database"})}})
+    asyncio.run(catalog.adopt(Saved({DB: {DB: Dataset(DB, user={L.P_KIND: "database"})}},
+                                    "g", {})))
     version = catalog.version
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(catalog.load())
     assert catalog.loaded and not catalog.dirty and DB in catalog.datasets(DB)
     assert catalog.version == version
+
+
+class _Writes(Zfs):
+    """ZFS writes that succeed, or fail, without a pool; reads that find nothing."""
+
+    fail = False
+
+    async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        if self.fail:
+            raise OSError("busy")
+
+    async def set_props(self, name: str, props: object) -> None:
+        journal = Journal.read(self.journal_path, "g1")
+        assert journal is not None and name in journal  # journalled before it starts
+        assert self.catalog_writing() == 1
+
+    async def get_existing(self, names: object, props: object) -> dict[str, Dataset]:
+        return {}
+
+    async def get_props(self, *args: object, **kwargs: object) -> dict[str, Dataset]:
+        return {}
+
+
+class _Tracked(TrackedZfs, _Writes):
+    journal_path = Path()
+
+    def catalog_writing(self) -> int:
+        assert self.catalog is not None
+        return self.catalog.writing
+
+
+def test_each_write_is_journalled_before_it_starts_and_holds_off_a_save(tmp_path: Path) -> None:
+    zfs = _Tracked()
+    zfs.journal_path = tmp_path / "catalog.journal"
+    catalog = Catalog(zfs, ("p",))
+    zfs.catalog = catalog
+    asyncio.run(catalog.adopt(Saved({DB: {DB: Dataset(DB), f"{DB}/b": Dataset(f"{DB}/b")}},
+                                    "g1", {})))
+    catalog.journal = Journal(zfs.journal_path)
+    catalog.journal.begin("g1")
+    assert catalog.quiet
+
+    asyncio.run(zfs.set_props(f"{DB}/b", {"cygnet:name": "x"}))
+    assert catalog.writing == 0 and not catalog.quiet  # marked: to be read back first
+    asyncio.run(catalog.refresh())
+    assert catalog.quiet
+
+    zfs.fail = True  # a failed destroy: the whole tree is read again
+    with pytest.raises(OSError):
+        asyncio.run(zfs.destroy(f"{DB}/b"))
+    assert Journal.read(zfs.journal_path, "g1") == {f"{DB}/b": True}
+    zfs.fail = False
+    asyncio.run(zfs.destroy(DB, recursive=True))
+    assert catalog.writing == 0 and catalog.datasets(DB) == {}

@@ -18,11 +18,13 @@ databases' own properties, re-read by `Host.inventory` (their count is small).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from cygnet.agent import layout as L
+from cygnet.agent.catalog_file import Journal, Saved
 from cygnet.states import Desired
 from cygnet.zfs import Dataset, DatasetNotFound, Zfs
 from cygnet.zfs.kernel_mounts import mount_points
@@ -72,6 +74,37 @@ class Catalog:
         # Bumped at every change of `groups`: a build from an unchanged catalog may
         # be reused by readers that change nothing (Host.shared_inventory).
         self.version = 0
+        # Where each write's names go before it starts, once the catalog is kept on
+        # disk (agent/catalog_file.py); and how many writes are under way.
+        self.journal: Journal | None = None
+        self.writing = 0
+
+    # --- the journal (called by TrackedZfs before each write) -----------------
+
+    def intend(self, name: str, tree: bool = False) -> None:
+        """`name` (or everything below it) is about to be written."""
+        self.writing += 1
+        if self.journal is not None:
+            self.journal.intend(name, tree)
+
+    @contextlib.contextmanager
+    def write(self, *names: str, tree: bool = False) -> Iterator[None]:
+        """Around a write of `names` (everything below them, with `tree`): journalled
+        before, marked after, finished or not."""
+        for name in names:
+            self.intend(name, tree)
+        try:
+            yield
+        finally:
+            self.writing -= len(names)
+            for name in names:
+                (self.touched_tree if tree else self.touched)(name)
+
+    @property
+    def quiet(self) -> bool:
+        """No write under way and every write read back: the moment a save may
+        start the journal afresh."""
+        return self.loaded and not self.dirty and self.writing == 0
 
     # --- marks (called by TrackedZfs after each write) -------------------------
 
@@ -128,10 +161,14 @@ class Catalog:
                     (self.touched_tree if tree else self.touched)(name)
                 self._reread_during_load.clear()
 
-    def adopt(self, groups: dict[str, dict[str, Dataset]]) -> None:
-        """Starts from a saved catalog instead of a load (agent/catalog_file.py)."""
-        self.groups, self.loaded, self.from_saved = groups, True, True
+    async def adopt(self, saved: Saved) -> None:
+        """Starts from a saved catalog instead of a load (agent/catalog_file.py),
+        reading again what was written since it was saved."""
+        self.groups, self.loaded, self.from_saved = saved.groups, True, True
         self.version += 1
+        for name, tree in saved.intents.items():
+            (self.touched_tree if tree else self.touched)(name)
+        await self.refresh()
 
     async def refresh(self) -> None:
         """Re-reads what writes marked since the last read."""
@@ -247,85 +284,68 @@ def _outermost(trees: Iterable[str]) -> list[str]:
 
 
 class TrackedZfs(Zfs):
-    """The ZFS verbs, each marking in the catalog what it changed."""
+    """The ZFS verbs, each journalled before it starts (agent/catalog_file.py) and
+    marking in the catalog what it changed once it ends."""
 
     catalog: Catalog | None = None
 
-    def _touch(self, name: str) -> None:
-        if self.catalog is not None:
-            self.catalog.touched(name)
-
-    def _touch_tree(self, name: str) -> None:
-        if self.catalog is not None:
-            self.catalog.touched_tree(name)
+    def _writing(self, *names: str, tree: bool = False) -> contextlib.AbstractContextManager[None]:
+        if self.catalog is None:
+            return contextlib.nullcontext()
+        return self.catalog.write(*names, tree=tree)
 
     async def create(self, name: str, props: Mapping[str, str] | None = None) -> None:
-        try:
+        with self._writing(name):
             await super().create(name, props)
-        finally:
-            self._touch(name)
 
     async def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
-        try:
+        with self._writing(name):
             await super().snapshot(name, props)
-        finally:
-            self._touch(name)
 
     async def clone(self, snapshot: str, name: str, props: Mapping[str, str] | None = None) -> None:
-        try:
+        with self._writing(name):
             await super().clone(snapshot, name, props)
-        finally:
-            self._touch(name)
 
     async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        catalog = self.catalog
+        if catalog is None:
+            await super().destroy(name, recursive=recursive)
+            return
+        catalog.intend(name, tree=True)
         try:
             await super().destroy(name, recursive=recursive)
         except BaseException:
-            self._touch_tree(name)
+            catalog.touched_tree(name)  # a failure may have destroyed part of it
             raise
-        if self.catalog is not None:
-            self.catalog.dropped(name)
+        finally:
+            catalog.writing -= 1
+        catalog.dropped(name)  # (its mark confirms it is gone)
 
     async def promote(self, name: str) -> None:
         # Snapshots move between datasets, and their clones' origins change.
-        try:
+        with self._writing(name.rsplit("/", 1)[0], tree=True):
             await super().promote(name)
-        finally:
-            self._touch_tree(name.rsplit("/", 1)[0])
 
     async def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None:
-        try:
+        with self._writing(snapshot.split("@", 1)[0], tree=True):
             await super().rollback(snapshot, destroy_newer=destroy_newer)
-        finally:
-            self._touch_tree(snapshot.split("@", 1)[0])
 
     async def rename(self, old: str, new: str) -> None:
-        try:
+        with self._writing(old.rsplit("/", 1)[0], new.rsplit("/", 1)[0], tree=True):
             await super().rename(old, new)
-        finally:
-            self._touch_tree(old.rsplit("/", 1)[0])
-            self._touch_tree(new.rsplit("/", 1)[0])
 
     async def mount(self, name: str) -> None:
-        try:
+        with self._writing(name):
             await super().mount(name)
-        finally:
-            self._touch(name)
 
     async def unmount(self, name: str) -> None:
-        try:
+        with self._writing(name):
             await super().unmount(name)
-        finally:
-            self._touch(name)
 
     async def set_props(self, name: str, props: Mapping[str, str]) -> None:
-        try:
+        with self._writing(name):
             await super().set_props(name, props)
-        finally:
-            self._touch(name)
 
     async def inherit(self, name: str, prop: str) -> None:
-        try:
+        with self._writing(name):
             await super().inherit(name, prop)
-        finally:
-            self._touch(name)

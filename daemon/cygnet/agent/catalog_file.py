@@ -1,17 +1,27 @@
-"""The catalog saved at a clean stop, so that the next start need not list ZFS whole
-before it serves.
+"""The catalog kept on disk, so that a start need not list ZFS whole before it
+serves: after a clean stop, and after a crash or a kill -9 too.
 
 On zfs-fuse a recursive listing costs about 10 ms per dataset or snapshot,
-whatever properties it asks for: 20 s at 1,000 branches, which a restart
-spent before it served. At a clean stop (nothing running, every write read
-back) cygnetd writes what its catalog holds to STATE/catalog.json. The next
-start takes the file (it is removed first, so a crash afterwards never reuses
-it), checks that it was written for the same pools (by the guid of each
-pool's POOL/cygnet, so a pool made again is not taken for the old one),
-properties and cygnetd version, and starts from it. The supervisor then reads ZFS whole at once in
-the background, as its resync does every minute, so a change made by hand
-while cygnetd was stopped is seen within that read. Without a usable file
-(a crash, a kill, another version) the start reads ZFS as before.
+whatever properties it asks for: 20 s at 1,000 branches, which a start spent
+before it served. So cygnetd keeps two files in STATE:
+
+- `catalog.json`: what the catalog held at a quiet moment (no ZFS write under
+  way, every write read back), with a generation (a random token). cygnetd
+  writes it about once a second while its catalog changes, and at a clean stop.
+- `catalog.journal`: the names cygnetd is about to write, each appended before
+  its ZFS write starts, under the same generation. Each save starts the journal
+  afresh.
+
+A start takes the file if its generation, pools (each one's POOL/cygnet guid,
+so a pool made again is not taken for the old one), properties, cygnetd
+version and boot are this start's, and re-reads every name the journal holds
+(a write that the dead daemon started, finished or not) before it serves. The
+supervisor then reads ZFS whole at once in the background, as its resync does
+every minute, so a change made by hand meanwhile is seen within that read.
+
+The journal is not flushed to the disk: a process that dies leaves what it
+wrote in the page cache, and a host that reboots has another boot id, so its
+start reads ZFS whole. Without a usable pair the start reads ZFS whole.
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,53 +40,154 @@ from cygnet.zfs import Dataset
 
 log = logging.getLogger("cygnet.agent")
 
-FORMAT = 1
+FORMAT = 2
 Groups = dict[str, dict[str, Dataset]]
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _identity(pools: Mapping[str, str], props: Sequence[str]) -> dict[str, Any]:
     return {"format": FORMAT, "version": __version__, "pools": dict(pools),
-            "props": list(props)}
+            "props": list(props), "boot": boot_id()}
 
 
-def save(path: Path, groups: Groups, pools: Mapping[str, str], props: Sequence[str]) -> bool:
-    """Writes the catalog (atomically, owner-only): after a clean stop only. Not
-    when a pool's root guid is unknown ("")."""
-    if not all(pools.values()):
-        return False
-    body = _identity(pools, props) | {"groups": {
-        group: {name: [ds.native, ds.user] for name, ds in datasets.items()}
-        for group, datasets in groups.items()}}
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return True
+@dataclass
+class Saved:
+    """A catalog taken at start: its datasets, and the names written since it was
+    saved, each with whether everything below it is to be read again."""
+
+    groups: Groups
+    generation: str
+    intents: dict[str, bool]
 
 
-def take(path: Path, pools: Mapping[str, str], props: Sequence[str]) -> Groups | None:
-    """The saved catalog, if there is one for these pools (name: root guid) and
-    properties; the file is removed either way, so that it serves one start only."""
+class Journal:
+    """`catalog.journal`: one line per ZFS write, appended before it starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.generation = ""
+        self._fd: int | None = None
+
+    def begin(self, generation: str, *, keep: bool = False) -> None:
+        """Writes go under `generation` from now on: kept (a start that took the
+        saved catalog goes on where the dead daemon stopped) or started afresh."""
+        self.close()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if keep else os.O_TRUNC)
+        self._fd = os.open(self.path, flags, 0o600)
+        self.generation = generation
+        if not keep:
+            os.write(self._fd, f"G {generation}\n".encode())
+
+    def intend(self, name: str, tree: bool) -> None:
+        if self._fd is not None:  # one write(2) per line: whole lines in O_APPEND
+            os.write(self._fd, f"{'T' if tree else 'N'} {name}\n".encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def read(path: Path, generation: str) -> dict[str, bool] | None:
+        """The names in the journal of `generation` (None: another one, or none)."""
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not lines or lines[0] != f"G {generation}":
+            return None
+        intents: dict[str, bool] = {}
+        for line in lines[1:]:
+            kind, _, name = line.partition(" ")
+            if kind not in ("T", "N") or not name:
+                return None  # not a line this module wrote
+            intents[name] = intents.get(name, False) or kind == "T"
+        return intents
+
+
+@dataclass
+class Writer:
+    """Saves the catalog; a dataset's JSON is kept while its object is unchanged
+    (a read replaces the object), so a save at 1,000 branches encodes only what
+    changed since the last one."""
+
+    path: Path
+    journal: Journal
+    _encoded: dict[str, tuple[Dataset, str]] = field(default_factory=dict)
+
+    def save(self, groups: Groups, pools: Mapping[str, str], props: Sequence[str]) -> bool:
+        """Writes the catalog under a new generation and starts the journal afresh
+        for it. Only at a quiet moment (no write under way, every write read back),
+        and all in one step: no write may start in between. Not when a pool's root
+        guid is unknown ("")."""
+        if not all(pools.values()):
+            return False
+        generation = secrets.token_hex(8)
+        head = json.dumps(_identity(pools, props) | {"generation": generation},
+                          separators=(",", ":"))
+        kept: dict[str, tuple[Dataset, str]] = {}
+        parts = []
+        for group, datasets in groups.items():
+            members = []
+            for name, ds in datasets.items():
+                old = self._encoded.get(name)
+                text = old[1] if old is not None and old[0] is ds else json.dumps(
+                    [name, ds.native, ds.user], separators=(",", ":"))
+                kept[name] = (ds, text)
+                members.append(text)
+            parts.append(f"[{json.dumps(group)},[{','.join(members)}]]")
+        self._encoded = kept
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'{head[:-1]},"groups":[{",".join(parts)}]}}')
+        os.replace(tmp, self.path)
+        self.journal.begin(generation)
+        return True
+
+
+def take(path: Path, journal: Path, pools: Mapping[str, str],
+         props: Sequence[str]) -> Saved | None:
+    """The saved catalog and what was written since, if they are for these pools
+    (name: root guid), properties, cygnetd version and boot. Both files are
+    removed when they cannot serve."""
+    saved = _read(path, journal, pools, props)
+    if saved is None:
+        path.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+    return saved
+
+
+def _read(path: Path, journal: Path, pools: Mapping[str, str],
+          props: Sequence[str]) -> Saved | None:
     try:
         raw = path.read_text()
     except FileNotFoundError:
         return None
-    finally:
-        path.unlink(missing_ok=True)
     if not all(pools.values()):
         return None
     try:
         body = json.loads(raw)
-        if {k: body.get(k) for k in ("format", "version", "pools", "props")} != _identity(
-                pools, props):
-            log.info("the saved catalog is for another cygnetd or other pools: reading ZFS")
+        if {k: body.get(k) for k in ("format", "version", "pools", "props", "boot")} != (
+                _identity(pools, props)):
+            log.info("the saved catalog is for another cygnetd, boot or pools: reading ZFS")
             return None
-        return {group: {name: Dataset(name, dict(native), dict(user))
-                        for name, (native, user) in datasets.items()}
-                for group, datasets in body["groups"].items()}
+        generation = str(body["generation"])
+        groups = {group: {name: Dataset(name, dict(native), dict(user))
+                          for name, native, user in members}
+                  for group, members in body["groups"]}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("the saved catalog is unreadable (%s): reading ZFS", exc)
         return None
+    intents = Journal.read(journal, generation)
+    if intents is None:
+        log.info("the catalog's journal is not the saved catalog's: reading ZFS")
+        return None
+    return Saved(groups, generation, intents)

@@ -116,9 +116,11 @@ class AgentConfig:
     # (zfs-fuse serves at most 1,000 filesystems; OpenZFS mounts every mounted one
     # at import). Off: they stay mounted.
     park_suspended: bool = True
-    # A clean stop saves the catalog (STATE/catalog.json) and the next start serves
-    # from it while ZFS is read whole in the background (agent/catalog_file.py):
-    # on zfs-fuse that read costs about 10 ms a dataset. Off: every start reads first.
+    # The catalog is kept on disk (STATE/catalog.json and its journal, saved about
+    # once a second and at a clean stop), and a start, after a stop or a crash,
+    # serves from it while ZFS is read whole in the background
+    # (agent/catalog_file.py): on zfs-fuse that read costs about 10 ms a dataset.
+    # Off: every start reads first.
     catalog_warm_start: bool = True
     # Off-host repository in S3-compatible storage (docs/durability.md): the
     # endpoint URL (empty: none) and bucket. Empty credentials: the environment's

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cygnet import __version__
-from cygnet.agent import catalog_file, layout
-from cygnet.agent.catalog import READ_PROPS as CATALOG_PROPS
+from cygnet.agent import layout
 from cygnet.agent.catalog import Catalog, TrackedZfs
+from cygnet.agent.catalog_keeper import CatalogKeeper
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
 from cygnet.agent.inventory import BranchRecord, DatabaseRecord, Inventory, build
@@ -69,6 +69,8 @@ class Host:
     datasets: Catalog | None = None
     # shared_inventory's builds, by database id, with the catalog version they are of.
     _shared: dict[str, tuple[int, Inventory]] = field(default_factory=dict)
+    # Keeps the catalog on disk for the next start (agent/catalog_keeper.py).
+    _keeper: CatalogKeeper | None = None
 
     @classmethod
     def create(cls, config: AgentConfig, zfs: Zfs | None = None) -> Host:
@@ -169,44 +171,31 @@ class Host:
         return self._everything()
 
     async def start_catalog(self) -> Inventory:
-        """At start: the catalog saved at the last clean stop if there is a usable one
-        (the supervisor reads ZFS whole right after), else a read of everything."""
-        saved = (catalog_file.take(self.catalog_path, await self._pool_roots(), CATALOG_PROPS)
-                 if self.config.catalog_warm_start else None)
+        """At start: the catalog kept on disk if it can serve this start (the
+        supervisor reads ZFS whole right after), else a read of everything."""
+        saved = await self.keeper.take()
         if saved is None:
             return await self.resync()
-        log.info("starting from the catalog saved at the last stop (%d datasets); "
-                 "ZFS is read whole in the background", sum(len(g) for g in saved.values()))
-        self._catalog.adopt(saved)
+        log.info("starting from the saved catalog (%d datasets) and %d names written since; "
+                 "ZFS is read whole in the background",
+                 sum(len(g) for g in saved.groups.values()), len(saved.intents))
+        await self._catalog.adopt(saved)
         return self._everything()
 
     async def save_catalog(self) -> bool:
-        """At a clean stop, once nothing runs: the catalog, for the next start. Not
-        while a database's lock is held (an operation cut short may still write)."""
-        catalog = self._catalog
-        if not self.config.catalog_warm_start or not catalog.loaded or any(
-                lock.locked() for lock in [self.catalog_lock, *self.db_locks.values()]):
-            return False
-        await catalog.refresh()  # what the last writes marked
-        if catalog.dirty:
-            return False
-        return catalog_file.save(self.catalog_path, catalog.groups, await self._pool_roots(),
-                                 CATALOG_PROPS)
+        """At a clean stop, once nothing runs: the catalog, for the next start."""
+        return await self.keeper.save()
 
-    async def _pool_roots(self) -> dict[str, str]:
-        """Each pool's POOL/cygnet guid ("" if it cannot be read): what a saved
-        catalog is for."""
-        roots = {pool: layout.root(pool) for pool in self.config.pools}
-        try:
-            found = await self.zfs.get_existing(roots.values(), ["guid"])
-        except ZfsError:
-            found = {}
-        return {pool: found[root].native.get("guid", "") if root in found else ""
-                for pool, root in roots.items()}
+    def receiving(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Around a `zfs receive` into `name` (not a TrackedZfs verb): journalled and
+        marked as every write is (agent/catalog.py)."""
+        return self._catalog.write(name, tree=True)
 
     @property
-    def catalog_path(self) -> Path:
-        return self.config.state_dir / "catalog.json"
+    def keeper(self) -> CatalogKeeper:
+        if self._keeper is None:
+            self._keeper = CatalogKeeper(self.config, self.zfs, self._catalog)
+        return self._keeper
 
     async def mount_unmounted(self) -> list[str]:
         """Mounts cygnetd's datasets that the catalog (just read whole) shows unmounted:

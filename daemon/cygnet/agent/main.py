@@ -146,11 +146,12 @@ async def serve(config: AgentConfig) -> None:
         task.cancel()
     if background:
         await asyncio.wait(background, timeout=10)
-    try:  # nothing runs any more: the next start may serve from it
+    try:  # nothing runs any more: the next start serves from it (or from the last save)
         if await asyncio.wait_for(host.save_catalog(), 15):
             log.info("saved the catalog for the next start")
     except (OSError, TimeoutError, ZfsError) as exc:
-        log.warning("the catalog was not saved (%s): the next start reads ZFS whole", exc)
+        log.warning("the catalog was not saved at the stop (%s): the last save serves the "
+                    "next start", exc)
 
 
 def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service: AgentService,
@@ -163,7 +164,9 @@ def _background(config: AgentConfig, host: Host, supervisor: Supervisor, service
                   asyncio.create_task(_warm_templates(host)),
                   asyncio.create_task(systemd.watchdog(stop)),
                   # Scale to zero: idle branches are suspended (agent/idle.py).
-                  asyncio.create_task(IdleSuspender(host, service.scaler).run(stop))]
+                  asyncio.create_task(IdleSuspender(host, service.scaler).run(stop)),
+                  # The catalog on disk, for a start after a crash (agent/catalog_keeper.py).
+                  asyncio.create_task(host.keeper.run(stop))]
     background += start_lifecycle(host, journal, hooks, stop)  # journal, webhooks, expiry
     # WAL archiving: each branch's spool into the backup repository (agent/archive.py).
     background.append(asyncio.create_task(archive.start(config).run(stop)))

@@ -246,16 +246,17 @@ class Move:
                       phase: str, total: int) -> int:
         sent, last = 0, time.monotonic()
         try:
-            async with streams.Receiver(target, force=force) as sink:
-                async for chunk in self.stub.SendMoveStream(req, timeout=STREAM_TIMEOUT):
-                    await sink.write(chunk.data)
-                    self.moved_bytes += len(chunk.data)
-                    sent += len(chunk.data)
-                    if time.monotonic() - last >= PROGRESS_EVERY:
-                        last = time.monotonic()
-                        self._say(phase, f"{req.dataset}@{req.snapshot}", round=n,
-                                  sent_bytes=sent, total_bytes=total)
-                await sink.finish()
+            with self.host.receiving(target):
+                async with streams.Receiver(target, force=force) as sink:
+                    async for chunk in self.stub.SendMoveStream(req, timeout=STREAM_TIMEOUT):
+                        await sink.write(chunk.data)
+                        self.moved_bytes += len(chunk.data)
+                        sent += len(chunk.data)
+                        if time.monotonic() - last >= PROGRESS_EVERY:
+                            last = time.monotonic()
+                            self._say(phase, f"{req.dataset}@{req.snapshot}", round=n,
+                                      sent_bytes=sent, total_bytes=total)
+                    await sink.finish()
         except aio.AioRpcError as exc:
             self.moved_bytes -= sent
             raise peer_error(self.req.source_host_id, exc) from None

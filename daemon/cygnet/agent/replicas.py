@@ -276,9 +276,11 @@ async def release(stub: Any, prep: pb.PrepareReplicaResponse, *, keep_slot: bool
 async def _seed(host: Host, stub: Any, req: pb.CreateReplicaRequest,
                 prep: pb.PrepareReplicaResponse, rec: ReplicaRecord) -> pb.Replica:
     try:
-        done = await receive(stub, pb.SendSnapshotRequest(
-            database=prep.database_id, branch_id=prep.main_branch_id, snapshot=prep.snapshot),
-            rec.main.dataset, peer=req.primary_host_id, attempts=3)
+        with host.receiving(rec.main.dataset):
+            done = await receive(stub, pb.SendSnapshotRequest(
+                database=prep.database_id, branch_id=prep.main_branch_id,
+                snapshot=prep.snapshot), rec.main.dataset, peer=req.primary_host_id,
+                attempts=3)
         await host.zfs.set_props(rec.main.dataset, {
             L.P_KIND: KIND_MAIN, L.P_ID: prep.main_branch_id, L.P_NAME: "main",
             L.P_DATABASE: prep.database_id, L.P_PORT: str(rec.main.port)})

@@ -66,9 +66,10 @@ async def _seed_beside(host: Host, stub: Any, rec: replicas.ReplicaRecord, prima
         await _drop_uncommitted(host, rec)
         await _check_room(host, rec, seed)
         started = time.monotonic()
-        done = await receive(stub, pb.SendSnapshotRequest(
-            database=seed.database_id, branch_id=seed.main_branch_id, snapshot=seed.snapshot),
-            fresh, peer=primary_host, attempts=3)
+        with host.receiving(fresh):
+            done = await receive(stub, pb.SendSnapshotRequest(
+                database=seed.database_id, branch_id=seed.main_branch_id,
+                snapshot=seed.snapshot), fresh, peer=primary_host, attempts=3)
         await host.zfs.destroy(f"{fresh}@{seed.snapshot}")
         # main's identity, still without a kind: the stale main stays main until the commit.
         await host.zfs.set_props(fresh, {
