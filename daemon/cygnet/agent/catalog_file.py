@@ -36,25 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from cygnet import __version__
+from cygnet.agent import lease
 from cygnet.zfs import Dataset
 
 log = logging.getLogger("cygnet.agent")
 
 FORMAT = 2
 Groups = dict[str, dict[str, Dataset]]
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def boot_id() -> str:
-    try:
-        return BOOT_ID.read_text().strip()
-    except OSError:
-        return ""
 
 
 def _identity(pools: Mapping[str, str], props: Sequence[str]) -> dict[str, Any]:
     return {"format": FORMAT, "version": __version__, "pools": dict(pools),
-            "props": list(props), "boot": boot_id()}
+            "props": list(props), "boot": lease.boot_id()}
 
 
 @dataclass
