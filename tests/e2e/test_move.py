@@ -26,6 +26,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cygnet.api.v1 import agent_pb2 as apb
+from cygnet.api.v1 import backup_pb2 as bpb
+from cygnet.api.v1 import backup_pb2_grpc as bpb_grpc
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import HostFleet, host_fleet, wait_for
 from tests.e2e.test_replicas import Client, Ledger, _refused, _with_password
@@ -118,6 +120,27 @@ def _refusals(f: HostFleet, c: object, source: str, target: str) -> None:
 QUOTA = 768 * 2**20
 
 
+def _backup_went_along(fleet: HostFleet, client: Client, source: str, target: str,
+                       db_id: str, backup_id: str, password: str) -> None:
+    """The backup made on the source is listed and restores on the target; the
+    source's copy expires as a deleted database's does."""
+    with fleet.daemons[target].channel() as ch:
+        backups = bpb_grpc.BackupStub(ch)
+        listed = backups.ListBackups(bpb.ListBackupsRequest(database="mv"), timeout=60)
+        assert backup_id in [b.id for b in listed.backups], listed
+        for _ in backups.RestoreBackup(bpb.RestoreBackupRequest(
+                backup_id=backup_id, branch_name="from-backup"), timeout=300):
+            pass
+    with fleet.coordinator.stub() as c:
+        restored = _with_password(_uri(c, "mv", "from-backup"), password)
+        assert f"@{fleet.lan.nodes[target]}:" in restored
+        assert client.query(restored, "SELECT n FROM marks ORDER BY n") == [(1,), (2,)]
+        c.DeleteBranch(apb.DeleteBranchRequest(branch=apb.BranchRef(
+            database="mv", name="from-backup")), timeout=120)
+    tombstones = fleet.daemons[source].base / "state" / "backups" / "deleted-databases.json"
+    assert db_id in json.loads(tombstones.read_text())
+
+
 def test_move_under_load(fleet: HostFleet) -> None:
     client = Client(fleet)
     with fleet.coordinator.stub() as c:
@@ -149,6 +172,11 @@ def test_move_under_load(fleet: HostFleet) -> None:
         client.query(uri, "INSERT INTO marks VALUES (2)")
         before_main = _checksums(client, uri, skip=("ledger",))
         before_dev = _checksums(client, dev_uri)
+        # A backup before the move: it goes along, and restores on the new host.
+        with fleet.daemons[source].channel() as ch:
+            events = list(bpb_grpc.BackupStub(ch).CreateBackup(bpb.CreateBackupRequest(
+                branch=apb.BranchRef(database="mv")), timeout=300))
+        backup_id = events[-1].result.id
 
         ledger = Ledger(fleet, client, "mv")
         writer = client.pool.submit(ledger.run)
@@ -213,6 +241,7 @@ def test_move_under_load(fleet: HostFleet) -> None:
         assert client.query(then_uri, "SELECT n FROM marks") == [(1,)]
         c.DeleteBranch(apb.DeleteBranchRequest(branch=apb.BranchRef(database="mv",
                                                                     name="then")), timeout=120)
+        _backup_went_along(fleet, client, source, target, db_id, backup_id, password)
 
         # Evacuating the new host moves it on (placement picks), and says so.
         done = _cli(fleet, "--json", "hosts", "drain", target, "--evacuate")

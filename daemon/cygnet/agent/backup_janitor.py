@@ -59,6 +59,14 @@ def mark_deleted(repo: Path, database_id: str, now: float) -> None:
                         "stay until `cygnet backup prune`: %s", database_id, exc)
 
 
+def mark_present(repo: Path, database_id: str) -> None:
+    """`database_id` lives here (again: moved back): its backups here do not expire."""
+    with _file_lock:
+        tombstones = _read(repo / TOMBSTONES)
+        if tombstones.pop(database_id, None) is not None:
+            _write(repo / TOMBSTONES, tombstones)
+
+
 def expire(repo: Path, keep_seconds: float, now: float) -> list[str]:
     """Prunes the backups of every database deleted `keep_seconds` ago or more and
     forgets those deletions; returns the pruned backup ids."""

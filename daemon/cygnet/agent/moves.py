@@ -40,7 +40,7 @@ from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 
 from cygnet.agent import layout as L
-from cygnet.agent import move_archive
+from cygnet.agent import move_archive, move_backups
 from cygnet.agent.events import EventKind, emit
 from cygnet.agent.move_source import MOVE_KIND, P_MOVE_STOPPED
 from cygnet.agent.service import AgentService, BranchRef
@@ -132,6 +132,7 @@ class Move:
                   downtime=Duration(seconds=int(down), nanos=int(down % 1 * 1e9)))
         await self._after(plan, main_id)
         await self._archive(plan)
+        await self._backups(plan)
         self._say("done", f"{self.moved_bytes} bytes in {n + 2} rounds")
 
     # --- checks and the dataset ------------------------------------------------------
@@ -367,6 +368,20 @@ class Move:
         log.info("move of %s: %d archived WAL files (%d bytes) copied", plan.database_id,
                  files, size)
         self._say("archive", f"{files} archived WAL files ({size} bytes) copied")
+
+    async def _backups(self, plan: pb.MovePlan) -> None:
+        """Best effort once main runs: the database's backups come along."""
+        try:
+            count, size = await move_backups.pull(self.host, self.stub, plan.database_id)
+        except Exception as exc:  # the move is done: its backups stay on the source
+            log.error("move of %s: its backups stay on %s (%s); restores of them name that "
+                      "host", plan.database_id, self.req.source_host_id,
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._say("backups", f"backups not copied: {exc}")
+            return
+        log.info("move of %s: %d backups copied (%d bytes of blocks new here)",
+                 plan.database_id, count, size)
+        self._say("backups", f"{count} backups copied ({size} bytes of blocks new here)")
 
     async def _after(self, plan: pb.MovePlan, main_id: str) -> None:
         """Best effort once main runs: the other branches start, the rounds' snapshots go."""

@@ -11,6 +11,7 @@ from cygnet.agent import (
     convert,
     lifetime,
     move_archive,
+    move_backups,
     move_source,
     moves,
     pitr_api,
@@ -277,6 +278,12 @@ class AgentServicer(pb_grpc.AgentServicer):
                               ) -> AsyncIterator[pb.ArchiveChunk]:
         replicas_api.calling_host()
         async for chunk in move_archive.send(self.service, req):
+            yield chunk
+
+    async def SendMoveBackups(self, req: pb.SendMoveBackupsRequest, ctx: Ctx
+                              ) -> AsyncIterator[pb.BackupChunk]:
+        replicas_api.calling_host()
+        async for chunk in move_backups.send(self.service.host, req):
             yield chunk
 
     async def EndMove(self, req: pb.EndMoveRequest, ctx: Ctx) -> pb.EndMoveResponse:

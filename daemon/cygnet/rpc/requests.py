@@ -51,6 +51,16 @@ def token(path: str, value: str) -> None:
                               "and '_.:-', at most 64 characters")
 
 
+MAX_DIGESTS = 200_000  # blocks asked for at once: a 3.2 MB request, under gRPC's 4 MiB
+
+
+def block_digests(path: str, value: bytes) -> None:
+    """Block digests, 16 bytes each (XXH3-128)."""
+    if len(value) % 16 or len(value) > MAX_DIGESTS * 16:
+        raise InvalidArgument(path, f"must be whole 16-byte digests, at most {MAX_DIGESTS:,} "
+                              f"of them ({len(value)} bytes given)")
+
+
 def reference(prefix: str) -> Check:
     """An "id or name" field: an id of kind `prefix` (db, br, sn) or a valid name."""
     def check(path: str, value: str) -> None:
@@ -310,6 +320,8 @@ AGENT: dict[str, Rules] = {
                               "base_dataset": token, "base_snapshot": token},
                              ("database", "dataset", "snapshot")),
     "SendMoveArchive": _rules({"database": database_id}, ("database",)),
+    "SendMoveBackups": _rules({"database": database_id, "digests": block_digests,
+                               "release": anything}, ("database",)),
     "EndMove": _rules({"database": database_id, "moved": anything, **_RID}, ("database",)),
 }
 

@@ -109,6 +109,7 @@ _TABLE: dict[str, Kind] = {
     _AGENT + "PrepareMove": Kind.TRANSFER,
     _AGENT + "SendMoveStream": Kind.TRANSFER,
     _AGENT + "SendMoveArchive": Kind.TRANSFER,
+    _AGENT + "SendMoveBackups": Kind.TRANSFER,
     _AGENT + "EndMove": Kind.DELETE,
     _BACKUPS + "CreateBackup": Kind.CHANGE,
     _BACKUPS + "ListBackups": Kind.READ,

@@ -2920,6 +2920,64 @@ class ArchiveChunk(_message.Message):
 Global___ArchiveChunk: _TypeAlias = ArchiveChunk  # noqa: Y015
 
 @_typing.final
+class SendMoveBackupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    digests: _builtins.bytes
+    """Blocks asked for: their digests (16 bytes each, XXH3-128), at most 200,000."""
+    release: _builtins.bool
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        digests: _builtins.bytes = ...,
+        release: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "digests", b"digests", "release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMoveBackupsRequest: _TypeAlias = SendMoveBackupsRequest  # noqa: Y015
+
+@_typing.final
+class BackupChunk(_message.Message):
+    """A piece of one backup's manifest (its pieces follow each other, the last
+    has `last`), or blocks: whole 8 KiB blocks, in the order of `digests`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
+    backup_id: _builtins.str
+    data: _builtins.bytes
+    last: _builtins.bool
+    digests: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        backup_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+        digests: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "data", b"data", "digests", b"digests", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupChunk: _TypeAlias = BackupChunk  # noqa: Y015
+
+@_typing.final
 class EndMoveRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -249,6 +249,11 @@ class AgentStub:
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.SerializeToString,
                 response_deserializer=cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.FromString,
                 _registered_method=True)
+        self.SendMoveBackups = channel.unary_stream(
+                '/cygnet.v1.Agent/SendMoveBackups',
+                request_serializer=cygnet_dot_v1_dot_agent__pb2.SendMoveBackupsRequest.SerializeToString,
+                response_deserializer=cygnet_dot_v1_dot_agent__pb2.BackupChunk.FromString,
+                _registered_method=True)
         self.EndMove = channel.unary_unary(
                 '/cygnet.v1.Agent/EndMove',
                 request_serializer=cygnet_dot_v1_dot_agent__pb2.EndMoveRequest.SerializeToString,
@@ -580,6 +585,16 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMoveBackups(self, request, context):
+        """On the source's host (agent to agent): the database's backups, so that
+        they go on with it. Without `digests`: each backup's manifest, whole;
+        with them: those blocks; with `release`: nothing is sent, and this host's
+        copies expire as a deleted database's do (the target holds them now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EndMove(self, request, context):
         """On the source's host: moved, its copy is destroyed; not moved, the branches
         a final round stopped start again and the rounds' snapshots are removed.
@@ -805,6 +820,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.SendMoveArchive,
                     request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.FromString,
                     response_serializer=cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.SerializeToString,
+            ),
+            'SendMoveBackups': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendMoveBackups,
+                    request_deserializer=cygnet_dot_v1_dot_agent__pb2.SendMoveBackupsRequest.FromString,
+                    response_serializer=cygnet_dot_v1_dot_agent__pb2.BackupChunk.SerializeToString,
             ),
             'EndMove': grpc.unary_unary_rpc_method_handler(
                     servicer.EndMove,
@@ -1973,6 +1993,33 @@ class Agent:
             '/cygnet.v1.Agent/SendMoveArchive',
             cygnet_dot_v1_dot_agent__pb2.SendMoveArchiveRequest.SerializeToString,
             cygnet_dot_v1_dot_agent__pb2.ArchiveChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMoveBackups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cygnet.v1.Agent/SendMoveBackups',
+            cygnet_dot_v1_dot_agent__pb2.SendMoveBackupsRequest.SerializeToString,
+            cygnet_dot_v1_dot_agent__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,
