@@ -125,7 +125,7 @@ def _backup_went_along(fleet: HostFleet, client: Client, source: str, target: st
     """The backup made on the source is listed and restores on the target; the
     source's copy expires as a deleted database's does."""
     with fleet.daemons[target].channel() as ch:
-        backups = bpb_grpc.BackupStub(ch)
+        backups = bpb_grpc.BackupsStub(ch)
         listed = backups.ListBackups(bpb.ListBackupsRequest(database="mv"), timeout=60)
         assert backup_id in [b.id for b in listed.backups], listed
         for _ in backups.RestoreBackup(bpb.RestoreBackupRequest(
@@ -174,7 +174,7 @@ def test_move_under_load(fleet: HostFleet) -> None:
         before_dev = _checksums(client, dev_uri)
         # A backup before the move: it goes along, and restores on the new host.
         with fleet.daemons[source].channel() as ch:
-            events = list(bpb_grpc.BackupStub(ch).CreateBackup(bpb.CreateBackupRequest(
+            events = list(bpb_grpc.BackupsStub(ch).CreateBackup(bpb.CreateBackupRequest(
                 branch=apb.BranchRef(database="mv")), timeout=300))
         backup_id = events[-1].result.id
 

@@ -81,7 +81,7 @@ def _whole_manifest(path: Path, backup_id: str) -> bytes:
         return b"".join(manifests.encode(manifests.read_manifest(repo, backup_id)))
 
 
-def _blocks(path: Path, digests: bytes) -> list[tuple[bytes, bytes]]:
+def _blocks(path: Path, digests: bytes) -> list[tuple[bytes, list[bytes]]]:
     """(digests, blocks) in batches of a message each. CorruptRepository names a
     block this repository does not hold, or holds damaged."""
     repo = Repository(path)
@@ -99,7 +99,7 @@ def _blocks(path: Path, digests: bytes) -> list[tuple[bytes, bytes]]:
                     if loc is None:
                         raise CorruptRepository(f"no block {digest.hex()} in {path}")
                     blocks.append(reader.read(digest, BlockLocation(*loc)))
-                out.append((batch, b"".join(blocks)))
+                out.append((batch, blocks))
         finally:
             reader.close()
     return out
@@ -114,8 +114,9 @@ async def send(host: Host, req: pb.SendMoveBackupsRequest) -> AsyncIterator[pb.B
                  "database's do", req.database)
         return
     if req.digests:
-        for digests, data in await asyncio.to_thread(_blocks, path, req.digests):
-            yield pb.BackupChunk(digests=digests, data=data)
+        for digests, blocks in await asyncio.to_thread(_blocks, path, req.digests):
+            yield pb.BackupChunk(digests=digests, data=b"".join(blocks),
+                                 block_sizes=[len(b) for b in blocks])
         return
     for backup_id in await asyncio.to_thread(_backup_ids, path, req.database):
         data = await asyncio.to_thread(_whole_manifest, path, backup_id)
@@ -160,21 +161,29 @@ def _lacking(index: DedupIndex, wanted: list[Manifest]) -> bytes:
     return bytes(out)
 
 
-def _store(writer: PackWriter, index: DedupIndex, digests: bytes, data: bytes) -> int:
+def _store(writer: PackWriter, index: DedupIndex, chunk: pb.BackupChunk) -> int:
     """Checks each block against its digest and stores those still lacking."""
-    count = len(digests) // DIGEST_SIZE
-    if len(data) != count * BLOCK_SIZE:
-        raise ValueError(f"the source sent {len(data)} bytes for {count} blocks")
+    digests, data, sizes = chunk.digests, chunk.data, chunk.block_sizes
+    if len(sizes) * DIGEST_SIZE != len(digests) or sum(sizes) != len(data) or any(
+            not 0 < size <= BLOCK_SIZE for size in sizes):
+        raise ValueError(f"the source sent {len(data)} bytes in {len(sizes)} blocks for "
+                         f"{len(digests) // DIGEST_SIZE} digests")
     blocks = []
-    for i in range(count):
+    offset = 0
+    for i, size in enumerate(sizes):
         digest = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
-        block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+        block = data[offset:offset + size]
+        offset += size
         if hash_bytes(block) != digest:
             raise ValueError(f"block {digest.hex()} from the source does not match its digest")
         if digest not in index:
             blocks.append((digest, block))
-    for start in range(0, len(blocks), MAX_GROUP):
-        index.update(writer.add_blocks(blocks[start:start + MAX_GROUP]))
+    # As a backup stores them (backup/store.py): whole blocks in frames of
+    # MAX_GROUP (found by slot * 8 KiB), a short one alone.
+    whole = [b for b in blocks if len(b[1]) == BLOCK_SIZE]
+    frames = [whole[k:k + MAX_GROUP] for k in range(0, len(whole), MAX_GROUP)]
+    for frame in frames + [[b] for b in blocks if len(b[1]) < BLOCK_SIZE]:
+        index.update(writer.add_blocks(frame))
     return len(blocks)
 
 
@@ -211,8 +220,7 @@ async def pull(host: Host, stub: Any, database_id: str) -> tuple[int, int]:
                     database=database_id,
                     digests=lacking[start:start + MAX_DIGESTS * DIGEST_SIZE]),
                     timeout=CALL_TIMEOUT):
-                stored += await asyncio.to_thread(_store, writer, index, chunk.digests,
-                                                  chunk.data)
+                stored += await asyncio.to_thread(_store, writer, index, chunk)
         if stored * DIGEST_SIZE != len(lacking):
             raise ValueError(f"the source sent {stored} of {len(lacking) // DIGEST_SIZE} blocks")
         await asyncio.to_thread(writer.commit)

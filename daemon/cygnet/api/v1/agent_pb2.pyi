@@ -2948,7 +2948,8 @@ Global___SendMoveBackupsRequest: _TypeAlias = SendMoveBackupsRequest  # noqa: Y0
 @_typing.final
 class BackupChunk(_message.Message):
     """A piece of one backup's manifest (its pieces follow each other, the last
-    has `last`), or blocks: whole 8 KiB blocks, in the order of `digests`.
+    has `last`), or blocks, in the order of `digests`, one after the other in
+    `data`, each of its `block_sizes` bytes (8 KiB, or less for a file's last).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -2957,10 +2958,13 @@ class BackupChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     DIGESTS_FIELD_NUMBER: _builtins.int
+    BLOCK_SIZES_FIELD_NUMBER: _builtins.int
     backup_id: _builtins.str
     data: _builtins.bytes
     last: _builtins.bool
     digests: _builtins.bytes
+    @_builtins.property
+    def block_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
@@ -2968,10 +2972,11 @@ class BackupChunk(_message.Message):
         data: _builtins.bytes = ...,
         last: _builtins.bool = ...,
         digests: _builtins.bytes = ...,
+        block_sizes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "data", b"data", "digests", b"digests", "last", b"last"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "block_sizes", b"block_sizes", "data", b"data", "digests", b"digests", "last", b"last"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
