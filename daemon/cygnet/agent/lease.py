@@ -9,8 +9,9 @@ Every replicated primary on the host loads cygnet_fence, which refuses
 commits after that deadline and stops the postmaster: with cygnetd stopped or
 killed too, since the deadline is a file and the check runs in Postgres.
 
-The file holds `BOOT_ID DEADLINE_NS`: CLOCK_BOOTTIME nanoseconds (no wall
-clock jumps) and the kernel's boot id (a file from before a reboot is stale).
+The file holds `BOOT_ID DEADLINE_NS TTL_MS`: CLOCK_BOOTTIME nanoseconds (no
+wall clock jumps) and the kernel's boot id (a file from before a reboot is
+stale); the fence reads those two, and a restarted cygnetd the TTL.
 It lives in run_dir, which the postgres user can read and a reboot empties.
 """
 
@@ -56,22 +57,32 @@ def deadline_for(sent_ns: int, ttl_s: float) -> int:
     return sent_ns + int(ttl_s * (1 - MARGIN_SHARE) * 1e9)
 
 
-def write_deadline(path: Path, deadline_ns: int) -> None:
-    """Atomically replaces the lease file (readable by the postgres user)."""
+def write_deadline(path: Path, deadline_ns: int, ttl_s: float = 0.0) -> None:
+    """Atomically replaces the lease file (readable by the postgres user). The TTL
+    goes third (the fence reads two fields): a restarted cygnetd knows it before
+    any coordinator answers, so its failsafe rounds run during an outage too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(f"{boot_id()} {deadline_ns}\n")
+    tmp.write_text(f"{boot_id()} {deadline_ns} {int(ttl_s * 1000)}\n")
     tmp.chmod(0o644)
     os.replace(tmp, path)
 
 
+def _read(path: Path) -> tuple[int, float]:
+    """(deadline ns, TTL s) in the file; (0, 0) when absent, malformed or from
+    another boot. A file of two fields (an older cygnetd's) has no TTL."""
+    try:
+        boot, deadline, *rest = path.read_text().split()
+        if boot != boot_id() or len(rest) > 1:
+            return 0, 0.0
+        return int(deadline), int(rest[0]) / 1000 if rest else 0.0
+    except (OSError, ValueError):
+        return 0, 0.0
+
+
 def read_deadline(path: Path) -> int:
     """The deadline in the file, 0 when absent, malformed or from another boot."""
-    try:
-        boot, deadline = path.read_text().split()
-        return int(deadline) if boot == boot_id() else 0
-    except (OSError, ValueError):
-        return 0
+    return _read(path)[0]
 
 
 def expire(path: Path) -> None:
@@ -84,7 +95,8 @@ class HostLease:
 
     def __init__(self, config: AgentConfig) -> None:
         self.path = lease_path(config)
-        self.ttl = 0.0
+        # The TTL the last renewal granted, in this boot (a restart keeps it).
+        self.ttl = _read(self.path)[1]
 
     def sending(self) -> int:
         """Call just before a heartbeat leaves; pass the result to `renewed`."""
@@ -98,7 +110,7 @@ class HostLease:
         deadline = deadline_for(sent_ns, ttl_s)
         # A late answer must not move the deadline back (answers can reorder).
         if deadline > read_deadline(self.path):
-            write_deadline(self.path, deadline)
+            write_deadline(self.path, deadline, ttl_s)
 
     def interval(self, coordinator_interval: float) -> float:
         """How often to beat: three renewals per TTL at least, so one lost beat is no fence."""
