@@ -22,6 +22,11 @@
  *    with the marker also has default_transaction_read_only on, so clients
  *    asking for target_session_attrs=read-write skip it.
  *
+ * cygnet_fence.failsafe_file, when set, names a second file of the same form:
+ * the database's own deadline, which cygnetd's failsafe rounds extend while
+ * every replica of this database confirms it and no coordinator renews the
+ * host's lease. The lease holds while either deadline is ahead.
+ *
  * Off (no check at all) while cygnet_fence.deadline_file is empty, and on a
  * standby (recovery writes nothing; the worker starts once promoted).
  */
@@ -55,6 +60,7 @@ void _PG_init(void);
 PGDLLEXPORT void cygnet_fence_main(Datum arg);
 
 static char *deadline_file = NULL;
+static char *failsafe_file = NULL;
 
 /* The running kernel's boot id (36 characters), or "" when unreadable. */
 static void read_boot_id(char *out, size_t size)
@@ -71,8 +77,8 @@ static void read_boot_id(char *out, size_t size)
         out[--n] = '\0';
 }
 
-/* True while the lease file names this boot and a deadline still ahead. */
-static bool lease_valid(void)
+/* True while the file names this boot and a deadline still ahead. */
+static bool deadline_ahead(const char *path)
 {
     char buf[128], boot[64], file_boot[64];
     unsigned long long deadline;
@@ -80,7 +86,7 @@ static bool lease_valid(void)
     ssize_t n;
     int fd;
 
-    fd = open(deadline_file, O_RDONLY);
+    fd = open(path, O_RDONLY);
     if (fd < 0)
         return false;
     n = read(fd, buf, sizeof(buf) - 1);
@@ -96,6 +102,14 @@ static bool lease_valid(void)
     if (clock_gettime(CLOCK_BOOTTIME, &now) != 0)
         return false;
     return (unsigned long long) now.tv_sec * 1000000000ULL + now.tv_nsec < deadline;
+}
+
+/* The host's lease, or this database's failsafe deadline. */
+static bool lease_valid(void)
+{
+    if (deadline_ahead(deadline_file))
+        return true;
+    return failsafe_file != NULL && failsafe_file[0] != '\0' && deadline_ahead(failsafe_file);
 }
 
 static bool fence_enabled(void)
@@ -174,6 +188,10 @@ void _PG_init(void)
     DefineCustomStringVariable("cygnet_fence.deadline_file",
                                "File holding this host's lease deadline (empty: no fence).",
                                NULL, &deadline_file, "", PGC_SIGHUP, 0,
+                               NULL, NULL, NULL);
+    DefineCustomStringVariable("cygnet_fence.failsafe_file",
+                               "File holding this database's failsafe deadline (empty: none).",
+                               NULL, &failsafe_file, "", PGC_SIGHUP, 0,
                                NULL, NULL, NULL);
     MarkGUCPrefixReserved("cygnet_fence");
     RegisterXactCallback(fence_xact_callback, NULL);

@@ -36,6 +36,7 @@ class Cluster:
     def __init__(self, root: Path, major: str) -> None:
         self.root, self.bindir = root, PG_ROOT / major / "bin"
         self.pgdata, self.lease = root / "data", root / "run" / "lease"
+        self.failsafe = root / "run" / "failsafe-db"
         self.port = free_port()
 
     def as_postgres(self, *argv: str, check: bool = True) -> None:
@@ -49,7 +50,8 @@ class Cluster:
             f.write(f"port = {self.port}\nlisten_addresses = ''\n"
                     f"unix_socket_directories = '{self.root}'\n"
                     "shared_preload_libraries = 'cygnet_fence'\n"
-                    f"cygnet_fence.deadline_file = '{self.lease}'\n")
+                    f"cygnet_fence.deadline_file = '{self.lease}'\n"
+                    f"cygnet_fence.failsafe_file = '{self.failsafe}'\n")
 
     def start(self, check: bool = True) -> None:
         self.as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l",
@@ -163,3 +165,19 @@ def test_stale_or_missing_lease_fences_at_start(cluster: Cluster) -> None:
     cluster.start(check=False)  # it may stop before pg_ctl sees it ready
     _wait_until(lambda: not cluster.running())
     assert (cluster.pgdata / lease.FENCED_MARKER).exists()
+
+
+def test_the_database_failsafe_deadline_holds_past_the_host_lease(cluster: Cluster) -> None:
+    """The host's lease lapsed, but every replica confirmed this database (failsafe):
+    it writes on until its own deadline passes, then fences as at a lease expiry."""
+    with cluster.connect() as conn:
+        conn.execute("CREATE TABLE ledger (n int)")
+    lease.write_deadline(cluster.failsafe, lease.now_ns() + int(3e9), 6.0)
+    lease.expire(cluster.lease)
+    time.sleep(0.5)  # the worker polls every 100 ms: it would have fenced by now
+    with cluster.connect() as conn:
+        conn.execute("INSERT INTO ledger VALUES (1)")
+    assert cluster.running() and not (cluster.pgdata / lease.FENCED_MARKER).exists()
+    _wait_until(lambda: not cluster.running())  # the database's own deadline passed
+    assert (cluster.pgdata / lease.FENCED_MARKER).exists()
+    assert lease.read_deadline(cluster.failsafe) < lease.now_ns()

@@ -86,8 +86,9 @@ class Clusters:
             major=int(db.version_of(branch).split(".")[0] or 0),
             archive=archive.archive_settings(self.config, db, branch),
             # Main of a replicated database is fenced by the host's lease (agent/lease.py).
-            fence_file=(lease.fence_file(self.config, self.pgdata(branch))
+            fence_file=(fence := lease.fence_file(self.config, self.pgdata(branch))
                         if db.main is not None and db.main.id == branch.id else None),
+            failsafe_file=lease.failsafe_path(self.config, db.id) if fence else None,
         )
 
     def bindir(self, db: DatabaseRecord, branch: BranchRecord | None = None) -> Path:

@@ -10,8 +10,10 @@ replicas decide:
   quarter of the TTL away: no coordinator renewed it), it asks each replica's host,
   for every replicated primary it runs, to confirm (ConfirmPrimary). If all
   confirm, it renews its own lease file as a heartbeat would (the deadline is
-  2/3 TTL after the round was sent). One refusal or silence, and nothing is
-  renewed: the fence fires at the deadline, as without failsafe;
+  2/3 TTL after the round was sent). Otherwise each database that every one of
+  its replicas confirmed gets the same deadline in a file of its own
+  (cygnet_fence.failsafe_file), and the others fence at the lease deadline, as
+  without failsafe: one refusal or silence fences that database only;
 - a replica's host (Holds): a confirmation holds off a failover's promotion
   of that replica for one TTL; the coordinator asks PrepareFailover before it
   commits a failover, which is refused during a hold and, once granted,
@@ -24,8 +26,10 @@ replicas decide:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,30 +148,53 @@ class Failsafe:
         return left <= ttl / 4 * 1e9
 
     async def round(self) -> bool:
-        """Asks every replica's host; renews the lease if all confirm. True if renewed."""
+        """Asks every replica's host. All confirm: the host's lease is renewed. Some
+        databases confirmed by all their replicas: only their own deadlines are
+        (the others fence at the lease deadline). True if anything was renewed."""
         primaries = replicated_primaries(self.host)
+        self._drop_stale(primaries)
         if not primaries:
             return False
         ttl, sent = self.lease.ttl, self.lease.sending()
-        asks = []
+        asks: dict[str, list[Awaitable[str]]] = {}
         for db_id, hosts in primaries.items():
             addresses = await self._addresses(db_id)
-            asks += [self._ask(db_id, h, addresses.get(h, ""), ttl) for h in hosts]
-        answers = await asyncio.gather(*asks)
-        refused = [a for a in answers if a]
-        if refused:
-            log.warning("failsafe: not every replica confirmed this host's primaries (%s); "
-                        "they fence at the lease deadline", "; ".join(refused))
-            self.active = False
-            return False
-        self.lease.renewed(sent, ttl)
-        self.renewed_to = lease.deadline_for(sent, ttl)
-        if not self.active:
-            log.warning("failsafe: no coordinator renews this host's lease; every replica of "
-                        "its %d replicated primar(ies) confirmed them, so they keep writing",
-                        len(primaries))
-        self.active = True
-        return True
+            asks[db_id] = [self._ask(db_id, h, addresses.get(h, ""), ttl) for h in hosts]
+        answers = dict(zip(asks, await asyncio.gather(
+            *(asyncio.gather(*calls) for calls in asks.values())), strict=True))
+        refused = {db: [a for a in said if a] for db, said in answers.items()}
+        confirmed = [db for db, why in refused.items() if not why]
+        if len(confirmed) == len(primaries):
+            self.lease.renewed(sent, ttl)
+            self.renewed_to = lease.deadline_for(sent, ttl)
+            if not self.active:
+                log.warning("failsafe: no coordinator renews this host's lease; every replica "
+                            "of its %d replicated primar(ies) confirmed them, so they keep "
+                            "writing", len(primaries))
+            self.active = True
+            return True
+        self.active = False
+        log.warning("failsafe: not every replica confirmed %s (%s); they fence at the lease "
+                    "deadline%s", ", ".join(db for db in refused if refused[db]),
+                    "; ".join(why for db in refused for why in refused[db]),
+                    f", while {', '.join(confirmed)} keep writing" if confirmed else "")
+        for db_id in confirmed:  # each database's own deadline, as the lease's would be
+            self._renew_database(db_id, sent, ttl)
+        return bool(confirmed)
+
+    def _renew_database(self, db_id: str, sent: int, ttl: float) -> None:
+        path = lease.failsafe_path(self.host.config, db_id)
+        deadline = lease.deadline_for(sent, ttl)
+        if deadline > lease.read_deadline(path):
+            lease.write_deadline(path, deadline, ttl)
+
+    def _drop_stale(self, primaries: dict[str, list[str]]) -> None:
+        """Deadlines of databases this host no longer runs as replicated primaries."""
+        folder = self.host.config.run_dir / lease.FAILSAFE_DIR
+        with contextlib.suppress(OSError):
+            for path in folder.iterdir():
+                if path.name not in primaries and lease.read_deadline(path) < lease.now_ns():
+                    path.unlink(missing_ok=True)
 
     async def _addresses(self, db_id: str) -> dict[str, str]:
         db = self.host.known.get(db_id)

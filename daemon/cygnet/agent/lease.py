@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # host.py imports clusters.py, which imports this module
 log = logging.getLogger("cygnet.agent.lease")
 
 LEASE_FILE = "host-lease"
+FAILSAFE_DIR = "failsafe"  # one deadline file per database, in run_dir
 FENCED_MARKER = "cygnet_fenced"  # in PGDATA, written by cygnet_fence at the deadline
 REPLICA_SLOT_PREFIX = "cygnet_replica_"
 # The fence fires this share of the TTL before the coordinator's expiry.
@@ -50,6 +51,11 @@ def now_ns() -> int:
 
 def lease_path(config: AgentConfig) -> Path:
     return config.run_dir / LEASE_FILE
+
+
+def failsafe_path(config: AgentConfig, database_id: str) -> Path:
+    """The database's failsafe deadline (agent/failsafe.py), beside the host's lease."""
+    return config.run_dir / FAILSAFE_DIR / database_id
 
 
 def deadline_for(sent_ns: int, ttl_s: float) -> int:

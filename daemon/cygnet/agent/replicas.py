@@ -164,7 +164,8 @@ def _settings(host: Host, rec: ReplicaRecord, standby: bool) -> ClusterSettings:
         tls=host.clusters.tls, major=major, archive=_archive(host, rec),
         standby=StandbySettings(conninfo, rec.props.get(P_SLOT, "")) if standby else None,
         # Fenced from the start: once promoted it is a primary under the host's lease.
-        fence_file=lease.fence_file(host.config, host.clusters.pgdata(rec.main), replica=True))
+        fence_file=lease.fence_file(host.config, host.clusters.pgdata(rec.main), replica=True),
+        failsafe_file=lease.failsafe_path(host.config, rec.db.id))
 
 
 def _archive(host: Host, rec: ReplicaRecord) -> ArchiveSettings | None:

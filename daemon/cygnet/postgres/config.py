@@ -102,16 +102,21 @@ class ClusterSettings:
     # The host's lease file: the cluster loads cygnet_fence, which stops writes
     # at the lease deadline (agent/lease.py, docs/ha.md "Fencing").
     fence_file: Path | None = None
+    # The database's own failsafe deadline, which extends the host's lease while
+    # every replica confirms this primary (agent/failsafe.py).
+    failsafe_file: Path | None = None
 
 
-def _fence_lines(fence_file: Path | None) -> list[str]:
+def _fence_lines(fence_file: Path | None, failsafe_file: Path | None) -> list[str]:
     if fence_file is None:
         return []
-    if not _SAFE_PATH.match(str(fence_file)):
-        raise InternalError(f"lease file {str(fence_file)!r} is not a plain absolute path")
+    for path in (fence_file, failsafe_file):
+        if path is not None and not _SAFE_PATH.match(str(path)):
+            raise InternalError(f"lease file {str(path)!r} is not a plain absolute path")
     # wal_log_hints: an old primary can be rewound (pg_rewind) to follow a new one
     # (and full_page_writes stays on, see render_settings).
-    return [f"cygnet_fence.deadline_file = '{fence_file}'", "wal_log_hints = on"]
+    return [f"cygnet_fence.deadline_file = '{fence_file}'", "wal_log_hints = on",
+            *([f"cygnet_fence.failsafe_file = '{failsafe_file}'"] if failsafe_file else [])]
 
 
 def preloaded(settings: ClusterSettings) -> tuple[str, ...]:
@@ -239,7 +244,7 @@ def render_settings(settings: ClusterSettings) -> str:
         # Query statistics for every database, and the fence on a replicated
         # primary; cygnet.final.conf repeats it after a branch's own list.
         f"shared_preload_libraries = '{','.join(preloaded(settings))}'",
-        *_fence_lines(settings.fence_file),
+        *_fence_lines(settings.fence_file, settings.failsafe_file),
         # A fenced primary that loses its lease may have to rejoin by pg_rewind,
         # which reads its own WAL back to the last checkpoint before the split:
         # keep up to one checkpoint distance of it rather than recycle it.

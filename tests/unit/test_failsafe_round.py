@@ -1,0 +1,82 @@
+"""A failsafe round (agent/failsafe.py) decides per database: all confirmed renews the
+host's lease; otherwise only the databases every replica of which confirmed get a
+deadline of their own, which their primary's fence reads beside the lease."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cygnet.agent import failsafe, lease
+from cygnet.agent.config import AgentConfig
+from cygnet.api.v1 import agent_pb2 as pb
+
+TTL = 6.0
+
+
+class _Peers:
+    """Replica hosts answering ConfirmPrimary: those in `silent` do not."""
+
+    def __init__(self, silent: set[str]) -> None:
+        self.silent = silent
+        self.asked: list[tuple[str, str]] = []
+
+    def stub(self, address: str) -> Any:
+        host = address.removeprefix("addr-")
+
+        async def confirm(req: pb.ConfirmPrimaryRequest, timeout: float) -> Any:
+            self.asked.append((req.database, host))
+            if host in self.silent:
+                raise OSError(f"{host} is cut off")
+            return SimpleNamespace(host_id=host)
+        return SimpleNamespace(ConfirmPrimary=confirm)
+
+
+def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str, list[str]],
+           silent: set[str]) -> tuple[failsafe.Failsafe, _Peers, bool]:
+    config = AgentConfig(pools=("p",), run_dir=tmp_path, coordinator="coord:7434")
+    host_lease = lease.HostLease(config)
+    host_lease.ttl = TTL
+    peers = _Peers(silent)
+    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: primaries)
+    fs = failsafe.Failsafe(SimpleNamespace(config=config), host_lease, peers)  # type: ignore[arg-type]
+
+    async def addresses(db_id: str) -> dict[str, str]:
+        return {h: f"addr-{h}" for h in ("b", "c")}
+    monkeypatch.setattr(fs, "_addresses", addresses)
+    return fs, peers, asyncio.run(fs.round())
+
+
+def test_all_confirmed_renews_the_host_lease(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fs, peers, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"], "db2": ["b", "c"]},
+                                set())
+    assert renewed and fs.active
+    assert lease.read_deadline(fs.lease.path) > lease.now_ns()
+    assert sorted(peers.asked) == [("db1", "b"), ("db2", "b"), ("db2", "c")]
+    assert not (tmp_path / lease.FAILSAFE_DIR).exists()
+
+
+def test_a_cut_off_replica_fences_only_its_databases(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"], "db2": ["b", "c"]}, {"c"})
+    assert renewed and not fs.active
+    assert lease.read_deadline(fs.lease.path) == 0  # the host's lease is not renewed
+    db1 = lease.failsafe_path(fs.host.config, "db1")
+    assert lease.now_ns() < lease.read_deadline(db1) <= lease.now_ns() + int(TTL * 2 / 3 * 1e9)
+    assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db2")) == 0
+
+
+def test_nothing_confirmed_renews_nothing(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = lease.failsafe_path(AgentConfig(pools=("p",), run_dir=tmp_path), "gone")
+    lease.write_deadline(stale, 1, TTL)  # a database that is no primary here any more
+    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, {"b"})
+    assert not renewed and not fs.active
+    assert lease.read_deadline(fs.lease.path) == 0
+    assert not lease.failsafe_path(fs.host.config, "db1").exists()
+    assert not stale.exists()
