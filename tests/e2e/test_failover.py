@@ -141,17 +141,44 @@ def _acked_between(ledger: Ledger, start_ns: int, end_ns: int) -> int:
     return sum(1 for _, t in ledger.acked if start_ns <= t < end_ns)
 
 
-def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet) -> None:
-    """The coordinator frozen (SIGSTOP) for 4 TTLs: every replica confirms the primary
-    (failsafe), which keeps writing, and nothing fails over when it wakes. Frozen again
-    with one replica's host cut off: that replica cannot confirm, and the primary
-    fences at its deadline; it writes again once the coordinator is back."""
-    client = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
+def _beside(f: HostFleet, name: str, primary: str, replica: str, client: ThreadPoolExecutor
+            ) -> tuple[cpb.FleetCreateDatabaseResponse, str, Ledger, Future[None]]:
+    """A second database whose primary runs on `primary` (moved there if placement
+    chose another host) with one synchronous replica, on `replica`, and its ledger."""
+    with f.coordinator.stub() as c:
+        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+            database=apb.CreateDatabaseRequest(name=name, size_class="nano")), timeout=300)
+        if made.placement.host_id != primary:
+            for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(database=name, to_host=primary),
+                                    timeout=300):
+                pass
+        c.CreateReplica(cpb.FleetCreateReplicaRequest(
+            database=name, host_id=replica, synchronous=True), timeout=300)
+    uri = multi_host_uri(f, made.result.connection.uri, name)
+    client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
+        "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
+    ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
+    return made, uri, ledger, client.submit(ledger.run, 0)
+
+
+def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
+        fleet: HostFleet, request: pytest.FixtureRequest) -> None:
+    """The coordinator frozen (SIGSTOP) for 4 TTLs: every replica confirms the primaries
+    (failsafe), which keep writing, and nothing fails over when it wakes. Frozen again
+    with one replica's host cut off: that replica cannot confirm, and the primary of its
+    database fences at its deadline; it writes again once the coordinator is back. A
+    second database on the same primary host, whose one replica stayed connected, is
+    confirmed alone and writes all along (failsafe decides per database)."""
+    client = ThreadPoolExecutor(3, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
     made, uri, ledger, writer = ledger_on(fleet, "fs", client)
+    request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
     primary = made.placement.host_id
+    cut, kept = sorted(set(fleet.daemons) - {primary})
+    made2, uri2, ledger2, writer2 = _beside(fleet, "fs2", primary, kept, client)
+    request.addfinalizer(ledger2.stop.set)
     coordinator = fleet.coordinator.proc
     assert coordinator is not None
-    cut = ""
+    cut_at = 0
     try:
         wait_for(lambda: len(ledger.acked) > 50, 60, "commits before the outage")
         os.kill(coordinator.pid, signal.SIGSTOP)
@@ -170,19 +197,32 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet)
         log = fleet.daemons[primary].log_path.read_text()
         assert "failsafe: no coordinator renews this host's lease" in log
 
-        # One replica's host cut off as well: no failsafe, the primary fences.
-        cut = sorted(set(fleet.daemons) - {primary})[0]
+        # One replica's host cut off as well: no failsafe for its database, whose
+        # primary fences; the other database, confirmed by its replica, writes on.
         os.kill(coordinator.pid, signal.SIGSTOP)
         subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "down"],
                        check=True)
+        cut_at = lease.now_ns()
+        # The last heartbeat's deadline (one in flight at the freeze has landed by
+        # now; with fs unconfirmed no failsafe round renews it): fs fences at it. Once
+        # fs is fenced, rounds confirm all that is left and renew the lease again.
+        time.sleep(0.3)
         lease_file = fleet.daemons[primary].base / "run" / lease.LEASE_FILE
-        time.sleep(2 * TTL)
         deadline = lease.read_deadline(lease_file)
+        time.sleep(2 * TTL)
         assert deadline < lease.now_ns()
         late = [s for s, t in ledger.acked if t > deadline + int(0.2e9)]
         assert not late, f"commits acknowledged after the fence deadline: {late}"
+        fs_pgdata = _main_pgdata(fleet.daemons[primary], made.result.database.id)
+        assert (fs_pgdata / lease.FENCED_MARKER).exists()
+        for k in range(2 * int(TTL)):
+            start = cut_at + k * 10**9
+            assert _acked_between(ledger2, start, start + 10**9) > 0, \
+                f"fs2: no commit in second {k} of the cut: {ledger2.last_error}"
+        said = fleet.daemons[primary].log_path.read_text()
+        assert f"while {made2.result.database.id} keep writing" in said
     finally:
-        if cut:
+        if cut_at:
             subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "up"],
                            check=False)
         os.kill(coordinator.pid, signal.SIGCONT)
@@ -190,7 +230,11 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet)
     wait_for(lambda: ledger.first_after(back) is not None, 90,
              "writes again once the coordinator is back")
     ledger.stop.set()
+    ledger2.stop.set()
     writer.result(60)
+    writer2.result(60)
+    lost2 = {seq for seq, _ in ledger2.acked} - _rows(uri2, client)
+    assert not lost2, f"fs2: acknowledged commits lost: {sorted(lost2)}"
     # The fenced primary's lease had expired: once the coordinator is back, either
     # its host renews first and keeps it, or the replica that stayed connected is
     # promoted. Either way, synchronous commits are all there.
@@ -200,8 +244,11 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(fleet: HostFleet)
     print(f"failsafe: {_acked_between(ledger, frozen, thawed)} commits during the "
           f"{4 * TTL:.0f}s outage; with a replica cut off the primary fenced, and "
           f"{'it' if after == primary else f'the replica on {after}'} took writes again "
-          f"{((ledger.first_after(back) or back) - back) / 1e9:.1f}s after the outage")
+          f"{((ledger.first_after(back) or back) - back) / 1e9:.1f}s after the outage; "
+          f"fs2 committed {_acked_between(ledger2, cut_at, cut_at + int(2 * TTL * 1e9))} "
+          f"times while its neighbour was fenced, and runs on {_primary(fleet, 'fs2')}")
     _remove_everywhere(fleet, "fs", made.result.database.id)
+    _remove_everywhere(fleet, "fs2", made2.result.database.id)
 
 
 def _remove_everywhere(f: HostFleet, name: str, db_id: str) -> None:

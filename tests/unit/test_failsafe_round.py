@@ -37,12 +37,13 @@ class _Peers:
 
 
 def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str, list[str]],
-           silent: set[str]) -> tuple[failsafe.Failsafe, _Peers, bool]:
+           silent: set[str], down: tuple[str, ...] = ()
+           ) -> tuple[failsafe.Failsafe, _Peers, bool]:
     config = AgentConfig(pools=("p",), run_dir=tmp_path, coordinator="coord:7434")
     host_lease = lease.HostLease(config)
     host_lease.ttl = TTL
     peers = _Peers(silent)
-    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: primaries)
+    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: (primaries, list(down)))
     fs = failsafe.Failsafe(SimpleNamespace(config=config), host_lease, peers)  # type: ignore[arg-type]
 
     async def addresses(db_id: str) -> dict[str, str]:
@@ -80,3 +81,14 @@ def test_nothing_confirmed_renews_nothing(tmp_path: Path,
     assert lease.read_deadline(fs.lease.path) == 0
     assert not lease.failsafe_path(fs.host.config, "db1").exists()
     assert not stale.exists()
+
+
+def test_a_primary_found_down_keeps_the_host_lease_from_renewing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started again by the supervisor, it would write unconfirmed under a renewed host
+    lease: the others keep writing on their own deadlines, and it starts fenced."""
+    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, set(), down=("db2",))
+    assert renewed and not fs.active
+    assert lease.read_deadline(fs.lease.path) == 0
+    assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db1")) > lease.now_ns()
+    assert not lease.failsafe_path(fs.host.config, "db2").exists()

@@ -112,21 +112,28 @@ class Holds:
             self._save(lease.now_ns())
 
 
-def replicated_primaries(host: Host) -> dict[str, list[str]]:
+def replicated_primaries(host: Host) -> tuple[dict[str, list[str]], list[str]]:
     """Database id -> the hosts of its replica slots, for each replicated primary that
-    runs unfenced on this host: what a lapsed lease would fence."""
-    out: dict[str, list[str]] = {}
+    runs unfenced on this host (what a lapsed lease would fence); and the ids of
+    those found down, unfenced: started again by the supervisor, they would write
+    under a lease renewed for the others."""
+    running: dict[str, list[str]] = {}
+    down: list[str] = []
     for db in list(host.known.values()):
         main = db.main
-        if main is None or host.clusters.live(main) is None:
+        if main is None:
             continue
         pgdata = host.clusters.pgdata(main)
         if lease.fenced(pgdata) or lease.fence_file(host.config, pgdata) is None:
             continue
         slots = lease.replica_slots(pgdata)
-        if slots:
-            out[db.id] = sorted(host_of(s) for s in slots)
-    return out
+        if not slots:
+            continue
+        if host.clusters.live(main) is None:
+            down.append(db.id)
+        else:
+            running[db.id] = sorted(host_of(s) for s in slots)
+    return running, down
 
 
 class Failsafe:
@@ -151,7 +158,7 @@ class Failsafe:
         """Asks every replica's host. All confirm: the host's lease is renewed. Some
         databases confirmed by all their replicas: only their own deadlines are
         (the others fence at the lease deadline). True if anything was renewed."""
-        primaries = replicated_primaries(self.host)
+        primaries, down = replicated_primaries(self.host)
         self._drop_stale(primaries)
         if not primaries:
             return False
@@ -164,7 +171,7 @@ class Failsafe:
             *(asyncio.gather(*calls) for calls in asks.values())), strict=True))
         refused = {db: [a for a in said if a] for db, said in answers.items()}
         confirmed = [db for db, why in refused.items() if not why]
-        if len(confirmed) == len(primaries):
+        if len(confirmed) == len(primaries) and not down:
             self.lease.renewed(sent, ttl)
             self.renewed_to = lease.deadline_for(sent, ttl)
             if not self.active:
@@ -174,9 +181,11 @@ class Failsafe:
             self.active = True
             return True
         self.active = False
-        log.warning("failsafe: not every replica confirmed %s (%s); they fence at the lease "
-                    "deadline%s", ", ".join(db for db in refused if refused[db]),
-                    "; ".join(why for db in refused for why in refused[db]),
+        unconfirmed = [db for db in refused if refused[db]]
+        log.warning("failsafe: %s not confirmed (%s); they fence at the lease deadline%s",
+                    ", ".join(unconfirmed + [f"{db} (down)" for db in down]),
+                    "; ".join(why for db in unconfirmed for why in refused[db]) or
+                    "a primary that is down is confirmed by no one",
                     f", while {', '.join(confirmed)} keep writing" if confirmed else "")
         for db_id in confirmed:  # each database's own deadline, as the lease's would be
             self._renew_database(db_id, sent, ttl)
