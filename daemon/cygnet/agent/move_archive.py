@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cygnet.agent import archive
+from cygnet.agent import archive, pieces
 from cygnet.agent.host import Host
 from cygnet.agent.service import AgentService
 from cygnet.api.v1 import agent_pb2 as pb
@@ -28,7 +28,6 @@ from cygnet.wal.repo import WalRepository
 
 log = logging.getLogger("cygnet.agent.moves")
 
-CHUNK = 1 << 20  # bytes per message, well under gRPC's 4 MiB limit
 SPOOL_WAIT = 10.0  # seconds for the source's last spooled segments to be archived
 ARCHIVE_TIMEOUT = 3600.0
 
@@ -70,26 +69,17 @@ async def send(service: AgentService, req: pb.SendMoveArchiveRequest
                 mtime = path.stat().st_mtime
             except FileNotFoundError:
                 continue  # pruned meanwhile
-            for offset in range(0, max(len(data), 1), CHUNK):
-                yield pb.ArchiveChunk(path=rel, data=data[offset:offset + CHUNK],
-                                      last=offset + CHUNK >= len(data), mtime=mtime)
+            for piece, last in pieces.cut(data):
+                yield pb.ArchiveChunk(path=rel, data=piece, last=last, mtime=mtime)
 
 
 async def pull(host: Host, stub: Any, database_id: str) -> tuple[int, int]:
     """The target's side: stores what the source sends; returns (files, bytes) new here."""
     repo = archive.repository(host.config)
     files = size = 0
-    parts: list[bytes] = []
-    current = ""
-    async for chunk in stub.SendMoveArchive(pb.SendMoveArchiveRequest(database=database_id),
-                                            timeout=ARCHIVE_TIMEOUT):
-        if parts and chunk.path != current:
-            raise ValueError(f"the source's archive stream broke off {current[:80]!r}")
-        current = chunk.path
-        parts.append(chunk.data)
-        if not chunk.last:
-            continue
-        data, parts = b"".join(parts), []
+    stream = stub.SendMoveArchive(pb.SendMoveArchiveRequest(database=database_id),
+                                  timeout=ARCHIVE_TIMEOUT)
+    async for data, chunk in pieces.joined(stream, lambda c: c.path):
         if await asyncio.to_thread(repo.adopt, chunk.path, data, chunk.mtime):
             files += 1
             size += len(data)

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from cygnet.agent import backup_janitor
+from cygnet.agent import backup_janitor, pieces
 from cygnet.agent.host import Host
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.backup import manifest as manifests
@@ -46,8 +46,7 @@ from cygnet.rpc.requests import MAX_DIGESTS
 
 log = logging.getLogger("cygnet.agent.moves")
 
-CHUNK = 1 << 20  # bytes per message, well under gRPC's 4 MiB limit
-BLOCKS_PER_CHUNK = CHUNK // BLOCK_SIZE
+BLOCKS_PER_CHUNK = pieces.CHUNK // BLOCK_SIZE
 LOCK_TIMEOUT = 600.0  # a backup running on the target finishes first
 CALL_TIMEOUT = 3600.0
 
@@ -120,9 +119,8 @@ async def send(host: Host, req: pb.SendMoveBackupsRequest) -> AsyncIterator[pb.B
         return
     for backup_id in await asyncio.to_thread(_backup_ids, path, req.database):
         data = await asyncio.to_thread(_whole_manifest, path, backup_id)
-        for offset in range(0, len(data), CHUNK):
-            yield pb.BackupChunk(backup_id=backup_id, data=data[offset:offset + CHUNK],
-                                 last=offset + CHUNK >= len(data))
+        for piece, last in pieces.cut(data):
+            yield pb.BackupChunk(backup_id=backup_id, data=piece, last=last)
 
 
 # --- the target's side ---------------------------------------------------------------
@@ -130,20 +128,14 @@ async def send(host: Host, req: pb.SendMoveBackupsRequest) -> AsyncIterator[pb.B
 
 async def _manifests(stub: Any, database_id: str) -> list[Manifest]:
     out: list[Manifest] = []
-    parts: list[bytes] = []
-    current = ""
-    async for chunk in stub.SendMoveBackups(
-            pb.SendMoveBackupsRequest(database=database_id), timeout=CALL_TIMEOUT):
-        if parts and chunk.backup_id != current:
-            raise ValueError(f"the source's manifest of {current[:40]!r} broke off")
-        current = chunk.backup_id
-        parts.append(chunk.data)
-        if not chunk.last:
-            continue
-        data, parts = b"".join(parts), []
-        got = manifests.decode(data, f"{current[:40]}.manifest").materialize(None)
-        if got.info.backup_id != current or got.info.metadata.get("database_id") != database_id:
-            raise ValueError(f"the source sent backup {got.info.backup_id} as {current[:40]!r} "
+    stream = stub.SendMoveBackups(pb.SendMoveBackupsRequest(database=database_id),
+                                  timeout=CALL_TIMEOUT)
+    async for data, chunk in pieces.joined(stream, lambda c: c.backup_id):
+        name = chunk.backup_id[:40]
+        got = manifests.decode(data, f"{name}.manifest").materialize(None)
+        if got.info.backup_id != chunk.backup_id or got.info.metadata.get(
+                "database_id") != database_id:
+            raise ValueError(f"the source sent backup {got.info.backup_id} as {name!r} "
                              f"of {database_id}")
         out.append(got)
     return out
