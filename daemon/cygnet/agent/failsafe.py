@@ -188,14 +188,8 @@ class Failsafe:
                     "a primary that is down is confirmed by no one",
                     f", while {', '.join(confirmed)} keep writing" if confirmed else "")
         for db_id in confirmed:  # each database's own deadline, as the lease's would be
-            self._renew_database(db_id, sent, ttl)
+            lease.extend(lease.failsafe_path(self.host.config, db_id), sent, ttl)
         return bool(confirmed)
-
-    def _renew_database(self, db_id: str, sent: int, ttl: float) -> None:
-        path = lease.failsafe_path(self.host.config, db_id)
-        deadline = lease.deadline_for(sent, ttl)
-        if deadline > lease.read_deadline(path):
-            lease.write_deadline(path, deadline, ttl)
 
     def _drop_stale(self, primaries: dict[str, list[str]]) -> None:
         """Deadlines of databases this host no longer runs as replicated primaries."""

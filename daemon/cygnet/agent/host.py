@@ -182,10 +182,6 @@ class Host:
         await self._catalog.adopt(saved)
         return self._everything()
 
-    async def save_catalog(self) -> bool:
-        """At a clean stop, once nothing runs: the catalog, for the next start."""
-        return await self.keeper.save()
-
     def receiving(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Around a `zfs receive` into `name` (not a TrackedZfs verb): journalled and
         marked as every write is (agent/catalog.py)."""

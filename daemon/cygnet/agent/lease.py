@@ -91,6 +91,14 @@ def read_deadline(path: Path) -> int:
     return _read(path)[0]
 
 
+def extend(path: Path, sent_ns: int, ttl_s: float) -> None:
+    """The deadline of a renewal sent at `sent_ns`, unless the file's is later: a late
+    answer must not move it back (answers can reorder)."""
+    deadline = deadline_for(sent_ns, ttl_s)
+    if deadline > read_deadline(path):
+        write_deadline(path, deadline, ttl_s)
+
+
 def expire(path: Path) -> None:
     """Ends the lease at once (a deadline in the past): the fence fires within 100 ms."""
     write_deadline(path, 0)
@@ -113,10 +121,7 @@ class HostLease:
         if ttl_s <= 0:
             return  # a coordinator without host leases: the fence stays as it is
         self.ttl = ttl_s
-        deadline = deadline_for(sent_ns, ttl_s)
-        # A late answer must not move the deadline back (answers can reorder).
-        if deadline > read_deadline(self.path):
-            write_deadline(self.path, deadline, ttl_s)
+        extend(self.path, sent_ns, ttl_s)
 
     def interval(self, coordinator_interval: float) -> float:
         """How often to beat: three renewals per TTL at least, so one lost beat is no fence."""
