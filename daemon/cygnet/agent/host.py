@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cygnet import __version__
 from cygnet.agent import layout
-from cygnet.agent.catalog import Catalog, TrackedZfs
+from cygnet.agent.catalog import Catalog, TrackedZfs, group_of, parked
 from cygnet.agent.catalog_keeper import CatalogKeeper
 from cygnet.agent.clusters import Clusters
 from cygnet.agent.config import AgentConfig
@@ -145,10 +145,20 @@ class Host:
         mounted, which costs a mount and nothing else. Under the database's lock."""
         if not self.parks(branch) or not self.mounted(branch):
             return
+        if not await self._still_suspended(branch.dataset):
+            return
         try:
             await self.zfs.unmount(branch.dataset)
         except ZfsError as exc:
             log.warning("branch %s stays mounted: %s", branch.id, exc)
+
+    async def _still_suspended(self, dataset: str) -> bool:
+        """What ZFS says now, through the catalog: a cached record may have been built
+        while a StopBranch's write was under way, and still say suspended after it."""
+        catalog = self._catalog
+        await catalog.refresh()
+        ds = catalog.groups.get(group_of(dataset), {}).get(dataset)
+        return ds is not None and parked(ds)
 
     def ensure_headroom(self, inv: Inventory, pool: str) -> None:
         """ResourceExhausted when the pool is (nearly) full, before anything is made."""
