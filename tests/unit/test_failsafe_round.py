@@ -37,19 +37,36 @@ class _Peers:
 
 
 def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str, list[str]],
-           silent: set[str], down: tuple[str, ...] = ()
+           silent: set[str], down: tuple[str, ...] = (),
+           fenced: dict[str, list[str]] | None = None
            ) -> tuple[failsafe.Failsafe, _Peers, bool]:
     config = AgentConfig(pools=("p",), run_dir=tmp_path, coordinator="coord:7434")
     host_lease = lease.HostLease(config)
     host_lease.ttl = TTL
     peers = _Peers(silent)
-    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: (primaries, list(down)))
+    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: failsafe.Primaries(
+        primaries, fenced or {}, list(down)))
+    lifted: list[str] = []
+
+    async def lift(host: object, ids: list[str], by: str) -> None:
+        # The fence goes only once the database's own deadline is ahead.
+        assert all(lease.read_deadline(lease.failsafe_path(config, i)) > lease.now_ns()
+                   for i in ids)
+        lifted.extend(ids)
+    monkeypatch.setattr(lease, "lift_fences", lift)
     fs = failsafe.Failsafe(SimpleNamespace(config=config), host_lease, peers)  # type: ignore[arg-type]
 
     async def addresses(db_id: str) -> dict[str, str]:
         return {h: f"addr-{h}" for h in ("b", "c")}
     monkeypatch.setattr(fs, "_addresses", addresses)
-    return fs, peers, asyncio.run(fs.round())
+    async def round_and_lifts() -> bool:
+        renewed = await fs.round()
+        if fs.lifting is not None:
+            await fs.lifting
+        return renewed
+    renewed = asyncio.run(round_and_lifts())
+    fs.lifted = lifted  # type: ignore[attr-defined]
+    return fs, peers, renewed
 
 
 def test_all_confirmed_renews_the_host_lease(tmp_path: Path,
@@ -92,3 +109,25 @@ def test_a_primary_found_down_keeps_the_host_lease_from_renewing(
     assert lease.read_deadline(fs.lease.path) == 0
     assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db1")) > lease.now_ns()
     assert not lease.failsafe_path(fs.host.config, "db2").exists()
+
+
+def test_a_fenced_primary_all_replicas_confirm_writes_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its deadline passed while cygnetd restarted during the outage: the replicas'
+    confirmation lifts its fence; one that a replica does not confirm stays fenced."""
+    fs, peers, renewed = _round(tmp_path, monkeypatch, {}, {"c"},
+                                fenced={"db1": ["b"], "db2": ["b", "c"]})
+    assert renewed and not fs.active
+    assert fs.lifted == ["db1"]  # type: ignore[attr-defined]
+    assert lease.read_deadline(fs.lease.path) == 0  # the host's lease waits for a round
+    assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db2")) == 0
+    assert sorted(peers.asked) == [("db1", "b"), ("db2", "b"), ("db2", "c")]
+
+
+def test_a_fenced_primary_beside_confirmed_running_ones_keeps_the_lease_renewed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, {"c"},
+                            fenced={"db2": ["c"]})
+    assert renewed and fs.active
+    assert lease.read_deadline(fs.lease.path) > lease.now_ns()
+    assert fs.lifted == []  # type: ignore[attr-defined]

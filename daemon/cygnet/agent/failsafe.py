@@ -13,7 +13,10 @@ replicas decide:
   2/3 TTL after the round was sent). Otherwise each database that every one of
   its replicas confirmed gets the same deadline in a file of its own
   (cygnet_fence.failsafe_file), and the others fence at the lease deadline, as
-  without failsafe: one refusal or silence fences that database only;
+  without failsafe: one refusal or silence fences that database only. A primary
+  fenced already (its deadline passed while cygnetd restarted, say) that every
+  replica confirms gets its own deadline and its fence lifted, as the
+  coordinator's word would lift it;
 - a replica's host (Holds): a confirmation holds off a failover's promotion
   of that replica for one TTL; the coordinator asks PrepareFailover before it
   commits a failover, which is refused during a hold and, once granted,
@@ -112,28 +115,38 @@ class Holds:
             self._save(lease.now_ns())
 
 
-def replicated_primaries(host: Host) -> tuple[dict[str, list[str]], list[str]]:
-    """Database id -> the hosts of its replica slots, for each replicated primary that
-    runs unfenced on this host (what a lapsed lease would fence); and the ids of
-    those found down, unfenced: started again by the supervisor, they would write
-    under a lease renewed for the others."""
-    running: dict[str, list[str]] = {}
-    down: list[str] = []
+@dataclass
+class Primaries:
+    """This host's replicated primaries, by what a round does with them."""
+
+    # Database id -> the hosts of its replica slots: running unfenced (what a lapsed
+    # lease fences); and fenced (what all their replicas' confirmation lifts).
+    running: dict[str, list[str]]
+    fenced: dict[str, list[str]]
+    # Found down, unfenced: started again by the supervisor, they would write under
+    # a lease renewed for the others.
+    down: list[str]
+
+
+def replicated_primaries(host: Host) -> Primaries:
+    found = Primaries({}, {}, [])
     for db in list(host.known.values()):
         main = db.main
         if main is None:
             continue
         pgdata = host.clusters.pgdata(main)
-        if lease.fenced(pgdata) or lease.fence_file(host.config, pgdata) is None:
+        if lease.fence_file(host.config, pgdata) is None:
             continue
-        slots = lease.replica_slots(pgdata)
+        slots = sorted(host_of(s) for s in lease.replica_slots(pgdata))
         if not slots:
             continue
-        if host.clusters.live(main) is None:
-            down.append(db.id)
+        if lease.fenced(pgdata):
+            found.fenced[db.id] = slots
+        elif host.clusters.live(main) is None:
+            found.down.append(db.id)
         else:
-            running[db.id] = sorted(host_of(s) for s in slots)
-    return running, down
+            found.running[db.id] = slots
+    return found
 
 
 class Failsafe:
@@ -143,6 +156,7 @@ class Failsafe:
         self.host, self.lease, self.peers = host, host_lease, peers
         self.active = False  # the last round renewed the lease
         self.renewed_to = 0  # the deadline it wrote (ns)
+        self.lifting: asyncio.Task[None] | None = None  # fences being lifted (_lift)
 
     def due(self) -> bool:
         """A renewal is late: heartbeats renew every TTL/3 to a deadline 2/3 TTL ahead,
@@ -157,21 +171,19 @@ class Failsafe:
     async def round(self) -> bool:
         """Asks every replica's host. All confirm: the host's lease is renewed. Some
         databases confirmed by all their replicas: only their own deadlines are
-        (the others fence at the lease deadline). True if anything was renewed."""
-        primaries, down = replicated_primaries(self.host)
-        self._drop_stale(primaries)
-        if not primaries:
+        (the others fence at the lease deadline). A fenced primary (its deadline passed
+        while this cygnetd restarted, say) that all its replicas confirm writes again.
+        True if anything was renewed."""
+        found = replicated_primaries(self.host)
+        primaries = found.running
+        self._drop_stale({**primaries, **found.fenced})
+        if not primaries and not found.fenced:
             return False
         ttl, sent = self.lease.ttl, self.lease.sending()
-        asks: dict[str, list[Awaitable[str]]] = {}
-        for db_id, hosts in primaries.items():
-            addresses = await self._addresses(db_id)
-            asks[db_id] = [self._ask(db_id, h, addresses.get(h, ""), ttl) for h in hosts]
-        answers = dict(zip(asks, await asyncio.gather(
-            *(asyncio.gather(*calls) for calls in asks.values())), strict=True))
-        refused = {db: [a for a in said if a] for db, said in answers.items()}
+        refused = await self._confirmations({**primaries, **found.fenced}, ttl)
         confirmed = [db for db, why in refused.items() if not why]
-        if len(confirmed) == len(primaries) and not down:
+        self._lift([db for db in confirmed if db in found.fenced], sent, ttl)
+        if primaries and all(db in confirmed for db in primaries) and not found.down:
             self.lease.renewed(sent, ttl)
             self.renewed_to = lease.deadline_for(sent, ttl)
             if not self.active:
@@ -181,15 +193,45 @@ class Failsafe:
             self.active = True
             return True
         self.active = False
-        unconfirmed = [db for db in refused if refused[db]]
-        log.warning("failsafe: %s not confirmed (%s); they fence at the lease deadline%s",
-                    ", ".join(unconfirmed + [f"{db} (down)" for db in down]),
-                    "; ".join(why for db in unconfirmed for why in refused[db]) or
-                    "a primary that is down is confirmed by no one",
-                    f", while {', '.join(confirmed)} keep writing" if confirmed else "")
+        unconfirmed = [db for db in primaries if refused[db]]
+        if unconfirmed or found.down:
+            log.warning("failsafe: %s not confirmed (%s); they fence at the lease deadline%s",
+                        ", ".join(unconfirmed + [f"{db} (down)" for db in found.down]),
+                        "; ".join(why for db in unconfirmed for why in refused[db]) or
+                        "a primary that is down is confirmed by no one",
+                        f", while {', '.join(confirmed)} keep writing" if confirmed else "")
         for db_id in confirmed:  # each database's own deadline, as the lease's would be
             lease.extend(lease.failsafe_path(self.host.config, db_id), sent, ttl)
         return bool(confirmed)
+
+    async def _confirmations(self, primaries: dict[str, list[str]], ttl: float
+                             ) -> dict[str, list[str]]:
+        """Database id -> why its replicas did not all confirm ([] if they did)."""
+        asks: dict[str, list[Awaitable[str]]] = {}
+        for db_id, hosts in primaries.items():
+            addresses = await self._addresses(db_id)
+            asks[db_id] = [self._ask(db_id, h, addresses.get(h, ""), ttl) for h in hosts]
+        answers = dict(zip(asks, await asyncio.gather(
+            *(asyncio.gather(*calls) for calls in asks.values())), strict=True))
+        return {db: [a for a in said if a] for db, said in answers.items()}
+
+    def _lift(self, database_ids: list[str], sent: int, ttl: float) -> None:
+        """Fenced primaries every replica of which confirmed: their own deadline first
+        (the host's lease may have lapsed), then the fence goes and main restarts, in
+        a task: the rounds go on meanwhile, or the others' deadlines would lapse."""
+        if not database_ids or (self.lifting is not None and not self.lifting.done()):
+            return
+        for db_id in database_ids:
+            lease.extend(lease.failsafe_path(self.host.config, db_id), sent, ttl)
+        log.warning("failsafe: every replica of %s confirmed it while no coordinator "
+                    "answers; its fence is lifted", ", ".join(database_ids))
+        self.lifting = asyncio.create_task(self._lift_now(database_ids))
+
+    async def _lift_now(self, database_ids: list[str]) -> None:
+        try:
+            await lease.lift_fences(self.host, database_ids, by="every replica")
+        except Exception:
+            log.exception("failsafe: lifting the fence of %s failed", ", ".join(database_ids))
 
     def _drop_stale(self, primaries: dict[str, list[str]]) -> None:
         """Deadlines of databases this host no longer runs as replicated primaries."""
@@ -238,4 +280,6 @@ class Failsafe:
                 await asyncio.wait_for(stop.wait(), wait)
             except TimeoutError:
                 continue
+        if self.lifting is not None:  # a main half restarted would wait for the supervisor
+            await self.lifting
 

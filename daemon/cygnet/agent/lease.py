@@ -177,11 +177,12 @@ def fence_before_start(config: AgentConfig, pgdata: Path) -> bool:
     return True
 
 
-def unfence(pgdata: Path) -> None:
+def unfence(pgdata: Path, by: str = "the coordinator") -> None:
     """Lets a fenced primary write again: only once the coordinator confirmed, after a
-    renewal, that this host still holds the database's primary."""
+    renewal, that this host still holds the database's primary (or, in failsafe,
+    every replica did: agent/failsafe.py)."""
     (pgdata / FENCED_MARKER).unlink(missing_ok=True)
-    log.warning("fence lifted on %s: the coordinator confirmed this host's primary", pgdata)
+    log.warning("fence lifted on %s: %s confirmed this host's primary", pgdata, by)
 
 
 def fenced_databases(host: Host) -> list[str]:
@@ -193,7 +194,8 @@ def fenced_databases(host: Host) -> list[str]:
     return sorted(out)
 
 
-async def lift_fences(host: Host, database_ids: list[str]) -> None:
+async def lift_fences(host: Host, database_ids: list[str], by: str = "the coordinator"
+                      ) -> None:
     """The coordinator confirmed these primaries are still this host's: their fence goes
     and main restarts (a cluster started fenced says it is read-only until then)."""
     for db_id in database_ids:
@@ -204,7 +206,7 @@ async def lift_fences(host: Host, database_ids: list[str]) -> None:
             pgdata = host.clusters.pgdata(db.main)
             if not fenced(pgdata):
                 continue
-            unfence(pgdata)
+            unfence(pgdata, by)
             if host.clusters.live(db.main) is not None:
                 await host.clusters.stop(db.main, "fast")
             await host.clusters.start(db.main, db)
