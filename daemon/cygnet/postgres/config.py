@@ -219,9 +219,13 @@ def _standby_lines(standby: StandbySettings | None) -> list[str]:
         return []
     # hot_standby serves reads; feedback keeps the primary's vacuum from
     # removing rows a replica's query still reads.
+    # A walreceiver cut off (its primary restarted: a fence lifted, a rejoin) tries
+    # again after wal_retrieve_retry_interval; with synchronous commit every commit
+    # on the primary waits for it, so 5 s (the default) would be 5 s of writes held.
     return [f"primary_conninfo = {_quoted(standby.conninfo)}",
             f"primary_slot_name = {_quoted(standby.slot)}",
-            "hot_standby = on", "hot_standby_feedback = on"]
+            "hot_standby = on", "hot_standby_feedback = on",
+            "wal_retrieve_retry_interval = '500ms'"]
 
 
 def render_settings(settings: ClusterSettings) -> str:
