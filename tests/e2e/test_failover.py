@@ -23,6 +23,7 @@ Timings are printed, not asserted (benchmarks/bench_ha.py measures them).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -211,7 +212,7 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
             assert _acked_between(ledger, start, start + 10**9) > 0, \
                 f"no commit in second {k} after the restart: {ledger.last_error}"
         times = [t for _, t in ledger.acked if t > killed - 10**9]
-        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0) / 1e9
+        gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1e9
         for t, e in [x for x in ledger.error_log if x[0] > killed][:10]:
             print(f"  +{(t - killed) / 1e9:.2f}s {e}")  # what the client saw meanwhile
         print(f"failsafe: cygnetd restarted in {(serving - killed) / 1e9:.2f}s, "
@@ -293,7 +294,7 @@ def _remove_everywhere(f: HostFleet, name: str, db_id: str) -> None:
                 s.DeleteDatabase(apb.DeleteDatabaseRequest(database=db_id), timeout=120)
 
 
-def test_host_loss_then_partition(fleet: HostFleet) -> None:
+def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureRequest) -> None:
     client = ThreadPoolExecutor(4, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
     made, uri = replicated_database(fleet, "fo")
     first = made.placement.host_id
@@ -311,6 +312,7 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
 
     # 1. Host loss.
     ledger = Ledger(connect)
+    request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
     writer = client.submit(ledger.run, 0)
     wait_for(lambda: len(ledger.acked) > 100, 60, "commits before the host loss")
     _kill_host(fleet.daemons[first], fleet.lan.ns(first))
@@ -334,6 +336,7 @@ def test_host_loss_then_partition(fleet: HostFleet) -> None:
     inside = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(ns2,))
     cut = Ledger(lambda: psycopg.connect(conn_info, autocommit=True),
                  "SET synchronous_commit = local")
+    request.addfinalizer(cut.stop.set)
     cut_writer = inside.submit(cut.run, 1_000_000)
     wait_for(lambda: len(cut.acked) > 20 or cut.errors > 50, 60,
              "local commits before the partition")

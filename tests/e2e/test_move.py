@@ -141,7 +141,7 @@ def _backup_went_along(fleet: HostFleet, client: Client, source: str, target: st
     assert db_id in json.loads(tombstones.read_text())
 
 
-def test_move_under_load(fleet: HostFleet) -> None:
+def test_move_under_load(fleet: HostFleet, request: pytest.FixtureRequest) -> None:
     client = Client(fleet)
     with fleet.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
@@ -179,6 +179,7 @@ def test_move_under_load(fleet: HostFleet) -> None:
         backup_id = events[-1].result.id
 
         ledger = Ledger(fleet, client, "mv")
+        request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
         writer = client.pool.submit(ledger.run)
         wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the move")
         phases: list[str] = []
@@ -257,7 +258,8 @@ def test_move_under_load(fleet: HostFleet) -> None:
         assert _datasets_of(fleet, target, db_id) == []
 
 
-def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(fleet: HostFleet) -> None:
+def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(
+        fleet: HostFleet, request: pytest.FixtureRequest) -> None:
     """The target fails after the final round (CYGNET_TEST_MOVE_FAIL_AT=final): the
     database runs on its host again, no acknowledged commit lost, nothing left there."""
     client = Client(fleet)
@@ -278,6 +280,7 @@ def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(fleet: HostFle
             wait_for(lambda: fleet.hosts()[bad].state == cpb.HOST_STATE_AVAILABLE, 30,
                      f"{bad} available again")
             ledger = Ledger(fleet, client, "mvfail")
+            request.addfinalizer(ledger.stop.set)
             writer = client.pool.submit(ledger.run)
             wait_for(lambda: len(ledger.acked) > 100, 60, "ledger commits before the move")
 

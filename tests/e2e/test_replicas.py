@@ -114,7 +114,7 @@ class Ledger:
                 uri = ""  # asked for again: the primary may have moved
 
 
-def test_replicas_and_switchover(fleet: HostFleet) -> None:
+def test_replicas_and_switchover(fleet: HostFleet, request: pytest.FixtureRequest) -> None:
     client = Client(fleet)
     with fleet.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
@@ -203,6 +203,7 @@ def test_replicas_and_switchover(fleet: HostFleet) -> None:
 
         # The switchover, under a ledger client.
         ledger = Ledger(fleet, client, "ha")
+        request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
         writer = client.pool.submit(ledger.run)
         wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the switchover")
         result = c.PromoteReplica(cpb.FleetPromoteReplicaRequest(
