@@ -1,6 +1,7 @@
 """cygnetd keeps its catalog on disk (agent/catalog_file.py): a start after a clean
 stop, or after a kill -9, serves from it, with the writes journalled since read
-again, then reads ZFS whole in the background."""
+again, then reads ZFS whole in the background. After a reboot only a clean stop's
+save serves."""
 
 from __future__ import annotations
 
@@ -74,4 +75,18 @@ def test_a_start_after_a_stop_or_a_kill_serves_from_the_kept_catalog() -> None:
 
         log = started(d)
         assert f"{SAVED} ({len(kept)} datasets) and {len(journalled)} names" in log, log[-3000:]
+        assert names(d) == {"main", "late"}
+
+        # A reboot (another boot id, which is what it changes for the saved files):
+        # after a clean stop the flushed save serves; after a kill -9 nothing does.
+        d.stop()
+        saved.write_text(json.dumps(json.loads(saved.read_text()) | {"boot": "earlier"}))
+        log = started(d)
+        assert "clean stop before this boot" in log and f"{SAVED} " in log, log[-3000:]
+        assert names(d) == {"main", "late"}
+        d.kill9()
+        if saved.exists():  # the new boot's first save
+            saved.write_text(json.dumps(json.loads(saved.read_text()) | {"boot": "earlier"}))
+        log = started(d)
+        assert SAVED not in log, log[-3000:]
         assert names(d) == {"main", "late"}

@@ -1,6 +1,6 @@
 """The catalog kept on disk (agent/catalog_file.py): a save and the journal of the
 writes since serve a start, for the same pools, properties, cygnetd version and
-boot only."""
+boot only, or after a reboot a clean stop's flushed save."""
 
 from __future__ import annotations
 
@@ -100,3 +100,37 @@ def test_another_version_boot_or_journal_or_a_bad_file_are_not_used(tmp_path: Pa
     (tmp_path / "catalog.journal").write_text(f"G {w.journal.generation}\nX what\n")
     assert take(tmp_path) is None  # a line this module never wrote
     assert take(tmp_path) is None  # (and nothing left to take)
+
+
+def test_a_clean_stops_save_serves_the_start_after_a_reboot_once(tmp_path: Path) -> None:
+    """Flushed and marked stopped, with nothing journalled after it: another boot
+    takes it, and removes the file (the journal goes on unsynced from there)."""
+    path = tmp_path / "catalog.json"
+    w = writer(tmp_path)
+    assert w.save(GROUPS, {"p": "1"}, PROPS, stopped=True)
+    w.journal.close()
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"boot": "before the reboot"}))
+    saved = take(tmp_path)
+    assert saved is not None and saved.other_boot and saved.groups == GROUPS
+    assert saved.intents == {}
+    assert not path.exists()
+    assert take(tmp_path) is None
+
+
+def test_a_save_from_before_a_reboot_is_refused_unless_a_clean_stop_made_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    for stopped, written_after in ((False, False), (True, True)):
+        w = writer(tmp_path)
+        assert w.save(GROUPS, {"p": "1"}, PROPS, stopped=stopped)
+        if written_after:  # a write after the save: its line may not have reached the disk
+            w.journal.intend("p/cygnet/db/db1/b1", tree=False)
+        w.journal.close()
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"boot": "earlier"}))
+        assert take(tmp_path) is None
+        assert not path.exists()
+    # The same boot takes a stopped save as any other, and keeps the file.
+    w = writer(tmp_path)
+    assert w.save(GROUPS, {"p": "1"}, PROPS, stopped=True)
+    saved = take(tmp_path)
+    assert saved is not None and not saved.other_boot and path.exists()

@@ -21,7 +21,11 @@ every minute, so a change made by hand meanwhile is seen within that read.
 
 The journal is not flushed to the disk: a process that dies leaves what it
 wrote in the page cache, and a host that reboots has another boot id, so its
-start reads ZFS whole. Without a usable pair the start reads ZFS whole.
+start reads ZFS whole. Except after a clean stop: its save is flushed (file,
+journal and directory) and marked `stopped`, and nothing was written after it,
+so a start after the reboot takes it too. It then removes the file, so that a
+kill before the first save of the new boot cannot leave a stopped catalog
+whose journal lost lines. Without a usable pair the start reads ZFS whole.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Saved:
     groups: Groups
     generation: str
     intents: dict[str, bool]
+    other_boot: bool = False  # saved at a clean stop before a reboot
 
 
 class Journal:
@@ -68,7 +73,7 @@ class Journal:
         self.generation = ""
         self._fd: int | None = None
 
-    def begin(self, generation: str, *, keep: bool = False) -> None:
+    def begin(self, generation: str, *, keep: bool = False, sync: bool = False) -> None:
         """Writes go under `generation` from now on: kept (a start that took the
         saved catalog goes on where the dead daemon stopped) or started afresh."""
         self.close()
@@ -77,6 +82,8 @@ class Journal:
         self.generation = generation
         if not keep:
             os.write(self._fd, f"G {generation}\n".encode())
+        if sync:
+            os.fsync(self._fd)
 
     def intend(self, name: str, tree: bool) -> None:
         if self._fd is not None:  # one write(2) per line: whole lines in O_APPEND
@@ -115,15 +122,18 @@ class Writer:
     journal: Journal
     _encoded: dict[str, tuple[Dataset, str]] = field(default_factory=dict)
 
-    def save(self, groups: Groups, pools: Mapping[str, str], props: Sequence[str]) -> bool:
+    def save(self, groups: Groups, pools: Mapping[str, str], props: Sequence[str], *,
+             stopped: bool = False) -> bool:
         """Writes the catalog under a new generation and starts the journal afresh
         for it. Only at a quiet moment (no write under way, every write read back),
         and all in one step: no write may start in between. Not when a pool's root
-        guid is unknown ("")."""
+        guid is unknown (""). `stopped`: the last save before a clean stop, flushed
+        to the disk, which a start after a reboot may take."""
         if not all(pools.values()):
             return False
         generation = secrets.token_hex(8)
-        head = json.dumps(_identity(pools, props) | {"generation": generation},
+        head = json.dumps(_identity(pools, props) | {"generation": generation,
+                                                     "stopped": stopped},
                           separators=(",", ":"))
         kept: dict[str, tuple[Dataset, str]] = {}
         parts = []
@@ -141,9 +151,22 @@ class Writer:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f'{head[:-1]},"groups":[{",".join(parts)}]}}')
+            if stopped:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self.journal.begin(generation)
+        self.journal.begin(generation, sync=stopped)
+        if stopped:
+            _sync_dir(self.path.parent)
         return True
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def take(path: Path, journal: Path, pools: Mapping[str, str],
@@ -155,6 +178,8 @@ def take(path: Path, journal: Path, pools: Mapping[str, str],
     if saved is None:
         path.unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
+    elif saved.other_boot:  # its journal goes on unsynced: never taken after a boot again
+        path.unlink(missing_ok=True)
     return saved
 
 
@@ -168,9 +193,15 @@ def _read(path: Path, journal: Path, pools: Mapping[str, str],
         return None
     try:
         body = json.loads(raw)
-        if {k: body.get(k) for k in ("format", "version", "pools", "props", "boot")} != (
-                _identity(pools, props)):
-            log.info("the saved catalog is for another cygnetd, boot or pools: reading ZFS")
+        ours = _identity(pools, props)
+        if {k: body.get(k) for k in ("format", "version", "pools", "props")} != (
+                {k: v for k, v in ours.items() if k != "boot"}):
+            log.info("the saved catalog is for another cygnetd or pools: reading ZFS")
+            return None
+        other_boot = body.get("boot") != ours["boot"]
+        if other_boot and body.get("stopped") is not True:
+            log.info("the saved catalog is from before a reboot, without a clean stop: "
+                     "reading ZFS")
             return None
         generation = str(body["generation"])
         groups = {group: {name: Dataset(name, dict(native), dict(user))
@@ -180,7 +211,9 @@ def _read(path: Path, journal: Path, pools: Mapping[str, str],
         log.warning("the saved catalog is unreadable (%s): reading ZFS", exc)
         return None
     intents = Journal.read(journal, generation)
-    if intents is None:
+    if intents is None or (other_boot and intents):
         log.info("the catalog's journal is not the saved catalog's: reading ZFS")
         return None
-    return Saved(groups, generation, intents)
+    if other_boot:
+        log.info("taking the catalog saved at the clean stop before this boot")
+    return Saved(groups, generation, intents, other_boot)

@@ -44,9 +44,10 @@ class CatalogKeeper:
         self.catalog.journal = journal
         return saved
 
-    async def save(self) -> bool:
+    async def save(self, *, stopped: bool = False) -> bool:
         """Saves the catalog if it is quiet (no write under way, every write read
-        back); else what is on disk stays, and still serves."""
+        back); else what is on disk stays, and still serves. `stopped`: at a clean
+        stop, flushed, so that a start after a reboot may take it."""
         catalog = self.catalog
         if not self.enabled or not catalog.loaded:
             return False
@@ -54,7 +55,8 @@ class CatalogKeeper:
             self.roots = await self._pool_roots()
         await catalog.refresh()  # what the last writes marked
         # Nothing awaits from here to the save: no write can start in between.
-        if not catalog.quiet or not self.writer.save(catalog.groups, self.roots, READ_PROPS):
+        if not catalog.quiet or not self.writer.save(catalog.groups, self.roots, READ_PROPS,
+                                                     stopped=stopped):
             return False
         self.saved_version = catalog.version
         return True

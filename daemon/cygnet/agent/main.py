@@ -147,7 +147,7 @@ async def serve(config: AgentConfig) -> None:
     if background:
         await asyncio.wait(background, timeout=10)
     try:  # nothing runs any more: the next start serves from it (or from the last save)
-        if await asyncio.wait_for(host.keeper.save(), 15):
+        if await asyncio.wait_for(host.keeper.save(stopped=True), 15):
             log.info("saved the catalog for the next start")
     except (OSError, TimeoutError, ZfsError) as exc:
         log.warning("the catalog was not saved at the stop (%s): the last save serves the "
