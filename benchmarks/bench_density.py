@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -282,8 +283,11 @@ def zfs_fuse_maps() -> int:
 def restart(rig: Rig, how: str) -> dict[str, Any]:
     """A stop, then a start until SERVING. `how`: "stop" (SIGTERM), "kill" (kill -9:
     the catalog kept on disk, with the journal of the writes since its last save),
-    or "cold" (SIGTERM, then the kept catalog deleted: ZFS read whole first, as
-    after a reboot). With a kept catalog ZFS is then read whole in the background
+    "reboot" (SIGTERM, then the kept catalog's boot id changed, which is what a
+    reboot changes for it: a clean stop's save serves; the postmasters, which a
+    real reboot would stop, still run here and are adopted), or "cold" (SIGTERM,
+    then the kept catalog deleted: ZFS read whole first, as after a crash of the
+    host). With a kept catalog ZFS is then read whole in the background
     (`catalog_fresh_seconds`)."""
     before = postmaster_pids(rig.d.mount_root)
     assert rig.d.proc is not None
@@ -297,6 +301,9 @@ def restart(rig: Rig, how: str) -> dict[str, Any]:
     if how == "cold":
         for name in ("catalog.json", "catalog.journal"):
             (state / name).unlink(missing_ok=True)
+    if how == "reboot":
+        kept = state / "catalog.json"
+        kept.write_text(json.dumps(json.loads(kept.read_text()) | {"boot": "before"}))
     mark = rig.d.log_path.stat().st_size
     t0 = time.perf_counter()
     rig.d.start(timeout=600)
@@ -355,6 +362,7 @@ def run(sizes: list[int], running: int, probes: int, pool_size: str,
             "machine": f"{os.cpu_count()} cores, zfs-fuse on a file-backed pool",
             "levels": levels, "restart": restart(rig, "stop"),
             "restart_killed": restart(rig, "kill"),
+            "restart_reboot": restart(rig, "reboot"),
             "restart_cold": restart(rig, "cold"),
             "made_through_api": min(max(sizes), api_fill),
             "create_p50_ratio_last_to_first": round(ratio, 3),
