@@ -153,6 +153,11 @@ class _Call:
                  context: aio.ServicerContext) -> None:
         self.policy, self.method, self.raw, self.context = policy, method, raw, context
         self.caller: Caller | None = None
+        # Read once, while the call surely lives: peer() goes into grpc's core call,
+        # and the audit line in `done` may come after a client cancelled a stream.
+        # (cygnetd twice died of a NULL dereference in cygrpc at such a moment; this
+        # is the one core call that line made.)
+        self.peer = context.peer()
 
     def record(self, outcome: str, reason: str = "", claimed: str = "") -> None:
         request = _decode(self.method, self.raw)
@@ -164,7 +169,7 @@ class _Call:
             "target": target_of(request),
             "request_id": request_id_of(request),
             "outcome": outcome,
-            "peer": self.context.peer(),
+            "peer": self.peer,
         }
         if caller is not None and caller.via:
             entry["via"] = caller.via
@@ -177,7 +182,7 @@ class _Call:
         try:
             self.caller = self.policy.identify(self.context)
         except Refused as exc:
-            log.warning("refused %s from %s: %s", self.method, self.context.peer(), exc)
+            log.warning("refused %s from %s: %s", self.method, self.peer, exc)
             self.record("UNAUTHENTICATED", str(exc), exc.identity)
             await self.context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                      f"the daemon refused this client: {exc}")
@@ -188,7 +193,7 @@ class _Call:
             role = caller.role or "no role"
             why = (f"{caller.identity} ({role}) may not call "
                    f"{self.method.rsplit('/', 1)[-1]}")
-            log.warning("refused %s from %s: %s", self.method, self.context.peer(), why)
+            log.warning("refused %s from %s: %s", self.method, self.peer, why)
             self.record("PERMISSION_DENIED", why)
             hint = "" if caller.role else " (give this identity a role in the roles setting)"
             await self.context.abort(grpc.StatusCode.PERMISSION_DENIED, why + hint)
@@ -291,7 +296,7 @@ async def _still_trusted(call: _Call, requests: AsyncIterator[Any]) -> AsyncIter
         revoked = call.policy.deny.refusal(identity, pem) if pem else None
         if revoked:
             why = f"the certificate of {identity} is revoked ({revoked})"
-            log.warning("refused %s from %s: %s", call.method, call.context.peer(), why)
+            log.warning("refused %s from %s: %s", call.method, call.peer, why)
             call.record("UNAUTHENTICATED", why)
             await call.context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                      f"the daemon refused this client: {why}")
