@@ -144,6 +144,33 @@ def _acked_between(ledger: Ledger, start_ns: int, end_ns: int) -> int:
     return sum(1 for _, t in ledger.acked if start_ns <= t < end_ns)
 
 
+def _every_second(ledger: Ledger, start_ns: int, seconds: int, what: str) -> None:
+    for k in range(seconds):
+        start = start_ns + k * 10**9
+        assert _acked_between(ledger, start, start + 10**9) > 0, \
+            f"no commit in second {k} {what}: {ledger.last_error}"
+
+
+def _restart_during_outage(d: Daemon, ledger: Ledger) -> int:
+    """cygnetd killed and started again mid-outage: the TTL comes from its lease file,
+    so it runs failsafe rounds. If the lease ran out while it was down (a start takes
+    1-3 s here, the TTL is 3 s), the primary fenced, came back fenced, and the
+    replicas' confirmation lifts the fence. Returns when writes came again (ns)."""
+    killed = lease.now_ns()
+    d.kill9()
+    d.start()
+    serving = lease.now_ns()
+    wait_for(lambda: ledger.first_after(serving) is not None, 4 * TTL,
+             "writes again after the restart, the coordinator still frozen")
+    times = [t for _, t in ledger.acked if t > killed - 10**9]
+    gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1e9
+    for t, e in [x for x in ledger.error_log if x[0] > killed][:10]:
+        print(f"  +{(t - killed) / 1e9:.2f}s {e}")  # what the client saw meanwhile
+    print(f"failsafe: cygnetd restarted in {(serving - killed) / 1e9:.2f}s, "
+          f"the longest gap between two commits {gap:.2f}s")
+    return lease.now_ns()
+
+
 def _beside(f: HostFleet, name: str, primary: str, replica: str, client: ThreadPoolExecutor
             ) -> tuple[cpb.FleetCreateDatabaseResponse, str, Ledger, Future[None]]:
     """A second database whose primary runs on `primary` (moved there if placement
@@ -189,34 +216,12 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
         frozen = lease.now_ns()
         time.sleep(2 * TTL)
         # Writes went on through the outage, second by second.
-        for k in range(2 * int(TTL)):
-            start = frozen + k * 10**9
-            assert _acked_between(ledger, start, start + 10**9) > 0, \
-                f"no commit in second {k} of the outage: {ledger.last_error}"
-        # cygnetd on the primary's host killed and started again mid-outage: the TTL
-        # comes from its lease file, so it runs failsafe rounds. If the lease ran out
-        # while it was down (a start takes 1-3 s here, the TTL is 3 s), the primary
-        # fenced, came back fenced, and the replicas' confirmation lifts the fence.
-        killed = lease.now_ns()
-        fleet.daemons[primary].kill9()
-        fleet.daemons[primary].start()
-        serving = lease.now_ns()
-        wait_for(lambda: ledger.first_after(serving) is not None, 4 * TTL,
-                 "writes again after the restart, the coordinator still frozen")
-        again = lease.now_ns()
+        _every_second(ledger, frozen, 2 * int(TTL), "of the outage")
+        again = _restart_during_outage(fleet.daemons[primary], ledger)
         time.sleep(2 * TTL)
         thawed = lease.now_ns()
         os.kill(coordinator.pid, signal.SIGCONT)
-        for k in range(2 * int(TTL)):
-            start = again + k * 10**9
-            assert _acked_between(ledger, start, start + 10**9) > 0, \
-                f"no commit in second {k} after the restart: {ledger.last_error}"
-        times = [t for _, t in ledger.acked if t > killed - 10**9]
-        gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1e9
-        for t, e in [x for x in ledger.error_log if x[0] > killed][:10]:
-            print(f"  +{(t - killed) / 1e9:.2f}s {e}")  # what the client saw meanwhile
-        print(f"failsafe: cygnetd restarted in {(serving - killed) / 1e9:.2f}s, "
-              f"the longest gap between two commits {gap:.2f}s")
+        _every_second(ledger, again, 2 * int(TTL), "after the restart")
         time.sleep(2 * TTL)  # what a failover of the thawed coordinator would need
         assert _primary(fleet, "fs") == primary
         assert _acked_between(ledger, thawed, lease.now_ns()) > 0
@@ -241,10 +246,7 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
         assert not late, f"commits acknowledged after the fence deadline: {late}"
         fs_pgdata = _main_pgdata(fleet.daemons[primary], made.result.database.id)
         assert (fs_pgdata / lease.FENCED_MARKER).exists()
-        for k in range(2 * int(TTL)):
-            start = cut_at + k * 10**9
-            assert _acked_between(ledger2, start, start + 10**9) > 0, \
-                f"fs2: no commit in second {k} of the cut: {ledger2.last_error}"
+        _every_second(ledger2, cut_at, 2 * int(TTL), "of the cut (fs2)")
         said = fleet.daemons[primary].log_path.read_text()
         assert f"while {made2.result.database.id} keep writing" in said
     finally:

@@ -24,6 +24,7 @@ class _Peers:
     def __init__(self, silent: set[str]) -> None:
         self.silent = silent
         self.asked: list[tuple[str, str]] = []
+        self.lifted: list[str] = []  # databases whose fence a round lifted
 
     def stub(self, address: str) -> Any:
         host = address.removeprefix("addr-")
@@ -46,13 +47,12 @@ def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str,
     peers = _Peers(silent)
     monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: failsafe.Primaries(
         primaries, fenced or {}, list(down)))
-    lifted: list[str] = []
 
     async def lift(host: object, ids: list[str], by: str) -> None:
         # The fence goes only once the database's own deadline is ahead.
         assert all(lease.read_deadline(lease.failsafe_path(config, i)) > lease.now_ns()
                    for i in ids)
-        lifted.extend(ids)
+        peers.lifted.extend(ids)
     monkeypatch.setattr(lease, "lift_fences", lift)
     fs = failsafe.Failsafe(SimpleNamespace(config=config), host_lease, peers)  # type: ignore[arg-type]
 
@@ -64,9 +64,7 @@ def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str,
         if fs.lifting is not None:
             await fs.lifting
         return renewed
-    renewed = asyncio.run(round_and_lifts())
-    fs.lifted = lifted  # type: ignore[attr-defined]
-    return fs, peers, renewed
+    return fs, peers, asyncio.run(round_and_lifts())
 
 
 def test_all_confirmed_renews_the_host_lease(tmp_path: Path,
@@ -118,7 +116,7 @@ def test_a_fenced_primary_all_replicas_confirm_writes_again(
     fs, peers, renewed = _round(tmp_path, monkeypatch, {}, {"c"},
                                 fenced={"db1": ["b"], "db2": ["b", "c"]})
     assert renewed and not fs.active
-    assert fs.lifted == ["db1"]  # type: ignore[attr-defined]
+    assert peers.lifted == ["db1"]
     assert lease.read_deadline(fs.lease.path) == 0  # the host's lease waits for a round
     assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db2")) == 0
     assert sorted(peers.asked) == [("db1", "b"), ("db2", "b"), ("db2", "c")]
@@ -126,8 +124,8 @@ def test_a_fenced_primary_all_replicas_confirm_writes_again(
 
 def test_a_fenced_primary_beside_confirmed_running_ones_keeps_the_lease_renewed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, {"c"},
-                            fenced={"db2": ["c"]})
+    fs, peers, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, {"c"},
+                                fenced={"db2": ["c"]})
     assert renewed and fs.active
     assert lease.read_deadline(fs.lease.path) > lease.now_ns()
-    assert fs.lifted == []  # type: ignore[attr-defined]
+    assert peers.lifted == []

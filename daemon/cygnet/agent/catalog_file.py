@@ -41,6 +41,7 @@ from typing import Any
 
 from cygnet import __version__
 from cygnet.agent import lease
+from cygnet.backup.fsutil import fsync_dir
 from cygnet.zfs import Dataset
 
 log = logging.getLogger("cygnet.agent")
@@ -157,16 +158,8 @@ class Writer:
         os.replace(tmp, self.path)
         self.journal.begin(generation, sync=stopped)
         if stopped:
-            _sync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return True
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def take(path: Path, journal: Path, pools: Mapping[str, str],
