@@ -80,6 +80,12 @@ def test_only_stdio_and_pass_fds_are_inherited(tmp_path: Path) -> None:
     try:
         pid = spawn_detached(["/bin/sleep", "30"], [], 0, 0, log, "/", pass_fds=[kept])
         try:
+            # The call returns once the child has exec'd; its dynamic loader may
+            # still hold a library open for a moment (seen once: fd 3). An
+            # inherited descriptor would stay for the child's whole life.
+            deadline = time.monotonic() + 5
+            while _fds_of(pid) != {0, 1, 2, kept} and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert _fds_of(pid) == {0, 1, 2, kept}
         finally:
             os.kill(pid, 9)
