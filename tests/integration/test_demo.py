@@ -42,9 +42,14 @@ def test_demo_up_and_down_twice() -> None:
             assert run("zpool", "list", pool, check=False).returncode == 0
             down = demo(env, "--down")
             assert "demo removed" in down.stderr
+            backups = base / "d/state/backups"
+            if backups.exists():  # kept on purpose, and said so
+                assert f"kept {backups}" in down.stderr, down.stderr
             assert "pool is busy" not in down.stderr
             assert run("zpool", "list", pool, check=False).returncode != 0
             assert not (base / "d/run/cygnetd-demo.pid").exists()
+            # The catalog kept for the pool went with it.
+            assert not (base / "d/state/catalog.json").exists()
             assert not (base / "pool.img").exists()
     finally:
         pidfile = base / "d/run/cygnetd-demo.pid"
