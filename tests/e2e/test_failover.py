@@ -59,10 +59,19 @@ def multi_host_uri(f: HostFleet, uri: str, name: str) -> str:
     return endpoint_uri(f, uri, name, sorted(f.daemons), "&target_session_attrs=read-write")
 
 
+def every_host_available(f: HostFleet) -> None:
+    """Waits until the coordinator sees every host available. After a coordinator
+    outage or a cut link, a host's heartbeats back off (up to 30 s between tries), so
+    it is available again only once its next one lands."""
+    wait_for(lambda: all(f.hosts()[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
+                         for h in f.daemons), 60, "every host available")
+
+
 def replicated_database(f: HostFleet, name: str
                         ) -> tuple[cpb.FleetCreateDatabaseResponse, str]:
     """A nano database with a synchronous replica on every other host: how it was
     made (its first host, its password), and its multi-host string."""
+    every_host_available(f)  # an earlier test may have cut one off
     with f.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
             database=apb.CreateDatabaseRequest(name=name, size_class="nano")), timeout=300)
@@ -282,6 +291,7 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
 def _remove_everywhere(f: HostFleet, name: str, db_id: str) -> None:
     """The database, its replicas, and any old primary's copy: the next test's fleet
     holds nothing of it."""
+    every_host_available(f)  # DeleteDatabase needs the hosts that hold it
     with f.coordinator.stub() as c:
         for r in c.ListReplicas(cpb.FleetListReplicasRequest(database=name),
                                 timeout=60).replicas:
