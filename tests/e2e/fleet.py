@@ -192,6 +192,15 @@ class HostFleet:
         with self.coordinator.stub() as c:
             return {h.id: h for h in c.ListHosts(cpb.ListHostsRequest(), timeout=10).hosts}
 
+    def all_available(self) -> bool:
+        """Whether the coordinator sees each of this fleet's daemons available (hosts
+        a test registered that never ran are not asked about)."""
+        from cygnet.api.v1 import coordinator_pb2 as cpb
+
+        hosts = self.hosts()
+        return all(hosts[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
+                   for h in self.daemons)
+
 
 @contextlib.contextmanager
 def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 59000,

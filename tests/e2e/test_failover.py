@@ -63,8 +63,7 @@ def every_host_available(f: HostFleet) -> None:
     """Waits until the coordinator sees every host available. After a coordinator
     outage or a cut link, a host's heartbeats back off (up to 30 s between tries), so
     it is available again only once its next one lands."""
-    wait_for(lambda: all(f.hosts()[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
-                         for h in f.daemons), 60, "every host available")
+    wait_for(f.all_available, 60, "every host available")
 
 
 def replicated_database(f: HostFleet, name: str

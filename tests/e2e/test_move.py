@@ -307,12 +307,6 @@ def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(
             daemon.start()
 
 
-def _all_available(f: HostFleet) -> bool:
-    hosts = f.hosts()  # (the refusals test registered hosts that never run: not these)
-    return all(hosts[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
-               for h in f.daemons)
-
-
 @pytest.mark.parametrize("point", ["started", "switched"])
 def test_a_coordinator_dying_mid_move_is_finished_by_the_next(fleet: HostFleet,
                                                               point: str) -> None:
@@ -340,7 +334,7 @@ def test_a_coordinator_dying_mid_move_is_finished_by_the_next(fleet: HostFleet,
             coordinator.start()
         finally:
             del os.environ["CYGNET_TEST_COORDINATOR_EXIT_AT"]
-        wait_for(lambda: _all_available(fleet), 60, "hosts back")
+        wait_for(fleet.all_available, 60, "hosts back")
         with coordinator.stub() as c, pytest.raises(grpc.RpcError):
             for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(database=name, to_host=target),
                                     timeout=300):
@@ -369,4 +363,4 @@ def test_a_coordinator_dying_mid_move_is_finished_by_the_next(fleet: HostFleet,
         coordinator.stop()  # the next tests get the fixture's coordinator back
         coordinator.extra_args = saved
         coordinator.start()
-        wait_for(lambda: _all_available(fleet), 60, "hosts back")
+        wait_for(fleet.all_available, 60, "hosts back")
