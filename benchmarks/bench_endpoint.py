@@ -166,7 +166,8 @@ pidfile = {workdir}/pgbouncer.pid
 def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: int,
           bouncer_pid: int) -> list[Path_]:
     assert d.proc is not None
-    # The SNI path's bytes move in the relay process (endpoint_relay = "process").
+    # Both endpoint paths' bytes move in the relay process (endpoint_relay = "process"):
+    # the C relay by SNI, TLS terminated and relayed in Python by options.
     relay = relay_pid(d.base / "run" / "endpoint-relay.sock")
     middle = (d.proc.pid,) if relay is None else (d.proc.pid, relay)
     ca = f"sslrootcert={conn.sslrootcert}"
@@ -176,7 +177,7 @@ def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: in
         Path_("endpoint", f"host={db}.{domain} hostaddr=127.0.0.1 port={d.endpoint_port} "
               f"{common}", middle),
         Path_("endpoint_options", f"host=127.0.0.1 port={d.endpoint_port} "
-              f"options=endpoint={db} {common}", (d.proc.pid,)),
+              f"options=endpoint={db} {common}", middle),
         Path_("pgbouncer", f"host=127.0.0.1 port={bouncer_port} user=postgres dbname=postgres "
               "sslmode=require", (bouncer_pid,)),
     ]

@@ -183,30 +183,45 @@ def test_the_endpoint_string_survives_reset_and_stop_start(site: Site) -> None:
         assert _one(c, "SELECT to_regclass('kept') IS NULL") is True
 
 
+def _connect_by_options(site: Site, endpoint: str, **extra: str
+                        ) -> psycopg.Connection[tuple[object, ...]]:
+    """A client without SNI (an IP address as the host) naming the endpoint in options."""
+    return _connect(site, "127.0.0.1", options=f"endpoint={endpoint}", **extra)
+
+
 def test_relayed_connections_survive_a_cygnetd_restart(site: Site) -> None:
-    """The bytes move in the relay process, which outlives cygnetd: a session opened
-    before a restart answers after it, in the same backend, and new connections are
-    routed by the new cygnetd through the same relay process."""
+    """The bytes move in the relay process, which outlives cygnetd: sessions opened
+    before a restart, by SNI and by options=endpoint= (TLS terminated in the relay
+    process), answer after it in the same backends, and new connections are routed
+    by the new cygnetd through the same relay process."""
     control = site.daemon.base / "run" / "endpoint-relay.sock"
     relay = relay_pid(control)
     assert relay is not None
     with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept, \
-            ThreadPoolExecutor(1) as pool:
+            _connect_by_options(site, f"{site.db}--feat",
+                                channel_binding="require") as by_options, \
+            ThreadPoolExecutor(2) as pool:
         backend = _one(kept, "SELECT pg_backend_pid()")
+        options_backend = _one(by_options, "SELECT pg_backend_pid()")
         site.daemon.stop()
         assert _one(kept, "SELECT pg_backend_pid()") == backend  # cygnetd is down
+        assert _one(by_options, "SELECT pg_backend_pid()") == options_backend
         # A client that connects now waits on the listening socket the relay keeps,
         # and is answered once cygnetd is back.
-        def port_once_back() -> object:
-            with _connect(site, f"{site.db}.{DOMAIN}", connect_timeout="60") as c:
+        def port_once_back(options: bool) -> object:
+            with (_connect_by_options(site, site.db, connect_timeout="60") if options
+                  else _connect(site, f"{site.db}.{DOMAIN}", connect_timeout="60")) as c:
                 return _one(c, "SHOW port")
 
-        meanwhile = pool.submit(port_once_back)
+        meanwhile = [pool.submit(port_once_back, options) for options in (False, True)]
         time.sleep(0.5)
-        assert not meanwhile.done()
+        assert not any(f.done() for f in meanwhile)
         site.daemon.start()
-        assert meanwhile.result(60) == str(site.main.port)
+        assert [f.result(60) for f in meanwhile] == [str(site.main.port)] * 2
         assert _one(kept, "SELECT pg_backend_pid()") == backend
+        assert _one(by_options, "SELECT pg_backend_pid()") == options_backend
+        big = _one(by_options, "SELECT length(repeat('x', 3000000))")
+        assert big == 3_000_000
         assert relay_pid(control) == relay
         with _connect(site, f"{site.db}.{DOMAIN}") as fresh:
             assert _one(fresh, "SHOW port") == str(site.main.port)
@@ -220,8 +235,10 @@ def test_a_cygnetd_killed_with_9_leaves_sessions_up_and_new_clients_waiting(
     only from a clean stop: after kill -9 a new client waits instead of being
     refused, and the next cygnetd answers it."""
     with _connect(site, f"{site.db}--feat.{DOMAIN}") as kept, \
+            _connect_by_options(site, site.db) as by_options, \
             ThreadPoolExecutor(1) as pool:
         backend = _one(kept, "SELECT pg_backend_pid()")
+        options_backend = _one(by_options, "SELECT pg_backend_pid()")
         site.daemon.kill9()
         try:
             def port_once_back() -> object:
@@ -232,10 +249,12 @@ def test_a_cygnetd_killed_with_9_leaves_sessions_up_and_new_clients_waiting(
             time.sleep(1.0)
             assert not meanwhile.done(), meanwhile.exception()
             assert _one(kept, "SELECT pg_backend_pid()") == backend
+            assert _one(by_options, "SELECT pg_backend_pid()") == options_backend
         finally:
             site.daemon.start()
         assert meanwhile.result(60) == str(site.main.port)
         assert _one(kept, "SELECT pg_backend_pid()") == backend
+        assert _one(by_options, "SELECT pg_backend_pid()") == options_backend
 
 
 def test_psql_through_the_endpoint(site: Site) -> None:

@@ -25,6 +25,14 @@ PROTOCOL_VIOLATION = "08P01"
 TOO_MANY_CONNECTIONS = "53300"
 
 
+class Unroutable(Exception):
+    """The client gets a Postgres error with this SQLSTATE, message and hint."""
+
+    def __init__(self, sqlstate: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate, self.message, self.hint = sqlstate, message, hint
+
+
 class ProtocolError(Exception):
     """A client that does not speak the startup protocol."""
 

@@ -3,7 +3,8 @@
 Two kinds (setting `endpoint_relay`):
 - "process" (the default): the relay process (relayd.py), started by the first
   cygnetd that needs it and left running across cygnetd restarts, so relayed
-  connections survive them. Each connection's two sockets are sent to it.
+  connections survive them. Each connection's two sockets are sent to it, or,
+  for `options=endpoint=`, the client's socket alone (route_link.py).
 - "thread": the C relay thread inside cygnetd; a restart cuts its connections.
 """
 
@@ -31,6 +32,7 @@ from cygnet.endpoint.relayd import (
     peer_ids,
     received_fds,
 )
+from cygnet.endpoint.route_link import OP_TERMINATE
 
 log = logging.getLogger("cygnet.endpoint")
 
@@ -133,6 +135,13 @@ class ProcessRelay:
             self._send(OP_ADD, [client.fileno(), server.fileno()])
         client.close()  # the relay holds its own copies now
         server.close()
+
+    def hand_over_tls(self, client: socket.socket) -> None:
+        """A client to route by `options=endpoint=`: the relay terminates its TLS and
+        asks cygnetd's route link (route_link.py) where it goes."""
+        with self._lock:
+            self._send(OP_TERMINATE, [client.fileno()])
+        client.close()
 
     def stats(self) -> tuple[int, int, int, int]:
         with self._lock:

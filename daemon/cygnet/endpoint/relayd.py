@@ -15,7 +15,9 @@ Messages on the control socket, one per datagram:
   cygnetd runs, even after a kill -9, clients that connect wait in the
   kernel's accept queue instead of being refused;
 - b"G": answered with b"G" and the kept listening sockets, which the
-  relay then lets go (the next cygnetd accepts on them).
+  relay then lets go (the next cygnetd accepts on them);
+- b"T" with one descriptor, and the route link's messages: clients routed by
+  `options=endpoint=`, whose TLS this process terminates (route_link.py).
 
 Only a peer with this process's uid may connect. The process exits once no
 cygnetd has been connected and nothing has been relayed for `--linger`
@@ -27,17 +29,19 @@ from __future__ import annotations
 
 import argparse
 import array
+import asyncio
 import contextlib
 import logging
 import os
 import resource
-import selectors
 import signal
 import socket
 import struct
 import sys
 import time
 from pathlib import Path
+
+from cygnet.endpoint import route_link as R
 
 log = logging.getLogger("cygnet.endpoint.relay")
 
@@ -109,16 +113,18 @@ class RelayProcess:
 
         self.native = _native
         self.path, self.linger = path, linger
-        self.selector = selectors.DefaultSelector()
         self.listener = _listen(path)
         self.inode = os.stat(path).st_ino
         self.peers: set[socket.socket] = set()
         self.kept: list[int] = []  # the endpoint's listening sockets, between two cygnetd
+        self.routes = R.RouteAsker()  # options=endpoint= clients, TLS terminated here
         self.stop = False
-        self.selector.register(self.listener, selectors.EVENT_READ)
 
     def _accept(self) -> None:
-        peer, _ = self.listener.accept()
+        try:
+            peer, _ = self.listener.accept()
+        except BlockingIOError:
+            return
         _, uid, _ = peer_ids(peer)
         if uid != os.getuid():
             log.warning("relay: refused a peer with uid %d", uid)
@@ -126,16 +132,17 @@ class RelayProcess:
             return
         peer.setblocking(False)
         self.peers.add(peer)
-        self.selector.register(peer, selectors.EVENT_READ)
+        asyncio.get_running_loop().add_reader(peer, self._message, peer)
 
     def _drop(self, peer: socket.socket) -> None:
-        self.selector.unregister(peer)
+        asyncio.get_running_loop().remove_reader(peer)
         self.peers.discard(peer)
+        self.routes.detach(peer)
         peer.close()
 
     def _message(self, peer: socket.socket) -> None:
         try:
-            data, ancdata, _, _ = peer.recvmsg(16, FDS_SIZE)
+            data, ancdata, _, _ = peer.recvmsg(R.MAX_MESSAGE, FDS_SIZE)
         except BlockingIOError:
             return
         except OSError:
@@ -159,6 +166,9 @@ class RelayProcess:
             self._let_go()
             self.kept = fds
             return
+        if data[:1] == R.OP_TERMINATE and len(fds) == 1:
+            self.routes.terminate(socket.socket(fileno=fds[0]))
+            return
         for fd in fds:  # anything else carries no descriptor of use
             os.close(fd)
         if data[:1] == OP_STATS:
@@ -170,6 +180,12 @@ class RelayProcess:
             with contextlib.suppress(OSError):
                 peer.sendmsg([OP_GIVE], anc)
             self._let_go()
+        elif data[:1] in (R.OP_ROUTER, R.OP_ANSWER):
+            op, body = R.decode(data)
+            if op == R.OP_ROUTER:
+                self.routes.attach(peer, body)
+            else:
+                self.routes.answer(body)
 
     def _let_go(self) -> None:
         for fd in self.kept:
@@ -182,16 +198,14 @@ class RelayProcess:
         except FileNotFoundError:
             return True
 
-    def run(self) -> None:
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.listener, self._accept)
+        loop.add_signal_handler(signal.SIGTERM, lambda: setattr(self, "stop", True))
         idle_since = time.monotonic()
         while not self.stop:
-            for key, _ in self.selector.select(TICK):
-                if key.fileobj is self.listener:
-                    with contextlib.suppress(BlockingIOError):
-                        self._accept()
-                else:
-                    self._message(key.fileobj)  # type: ignore[arg-type]
-            active = self.native.relay_stats()[0]
+            await asyncio.sleep(TICK)
+            active = self.native.relay_stats()[0] + len(self.routes.sessions)
             if self.peers or active:
                 idle_since = time.monotonic()
             elif self._replaced() or time.monotonic() - idle_since >= self.linger:
@@ -216,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         probe.close()
         return 0  # another relay serves this socket: cygnetd connects to it
     raise_fd_limit()
-    relay = RelayProcess(args.socket, args.linger)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(relay, "stop", True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C to cygnetd is not ours
-    relay.run()
+    asyncio.run(_serve(args.socket, args.linger))
     return 0
+
+
+async def _serve(path: Path, linger: float) -> None:
+    await RelayProcess(path, linger).run()
 
 
 if __name__ == "__main__":

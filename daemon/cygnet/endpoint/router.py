@@ -17,6 +17,7 @@ from cygnet.agent import layout as L
 from cygnet.agent import replicas
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import Candidate, candidates
+from cygnet.endpoint.protocol import Unroutable
 from cygnet.errors import CygnetError
 from cygnet.names import shown
 from cygnet.states import BranchState
@@ -34,14 +35,6 @@ REFRESH_EVERY = 1.0
 STARTING_WAIT = 30.0
 # States that end in RUNNING by themselves: a connect waits for them.
 _UNDER_WAY = {BranchState.STARTING, BranchState.CREATING, BranchState.RESETTING}
-
-
-class Unroutable(Exception):
-    """The client gets a Postgres error with this SQLSTATE, message and hint."""
-
-    def __init__(self, sqlstate: str, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.sqlstate, self.message, self.hint = sqlstate, message, hint
 
 
 @dataclass(frozen=True)

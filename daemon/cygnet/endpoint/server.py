@@ -5,8 +5,10 @@ first) or a direct TLS ClientHello; the ClientHello is peeked at, not read.
 With an endpoint name in its SNI, the branch's own Postgres gets a TCP
 connection, an SSLRequest of its own, and then the client's untouched bytes:
 TLS and SCRAM run end to end, channel binding included, and the bytes move
-in C (native/relay_core.c). Everything else (no SNI, unknown names, plain
-TCP) is answered by the endpoint itself (terminate.py).
+in C (native/relay_core.c). A client without SNI goes to the relay process,
+which terminates its TLS and asks cygnetd for the route (route_link.py).
+Everything else (unknown names, plain TCP) is answered by the endpoint
+itself (terminate.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import TYPE_CHECKING
 from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import name_in_host
-from cygnet.endpoint.relay_link import Relay, open_relay
+from cygnet.endpoint.protocol import Unroutable
+from cygnet.endpoint.relay_link import ProcessRelay, Relay, open_relay
 from cygnet.endpoint.relayd import raise_fd_limit
-from cygnet.endpoint.router import Router, Unroutable
+from cygnet.endpoint.route_link import RouteAnswerer
+from cygnet.endpoint.router import Router
 from cygnet.endpoint.sni import NotTls
 from cygnet.endpoint.terminate import Terminator, backend_context, server_context
 from cygnet.endpoint.wire import (
@@ -52,8 +56,12 @@ class Endpoint:
         tls = service.host.clusters.tls
         self.domain = config.endpoint_domain
         self.router = Router(service, backend_address(service.host.clusters.listen_addresses))
-        self.terminator = Terminator(self.router, server_context(tls.cert, tls.key),
-                                     backend_context(tls.ca))
+        self.terminator = Terminator(self._resolve, self.router.address,
+                                     server_context(tls.cert, tls.key), backend_context(tls.ca),
+                                     metrics.refused)
+        self.tls_files = {"cert": str(tls.cert), "key": str(tls.key),
+                          "ca": str(tls.ca) if tls.ca else "", "backend": self.router.address}
+        self.routes: RouteAnswerer | None = None  # the relay process terminates options=
         self.addresses = _addresses(config)
         self.port = config.endpoint_port
         self._listeners: list[socket.socket] = []
@@ -74,6 +82,7 @@ class Endpoint:
                   for address in self.addresses]
         for extra in kept:  # not wanted any more (the addresses changed)
             extra.close()
+        await self._link_routes()
         for address, listener in wanted:
             self._listeners.append(listener or _listen(address, self.port))
         for listener in self._listeners:
@@ -88,12 +97,32 @@ class Endpoint:
     async def stop(self) -> None:
         for task in [*self._accepting, *self._tasks]:
             task.cancel()
+        if self.routes is not None:
+            await self.routes.close()
         await self._leave_listeners_with_relay()
         for listener in self._listeners:
             listener.close()
         metrics.use_relay(None)
         if self.relay is not None:  # a relay process goes on with its connections
             self.relay.close()
+
+    async def _link_routes(self) -> None:
+        """The relay process terminates options= clients, asking this cygnetd for routes."""
+        if not isinstance(self.relay, ProcessRelay):
+            return
+        routes = RouteAnswerer(self.relay.path, self.tls_files, self._resolve,
+                               metrics.refused)
+        if await routes.start():
+            self.routes = routes
+        else:
+            log.warning("endpoint: the relay process does not terminate TLS (it predates "
+                        "this cygnetd); options=endpoint= connections stay in cygnetd, and "
+                        "a restart cuts them, until it exits")
+
+    async def _resolve(self, name: str) -> int:
+        target = await self.router.target(name)
+        metrics.terminated()
+        return target.port
 
     async def _leave_listeners_with_relay(self) -> None:
         """Clients that connect until the next cygnetd wait in the accept queue
@@ -140,7 +169,11 @@ class Endpoint:
             hello = await peek_hello(sock)
         name = name_in_host(hello.server_name, self.domain)
         if name is None:
-            await self.terminator.serve(sock, None)
+            if self.routes is not None and self.routes.connected:
+                assert isinstance(self.relay, ProcessRelay)
+                await asyncio.to_thread(self.relay.hand_over_tls, sock)
+            else:
+                await self.terminator.serve(sock, None)
             return
         try:
             target = await self.router.target(name)

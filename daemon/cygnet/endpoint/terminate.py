@@ -6,6 +6,10 @@ branches' Postgres serves. The endpoint reads its StartupMessage, takes the
 endpoint name from `options`, opens TLS to the branch and relays both
 streams in Python; the branch's Postgres still checks the password (SCRAM).
 A client the endpoint cannot route gets a Postgres ErrorResponse.
+
+cygnetd uses this for the errors it answers itself; `options` clients are
+served by the relay process (route_link.py), which outlives cygnetd, or by
+cygnetd when the relay runs as a thread inside it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import logging
 import socket
 import ssl
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
-from cygnet.endpoint.router import Router, Unroutable
+from cygnet.endpoint.protocol import Unroutable
 from cygnet.endpoint.wire import dial_tls_backend
+from cygnet.names import shown
 
 log = logging.getLogger("cygnet.endpoint")
 
@@ -45,12 +50,17 @@ def backend_context(ca: Path | None) -> ssl.SSLContext:
     return ctx
 
 
+# An endpoint name to the port of its running branch (woken if need be); raises
+# Unroutable. cygnetd asks its router; the relay process asks cygnetd.
+Resolve = Callable[[str], Awaitable[int]]
+
+
 class Terminator:
-    def __init__(self, router: Router, server_ctx: ssl.SSLContext,
-                 backend_ctx: ssl.SSLContext) -> None:
-        self.router = router
-        self.server_ctx = server_ctx
-        self.backend_ctx = backend_ctx
+    def __init__(self, resolve: Resolve, backend_address: str, server_ctx: ssl.SSLContext,
+                 backend_ctx: ssl.SSLContext, refused: Callable[[str], None]) -> None:
+        self.resolve, self.backend_address = resolve, backend_address
+        self.server_ctx, self.backend_ctx = server_ctx, backend_ctx
+        self.refused = refused  # counts a connection answered with an error (SQLSTATE)
 
     async def serve(self, sock: socket.socket, failure: Unroutable | None) -> None:
         """TLS with the client, then an error (`failure`) or a route by options."""
@@ -67,12 +77,12 @@ class Terminator:
             if failure is None:
                 failure = await self._route(startup, reader, writer)
             if failure is not None:
-                metrics.refused(failure.sqlstate)
+                self.refused(failure.sqlstate)
                 writer.write(P.error_response(failure.sqlstate, failure.message,
                                               hint=failure.hint))
                 await writer.drain()
         except P.ProtocolError as exc:
-            metrics.refused(P.PROTOCOL_VIOLATION)
+            self.refused(P.PROTOCOL_VIOLATION)
             writer.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
             await writer.drain()
         except BaseException:
@@ -92,22 +102,21 @@ class Terminator:
                               "connect to DB--BRANCH.DOMAIN (TLS SNI), or add "
                               "options=endpoint=DB--BRANCH to the connection string")
         try:
-            target = await self.router.target(name)
+            port = await self.resolve(name)
         except Unroutable as exc:
             return exc
-        metrics.terminated()
         if rest:
             startup.params["options"] = rest
         else:
             startup.params.pop("options", None)
         try:
-            backend = await dial_tls_backend(self.router.address, target.port)
+            backend = await dial_tls_backend(self.backend_address, port)
             b_reader, b_writer = await asyncio.open_connection(
                 sock=backend, ssl=self.backend_ctx, server_hostname="",
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT, limit=CHUNK)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            return Unroutable(P.CANNOT_CONNECT_NOW, f"branch {target.database}/{target.branch} "
-                              f"cannot be reached: {exc}")
+            return Unroutable(P.CANNOT_CONNECT_NOW, f"endpoint {shown(name)}: the branch cannot be "
+                              f"reached: {exc}")
         b_writer.write(startup.encode())
         await _relay(reader, writer, b_reader, b_writer)
         return None
