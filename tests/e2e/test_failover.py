@@ -61,7 +61,7 @@ def multi_host_uri(f: HostFleet, uri: str, name: str) -> str:
 
 def every_host_available(f: HostFleet) -> None:
     """Waits until the coordinator sees every host available. After a coordinator
-    outage or a cut link, a host's heartbeats back off (up to 30 s between tries), so
+    outage or a cut link, a host's heartbeats back off (up to one interval), so
     it is available again only once its next one lands."""
     wait_for(f.all_available, 60, "every host available")
 

@@ -4,7 +4,9 @@ Each heartbeat carries the host's capacity (pools, memory, running clusters,
 Postgres versions). A NOT_FOUND answer means the coordinator lost the host
 (a new store, say), so the host registers again, and the coordinator rebuilds
 its catalog from the host. An unreachable coordinator is retried with a
-capped backoff; the databases are never affected.
+backoff capped at the heartbeat interval, so a coordinator that comes back
+hears from every host within one interval (and fenced primaries lift their
+fence as soon); the databases are never affected.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 log = logging.getLogger("cygnet.agent.registration")
 
 CALL_TIMEOUT = 10.0
-MAX_BACKOFF = 30.0
 
 
 def memory_bytes(config: AgentConfig) -> int:
@@ -165,7 +166,10 @@ class Membership:
                                    grpc.StatusCode.CANCELLED)
                         and "," in self.config.coordinator):
                     return
-                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                # Never slower than a healthy host's beat: a longer wait would only
+                # keep this host unavailable (and its primaries fenced) after the
+                # coordinator is back, and spares it no load it would not get anyway.
+                wait, backoff = backoff, min(backoff * 2, max(self.interval, 0.5))
             except Exception:
                 log.exception("heartbeat failed")
                 wait = backoff
