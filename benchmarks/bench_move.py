@@ -74,16 +74,22 @@ class Writer:
                 time.sleep(0.02)
                 uri = ""
 
-    def downtime(self, source: str, target: str) -> float:
-        last_source = max(t for t, h, _ in self.acks if h == source)
-        first_target = min(t for t, h, _ in self.acks if h == target)
+    def downtime(self, source: str, target: str, since: float) -> float:
+        """From the last commit on `source` to the first on `target`, after `since`."""
+        acks = list(self.acks)
+        first_target = min(t for t, h, _ in acks if h == target and t >= since)
+        last_source = max(t for t, h, _ in acks if h == source and t < first_target)
         return first_target - last_source
 
 
-def _fill(f: HostFleet, name: str, mb: int, password_out: dict[str, str]) -> tuple[str, str]:
+def _fill(f: HostFleet, name: str, mb: int, password_out: dict[str, str],
+          branches: int = 0) -> tuple[str, str]:
     with f.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
             database=apb.CreateDatabaseRequest(name=name, size_class="small")), timeout=300)
+        for i in range(branches):  # running nano branches, each with a dataset of its own
+            c.CreateBranch(apb.CreateBranchRequest(database=name, name=f"b{i}",
+                                                   size_class="nano"), timeout=300)
     conn = made.result.connection
     password_out[name] = conn.password
     bindir = resolve_version(made.result.database.postgres_version)[1]
@@ -122,41 +128,65 @@ def _move(f: HostFleet, name: str, target: str) -> dict[str, Any]:
     return out
 
 
-def one(f: HostFleet, client: Client, mb: int) -> dict[str, Any]:
+def one(f: HostFleet, client: Client, mb: int, moves: int = 1,
+        branches: int = 0) -> list[dict[str, Any]]:
+    """Fills a database of `mb` (and `branches` branches), then moves it `moves`
+    times, to the other host and back, each under fresh pgbench writes."""
     name = f"mv{mb}"
     passwords: dict[str, str] = {}
-    source, uri = _fill(f, name, mb, passwords)
+    host, uri = _fill(f, name, mb, passwords, branches)
     password = passwords[name]
     full_uri = uri.replace("postgres@", f"postgres:{password}@", 1)
     client.query(full_uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
     before = _checksums(client, full_uri, skip=WRITTEN)
-    target = next(h for h in f.daemons if h != source)
-    bindir = resolve_version("")[1]
     writer = Writer(f, client, name)
-    load = _pgbench(f, full_uri, password, bindir)
     thread = client.pool.submit(writer.run)
-    while len(writer.acks) < 100:
+    out = []
+    try:
+        for _ in range(moves):
+            target = next(h for h in f.daemons if h != host)
+            out.append({"size_mb": mb, "branches": branches,
+                        **_move_once(f, client, writer, (name, password), (host, target),
+                                     before)})
+            log(f"{mb} MB {host} -> {target}: {out[-1]['client_downtime_seconds']}s down "
+                "for the client")
+            host = target
+    finally:
+        writer.stop.set()
+        thread.result(60)
+    return out
+
+
+def _move_once(f: HostFleet, client: Client, writer: Writer, db: tuple[str, str],
+               hosts: tuple[str, str], before: Any) -> dict[str, Any]:
+    (name, password), (source, target) = db, hosts
+    with f.coordinator.stub() as c:
+        uri = c.GetConnection(apb.GetConnectionRequest(branch=apb.BranchRef(database=name)),
+                              timeout=60).uri.replace("postgres@", f"postgres:{password}@", 1)
+    load = _pgbench(f, uri, password, resolve_version("")[1])
+    since = len(writer.acks)
+    while len(writer.acks) < since + 100:
         time.sleep(0.05)
     log(f"{name}: moving {source} -> {target}")
+    started = time.monotonic()
     moved = _move(f, name, target)
     until = len(writer.acks) + 100
     while len(writer.acks) < until:
         time.sleep(0.05)
-    writer.stop.set()
-    thread.result(60)
     load.kill()
     load.wait()
-    src_addr, dst_addr = f.lan.nodes[source], f.lan.nodes[target]
-    down = writer.downtime(src_addr, dst_addr)
+    down = writer.downtime(f.lan.nodes[source], f.lan.nodes[target], started)
     with f.coordinator.stub() as c:
         new = c.GetConnection(apb.GetConnectionRequest(branch=apb.BranchRef(database=name)),
                               timeout=60).uri.replace("postgres@", f"postgres:{password}@", 1)
+    acked = list(writer.acks)  # (the writer goes on: what it acknowledges later is not read)
     rows = {int(str(r[0])) for r in client.query(new, "SELECT seq FROM ledger")}
-    lost = [s for _, _, s in writer.acks if s not in rows]
+    lost = [s for _, _, s in acked if s not in rows]
     size = int(str(client.query(new, "SELECT pg_database_size('postgres')")[0][0]))
-    return {"size_mb": mb, "database_bytes": size, "client_downtime_seconds": round(down, 3),
-            **moved, "stop_and_copy_seconds_at_least": moved["full_round_seconds"],
-            "commits": len(writer.acks), "lost": len(lost),
+    return {"from": source, "to": target, "database_bytes": size,
+            "client_downtime_seconds": round(down, 3), **moved,
+            "stop_and_copy_seconds_at_least": moved["full_round_seconds"],
+            "commits": len(acked), "lost": len(lost),
             "checksums_equal": _checksums(client, new, skip=WRITTEN) == before,
             "balances_agree": _balanced(client, new)}
 
@@ -175,20 +205,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--record-size", default="",
                         help="cygnetd's record_size (default: the daemon's own)")
+    parser.add_argument("--branches", type=int, default=0,
+                        help="running branches of each database (a dataset each)")
+    parser.add_argument("--compare", type=int, default=0, metavar="MOVES",
+                        help="move each database MOVES times between the hosts; m1 receives "
+                        "one dataset at a time (move_streams = 1), m2 several (the default)")
     args = parser.parse_args()
     sizes = tuple(int(x) for x in args.sizes.split(",") if x) or (
         SMALL_MB if args.small else SIZES_MB)
     pool = "3G" if max(sizes) < 400 else f"{max(sizes) * 3 // 1024 + 4}G"
     results = []
+    one_stream = {"m1": ("--move-streams", "1")} if args.compare else {}
     with host_fleet(("m1", "m2"), port_base=56000, pool_size=pool,
-                    daemon_args=record_args(args.record_size)) as f:
+                    daemon_args=record_args(args.record_size), host_args=one_stream) as f:
         client = Client(f)
         for mb in sizes:
-            results.append(one(f, client, mb))
-            log(f"{mb} MB: {results[-1]['client_downtime_seconds']}s down for the client")
+            results += one(f, client, mb, max(1, args.compare), args.branches)
     downs = sorted(r["client_downtime_seconds"] for r in results)
+    by_mode = {mode: sorted(r["client_downtime_seconds"] for r in results
+                            if (r["to"] in one_stream) == (mode == "one_stream"))
+               for mode in ("one_stream", "side_by_side")}
     emit("move_small" if args.small else "move", {
         "sizes": results, "client_downtime_p50": downs[len(downs) // 2],
+        **({"client_downtime_p50_by_mode": {k: v[len(v) // 2] for k, v in by_mode.items()
+                                            if v}} if args.compare else {}),
         "note": "pgbench -N (2 clients) and a one-row-per-commit ledger write during "
                 "each move; downtime from the last ledger commit acknowledged on the "
                 "source to the first on the target"}, args.out)

@@ -206,9 +206,11 @@ class HostFleet:
 def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 59000,
                pool_size: str = "3G", heartbeat: int = 1,
                coordinator_args: tuple[str, ...] = (),
-               daemon_args: tuple[str, ...] = ()) -> Iterator[HostFleet]:
+               daemon_args: tuple[str, ...] = (),
+               host_args: dict[str, tuple[str, ...]] | None = None) -> Iterator[HostFleet]:
     """A fleet on a LAN of namespaces: one node per host, the coordinator and a client
-    (`lan.ns("client")`). Everything is stopped and removed on exit."""
+    (`lan.ns("client")`), `host_args` added to the named hosts' flags. Everything is
+    stopped and removed on exit."""
     lan = Lan().open()
     base = WORK / f"e2e-{lan.tag}"
     daemons: dict[str, Daemon] = {}
@@ -232,7 +234,8 @@ def host_fleet(names: tuple[str, ...] = ("h1", "h2", "h3"), *, port_base: int = 
                 "--listen", f"{address}:7433", "--advertise-host", address,
                 "--postgres-listen", address, "--host-id", name, "--coordinator",
                 f"{addr}:7434", "--coordinator-ca", str(pki.ca), "--tls-cert", str(cert),
-                "--tls-key", str(key), "--tls-client-ca", str(pki.ca), *daemon_args]
+                "--tls-key", str(key), "--tls-client-ca", str(pki.ca), *daemon_args,
+                *(host_args or {}).get(name, ())]
             daemons[name] = d
         # One after the other: zfs-fuse (one daemon for every pool on the machine)
         # twice stopped answering when several cygnetds made their first datasets

@@ -158,6 +158,10 @@ class AgentConfig:
     # in a move's incremental rounds, docs/ha.md), ZFS's 128K on zfs-fuse, which
     # aborted on a full pool with 16K records.
     record_size: str = ""
+    # How many of a database's datasets a move round receives at once, on the
+    # target (docs/ha.md "Moving databases"): the final round runs while the
+    # database is down, and each stream has a fixed cost.
+    move_streams: int = 4
     # Schedules of databases that set none (docs/durability.md "Schedules and
     # retention"): automatic snapshots of main every N seconds (0: off), backups
     # on a cron expression ("": off), and the retention both are pruned by.
@@ -206,6 +210,8 @@ class AgentConfig:
         if self.coordinator and not (self.coordinator_ca and self.tls_cert and self.tls_key):
             raise InvalidArgument("coordinator", "needs coordinator_ca, tls_cert and tls_key "
                                   "(a fleet host certificate, see docs/coordinator.md)")
+        if not 1 <= self.move_streams <= 64:
+            raise InvalidArgument("move_streams", f"{self.move_streams} is not 1 to 64")
         if self.record_size and self.record_size not in RECORD_SIZES:
             raise InvalidArgument("record_size", f"{self.record_size!r} is not one of "
                                   f"{', '.join(RECORD_SIZES)} (empty: automatic)")

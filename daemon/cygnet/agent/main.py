@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--endpoint-domain", help="DNS domain of endpoint names (DB--BRANCH.DOMAIN)")
     p.add_argument("--record-size", help="ZFS recordsize of new roots, e.g. 16K "
                    "(default: 16K on OpenZFS, 128K on zfs-fuse)")
+    p.add_argument("--move-streams", type=int,
+                   help="datasets a move round receives at once (default 4)")
     p.add_argument("--log-level", default="INFO")
     fleet = p.add_argument_group("fleet (docs/coordinator.md)")
     fleet.add_argument("--coordinator", help="coordinator host:port to register with")
@@ -85,7 +87,8 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         "pools", "socket_path", "listen", "state_dir", "run_dir", "mount_root",
         "advertise_host", "postgres_listen", "coordinator", "coordinator_ca", "tls_cert",
         "tls_key", "tls_client_ca", "host_id", "zone", "memory_bytes", "advertise_api",
-        "metrics_listen", "endpoint_port", "endpoint_domain", "record_size")}
+        "metrics_listen", "endpoint_port", "endpoint_domain", "record_size",
+        "move_streams")}
     if args.label:
         if not all("=" in item for item in args.label):
             raise CygnetError("label: use KEY=VALUE")

@@ -27,6 +27,7 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord
 from cygnet.agent.service import AgentService, BranchRef
 from cygnet.agent.timing import StepTimer
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.concurrency import bounded
 from cygnet.errors import FailedPrecondition, InvalidArgument, NotFound
 from cygnet.names import shown
 from cygnet.postgres import sql
@@ -38,6 +39,7 @@ log = logging.getLogger("cygnet.agent.moves")
 
 MOVE_KIND = "move"  # cygnet:snapshot-kind of a round's snapshot
 P_MOVE_STOPPED = "cygnet:move-stopped"  # on the database: branch ids the final round stopped
+SNAPSHOTS_AT_ONCE = 8  # a round's snapshots, side by side
 
 
 def _listing_order(db_dataset: str, listing: dict[str, Dataset]) -> list[str]:
@@ -150,11 +152,11 @@ async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MoveP
             running = set(await _stop_running(host, db, steps))
         else:
             await _checkpoint(host, [b for b in db.branches.values() if b.id in running])
-        with steps.step("snapshots"):
-            for name in _listing_order(db.dataset, listing):
-                snap = f"{name}@{req.round}"
-                if snap not in listing:
-                    await host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
+        with steps.step("snapshots"):  # side by side: ZFS may take them in one txg
+            await bounded(SNAPSHOTS_AT_ONCE, (
+                host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
+                for name in _listing_order(db.dataset, listing)
+                if (snap := f"{name}@{req.round}") not in listing))
         with steps.step("listing"):
             listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
     if req.final:
