@@ -6,10 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from cygnet.endpoint.relay_link import ProcessRelay, relay_pid
 
@@ -25,15 +22,6 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not Path(f"/proc/{pid}").exists()
-
-
-@pytest.fixture
-def control(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "relay.sock"
-    yield path
-    pid = relay_pid(path)
-    if pid is not None:
-        subprocess.run(["kill", str(pid)], check=False)
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:

@@ -7,9 +7,7 @@ import asyncio
 import socket
 import ssl
 import struct
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from cygnet import pki
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.protocol import Unroutable
-from cygnet.endpoint.relay_link import ProcessRelay, relay_pid
+from cygnet.endpoint.relay_link import ProcessRelay
 from cygnet.endpoint.route_link import RouteAnswerer
 
 
@@ -25,15 +23,6 @@ from cygnet.endpoint.route_link import RouteAnswerer
 def tls(tmp_path: Path) -> pki.Issued:
     pki.init_ca(tmp_path / "ca")
     return pki.issue(tmp_path / "ca", "client", "branch", ["127.0.0.1"], out=tmp_path / "tls")
-
-
-@pytest.fixture
-def control(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "relay.sock"
-    yield path
-    pid = relay_pid(path)
-    if pid is not None:
-        subprocess.run(["kill", str(pid)], check=False)
 
 
 class Branch:

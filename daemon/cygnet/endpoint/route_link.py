@@ -36,7 +36,7 @@ from typing import Any
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.protocol import Unroutable
 from cygnet.endpoint.terminate import Resolve, Terminator, backend_context, server_context
-from cygnet.endpoint.wire import Gone, close_gently
+from cygnet.endpoint.wire import guarded
 from cygnet.names import shown
 
 log = logging.getLogger("cygnet.endpoint")
@@ -140,15 +140,7 @@ class RouteAsker:
             sock.close()
             return
         assert self.terminator is not None
-        try:
-            await self.terminator.serve(sock, None)
-        except (Gone, OSError, TimeoutError, ssl.SSLError, P.ProtocolError,
-                asyncio.IncompleteReadError) as exc:
-            log.debug("relay: client dropped: %s", exc or type(exc).__name__)
-            close_gently(sock)
-        except Exception:
-            log.exception("relay: an options=endpoint= connection failed")
-            sock.close()
+        await guarded(sock, self.terminator.serve(sock, None), "relay: options=endpoint=")
 
     async def ask(self, name: str) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -28,12 +28,11 @@ from cygnet.endpoint.relay_link import ProcessRelay, Relay, open_relay
 from cygnet.endpoint.relayd import raise_fd_limit
 from cygnet.endpoint.route_link import RouteAnswerer
 from cygnet.endpoint.router import Router
-from cygnet.endpoint.sni import NotTls
 from cygnet.endpoint.terminate import Terminator, backend_context, server_context
 from cygnet.endpoint.wire import (
-    Gone,
     close_gently,
     dial_tls_backend,
+    guarded,
     peek_byte,
     peek_hello,
     recv_exact,
@@ -149,16 +148,7 @@ class Endpoint:
             task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, sock: socket.socket) -> None:
-        try:
-            await self.handle(sock)
-        except (Gone, OSError, TimeoutError, NotTls, P.ProtocolError,
-                asyncio.IncompleteReadError) as exc:
-            # Clients that hang up, time out, fail TLS or speak something else.
-            log.debug("endpoint client dropped: %s", exc or type(exc).__name__)
-            close_gently(sock)
-        except Exception:
-            log.exception("endpoint connection failed")
-            sock.close()
+        await guarded(sock, self.handle(sock), "endpoint connection")
 
     async def handle(self, sock: socket.socket) -> None:
         tune(sock)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+from collections.abc import Awaitable
 
 from cygnet.endpoint import protocol as P
-from cygnet.endpoint.sni import Hello, parse_hello
+from cygnet.endpoint.sni import Hello, NotTls, parse_hello
+
+log = logging.getLogger("cygnet.endpoint")
 
 
 class Gone(Exception):
@@ -120,3 +124,17 @@ def close_gently(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+async def guarded(sock: socket.socket, work: Awaitable[None], what: str) -> None:
+    """Runs `work` for the client on `sock`. A client that hangs up, times out,
+    fails TLS or speaks something else is dropped quietly; anything else is logged."""
+    try:
+        await work
+    except (Gone, OSError, TimeoutError, NotTls, P.ProtocolError,
+            asyncio.IncompleteReadError) as exc:
+        log.debug("%s: client dropped: %s", what, exc or type(exc).__name__)
+        close_gently(sock)
+    except Exception:
+        log.exception("%s failed", what)
+        sock.close()
