@@ -87,9 +87,8 @@ def _fill(f: HostFleet, name: str, mb: int, password_out: dict[str, str],
     with f.coordinator.stub() as c:
         made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
             database=apb.CreateDatabaseRequest(name=name, size_class="small")), timeout=300)
-        for i in range(branches):  # running nano branches, each with a dataset of its own
-            c.CreateBranch(apb.CreateBranchRequest(database=name, name=f"b{i}",
-                                                   size_class="nano"), timeout=300)
+        for i in range(branches):  # running branches, each with a dataset of its own
+            c.CreateBranch(apb.CreateBranchRequest(database=name, name=f"b{i}"), timeout=300)
     conn = made.result.connection
     password_out[name] = conn.password
     bindir = resolve_version(made.result.database.postgres_version)[1]
