@@ -78,6 +78,7 @@ class Move:
         self.source_base = ""
         self.ports: dict[str, int] = {}  # dataset name -> port reserved here
         self.moved_bytes = 0
+        self.have: set[str] | None = None  # datasets and snapshots here, once read
         self.started = False  # main runs here: what is left is best effort, never undone
 
     def _say(self, phase: str, message: str = "", **fields: Any) -> None:
@@ -197,8 +198,12 @@ class Move:
     # --- rounds ------------------------------------------------------------------------
 
     async def _present(self) -> set[str]:
-        found = await self.host.zfs.get_props(self.target, ["type"], recursive=True)
-        return set(found)
+        """What has arrived here: read once, then kept as streams land (nothing else
+        writes a moving database), so the rounds after the stop list nothing."""
+        if self.have is None:
+            self.have = set(await self.host.zfs.get_props(self.target, ["type"],
+                                                          recursive=True))
+        return self.have
 
     async def _round(self, plan: pb.MovePlan, n: int, phase: str) -> int:
         """Every snapshot of the plan this host lacks; returns the bytes moved.
@@ -248,8 +253,10 @@ class Move:
         target = f"{self.target}/{leaf}"
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await self._stream(req, target, force=not new, n=n, phase=phase,
+                sent = await self._stream(req, target, force=not new, n=n, phase=phase,
                                           total=total)
+                (await self._present()).update((target, f"{target}@{snap}"))
+                return sent
             except (Unavailable, Aborted, DatasetBusy) as exc:
                 if attempt == ATTEMPTS:
                     raise
@@ -356,6 +363,8 @@ class Move:
         found = await self._present()
         gone = [n for n in found if n != self.target and n not in wanted
                 and n.split("@")[0] not in found - wanted]  # a snapshot goes with its dataset
+        if gone:
+            self.have = None  # read again after what this destroys
         while gone:
             left = []
             for name in gone:
