@@ -161,9 +161,13 @@ class Endpoint:
         if name is None:
             if self.routes is not None and self.routes.connected:
                 assert isinstance(self.relay, ProcessRelay)
-                await asyncio.to_thread(self.relay.hand_over_tls, sock)
-            else:
-                await self.terminator.serve(sock, None)
+                try:
+                    await asyncio.to_thread(self.relay.hand_over_tls, sock)
+                    return
+                except OSError as exc:  # the client's socket is still ours
+                    log.warning("endpoint: the relay process took no options= client (%s); "
+                                "serving it here", exc)
+            await self.terminator.serve(sock, None)
             return
         try:
             target = await self.router.target(name)
