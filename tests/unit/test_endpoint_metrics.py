@@ -23,6 +23,9 @@ def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
     assert ("cygnet_endpoint_active_connections", ()) in got
     assert ("cygnet_endpoint_relayed_connections_total", ()) in got
     assert ("cygnet_endpoint_options_connections_total", ()) in got
+    assert got[("cygnet_endpoint_options_active_connections", ())] == 0
+    metrics.use_relay(ThreadRelay(), lambda: 3)
+    assert _samples()[("cygnet_endpoint_options_active_connections", ())] == 3
     assert {labels for name, labels in got if name == "cygnet_endpoint_relayed_bytes_total"} \
         == {("client_to_branch",), ("branch_to_client",)}
     metrics.use_relay(None)  # the endpoint stops: nothing again

@@ -114,10 +114,12 @@ def test_options_clients_are_terminated_in_the_relay_and_outlive_cygnetd(
         assert await asyncio.to_thread(kept.first) == b"OK" + \
             b"user\0postgres\0options\0-c x=1\0\0"
         assert await asyncio.to_thread(kept.echo, b"x" * 200_000) == b"x" * 200_000
+        assert await asyncio.to_thread(relay.options_relaying) == 1
         # Unknown: a Postgres error from the relay, counted by cygnetd.
         lost = await asyncio.to_thread(Client, tls, relay, "nothing")
         error = await asyncio.to_thread(lost.first)
         assert error[:1] == b"E" and b"C3D000\0" in error
+        assert await asyncio.to_thread(relay.options_relaying) == 1  # kept, not lost
         # cygnetd goes while a question is open: the next one is asked it again.
         waiting = await asyncio.to_thread(Client, tls, relay, "slow")
         await asyncio.sleep(0.3)
@@ -132,6 +134,7 @@ def test_options_clients_are_terminated_in_the_relay_and_outlive_cygnetd(
         assert (await asyncio.to_thread(waiting.first)).startswith(b"OK")
         assert await asyncio.to_thread(waiting.echo, b"after") == b"after"
         assert await asyncio.to_thread(kept.echo, b"after") == b"after"
+        assert await asyncio.to_thread(again.options_relaying) == 2
         await routes.close()
         again.close()
 

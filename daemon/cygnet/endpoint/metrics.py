@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -17,10 +18,18 @@ _terminated = 0
 _relay: Relay | None = None  # set while an endpoint runs
 
 
-def use_relay(relay: Relay | None) -> None:
-    """The running endpoint's relay, whose counters are reported; None: no endpoint."""
-    global _relay
-    _relay = relay
+def _none() -> int:
+    return 0
+
+
+_options_active: Callable[[], int] = _none
+
+
+def use_relay(relay: Relay | None, options_active: Callable[[], int] = _none) -> None:
+    """The running endpoint's relay, whose counters are reported, and how many
+    options= sessions run now (in cygnetd and the relay process); None: no endpoint."""
+    global _relay, _options_active
+    _relay, _options_active = relay, options_active
 
 
 def refused(sqlstate: str) -> None:
@@ -53,4 +62,7 @@ def metrics() -> list[Metric]:
         errors.add_metric([sqlstate], float(n))
     return [gauge("cygnet_endpoint_active_connections",
                   "Connections the C relay is moving bytes for now", [], [((), float(active))]),
+            gauge("cygnet_endpoint_options_active_connections",
+                  "Connections routed by options=endpoint= relayed now",
+                  [], [((), float(_options_active()))]),
             relayed, moved, fallback, errors]

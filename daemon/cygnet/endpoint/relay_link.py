@@ -22,10 +22,12 @@ from typing import Protocol
 
 from cygnet import _native
 from cygnet.endpoint.relayd import (
+    COUNT,
     FDS_SIZE,
     OP_ADD,
     OP_GIVE,
     OP_KEEP,
+    OP_OPTIONS,
     OP_STATS,
     STATS,
     dial,
@@ -142,6 +144,21 @@ class ProcessRelay:
         with self._lock:
             self._send(OP_TERMINATE, [client.fileno()])
         client.close()
+
+    def options_relaying(self) -> int:
+        """options= sessions the relay process relays now (only a relay that answered
+        the route link's hello knows this message)."""
+        with self._lock:
+            sock = self._send(OP_OPTIONS, [])
+            try:
+                data = sock.recv(COUNT.size)
+            except OSError:
+                data = b""
+            if len(data) != COUNT.size:
+                sock.close()
+                self._sock = None
+                return 0
+        return int(COUNT.unpack(data)[0])
 
     def stats(self) -> tuple[int, int, int, int]:
         with self._lock:

@@ -17,7 +17,8 @@ Messages on the control socket, one per datagram:
 - b"G": answered with b"G" and the kept listening sockets, which the
   relay then lets go (the next cygnetd accepts on them);
 - b"T" with one descriptor, and the route link's messages: clients routed by
-  `options=endpoint=`, whose TLS this process terminates (route_link.py).
+  `options=endpoint=`, whose TLS this process terminates (route_link.py);
+- b"O": answered with how many of those it relays now, one little-endian u64.
 
 Only a peer with this process's uid may connect. The process exits once no
 cygnetd has been connected and nothing has been relayed for `--linger`
@@ -42,15 +43,18 @@ import time
 from pathlib import Path
 
 from cygnet.endpoint import route_link as R
+from cygnet.endpoint.terminate import relaying
 
 log = logging.getLogger("cygnet.endpoint.relay")
 
 OP_ADD = b"A"
 OP_STATS = b"S"
+OP_OPTIONS = b"O"
 OP_KEEP = b"K"
 OP_GIVE = b"G"
 MAX_LISTENERS = 16
 STATS = struct.Struct("<4Q")
+COUNT = struct.Struct("<Q")
 FDS_SIZE = socket.CMSG_SPACE(MAX_LISTENERS * array.array("i").itemsize)
 TICK = 1.0
 
@@ -174,6 +178,9 @@ class RelayProcess:
         if data[:1] == OP_STATS:
             with contextlib.suppress(OSError):
                 peer.send(STATS.pack(*self.native.relay_stats()))
+        elif data[:1] == OP_OPTIONS:
+            with contextlib.suppress(OSError):
+                peer.send(COUNT.pack(relaying()))
         elif data[:1] == OP_GIVE:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                     array.array("i", self.kept).tobytes())] if self.kept else []

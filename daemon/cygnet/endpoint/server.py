@@ -28,7 +28,7 @@ from cygnet.endpoint.relay_link import ProcessRelay, Relay, open_relay
 from cygnet.endpoint.relayd import raise_fd_limit
 from cygnet.endpoint.route_link import RouteAnswerer
 from cygnet.endpoint.router import Router
-from cygnet.endpoint.terminate import Terminator, backend_context, server_context
+from cygnet.endpoint.terminate import Terminator, backend_context, relaying, server_context
 from cygnet.endpoint.wire import (
     close_gently,
     dial_tls_backend,
@@ -89,7 +89,7 @@ class Endpoint:
         # The relay holds copies from now on, so even a cygnetd killed with -9
         # leaves the sockets listening: clients wait for the next one.
         await self._leave_listeners_with_relay()
-        metrics.use_relay(self.relay)
+        metrics.use_relay(self.relay, self._options_active)
         log.info("Postgres endpoint on %s port %d%s", ", ".join(self.addresses), self.port,
                  f", names *.{self.domain}" if self.domain else " (options=endpoint=NAME)")
 
@@ -117,6 +117,17 @@ class Endpoint:
             log.warning("endpoint: the relay process does not terminate TLS (it predates "
                         "this cygnetd); options=endpoint= connections stay in cygnetd, and "
                         "a restart cuts them, until it exits")
+
+    def _options_active(self) -> int:
+        """options= sessions relayed now: here, and in the relay process if it
+        terminates them (a scrape's thread asks it)."""
+        here = relaying()
+        if self.routes is None or not isinstance(self.relay, ProcessRelay):
+            return here
+        try:
+            return here + self.relay.options_relaying()
+        except OSError:
+            return here
 
     async def _resolve(self, name: str) -> int:
         target = await self.router.target(name)

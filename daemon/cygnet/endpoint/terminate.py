@@ -31,6 +31,12 @@ log = logging.getLogger("cygnet.endpoint")
 
 HANDSHAKE_TIMEOUT = 10.0
 CHUNK = 64 * 1024
+_relaying = 0  # options= sessions this process relays now
+
+
+def relaying() -> int:
+    """How many options= sessions this process relays now (a gauge)."""
+    return _relaying
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -118,7 +124,12 @@ class Terminator:
             return Unroutable(P.CANNOT_CONNECT_NOW, f"endpoint {shown(name)}: the branch cannot be "
                               f"reached: {exc}")
         b_writer.write(startup.encode())
-        await _relay(reader, writer, b_reader, b_writer)
+        global _relaying
+        _relaying += 1
+        try:
+            await _relay(reader, writer, b_reader, b_writer)
+        finally:
+            _relaying -= 1
         return None
 
 
