@@ -93,6 +93,12 @@ def plan_of(db: DatabaseRecord, listing: dict[str, Dataset], round_name: str,
     return plan
 
 
+def _newest_snapshot(name: str) -> Dataset:
+    """A round's snapshot as a listing would show it: its dataset's newest."""
+    return Dataset(name, native={"type": "snapshot", "createtxg": str(2**63 - 1)},
+                   user={L.P_SNAP_KIND: MOVE_KIND})
+
+
 def _refuse_replicas(host: Host, db: DatabaseRecord) -> None:
     main = db.main
     if main is None:
@@ -144,21 +150,21 @@ async def prepare(service: AgentService, req: pb.PrepareMoveRequest) -> pb.MoveP
         db, _ = await service.read_database(db_id, snapshots=False)
         _refuse_replicas(host, db)
         running = {b.id for b in db.branches.values() if host.clusters.live(b) is not None}
-        # Read before a final round's stop (nothing changes under the lock): the
-        # database is down from the stop until it starts on the target.
-        listing = await host.zfs.get_props(db.dataset, ["type", "origin"], recursive=True)
+        # Read before a final round's stop (nothing the plan carries changes under
+        # the lock but the round's snapshots, added below as made): the database
+        # is down from the stop until it starts on the target.
+        listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
         steps = StepTimer()
         if req.final:
             running = set(await _stop_running(host, db, steps))
         else:
             await _checkpoint(host, [b for b in db.branches.values() if b.id in running])
+        made = [snap for name in _listing_order(db.dataset, listing)
+                if (snap := f"{name}@{req.round}") not in listing]
         with steps.step("snapshots"):  # side by side: ZFS may take them in one txg
             await bounded(ZFS_AT_ONCE, (
-                host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND})
-                for name in _listing_order(db.dataset, listing)
-                if (snap := f"{name}@{req.round}") not in listing))
-        with steps.step("listing"):
-            listing = await host.zfs.get_props(db.dataset, ["all"], recursive=True)
+                host.zfs.snapshot(snap, {L.P_SNAP_KIND: MOVE_KIND}) for snap in made))
+        listing |= {snap: _newest_snapshot(snap) for snap in made}
     if req.final:
         log.info("move of %s: final stop %s", db.id, steps)
     return plan_of(db, listing, req.round, running)
