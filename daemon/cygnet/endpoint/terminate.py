@@ -30,7 +30,6 @@ from cygnet.names import shown
 log = logging.getLogger("cygnet.endpoint")
 
 HANDSHAKE_TIMEOUT = 10.0
-CHUNK = 64 * 1024
 _relaying = 0  # options= sessions this process relays now
 
 
@@ -61,6 +60,58 @@ def backend_context(ca: Path | None) -> ssl.SSLContext:
 Resolve = Callable[[str], Awaitable[int]]
 
 
+class _Pipe(asyncio.Protocol):
+    """One side of a relayed connection: what arrives is written to the other side's
+    transport (`to`) as it comes, with no task or buffer in between; until `to` is
+    set (the client's StartupMessage), it is held. Flow control crosses over: a
+    full write buffer here pauses reading on the other side."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.to: asyncio.Transport | None = None
+        self.held = bytearray()
+        self.arrived = asyncio.Event()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.to is None:
+            self.held += data
+            self.arrived.set()
+        else:
+            self.to.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # TLS has no half-close: the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.arrived.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.to is not None:  # this side's writes come from the other side
+            self.to.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.to is not None:
+            self.to.resume_reading()
+
+    async def take(self, n: int) -> bytes:
+        """The next `n` bytes held (before `to` is set)."""
+        while len(self.held) < n:
+            if self.closed.done():
+                raise asyncio.IncompleteReadError(bytes(self.held), n)
+            self.arrived.clear()
+            await self.arrived.wait()
+        data = bytes(self.held[:n])
+        del self.held[:n]
+        return data
+
+
 class Terminator:
     def __init__(self, resolve: Resolve, backend_address: str, server_ctx: ssl.SSLContext,
                  backend_ctx: ssl.SSLContext, refused: Callable[[str], None]) -> None:
@@ -71,26 +122,20 @@ class Terminator:
     async def serve(self, sock: socket.socket, failure: Unroutable | None) -> None:
         """TLS with the client, then an error (`failure`) or a route by options."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=CHUNK)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock=sock, ssl=self.server_ctx,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        transport, client = await loop.connect_accepted_socket(
+            _Pipe, sock=sock, ssl=self.server_ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                startup = await _read_startup(reader)
+                startup = await _read_startup(client)
             if failure is None:
-                failure = await self._route(startup, reader, writer)
+                failure = await self._route(startup, client)
             if failure is not None:
                 self.refused(failure.sqlstate)
-                writer.write(P.error_response(failure.sqlstate, failure.message,
-                                              hint=failure.hint))
-                await writer.drain()
+                transport.write(P.error_response(failure.sqlstate, failure.message,
+                                                 hint=failure.hint))
         except P.ProtocolError as exc:
             self.refused(P.PROTOCOL_VIOLATION)
-            writer.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
-            await writer.drain()
+            transport.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
         except BaseException:
             # A client gone or too slow: drop its socket from the event loop now. A
             # graceful TLS close would keep it registered while the caller closes the
@@ -98,10 +143,9 @@ class Terminator:
             transport.abort()
             raise
         finally:
-            writer.close()
+            transport.close()  # after what is buffered has been sent
 
-    async def _route(self, startup: P.Startup, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> Unroutable | None:
+    async def _route(self, startup: P.Startup, client: _Pipe) -> Unroutable | None:
         name, rest = P.split_options(startup.params.get("options", ""))
         if not name:
             return Unroutable(P.REJECTED_CONNECTION, "no endpoint named in the connection",
@@ -115,55 +159,47 @@ class Terminator:
             startup.params["options"] = rest
         else:
             startup.params.pop("options", None)
+        loop = asyncio.get_running_loop()
         try:
-            backend = await dial_tls_backend(self.backend_address, port)
-            b_reader, b_writer = await asyncio.open_connection(
-                sock=backend, ssl=self.backend_ctx, server_hostname="",
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT, limit=CHUNK)
+            sock = await dial_tls_backend(self.backend_address, port)
+            _, branch = await loop.create_connection(
+                _Pipe, sock=sock, ssl=self.backend_ctx, server_hostname="",
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             return Unroutable(P.CANNOT_CONNECT_NOW, f"endpoint {shown(name)}: the branch cannot be "
                               f"reached: {exc}")
-        b_writer.write(startup.encode())
-        global _relaying
-        _relaying += 1
-        try:
-            await _relay(reader, writer, b_reader, b_writer)
-        finally:
-            _relaying -= 1
+        await _relay(client, branch, startup.encode())
         return None
 
 
-async def _read_startup(reader: asyncio.StreamReader) -> P.Startup:
-    length, code = P.request_header(await reader.readexactly(8))
+async def _read_startup(client: _Pipe) -> P.Startup:
+    length, code = P.request_header(await client.take(8))
     if code in (P.SSL_REQUEST, P.GSSENC_REQUEST):
         raise P.ProtocolError("encryption requested twice")
     if code == P.CANCEL_REQUEST:
         raise P.ProtocolError("cancel requests go through TLS SNI or plain TCP")
-    return P.parse_startup(code, await reader.readexactly(length - 8))
+    return P.parse_startup(code, await client.take(length - 8))
 
 
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+async def _relay(client: _Pipe, branch: _Pipe, startup: bytes) -> None:
+    """Cross-wires the two sides until either closes; the other then closes once
+    what it still has to send is sent."""
+    assert client.transport is not None and branch.transport is not None
+    global _relaying
+    _relaying += 1
     try:
-        while data := await src.read(CHUNK):
-            dst.write(data)
-            await dst.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
+        branch.transport.write(startup + bytes(client.held))
+        client.transport.write(bytes(branch.held))  # (a branch says nothing before it)
+        client.held.clear()
+        branch.held.clear()
+        client.to, branch.to = branch.transport, client.transport
+        await asyncio.wait([client.closed, branch.closed], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        branch.transport.abort()
+        raise
     finally:
-        dst.close()
-
-
-async def _relay(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter,
-                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
-    up = asyncio.create_task(_pump(c_reader, b_writer))
-    down = asyncio.create_task(_pump(b_reader, c_writer))
-    try:
-        await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (up, down):
-            task.cancel()
-        b_writer.close()
-        c_writer.close()
+        _relaying -= 1
+        branch.transport.close()
 
 
 def cancel_key(rest: bytes) -> tuple[int, int]:
