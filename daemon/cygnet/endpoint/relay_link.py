@@ -13,12 +13,13 @@ from __future__ import annotations
 import array
 import logging
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cygnet import _native
 from cygnet.endpoint.relayd import (
@@ -148,31 +149,30 @@ class ProcessRelay:
     def options_relaying(self) -> int:
         """options= sessions the relay process relays now (only a relay that answered
         the route link's hello knows this message)."""
-        with self._lock:
-            sock = self._send(OP_OPTIONS, [])
-            try:
-                data = sock.recv(COUNT.size)
-            except OSError:
-                data = b""
-            if len(data) != COUNT.size:
-                sock.close()
-                self._sock = None
-                return 0
-        return int(COUNT.unpack(data)[0])
+        answer = self._ask(OP_OPTIONS, COUNT)
+        return int(answer[0]) if answer else 0
 
     def stats(self) -> tuple[int, int, int, int]:
+        answer = self._ask(OP_STATS, STATS)
+        if answer is None:
+            return 0, 0, 0, 0
+        active, total, up, down = answer
+        return active, total, up, down
+
+    def _ask(self, op: bytes, reply: struct.Struct) -> tuple[Any, ...] | None:
+        """One question and its fixed-size answer; None (and a new connection next
+        time) when the relay does not answer it."""
         with self._lock:
-            sock = self._send(OP_STATS, [])
+            sock = self._send(op, [])
             try:
-                data = sock.recv(STATS.size)
+                data = sock.recv(reply.size)
             except OSError:
                 data = b""
-            if len(data) != STATS.size:
+            if len(data) != reply.size:
                 sock.close()
                 self._sock = None
-                return 0, 0, 0, 0
-        active, total, up, down = STATS.unpack(data)
-        return active, total, up, down
+                return None
+        return reply.unpack(data)
 
     def keep_listeners(self, listeners: list[socket.socket]) -> None:
         with self._lock:
