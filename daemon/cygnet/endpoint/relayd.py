@@ -187,12 +187,10 @@ class RelayProcess:
             with contextlib.suppress(OSError):
                 peer.sendmsg([OP_GIVE], anc)
             self._let_go()
-        elif data[:1] in (R.OP_ROUTER, R.OP_ANSWER):
-            op, body = R.decode(data)
-            if op == R.OP_ROUTER:
-                self.routes.attach(peer, body)
-            else:
-                self.routes.answer(body)
+        elif data[:1] == R.OP_ROUTER:
+            self.routes.attach(peer, R.decode(data)[1])
+        elif data[:1] == R.OP_ANSWER:
+            self.routes.answer(R.decode(data)[1])
 
     def _let_go(self) -> None:
         for fd in self.kept:

@@ -122,8 +122,9 @@ class Endpoint:
         """options= sessions relayed now: here, and in the relay process if it
         terminates them (a scrape's thread asks it)."""
         here = relaying()
-        if self.routes is None or not isinstance(self.relay, ProcessRelay):
+        if self.routes is None:
             return here
+        assert isinstance(self.relay, ProcessRelay)  # the only kind with a route link
         try:
             return here + self.relay.options_relaying()
         except OSError:
