@@ -39,11 +39,12 @@ setup(
                 "native/spawn_core.c",
                 "native/relay.c",
                 "native/relay_core.c",
+                "native/tls.c",
             ],
             depends=["native/cygnet_native.h", "native/hash_kernels.h", "native/parallel_hash.h",
                      "native/spawn_core.h", "native/dedup_table.h", "native/file_hash.h",
                      "native/relay_core.h"],
-            libraries=["xxhash", "pthread"],
+            libraries=["xxhash", "pthread", "ssl", "crypto"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror"],
         )
     ]

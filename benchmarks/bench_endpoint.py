@@ -11,7 +11,8 @@ against, in turn:
 - **endpoint**: the host's endpoint by TLS SNI (`NAME.bench.test`, hostaddr
   127.0.0.1), TLS passed through to the branch, bytes moved by the C relay;
 - **endpoint_options**: the endpoint without SNI (`options=endpoint=NAME`),
-  TLS terminated at the endpoint and relayed in Python (the fallback path);
+  TLS ended and re-opened at the endpoint (OpenSSL in C), bytes moved by the C
+  relay (the path without endpoint_domain);
 - **pgbouncer**: Debian's PgBouncer in transaction mode, TLS on both sides.
 
 Per path: TPS, p50/p95 latency from pgbench's per-transaction log, and the
@@ -167,7 +168,7 @@ def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: in
           bouncer_pid: int) -> list[Path_]:
     assert d.proc is not None
     # Both endpoint paths' bytes move in the relay process (endpoint_relay = "process"):
-    # the C relay by SNI, TLS terminated and relayed in Python by options.
+    # the C relay by SNI, TLS ended there too (OpenSSL in C) by options.
     relay = relay_pid(d.base / "run" / "endpoint-relay.sock")
     middle = (d.proc.pid,) if relay is None else (d.proc.pid, relay)
     ca = f"sslrootcert={conn.sslrootcert}"

@@ -21,7 +21,7 @@ static int native_exec(PyObject *module)
         return -1;
     if (PyModule_AddFunctions(module, cyg_relay_methods) < 0)
         return -1;
-    return 0;
+    return cyg_tls_exec(module);
 }
 
 static PyModuleDef_Slot native_slots[] = {

@@ -14,5 +14,6 @@ extern PyMethodDef cyg_hashing_methods[];
 extern PyMethodDef cyg_spawn_methods[];
 extern PyMethodDef cyg_relay_methods[];
 extern PyType_Spec cyg_dedup_index_spec;
+int cyg_tls_exec(PyObject *module);
 
 #endif

@@ -15,7 +15,7 @@ static PyObject *relay_add(PyObject *self, PyObject *args)
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = cyg_relay_add(client_fd, server_fd);
+    rc = cyg_relay_add(client_fd, NULL, server_fd, NULL);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         errno = rc;
@@ -34,6 +34,15 @@ static PyObject *relay_stats(PyObject *self, PyObject *args)
                          (unsigned long long)st.up, (unsigned long long)st.down);
 }
 
+static PyObject *relay_tls_active(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+    struct cyg_relay_stats st;
+    cyg_relay_stats(&st);
+    return PyLong_FromUnsignedLongLong(st.tls);
+}
+
 PyMethodDef cyg_relay_methods[] = {
     {"relay_add", relay_add, METH_VARARGS,
      "relay_add(client_fd, server_fd, /)\n--\n\n"
@@ -43,5 +52,8 @@ PyMethodDef cyg_relay_methods[] = {
     {"relay_stats", relay_stats, METH_NOARGS,
      "relay_stats()\n--\n\n"
      "(active, total, bytes client->server, bytes server->client) of the relay."},
+    {"relay_tls_active", relay_tls_active, METH_NOARGS,
+     "relay_tls_active()\n--\n\n"
+     "How many of the pairs relayed now have TLS ended here (relay_add_tls)."},
     {NULL, NULL, 0, NULL},
 };

@@ -17,7 +17,7 @@ def test_relay_core_under_asan_and_ubsan(tmp_path: Path) -> None:
     build = subprocess.run(
         [gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
          "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "relay_test.c", "relay_core.c", "-lpthread", "-o", str(binary)],
+         "relay_test.c", "relay_core.c", "-lpthread", "-lssl", "-lcrypto", "-o", str(binary)],
         cwd=NATIVE, capture_output=True, text=True, timeout=120, check=False)
     assert build.returncode == 0, build.stderr
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -28,14 +28,13 @@ import itertools
 import json
 import logging
 import socket
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.protocol import Unroutable
-from cygnet.endpoint.terminate import Resolve, Terminator, backend_context, server_context
+from cygnet.endpoint.terminate import Resolve, Terminator, tls_context
 from cygnet.endpoint.wire import guarded
 from cygnet.names import shown
 
@@ -91,14 +90,14 @@ class RouteAsker:
     def attach(self, peer: socket.socket, files: dict[str, Any]) -> None:
         """`peer`, a cygnetd, answers from now on; `files` are its TLS files."""
         try:
-            server_ctx = server_context(Path(files["cert"]), Path(files["key"]))
-            backend_ctx = backend_context(Path(files["ca"]) if files.get("ca") else None)
+            tls = tls_context(Path(files["cert"]), Path(files["key"]),
+                              Path(files["ca"]) if files.get("ca") else None)
             address = str(files["backend"])
-        except (KeyError, OSError, ssl.SSLError) as exc:
+        except (KeyError, OSError) as exc:
             log.error("relay: cannot terminate TLS with cygnetd's files: %s", exc)
             return  # no b"q": cygnetd terminates those connections itself
         self.router = peer
-        self.terminator = Terminator(self.ask, address, server_ctx, backend_ctx, self._refused)
+        self.terminator = Terminator(self.ask, address, tls, self._refused)
         self.ready.set()
         asked = [encode(OP_ASK, {"id": i, "name": name}) for i, (name, _) in self.pending.items()]
         self._spawn(self._greet(peer, asked))

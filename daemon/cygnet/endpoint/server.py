@@ -28,7 +28,7 @@ from cygnet.endpoint.relay_link import ProcessRelay, Relay, open_relay
 from cygnet.endpoint.relayd import raise_fd_limit
 from cygnet.endpoint.route_link import RouteAnswerer
 from cygnet.endpoint.router import Router
-from cygnet.endpoint.terminate import Terminator, backend_context, relaying, server_context
+from cygnet.endpoint.terminate import Terminator, relaying, tls_context
 from cygnet.endpoint.wire import (
     close_gently,
     dial_tls_backend,
@@ -56,8 +56,7 @@ class Endpoint:
         self.domain = config.endpoint_domain
         self.router = Router(service, backend_address(service.host.clusters.listen_addresses))
         self.terminator = Terminator(self._resolve, self.router.address,
-                                     server_context(tls.cert, tls.key), backend_context(tls.ca),
-                                     metrics.refused)
+                                     tls_context(tls.cert, tls.key, tls.ca), metrics.refused)
         self.tls_files = {"cert": str(tls.cert), "key": str(tls.key),
                           "ca": str(tls.ca) if tls.ca else "", "backend": self.router.address}
         self.routes: RouteAnswerer | None = None  # the relay process terminates options=

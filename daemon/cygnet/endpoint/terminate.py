@@ -3,9 +3,14 @@
 A client without SNI (an IP address, sslsni=0) or with a name outside
 endpoint_domain gets TLS from the endpoint, with the same certificate the
 branches' Postgres serves. The endpoint reads its StartupMessage, takes the
-endpoint name from `options`, opens TLS to the branch and relays both
-streams in Python; the branch's Postgres still checks the password (SCRAM).
-A client the endpoint cannot route gets a Postgres ErrorResponse.
+endpoint name from `options`, opens TLS to the branch, and hands both TLS
+sessions to the C relay (native/tls.c, native/relay_core.c), which moves the
+bytes without Python; the branch's Postgres still checks the password
+(SCRAM). A client the endpoint cannot route gets a Postgres ErrorResponse.
+
+The TLS is OpenSSL's, through the C extension, not Python's `ssl`: a session
+must outlive the handshake in the relay thread, and Python's cannot be handed
+over. asyncio only waits for the sockets to be ready.
 
 cygnetd uses this for the errors it answers itself; `options` clients are
 served by the relay process (route_link.py), which outlives cygnetd, or by
@@ -17,42 +22,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cygnet import _native
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.protocol import Unroutable
-from cygnet.endpoint.wire import dial_tls_backend
+from cygnet.endpoint.wire import close_gently, dial_tls_backend, ready
 from cygnet.names import shown
 
 log = logging.getLogger("cygnet.endpoint")
 
 HANDSHAKE_TIMEOUT = 10.0
-_relaying = 0  # options= sessions this process relays now
+WANT_READ = 1  # a session call waits for its socket to be readable (2: writable)
 
 
 def relaying() -> int:
     """How many options= sessions this process relays now (a gauge)."""
-    return _relaying
+    return _native.relay_tls_active()
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["postgresql"])  # PostgreSQL 17's sslnegotiation=direct
-    return ctx
-
-
-def backend_context(ca: Path | None) -> ssl.SSLContext:
-    """TLS to a branch on this host: its certificate is checked against the host's CA."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca else None)
-    ctx.check_hostname = False  # the address is the host's own; the CA is what matters
-    if ca is None:
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+def tls_context(cert: Path, key: Path, ca: Path | None) -> _native.TlsContext:
+    """The host's certificate toward clients; toward branches, their certificate is
+    checked against the host's CA (not the name: the address is the host's own)."""
+    return _native.TlsContext(cert, key, ca)
 
 
 # An endpoint name to the port of its running branch (woken if need be); raises
@@ -60,92 +54,66 @@ def backend_context(ca: Path | None) -> ssl.SSLContext:
 Resolve = Callable[[str], Awaitable[int]]
 
 
-class _Pipe(asyncio.Protocol):
-    """One side of a relayed connection: what arrives is written to the other side's
-    transport (`to`) as it comes, with no task or buffer in between; until `to` is
-    set (the client's StartupMessage), it is held. Flow control crosses over: a
-    full write buffer here pauses reading on the other side."""
+class Tls:
+    """A TLS session on a non-blocking socket, driven until the relay takes it."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.to: asyncio.Transport | None = None
-        self.held = bytearray()
-        self.arrived = asyncio.Event()
-        self.closed = asyncio.get_running_loop().create_future()
+    def __init__(self, sock: socket.socket, session: _native.TlsSession) -> None:
+        self.sock, self.session = sock, session
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if self.to is None:
-            self.held += data
-            self.arrived.set()
-        else:
-            self.to.write(data)
-
-    def eof_received(self) -> bool:
-        return False  # TLS has no half-close: the transport closes
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.arrived.set()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self.to is not None:  # this side's writes come from the other side
-            self.to.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.to is not None:
-            self.to.resume_reading()
+    async def handshake(self) -> None:
+        while want := self.session.handshake():
+            await ready(self.sock, writable=want != WANT_READ)
 
     async def take(self, n: int) -> bytes:
-        """The next `n` bytes held (before `to` is set)."""
-        while len(self.held) < n:
-            if self.closed.done():
-                raise asyncio.IncompleteReadError(bytes(self.held), n)
-            self.arrived.clear()
-            await self.arrived.wait()
-        data = bytes(self.held[:n])
-        del self.held[:n]
+        """Exactly `n` decrypted bytes; what follows stays in the session."""
+        data = b""
+        while len(data) < n:
+            want, chunk = self.session.recv(n - len(data))
+            if want:
+                await ready(self.sock, writable=want != WANT_READ)
+            elif not chunk:
+                raise asyncio.IncompleteReadError(data, n)
+            data += chunk
         return data
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            want, n = self.session.send(view)
+            if want:
+                await ready(self.sock, writable=want != WANT_READ)
+            view = view[n:]
 
 
 class Terminator:
-    def __init__(self, resolve: Resolve, backend_address: str, server_ctx: ssl.SSLContext,
-                 backend_ctx: ssl.SSLContext, refused: Callable[[str], None]) -> None:
-        self.resolve, self.backend_address = resolve, backend_address
-        self.server_ctx, self.backend_ctx = server_ctx, backend_ctx
+    def __init__(self, resolve: Resolve, backend_address: str, tls: _native.TlsContext,
+                 refused: Callable[[str], None]) -> None:
+        self.resolve, self.backend_address, self.tls = resolve, backend_address, tls
         self.refused = refused  # counts a connection answered with an error (SQLSTATE)
 
     async def serve(self, sock: socket.socket, failure: Unroutable | None) -> None:
-        """TLS with the client, then an error (`failure`) or a route by options."""
-        loop = asyncio.get_running_loop()
-        transport, client = await loop.connect_accepted_socket(
-            _Pipe, sock=sock, ssl=self.server_ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        """TLS with the client, then an error (`failure`) or a route by options. The
+        socket is closed, or belongs to the relay, when this returns."""
+        client = Tls(sock, self.tls.accept(sock))
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await client.handshake()
                 startup = await _read_startup(client)
             if failure is None:
                 failure = await self._route(startup, client)
-            if failure is not None:
-                self.refused(failure.sqlstate)
-                transport.write(P.error_response(failure.sqlstate, failure.message,
-                                                 hint=failure.hint))
+                if failure is None:
+                    return
+            self.refused(failure.sqlstate)
+            answer = P.error_response(failure.sqlstate, failure.message, hint=failure.hint)
         except P.ProtocolError as exc:
             self.refused(P.PROTOCOL_VIOLATION)
-            transport.write(P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
-        except BaseException:
-            # A client gone or too slow: drop its socket from the event loop now. A
-            # graceful TLS close would keep it registered while the caller closes the
-            # descriptor, and the next client given that number would find it taken.
-            transport.abort()
-            raise
-        finally:
-            transport.close()  # after what is buffered has been sent
+            answer = P.error_response(P.PROTOCOL_VIOLATION, str(exc))
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            await client.send(answer)
+        client.session.close_notify()
+        close_gently(sock)
 
-    async def _route(self, startup: P.Startup, client: _Pipe) -> Unroutable | None:
+    async def _route(self, startup: P.Startup, client: Tls) -> Unroutable | None:
         name, rest = P.split_options(startup.params.get("options", ""))
         if not name:
             return Unroutable(P.REJECTED_CONNECTION, "no endpoint named in the connection",
@@ -159,47 +127,37 @@ class Terminator:
             startup.params["options"] = rest
         else:
             startup.params.pop("options", None)
-        loop = asyncio.get_running_loop()
         try:
             sock = await dial_tls_backend(self.backend_address, port)
-            _, branch = await loop.create_connection(
-                _Pipe, sock=sock, ssl=self.backend_ctx, server_hostname="",
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            return Unroutable(P.CANNOT_CONNECT_NOW, f"endpoint {shown(name)}: the branch cannot be "
-                              f"reached: {exc}")
-        await _relay(client, branch, startup.encode())
+        except (OSError, TimeoutError) as exc:
+            return _unreachable(name, exc)
+        try:
+            branch = Tls(sock, self.tls.connect(sock))
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await branch.handshake()
+                await branch.send(startup.encode())
+            _native.relay_add_tls(client.sock.fileno(), client.session, sock.fileno(),
+                                  branch.session)
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            return _unreachable(name, exc)
+        client.sock.detach()  # both descriptors are the relay's now
+        sock.detach()
         return None
 
 
-async def _read_startup(client: _Pipe) -> P.Startup:
+def _unreachable(name: str, exc: BaseException) -> Unroutable:
+    return Unroutable(P.CANNOT_CONNECT_NOW,
+                      f"endpoint {shown(name)}: the branch cannot be reached: {exc}")
+
+
+async def _read_startup(client: Tls) -> P.Startup:
     length, code = P.request_header(await client.take(8))
     if code in (P.SSL_REQUEST, P.GSSENC_REQUEST):
         raise P.ProtocolError("encryption requested twice")
     if code == P.CANCEL_REQUEST:
         raise P.ProtocolError("cancel requests go through TLS SNI or plain TCP")
     return P.parse_startup(code, await client.take(length - 8))
-
-
-async def _relay(client: _Pipe, branch: _Pipe, startup: bytes) -> None:
-    """Cross-wires the two sides until either closes; the other then closes once
-    what it still has to send is sent."""
-    assert client.transport is not None and branch.transport is not None
-    global _relaying
-    _relaying += 1
-    try:
-        branch.transport.write(startup + bytes(client.held))
-        client.transport.write(bytes(branch.held))  # (a branch says nothing before it)
-        client.held.clear()
-        branch.held.clear()
-        client.to, branch.to = branch.transport, client.transport
-        await asyncio.wait([client.closed, branch.closed], return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        branch.transport.abort()
-        raise
-    finally:
-        _relaying -= 1
-        branch.transport.close()
 
 
 def cancel_key(rest: bytes) -> tuple[int, int]:

@@ -28,25 +28,33 @@ async def recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-async def _readable(sock: socket.socket) -> None:
+async def ready(sock: socket.socket, *, writable: bool = False) -> None:
+    """Until `sock` is readable (or writable)."""
     loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
+        if not done.done():
+            done.set_result(None)
 
-    loop.add_reader(sock.fileno(), wake)
+    fd = sock.fileno()
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
     try:
-        await ready
+        await done
     finally:
-        loop.remove_reader(sock.fileno())
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
 
 async def peek_byte(sock: socket.socket) -> bytes:
     """The first unread byte, left in the socket."""
     while True:
-        await _readable(sock)
+        await ready(sock)
         try:
             data = sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
@@ -60,7 +68,7 @@ async def peek_hello(sock: socket.socket) -> Hello:
     """The client's ClientHello, left unread in the socket for whoever answers it."""
     seen = -1
     while True:
-        await _readable(sock)
+        await ready(sock)
         try:
             data = sock.recv(65536, socket.MSG_PEEK)
         except BlockingIOError:
