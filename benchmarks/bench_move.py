@@ -51,28 +51,52 @@ class Writer:
     def __init__(self, f: HostFleet, client: Client, name: str) -> None:
         self.f, self.client, self.name = f, client, name
         self.acks: list[tuple[float, str, int]] = []  # time, host address, seq
+        # Each connection attempt: start, URI known, connected or failed, host, outcome.
+        self.tries: list[tuple[float, float, float, str, str]] = []
         self.stop = threading.Event()
 
-    def _uri(self) -> str:
-        with self.f.coordinator.stub() as c:
-            conn: apb.Connection = c.GetConnection(apb.GetConnectionRequest(
+    def run(self) -> None:
+        # One channel to the coordinator for the whole run, as a control plane keeps
+        # one: a channel per attempt spent 13-49 ms of mTLS setup on each of them.
+        with self.f.coordinator.stub() as coordinator:
+            self._run(coordinator)
+
+    def _run(self, coordinator: Any) -> None:
+        def current_uri() -> str:
+            conn: apb.Connection = coordinator.GetConnection(apb.GetConnectionRequest(
                 branch=apb.BranchRef(database=self.name)), timeout=60)
             return conn.uri
 
-    def run(self) -> None:
         seq, uri = 0, ""
         while not self.stop.is_set():
+            started, host = time.monotonic(), ""
             try:
-                uri = uri or self._uri()
+                uri = uri or current_uri()
+                known = time.monotonic()
                 host = uri.split("@", 1)[1].split(":", 1)[0]
                 with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
+                    self.tries.append((started, known, time.monotonic(), host, "connected"))
                     while not self.stop.is_set():
                         seq += 1
                         c.execute("INSERT INTO ledger VALUES (%s)", (seq,))
                         self.acks.append((time.monotonic(), host, seq))
-            except (psycopg.Error, grpc.RpcError):
+            except (psycopg.Error, grpc.RpcError) as exc:
+                now = time.monotonic()
+                self.tries.append((started, known if host else now, now, host,
+                                   type(exc).__name__))
                 time.sleep(0.02)
                 uri = ""
+
+    def tries_between(self, source: str, target: str, since: float) -> list[dict[str, Any]]:
+        """The attempts from the last commit on `source` to the first on `target`: where
+        the client's downtime went (times in ms from that last commit)."""
+        acks = list(self.acks)
+        first_target = min(t for t, h, _ in acks if h == target and t >= since)
+        last_source = max(t for t, h, _ in acks if h == source and t < first_target)
+        return [{"at_ms": round((a - last_source) * 1000, 1),
+                 "uri_ms": round((b - a) * 1000, 1), "connect_ms": round((c - b) * 1000, 1),
+                 "host": h, "outcome": o}
+                for a, b, c, h, o in list(self.tries) if last_source <= c <= first_target]
 
     def downtime(self, source: str, target: str, since: float) -> float:
         """From the last commit on `source` to the first on `target`, after `since`."""
@@ -183,7 +207,9 @@ def _move_once(f: HostFleet, client: Client, writer: Writer, db: tuple[str, str]
     lost = [s for _, _, s in acked if s not in rows]
     size = int(str(client.query(new, "SELECT pg_database_size('postgres')")[0][0]))
     return {"from": source, "to": target, "database_bytes": size,
-            "client_downtime_seconds": round(down, 3), **moved,
+            "client_downtime_seconds": round(down, 3),
+            "client_tries": writer.tries_between(f.lan.nodes[source], f.lan.nodes[target],
+                                                 started), **moved,
             "stop_and_copy_seconds_at_least": moved["full_round_seconds"],
             "commits": len(acked), "lost": len(lost),
             "checksums_equal": _checksums(client, new, skip=WRITTEN) == before,
