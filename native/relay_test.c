@@ -30,12 +30,35 @@ static int failed;
         }                                                                  \
     } while (0)
 
-struct sender {
+/* One end of a test connection: a socket, read and written through TLS if `ssl`. */
+struct end {
     int fd;
+    SSL *ssl;
+};
+
+static ssize_t end_send(struct end e, const unsigned char *buf, size_t len)
+{
+    size_t put = 0;
+    if (e.ssl != NULL)
+        return SSL_write_ex(e.ssl, buf, len, &put) == 1 ? (ssize_t)put : -1;
+    return send(e.fd, buf, len, MSG_NOSIGNAL);
+}
+
+static ssize_t end_recv(struct end e, unsigned char *buf, size_t len)
+{
+    size_t got = 0;
+    if (e.ssl != NULL)
+        return SSL_read_ex(e.ssl, buf, len, &got) == 1 ? (ssize_t)got : 0;
+    return recv(e.fd, buf, len, 0);
+}
+
+struct sender {
+    struct end end;
     size_t size;
     unsigned char seed;
 };
 
+/* Sends the sender's pattern, then ends the plain socket's writing half. */
 static void *send_all(void *arg)
 {
     struct sender *s = arg;
@@ -44,24 +67,26 @@ static void *send_all(void *arg)
         buf[i] = (unsigned char)(i * 31 + s->seed);
     size_t off = 0;
     while (off < s->size) {
-        ssize_t n = send(s->fd, buf + off, s->size - off, MSG_NOSIGNAL);
+        ssize_t n = end_send(s->end, buf + off, s->size - off);
         if (n <= 0)
             break;
         off += (size_t)n;
     }
-    shutdown(s->fd, SHUT_WR);
+    if (s->end.ssl == NULL)
+        shutdown(s->end.fd, SHUT_WR);
     free(buf);
     return NULL;
 }
 
-/* Reads to end of file; 1 when the bytes are the sender's pattern. */
-static int receive_pattern(int fd, size_t size, unsigned char seed)
+/* Reads `size` bytes (and, on a plain socket, on to end of file); 1 when they
+ * are the sender's pattern and no more. */
+static int receive_pattern(struct end e, size_t size, unsigned char seed)
 {
     unsigned char buf[65536];
     size_t got = 0;
     int ok = 1;
-    for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
+    while (e.ssl == NULL || got < size) {
+        ssize_t n = end_recv(e, buf, sizeof buf);
         if (n <= 0)
             break;
         for (ssize_t i = 0; i < n; i++)
@@ -102,11 +127,11 @@ static void test_both_ways(void)
     int fds[2];
     relayed(fds);
     pthread_t up_thread, down_thread;
-    struct sender up = {fds[0], SIZE, 1}, down = {fds[1], SIZE / 2, 7};
+    struct sender up = {{fds[0], NULL}, SIZE, 1}, down = {{fds[1], NULL}, SIZE / 2, 7};
     pthread_create(&up_thread, NULL, send_all, &up);
     pthread_create(&down_thread, NULL, send_all, &down);
-    CHECK(receive_pattern(fds[1], SIZE, 1));
-    CHECK(receive_pattern(fds[0], SIZE / 2, 7));
+    CHECK(receive_pattern(down.end, SIZE, 1));  /* the server's end gets the client's bytes */
+    CHECK(receive_pattern(up.end, SIZE / 2, 7));
     pthread_join(up_thread, NULL);
     pthread_join(down_thread, NULL);
     close(fds[0]);
@@ -194,40 +219,6 @@ static SSL *tls_on(int fd, int server)
     return ssl;
 }
 
-struct tls_sender {
-    SSL *ssl;
-    size_t size;
-    unsigned char seed;
-};
-
-static void *tls_send_all(void *arg)
-{
-    struct tls_sender *s = arg;
-    unsigned char *buf = malloc(s->size);
-    for (size_t i = 0; i < s->size; i++)
-        buf[i] = (unsigned char)(i * 31 + s->seed);
-    size_t off = 0, put = 0;
-    while (off < s->size && SSL_write_ex(s->ssl, buf + off, s->size - off, &put) == 1)
-        off += put;
-    free(buf);
-    return NULL;
-}
-
-/* Reads `size` bytes; 1 when they are the sender's pattern. */
-static int tls_receive_pattern(SSL *ssl, size_t size, unsigned char seed)
-{
-    unsigned char buf[65536];
-    size_t got = 0, n = 0;
-    int ok = 1;
-    while (got < size && SSL_read_ex(ssl, buf, sizeof buf, &n) == 1) {
-        for (size_t i = 0; i < n; i++)
-            if (buf[i] != (unsigned char)((got + i) * 31 + seed))
-                ok = 0;
-        got += n;
-    }
-    return ok && got == size;
-}
-
 /* outer client <-TLS-> [relay: TLS ends | TLS starts] <-TLS-> outer server. */
 static void test_tls_both_sides(void)
 {
@@ -256,11 +247,12 @@ static void test_tls_both_sides(void)
     CHECK(SSL_read(h[3].ssl, early, 5) == 5 && memcmp(early, "early", 5) == 0);
 
     pthread_t up_thread, down_thread;
-    struct tls_sender up = {h[0].ssl, SIZE, 3}, down = {h[3].ssl, SIZE / 2, 9};
-    pthread_create(&up_thread, NULL, tls_send_all, &up);
-    pthread_create(&down_thread, NULL, tls_send_all, &down);
-    CHECK(tls_receive_pattern(h[3].ssl, SIZE, 3));
-    CHECK(tls_receive_pattern(h[0].ssl, SIZE / 2, 9));
+    struct end client = {a[0], h[0].ssl}, server = {b[1], h[3].ssl};
+    struct sender up = {client, SIZE, 3}, down = {server, SIZE / 2, 9};
+    pthread_create(&up_thread, NULL, send_all, &up);
+    pthread_create(&down_thread, NULL, send_all, &down);
+    CHECK(receive_pattern(server, SIZE, 3));
+    CHECK(receive_pattern(client, SIZE / 2, 9));
     pthread_join(up_thread, NULL);
     pthread_join(down_thread, NULL);
 

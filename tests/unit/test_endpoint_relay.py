@@ -36,7 +36,7 @@ def _relayed() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-def _recv_all(s: socket.socket) -> bytes:
+def _recv_all(s: socket.socket) -> bytes:  # (an ssl.SSLSocket too)
     chunks = []
     while chunk := s.recv(1 << 16):
         chunks.append(chunk)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import ssl
 import threading
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from cygnet import _native, pki
 from cygnet.endpoint.terminate import Tls, tls_context
+from tests.unit.test_endpoint_relay import _pair, _recv_all
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> pki.Issued:
     directory = tmp_path_factory.mktemp("pki")
     pki.init_ca(directory)
     return pki.issue(directory, "host", "h1", ["127.0.0.1"])
-
-
-def _pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        a = socket.create_connection(server.getsockname())
-        b, _ = server.accept()
-    return a, b
 
 
 async def _relayed(files: pki.Issued) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
@@ -66,13 +59,6 @@ async def _relayed(files: pki.Issued) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
     for s in outer.values():
         s.settimeout(30)
     return outer["client"], outer["server"]
-
-
-def _recv_all(s: ssl.SSLSocket) -> bytes:
-    chunks = []
-    while chunk := s.recv(1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _wait_tls_active(expected: int) -> None:
