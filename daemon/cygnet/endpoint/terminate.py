@@ -147,8 +147,10 @@ class Terminator:
 
 
 def _unreachable(name: str, exc: BaseException) -> Unroutable:
+    why = str(exc) or ("no TLS handshake in time" if isinstance(exc, TimeoutError)
+                       else type(exc).__name__)
     return Unroutable(P.CANNOT_CONNECT_NOW,
-                      f"endpoint {shown(name)}: the branch cannot be reached: {exc}")
+                      f"endpoint {shown(name)}: the branch cannot be reached: {why}")
 
 
 async def _read_startup(client: Tls) -> P.Startup:
