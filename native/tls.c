@@ -30,10 +30,12 @@ typedef struct {
 
 static PyTypeObject *session_type;
 
-/* OSError(EPROTO, "TLS: <what OpenSSL said>"), and the error queue emptied. */
-static PyObject *tls_error(const char *what)
+/* OSError(EPROTO, "TLS: <what>: <what OpenSSL said>"), or `otherwise` when it said
+ * nothing; the error queue emptied. */
+static PyObject *tls_failed(const char *what, const char *otherwise)
 {
-    char reason[256] = "no detail";
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", otherwise);
     unsigned long code = ERR_get_error();
     if (code != 0)
         ERR_error_string_n(code, reason, sizeof reason);
@@ -49,6 +51,8 @@ static PyObject *tls_error(const char *what)
     }
     return NULL;
 }
+
+static PyObject *tls_error(const char *what) { return tls_failed(what, "no detail"); }
 
 /* The client's ALPN list names "postgresql" (PostgreSQL 17's direct TLS asks for
  * it): that is chosen; a client offering others only gets no ALPN. */
@@ -197,7 +201,11 @@ static int stopped(SSL *ssl, int ret, const char *what)
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
-        break;
+        tls_failed(what, "the peer closed the connection");
+        return -1;
+    case SSL_ERROR_ZERO_RETURN: /* an end without close_notify too (IGNORE_UNEXPECTED_EOF) */
+        tls_failed(what, "the peer closed the connection");
+        return -1;
     default:
         break;
     }

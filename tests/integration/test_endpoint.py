@@ -26,6 +26,7 @@ import pytest
 from benchmarks import bench_endpoint
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.endpoint.relay_link import relay_pid
+from cygnet.postgres.versions import resolve_version
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
 from tests.integration.test_cli_support import cygnet
@@ -181,6 +182,21 @@ def test_the_endpoint_string_survives_reset_and_stop_start(site: Site) -> None:
     with psycopg.connect(uri, hostaddr="127.0.0.1", autocommit=True) as c:
         # Reset to the parent's state: the table made on the branch is gone.
         assert _one(c, "SELECT to_regclass('kept') IS NULL") is True
+
+
+def test_direct_tls_of_postgresql_17_clients_by_options(site: Site) -> None:
+    """libpq 17 may skip the SSLRequest (sslnegotiation=direct): TLS at once, and the
+    server must choose ALPN "postgresql", which the endpoint's own TLS does."""
+    _, bindir = resolve_version("17")
+    info = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=site.daemon.endpoint_port, user="postgres", dbname="postgres",
+        sslmode="verify-full", sslrootcert=site.ca, sslnegotiation="direct",
+        connect_timeout=10, options=f"endpoint={site.db}--feat", channel_binding="require")
+    run = subprocess.run([str(bindir / "psql"), "-X", "-At", "-c", "SHOW port", info],
+                         env={**os.environ, "PGPASSWORD": site.main.password},
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(site.feat.port)
 
 
 def _connect_by_options(site: Site, endpoint: str, **extra: str

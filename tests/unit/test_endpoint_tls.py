@@ -146,3 +146,18 @@ def test_a_client_that_is_not_tls_fails_the_handshake(files: pki.Issued) -> None
         asyncio.run(handshake())
     a.close()
     b.close()
+
+
+def test_a_peer_gone_mid_handshake_is_named(files: pki.Issued) -> None:
+    ctx = _native.TlsContext(files.cert, files.key, files.ca)
+    a, b = _pair()
+    a.setblocking(False)
+    b.close()  # a branch whose Postgres stopped as the endpoint dialled it
+
+    async def handshake() -> None:
+        await Tls(a, ctx.connect(a)).handshake()
+
+    with pytest.raises(OSError, match="TLS: handshake failed: .*(closed|eof|EOF)") as caught:
+        asyncio.run(handshake())
+    assert "no detail" not in str(caught.value)
+    a.close()

@@ -46,7 +46,7 @@ def _round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, primaries: dict[str,
     host_lease.ttl = TTL
     peers = _Peers(silent)
     monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: failsafe.Primaries(
-        primaries, fenced or {}, list(down)))
+        primaries, fenced or {}, {d: ["b"] for d in down}))
 
     async def lift(host: object, ids: list[str], by: str) -> None:
         # The fence goes only once the database's own deadline is ahead.
@@ -102,8 +102,9 @@ def test_a_primary_found_down_keeps_the_host_lease_from_renewing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Started again by the supervisor, it would write unconfirmed under a renewed host
     lease: the others keep writing on their own deadlines, and it starts fenced."""
-    fs, _, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, set(), down=("db2",))
+    fs, peers, renewed = _round(tmp_path, monkeypatch, {"db1": ["b"]}, set(), down=("db2",))
     assert renewed and not fs.active
+    assert peers.asked == [("db1", "b")]  # no lift of its fence restarts it: not asked
     assert lease.read_deadline(fs.lease.path) == 0
     assert lease.read_deadline(lease.failsafe_path(fs.host.config, "db1")) > lease.now_ns()
     assert not lease.failsafe_path(fs.host.config, "db2").exists()
@@ -129,3 +130,32 @@ def test_a_fenced_primary_beside_confirmed_running_ones_keeps_the_lease_renewed(
     assert renewed and fs.active
     assert lease.read_deadline(fs.lease.path) > lease.now_ns()
     assert peers.lifted == []
+
+
+def test_a_primary_restarting_after_its_lift_is_asked_as_a_running_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the lift restarts its main, the database is found down: it is asked, and
+    keeps its own deadline, so it does not fence again just after its start."""
+    config = AgentConfig(pools=("p",), run_dir=tmp_path, coordinator="coord:7434")
+    host_lease = lease.HostLease(config)
+    host_lease.ttl = TTL
+    peers = _Peers(set())
+    monkeypatch.setattr(failsafe, "replicated_primaries", lambda host: failsafe.Primaries(
+        {"db1": ["b"]}, {}, {"db2": ["c"]}))
+    fs = failsafe.Failsafe(SimpleNamespace(config=config), host_lease, peers)  # type: ignore[arg-type]
+
+    async def addresses(db_id: str) -> dict[str, str]:
+        return {h: f"addr-{h}" for h in ("b", "c")}
+    monkeypatch.setattr(fs, "_addresses", addresses)
+
+    async def round_while_lifting() -> bool:
+        fs.lifted, fs.lifting = {"db2"}, asyncio.create_task(asyncio.sleep(60))
+        try:
+            return await fs.round()
+        finally:
+            fs.lifting.cancel()
+
+    assert asyncio.run(round_while_lifting()) and fs.active
+    assert sorted(peers.asked) == [("db1", "b"), ("db2", "c")]
+    assert lease.read_deadline(fs.lease.path) > lease.now_ns()
+

@@ -123,13 +123,13 @@ class Primaries:
     # lease fences); and fenced (what all their replicas' confirmation lifts).
     running: dict[str, list[str]]
     fenced: dict[str, list[str]]
-    # Found down, unfenced: started again by the supervisor, they would write under
-    # a lease renewed for the others.
-    down: list[str]
+    # Found down, unfenced (with their replicas' hosts): started again by the
+    # supervisor, they would write under a lease renewed for the others.
+    down: dict[str, list[str]]
 
 
 def replicated_primaries(host: Host) -> Primaries:
-    found = Primaries({}, {}, [])
+    found = Primaries({}, {}, {})
     for db in list(host.known.values()):
         main = db.main
         if main is None:
@@ -143,7 +143,7 @@ def replicated_primaries(host: Host) -> Primaries:
         if lease.fenced(pgdata):
             found.fenced[db.id] = slots
         elif host.clusters.live(main) is None:
-            found.down.append(db.id)
+            found.down[db.id] = slots
         else:
             found.running[db.id] = slots
     return found
@@ -157,6 +157,7 @@ class Failsafe:
         self.active = False  # the last round renewed the lease
         self.renewed_to = 0  # the deadline it wrote (ns)
         self.lifting: asyncio.Task[None] | None = None  # fences being lifted (_lift)
+        self.lifted: set[str] = set()  # the databases that task lifts
 
     def due(self) -> bool:
         """A renewal is late: heartbeats renew every TTL/3 to a deadline 2/3 TTL ahead,
@@ -175,7 +176,10 @@ class Failsafe:
         while this cygnetd restarted, say) that all its replicas confirm writes again.
         True if anything was renewed."""
         found = replicated_primaries(self.host)
-        primaries = found.running
+        # A main whose fence is being lifted is down while it restarts: asked as a
+        # running one, or its own deadline (the lift's) would lapse just after its
+        # start, and fence it again.
+        primaries = {**found.running, **self._restarting(found)}
         self._drop_stale({**primaries, **found.fenced})
         if not primaries and not found.fenced:
             return False
@@ -215,6 +219,13 @@ class Failsafe:
             *(asyncio.gather(*calls) for calls in asks.values())), strict=True))
         return {db: [a for a in said if a] for db, said in answers.items()}
 
+    def _restarting(self, found: Primaries) -> dict[str, list[str]]:
+        """Databases found down because the lift in progress restarts their main; they
+        leave `found.down`."""
+        if self.lifting is None or self.lifting.done():
+            return {}
+        return {db: found.down.pop(db) for db in list(found.down) if db in self.lifted}
+
     def _lift(self, database_ids: list[str], sent: int, ttl: float) -> None:
         """Fenced primaries every replica of which confirmed: their own deadline first
         (the host's lease may have lapsed), then the fence goes and main restarts, in
@@ -225,6 +236,7 @@ class Failsafe:
             lease.extend(lease.failsafe_path(self.host.config, db_id), sent, ttl)
         log.warning("failsafe: every replica of %s confirmed it while no coordinator "
                     "answers; its fence is lifted", ", ".join(database_ids))
+        self.lifted = set(database_ids)
         self.lifting = asyncio.create_task(self._lift_now(database_ids))
 
     async def _lift_now(self, database_ids: list[str]) -> None:
