@@ -157,7 +157,7 @@ def test_a_peer_gone_mid_handshake_is_named(files: pki.Issued) -> None:
     async def handshake() -> None:
         await Tls(a, ctx.connect(a)).handshake()
 
-    with pytest.raises(OSError, match="TLS: handshake failed: .*(closed|eof|EOF)") as caught:
+    with pytest.raises(OSError, match=r"TLS: handshake failed: .*(closed|eof|EOF)") as caught:
         asyncio.run(handshake())
     assert "no detail" not in str(caught.value)
     a.close()
