@@ -201,8 +201,8 @@ static int stopped(SSL *ssl, int ret, const char *what)
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
-        tls_failed(what, "the peer closed the connection");
-        return -1;
+        /* no errno: the peer closed */
+        /* fall through */
     case SSL_ERROR_ZERO_RETURN: /* an end without close_notify too (IGNORE_UNEXPECTED_EOF) */
         tls_failed(what, "the peer closed the connection");
         return -1;

@@ -60,9 +60,13 @@ class Tls:
     def __init__(self, sock: socket.socket, session: _native.TlsSession) -> None:
         self.sock, self.session = sock, session
 
+    async def _wait(self, want: int) -> None:
+        """Until the socket is ready for what the session call waits for."""
+        await ready(self.sock, writable=want != WANT_READ)
+
     async def handshake(self) -> None:
         while want := self.session.handshake():
-            await ready(self.sock, writable=want != WANT_READ)
+            await self._wait(want)
 
     async def take(self, n: int) -> bytes:
         """Exactly `n` decrypted bytes; what follows stays in the session."""
@@ -70,7 +74,7 @@ class Tls:
         while len(data) < n:
             want, chunk = self.session.recv(n - len(data))
             if want:
-                await ready(self.sock, writable=want != WANT_READ)
+                await self._wait(want)
             elif not chunk:
                 raise asyncio.IncompleteReadError(data, n)
             data += chunk
@@ -81,7 +85,7 @@ class Tls:
         while view:
             want, n = self.session.send(view)
             if want:
-                await ready(self.sock, writable=want != WANT_READ)
+                await self._wait(want)
             view = view[n:]
 
 

@@ -38,17 +38,13 @@ async def ready(sock: socket.socket, *, writable: bool = False) -> None:
             done.set_result(None)
 
     fd = sock.fileno()
-    if writable:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
+    add, remove = ((loop.add_writer, loop.remove_writer) if writable
+                   else (loop.add_reader, loop.remove_reader))
+    add(fd, wake)
     try:
         await done
     finally:
-        if writable:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        remove(fd)
 
 
 async def peek_byte(sock: socket.socket) -> bytes:
