@@ -107,6 +107,39 @@ def test_stop_modes(pg_env: PgEnv, mode: str) -> None:
     assert asyncio.run(sql.query_one(c.socket_dir, c.port, "SELECT 1")) == (1,)
 
 
+def test_a_quiesced_immediate_stop_loses_no_commit(pg_env: PgEnv) -> None:
+    """process.quiesce: TCP clients refused, sessions ended, a CHECKPOINT; then an
+    immediate stop. An asynchronous commit made just before is there after the
+    next start, which replays next to nothing and takes TCP clients again."""
+    c = pg_env.new_cluster("a")
+    pm = c.start()
+    asyncio.run(sql.set_password(c.socket_dir, c.port, "postgres", PASSWORD))
+    session = tcp_connect(c.port, PASSWORD)
+    session.autocommit = True
+    session.execute("SET synchronous_commit = off")
+    session.execute("CREATE TABLE t (n int)")
+    session.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+    try:
+        assert asyncio.run(process.quiesce(c.pgdata, c.socket_dir, c.port)) == 1
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf"):
+            tcp_connect(c.port, PASSWORD)
+        c.stop("immediate")
+    finally:
+        session.close()
+    assert not pm.is_alive()
+    log_offset = c.layout.log_file.stat().st_size
+    write_settings(c.pgdata, c.settings)  # as every start by cygnetd does
+    c.start()
+    with tcp_connect(c.port, PASSWORD) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+    log = c.layout.log_file.read_text()[log_offset:]
+    assert "automatic recovery in progress" in log
+    assert "redo is not required" in log or "redo done" in log
+    assert asyncio.run(process.quiesce(c.pgdata / "nothing", c.socket_dir, c.port)) == 0
+
+
 def test_stop_escalates_to_immediate(pg_env: PgEnv) -> None:
     c = pg_env.new_cluster("a")
     pm = c.start()

@@ -156,6 +156,10 @@ class Clusters:
         # The log lets a stop that cannot write its checkpoint fall back to immediate.
         await process.stop(self.pgdata(branch), mode, log_path=self.files(branch).log_file)
 
+    async def quiesce(self, branch: BranchRecord) -> int:
+        """Ready for an immediate stop that loses nothing (process.quiesce)."""
+        return await process.quiesce(self.pgdata(branch), self.socket_dir(branch), branch.port)
+
     async def checkpoint(self, branch: BranchRecord) -> int:
         """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""
         return await sql.checkpoint_for_snapshot(self.socket_dir(branch), branch.port)

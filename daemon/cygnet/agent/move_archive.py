@@ -41,7 +41,7 @@ def database_branches(repo: WalRepository, database_id: str) -> list[str]:
 
 async def _spool_drained(host: Host, branch_ids: list[str]) -> None:
     """Waits (briefly) until the stopped branches' last segments left the spool for
-    the repository: the shutdown archives the final one."""
+    the repository. (The segment open at the stop is the target's to archive.)"""
     root = archive.spool_root(host.config)
     deadline = time.monotonic() + SPOOL_WAIT
     while time.monotonic() < deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -73,6 +75,33 @@ async def checkpoint_for_snapshot(socket_dir: Path, port: int) -> int:
         cur = await conn.execute("SELECT count(*) FROM pg_subscription")
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def end_sessions_and_checkpoint(socket_dir: Path, port: int,
+                                      wait: float = 2.0) -> int:
+    """Ends every client session but this one, then CHECKPOINTs; returns how many ended.
+
+    Sessions are asked to end until none is left (a client may have connected
+    meanwhile), for `wait` seconds at most. After it, an immediate stop leaves only
+    the WAL written since (next to nothing once TCP clients are refused) for the
+    next start's crash recovery, and every commit acknowledged before it is flushed
+    (the checkpoint record flushes WAL, asynchronous commits included).
+    """
+    ended, deadline = 0, time.monotonic() + wait
+    async with await connect(socket_dir, port) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                " FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            row = await cur.fetchone()
+            left, asked = (int(row[0]), int(row[1])) if row else (0, 0)
+            ended += asked
+            if not left or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.005)
+        await conn.execute("CHECKPOINT")
+    return ended
 
 
 async def set_password(socket_dir: Path, port: int, role: str, password: str, *,
