@@ -141,10 +141,15 @@ async def _stop_running(host: Host, db: DatabaseRecord, steps: StepTimer) -> lis
     # segment (up to 16 MiB, which the final round then carries) and waits for the
     # archiver, 0.2-0.4 s on zfs-fuse. Sessions ended and a CHECKPOINT, then an
     # immediate stop lose no commit, and the target's start replays next to nothing.
-    with steps.step("quiesce"):
-        await asyncio.gather(*(host.clusters.quiesce(b) for b in running))
-    with steps.step("immediate stop"):
-        await asyncio.gather(*(host.clusters.stop(b, "immediate") for b in running))
+    try:
+        with steps.step("quiesce"):
+            await asyncio.gather(*(host.clusters.quiesce(b) for b in running))
+        with steps.step("immediate stop"):
+            await asyncio.gather(*(host.clusters.stop(b, "immediate") for b in running))
+    except BaseException:
+        for b in running:  # one still up takes TCP clients again (the move fails)
+            host.clusters.refresh(b, db)
+        raise
     return ids
 
 
