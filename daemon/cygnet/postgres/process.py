@@ -246,7 +246,6 @@ async def stop(pgdata: Path, mode: str = "fast", timeout: float = 60.0,
         raise Aborted(f"postmaster {postmaster.pid} did not exit after SIGQUIT")
 
 
-
 async def quiesce(pgdata: Path, socket_dir: Path, port: int) -> int:
     """Gets a running postmaster ready for an immediate stop that loses nothing: TCP
     clients refused (pg_hba.conf, reloaded; the next start writes the rules back),

@@ -87,21 +87,20 @@ async def end_sessions_and_checkpoint(socket_dir: Path, port: int,
     next start's crash recovery, and every commit acknowledged before it is flushed
     (the checkpoint record flushes WAL, asynchronous commits included).
     """
-    ended, deadline = 0, time.monotonic() + wait
+    ended: set[int] = set()
+    deadline = time.monotonic() + wait
     async with await connect(socket_dir, port) as conn:
         while True:
             cur = await conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE pg_terminate_backend(pid))"
-                " FROM pg_stat_activity"
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-            row = await cur.fetchone()
-            left, asked = (int(row[0]), int(row[1])) if row else (0, 0)
-            ended += asked
+            left = await cur.fetchall()  # still there, exiting ones included
+            ended |= {pid for pid, asked in left if asked}
             if not left or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.005)
         await conn.execute("CHECKPOINT")
-    return ended
+    return len(ended)
 
 
 async def set_password(socket_dir: Path, port: int, role: str, password: str, *,
