@@ -114,6 +114,28 @@ def test_a_broken_full_round_leaves_no_dataset(pool: tuple[FilePool, Path]) -> N
     assert f"{p.name}/big-copy@s1" in p.datasets()
 
 
+def test_a_dataset_left_under_the_new_name_is_destroyed(
+        pool: tuple[FilePool, Path]) -> None:
+    """zfs-fuse ignores a failure to discard a partial full stream, and the dataset
+    then stays; here a dataset made under the name while the receive runs stands
+    in for that leftover: the receiver destroys it once the discard is overdue."""
+    p, mount = pool
+    run("zfs", "create", f"{p.name}/src")
+    (mount / "src/data").write_bytes(b"s" * 200_000)
+    run("zfs", "snapshot", f"{p.name}/src@s1")
+
+    async def copy_into_a_taken_name() -> None:
+        async with streams.Receiver(f"{p.name}/left") as sink:
+            run("zfs", "create", f"{p.name}/left")
+            async for data in streams.send(f"{p.name}/src@s1"):
+                await sink.write(data)
+            await sink.finish()
+
+    with pytest.raises(ZfsError):
+        asyncio.run(copy_into_a_taken_name())
+    assert f"{p.name}/left" not in p.datasets()
+
+
 def test_a_failing_send_is_a_zfs_error(pool: tuple[FilePool, Path]) -> None:
     p, _ = pool
     with pytest.raises(ZfsError):

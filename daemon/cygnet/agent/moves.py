@@ -12,7 +12,8 @@ stream never passes through the coordinator):
 2. the properties are copied (zfs-fuse sets one per call: before the stop);
    then catch-up rounds (each after a CHECKPOINT on the source, so dirty
    buffers travel now, not after the stop): only what is new travels. They
-   stop once a round moved little (or after MAX_CATCHUP).
+   stop once a round moved little, once a round moved no less than the one
+   before (writes keep pace with the copy), or after MAX_CATCHUP.
 3. the final round: PrepareMove(final) stops the database on the source (a
    CHECKPOINT first, while it still serves; then sessions ended, another, and an
    immediate stop: move_source), and the last incremental arrives.
@@ -58,14 +59,22 @@ from cygnet.zfs.pools import pool_status
 log = logging.getLogger("cygnet.agent.moves")
 
 KIND_MOVING = "moving-database"
-MAX_CATCHUP = 4  # catch-up rounds at most
+MAX_CATCHUP = 8  # catch-up rounds at most
 CATCHUP_ENOUGH = 32 * 2**20  # a round that moved less than this is the last before the stop
+CATCHUP_SHRINK = 0.8  # another round only while each moves at most this much of the last
 ATTEMPTS = 3  # per stream: a broken one starts again
 PROGRESS_EVERY = 1.0
 STREAM_TIMEOUT = 6 * 3600.0
 FAIL_AT_ENV = "CYGNET_TEST_MOVE_FAIL_AT"  # "final": tests make a move fail after its stop
 
 Report = Callable[[pb.MoveProgress], None]
+
+
+def another_catchup(done: int, before: float, moved: float) -> bool:
+    """Whether a round that moved `moved` bytes (after one of `before`) is worth
+    following with another before the stop: it moved much, and less than the
+    one before it, so the rounds still converge."""
+    return done < MAX_CATCHUP and CATCHUP_ENOUGH <= moved <= before * CATCHUP_SHRINK
 
 
 class Move:
@@ -107,13 +116,13 @@ class Move:
         try:
             await self._check_plan(plan)
             self.target = await self._make_dataset(plan)
-            await self._round(plan, 0, "full")
+            moved = await self._round(plan, 0, "full")
             await self._copy_props(plan, final=False)
-            n, moved = 0, CATCHUP_ENOUGH
-            while moved >= CATCHUP_ENOUGH and n < MAX_CATCHUP:
+            n, before = 0, float("inf")
+            while another_catchup(n, before, moved):
                 n += 1
                 plan = await self._prepare(f"mv{token}-{n}", final=False)
-                moved = await self._round(plan, n, "catch-up")
+                before, moved = moved, await self._round(plan, n, "catch-up")
             stop, steps = time.monotonic(), StepTimer()
             self._say("final", "stopping the database on the source")
             with steps.step("source stop"):
@@ -271,7 +280,7 @@ class Move:
         sent, last = 0, time.monotonic()
         try:
             with self.host.receiving(target):
-                async with streams.Receiver(target, force=force) as sink:
+                async with streams.Receiver(target, force=force, zfs=self.host.zfs) as sink:
                     async for chunk in self.stub.SendMoveStream(req, timeout=STREAM_TIMEOUT):
                         await sink.write(chunk.data)
                         self.moved_bytes += len(chunk.data)

@@ -16,11 +16,16 @@ import os
 from collections.abc import AsyncIterator
 
 from cygnet.zfs import mount_lock
-from cygnet.zfs.errors import error_from
+from cygnet.zfs.errors import ZfsError, error_from
+from cygnet.zfs.verbs import Zfs
 
 log = logging.getLogger("cygnet.zfs")
 
 CHUNK = 1 << 20
+# A full stream cut short into a new name leaves a half-received dataset until the
+# ZFS daemon discards it (zfs-fuse: usually within 0.1 s); after this long it is
+# destroyed here, for as long again at most (see Receiver._discard_partial).
+DISCARD_WAIT = 5.0
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -64,11 +69,16 @@ async def send(snapshot: str, base: str = "", chunk: int = CHUNK) -> AsyncIterat
 class Receiver:
     """`zfs receive [-F] target`, fed chunk by chunk; `finish` waits for it to apply."""
 
-    def __init__(self, target: str, *, force: bool = False) -> None:
+    def __init__(self, target: str, *, force: bool = False, zfs: Zfs | None = None) -> None:
+        self.target, self.force = target, force
         self.argv = ["zfs", "receive", *(["-F"] if force else []), target]
         self.proc: asyncio.subprocess.Process | None = None
+        self.zfs = zfs or Zfs()
+        self.creates = False  # a full stream into a name that did not exist
+        self.applied = False
 
     async def __aenter__(self) -> Receiver:
+        self.creates = not self.force and not await self.zfs.exists(self.target)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE)
@@ -92,6 +102,7 @@ class Receiver:
             code = await self.proc.wait()
         if code != 0:
             await self._failed()
+        self.applied = True
 
     async def _failed(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -107,3 +118,28 @@ class Receiver:
             if self.proc.stdin is not None and not self.proc.stdin.is_closing():
                 self.proc.stdin.close()
             await _kill(self.proc)
+        if self.creates and not self.applied:
+            await asyncio.shield(self._discard_partial())
+
+    async def _discard_partial(self) -> None:
+        """Makes sure a cut-short full stream leaves no dataset under its new name.
+
+        zfs-fuse's daemon discards it by itself, but ignores a failure to do so:
+        the half-received dataset then stays until the pool is next imported,
+        and the name stays taken. So it is waited for, then destroyed here.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DISCARD_WAIT
+        while await self.zfs.exists(self.target):
+            if loop.time() < deadline:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self.zfs.destroy(self.target, recursive=True)
+                log.warning("a cut-short stream into %s left it behind: destroyed", self.target)
+            except ZfsError as exc:
+                if loop.time() > deadline + DISCARD_WAIT:
+                    log.warning("a cut-short stream into %s left it behind, and it could "
+                                "not be destroyed: %s", self.target, exc)
+                    return
+                await asyncio.sleep(0.5)
