@@ -79,14 +79,6 @@ def test_hba_has_no_trust_and_scram_for_tcp() -> None:
     assert all(r[0] == "local" or r[-1] == "scram-sha-256" for r in rules)
 
 
-@pytest.mark.parametrize("ssl", [True, False])
-def test_a_closed_hba_keeps_the_socket_rules_only(ssl: bool) -> None:
-    rules = [line.split() for line in render_hba(ssl, closed=True).splitlines()
-             if line and not line.startswith("#")]
-    assert rules == [["local", "all", "all", "peer", "map=cygnet"],
-                     ["local", "replication", "all", "peer", "map=cygnet"]]
-
-
 def test_ident_maps_root_and_postgres_to_postgres() -> None:
     rules = [line.split() for line in render_ident().splitlines() if not line.startswith("#")]
     assert sorted(rules) == [["cygnet", "postgres", "postgres"], ["cygnet", "root", "postgres"]]

@@ -156,9 +156,10 @@ class Clusters:
         # The log lets a stop that cannot write its checkpoint fall back to immediate.
         await process.stop(self.pgdata(branch), mode, log_path=self.files(branch).log_file)
 
-    async def quiesce(self, branch: BranchRecord) -> int:
-        """Ready for an immediate stop that loses nothing (process.quiesce)."""
-        return await process.quiesce(self.pgdata(branch), self.socket_dir(branch), branch.port)
+    async def quiesced_stop(self, branch: BranchRecord) -> int:
+        """Sessions ended, a CHECKPOINT, an immediate stop (process.quiesced_stop)."""
+        return await process.quiesced_stop(self.pgdata(branch), self.socket_dir(branch),
+                                           branch.port, log_path=self.files(branch).log_file)
 
     async def checkpoint(self, branch: BranchRecord) -> int:
         """CHECKPOINT (shortens the clone's crash recovery); returns the subscription count."""

@@ -316,22 +316,18 @@ def socket_dir_of(pgdata: Path) -> Path | None:
     return Path(match.group(1)) if match else None
 
 
-def render_hba(ssl: bool = True, *, closed: bool = False) -> str:
+def render_hba(ssl: bool = True) -> str:
     """pg_hba.conf: peer over the socket (mapped), scram over TCP, never trust.
 
     With `ssl`, the TCP rules are hostssl: a clear-text TCP connection matches
-    no rule and is refused. `closed` keeps the socket rules only: every TCP
-    client is refused (a stop that must not see new writers, e.g. a move's).
+    no rule and is refused.
     """
     tcp = "hostssl" if ssl else "host   "
-    local = (
+    return (
         "# Written by cygnetd; edits are overwritten.\n"
         "# TYPE  DATABASE     USER  ADDRESS    METHOD\n"
         f"local   all          all              peer map={IDENT_MAP}\n"
-        f"local   replication  all              peer map={IDENT_MAP}\n")
-    if closed:
-        return local + "# Closed to TCP clients: the next start writes the rules back.\n"
-    return local + (
+        f"local   replication  all              peer map={IDENT_MAP}\n"
         f"{tcp} all          all   0.0.0.0/0  scram-sha-256\n"
         f"{tcp} all          all   ::/0       scram-sha-256\n"
         # Replicas stream with their own role (agent/replicas.py), never the superuser.
@@ -350,7 +346,7 @@ def render_ident() -> str:
     )
 
 
-def write_access_rules(pgdata: Path, *, ssl: bool = True, closed: bool = False) -> None:
+def write_access_rules(pgdata: Path, *, ssl: bool = True) -> None:
     """Atomically writes pg_hba.conf and pg_ident.conf (read at start or reload)."""
     _fs.atomic_write(pgdata / "pg_ident.conf", render_ident())
-    _fs.atomic_write(pgdata / "pg_hba.conf", render_hba(ssl, closed=closed))
+    _fs.atomic_write(pgdata / "pg_hba.conf", render_hba(ssl))

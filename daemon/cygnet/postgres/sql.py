@@ -77,30 +77,23 @@ async def checkpoint_for_snapshot(socket_dir: Path, port: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def end_sessions_and_checkpoint(socket_dir: Path, port: int,
-                                      wait: float = 2.0) -> int:
-    """Ends every client session but this one, then CHECKPOINTs; returns how many ended.
+async def end_other_sessions(conn: psycopg.AsyncConnection[Any], wait: float = 2.0) -> int:
+    """Ends every client session but `conn`'s; returns how many ended.
 
-    Sessions are asked to end until none is left (a client may have connected
-    meanwhile), for `wait` seconds at most. After it, an immediate stop leaves only
-    the WAL written since (next to nothing once TCP clients are refused) for the
-    next start's crash recovery, and every commit acknowledged before it is flushed
-    (the checkpoint record flushes WAL, asynchronous commits included).
+    Sessions are asked to end until none is left (one may have connected
+    meanwhile), for `wait` seconds at most.
     """
     ended: set[int] = set()
     deadline = time.monotonic() + wait
-    async with await connect(socket_dir, port) as conn:
-        while True:
-            cur = await conn.execute(
-                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-            left = await cur.fetchall()  # still there, exiting ones included
-            ended |= {pid for pid, asked in left if asked}
-            if not left or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.005)
-        await conn.execute("CHECKPOINT")
-    return len(ended)
+    while True:
+        cur = await conn.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        left = await cur.fetchall()  # still there, exiting ones included
+        ended |= {pid for pid, asked in left if asked}
+        if not left or time.monotonic() >= deadline:
+            return len(ended)
+        await asyncio.sleep(0.005)
 
 
 async def set_password(socket_dir: Path, port: int, role: str, password: str, *,
