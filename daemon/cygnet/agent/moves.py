@@ -15,8 +15,9 @@ stream never passes through the coordinator):
    stop once a round moved little, once a round moved no less than the one
    before (writes keep pace with the copy), or after MAX_CATCHUP.
 3. the final round: PrepareMove(final) stops the database on the source (a
-   CHECKPOINT first, while it still serves; then sessions ended, another, and an
-   immediate stop: move_source), and the last incremental arrives.
+   CHECKPOINT first, while it still serves; then a smart shutdown, sessions
+   ended, another CHECKPOINT and an immediate stop: move_source), and the last
+   incremental arrives.
 4. properties that changed, ports of this host, the dataset becomes a
    database, main starts: "started" goes to the coordinator, which switches
    its catalog; then the other branches start and the rounds' snapshots go.

@@ -264,13 +264,12 @@ async def quiesced_stop(pgdata: Path, socket_dir: Path, port: int,
     The next start on this data is a crash recovery of the few records since the
     CHECKPOINT. Should a step fail, the stop is a fast one.
     """
-    if find_live_postmaster(pgdata) is None:
+    postmaster = find_live_postmaster(pgdata)
+    if postmaster is None:
         return 0
     conn = await sql.connect(socket_dir, port)
     try:
-        postmaster = find_live_postmaster(pgdata)
-        if postmaster is not None:
-            _signal(postmaster, signal.SIGTERM)
+        _signal(postmaster, signal.SIGTERM)  # re-checks it is the same process
         try:
             ended = await sql.end_other_sessions(conn)
             await conn.execute("CHECKPOINT")

@@ -24,7 +24,7 @@ log = logging.getLogger("cygnet.zfs")
 CHUNK = 1 << 20
 # A full stream cut short into a new name leaves a half-received dataset until the
 # ZFS daemon discards it (zfs-fuse: usually within 0.1 s); after this long it is
-# destroyed here, for as long again at most (see Receiver._discard_partial).
+# destroyed here (see Receiver._discard_partial).
 DISCARD_WAIT = 5.0
 
 
@@ -124,22 +124,19 @@ class Receiver:
     async def _discard_partial(self) -> None:
         """Makes sure a cut-short full stream leaves no dataset under its new name.
 
-        zfs-fuse's daemon discards it by itself, but ignores a failure to do so:
-        the half-received dataset then stays until the pool is next imported,
-        and the name stays taken. So it is waited for, then destroyed here.
+        zfs-fuse's daemon discards it by itself, but at times leaves it behind
+        (until the pool is next imported), and the name stays taken. So it is
+        waited for, then destroyed here (`destroy` retries while it is busy).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DISCARD_WAIT
+        deadline = asyncio.get_running_loop().time() + DISCARD_WAIT
         while await self.zfs.exists(self.target):
-            if loop.time() < deadline:
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                await self.zfs.destroy(self.target, recursive=True)
-                log.warning("a cut-short stream into %s left it behind: destroyed", self.target)
-            except ZfsError as exc:
-                if loop.time() > deadline + DISCARD_WAIT:
+            if asyncio.get_running_loop().time() >= deadline:
+                try:
+                    await self.zfs.destroy(self.target, recursive=True)
+                    log.warning("a cut-short stream into %s left it behind: destroyed",
+                                self.target)
+                except ZfsError as exc:
                     log.warning("a cut-short stream into %s left it behind, and it could "
                                 "not be destroyed: %s", self.target, exc)
-                    return
-                await asyncio.sleep(0.5)
+                return
+            await asyncio.sleep(0.1)
