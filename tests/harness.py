@@ -51,10 +51,24 @@ def ensure_zfs() -> None:
     subprocess.run([str(REPO / "scripts" / "start-zfs")], check=True, timeout=60)
 
 
+# Below the kernel's ephemeral range (32768-60999 here): a port picked here stays
+# free until its test binds it, where an outgoing connection could take a port
+# the kernel handed out (a test may bind minutes after it picked).
+FREE_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port in FREE_PORTS that nothing listens on right now."""
+    start = secrets.randbelow(len(FREE_PORTS))
+    for i in range(len(FREE_PORTS)):
+        port = FREE_PORTS[(start + i) % len(FREE_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import VENV_BIN, WORK
+from tests.harness import FREE_PORTS, VENV_BIN, WORK
 
 WEED = VENV_BIN / "weed"
 # The ports of `weed mini`'s parts: HTTP and gRPC of each (their defaults collide
@@ -32,7 +32,7 @@ PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grp
 
 
 def _free_ports(count: int) -> list[int]:
-    """Ports that are free now, from 20000-31999 (below Linux's ephemeral range,
+    """Ports that are free now, from FREE_PORTS (below Linux's ephemeral range,
     so no outgoing connection takes one before weed binds it)."""
     ports: list[int] = []
     socks = []
@@ -40,7 +40,7 @@ def _free_ports(count: int) -> list[int]:
         while len(ports) < count:
             s = socket.socket()
             try:
-                s.bind(("127.0.0.1", 20000 + secrets.randbelow(12000)))
+                s.bind(("127.0.0.1", FREE_PORTS[secrets.randbelow(len(FREE_PORTS))]))
             except OSError:
                 s.close()
                 continue

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,24 +27,7 @@ from cygnet.postgres.initdb import init_cluster
 from cygnet.postgres.layout import ClusterLayout
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
-
-# Below the kernel's ephemeral range (32768-60999 here), so that no outgoing
-# connection of another test can take a port between this check and the bind.
-PORT_RANGE = range(31000, 32000)
-
-
-def free_port() -> int:
-    """A port in PORT_RANGE that nothing listens on right now."""
-    start = secrets.randbelow(len(PORT_RANGE))
-    for i in range(len(PORT_RANGE)):
-        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+from tests.harness import free_port
 
 
 @dataclass

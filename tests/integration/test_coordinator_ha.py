@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 
 from cygnet.api.v1 import coordinator_pb2 as cpb
 from tests.e2e.fleet import Coordinator, Pki
-from tests.harness import VENV_BIN
+from tests.harness import VENV_BIN, free_port
 from tests.integration import coordinator_helpers, pg_helpers
 from tests.integration.coordinator_helpers import (
     LedgerClient,
@@ -115,12 +114,6 @@ def test_sigstopped_leader_loses_the_lead_and_cannot_take_it_back(
             time.sleep(0.1)
         assert leader_pid(store_url) == new
         reservations(store_url)  # every host's counter matches its reservations
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_cli_follows_the_coordinators_that_answer(tmp_path: Path, store_url: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -184,6 +186,32 @@ def test_metrics_are_off_by_default_and_bad_listen_is_refused(tmp_path: object) 
     with pytest.raises(InvalidArgument):
         parse_listen("localhost")
     assert operation_name("/cygnet.v1.Agent/CreateDatabase") == "create_database"
+
+
+def test_a_taken_metrics_port_refuses_the_start_cleanly(tmp_path: Path) -> None:
+    """Both daemons exit 2 naming metrics_listen: no traceback, no server left behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        pool = FilePool.create("1G")
+        daemon = Daemon(pool, tmp_path / "d", port_min=60300,
+                        extra_args=["--metrics-listen", listen])
+        coordinator = Coordinator(tmp_path / "c", Pki.create(tmp_path / "pki"),
+                                  f"sqlite:///{tmp_path}/c.db",
+                                  extra_args=["--metrics-listen", listen])
+        try:
+            for served in (daemon, coordinator):
+                with contextlib.suppress(RuntimeError):  # the coordinator's socket may show first
+                    served.start()
+                assert served.proc is not None and served.proc.wait(30) == 2, served.tail()
+                out = served.tail(200)
+                assert f"metrics_listen: {listen}: Address already in use" in out, out
+                assert "Traceback" not in out and "never awaited" not in out, out
+        finally:
+            daemon.stop()
+            coordinator.stop()
+            pool.destroy(daemon.mount_root)
 
 
 def test_rules_and_dashboard_use_metrics_that_exist() -> None:

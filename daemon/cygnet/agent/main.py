@@ -118,15 +118,17 @@ async def serve(config: AgentConfig) -> None:
     journal, hooks = await open_events(host)  # events, webhooks (docs/architecture.md)
     servicer = AgentServicer(service)
     server, health_servicer = await build_server(config, servicer)
+    stop = asyncio.Event()
+    # /metrics answers before health says SERVING, as the endpoint does. It binds
+    # before the gRPC server starts: a taken metrics port then refuses the start
+    # with nothing left running.
+    metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
+                                  config.metrics_interval, stop)
     await server.start()
     restrict_socket(config.admin_socket)
     # The endpoint listens before health says SERVING, so a client told the host
     # serves finds it (docs/endpoints.md).
     endpoint = await start_endpoint(service, config)
-    stop = asyncio.Event()
-    # /metrics answers before health says SERVING, as the endpoint does.
-    metrics = await start_metrics(config.metrics_listen, AgentMetrics(service).build,
-                                  config.metrics_interval, stop)
     await set_serving(health_servicer, True)
     log.info("serving")
     loop = asyncio.get_running_loop()

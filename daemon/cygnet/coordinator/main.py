@@ -84,11 +84,15 @@ async def serve(config: CoordinatorConfig) -> None:
     registry.leases = servicer.leases = HostLeases(store, config.host_lease_ttl)
     server, health_servicer, _ = await build_server(config, servicer,
                                                     load_tokens(config.tokens_file))
+    stop = asyncio.Event()
+    # Bound before the gRPC server starts: a taken metrics port refuses the start
+    # with nothing left running.
+    metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
+                                  config.metrics_interval, stop)
     await server.start()
     await set_serving(health_servicer, True)
     log.info("cygnet-coordinator %s serving, store %s", __version__,
              config.store.split("@")[-1])
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -100,8 +104,6 @@ async def serve(config: CoordinatorConfig) -> None:
                                             registry.leadership).run(stop))
     # Moves left unfinished by a coordinator that died (docs/ha.md "Moving databases").
     moves = asyncio.create_task(servicer.moves.run(stop))
-    metrics = await start_metrics(config.metrics_listen, CoordinatorMetrics(registry).build,
-                                  config.metrics_interval, stop)
     systemd.ready(f"serving on {config.listen or config.listen_token}")
     await stop.wait()
     systemd.stopping()
