@@ -219,44 +219,13 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
     assert coordinator is not None
     cut_at = 0
     try:
-        wait_for(lambda: len(ledger.acked) > 50, 60, "commits before the outage")
-        os.kill(coordinator.pid, signal.SIGSTOP)
-        frozen = lease.now_ns()
-        time.sleep(2 * TTL)
-        # Writes went on through the outage, second by second.
-        _every_second(ledger, frozen, 2 * int(TTL), "of the outage")
-        again = _restart_during_outage(fleet.daemons[primary], ledger)
-        time.sleep(2 * TTL)
-        thawed = lease.now_ns()
-        os.kill(coordinator.pid, signal.SIGCONT)
-        _every_second(ledger, again, 2 * int(TTL), "after the restart")
-        time.sleep(2 * TTL)  # what a failover of the thawed coordinator would need
-        assert _primary(fleet, "fs") == primary
-        assert _acked_between(ledger, thawed, lease.now_ns()) > 0
-        log = fleet.daemons[primary].log_path.read_text()
-        assert "failsafe: no coordinator renews this host's lease" in log
-
-        # One replica's host cut off as well: no failsafe for its database, whose
-        # primary fences; the other database, confirmed by its replica, writes on.
+        frozen, thawed = _outage_with_a_restart(fleet, primary, ledger, coordinator.pid)
         os.kill(coordinator.pid, signal.SIGSTOP)
         subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "down"],
                        check=True)
         cut_at = lease.now_ns()
-        # The last heartbeat's deadline (one in flight at the freeze has landed by
-        # now; with fs unconfirmed no failsafe round renews it): fs fences at it. Once
-        # fs is fenced, rounds confirm all that is left and renew the lease again.
-        time.sleep(0.3)
-        lease_file = fleet.daemons[primary].base / "run" / lease.LEASE_FILE
-        deadline = lease.read_deadline(lease_file)
-        time.sleep(2 * TTL)
-        assert deadline < lease.now_ns()
-        late = [s for s, t in ledger.acked if t > deadline + int(0.2e9)]
-        assert not late, f"commits acknowledged after the fence deadline: {late}"
-        fs_pgdata = _main_pgdata(fleet.daemons[primary], made.result.database.id)
-        assert (fs_pgdata / lease.FENCED_MARKER).exists()
-        _every_second(ledger2, cut_at, 2 * int(TTL), "of the cut (fs2)")
-        said = fleet.daemons[primary].log_path.read_text()
-        assert f"while {made2.result.database.id} keep writing" in said
+        _fenced_while_a_replica_is_cut(fleet, primary, (made, made2), (ledger, ledger2),
+                                       cut_at)
     finally:
         if cut_at:
             subprocess.run(["ip", "-n", fleet.lan.ns(cut), "link", "set", "eth0", "up"],
@@ -287,6 +256,54 @@ def test_failsafe_keeps_a_primary_through_a_coordinator_outage(
     _remove_everywhere(fleet, "fs2", made2.result.database.id)
 
 
+def _outage_with_a_restart(fleet: HostFleet, primary: str, ledger: Ledger,
+                           coordinator_pid: int) -> tuple[int, int]:
+    """The coordinator frozen for 4 TTLs, the primary's cygnetd restarted meanwhile:
+    writes go on second by second, and nothing fails over once the coordinator is
+    thawed. Returns when it was frozen and thawed (ns)."""
+    wait_for(lambda: len(ledger.acked) > 50, 60, "commits before the outage")
+    os.kill(coordinator_pid, signal.SIGSTOP)
+    frozen = lease.now_ns()
+    time.sleep(2 * TTL)
+    # Writes went on through the outage, second by second.
+    _every_second(ledger, frozen, 2 * int(TTL), "of the outage")
+    again = _restart_during_outage(fleet.daemons[primary], ledger)
+    time.sleep(2 * TTL)
+    thawed = lease.now_ns()
+    os.kill(coordinator_pid, signal.SIGCONT)
+    _every_second(ledger, again, 2 * int(TTL), "after the restart")
+    time.sleep(2 * TTL)  # what a failover of the thawed coordinator would need
+    assert _primary(fleet, "fs") == primary
+    assert _acked_between(ledger, thawed, lease.now_ns()) > 0
+    log = fleet.daemons[primary].log_path.read_text()
+    assert "failsafe: no coordinator renews this host's lease" in log
+    return frozen, thawed
+
+
+def _fenced_while_a_replica_is_cut(
+        fleet: HostFleet, primary: str,
+        made: tuple[cpb.FleetCreateDatabaseResponse, cpb.FleetCreateDatabaseResponse],
+        ledgers: tuple[Ledger, Ledger], cut_at: int) -> None:
+    """The coordinator frozen again and one replica's host cut off (at `cut_at`): no
+    failsafe for fs, whose primary fences; fs2, confirmed by its replica, writes on."""
+    ledger, ledger2 = ledgers
+    # The last heartbeat's deadline (one in flight at the freeze has landed by
+    # now; with fs unconfirmed no failsafe round renews it): fs fences at it. Once
+    # fs is fenced, rounds confirm all that is left and renew the lease again.
+    time.sleep(0.3)
+    lease_file = fleet.daemons[primary].base / "run" / lease.LEASE_FILE
+    deadline = lease.read_deadline(lease_file)
+    time.sleep(2 * TTL)
+    assert deadline < lease.now_ns()
+    late = [s for s, t in ledger.acked if t > deadline + int(0.2e9)]
+    assert not late, f"commits acknowledged after the fence deadline: {late}"
+    fs_pgdata = _main_pgdata(fleet.daemons[primary], made[0].result.database.id)
+    assert (fs_pgdata / lease.FENCED_MARKER).exists()
+    _every_second(ledger2, cut_at, 2 * int(TTL), "of the cut (fs2)")
+    said = fleet.daemons[primary].log_path.read_text()
+    assert f"while {made[1].result.database.id} keep writing" in said
+
+
 def _remove_everywhere(f: HostFleet, name: str, db_id: str) -> None:
     """The database, its replicas, and any old primary's copy: the next test's fleet
     holds nothing of it."""
@@ -309,20 +326,23 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
     client = ThreadPoolExecutor(4, initializer=enter_netns, initargs=(fleet.lan.ns("client"),))
     made, uri = replicated_database(fleet, "fo")
     first = made.placement.host_id
-
-    def connect() -> psycopg.Connection:
-        return psycopg.connect(uri, autocommit=True)
-
-    client.submit(lambda: connect().execute(
+    client.submit(lambda: psycopg.connect(uri, autocommit=True).execute(
         "CREATE TABLE ledger (seq bigint PRIMARY KEY)")).result(60)
     # A branch lives on the primary's host only: it must not stop the old primary
     # from rejoining (part 3), and its data must stay.
     with fleet.coordinator.stub() as c:
         preview = c.CreateBranch(apb.CreateBranchRequest(database="fo", name="preview"),
                                  timeout=120).branch
+    second, acked = _host_loss(fleet, uri, first, client, request)
+    _partition_then_rejoin(fleet, made, uri, (first, second), acked, client, request)
+    _back_without_wal_then_reseeded(fleet, made, uri, first, preview.id, client)
 
-    # 1. Host loss.
-    ledger = Ledger(connect)
+
+def _host_loss(fleet: HostFleet, uri: str, first: str, client: ThreadPoolExecutor,
+               request: pytest.FixtureRequest) -> tuple[str, set[int]]:
+    """1. The primary's host lost under a ledger client: a replica is promoted and no
+    acknowledged commit is lost. Returns the new primary's host and the commits."""
+    ledger = Ledger(lambda: psycopg.connect(uri, autocommit=True))
     request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
     writer = client.submit(ledger.run, 0)
     wait_for(lambda: len(ledger.acked) > 100, 60, "commits before the host loss")
@@ -340,8 +360,17 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
     back = (ledger.first_after(killed_at) or killed_at) - killed_at
     print(f"host loss: writes again {back / 1e9:.2f}s after the kill, "
           f"{len(ledger.acked)} commits acknowledged, 0 lost")
+    return second, {s for s, _ in ledger.acked}
 
-    # 2. Partition of the new primary, its cygnetd stopped too.
+
+def _partition_then_rejoin(fleet: HostFleet, made: cpb.FleetCreateDatabaseResponse, uri: str,
+                           hosts: tuple[str, str], acked: set[int],
+                           client: ThreadPoolExecutor, request: pytest.FixtureRequest
+                           ) -> None:
+    """2. The new primary partitioned, its cygnetd stopped too: no local commit is
+    acknowledged after its fence, and the synchronous commits `acked` before all
+    survive; once back it rejoins, rewound, as a replica."""
+    first, second = hosts
     d2, ns2 = fleet.daemons[second], fleet.lan.ns(second)
     conn_info = _local_conn(d2, made.result.database.id, made.result.connection.password)
     inside = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(ns2,))
@@ -370,14 +399,13 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
         assert not late, f"commits acknowledged on the fenced primary after expiry: {late}"
         overrun = max(t for _, t in cut.acked) - deadline
         third = _primary(fleet, "fo")
-        after = ledger.acked[-1][0]
         survivors = _rows(uri, client)
-        assert {s for s, _ in ledger.acked} <= survivors
+        assert acked <= survivors
         async_lost = {s for s, _ in cut.acked} - survivors
         print(f"partition: {len(cut.acked)} local commits on {second} before its fence, "
               f"{len(async_lost)} of them not on {third} (asynchronous); last local ack "
               f"{overrun / 1e6:+.0f} ms from the fence deadline; last synchronous commit "
-              f"{after} kept")
+              f"{max(acked)} kept")
     finally:
         subprocess.run(["ip", "-n", ns2, "link", "set", "eth0", "up"], check=False)
         os.kill(d2.proc.pid, signal.SIGCONT)
@@ -399,7 +427,12 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
     print(f"rejoin: {second} follows {third}; its {len(async_lost)} local-only commits "
           "were rewound away")
 
-    # 3. The first host returns, its main's WAL gone: no pg_rewind can work.
+
+def _back_without_wal_then_reseeded(fleet: HostFleet, made: cpb.FleetCreateDatabaseResponse,
+                                    uri: str, first: str, preview_id: str,
+                                    client: ThreadPoolExecutor) -> None:
+    """3. The first host returns, its main's WAL gone, so no pg_rewind can work: it is
+    seeded afresh, its old main and its branch kept as lost copies."""
     d1 = fleet.daemons[first]
     wal = _main_pgdata(d1, made.result.database.id) / "pg_wal"
     for segment in wal.iterdir():
@@ -415,12 +448,12 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
                            check=True).stdout
     lost = [line.split("\t")[0] for line in kinds.splitlines() if line.endswith("\tlost-copy")]
     assert len(lost) == 2, kinds  # the stale main, and the branch set aside
-    assert any(name.endswith(f"/{preview.id}") for name in lost), kinds
+    assert any(name.endswith(f"/{preview_id}") for name in lost), kinds
     said = d1.log_path.read_text()
     assert "pg_rewind from the new primary failed" in said
     assert "branch preview stays on this host as a lost copy" in said
     kept = subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", "referenced",
-                           next(n for n in lost if n.endswith(preview.id))],
+                           next(n for n in lost if n.endswith(preview_id))],
                           capture_output=True, text=True, check=True).stdout
     assert int(kept) > 10 * 2**20, kept  # a whole cluster's files, not an empty dataset
     # The replica's string names no password: the database's own is the same.
@@ -428,6 +461,7 @@ def test_host_loss_then_partition(fleet: HostFleet, request: pytest.FixtureReque
                                             password=made.result.connection.password)
     wait_for(lambda: _rows(reader, client) == _rows(uri, client), 60,
              "the reseeded replica holding the primary's ledger")
+    third = _primary(fleet, "fo")
     print(f"reseed: {first} streams from {third} {time.monotonic() - back_at:.1f}s after "
           "its daemon started; its old data is kept as a lost copy")
 

@@ -15,11 +15,14 @@ second move of a database already moving. Then `cygnet hosts drain
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -141,121 +144,162 @@ def _backup_went_along(fleet: HostFleet, client: Client, source: str, target: st
     assert db_id in json.loads(tombstones.read_text())
 
 
+@dataclass
+class Moving:
+    """The database "mv" with a branch "dev", what it held before the move, and where
+    it goes."""
+
+    db_id: str
+    source: str
+    target: str
+    password: str
+    uri: str
+    dev_uri: str
+    then: datetime.datetime | None = None  # a point before the move
+    before_main: dict[str, str] = field(default_factory=dict)
+    before_dev: dict[str, str] = field(default_factory=dict)
+    backup_id: str = ""
+
+
 def test_move_under_load(fleet: HostFleet, request: pytest.FixtureRequest) -> None:
     client = Client(fleet)
     with fleet.coordinator.stub() as c:
-        made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
-            database=apb.CreateDatabaseRequest(name="mv", size_class="nano",
-                                               quota_bytes=QUOTA)), timeout=300)
-        db_id, source = made.result.database.id, made.placement.host_id
-        password = made.result.connection.password
-        uri = made.result.connection.uri
-        client.query(uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
-        client.query(uri, "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body "
-                          "FROM generate_series(1, 20000) g")
-        c.CreateBranch(apb.CreateBranchRequest(database="mv", name="dev"), timeout=120)
-        dev_uri = _with_password(_uri(c, "mv", "dev"), password)
-        client.query(dev_uri, "CREATE TABLE only_dev AS SELECT generate_series(1, 500) AS n")
-        client.query(dev_uri, "DELETE FROM items WHERE mod(id, 3) = 0")
-        client.query(uri, "INSERT INTO items SELECT g, 'after' FROM generate_series(20001, "
-                          "25000) g")
-        target = sorted(set(fleet.daemons) - {source})[0]
-        # The coordinator passes the quota on to the host it places the database on.
-        assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
-                             timeout=60).database.quota_bytes == QUOTA
-        _refusals(fleet, c, source, target)
-        # A point before the move, for a point-in-time branch after it.
-        client.query(uri, "CREATE TABLE marks (n int)")
-        client.query(uri, "INSERT INTO marks VALUES (1)")
-        then = client.query(uri, "SELECT clock_timestamp()")[0][0]
-        time.sleep(0.2)
-        client.query(uri, "INSERT INTO marks VALUES (2)")
-        before_main = _checksums(client, uri, skip=("ledger",))
-        before_dev = _checksums(client, dev_uri)
-        # A backup before the move: it goes along, and restores on the new host.
-        with fleet.daemons[source].channel() as ch:
-            events = list(bpb_grpc.BackupsStub(ch).CreateBackup(bpb.CreateBackupRequest(
-                branch=apb.BranchRef(database="mv")), timeout=300))
-        backup_id = events[-1].result.id
-
-        ledger = Ledger(fleet, client, "mv")
-        request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
-        writer = client.pool.submit(ledger.run)
-        wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the move")
-        phases: list[str] = []
-        second: list[grpc.StatusCode] = []
-        started = time.monotonic()
-        stream = c.MoveDatabase(cpb.MoveDatabaseRequest(database="mv", to_host=target),
-                                timeout=600)
-        downtime = 0.0
-        for p in stream:
-            if not phases:
-                # A second move of a database already moving: refused.
-                try:
-                    for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(
-                            database="mv", to_host=target), timeout=60):
-                        pass
-                except grpc.RpcError as exc:
-                    second.append(exc.code())
-                    assert "being moved" in (exc.details() or ""), exc.details()
-            phases.append(p.phase)
-            if p.HasField("downtime"):
-                downtime = p.downtime.ToNanoseconds() / 1e9
-        took = time.monotonic() - started
-        before = len(ledger.acked)
-        wait_for(lambda: len(ledger.acked) > before + 200, 60, "commits on the new host")
-        ledger.stop.set()
-        writer.result(60)
-
-        assert second == [grpc.StatusCode.FAILED_PRECONDITION]
-        assert phases[0] == "prepare" and phases[-1] == "moved", phases
-        assert {"full", "final", "started", "switch", "cleanup"} <= set(phases), phases
-        assert _host_of(c, "mv") == target
-        new_uri = _uri(c, "mv")
-        assert f"@{fleet.lan.nodes[target]}:" in new_uri
-        new_uri = _with_password(new_uri, password)
-        on_new = {r[0] for r in client.query(new_uri, "SELECT seq FROM ledger")}
-        lost = sorted(set(ledger.acked) - on_new)
-        print(f"move: {took:.2f}s in all, {downtime:.3f}s down on the agent, client gap "
-              f"{ledger.gap:.3f}s, {len(ledger.acked)} commits acknowledged, {len(lost)} lost")
-        assert lost == []
-        assert _checksums(client, new_uri, skip=("ledger",)) == before_main
-        new_dev = _with_password(_uri(c, "mv", "dev"), password)
-        assert f"@{fleet.lan.nodes[target]}:" in new_dev
-        assert _checksums(client, new_dev) == before_dev
-        dev = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="mv", name="dev")),
-                          timeout=60)
-        assert dev.parent_branch_name == "main" and dev.origin_snapshot, dev
-        assert _datasets_of(fleet, source, db_id) == []
-        assert _datasets_of(fleet, target, db_id)
-        # The quota went along (a stream carries no native property).
-        assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
-                             timeout=60).database.quota_bytes == QUOTA
-        # So did the archived WAL: a point before the move is reached on the new host.
-        assert "archive" in phases, phases
-        at = Timestamp()
-        at.FromDatetime(then)  # type: ignore[arg-type]
-        c.CreateBranch(apb.CreateBranchRequest(database="mv", name="then", at_time=at),
-                       timeout=300)
-        then_uri = _with_password(_uri(c, "mv", "then"), password)
-        assert f"@{fleet.lan.nodes[target]}:" in then_uri
-        assert client.query(then_uri, "SELECT n FROM marks") == [(1,)]
-        c.DeleteBranch(apb.DeleteBranchRequest(branch=apb.BranchRef(database="mv",
-                                                                    name="then")), timeout=120)
-        _backup_went_along(fleet, client, source, target, db_id, backup_id, password)
+        mv = _made_with_a_branch(fleet, client, c)
+        _refusals(fleet, c, mv.source, mv.target)
+        _marked_and_backed_up(fleet, client, mv)
+        on_new = _moved_under_a_ledger(fleet, client, c, mv, request)
+        _everything_went_along(fleet, client, c, mv)
+        _backup_went_along(fleet, client, mv.source, mv.target, mv.db_id, mv.backup_id,
+                           mv.password)
 
         # Evacuating the new host moves it on (placement picks), and says so.
-        done = _cli(fleet, "--json", "hosts", "drain", target, "--evacuate")
+        done = _cli(fleet, "--json", "hosts", "drain", mv.target, "--evacuate")
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert [m["database"] for m in report["moved"]] == ["mv"], report
         assert report["not_moved"] == []
         third = _host_of(c, "mv")
-        assert third != target
-        c.UndrainHost(cpb.DrainHostRequest(host_id=target), timeout=30)
-        assert client.query(_with_password(_uri(c, "mv"), password),
-                            "SELECT count(*) FROM ledger")[0][0] == len(on_new)
-        assert _datasets_of(fleet, target, db_id) == []
+        assert third != mv.target
+        c.UndrainHost(cpb.DrainHostRequest(host_id=mv.target), timeout=30)
+        assert client.query(_with_password(_uri(c, "mv"), mv.password),
+                            "SELECT count(*) FROM ledger")[0][0] == on_new
+        assert _datasets_of(fleet, mv.target, mv.db_id) == []
+
+
+def _made_with_a_branch(fleet: HostFleet, client: Client, c: Any) -> Moving:
+    """The database with a quota, rows, and a branch that diverged from main."""
+    made = c.CreateDatabase(cpb.FleetCreateDatabaseRequest(
+        database=apb.CreateDatabaseRequest(name="mv", size_class="nano",
+                                           quota_bytes=QUOTA)), timeout=300)
+    source = made.placement.host_id
+    password = made.result.connection.password
+    uri = made.result.connection.uri
+    client.query(uri, "CREATE TABLE ledger (seq int PRIMARY KEY)")
+    client.query(uri, "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body "
+                      "FROM generate_series(1, 20000) g")
+    c.CreateBranch(apb.CreateBranchRequest(database="mv", name="dev"), timeout=120)
+    dev_uri = _with_password(_uri(c, "mv", "dev"), password)
+    client.query(dev_uri, "CREATE TABLE only_dev AS SELECT generate_series(1, 500) AS n")
+    client.query(dev_uri, "DELETE FROM items WHERE mod(id, 3) = 0")
+    client.query(uri, "INSERT INTO items SELECT g, 'after' FROM generate_series(20001, "
+                      "25000) g")
+    # The coordinator passes the quota on to the host it places the database on.
+    assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
+                         timeout=60).database.quota_bytes == QUOTA
+    return Moving(made.result.database.id, source, sorted(set(fleet.daemons) - {source})[0],
+                  password, uri, dev_uri)
+
+
+def _marked_and_backed_up(fleet: HostFleet, client: Client, mv: Moving) -> None:
+    """A point before the move, for a point-in-time branch after it; checksums; and a
+    backup, which goes along and restores on the new host."""
+    client.query(mv.uri, "CREATE TABLE marks (n int)")
+    client.query(mv.uri, "INSERT INTO marks VALUES (1)")
+    mv.then = client.query(mv.uri, "SELECT clock_timestamp()")[0][0]  # type: ignore[assignment]
+    time.sleep(0.2)
+    client.query(mv.uri, "INSERT INTO marks VALUES (2)")
+    mv.before_main = _checksums(client, mv.uri, skip=("ledger",))
+    mv.before_dev = _checksums(client, mv.dev_uri)
+    with fleet.daemons[mv.source].channel() as ch:
+        events = list(bpb_grpc.BackupsStub(ch).CreateBackup(bpb.CreateBackupRequest(
+            branch=apb.BranchRef(database="mv")), timeout=300))
+    mv.backup_id = events[-1].result.id
+
+
+def _moved_under_a_ledger(fleet: HostFleet, client: Client, c: Any, mv: Moving,
+                          request: pytest.FixtureRequest) -> int:
+    """The move to `mv.target` while a ledger client writes; a second move meanwhile
+    is refused. Not one acknowledged commit is lost. Returns the ledger's rows."""
+    ledger = Ledger(fleet, client, "mv")
+    request.addfinalizer(ledger.stop.set)  # a failure must not leave it writing forever
+    writer = client.pool.submit(ledger.run)
+    wait_for(lambda: len(ledger.acked) > 200, 60, "ledger commits before the move")
+    phases: list[str] = []
+    second: list[grpc.StatusCode] = []
+    started = time.monotonic()
+    stream = c.MoveDatabase(cpb.MoveDatabaseRequest(database="mv", to_host=mv.target),
+                            timeout=600)
+    downtime = 0.0
+    for p in stream:
+        if not phases:
+            # A second move of a database already moving: refused.
+            try:
+                for _ in c.MoveDatabase(cpb.MoveDatabaseRequest(
+                        database="mv", to_host=mv.target), timeout=60):
+                    pass
+            except grpc.RpcError as exc:
+                second.append(exc.code())
+                assert "being moved" in (exc.details() or ""), exc.details()
+        phases.append(p.phase)
+        if p.HasField("downtime"):
+            downtime = p.downtime.ToNanoseconds() / 1e9
+    took = time.monotonic() - started
+    before = len(ledger.acked)
+    wait_for(lambda: len(ledger.acked) > before + 200, 60, "commits on the new host")
+    ledger.stop.set()
+    writer.result(60)
+
+    assert second == [grpc.StatusCode.FAILED_PRECONDITION]
+    assert phases[0] == "prepare" and phases[-1] == "moved", phases
+    assert {"full", "final", "started", "switch", "cleanup", "archive"} <= set(phases), phases
+    assert _host_of(c, "mv") == mv.target
+    new_uri = _uri(c, "mv")
+    assert f"@{fleet.lan.nodes[mv.target]}:" in new_uri
+    on_new = {r[0] for r in client.query(_with_password(new_uri, mv.password),
+                                         "SELECT seq FROM ledger")}
+    lost = sorted(set(ledger.acked) - on_new)
+    print(f"move: {took:.2f}s in all, {downtime:.3f}s down on the agent, client gap "
+          f"{ledger.gap:.3f}s, {len(ledger.acked)} commits acknowledged, {len(lost)} lost")
+    assert lost == []
+    return len(on_new)
+
+
+def _everything_went_along(fleet: HostFleet, client: Client, c: Any, mv: Moving) -> None:
+    """Main's and dev's rows, dev's parentage, the quota and the archived WAL are on
+    the target; nothing of the database is left on the source."""
+    new_uri = _with_password(_uri(c, "mv"), mv.password)
+    assert _checksums(client, new_uri, skip=("ledger",)) == mv.before_main
+    new_dev = _with_password(_uri(c, "mv", "dev"), mv.password)
+    assert f"@{fleet.lan.nodes[mv.target]}:" in new_dev
+    assert _checksums(client, new_dev) == mv.before_dev
+    dev = c.GetBranch(apb.GetBranchRequest(branch=apb.BranchRef(database="mv", name="dev")),
+                      timeout=60)
+    assert dev.parent_branch_name == "main" and dev.origin_snapshot, dev
+    assert _datasets_of(fleet, mv.source, mv.db_id) == []
+    assert _datasets_of(fleet, mv.target, mv.db_id)
+    # The quota went along (a stream carries no native property).
+    assert c.GetDatabase(apb.GetDatabaseRequest(database="mv"),
+                         timeout=60).database.quota_bytes == QUOTA
+    # So did the archived WAL: a point before the move is reached on the new host.
+    at = Timestamp()
+    at.FromDatetime(mv.then)  # type: ignore[arg-type]
+    c.CreateBranch(apb.CreateBranchRequest(database="mv", name="then", at_time=at),
+                   timeout=300)
+    then_uri = _with_password(_uri(c, "mv", "then"), mv.password)
+    assert f"@{fleet.lan.nodes[mv.target]}:" in then_uri
+    assert client.query(then_uri, "SELECT n FROM marks") == [(1,)]
+    c.DeleteBranch(apb.DeleteBranchRequest(branch=apb.BranchRef(database="mv",
+                                                                name="then")), timeout=120)
 
 
 def test_a_move_that_fails_after_the_stop_leaves_it_on_the_source(

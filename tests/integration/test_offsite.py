@@ -85,6 +85,30 @@ def metric(port: int, name: str) -> float:
 def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
         store: Seaweed) -> None:
     sentinel = "offsite-sentinel-" + os.urandom(4).hex()
+    backup_id, local, log_a = _backed_up_offsite_from_host_a(store, sentinel)
+    # Only ciphertext in the bucket: the sentinel is in the local manifest's header,
+    # in no object of the bucket.
+    assert sentinel.encode() in local
+    objects = store.objects()
+    assert any("/packs/" in k for k in objects) and any(k.endswith(".manifest") for k in objects)
+    assert not [k for k, v in objects.items() if sentinel.encode() in v]
+    # Object lock: each upload is retained, and SeaweedFS refuses to delete it.
+    s3 = store.client()
+    pack = next(k for k in objects if k.endswith(".pack"))
+    assert s3.head_object(Bucket=store.bucket, Key=pack)["ObjectLockMode"] == "COMPLIANCE"
+    version = s3.list_object_versions(Bucket=store.bucket, Prefix=pack)["Versions"][0]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.delete_object(Bucket=store.bucket, Key=pack, VersionId=version["VersionId"])
+    log_b, refusal = _restored_on_host_b(store, sentinel, backup_id, (pack, objects[pack]))
+    for text in (log_a, log_b, refusal):
+        assert store.secret_key not in text and store.access_key not in text
+        assert base64.b64encode(KEY).decode() not in text
+
+
+def _backed_up_offsite_from_host_a(store: Seaweed, sentinel: str) -> tuple[str, bytes, str]:
+    """A backup and archived WAL of a database holding `sentinel`, uploaded by host-a;
+    its metrics settle and no credential shows in `ps`. Returns the backup's id,
+    host-a's local manifests, and its log."""
     metrics_port = free_port()
     settings_a = store.settings(host_id="host-a", offsite_interval=0.5, metrics_interval=0.5,
                                 metrics_listen=f"127.0.0.1:{metrics_port}", offsite_lock_days=1)
@@ -114,48 +138,38 @@ def test_backup_offsite_encrypted_and_restored_on_a_host_that_never_saw_it(
         local = b"".join(p.read_bytes() for p in (a.base / "state/backups/backups").iterdir())
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert store.secret_key not in ps and store.access_key not in ps
-        log_a = a.log_path.read_text()
-    # Only ciphertext in the bucket: the sentinel is in the local manifest's header,
-    # in no object of the bucket.
-    assert sentinel.encode() in local
-    objects = store.objects()
-    assert any("/packs/" in k for k in objects) and any(k.endswith(".manifest") for k in objects)
-    assert not [k for k, v in objects.items() if sentinel.encode() in v]
-    # Object lock: each upload is retained, and SeaweedFS refuses to delete it.
-    pack = next(k for k in objects if k.endswith(".pack"))
-    assert s3.head_object(Bucket=store.bucket, Key=pack)["ObjectLockMode"] == "COMPLIANCE"
-    version = s3.list_object_versions(Bucket=store.bucket, Prefix=pack)["Versions"][0]
-    with pytest.raises(ClientError, match="AccessDenied"):
-        s3.delete_object(Bucket=store.bucket, Key=pack, VersionId=version["VersionId"])
+        return made.id, local, a.log_path.read_text()
 
-    settings_b = store.settings(host_id="host-b")
-    with private_daemon("ob", 57300, "2G", settings=settings_b) as b:
+
+def _restored_on_host_b(store: Seaweed, sentinel: str, backup_id: str,
+                        pack: tuple[str, bytes]) -> tuple[str, str]:
+    """host-b lists host-a's backup, refuses a damaged pack (DATA_LOSS, nothing made)
+    and restores the good one. Returns host-b's log and the refusal's message."""
+    key, good = pack
+    with private_daemon("ob", 57300, "2G", settings=store.settings(host_id="host-b")) as b:
         listing = backups(b).ListBackups(bpb.ListBackupsRequest(remote=True, database=sentinel),
                                          timeout=30)
-        assert [(x.id, x.host) for x in listing.backups] == [(made.id, "host-a")]
+        assert [(x.id, x.host) for x in listing.backups] == [(backup_id, "host-a")]
         shown = json.loads(cygnet(b, "backup", "list", "--remote", "--json").out)
         assert [(x["id"], x["host"], x["database_name"]) for x in shown] == [
-            (made.id, "host-a", sentinel)]
+            (backup_id, "host-a", sentinel)]
         assert "host-a" in cygnet(b, "backup", "list", "--remote", sentinel).out
         # A damaged pack in the bucket: DATA_LOSS naming it, and no database is left.
-        damaged = bytearray(objects[pack])
+        damaged = bytearray(good)
         damaged[len(damaged) // 2] ^= 0xFF
-        store.client().put_object(Bucket=store.bucket, Key=pack, Body=bytes(damaged))
-        err = rpc_error(lambda: remote_restore(b, made.id, "copy-bad"))
+        store.client().put_object(Bucket=store.bucket, Key=key, Body=bytes(damaged))
+        err = rpc_error(lambda: remote_restore(b, backup_id, "copy-bad"))
         assert err.code() == grpc.StatusCode.DATA_LOSS, err.details()
-        assert pack in err.details()
+        assert key in err.details()
         with b.stub() as s:
             names = [d.name for d in s.ListDatabases(pb.ListDatabasesRequest(), timeout=30)
                      .databases]
         assert "copy-bad" not in names
         # The good copy back (with object lock, the damaged one was only a new version).
-        store.client().put_object(Bucket=store.bucket, Key=pack, Body=objects[pack])
-        done = remote_restore(b, made.id, "copy")
+        store.client().put_object(Bucket=store.bucket, Key=key, Body=good)
+        done = remote_restore(b, backup_id, "copy")
         assert query(done.connection, "select v from t") == [(sentinel,)]
-        log_b = b.log_path.read_text()
-    for text in (log_a, log_b, err.details()):
-        assert store.secret_key not in text and store.access_key not in text
-        assert base64.b64encode(KEY).decode() not in text
+        return b.log_path.read_text(), str(err.details())
 
 
 def test_credentials_from_the_environment(store: Seaweed,
