@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def per_segment(count: int) -> dict[str, Any]:
         root = Path(tmp)
         src = root / "000000010000000000000001"
         src.write_bytes(os.urandom(SEGMENT_SIZE // 2) + bytes(SEGMENT_SIZE // 2))
-        ways = {
+        ways: dict[str, Callable[[Path, str], list[str]]] = {
             "c_program": lambda spool, name: [str(PROGRAM), "archive", str(spool),
                                               str(1 << 40), str(src), name],
             "python_minimal": lambda spool, name: [sys.executable, "-S", "-c", PY_ARCHIVE,

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_backup_branches import PGBIN, backup, change_pages, tree_bytes
+from benchmarks.bench_backup_branches import PGBIN, backup, change_pages
 from benchmarks.common import bench_daemon, emit, log
+from benchmarks.pgbackrest import tree_bytes
 from cygnet.api.v1 import agent_pb2 as pb
 from tests.harness import Daemon, query
 

@@ -240,7 +240,8 @@ def main() -> None:
         SMALL_MB if args.small else SIZES_MB)
     pool = "3G" if max(sizes) < 400 else f"{max(sizes) * 3 // 1024 + 4}G"
     results = []
-    one_stream = {"m1": ("--move-streams", "1")} if args.compare else {}
+    one_stream: dict[str, tuple[str, ...]] = (
+        {"m1": ("--move-streams", "1")} if args.compare else {})
     with host_fleet(("m1", "m2"), port_base=56000, pool_size=pool,
                     daemon_args=record_args(args.record_size), host_args=one_stream) as f:
         client = Client(f)

@@ -134,7 +134,7 @@ class WalPusher:
 
     def _sql(self, query: str, *params: object) -> str:
         with psycopg.connect(self.conninfo, autocommit=True) as c:
-            row = c.execute(query, params).fetchone()  # type: ignore[arg-type]
+            row = c.execute(query, params).fetchone()
         assert row is not None
         return str(row[0])
 

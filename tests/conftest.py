@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.harness import WORK, Daemon, private_daemon
 from tests.leftovers import clean_if_alone
 
@@ -27,7 +28,7 @@ def daemon() -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def stub(daemon: Daemon) -> Iterator[object]:
+def stub(daemon: Daemon) -> Iterator[pb_grpc.AgentStub]:
     with daemon.stub() as s:
         yield s
 

@@ -302,7 +302,7 @@ class Daemon:
     @contextlib.contextmanager
     def stub(self) -> Iterator[pb_grpc.AgentStub]:
         with self.channel() as ch:
-            yield pb_grpc.AgentStub(ch)
+            yield pb_grpc.AgentStub(ch)  # type: ignore[no-untyped-call]
 
     def kill9(self) -> None:
         assert self.proc is not None

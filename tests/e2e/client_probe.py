@@ -20,7 +20,7 @@ def main() -> None:
     address, ca, token = sys.argv[1], Path(sys.argv[2]).read_bytes(), sys.argv[3]
     out: dict[str, object] = {}
     with grpc.secure_channel(address, grpc.ssl_channel_credentials(ca)) as ch:
-        stub = cpb_grpc.CoordinatorStub(ch)
+        stub = cpb_grpc.CoordinatorStub(ch)  # type: ignore[no-untyped-call]
         for label, metadata in (("none", ()), ("wrong", (("authorization", "Bearer x" * 4),)),
                                 ("right", (("authorization", f"Bearer {token}"),))):
             try:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 
 from cygnet import pki
+from cygnet.api.v1 import coordinator_pb2 as cpb
 from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 from tests.harness import (
     VENV_BIN,
@@ -112,7 +113,7 @@ class Coordinator:
         creds = self.pki.channel_credentials(role, name)
         with grpc.secure_channel(f"unix:{self.socket}", creds,
                                  options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
-            yield cpb_grpc.CoordinatorStub(ch)
+            yield cpb_grpc.CoordinatorStub(ch)  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -186,19 +187,15 @@ class HostFleet:
     coordinator: Coordinator
     daemons: dict[str, Daemon]
 
-    def hosts(self) -> dict[str, object]:
-        from cygnet.api.v1 import coordinator_pb2 as cpb
-
+    def hosts(self) -> dict[str, cpb.FleetHost]:
         with self.coordinator.stub() as c:
             return {h.id: h for h in c.ListHosts(cpb.ListHostsRequest(), timeout=10).hosts}
 
     def all_available(self) -> bool:
         """Whether the coordinator sees each of this fleet's daemons available (hosts
         a test registered that never ran are not asked about)."""
-        from cygnet.api.v1 import coordinator_pb2 as cpb
-
         hosts = self.hosts()
-        return all(hosts[h].state == cpb.HOST_STATE_AVAILABLE  # type: ignore[attr-defined]
+        return all(hosts[h].state == cpb.HOST_STATE_AVAILABLE
                    for h in self.daemons)
 
 

@@ -110,7 +110,8 @@ def create(f: Fleet, name: str, **constraints: object) -> cpb.FleetCreateDatabas
         database=apb.CreateDatabaseRequest(name=name, size_class="nano"),
         constraints=cpb.PlacementConstraints(**constraints))  # type: ignore[arg-type]
     with f.coordinator.stub() as c:
-        return c.CreateDatabase(req, timeout=300)
+        made: cpb.FleetCreateDatabaseResponse = c.CreateDatabase(req, timeout=300)
+        return made
 
 
 def dry_place(f: Fleet, n: int = 6) -> set[str]:
@@ -121,8 +122,9 @@ def dry_place(f: Fleet, n: int = 6) -> set[str]:
 
 def eligible_hosts(f: Fleet) -> int:
     with f.coordinator.stub() as c:
-        return c.PlaceDatabase(cpb.PlaceDatabaseRequest(size_class="nano", dry_run=True),
-                               timeout=10).eligible
+        placed: cpb.Placement = c.PlaceDatabase(
+            cpb.PlaceDatabaseRequest(size_class="nano", dry_run=True), timeout=10)
+        return placed.eligible
 
 
 def test_fleet(fleet: Fleet) -> None:
@@ -293,7 +295,8 @@ def _security(f: Fleet) -> None:
         with pytest.raises(grpc.RpcError) as err:
             from cygnet.api.v1 import coordinator_pb2_grpc as cpb_grpc
 
-            cpb_grpc.CoordinatorStub(ch).ListHosts(cpb.ListHostsRequest(), timeout=5)
+            cpb_grpc.CoordinatorStub(ch).ListHosts(  # type: ignore[no-untyped-call]
+                cpb.ListHostsRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -128,7 +128,7 @@ def _backup_went_along(fleet: HostFleet, client: Client, source: str, target: st
     """The backup made on the source is listed and restores on the target; the
     source's copy expires as a deleted database's does."""
     with fleet.daemons[target].channel() as ch:
-        backups = bpb_grpc.BackupsStub(ch)
+        backups = bpb_grpc.BackupsStub(ch)  # type: ignore[no-untyped-call]
         listed = backups.ListBackups(bpb.ListBackupsRequest(database="mv"), timeout=60)
         assert backup_id in [b.id for b in listed.backups], listed
         for _ in backups.RestoreBackup(bpb.RestoreBackupRequest(
@@ -221,8 +221,8 @@ def _marked_and_backed_up(fleet: HostFleet, client: Client, mv: Moving) -> None:
     mv.before_main = _checksums(client, mv.uri, skip=("ledger",))
     mv.before_dev = _checksums(client, mv.dev_uri)
     with fleet.daemons[mv.source].channel() as ch:
-        events = list(bpb_grpc.BackupsStub(ch).CreateBackup(bpb.CreateBackupRequest(
-            branch=apb.BranchRef(database="mv")), timeout=300))
+        events = list(bpb_grpc.BackupsStub(ch).CreateBackup(  # type: ignore[no-untyped-call]
+            bpb.CreateBackupRequest(branch=apb.BranchRef(database="mv")), timeout=300))
     mv.backup_id = events[-1].result.id
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import grpc
 import pytest
@@ -42,7 +42,22 @@ def create_backup(d: Daemon, ref: pb.BranchRef) -> bpb.Backup:
     return result  # type: ignore[no-any-return]
 
 
-def restore(d: Daemon, backup_id: str, **target: str) -> bpb.RestoreBackupResponse:
+class RestoreTarget(TypedDict, total=False):
+    """RestoreBackupRequest's fields besides the backup's id: where the restore goes."""
+    branch_name: str
+    database_name: str
+    pool: str
+    remote: bool
+    request_id: str
+
+
+class RestoreFields(RestoreTarget, total=False):
+    """All of RestoreBackupRequest's fields."""
+    backup_id: str
+
+
+def restore(d: Daemon, backup_id: str, **target: Unpack[RestoreTarget]
+            ) -> bpb.RestoreBackupResponse:
     req = bpb.RestoreBackupRequest(backup_id=backup_id, **target)
     _, result = run_stream(backups(d).RestoreBackup(req, timeout=300))
     return result  # type: ignore[no-any-return]

@@ -29,7 +29,8 @@ from cygnet.postgres.config import ClusterSettings
 from cygnet.postgres.fixup import prepare_clone
 from cygnet.postgres.sizes import size_class
 from tests.e2e.fleet import Coordinator, Pki
-from tests.integration.pg_helpers import Cluster, PgEnv, free_port, make_base
+from tests.harness import free_port
+from tests.integration.pg_helpers import Cluster, PgEnv, make_base
 
 PASSWORD = "coord-" + secrets.token_hex(8)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -25,12 +26,14 @@ def test_tls_listener_with_generated_certificates(daemon: Daemon) -> None:
     ca = (daemon.base / "state" / "tls" / "ca.pem").read_bytes()
     creds = grpc.ssl_channel_credentials(ca, *fleet_pki().key_and_chain("reader"))
     with grpc.secure_channel(f"localhost:{daemon.listen_port}", creds) as ch:
-        status = pb_grpc.AgentStub(ch).GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+        status = pb_grpc.AgentStub(ch).GetHostStatus(  # type: ignore[no-untyped-call]
+            pb.GetHostStatusRequest(), timeout=10)
     assert status.pools[0].name == daemon.pool.name
     # Plain text on the TLS port is refused.
     with grpc.insecure_channel(f"localhost:{daemon.listen_port}") as ch, \
             pytest.raises(grpc.RpcError):
-        pb_grpc.AgentStub(ch).GetHostStatus(pb.GetHostStatusRequest(), timeout=5)
+        pb_grpc.AgentStub(ch).GetHostStatus(  # type: ignore[no-untyped-call]
+            pb.GetHostStatusRequest(), timeout=5)
 
 
 def test_health_and_reflection(daemon: Daemon) -> None:
@@ -52,11 +55,12 @@ def test_full_pool_is_resource_exhausted_and_leaves_nothing() -> None:
         filler = d.mount_root / d.pool.name / "filler"
         run("dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400", check=False)
         before = d.pool.datasets()
-        for call in (
+        calls: tuple[Callable[[], object], ...] = (
             lambda: s.CreateDatabase(pb.CreateDatabaseRequest(name="second"), timeout=60),
             lambda: s.CreateBranch(pb.CreateBranchRequest(database="first", name="b"),
                                    timeout=60),
-        ):
+        )
+        for call in calls:
             with pytest.raises(grpc.RpcError) as err:
                 call()
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -8,12 +8,16 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from cygnet.postgres import procfs
 from cygnet.postgres.pidfile import read_pidfile
 from tests.conftest import unique
 from tests.harness import Daemon, query
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
+Db = pb.CreateDatabaseResponse
 
 
 def ref(db: str, name: str = "") -> pb.BranchRef:
@@ -25,21 +29,22 @@ def values(conn: pb.Connection) -> list[str]:
 
 
 @pytest.fixture
-def db(stub) -> pb.CreateDatabaseResponse:
-    resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique(), size_class="nano"),
-                               timeout=120)
+def db(stub: Stub) -> pb.CreateDatabaseResponse:
+    resp: pb.CreateDatabaseResponse = stub.CreateDatabase(
+        pb.CreateDatabaseRequest(name=unique(), size_class="nano"), timeout=120)
     query(resp.connection, "create table t(v text); insert into t values ('parent-1')")
     return resp
 
 
-def branch(stub, db: pb.CreateDatabaseResponse, name: str, parent: str = "",
+def branch(stub: Stub, db: pb.CreateDatabaseResponse, name: str, parent: str = "",
            snapshot: str = "") -> pb.CreateBranchResponse:
-    return stub.CreateBranch(pb.CreateBranchRequest(
+    made: pb.CreateBranchResponse = stub.CreateBranch(pb.CreateBranchRequest(
         database=db.database.name, name=name, parent=parent, parent_snapshot=snapshot),
         timeout=60)
+    return made
 
 
-def test_branches_are_isolated_from_parent_and_siblings(stub, db) -> None:
+def test_branches_are_isolated_from_parent_and_siblings(stub: Stub, db: Db) -> None:
     a = branch(stub, db, "a")
     b = branch(stub, db, "b")
     assert values(a.connection) == ["parent-1"] == values(b.connection)
@@ -52,7 +57,7 @@ def test_branches_are_isolated_from_parent_and_siblings(stub, db) -> None:
     assert len({db.connection.port, a.connection.port, b.connection.port}) == 3
 
 
-def test_branch_shows_its_lineage(stub, db) -> None:
+def test_branch_shows_its_lineage(stub: Stub, db: Db) -> None:
     child = branch(stub, db, "child").branch
     got = stub.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id=child.id)))
     assert got.parent_branch_id == db.main_branch.id and got.parent_branch_name == "main"
@@ -64,7 +69,7 @@ def test_branch_shows_its_lineage(stub, db) -> None:
     assert [b.name for b in listed] == ["main", "child"]
 
 
-def test_branch_of_a_branch_and_from_a_snapshot(stub, db) -> None:
+def test_branch_of_a_branch_and_from_a_snapshot(stub: Stub, db: Db) -> None:
     snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name),
                                                         name="before"))
     query(db.connection, "insert into t values ('after-snapshot')")
@@ -79,7 +84,7 @@ def test_branch_of_a_branch_and_from_a_snapshot(stub, db) -> None:
     assert snap.id == snaps.snapshots[0].id
 
 
-def test_snapshot_with_dependents_cannot_be_deleted(stub, db) -> None:
+def test_snapshot_with_dependents_cannot_be_deleted(stub: Stub, db: Db) -> None:
     stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name), name="s1"))
     child = branch(stub, db, "from-s1", snapshot="s1")
     with pytest.raises(grpc.RpcError) as err:
@@ -93,7 +98,7 @@ def test_snapshot_with_dependents_cannot_be_deleted(stub, db) -> None:
     assert not snaps.snapshots
 
 
-def test_duplicate_names_conflict(stub, db) -> None:
+def test_duplicate_names_conflict(stub: Stub, db: Db) -> None:
     branch(stub, db, "dup")
     with pytest.raises(grpc.RpcError) as err:
         branch(stub, db, "dup")
@@ -104,7 +109,7 @@ def test_duplicate_names_conflict(stub, db) -> None:
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
-def test_delete_refuses_children_unless_cascade(stub, daemon: Daemon, db) -> None:
+def test_delete_refuses_children_unless_cascade(stub: Stub, daemon: Daemon, db: Db) -> None:
     mid = branch(stub, db, "mid")
     leaf = branch(stub, db, "leaf", parent="mid")
     with pytest.raises(grpc.RpcError) as err:
@@ -126,7 +131,7 @@ def test_delete_refuses_children_unless_cascade(stub, daemon: Daemon, db) -> Non
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_reset_to_parent_keeps_connection_string(stub, db) -> None:
+def test_reset_to_parent_keeps_connection_string(stub: Stub, db: Db) -> None:
     child = branch(stub, db, "resettable")
     query(child.connection, "insert into t values ('child-work')")
     query(db.connection, "insert into t values ('parent-2')")
@@ -140,7 +145,7 @@ def test_reset_to_parent_keeps_connection_string(stub, db) -> None:
     assert values(child.connection) == ["parent-1", "parent-2"]
 
 
-def test_reset_to_snapshot(stub, db) -> None:
+def test_reset_to_snapshot(stub: Stub, db: Db) -> None:
     child = branch(stub, db, "snapme")
     query(child.connection, "insert into t values ('kept')")
     stub.CreateSnapshot(pb.CreateSnapshotRequest(branch=ref(db.database.name, "snapme"),
@@ -154,7 +159,7 @@ def test_reset_to_snapshot(stub, db) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_reset_refuses_with_children(stub, db) -> None:
+def test_reset_refuses_with_children(stub: Stub, db: Db) -> None:
     branch(stub, db, "p")
     branch(stub, db, "c", parent="p")
     with pytest.raises(grpc.RpcError) as err:
@@ -162,7 +167,7 @@ def test_reset_refuses_with_children(stub, db) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_stop_and_start(stub, db) -> None:
+def test_stop_and_start(stub: Stub, db: Db) -> None:
     child = branch(stub, db, "sleepy")
     stopped = stub.StopBranch(pb.StopBranchRequest(branch=ref(db.database.name, "sleepy")))
     assert stopped.state == pb.BRANCH_STATE_STOPPED and not stopped.desired_running
@@ -177,10 +182,11 @@ def test_stop_and_start(stub, db) -> None:
 
 
 def field_of(err: grpc.RpcError) -> str:
-    return dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    field: str = dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    return field
 
 
-def test_an_id_never_silently_wins_over_a_name(stub, db) -> None:
+def test_an_id_never_silently_wins_over_a_name(stub: Stub, db: Db) -> None:
     # `branch create t1/<main's id>` used to be accepted; `branch show` then showed main.
     with pytest.raises(grpc.RpcError) as err:
         branch(stub, db, db.main_branch.id)
@@ -201,7 +207,7 @@ def test_an_id_never_silently_wins_over_a_name(stub, db) -> None:
     assert stub.GetBranch(pb.GetBranchRequest(branch=pb.BranchRef(branch_id=kid.id))).name
 
 
-def test_a_retried_request_gets_the_first_failure(stub, db) -> None:
+def test_a_retried_request_gets_the_first_failure(stub: Stub, db: Db) -> None:
     rid = f"fail-{unique()}"
     req = pb.CreateBranchRequest(database=db.database.name, name="late", parent_snapshot="s1",
                                  request_id=rid)
@@ -222,7 +228,7 @@ def test_a_retried_request_gets_the_first_failure(stub, db) -> None:
     assert branch(stub, db, "late", snapshot="s1").branch.name == "late"
 
 
-def test_a_postmaster_that_cannot_start_is_aborted_once(stub, daemon: Daemon, db) -> None:
+def test_a_postmaster_that_cannot_start_is_aborted_once(stub: Stub, daemon: Daemon, db: Db) -> None:
     # Branches inherit ALTER SYSTEM settings: this one keeps any new postmaster down
     # on a host without huge pages (Cygnet strips only the settings it owns).
     if "HugePages_Total:       0" not in Path("/proc/meminfo").read_text():
@@ -251,7 +257,8 @@ def test_a_postmaster_that_cannot_start_is_aborted_once(stub, daemon: Daemon, db
         query(db.connection, "alter system reset huge_pages")
 
 
-def test_one_pass_over_proc_finds_running_postmasters_only(stub, db, daemon: Daemon) -> None:
+def test_one_pass_over_proc_finds_running_postmasters_only(stub: Stub, db: Db,
+                                                           daemon: Daemon) -> None:
     """The list views' liveness (agent/liveness.py): running main found by its data
     directory, with the pid its pid file names; a stopped branch not found."""
     stopped = branch(stub, db, "quiet")

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import concurrent.futures
 import uuid
+from collections.abc import Callable
 
 import grpc
 import psycopg
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, postmasters_under, query
 
 pytestmark = pytest.mark.integration
 
+Stub = pb_grpc.AgentStub
+
 
 def field_of(err: grpc.RpcError) -> str:
-    return dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    field: str = dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    return field
 
 
-def test_create_database_answers_queries_with_its_password(stub, daemon: Daemon) -> None:
+def test_create_database_answers_queries_with_its_password(stub: Stub, daemon: Daemon) -> None:
     name = unique()
     resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"),
                                timeout=120)
@@ -38,7 +43,7 @@ def test_create_database_answers_queries_with_its_password(stub, daemon: Daemon)
     assert resp.database.id in {d.id for d in listed}
 
 
-def test_delete_database_removes_datasets_and_processes(stub, daemon: Daemon) -> None:
+def test_delete_database_removes_datasets_and_processes(stub: Stub, daemon: Daemon) -> None:
     resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique()), timeout=120)
     stub.CreateBranch(pb.CreateBranchRequest(database=resp.database.id, name="child"),
                       timeout=60)
@@ -54,7 +59,7 @@ def test_delete_database_removes_datasets_and_processes(stub, daemon: Daemon) ->
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_same_name_twice_is_already_exists(stub) -> None:
+def test_same_name_twice_is_already_exists(stub: Stub) -> None:
     name = unique()
     stub.CreateDatabase(pb.CreateDatabaseRequest(name=name), timeout=120)
     with pytest.raises(grpc.RpcError) as err:
@@ -84,7 +89,7 @@ def test_concurrent_creates_with_one_name_make_one_database(daemon: Daemon) -> N
     assert len(named) == 1
 
 
-def test_retry_with_same_request_id_returns_first_result(stub) -> None:
+def test_retry_with_same_request_id_returns_first_result(stub: Stub) -> None:
     rid = str(uuid.uuid4())
     req = pb.CreateDatabaseRequest(name=unique(), request_id=rid)
     first = stub.CreateDatabase(req, timeout=120)
@@ -103,7 +108,7 @@ BAD_NAMES = ["", "x" * 64, "a/b", "a@b", "a..b", "tab\there", "nul\x00", "bell\x
 
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
-def test_bad_names_are_refused_naming_the_field(stub, daemon: Daemon, bad: str) -> None:
+def test_bad_names_are_refused_naming_the_field(stub: Stub, daemon: Daemon, bad: str) -> None:
     before = daemon.pool.datasets()
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateDatabase(pb.CreateDatabaseRequest(name=bad), timeout=30)
@@ -131,7 +136,7 @@ def test_invalid_utf8_name_is_refused(daemon: Daemon) -> None:
     ("size_class", pb.CreateDatabaseRequest(name="v", size_class="huge")),
     ("pool", pb.CreateDatabaseRequest(name="v", pool="nosuchpool")),
 ])
-def test_unknown_version_size_or_pool(stub, daemon: Daemon, field: str,
+def test_unknown_version_size_or_pool(stub: Stub, daemon: Daemon, field: str,
                                       req: pb.CreateDatabaseRequest) -> None:
     before = daemon.pool.datasets()
     with pytest.raises(grpc.RpcError) as err:
@@ -141,8 +146,8 @@ def test_unknown_version_size_or_pool(stub, daemon: Daemon, field: str,
     assert daemon.pool.datasets() == before
 
 
-def test_unknown_ids_are_not_found(stub) -> None:
-    calls = [
+def test_unknown_ids_are_not_found(stub: Stub) -> None:
+    calls: list[Callable[[], object]] = [
         lambda: stub.GetDatabase(pb.GetDatabaseRequest(database="dbnothere")),
         lambda: stub.DeleteDatabase(pb.DeleteDatabaseRequest(database="dbnothere")),
         lambda: stub.GetBranch(pb.GetBranchRequest(
@@ -158,7 +163,7 @@ def test_unknown_ids_are_not_found(stub) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
 
 
-def test_host_status(stub, daemon: Daemon) -> None:
+def test_host_status(stub: Stub, daemon: Daemon) -> None:
     status = stub.GetHostStatus(pb.GetHostStatusRequest())
     assert [p.name for p in status.pools] == [daemon.pool.name]
     pool = status.pools[0]
@@ -171,7 +176,7 @@ def test_host_status(stub, daemon: Daemon) -> None:
     assert status.branch_count >= len(running)
 
 
-def test_a_name_shaped_like_an_id_is_refused(stub) -> None:
+def test_a_name_shaped_like_an_id_is_refused(stub: Stub) -> None:
     # `db create victim`, then `db create <victim's id>` and `db rm <victim's id>`
     # used to delete victim.
     victim = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique(), size_class="nano"),
@@ -199,7 +204,7 @@ def test_a_name_shaped_like_an_id_is_refused(stub) -> None:
     ("DeleteDatabase", "database"), ("GetDatabase", "database"), ("CreateBranch", "database"),
     ("GetBranch", "branch"), ("CreateSnapshot", "branch"), ("DeleteSnapshot", "branch"),
 ])
-def test_empty_requests_name_the_missing_field(stub, call: str, field: str) -> None:
+def test_empty_requests_name_the_missing_field(stub: Stub, call: str, field: str) -> None:
     request = getattr(pb, f"{call}Request")()
     with pytest.raises(grpc.RpcError) as err:
         getattr(stub, call)(request, timeout=30)
@@ -207,7 +212,7 @@ def test_empty_requests_name_the_missing_field(stub, call: str, field: str) -> N
     assert field_of(err.value) == field
 
 
-def test_a_huge_reference_is_refused_briefly(stub) -> None:
+def test_a_huge_reference_is_refused_briefly(stub: Stub) -> None:
     huge = "x" * 20_000
     for request, call in ((pb.GetDatabaseRequest(database=huge), stub.GetDatabase),
                           (pb.GetBranchRequest(branch=pb.BranchRef(database="d", name=huge)),

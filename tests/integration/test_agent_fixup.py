@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import query
 
 pytestmark = pytest.mark.integration
 
+Stub = pb_grpc.AgentStub
 
-def test_branch_drops_slots_subscriptions_and_archive(stub) -> None:
+
+def test_branch_drops_slots_subscriptions_and_archive(stub: Stub) -> None:
     name = unique()
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name), timeout=120)
     parent = db.connection

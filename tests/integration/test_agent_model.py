@@ -46,7 +46,7 @@ class BranchingMachine(RuleBasedStateMachine):
         super().__init__()
         self.dbs: dict[str, dict[str, ModelBranch]] = {}
         self.channel = self.daemon.channel()
-        self.stub = agent_pb2_grpc.AgentStub(self.channel)
+        self.stub = agent_pb2_grpc.AgentStub(self.channel)  # type: ignore[no-untyped-call]
 
     def teardown(self) -> None:
         for name in list(self.dbs):
@@ -55,7 +55,8 @@ class BranchingMachine(RuleBasedStateMachine):
 
     def _conn(self, db: str, branch: str) -> pb.Connection:
         ref = pb.BranchRef(database=db, name=branch)
-        return self.stub.GetConnection(pb.GetConnectionRequest(branch=ref))
+        conn: pb.Connection = self.stub.GetConnection(pb.GetConnectionRequest(branch=ref))
+        return conn
 
     def _children(self, db: str, branch: str) -> list[str]:
         return [n for n, b in self.dbs[db].items() if b.parent == branch]

@@ -164,7 +164,8 @@ def fleet() -> Iterator[Fleet]:
 
 def _create_database(sock: Path, name: str) -> pb.Connection:
     with grpc.insecure_channel(f"unix:{sock}") as ch:
-        resp = pb_grpc.AgentStub(ch).CreateDatabase(
+        stub = pb_grpc.AgentStub(ch)  # type: ignore[no-untyped-call]
+        resp: pb.CreateDatabaseResponse = stub.CreateDatabase(
             pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
     return resp.connection
 
@@ -256,7 +257,8 @@ def test_site_is_idempotent_serves_and_upgrades_without_downtime(fleet: Fleet) -
     assert all(fleet.pidfile(n).read_text() != daemons[n] for n in ("a", "b"))
     assert postmaster_pids(fleet.base / "a" / "mnt") == postmasters
     with contextlib.closing(grpc.insecure_channel(f"unix:{fleet.socket('a')}")) as ch:
-        got = pb_grpc.AgentStub(ch).GetDatabase(pb.GetDatabaseRequest(database="shop"))
+        got = pb_grpc.AgentStub(ch).GetDatabase(  # type: ignore[no-untyped-call]
+            pb.GetDatabaseRequest(database="shop"))
     assert got.name == "shop"
     fleet.passed = True
     print(f"site.yml {t1 - t0:.0f}s, again {t2 - t1:.0f}s, rolling upgrade {t3 - t2:.0f}s")

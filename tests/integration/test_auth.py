@@ -62,7 +62,8 @@ def audit_lines(log: Log, count: int = 1) -> list[dict[str, Any]]:
 
 
 def call(channel: grpc.Channel, method: str, request: Any) -> Any:
-    return getattr(pb_grpc.AgentStub(channel), method)(request, timeout=30)
+    return getattr(pb_grpc.AgentStub(channel), method)(  # type: ignore[no-untyped-call]
+        request, timeout=30)
 
 
 def raw_channel(daemon: Daemon, key: bytes | None, chain: bytes | None) -> grpc.Channel:
@@ -248,12 +249,14 @@ def test_only_a_coordinator_may_name_another_caller(daemon: Daemon, tmp_path: Pa
     gone = pb.DeleteDatabaseRequest(database=unique("gone"))
     audit = Log(daemon.audit_path)
     with daemon.tls_channel("reader") as ch, pytest.raises(grpc.RpcError) as refused:
-        pb_grpc.AgentStub(ch).DeleteDatabase(gone, metadata=forwarded, timeout=30)
+        pb_grpc.AgentStub(ch).DeleteDatabase(  # type: ignore[no-untyped-call]
+            gone, metadata=forwarded, timeout=30)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # still the reader
     issued = pki.issue(fleet_pki().dir, "coordinator", f"c{tmp_path.name[-6:]}", [], tmp_path)
     with raw_channel(daemon, issued.key.read_bytes(), issued.cert.read_bytes()) as ch, \
             pytest.raises(grpc.RpcError) as missing:
-        pb_grpc.AgentStub(ch).DeleteDatabase(gone, metadata=forwarded, timeout=30)
+        pb_grpc.AgentStub(ch).DeleteDatabase(  # type: ignore[no-untyped-call]
+            gone, metadata=forwarded, timeout=30)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # admitted as client/alice
     first, second = audit_lines(audit, 2)
     assert (first["identity"], first["outcome"]) == ("client/reader", "PERMISSION_DENIED")

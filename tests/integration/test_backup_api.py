@@ -6,7 +6,7 @@ repository, in file order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack, cast
 
 import grpc
 import pytest
@@ -15,6 +15,8 @@ from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import backup_pb2 as bpb
 from tests.harness import Daemon, query
 from tests.integration.backup_helpers import (
+    RestoreFields,
+    RestoreTarget,
     backups,
     bdaemon,
     checksums,
@@ -37,8 +39,8 @@ STATE: dict[str, Any] = {}
 @pytest.fixture(scope="module")
 def source(bdaemon: Daemon) -> pb.CreateDatabaseResponse:
     with bdaemon.stub() as s:
-        db = s.CreateDatabase(pb.CreateDatabaseRequest(name="src", size_class="nano"),
-                              timeout=120)
+        db: pb.CreateDatabaseResponse = s.CreateDatabase(
+            pb.CreateDatabaseRequest(name="src", size_class="nano"), timeout=120)
     fill(db.connection, "big", 150_000)
     fill(db.connection, "small", 1_000)
     return db
@@ -96,7 +98,7 @@ def test_restore_refuses_bad_requests(bdaemon: Daemon) -> None:
     stub = backups(bdaemon)
     first = STATE["first"].id
 
-    def call(**kw: str) -> grpc.RpcError:
+    def call(**kw: Unpack[RestoreFields]) -> grpc.RpcError:
         req = bpb.RestoreBackupRequest(**kw)
         return rpc_error(lambda: list(stub.RestoreBackup(req, timeout=60)))
 
@@ -148,7 +150,7 @@ def test_branch_diff_names_the_changed_table(bdaemon: Daemon,
     query(b.connection, "update big set v = 'touched' where id % 1000 = 0")
     after = query(b.connection, "select distinct (ctid::text::point)[0]::int from big"
                                 " where id % 1000 = 0")
-    pages = {p for (p,) in before} | {p for (p,) in after}
+    pages = {cast(int, p) for (p,) in before} | {cast(int, p) for (p,) in after}
     stub = backups(bdaemon)
     work = pb.BranchRef(database="src", name="work")
     req = bpb.DiffBranchesRequest(branch=work)
@@ -181,7 +183,9 @@ def test_corrupt_pack_is_found_and_refused(bdaemon: Daemon) -> None:
         assert not report.ok and any(i.path == pack.name for i in report.issues)
         before = set(bdaemon.pool.datasets())
         stub = backups(bdaemon)
-        for target in ({"branch_name": "broken"}, {"database_name": "broken"}):
+        targets: tuple[RestoreTarget, ...] = ({"branch_name": "broken"},
+                                              {"database_name": "broken"})
+        for target in targets:
             req = bpb.RestoreBackupRequest(backup_id=STATE["third"].id, **target)
             err = rpc_error(lambda req=req: list(stub.RestoreBackup(req, timeout=120)))
             assert err.code() == grpc.StatusCode.DATA_LOSS, err.details()

@@ -8,18 +8,23 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
-from tests.harness import query
+from tests.harness import Daemon, query
 
 pytestmark = pytest.mark.integration
 
+Stub = pb_grpc.AgentStub
+Made = pb.CreateDatabaseResponse
+
 
 def field_of(err: grpc.RpcError) -> str:
-    return dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    field: str = dict(err.trailing_metadata() or ()).get("cygnet-field", "")
+    return field
 
 
 @pytest.fixture(scope="module")
-def made(daemon) -> Iterator[pb.CreateDatabaseResponse]:
+def made(daemon: Daemon) -> Iterator[pb.CreateDatabaseResponse]:
     """One database for the module, created with a setting (`db create --set`)."""
     with daemon.stub() as stub:
         resp = stub.CreateDatabase(pb.CreateDatabaseRequest(
@@ -36,7 +41,7 @@ def show(conn: pb.Connection, name: str) -> object:
     return query(conn, f"SHOW {name}")[0][0]
 
 
-def test_created_with_a_setting_and_set_one_more(stub, made) -> None:
+def test_created_with_a_setting_and_set_one_more(stub: Stub, made: Made) -> None:
     assert show(made.connection, "work_mem") == "7MB"
     got = stub.SetBranchConfig(pb.SetBranchConfigRequest(
         branch=ref(made), settings={"statement_timeout": "90s"}), timeout=60)
@@ -60,7 +65,8 @@ def test_created_with_a_setting_and_set_one_more(stub, made) -> None:
     ("ssl", "off"),                      # owned by Cygnet
     ("shared_preload_libraries", "auto_explain"),  # would drop pg_stat_statements
 ])
-def test_bad_settings_are_refused_naming_the_key(stub, made, key: str, value: str) -> None:
+def test_bad_settings_are_refused_naming_the_key(stub: Stub, made: Made, key: str,
+                                                 value: str) -> None:
     def stored() -> dict[str, str]:
         got = stub.GetBranchConfig(pb.GetBranchConfigRequest(branch=ref(made)))
         return {s.name: s.value for s in got.settings}
@@ -74,7 +80,7 @@ def test_bad_settings_are_refused_naming_the_key(stub, made, key: str, value: st
     assert stored() == before
 
 
-def test_restart_only_setting_waits_for_restart(stub, made) -> None:
+def test_restart_only_setting_waits_for_restart(stub: Stub, made: Made) -> None:
     before = show(made.connection, "max_connections")
     got = stub.SetBranchConfig(pb.SetBranchConfigRequest(
         branch=ref(made), settings={"max_connections": "33"}), timeout=60)
@@ -87,7 +93,7 @@ def test_restart_only_setting_waits_for_restart(stub, made) -> None:
     assert show(made.connection, "max_connections") == "33"
 
 
-def test_alter_system_of_an_owned_setting_does_not_win(stub, made) -> None:
+def test_alter_system_of_an_owned_setting_does_not_win(stub: Stub, made: Made) -> None:
     port = made.main_branch.port
     query(made.connection, f"ALTER SYSTEM SET port = {port + 1}")
     query(made.connection, "ALTER SYSTEM SET shared_preload_libraries = ''")
@@ -97,7 +103,7 @@ def test_alter_system_of_an_owned_setting_does_not_win(stub, made) -> None:
     assert show(made.connection, "shared_preload_libraries") == "pg_stat_statements"
 
 
-def test_child_inherits_and_pg_stat_statements_works(stub, made) -> None:
+def test_child_inherits_and_pg_stat_statements_works(stub: Stub, made: Made) -> None:
     child = stub.CreateBranch(pb.CreateBranchRequest(database=made.database.id, name="kid"),
                               timeout=120)
     assert show(child.connection, "work_mem") == "7MB"
@@ -117,14 +123,14 @@ def test_child_inherits_and_pg_stat_statements_works(stub, made) -> None:
     assert by_name["plpgsql"].comment
 
 
-def test_connection_carries_sslmode(made) -> None:
+def test_connection_carries_sslmode(made: Made) -> None:
     assert made.connection.sslmode in ("verify-full", "require")
     assert made.connection.sslmode in made.connection.uri
     if made.connection.sslmode == "verify-full":
         assert made.connection.sslrootcert
 
 
-def test_cli_config_and_extensions(daemon, made) -> None:
+def test_cli_config_and_extensions(daemon: Daemon, made: Made) -> None:
     from tests.integration.test_cli_support import cygnet
 
     db = made.database.name

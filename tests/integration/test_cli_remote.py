@@ -79,7 +79,7 @@ class LosesFirstReply(agent_pb2_grpc.AgentServicer):
     def CreateDatabase(self, request: pb.CreateDatabaseRequest, context: Any
                        ) -> pb.CreateDatabaseResponse:
         self.request_ids.append(request.request_id)
-        reply = self.upstream.CreateDatabase(request, timeout=120)
+        reply: pb.CreateDatabaseResponse = self.upstream.CreateDatabase(request, timeout=120)
         if len(self.request_ids) == 1:
             context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset by peer")
         return reply
@@ -90,7 +90,7 @@ def lossy(daemon: Daemon, tmp_path: Path) -> Iterator[tuple[Path, LosesFirstRepl
     with daemon.stub() as upstream:
         proxy = LosesFirstReply(upstream)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        agent_pb2_grpc.add_AgentServicer_to_server(proxy, server)
+        agent_pb2_grpc.add_AgentServicer_to_server(proxy, server)  # type: ignore[no-untyped-call]
         sock = tmp_path / "lossy.sock"
         server.add_insecure_port(f"unix:{sock}")
         server.start()
@@ -121,7 +121,8 @@ class Forwards(agent_pb2_grpc.AgentServicer):
         self.upstream = upstream
 
     def GetHostStatus(self, request: pb.GetHostStatusRequest, context: Any) -> pb.HostStatus:
-        return self.upstream.GetHostStatus(request, timeout=30)
+        status: pb.HostStatus = self.upstream.GetHostStatus(request, timeout=30)
+        return status
 
 
 def test_a_daemon_back_within_seconds_is_waited_for(daemon: Daemon, tmp_path: Path) -> None:
@@ -140,7 +141,8 @@ def test_a_daemon_back_within_seconds_is_waited_for(daemon: Daemon, tmp_path: Pa
         server.start()
 
     with daemon.stub() as upstream:
-        agent_pb2_grpc.add_AgentServicer_to_server(Forwards(upstream), server)
+        agent_pb2_grpc.add_AgentServicer_to_server(  # type: ignore[no-untyped-call]
+            Forwards(upstream), server)
         timer = threading.Timer(2.0, come_back)  # a daemon restart takes seconds
         timer.start()
         try:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
+from psycopg.abc import Query
 
 from benchmarks import bench_endpoint
 from cygnet.api.v1 import agent_pb2 as pb
@@ -97,8 +98,7 @@ def raw_error(site: Site, server_name: str | None, params: dict[str, str] | None
     return {f[:1].decode(): f[1:].decode() for f in fields if f}
 
 
-def _one(c: psycopg.Connection[tuple[object, ...]],
-         sql: str | psycopg.sql.Composable) -> object:
+def _one(c: psycopg.Connection[tuple[object, ...]], sql: Query) -> object:
     row = c.execute(sql).fetchone()
     assert row is not None
     return row[0]
@@ -341,7 +341,8 @@ def _suspended_branch(site: Site, name: str) -> pb.Branch:
     with site.daemon.stub() as s:
         made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name=name), timeout=120)
         ref = pb.BranchRef(branch_id=made.branch.id)
-        return s.SuspendBranch(pb.SuspendBranchRequest(branch=ref), timeout=60)
+        suspended: pb.Branch = s.SuspendBranch(pb.SuspendBranchRequest(branch=ref), timeout=60)
+        return suspended
 
 
 def _connect_once(site: Site, host: str) -> str:

@@ -146,7 +146,7 @@ def scrape(port: int, wanted: str) -> str:
     deadline = time.monotonic() + 30
     while True:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+            text: str = r.read().decode()
         if wanted in text:
             return text
         assert time.monotonic() < deadline, text[-3000:]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
@@ -47,7 +49,8 @@ def branch(stub: Stub, db: str, name: str, parent: str = "", ttl: int = 0) -> pb
     req = pb.CreateBranchRequest(database=db, name=name, parent=parent)
     if ttl:
         req.ttl.CopyFrom(Duration(seconds=ttl))
-    return stub.CreateBranch(req).branch
+    made: pb.CreateBranchResponse = stub.CreateBranch(req)
+    return made.branch
 
 
 def names(stub: Stub, db: str) -> set[str]:
@@ -90,7 +93,7 @@ def test_bad_ttls_name_their_field(stub: Stub) -> None:
     stub.CreateDatabase(pb.CreateDatabaseRequest(name=db))
     for seconds in (0, -5):
         req = pb.CreateBranchRequest(database=db, name="b", ttl=Duration(seconds=seconds))
-        err = error_of(lambda req=req: stub.CreateBranch(req))
+        err = error_of(partial(stub.CreateBranch, req))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.details().startswith("ttl:"), err.details()
     past = pb.UpdateBranchRequest(branch=ref(db, "main"))
@@ -113,8 +116,16 @@ def short(seconds: float) -> Duration:
     return Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
 
 
-def update(stub: Stub, db: str, name: str, **fields: object) -> pb.Branch:
-    return stub.UpdateBranch(pb.UpdateBranchRequest(branch=ref(db, name), **fields))
+class BranchUpdate(TypedDict, total=False):
+    """The fields of UpdateBranchRequest these tests change."""
+    ttl: Duration
+    protection: pb.ProtectionChange.ValueType
+    protect_for: Duration
+
+
+def update(stub: Stub, db: str, name: str, **fields: Unpack[BranchUpdate]) -> pb.Branch:
+    updated: pb.Branch = stub.UpdateBranch(pb.UpdateBranchRequest(branch=ref(db, name), **fields))
+    return updated
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +186,7 @@ def test_protection_blocks_delete_reset_and_expiry(fast: Daemon, stub: Stub, sho
         assert "is protected" in err.details() and "override_protection" in err.details()
     assert "keep" in names(stub, shop)
     with fast.tls_channel("operator") as ch:
-        operator = pb_grpc.AgentStub(ch)
+        operator = pb_grpc.AgentStub(ch)  # type: ignore[no-untyped-call]
         err = error_of(lambda: operator.DeleteBranch(pb.DeleteBranchRequest(
             branch=ref(shop, "keep"), override_protection=True)))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in err.details()
@@ -184,7 +195,7 @@ def test_protection_blocks_delete_reset_and_expiry(fast: Daemon, stub: Stub, sho
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "keep" in names(stub, shop)
     with fast.tls_channel("admin") as ch:
-        pb_grpc.AgentStub(ch).DeleteBranch(pb.DeleteBranchRequest(
+        pb_grpc.AgentStub(ch).DeleteBranch(pb.DeleteBranchRequest(  # type: ignore[no-untyped-call]
             branch=ref(shop, "keep"), override_protection=True))
     assert "keep" not in names(stub, shop)
 

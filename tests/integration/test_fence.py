@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import psycopg
 import pytest
@@ -30,6 +31,10 @@ PG_ROOT = Path("/usr/lib/postgresql")
 
 def _majors() -> list[str]:
     return [m for m in ("15", "18") if (PG_ROOT / m / "lib" / "cygnet_fence.so").exists()]
+
+
+class ConnectOptions(TypedDict, total=False):
+    target_session_attrs: str
 
 
 class Cluster:
@@ -66,7 +71,7 @@ class Cluster:
     def running(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists()
 
-    def connect(self, **kw: str) -> psycopg.Connection:
+    def connect(self, **kw: Unpack[ConnectOptions]) -> psycopg.Connection:
         return psycopg.connect(host=str(self.root), port=self.port, user="postgres",
                                dbname="postgres", autocommit=True, **kw)
 
@@ -74,7 +79,7 @@ class Cluster:
         lease.write_deadline(self.lease, lease.now_ns() + int(seconds * 1e9))
 
 
-@pytest.fixture(params=_majors() or [pytest.param("none", marks=pytest.mark.skip(
+@pytest.fixture(params=tuple(_majors()) or [pytest.param("none", marks=pytest.mark.skip(
     reason="cygnet_fence.so is not built (native/fence/build)"))])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # Not under pytest's tmp_path: the postgres user must reach it.

@@ -62,7 +62,7 @@ def wait_remote(d: Daemon, backup_id: str, timeout: float = 60.0) -> bpb.Backup:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listing = backups(d).ListBackups(bpb.ListBackupsRequest(remote=True), timeout=30)
-        found = [b for b in listing.backups if b.id == backup_id]
+        found: list[bpb.Backup] = [b for b in listing.backups if b.id == backup_id]
         if found:
             return found[0]
         time.sleep(0.3)

@@ -40,7 +40,7 @@ SUBSCRIBE = (
 
 
 def q(c: Cluster, query: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
-    return asyncio.run(sql.query_all(c.socket_dir, c.port, query, dbname=dbname))  # type: ignore[arg-type]
+    return asyncio.run(sql.query_all(c.socket_dir, c.port, query, dbname=dbname))
 
 
 def make_parent(pg_env: PgEnv) -> Cluster:

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict
 
 import psycopg
 import pytest
@@ -32,8 +33,12 @@ pg_env = pg_helpers.pg_env
 PASSWORD = "p@ss w:rd/'\"%"
 
 
+class PasswordOption(TypedDict, total=False):
+    password: str
+
+
 def tcp_connect(port: int, password: str | None) -> psycopg.Connection:
-    kwargs = {"password": password} if password is not None else {}
+    kwargs: PasswordOption = {"password": password} if password is not None else {}
     return psycopg.connect(
         host="127.0.0.1", port=port, user="postgres", dbname="postgres",
         connect_timeout=5, **kwargs,
@@ -257,11 +262,15 @@ def test_a_branch_list_of_preloaded_libraries_keeps_the_fence(pg_env: PgEnv) -> 
     write_settings(c.pgdata, c.settings)
     c.start()
     show = "SELECT current_setting('shared_preload_libraries')"
-    libs = asyncio.run(sql.query_one(c.socket_dir, c.port, show))[0]
+    row = asyncio.run(sql.query_one(c.socket_dir, c.port, show))
+    assert row is not None
+    libs = row[0]
     assert libs == "pg_stat_statements,auto_explain,cygnet_fence"
     # The same branch without the fence (no replica) runs its own list only.
     c.stop()
     write_settings(c.pgdata, replace(c.settings, fence_file=None))
     c.start()
-    libs = asyncio.run(sql.query_one(c.socket_dir, c.port, show))[0]
+    row = asyncio.run(sql.query_one(c.socket_dir, c.port, show))
+    assert row is not None
+    libs = row[0]
     assert libs == "pg_stat_statements,auto_explain"

@@ -11,14 +11,20 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
-from tests.harness import query
+from tests.harness import Daemon, query
 
 pytestmark = pytest.mark.integration
 
+Stub = pb_grpc.AgentStub
+Db = pb.CreateDatabaseResponse
+
 
 def count(conn: pb.Connection) -> int:
-    return int(query(conn, "select count(*) from t")[0][0])  # type: ignore[call-overload]
+    n = query(conn, "select count(*) from t")[0][0]
+    assert isinstance(n, int)
+    return n
 
 
 def insert(conn: pb.Connection, n: int, tag: str) -> None:
@@ -35,12 +41,13 @@ def ts(t: float) -> Timestamp:
     return out
 
 
-def at(stub, db: str, name: str, *, when: float = 0.0, lsn_text: str = "", parent: str = ""
+def at(stub: Stub, db: str, name: str, *, when: float = 0.0, lsn_text: str = "", parent: str = ""
        ) -> pb.CreateBranchResponse:
     req = pb.CreateBranchRequest(database=db, name=name, parent=parent, at_lsn=lsn_text)
     if when:
         req.at_time.CopyFrom(ts(when))
-    return stub.CreateBranch(req, timeout=120)
+    made: pb.CreateBranchResponse = stub.CreateBranch(req, timeout=120)
+    return made
 
 
 def pause() -> float:
@@ -52,9 +59,9 @@ def pause() -> float:
 
 
 @pytest.fixture
-def db(stub) -> pb.CreateDatabaseResponse:
-    resp = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique("pitr"), size_class="nano"),
-                               timeout=120)
+def db(stub: Stub) -> pb.CreateDatabaseResponse:
+    resp: pb.CreateDatabaseResponse = stub.CreateDatabase(
+        pb.CreateDatabaseRequest(name=unique("pitr"), size_class="nano"), timeout=120)
     query(resp.connection, "create table t(v text)")
     insert(resp.connection, 10, "a")
     stub.CreateSnapshot(pb.CreateSnapshotRequest(
@@ -62,7 +69,7 @@ def db(stub) -> pb.CreateDatabaseResponse:
     return resp
 
 
-def test_branch_at_a_time_and_at_an_lsn(stub, db) -> None:
+def test_branch_at_a_time_and_at_an_lsn(stub: Stub, db: Db) -> None:
     name = db.database.name
     insert(db.connection, 10, "b")
     t1 = pause()
@@ -87,7 +94,7 @@ def test_branch_at_a_time_and_at_an_lsn(stub, db) -> None:
     assert history.generations[0].generation == 1 and history.generations[0].files > 0
 
 
-def test_out_of_range_names_the_window(stub, db) -> None:
+def test_out_of_range_names_the_window(stub: Stub, db: Db) -> None:
     name = db.database.name
     cases = {"future": dict(when=time.time() + 3600),
              "before": dict(when=time.time() - 86400 * 365),
@@ -101,7 +108,7 @@ def test_out_of_range_names_the_window(stub, db) -> None:
     assert [b.name for b in branches] == ["main"]
 
 
-def test_branch_of_a_branch_reaches_back_before_its_fork(stub, db) -> None:
+def test_branch_of_a_branch_reaches_back_before_its_fork(stub: Stub, db: Db) -> None:
     name = db.database.name
     insert(db.connection, 10, "b")
     t1 = pause()
@@ -125,7 +132,8 @@ def test_branch_of_a_branch_reaches_back_before_its_fork(stub, db) -> None:
     assert gens == [(db.main_branch.id, 2), (child.branch.id, 1), (db.main_branch.id, 1)]
 
 
-def test_reset_starts_a_generation_and_restore_in_place_keeps_the_old_state(stub, db) -> None:
+def test_reset_starts_a_generation_and_restore_in_place_keeps_the_old_state(stub: Stub,
+                                                                            db: Db) -> None:
     name = db.database.name
     main = pb.BranchRef(database=name)
     insert(db.connection, 10, "b")  # 20, then back to the snapshot: 10
@@ -151,7 +159,7 @@ def test_reset_starts_a_generation_and_restore_in_place_keeps_the_old_state(stub
     assert history.generations[0].generation == 3
 
 
-def test_cli_branch_at_a_time_history_and_refusals(daemon, stub, db) -> None:
+def test_cli_branch_at_a_time_history_and_refusals(daemon: Daemon, stub: Stub, db: Db) -> None:
     from tests.integration.test_cli_support import cygnet
 
     name = db.database.name
@@ -175,7 +183,8 @@ def test_cli_branch_at_a_time_history_and_refusals(daemon, stub, db) -> None:
     assert "--at" in both.err
 
 
-def test_a_deleted_database_comes_back_from_the_repository(daemon, stub, db) -> None:
+def test_a_deleted_database_comes_back_from_the_repository(daemon: Daemon, stub: Stub,
+                                                           db: Db) -> None:
     from tests.integration.backup_helpers import create_backup
 
     name = db.database.name
@@ -202,7 +211,7 @@ def test_a_deleted_database_comes_back_from_the_repository(daemon, stub, db) -> 
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_a_stopped_branchs_snapshot_can_start_a_recovery(stub, db) -> None:
+def test_a_stopped_branchs_snapshot_can_start_a_recovery(stub: Stub, db: Db) -> None:
     name = db.database.name
     main = pb.BranchRef(database=name)
     stub.StopBranch(pb.StopBranchRequest(branch=main), timeout=60)
@@ -223,7 +232,8 @@ def test_a_stopped_branchs_snapshot_can_start_a_recovery(stub, db) -> None:
     assert count(after.connection) == 15
 
 
-def test_a_setting_raised_after_the_snapshot_still_recovers(daemon, stub, db) -> None:
+def test_a_setting_raised_after_the_snapshot_still_recovers(daemon: Daemon, stub: Stub,
+                                                            db: Db) -> None:
     """The replay pauses at its target as a hot standby, which cannot replay WAL from
     a server with more max_connections than the clone's (raised after the snapshot):
     it pauses short of the target. Cygnet goes on as a plain recovery, never promoting

@@ -14,27 +14,30 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon, query, run
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
 
 
 def ref(db: str, name: str = "") -> pb.BranchRef:
     return pb.BranchRef(database=db, name=name)
 
 
-def branches(stub, db: str) -> dict[str, pb.Branch]:
+def branches(stub: Stub, db: str) -> dict[str, pb.Branch]:
     listed = stub.ListBranches(pb.ListBranchesRequest(database=db)).branches
     return {b.name: b for b in listed}
 
 
-def marker(stub, db: str, name: str = "") -> str:
+def marker(stub: Stub, db: str, name: str = "") -> str:
     conn = stub.GetConnection(pb.GetConnectionRequest(branch=ref(db, name)))
     return str(query(conn, "select v from marker")[0][0])
 
 
-def write_marker(stub, db: str, name: str, value: str) -> None:
+def write_marker(stub: Stub, db: str, name: str, value: str) -> None:
     conn = stub.GetConnection(pb.GetConnectionRequest(branch=ref(db, name)))
     query(conn, f"drop table if exists marker; create table marker as select '{value}' as v")
 
@@ -61,7 +64,7 @@ def zfs_lineage(d: Daemon, database_id: str) -> dict[str, tuple[str, str]]:
     return lineage
 
 
-def assert_lineage_matches_zfs(d: Daemon, stub, db: str) -> None:
+def assert_lineage_matches_zfs(d: Daemon, stub: Stub, db: str) -> None:
     listed = branches(stub, db)
     database_id = next(iter(listed.values())).database_id
     lineage = zfs_lineage(d, database_id)
@@ -75,7 +78,7 @@ def assert_lineage_matches_zfs(d: Daemon, stub, db: str) -> None:
     assert main.name == "main"
 
 
-def test_promote_keeps_main_identity_and_reparents_siblings(daemon: Daemon, stub) -> None:
+def test_promote_keeps_main_identity_and_reparents_siblings(daemon: Daemon, stub: Stub) -> None:
     name = unique("pr")
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"),
                              timeout=120)
@@ -125,7 +128,7 @@ def test_promote_keeps_main_identity_and_reparents_siblings(daemon: Daemon, stub
 
 
 def test_promote_can_drop_the_old_main_and_refuses_what_it_would_orphan(
-        daemon: Daemon, stub) -> None:
+        daemon: Daemon, stub: Stub) -> None:
     name = unique("pd")
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"),
                              timeout=120)
@@ -155,7 +158,7 @@ def test_promote_can_drop_the_old_main_and_refuses_what_it_would_orphan(
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
 
 
-def test_promoting_an_upgraded_branch_upgrades_the_database(daemon: Daemon, stub) -> None:
+def test_promoting_an_upgraded_branch_upgrades_the_database(daemon: Daemon, stub: Stub) -> None:
     name = unique("pu")
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano",
                                                       postgres_version="15"), timeout=120)

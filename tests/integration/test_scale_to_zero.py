@@ -18,11 +18,15 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon, query, run
 from tests.integration.test_cli_support import cygnet
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
+Shop = pb.CreateDatabaseResponse
 
 SUSPENDED, RUNNING = pb.BRANCH_STATE_SUSPENDED, pb.BRANCH_STATE_RUNNING
 READY_LINE = "database system is ready to accept connections"
@@ -38,24 +42,27 @@ def shop(daemon: Daemon) -> Iterator[pb.CreateDatabaseResponse]:
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=resp.database.id), timeout=120)
 
 
-def new_branch(stub, shop: pb.CreateDatabaseResponse, name: str,
+def new_branch(stub: Stub, shop: pb.CreateDatabaseResponse, name: str,
                suspend_after: int | None = None) -> pb.Branch:
     req = pb.CreateBranchRequest(database=shop.database.name, name=name)
     if suspend_after is not None:
         req.suspend_after.seconds = suspend_after
-    return stub.CreateBranch(req, timeout=120).branch
+    made: pb.CreateBranchResponse = stub.CreateBranch(req, timeout=120)
+    return made.branch
 
 
 def ref(b: pb.Branch) -> pb.BranchRef:
     return pb.BranchRef(branch_id=b.id)
 
 
-def get(stub, b: pb.Branch) -> pb.Branch:
-    return stub.GetBranch(pb.GetBranchRequest(branch=ref(b)), timeout=30)
+def get(stub: Stub, b: pb.Branch) -> pb.Branch:
+    got: pb.Branch = stub.GetBranch(pb.GetBranchRequest(branch=ref(b)), timeout=30)
+    return got
 
 
-def connection(stub, b: pb.Branch) -> pb.Connection:
-    return stub.GetConnection(pb.GetConnectionRequest(branch=ref(b)), timeout=30)
+def connection(stub: Stub, b: pb.Branch) -> pb.Connection:
+    conn: pb.Connection = stub.GetConnection(pb.GetConnectionRequest(branch=ref(b)), timeout=30)
+    return conn
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -66,11 +73,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> Non
         time.sleep(0.1)
 
 
-def resumed(stub, b: pb.Branch) -> bool:
+def resumed(stub: Stub, b: pb.Branch) -> bool:
     """ResumeBranch; False while the last failure is still the answer (for a second)."""
     try:
-        return stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)),
-                                 timeout=60).state == RUNNING
+        woken: pb.Branch = stub.ResumeBranch(pb.ResumeBranchRequest(branch=ref(b)), timeout=60)
+        return woken.state == RUNNING
     except grpc.RpcError as exc:
         assert exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
         return False
@@ -91,7 +98,8 @@ def port_property(daemon: Daemon, b: pb.Branch) -> str:
     return run("zfs", "get", "-H", "-o", "value", "cygnet:port", dataset).stdout.strip()
 
 
-def test_suspend_frees_the_port_and_resume_keeps_the_data(stub, daemon: Daemon, shop) -> None:
+def test_suspend_frees_the_port_and_resume_keeps_the_data(stub: Stub, daemon: Daemon,
+                                                          shop: Shop) -> None:
     b = new_branch(stub, shop, "nap")
     query(connection(stub, b), "insert into t values ('in-branch')")
     suspended = stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
@@ -120,8 +128,8 @@ def mounted(daemon: Daemon, b: pb.Branch) -> str:
     return run("zfs", "get", "-H", "-o", "value", "mounted", dataset).stdout.strip()
 
 
-def test_a_suspended_branch_is_parked_and_mounted_when_needed(stub, daemon: Daemon,
-                                                              shop) -> None:
+def test_a_suspended_branch_is_parked_and_mounted_when_needed(stub: Stub, daemon: Daemon,
+                                                              shop: Shop) -> None:
     b = new_branch(stub, shop, "parked")
     query(connection(stub, b), "insert into t values ('parked')")
     stub.SetBranchConfig(pb.SetBranchConfigRequest(branch=ref(b),
@@ -154,7 +162,8 @@ def test_a_suspended_branch_is_parked_and_mounted_when_needed(stub, daemon: Daem
     assert stub.StartBranch(pb.StartBranchRequest(branch=ref(b)), timeout=60).state == RUNNING
 
 
-def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon, shop) -> None:
+def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub: Stub, daemon: Daemon,
+                                                           shop: Shop) -> None:
     b = new_branch(stub, shop, "cli-nap")
     label = f"{shop.database.name}/cli-nap"
     shown = cygnet(daemon, "branch", "suspend", label, "--json").json()
@@ -172,7 +181,7 @@ def test_cli_suspend_resume_and_the_state_in_list_and_tree(stub, daemon: Daemon,
     assert back.json()["suspend_after_seconds"] == 0  # the test daemons' default: never
 
 
-def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> None:
+def test_idle_branches_are_suspended_and_connected_ones_are_not(stub: Stub, shop: Shop) -> None:
     idle = new_branch(stub, shop, "idle", suspend_after=1)
     busy = new_branch(stub, shop, "busy")
     assert (idle.suspend_after.seconds, busy.suspend_after.seconds) == (1, 0)  # 0: the host's
@@ -187,7 +196,7 @@ def test_idle_branches_are_suspended_and_connected_ones_are_not(stub, shop) -> N
              lambda: get(stub, busy).state == SUSPENDED)
 
 
-def test_fifty_concurrent_wakes_start_it_once(stub, daemon: Daemon, shop) -> None:
+def test_fifty_concurrent_wakes_start_it_once(stub: Stub, daemon: Daemon, shop: Shop) -> None:
     b = new_branch(stub, shop, "herd")
     before = ready_lines(daemon, b)  # the log is on its dataset, parked once suspended
     stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
@@ -200,7 +209,7 @@ def test_fifty_concurrent_wakes_start_it_once(stub, daemon: Daemon, shop) -> Non
     assert query(connection(stub, b), "select count(*) from t") == [(1,)]
 
 
-def test_wakes_during_a_suspend_leave_it_running(stub, daemon: Daemon, shop) -> None:
+def test_wakes_during_a_suspend_leave_it_running(stub: Stub, daemon: Daemon, shop: Shop) -> None:
     b = new_branch(stub, shop, "storm")
     query(connection(stub, b), "insert into t values ('in-storm')")
     # A stopped checkpointer holds the suspend's shutdown checkpoint, so the storm
@@ -232,7 +241,8 @@ def child_process(dataset_root: Path, title: str) -> int:
     return int(pid)
 
 
-def test_a_failed_wake_says_why_and_leaves_it_suspended(stub, daemon: Daemon, shop) -> None:
+def test_a_failed_wake_says_why_and_leaves_it_suspended(stub: Stub, daemon: Daemon,
+                                                        shop: Shop) -> None:
     if "HugePages_Total:       0" not in Path("/proc/meminfo").read_text():
         pytest.skip("this host has huge pages: huge_pages = on would not stop a postmaster")
     b = new_branch(stub, shop, "broken")
@@ -252,7 +262,7 @@ def test_a_failed_wake_says_why_and_leaves_it_suspended(stub, daemon: Daemon, sh
     wait_for("the repaired branch woken", lambda: resumed(stub, b))
 
 
-def test_a_wake_on_a_full_database_says_so(stub, daemon: Daemon) -> None:
+def test_a_wake_on_a_full_database_says_so(stub: Stub, daemon: Daemon) -> None:
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique("szq"), size_class="nano",
                                                       quota_bytes=2**30), timeout=120)
     try:
@@ -273,7 +283,7 @@ def test_a_wake_on_a_full_database_says_so(stub, daemon: Daemon) -> None:
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=db.database.id), timeout=120)
 
 
-def test_a_stopped_branch_is_not_woken(stub, shop) -> None:
+def test_a_stopped_branch_is_not_woken(stub: Stub, shop: Shop) -> None:
     b = new_branch(stub, shop, "halt")
     stub.SuspendBranch(pb.SuspendBranchRequest(branch=ref(b)), timeout=60)
     stub.StopBranch(pb.StopBranchRequest(branch=ref(b)), timeout=60)
@@ -286,7 +296,8 @@ def test_a_stopped_branch_is_not_woken(stub, shop) -> None:
     assert query(connection(stub, b), "select 1") == [(1,)]
 
 
-def test_replicas_and_unarchived_wal_keep_it_running(stub, daemon: Daemon, shop) -> None:
+def test_replicas_and_unarchived_wal_keep_it_running(stub: Stub, daemon: Daemon,
+                                                     shop: Shop) -> None:
     b = new_branch(stub, shop, "wal", suspend_after=1)
     uri = connection(stub, b).uri + "&replication=database"
     with psycopg.connect(uri, autocommit=True, connect_timeout=10):  # a logical walsender
@@ -312,7 +323,7 @@ def test_replicas_and_unarchived_wal_keep_it_running(stub, daemon: Daemon, shop)
 
 @pytest.mark.parametrize("duration", [Duration(seconds=-5), Duration(seconds=1, nanos=5),
                                       Duration(seconds=400 * 86400)])
-def test_a_bad_suspend_after_names_the_field(stub, shop, duration: Duration) -> None:
+def test_a_bad_suspend_after_names_the_field(stub: Stub, shop: Shop, duration: Duration) -> None:
     req = pb.CreateBranchRequest(database=shop.database.name, name="never-made")
     req.suspend_after.CopyFrom(duration)
     with pytest.raises(grpc.RpcError) as bad:

@@ -13,12 +13,16 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, query
 from tests.integration.backup_helpers import create_backup, restore
 from tests.integration.test_cli_support import assert_one_error_line, cygnet
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
+Source = pb.CreateDatabaseResponse
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 
@@ -37,7 +41,7 @@ def refused(call: object) -> grpc.RpcError:
 
 
 @pytest.fixture(scope="module")
-def source(daemon) -> Iterator[pb.CreateDatabaseResponse]:
+def source(daemon: Daemon) -> Iterator[pb.CreateDatabaseResponse]:
     """A 15 database with pgbench's tables (scale 1) and pgcrypto in use."""
     with daemon.stub() as stub:
         name = unique("up")
@@ -51,7 +55,7 @@ def source(daemon) -> Iterator[pb.CreateDatabaseResponse]:
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
 
 
-def test_upgrade_rehearsal_from_15_to_18(daemon: Daemon, stub, source) -> None:
+def test_upgrade_rehearsal_from_15_to_18(daemon: Daemon, stub: Stub, source: Source) -> None:
     name = source.database.name
     out = cygnet(daemon, "branch", "create", f"{name}/pg18", "--upgrade-to", "18", "--json",
                  timeout=300).json()
@@ -83,7 +87,8 @@ def test_upgrade_rehearsal_from_15_to_18(daemon: Daemon, stub, source) -> None:
     assert major(conn) == "18"
 
 
-def test_an_upgraded_branch_is_no_parent_and_resets_only_to_its_snapshots(stub, source) -> None:
+def test_an_upgraded_branch_is_no_parent_and_resets_only_to_its_snapshots(stub: Stub,
+                                                                          source: Source) -> None:
     name = source.database.name
     branches = {b.name for b in stub.ListBranches(pb.ListBranchesRequest(database=name)).branches}
     if "pg18" not in branches:
@@ -98,7 +103,8 @@ def test_an_upgraded_branch_is_no_parent_and_resets_only_to_its_snapshots(stub, 
     assert "PostgreSQL 18" in (err.details() or "")
 
 
-def test_an_upgraded_branch_backs_up_as_its_own_major(daemon: Daemon, stub, source) -> None:
+def test_an_upgraded_branch_backs_up_as_its_own_major(daemon: Daemon, stub: Stub,
+                                                      source: Source) -> None:
     name = source.database.name
     branches = {b.name for b in stub.ListBranches(pb.ListBranchesRequest(database=name)).branches}
     if "pg18" not in branches:
@@ -117,7 +123,7 @@ def test_an_upgraded_branch_backs_up_as_its_own_major(daemon: Daemon, stub, sour
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=copy), timeout=120)
 
 
-def test_refusals_name_the_versions(daemon: Daemon, stub, source) -> None:
+def test_refusals_name_the_versions(daemon: Daemon, stub: Stub, source: Source) -> None:
     name = source.database.name
 
     def upgrade(to: str, branch: str = "bad") -> grpc.RpcError:
@@ -146,7 +152,7 @@ def test_refusals_name_the_versions(daemon: Daemon, stub, source) -> None:
     assert "bad" not in {b.name for b in listed}
 
 
-def test_a_downgrade_is_refused(stub) -> None:
+def test_a_downgrade_is_refused(stub: Stub) -> None:
     name = unique("v16")
     stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, postgres_version="16",
                                                  size_class="nano"), timeout=120)

@@ -10,11 +10,14 @@ import grpc
 import pytest
 
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, query
 from tests.integration.backup_helpers import create_backup, restore
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
 
 SUPPORTED = ("15", "16", "17", "18")
 
@@ -33,7 +36,7 @@ def values(conn: pb.Connection) -> list[str]:
     return [str(r[0]) for r in query(conn, "select v from t order by v")]
 
 
-def test_host_status_lists_every_supported_major(stub) -> None:
+def test_host_status_lists_every_supported_major(stub: Stub) -> None:
     status = stub.GetHostStatus(pb.GetHostStatusRequest())
     assert set(SUPPORTED) <= set(status.postgres_versions), status.postgres_versions
     assert list(status.postgres_versions) == sorted(status.postgres_versions, key=int)
@@ -41,7 +44,7 @@ def test_host_status_lists_every_supported_major(stub) -> None:
 
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_each_major_creates_branches_resets_backs_up_and_restores(
-        daemon: Daemon, stub, version: str) -> None:
+        daemon: Daemon, stub: Stub, version: str) -> None:
     name = unique(f"v{version}")
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(
         name=name, postgres_version=version, size_class="nano"), timeout=180)
@@ -71,7 +74,7 @@ def test_each_major_creates_branches_resets_backs_up_and_restores(
         stub.DeleteDatabase(pb.DeleteDatabaseRequest(database=name), timeout=120)
 
 
-def test_a_major_that_is_not_installed_names_the_installed_ones(stub) -> None:
+def test_a_major_that_is_not_installed_names_the_installed_ones(stub: Stub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique(), postgres_version="14"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -80,7 +83,7 @@ def test_a_major_that_is_not_installed_names_the_installed_ones(stub) -> None:
     assert "15, 16, 17, 18" in detail
 
 
-def test_the_default_major_is_pinned_to_15(stub) -> None:
+def test_the_default_major_is_pinned_to_15(stub: Stub) -> None:
     name = unique()
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=name, size_class="nano"), timeout=120)
     try:

@@ -13,10 +13,13 @@ import pytest
 
 from cygnet.agent.archive import PROGRAM
 from cygnet.api.v1 import agent_pb2 as pb
+from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.conftest import unique
 from tests.harness import Daemon, query
 
 pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.AgentStub
 
 
 def archived(daemon: Daemon, branch_id: str, gen: int = 1) -> dict[str, bytes]:
@@ -37,7 +40,7 @@ def wait_for(daemon: Daemon, branch_id: str, name: str, gen: int = 1) -> None:
         time.sleep(0.1)
 
 
-def test_main_archives_and_a_child_archives_only_into_its_own(daemon, stub) -> None:
+def test_main_archives_and_a_child_archives_only_into_its_own(daemon: Daemon, stub: Stub) -> None:
     db = stub.CreateDatabase(pb.CreateDatabaseRequest(name=unique("wal"), size_class="nano"),
                              timeout=120)
     main_id = db.main_branch.id

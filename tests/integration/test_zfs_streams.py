@@ -47,12 +47,12 @@ def _referenced(name: str) -> str:
     return run("zfs", "get", "-H", "-p", "-o", "value", "referenced", name).stdout.strip()
 
 
-def _retried(*args: str, force: bool = False) -> int:
+def _retried(snapshot: str, target: str, base: str = "", *, force: bool = False) -> int:
     """A round right after a broken one may find the target busy for a moment
     (zfs-fuse is still discarding the partial stream): the caller tries again."""
     for _ in range(50):
         try:
-            return asyncio.run(_copy(*args, force=force))
+            return asyncio.run(_copy(snapshot, target, base, force=force))
         except DatasetBusy:
             time.sleep(0.2)
     raise AssertionError("still busy after 10 s")

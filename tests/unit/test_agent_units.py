@@ -119,5 +119,5 @@ def test_recovery_shared_buffers_only_ever_raise_a_size_class() -> None:
     assert replay_size(1024, large) == large  # 2 GB already
     assert replay_size(0, nano) == nano
     with pytest.raises(InvalidArgument) as err:
-        AgentConfig(pools=["tank"], recovery_shared_buffers_mb=-1).validate()
+        AgentConfig(pools=("tank",), recovery_shared_buffers_mb=-1).validate()
     assert err.value.field == "recovery_shared_buffers_mb"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -105,12 +106,17 @@ class _Writes(Zfs):
     """ZFS writes that succeed, or fail, without a pool; reads that find nothing."""
 
     fail = False
+    journal_path: Path  # the journal _Tracked's writes go through
+
+    def catalog_writing(self) -> int:
+        """How many writes the catalog holds as started (_Tracked's)."""
+        raise NotImplementedError
 
     async def destroy(self, name: str, *, recursive: bool = False) -> None:
         if self.fail:
             raise OSError("busy")
 
-    async def set_props(self, name: str, props: object) -> None:
+    async def set_props(self, name: str, props: Mapping[str, str]) -> None:
         journal = Journal.read(self.journal_path, "g1")
         assert journal is not None and name in journal  # journalled before it starts
         assert self.catalog_writing() == 1

@@ -62,9 +62,12 @@ def test_bytes_cross_both_ways_at_once_intact(idle: int) -> None:
     up, down = os.urandom(8 << 20), os.urandom(6 << 20)
     got: dict[str, bytes] = {}
 
+    def send() -> None:
+        server.sendall(down)
+        server.shutdown(socket.SHUT_WR)
+
     def serve() -> None:
-        sender = threading.Thread(target=lambda: (server.sendall(down),
-                                                  server.shutdown(socket.SHUT_WR)))
+        sender = threading.Thread(target=send)
         sender.start()
         got["up"] = _recv_all(server)
         sender.join()

@@ -52,7 +52,12 @@ async def _relayed(files: pki.Issued) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
     front, back = Tls(inner_c, ctx.accept(inner_c)), Tls(inner_s, ctx.connect(inner_s))
     async with asyncio.timeout(10):
         await asyncio.gather(front.handshake(), back.handshake())
-    await asyncio.to_thread(lambda: [t.join() for t in threads])
+
+    def join_all() -> None:
+        for t in threads:
+            t.join()
+
+    await asyncio.to_thread(join_all)
     _native.relay_add_tls(inner_c.fileno(), front.session, inner_s.fileno(), back.session)
     inner_c.detach()
     inner_s.detach()

@@ -47,7 +47,8 @@ def test_every_dataset_comes_after_the_one_holding_its_origin(origins: list[int 
     order = _listing_order(BASE, listing)
     assert sorted(order) == sorted(n for n in listing if n != BASE and "@" not in n)
     for place, name in enumerate(order):
-        origin = listing[name].origin.split("@")[0] if listing[name].origin else ""
+        dataset_origin = listing[name].origin
+        origin = dataset_origin.split("@")[0] if dataset_origin else ""
         if origin:
             assert order.index(origin) < place
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -105,9 +106,11 @@ def test_a_reference_takes_an_id_of_its_own_kind_only(text: str) -> None:
 
 def test_huge_values_are_never_echoed_whole() -> None:
     huge = "x/" * 10_000
-    for check in (lambda: validate_reference("database", huge, "db"),
-                  lambda: validate_name("name", huge),
-                  lambda: validate_request_id("request_id", huge)):
+    checks: tuple[Callable[[], object], ...] = (
+        lambda: validate_reference("database", huge, "db"),
+        lambda: validate_name("name", huge),
+        lambda: validate_request_id("request_id", huge))
+    for check in checks:
         with pytest.raises(InvalidArgument) as err:
             check()
         assert len(str(err.value)) < 200

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -27,9 +28,14 @@ def _gcc() -> str:
     return gcc
 
 
-def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+class _RunOptions(TypedDict, total=False):
+    cwd: Path
+    env: dict[str, str]
+
+
+def _run(argv: list[str], **kwargs: Unpack[_RunOptions]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                          **kwargs)  # type: ignore[call-overload]
+                          **kwargs)
 
 
 def test_c_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:

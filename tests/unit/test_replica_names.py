@@ -8,7 +8,7 @@ import pytest
 from cygnet.agent.replica_source import host_of, slot_for
 from cygnet.agent.replicas import main_child
 from cygnet.errors import InvalidArgument
-from cygnet.postgres.config import StandbySettings, render_hba
+from cygnet.postgres.config import StandbySettings, render_hba, render_settings
 from cygnet.rpc.requests import host_port
 from cygnet.zfs import Dataset
 
@@ -34,7 +34,7 @@ def test_a_host_id_too_long_for_a_slot_is_refused() -> None:
 def test_standby_lines_and_the_replication_rule() -> None:
     from dataclasses import replace
 
-    from tests.unit.test_pg_config import conf_dict, render_settings, settings
+    from tests.unit.test_pg_config import conf_dict, settings
 
     conf = conf_dict(render_settings(replace(settings(), standby=StandbySettings(
         "host=10.0.0.1 port=5433 user=cygnet_replicator passfile=/x/replication.pass",

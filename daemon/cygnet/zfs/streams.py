@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from cygnet.zfs import mount_lock
 from cygnet.zfs.errors import ZfsError, error_from
@@ -35,7 +35,8 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def send(snapshot: str, base: str = "", chunk: int = CHUNK) -> AsyncIterator[bytes]:
+async def send(snapshot: str, base: str = "", chunk: int = CHUNK
+               ) -> AsyncGenerator[bytes, None]:
     """Yields the stream of `zfs send [-i base] snapshot`; raises a ZfsError if it fails.
 
     On zfs-fuse the daemon, not the `zfs` process, writes into the pipe (it gets the
