@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cygnet.agent.reserved_ports import covered, parse_spans
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.harness import Daemon, fleet_pki, private_daemon, run
@@ -20,6 +22,24 @@ pytestmark = pytest.mark.integration
 def test_admin_socket_is_root_only(daemon: Daemon) -> None:
     mode = daemon.socket.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_the_postgres_ports_are_kept_from_outgoing_connections() -> None:
+    """A daemon whose range lies inside the kernel's ephemeral ports reserves it at
+    start, so no outgoing connection takes a stopped branch's port
+    (agent/reserved_ports.py). The machine's setting is put back afterwards."""
+    proc = Path("/proc/sys/net/ipv4")
+    first, last = (int(x) for x in (proc / "ip_local_port_range").read_text().split())
+    before = (proc / "ip_local_reserved_ports").read_text()
+    port_min = next(p for p in range(max(first, 40000), last - 200, 200)
+                    if not covered(parse_spans(before), (p, p + 199)))
+    try:
+        with private_daemon("rp", port_min, "1G", unix_only=True) as d:
+            reserved = parse_spans((proc / "ip_local_reserved_ports").read_text())
+            assert covered(reserved, (port_min, port_min + 199)), reserved
+            assert f"reserved ports {port_min}-{port_min + 199}" in d.log_path.read_text()
+    finally:
+        (proc / "ip_local_reserved_ports").write_text(before)
 
 
 def test_tls_listener_with_generated_certificates(daemon: Daemon) -> None:

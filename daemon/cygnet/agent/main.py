@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cygnet import __version__, systemd
-from cygnet.agent import archive, archive_janitor, offsite, replicas, replicas_api
+from cygnet.agent import archive, archive_janitor, offsite, replicas, replicas_api, reserved_ports
 from cygnet.agent.backups.service import BackupService
 from cygnet.agent.config import AgentConfig, load_config
 from cygnet.agent.eventlog import EventJournal
@@ -107,6 +107,8 @@ async def serve(config: AgentConfig) -> None:
     # Branch socket dirs live below the run dir, so postgres must traverse it.
     config.run_dir.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o755)
+    # Before any postmaster starts: no outgoing connection may take a branch's port.
+    reserved_ports.reserve(config.port_min, config.port_max)
     host = Host.create(config)
     systemd.status("probing ZFS")
     dialect = await host.zfs.dialect()
