@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,19 @@ def no_leftovers_of_killed_runs() -> None:
     if removed:
         kinds = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(removed.items()))
         print(f"\nremoved what killed runs left in {WORK}: {kinds}")
+
+
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reserved_ports_put_back() -> Iterator[None]:
+    """Each test daemon reserves its port range on this machine at start
+    (agent/reserved_ports.py); the machine gets its own setting back at the end."""
+    before = RESERVED_PORTS.read_text()
+    yield
+    with contextlib.suppress(OSError):
+        RESERVED_PORTS.write_text(before)
 
 
 @pytest.fixture(scope="session")
