@@ -6,10 +6,10 @@ import contextlib
 import secrets
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from cygnet.agent.reserved_ports import PROC_NET
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.harness import WORK, Daemon, private_daemon
 from tests.leftovers import clean_if_alone
@@ -23,7 +23,7 @@ def no_leftovers_of_killed_runs() -> None:
         print(f"\nremoved what killed runs left in {WORK}: {kinds}")
 
 
-RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+RESERVED_PORTS = PROC_NET / "ip_local_reserved_ports"
 
 
 @pytest.fixture(scope="session", autouse=True)

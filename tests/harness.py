@@ -57,18 +57,31 @@ def ensure_zfs() -> None:
 FREE_PORTS = range(20000, 32000)
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports in FREE_PORTS that nothing listens on right now (each
+    is held until all are found, so none is picked twice)."""
+    held: list[socket.socket] = []
+    start = secrets.randbelow(len(FREE_PORTS))
+    try:
+        for i in range(len(FREE_PORTS)):
+            if len(held) == count:
+                return [int(s.getsockname()[1]) for s in held]
+            s = socket.socket()
+            try:
+                s.bind(("0.0.0.0", FREE_PORTS[(start + i) % len(FREE_PORTS)]))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+    finally:
+        for s in held:
+            s.close()
+    raise RuntimeError(f"no {count} free ports in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
+
+
 def free_port() -> int:
     """A port in FREE_PORTS that nothing listens on right now."""
-    start = secrets.randbelow(len(FREE_PORTS))
-    for i in range(len(FREE_PORTS)):
-        port = FREE_PORTS[(start + i) % len(FREE_PORTS)]
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
+    return free_ports(1)[0]
 
 
 @dataclass

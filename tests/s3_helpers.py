@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import FREE_PORTS, VENV_BIN, WORK
+from tests.harness import VENV_BIN, WORK, free_ports
 
 WEED = VENV_BIN / "weed"
 # The ports of `weed mini`'s parts: HTTP and gRPC of each (their defaults collide
@@ -29,27 +28,6 @@ WEED = VENV_BIN / "weed"
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
               "admin.port", "admin.port.grpc")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports that are free now, from FREE_PORTS (below Linux's ephemeral range,
-    so no outgoing connection takes one before weed binds it)."""
-    ports: list[int] = []
-    socks = []
-    try:
-        while len(ports) < count:
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", FREE_PORTS[secrets.randbelow(len(FREE_PORTS))]))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @dataclass
@@ -75,7 +53,7 @@ class Seaweed:
     def start(self, timeout: float = 60.0) -> None:
         (self.base / "data").mkdir(parents=True, exist_ok=True)
         if not self.ports:
-            self.ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+            self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         identity = {"name": "cygnet", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]}
         path = self.base / "s3.json"

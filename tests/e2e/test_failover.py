@@ -374,13 +374,7 @@ def _partition_then_rejoin(fleet: HostFleet, made: cpb.FleetCreateDatabaseRespon
     d2, ns2 = fleet.daemons[second], fleet.lan.ns(second)
     conn_info = _local_conn(d2, made.result.database.id, made.result.connection.password)
     inside = ThreadPoolExecutor(2, initializer=enter_netns, initargs=(ns2,))
-    cut = Ledger(lambda: psycopg.connect(conn_info, autocommit=True),
-                 "SET synchronous_commit = local")
-    request.addfinalizer(cut.stop.set)
-    cut_writer = inside.submit(cut.run, 1_000_000)
-    wait_for(lambda: len(cut.acked) > 20 or cut.errors > 50, 60,
-             "local commits before the partition")
-    assert len(cut.acked) > 20, cut.last_error
+    cut, cut_writer = _local_ledger(conn_info, inside, request)
     assert d2.proc is not None
     os.kill(d2.proc.pid, signal.SIGSTOP)
     subprocess.run(["ip", "-n", ns2, "link", "set", "eth0", "down"], check=True)
@@ -426,6 +420,20 @@ def _partition_then_rejoin(fleet: HostFleet, made: cpb.FleetCreateDatabaseRespon
     assert not async_lost & _rows(conn_info, inside)
     print(f"rejoin: {second} follows {third}; its {len(async_lost)} local-only commits "
           "were rewound away")
+
+
+def _local_ledger(conn_info: str, inside: ThreadPoolExecutor,
+                  request: pytest.FixtureRequest) -> tuple[Ledger, Future[None]]:
+    """A ledger writing from inside the primary's host with synchronous_commit = local
+    (what an asynchronous database acknowledges), once it has committed."""
+    cut = Ledger(lambda: psycopg.connect(conn_info, autocommit=True),
+                 "SET synchronous_commit = local")
+    request.addfinalizer(cut.stop.set)
+    cut_writer = inside.submit(cut.run, 1_000_000)
+    wait_for(lambda: len(cut.acked) > 20 or cut.errors > 50, 60,
+             "local commits before the partition")
+    assert len(cut.acked) > 20, cut.last_error
+    return cut, cut_writer
 
 
 def _back_without_wal_then_reseeded(fleet: HostFleet, made: cpb.FleetCreateDatabaseResponse,

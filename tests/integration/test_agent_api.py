@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cygnet.agent.reserved_ports import covered, parse_spans
+from cygnet.agent.reserved_ports import PROC_NET, covered, parse_spans
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.api.v1 import agent_pb2_grpc as pb_grpc
 from tests.harness import Daemon, fleet_pki, private_daemon, run
@@ -28,7 +27,7 @@ def test_the_postgres_ports_are_kept_from_outgoing_connections() -> None:
     """A daemon whose range lies inside the kernel's ephemeral ports reserves it at
     start, so no outgoing connection takes a stopped branch's port
     (agent/reserved_ports.py). The machine's setting is put back afterwards."""
-    proc = Path("/proc/sys/net/ipv4")
+    proc = PROC_NET
     first, last = (int(x) for x in (proc / "ip_local_port_range").read_text().split())
     before = (proc / "ip_local_reserved_ports").read_text()
     port_min = next(p for p in range(max(first, 40000), last - 200, 200)

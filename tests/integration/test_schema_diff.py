@@ -188,10 +188,15 @@ COLUMN_TYPES = ["integer", "bigint", "text", "mood", "posint"]
 
 
 def _ops() -> st.SearchStrategy[str]:
+    return st.one_of(*_table_ops(), *_other_ops())
+
+
+def _table_ops() -> list[st.SearchStrategy[str]]:
+    """Tables, columns, constraints, indexes and views."""
     t, c, t2 = st.sampled_from(TABLES), st.sampled_from(COLUMNS), st.sampled_from(TABLES)
     typ = st.sampled_from(COLUMN_TYPES)
     n = st.integers(1, 3)
-    return st.one_of(
+    return [
         st.builds(lambda t, c, ty: f"CREATE TABLE {t} (id integer PRIMARY KEY, {c} {ty})",
                   t, c, typ),
         st.builds(lambda t: f"CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY "
@@ -215,6 +220,15 @@ def _ops() -> st.SearchStrategy[str]:
         st.builds(lambda v: f"CREATE VIEW vv AS SELECT * FROM v{v}", n),
         st.builds(lambda v: f"DROP VIEW v{v}", n),
         st.builds(lambda t: f"DROP TABLE {t}", t),
+    ]
+
+
+def _other_ops() -> list[st.SearchStrategy[str]]:
+    """Triggers, comments, grants, policies, types, sequences, functions, schemas,
+    partitions and the rest."""
+    t, c = st.sampled_from(TABLES), st.sampled_from(COLUMNS)
+    n = st.integers(1, 3)
+    return [
         st.builds(lambda t: f"CREATE TRIGGER trg BEFORE INSERT ON {t} FOR EACH ROW "
                   "EXECUTE FUNCTION touch()", t),
         st.builds(lambda t, x: f"COMMENT ON TABLE {t} IS '{x}'", t, st.sampled_from(["a", "b"])),
@@ -251,7 +265,7 @@ def _ops() -> st.SearchStrategy[str]:
         st.just("CREATE TYPE pair AS (a integer, b text)"),
         st.just("ALTER TYPE pair ADD ATTRIBUTE c bigint"),
         st.just("ALTER DOMAIN posint ADD CONSTRAINT small CHECK (VALUE < 100)"),
-    )
+    ]
 
 
 # What every random example starts from (the template of its two databases).
