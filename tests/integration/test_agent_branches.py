@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -165,6 +166,36 @@ def test_reset_refuses_with_children(stub: Stub, db: Db) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.ResetBranch(pb.ResetBranchRequest(branch=ref(db.database.name, "p")), timeout=60)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def _last_checkpoint(conn: pb.Connection) -> object:
+    return query(conn, "select checkpoint_lsn from pg_control_checkpoint()")[0][0]
+
+
+def _insert_lsn(conn: pb.Connection) -> object:
+    return query(conn, "select pg_current_wal_insert_lsn()")[0][0]
+
+
+def test_an_idle_parent_is_branched_without_another_checkpoint(stub: Stub, db: Db) -> None:
+    """The CHECKPOINT before a branch point only shortens the clone's recovery. While
+    the parent's WAL has not moved since its last one, or only by archive_timeout's
+    segment switch, another would only write WAL, and force another switch."""
+    _last_checkpoint(db.connection), _insert_lsn(db.connection)  # their catalog reads
+    branch(stub, db, "first")  # (hint bits, logged as full pages) are done before it
+    checkpoint, unmoved = _last_checkpoint(db.connection), _insert_lsn(db.connection)
+    branch(stub, db, "second")
+    assert _last_checkpoint(db.connection) == checkpoint
+    deadline = time.monotonic() + 30  # archive_timeout (2 s) ends the CHECKPOINT's segment
+    while _insert_lsn(db.connection) == unmoved:
+        assert time.monotonic() < deadline, "archive_timeout never switched the segment"
+        time.sleep(0.2)
+    third = branch(stub, db, "third")
+    assert _last_checkpoint(db.connection) == checkpoint
+    query(db.connection, "insert into t values ('parent-2')")
+    fourth = branch(stub, db, "fourth")
+    assert _last_checkpoint(db.connection) != checkpoint
+    assert values(third.connection) == ["parent-1"]
+    assert values(fourth.connection) == ["parent-1", "parent-2"]
 
 
 def test_stop_and_start(stub: Stub, db: Db) -> None:

@@ -16,6 +16,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from cygnet.agent import archive
 from cygnet.agent import layout as L
@@ -24,12 +27,15 @@ from cygnet.agent.inventory import BranchRecord, DatabaseRecord, SnapshotRecord
 from cygnet.errors import CygnetError
 from cygnet.postgres import sql
 from cygnet.postgres.versions import resolve_version
-from cygnet.wal.lsn import parse_lsn
+from cygnet.wal import records
+from cygnet.wal.lsn import SEGMENT_SIZE, format_lsn, parse_lsn
 from cygnet.wal.points import WalPoint
 
 _LSN = "SELECT pg_current_wal_insert_lsn()::text"
 # Points of snapshots taken by this daemon, for the clone that follows at once.
 _recent: OrderedDict[str, WalPoint] = OrderedDict()
+# Each running branch's insert LSN just after its last CHECKPOINT here, by branch id.
+_checkpointed: OrderedDict[str, int] = OrderedDict()
 
 
 @dataclass
@@ -51,11 +57,13 @@ async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Pro
         return
     socket_dir = host.clusters.socket_dir(branch)
     async with await sql.connect(socket_dir, branch.port) as conn:
-        await conn.execute("CHECKPOINT")
+        checkpointed = await _checkpoint_if_moved(conn, host, branch)
         cur = await conn.execute(f"SELECT count(*), ({_LSN}) FROM pg_subscription")
         row = await cur.fetchone()
         probe.subscriptions = int(row[0]) if row else 0
         low = parse_lsn(row[1]) if row else 0
+        if checkpointed:
+            _remember(_checkpointed, branch.id, low)
         yield probe
         cur = await conn.execute(_LSN)
         high_row = await cur.fetchone()
@@ -63,12 +71,52 @@ async def around_snapshot(host: Host, branch: BranchRecord) -> AsyncIterator[Pro
             probe.point = WalPoint(low, parse_lsn(high_row[0]), time.time())
 
 
+async def _checkpoint_if_moved(conn: psycopg.AsyncConnection[Any], host: Host,
+                               branch: BranchRecord) -> bool:
+    """A CHECKPOINT, unless nothing but a forced segment switch was written since
+    the branch's last one here.
+
+    The CHECKPOINT only shortens the clone's crash recovery. Each one writes a
+    WAL record, and with archive_timeout that record forces a segment switch
+    two seconds later: 16 MiB of padding written on an otherwise idle
+    database, and on zfs-fuse the next snapshot of it may wait a second."""
+    cur = await conn.execute(_LSN)
+    row = await cur.fetchone()
+    last = _checkpointed.get(branch.id)
+    if row is not None and last is not None and await _unmoved_since(
+            conn, host.clusters.pgdata(branch), last, parse_lsn(row[0])):
+        return False
+    await conn.execute("CHECKPOINT")
+    return True
+
+
+async def _unmoved_since(conn: psycopg.AsyncConnection[Any], pgdata: Path, last: int,
+                         now: int) -> bool:
+    """Whether the WAL from `last` to `now` is at most one segment switch (its record
+    at `last`, then the next segment, empty)."""
+    if now == last:
+        return True
+    if now != records.next_segment_start(last, SEGMENT_SIZE) or last % records.PAGE_SIZE == 0:
+        return False  # (at a page's start the record would follow the page header)
+    cur = await conn.execute(
+        "SELECT file_name, file_offset FROM pg_walfile_name_offset(%s::pg_lsn)",
+        (format_lsn(last),))
+    row = await cur.fetchone()
+    return row is not None and await asyncio.to_thread(
+        records.is_switch_at, pgdata / "pg_wal" / row[0], int(row[1]))
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > 256:
+        cache.popitem(last=False)
+
+
 async def record(host: Host, snapshot: str, point: WalPoint | None) -> None:
     if point is None:
         return
-    _recent[snapshot] = point
-    while len(_recent) > 256:
-        _recent.popitem(last=False)
+    _remember(_recent, snapshot, point)
     await host.zfs.set_props(snapshot, {L.P_WAL_POINT: point.text()})
 
 
