@@ -119,6 +119,8 @@ def test_archive_and_recovery_settings_render_quoted() -> None:
     assert "archive_mode = off" in render_settings(base).splitlines()
     # ZFS cannot tear a page: no full-page images, whether archiving or not.
     assert "full_page_writes = off" in render_settings(base).splitlines()
+    # Nor does it gain from recycled or zero-filled segments, archiving or not.
+    assert {"wal_recycle = off", "wal_init_zero = off"} <= set(render_settings(base).splitlines())
     text = render_settings(ClusterSettings(
         **{**base.__dict__, "archive": ArchiveSettings("'/b/cygnet-wal' archive '%p'", 2),
            "recovery": RecoverySettings("'/b/cygnet-wal' restore '%f' '%p'",

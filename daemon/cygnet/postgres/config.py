@@ -179,10 +179,6 @@ def _archive_lines(archive: ArchiveSettings | None) -> list[str]:
         return ["archive_mode = off"]
     return ["archive_mode = on", f"archive_command = {_quoted(archive.command)}",
             f"archive_timeout = {archive.timeout_s}",
-            # ZFS is copy-on-write: recycling or zero-filling segments gains nothing,
-            # and fresh segments end in zeros, so one closed early by archive_timeout
-            # costs its WAL only (in the spool and in the repository), not 16 MiB.
-            "wal_recycle = off", "wal_init_zero = off",
             # Full-page images dominate WAL after each checkpoint (2.5 GB in 5 minutes
             # of pgbench -R 500 on 2 GB): lz4 shrinks them cheaply, and with them the
             # archive, its staging and the replay of a point-in-time recovery.
@@ -267,6 +263,12 @@ def render_settings(settings: ClusterSettings) -> str:
         # (replicated) cluster keeps them: pg_rewind refuses a source without.
         f"full_page_writes = {'on' if settings.fence_file else 'off'}",
         "synchronous_commit = on",
+        # ZFS is copy-on-write: recycling or zero-filling segments gains nothing.
+        # A zero-filled segment is 16 MiB of a branch's own (a clone that starts
+        # at a segment boundary creates one at once), and fresh segments end in
+        # zeros, so one closed early by archive_timeout costs its WAL only (in
+        # the spool and in the repository), not 16 MiB.
+        "wal_recycle = off", "wal_init_zero = off",
         # A branch starts with crash recovery, which first fsyncs every file in
         # the data dir: a cost that grows with the database. syncfs() does the
         # same in one call per filesystem, so branching stays size-independent.
