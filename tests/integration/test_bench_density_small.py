@@ -21,4 +21,5 @@ def test_bench_density_small(tmp_path: Path) -> None:
     assert last["create_branch_seconds"]["n"] == last["raw_snapshot_clone_seconds"]["n"] == 2
     assert last["wake_suspended_branch_seconds"]["n"] == 2
     assert last["disk_per_branch"]["dataset_used_mib"] > 0
+    assert last["disk_per_branch"]["suspended_through_api_used_mib"] > 0
     assert result["restart"]["adopted_same_pids"] and result["restart"]["postmasters"] == 2
