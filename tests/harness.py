@@ -64,8 +64,6 @@ def free_ports(count: int) -> list[int]:
     start = secrets.randbelow(len(FREE_PORTS))
     try:
         for i in range(len(FREE_PORTS)):
-            if len(held) == count:
-                return [int(s.getsockname()[1]) for s in held]
             s = socket.socket()
             try:
                 s.bind(("0.0.0.0", FREE_PORTS[(start + i) % len(FREE_PORTS)]))
@@ -73,6 +71,8 @@ def free_ports(count: int) -> list[int]:
                 s.close()
                 continue
             held.append(s)
+            if len(held) == count:  # (checked after the bind: the range's last port counts)
+                return [int(h.getsockname()[1]) for h in held]
     finally:
         for s in held:
             s.close()

@@ -80,12 +80,13 @@ async def _checkpoint_if_moved(conn: psycopg.AsyncConnection[Any], host: Host,
     WAL record, and with archive_timeout that record forces a segment switch
     two seconds later: 16 MiB of padding written on an otherwise idle
     database, and on zfs-fuse the next snapshot of it may wait a second."""
-    cur = await conn.execute(_LSN)
-    row = await cur.fetchone()
     last = _checkpointed.get(branch.id)
-    if row is not None and last is not None and await _unmoved_since(
-            conn, host.clusters.pgdata(branch), last, parse_lsn(row[0])):
-        return False
+    if last is not None:  # else nothing to compare: no round trip for the LSN
+        cur = await conn.execute(_LSN)
+        row = await cur.fetchone()
+        if row is not None and await _unmoved_since(
+                conn, host.clusters.pgdata(branch), last, parse_lsn(row[0])):
+            return False
     await conn.execute("CHECKPOINT")
     return True
 
