@@ -9,7 +9,11 @@ against, in turn:
 
 - **direct**: the branch's own port (TLS, SCRAM), the baseline;
 - **endpoint**: the host's endpoint by TLS SNI (`NAME.bench.test`, hostaddr
-  127.0.0.1), TLS passed through to the branch, bytes moved by the C relay;
+  127.0.0.1): the client's socket is handed to the branch's postmaster, so
+  nothing sits between them once routed;
+- **endpoint_relay**: the same by SNI to a branch whose postmaster cannot
+  take a client (its handoff socket removed, as for a postmaster started
+  before the handoff existed): TLS passed through, bytes moved by the C relay;
 - **endpoint_options**: the endpoint without SNI (`options=endpoint=NAME`),
   TLS ended and re-opened at the endpoint (OpenSSL in C), bytes moved by the C
   relay (the path without endpoint_domain);
@@ -38,8 +42,10 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import emit, log
+from cygnet.agent.layout import socket_dir
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.endpoint.relay_link import relay_pid
+from cygnet.postgres.handoff import socket_path
 from tests.harness import Daemon, free_port, private_daemon
 
 DOMAIN = "bench.test"
@@ -164,11 +170,23 @@ pidfile = {workdir}/pgbouncer.pid
         self.proc.wait(10)
 
 
+def relayed_branch(d: Daemon, db: str) -> str:
+    """A branch of `db` (made now, with its pgbench tables) whose postmaster takes no
+    handoff: the endpoint relays its clients. Returns its endpoint name."""
+    with d.stub() as s:
+        made = s.CreateBranch(pb.CreateBranchRequest(database=db, name="relayed"), timeout=120)
+    path = socket_path(socket_dir(d.base / "run", made.branch.id), made.connection.port)
+    assert path is not None
+    path.unlink()
+    return f"{db}--relayed"
+
+
 def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: int,
           bouncer_pid: int) -> list[Path_]:
     assert d.proc is not None
-    # Both endpoint paths' bytes move in the relay process (endpoint_relay = "process"):
-    # the C relay by SNI, TLS ended there too (OpenSSL in C) by options.
+    # The relayed paths' bytes move in the relay process (endpoint_relay = "process"):
+    # the C relay by SNI, TLS ended there too (OpenSSL in C) by options. A handed-off
+    # connection costs them nothing once routed, and is measured against both.
     relay = relay_pid(d.base / "run" / "endpoint-relay.sock")
     middle = (d.proc.pid,) if relay is None else (d.proc.pid, relay)
     ca = f"sslrootcert={conn.sslrootcert}"
@@ -177,6 +195,8 @@ def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: in
         Path_("direct", f"host=127.0.0.1 port={conn.port} {common}", ()),
         Path_("endpoint", f"host={db}.{domain} hostaddr=127.0.0.1 port={d.endpoint_port} "
               f"{common}", middle),
+        Path_("endpoint_relay", f"host={relayed_branch(d, db)}.{domain} hostaddr=127.0.0.1 "
+              f"port={d.endpoint_port} {common}", middle),
         Path_("endpoint_options", f"host=127.0.0.1 port={d.endpoint_port} "
               f"options=endpoint={db} {common}", middle),
         Path_("pgbouncer", f"host=127.0.0.1 port={bouncer_port} user=postgres dbname=postgres "

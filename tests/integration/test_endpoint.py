@@ -25,8 +25,10 @@ import pytest
 from psycopg.abc import Query
 
 from benchmarks import bench_endpoint
+from cygnet.agent.layout import socket_dir
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.endpoint.relay_link import relay_pid
+from cygnet.postgres.handoff import socket_path
 from cygnet.postgres.versions import resolve_version
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
@@ -114,6 +116,47 @@ def test_sni_routes_to_the_branch_with_tls_and_scram_end_to_end(site: Site) -> N
         assert _one(c, "SHOW port") == str(site.main.port)
     with _connect(site, f"{site.feat_branch.id}.{DOMAIN}") as c:
         assert _one(c, "SHOW port") == str(site.feat.port)
+
+
+def _local_port(c: psycopg.Connection[tuple[object, ...]]) -> int:
+    with socket.socket(fileno=c.pgconn.socket) as sock:
+        try:
+            return int(sock.getsockname()[1])
+        finally:
+            sock.detach()  # libpq's descriptor
+
+
+def _peer(c: psycopg.Connection[tuple[object, ...]]) -> tuple[object, ...]:
+    """(the client port the backend sees, the server port it sees)."""
+    row = c.execute("SELECT inet_client_port(), inet_server_port()").fetchone()
+    assert row is not None
+    return row
+
+
+def test_sni_clients_are_handed_to_the_branch_postmaster(site: Site) -> None:
+    """Once routed, nothing sits between client and backend: the backend's peer is
+    the client's own socket, which the client opened to the endpoint's port."""
+    with _connect(site, f"{site.db}--feat.{DOMAIN}", channel_binding="require") as c:
+        assert _peer(c) == (_local_port(c), site.daemon.endpoint_port)
+        assert _one(c, "SHOW port") == str(site.feat.port)
+
+
+def test_a_postmaster_that_cannot_take_a_client_gets_it_relayed(site: Site) -> None:
+    """A postmaster without a handoff listener (one started before the handoff
+    existed) is dialed, and the bytes relayed, as before."""
+    with site.daemon.stub() as s:
+        made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name="relayed"),
+                              timeout=120)
+    path = socket_path(socket_dir(site.daemon.base / "run", made.branch.id),
+                       made.connection.port)
+    assert path is not None
+    path.unlink()
+    with _connect(site, f"{site.db}--relayed.{DOMAIN}", channel_binding="require") as c:
+        client_port, server_port = _peer(c)
+        assert server_port == made.connection.port and client_port != _local_port(c)
+    with site.daemon.stub() as s:
+        s.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(
+            database=site.db, name="relayed")), timeout=120)
 
 
 def test_wrong_password_is_refused_by_the_branch(site: Site) -> None:
@@ -398,7 +441,8 @@ def test_bench_endpoint_small(site: Site) -> None:
     workdir.mkdir(mode=0o755)
     result = bench_endpoint.run(site.daemon, site.main, site.db, 3, workdir, DOMAIN)
     paths = result["paths"]
-    assert set(paths) == {"direct", "endpoint", "endpoint_options", "pgbouncer"}
+    assert set(paths) == {"direct", "endpoint", "endpoint_relay", "endpoint_options",
+                          "pgbouncer"}
     for name, measured in paths.items():
         assert measured["transactions"] > 0 and measured["p50_ms"] > 0, name
         if name != "direct":

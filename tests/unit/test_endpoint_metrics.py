@@ -16,9 +16,12 @@ def test_nothing_until_the_endpoint_runs_then_every_family() -> None:
     assert metrics.metrics() == []
     metrics.use_relay(ThreadRelay())
     before = _samples().get(("cygnet_endpoint_refused_connections_total", ("3D000",)), 0.0)
+    handed = _samples().get(("cygnet_endpoint_handed_off_connections_total", ()), 0.0)
     metrics.refused("3D000")
     metrics.terminated()
+    metrics.handed_off()
     got = _samples()
+    assert got[("cygnet_endpoint_handed_off_connections_total", ())] == handed + 1
     assert got[("cygnet_endpoint_refused_connections_total", ("3D000",))] == before + 1
     assert ("cygnet_endpoint_active_connections", ()) in got
     assert ("cygnet_endpoint_relayed_connections_total", ()) in got

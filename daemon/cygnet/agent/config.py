@@ -153,6 +153,9 @@ class AgentConfig:
     # the last connection and cygnetd are gone), or "thread", inside cygnetd.
     endpoint_relay: str = "process"
     endpoint_relay_linger: float = 30.0
+    # A connection routed by SNI is handed to the branch's own postmaster
+    # (postgres/handoff.py): nothing sits in its data path. false relays it.
+    endpoint_handoff: bool = True
     # ZFS recordsize of the datasets made under POOL/cygnet (set once, when the
     # root is made). Empty: 16K on OpenZFS (a page write re-sends 16K, not 128K,
     # in a move's incremental rounds, docs/ha.md), ZFS's 128K on zfs-fuse, which

@@ -15,6 +15,8 @@ from cygnet.metrics.snapshot import gauge
 _refused: Counter[str] = Counter()
 # Connections routed by `options=endpoint=` (TLS terminated, relayed in Python).
 _terminated = 0
+# Connections routed by SNI and handed to the branch's postmaster (no relay).
+_handed_off = 0
 _relay: Relay | None = None  # set while an endpoint runs
 
 
@@ -41,17 +43,27 @@ def terminated() -> None:
     _terminated += 1
 
 
+def handed_off() -> None:
+    global _handed_off
+    _handed_off += 1
+
+
 def metrics() -> list[Metric]:
     if _relay is None:
         return []
     active, total, up, down = _relay.stats()
     relayed = CounterMetricFamily("cygnet_endpoint_relayed_connections",
-                                  "Connections routed by TLS SNI to the C relay")
+                                  "Connections routed by TLS SNI to the C relay (their "
+                                  "postmaster could not take them, or endpoint_handoff is off)")
     relayed.add_metric([], float(total))
     moved = CounterMetricFamily("cygnet_endpoint_relayed_bytes",
                                 "Bytes the C relay moved", labels=["direction"])
     moved.add_metric(["client_to_branch"], float(up))
     moved.add_metric(["branch_to_client"], float(down))
+    handed = CounterMetricFamily("cygnet_endpoint_handed_off_connections",
+                                 "Connections routed by TLS SNI and handed to the branch's "
+                                 "postmaster (no relay in their data path)")
+    handed.add_metric([], float(_handed_off))
     fallback = CounterMetricFamily("cygnet_endpoint_options_connections",
                                    "Connections routed by options=endpoint= (TLS terminated)")
     fallback.add_metric([], float(_terminated))
@@ -65,4 +77,4 @@ def metrics() -> list[Metric]:
             gauge("cygnet_endpoint_options_active_connections",
                   "Connections routed by options=endpoint= relayed now",
                   [], [((), float(_options_active()))]),
-            relayed, moved, fallback, errors]
+            handed, relayed, moved, fallback, errors]

@@ -2,10 +2,12 @@
 
 Per connection: SSLRequest (answered 'S'; GSSENCRequest is answered 'N'
 first) or a direct TLS ClientHello; the ClientHello is peeked at, not read.
-With an endpoint name in its SNI, the branch's own Postgres gets a TCP
-connection, an SSLRequest of its own, and then the client's untouched bytes:
-TLS and SCRAM run end to end, channel binding included, and the bytes move
-in C (native/relay_core.c). A client without SNI goes to the relay process,
+With an endpoint name in its SNI, the client's socket itself goes to the
+branch's postmaster (postgres/handoff.py), which answers the ClientHello:
+TLS and SCRAM run end to end, channel binding included, and no relay is
+left in the data path. A postmaster that cannot take it (one started before
+the handoff existed) gets a TCP connection and an SSLRequest of its own,
+and the bytes move in C (native/relay_core.c). A client without SNI goes to the relay process,
 which terminates its TLS and asks cygnetd for the route (route_link.py).
 Everything else (unknown names, plain TCP) is answered by the endpoint
 itself (terminate.py).
@@ -20,6 +22,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cygnet.agent import layout as L
 from cygnet.endpoint import metrics
 from cygnet.endpoint import protocol as P
 from cygnet.endpoint.names import name_in_host
@@ -27,7 +30,7 @@ from cygnet.endpoint.protocol import Unroutable
 from cygnet.endpoint.relay_link import ProcessRelay, Relay, open_relay
 from cygnet.endpoint.relayd import raise_fd_limit
 from cygnet.endpoint.route_link import RouteAnswerer
-from cygnet.endpoint.router import Router
+from cygnet.endpoint.router import Router, Target
 from cygnet.endpoint.terminate import Terminator, relaying, tls_context
 from cygnet.endpoint.wire import (
     close_gently,
@@ -38,6 +41,7 @@ from cygnet.endpoint.wire import (
     recv_exact,
     tune,
 )
+from cygnet.postgres.handoff import Handoff, hand_over, socket_path
 
 if TYPE_CHECKING:
     from cygnet.agent.config import AgentConfig
@@ -68,6 +72,7 @@ class Endpoint:
         self.relay_kind, self.run_dir = config.endpoint_relay, config.run_dir
         self.relay_linger = config.endpoint_relay_linger
         self.relay: Relay | None = None
+        self.handoff = config.endpoint_handoff
 
     async def start(self) -> None:
         raise_fd_limit()
@@ -164,8 +169,8 @@ class Endpoint:
     async def handle(self, sock: socket.socket) -> None:
         tune(sock)
         async with asyncio.timeout(STARTUP_TIMEOUT):
-            tls = await self._negotiate(sock)
-            if not tls:
+            unread = await self._negotiate(sock)
+            if unread is None:
                 return
             hello = await peek_hello(sock)
         name = name_in_host(hello.server_name, self.domain)
@@ -182,6 +187,8 @@ class Endpoint:
             return
         try:
             target = await self.router.target(name)
+            if self.handoff and await self._handed_over(sock, target, unread):
+                return
             backend = await dial_tls_backend(self.router.address, target.port)
         except Unroutable as exc:
             await self.terminator.serve(sock, exc)
@@ -201,15 +208,35 @@ class Endpoint:
         log.debug("endpoint %s -> %s/%s on port %d", name, target.database, target.branch,
                   target.port)
 
-    async def _negotiate(self, sock: socket.socket) -> bool:
-        """True once the client starts TLS; False when it was answered otherwise."""
+    async def _handed_over(self, sock: socket.socket, target: Target, unread: bytes) -> bool:
+        """True once the branch's postmaster has the client (or it was dropped: see
+        postgres/handoff.py); False when the caller is to relay it."""
+        path = socket_path(L.socket_dir(self.run_dir, target.branch_id), target.port)
+        if path is None:
+            return False
+        # Postgres reads the SSLRequest the endpoint read, and its 'S' is not sent again.
+        outcome = await hand_over(path, sock, unread, swallow=1 if unread else 0)
+        if outcome is Handoff.REFUSED:
+            return False
+        sock.close()
+        if outcome is Handoff.TAKEN:
+            metrics.handed_off()
+            log.debug("endpoint: handed to %s/%s on port %d", target.database, target.branch,
+                      target.port)
+        return True
+
+    async def _negotiate(self, sock: socket.socket) -> bytes | None:
+        """Once the client starts TLS, what it sent that its Postgres has not seen
+        (its SSLRequest, or nothing before a direct ClientHello); None when it was
+        answered otherwise."""
         loop = asyncio.get_running_loop()
         while True:
             first = await peek_byte(sock)
             if first[0] == _TLS_RECORD:  # sslnegotiation=direct: TLS at once
-                return True
+                return b""
             try:
-                length, code = P.request_header(await recv_exact(sock, 8))
+                header = await recv_exact(sock, 8)
+                length, code = P.request_header(header)
             except P.ProtocolError as exc:  # not Postgres' protocol: say so, in plain text
                 metrics.refused(P.PROTOCOL_VIOLATION)
                 await loop.sock_sendall(sock, P.error_response(P.PROTOCOL_VIOLATION, str(exc)))
@@ -219,18 +246,18 @@ class Endpoint:
                 continue
             if code == P.SSL_REQUEST and length == 8:
                 await loop.sock_sendall(sock, b"S")
-                return True
+                return header
             rest = await recv_exact(sock, length - 8)
             if code == P.CANCEL_REQUEST and length == 16:
                 await self._cancel(rest)
                 sock.close()
-                return False
+                return None
             metrics.refused(P.INVALID_AUTHORIZATION)
             await loop.sock_sendall(sock, P.error_response(
                 P.INVALID_AUTHORIZATION, "the Cygnet endpoint accepts TLS connections only",
                 hint="use sslmode=require or stricter (verify-full with the fleet CA)"))
             close_gently(sock)
-            return False
+            return None
 
     async def _cancel(self, rest: bytes) -> None:
         """Forwards a plain CancelRequest to the branch whose postmaster is the pid's parent."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from cygnet.errors import InternalError
 from cygnet.postgres import _fs
 from cygnet.postgres import settings as user_settings
+from cygnet.postgres.handoff import handoff_dir
 from cygnet.postgres.layout import POSTGRES_OS_USER, SUPERUSER_ROLE
 from cygnet.postgres.owned import FENCE, PRELOADED
 from cygnet.postgres.sizes import SizeClass
@@ -224,6 +225,11 @@ def _standby_lines(standby: StandbySettings | None) -> list[str]:
             "wal_retrieve_retry_interval = '500ms'"]
 
 
+def _socket_dirs(socket_dir: Path) -> str:
+    extra = handoff_dir(socket_dir)
+    return f"{socket_dir}, {extra}" if extra is not None else str(socket_dir)
+
+
 def render_settings(settings: ClusterSettings) -> str:
     """The text of cygnet.conf for `settings` (validated; raises InternalError)."""
     _check(settings)
@@ -232,7 +238,8 @@ def render_settings(settings: ClusterSettings) -> str:
         "# Written by cygnetd; edits are overwritten.",
         f"port = {settings.port}",
         f"listen_addresses = '{settings.listen_addresses}'",
-        f"unix_socket_directories = '{settings.socket_dir}'",
+        # The second directory holds the endpoint's handoff listener (postgres/handoff.py).
+        f"unix_socket_directories = '{_socket_dirs(settings.socket_dir)}'",
         f"shared_buffers = {size.shared_buffers_mb}MB",
         f"max_connections = {size.max_connections}",
         f"work_mem = {size.work_mem_mb}MB",
@@ -293,7 +300,7 @@ def write_settings(pgdata: Path, settings: ClusterSettings) -> None:
     creates the branch's socket dir (postgres, 0700) if it is missing.
     """
     text = render_settings(settings)
-    _fs.ensure_postgres_dir(settings.socket_dir)
+    ensure_socket_dirs(settings.socket_dir)
     _fs.atomic_write(pgdata / SETTINGS_FILE, text)
     ensure_include(pgdata)
     # Owned settings win over ALTER SYSTEM; the branch's own settings come next,
@@ -308,14 +315,22 @@ def ensure_include(pgdata: Path) -> None:
                     "Cygnet's settings win: keep this line last.")
 
 
+def ensure_socket_dirs(socket_dir: Path) -> None:
+    """The branch's socket dir and its handoff dir in it (postgres, 0700)."""
+    _fs.ensure_postgres_dir(socket_dir)
+    extra = handoff_dir(socket_dir)
+    if extra is not None:
+        _fs.ensure_postgres_dir(extra)
+
+
 def socket_dir_of(pgdata: Path) -> Path | None:
-    """The unix_socket_directories value of PGDATA/cygnet.conf, or None if absent."""
+    """The first of unix_socket_directories in PGDATA/cygnet.conf, or None if absent."""
     try:
         text = (pgdata / SETTINGS_FILE).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     match = re.search(r"^unix_socket_directories = '([^']*)'$", text, re.MULTILINE)
-    return Path(match.group(1)) if match else None
+    return Path(match.group(1).split(",")[0].strip()) if match else None
 
 
 def render_hba(ssl: bool = True) -> str:

@@ -20,7 +20,8 @@ from cygnet._native import spawn_detached
 from cygnet.errors import Aborted, FailedPrecondition, InternalError, InvalidArgument
 from cygnet.postgres import _fs, sql
 from cygnet.postgres._cmd import postgres_env
-from cygnet.postgres.config import socket_dir_of
+from cygnet.postgres.config import ensure_socket_dirs, socket_dir_of
+from cygnet.postgres.handoff import handoff_dir, preload_env
 from cygnet.postgres.layout import postgres_user
 from cygnet.postgres.pidfile import PIDFILE, PidFile, lockfile_pid, read_pidfile
 from cygnet.postgres.procfs import (
@@ -65,11 +66,12 @@ def _launch(bindir: Path, pgdata: Path, log_path: Path) -> int:
 
     A double fork in C: the postmaster gets its own session, runs as postgres
     with PID 1 as its parent, and writes to the log file, so it keeps nothing
-    of the daemon's open and outlives any daemon restart.
+    of the daemon's open and outlives any daemon restart. It preloads the
+    handoff library (postgres/handoff.py), which takes clients from the endpoint.
     """
     user = postgres_user()
     argv = [str(bindir / "postgres"), "-D", str(pgdata)]
-    env = [f"{key}={value}" for key, value in postgres_env().items()]
+    env = [f"{key}={value}" for key, value in (postgres_env() | preload_env()).items()]
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         return spawn_detached(argv, env, user.uid, user.gid, fd, "/")
@@ -120,8 +122,10 @@ async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.
     await _clear_stale_pidfile(pgdata)
     socket_dir = socket_dir_of(pgdata)
     if socket_dir is not None:
-        _fs.ensure_postgres_dir(socket_dir)
+        ensure_socket_dirs(socket_dir)
         _clear_stale_socket_locks(socket_dir)
+        if (extra := handoff_dir(socket_dir)) is not None:
+            _clear_stale_socket_locks(extra)
     _fs.ensure_postgres_file(log_path)
     pid = _launch(bindir, pgdata, log_path)
     stat = read_stat(pid)
