@@ -501,7 +501,7 @@ def _local_conn(d: Daemon, db_id: str, password: str) -> str:
     pgdata = _main_pgdata(d, db_id)
     port = next(line.split("=")[1].strip() for line in (pgdata / "cygnet.conf").read_text()
                 .splitlines() if line.startswith("port ="))
-    sock = next(line.split("=")[1].strip().strip("'") for line in
+    sock = next(line.split("=")[1].strip().strip("'").split(",")[0] for line in
                 (pgdata / "cygnet.conf").read_text().splitlines()
                 if line.startswith("unix_socket_directories"))
     return f"host={sock} port={port} user=postgres dbname=postgres password={password}"
