@@ -19,9 +19,10 @@ against, in turn:
   relay (the path without endpoint_domain);
 - **pgbouncer**: Debian's PgBouncer in transaction mode, TLS on both sides.
 
-Per path: TPS, p50/p95 latency from pgbench's per-transaction log, and the
+Per path: TPS, p50/p95 latency from pgbench's per-transaction log, the
 CPU time the middle processes (cygnetd and its relay process, or pgbouncer)
-spent per transaction, in microseconds, less what cygnetd spends idle.
+spent per transaction, in microseconds, less what cygnetd spends idle
+(never below 0), and the median time to connect and answer a first query.
 Prints JSON.
 """
 
@@ -116,6 +117,18 @@ def measure(path: Path_, password: str, seconds: int, logdir: Path, idle_cpu_per
     tally.seconds += ran
     tally.transactions += count
     tally.latencies += latencies
+
+
+def connect_p50_ms(path: Path_, password: str, count: int) -> float:
+    """Median time from connect (TCP, TLS, SCRAM) until `SELECT 1` answers, one
+    client at a time: what routing (and a handoff) adds per connection."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with psycopg.connect(path.conninfo, password=password, connect_timeout=10) as c:
+            c.execute("SELECT 1")
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1000, 2)
 
 
 class Bouncer:
@@ -231,6 +244,9 @@ def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path,
                 measure(path, conn.password, seconds // ROUNDS, workdir, idle_cpu_per_s,
                         tallies.setdefault(path.name, Tally()))
         results = {p.name: tallies[p.name].result(bool(p.processes)) for p in chosen}
+        for path in chosen:
+            results[path.name]["connect_p50_ms"] = connect_p50_ms(
+                path, conn.password, 10 if seconds < 10 else 100)
     finally:
         bouncer.stop()
     direct = results["direct"]
@@ -238,6 +254,7 @@ def run(d: Daemon, conn: pb.Connection, db: str, seconds: int, workdir: Path,
         if name != "direct":
             r["tps_vs_direct"] = round(r["tps"] / direct["tps"], 3)
             r["p50_added_ms"] = round(r["p50_ms"] - direct["p50_ms"], 4)
+            r["connect_added_ms"] = round(r["connect_p50_ms"] - direct["connect_p50_ms"], 2)
     return {"clients": CLIENTS, "seconds_per_path": seconds, "scale": 1,
             "idle_cygnetd_cpu_ms_per_s": round(idle_cpu_per_s * 1000, 2), "paths": results}
 

@@ -13,11 +13,13 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from cygnet.postgres import process
@@ -28,6 +30,15 @@ from cygnet.postgres.layout import ClusterLayout
 from cygnet.postgres.sizes import size_class
 from cygnet.postgres.versions import resolve_version
 from tests.harness import free_port
+
+
+def client_port(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """The local port of a client's connection (its backend sees it as inet_client_port)."""
+    with socket.socket(fileno=conn.pgconn.socket) as sock:
+        try:
+            return int(sock.getsockname()[1])
+        finally:
+            sock.detach()  # libpq's descriptor, not ours to close
 
 
 @dataclass

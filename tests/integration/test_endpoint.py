@@ -32,6 +32,7 @@ from cygnet.postgres.handoff import socket_path
 from cygnet.postgres.versions import resolve_version
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
+from tests.integration.pg_helpers import client_port
 from tests.integration.test_cli_support import cygnet
 
 pytestmark = pytest.mark.integration
@@ -118,14 +119,6 @@ def test_sni_routes_to_the_branch_with_tls_and_scram_end_to_end(site: Site) -> N
         assert _one(c, "SHOW port") == str(site.feat.port)
 
 
-def _local_port(c: psycopg.Connection[tuple[object, ...]]) -> int:
-    with socket.socket(fileno=c.pgconn.socket) as sock:
-        try:
-            return int(sock.getsockname()[1])
-        finally:
-            sock.detach()  # libpq's descriptor
-
-
 def _peer(c: psycopg.Connection[tuple[object, ...]]) -> tuple[object, ...]:
     """(the client port the backend sees, the server port it sees)."""
     row = c.execute("SELECT inet_client_port(), inet_server_port()").fetchone()
@@ -137,7 +130,7 @@ def test_sni_clients_are_handed_to_the_branch_postmaster(site: Site) -> None:
     """Once routed, nothing sits between client and backend: the backend's peer is
     the client's own socket, which the client opened to the endpoint's port."""
     with _connect(site, f"{site.db}--feat.{DOMAIN}", channel_binding="require") as c:
-        assert _peer(c) == (_local_port(c), site.daemon.endpoint_port)
+        assert _peer(c) == (client_port(c), site.daemon.endpoint_port)
         assert _one(c, "SHOW port") == str(site.feat.port)
 
 
@@ -152,8 +145,8 @@ def test_a_postmaster_that_cannot_take_a_client_gets_it_relayed(site: Site) -> N
     assert path is not None
     path.unlink()
     with _connect(site, f"{site.db}--relayed.{DOMAIN}", channel_binding="require") as c:
-        client_port, server_port = _peer(c)
-        assert server_port == made.connection.port and client_port != _local_port(c)
+        seen_port, server_port = _peer(c)
+        assert server_port == made.connection.port and seen_port != client_port(c)
     with site.daemon.stub() as s:
         s.DeleteBranch(pb.DeleteBranchRequest(branch=pb.BranchRef(
             database=site.db, name="relayed")), timeout=120)
@@ -445,6 +438,7 @@ def test_bench_endpoint_small(site: Site) -> None:
                           "pgbouncer"}
     for name, measured in paths.items():
         assert measured["transactions"] > 0 and measured["p50_ms"] > 0, name
+        assert measured["connect_p50_ms"] > 0, name
         if name != "direct":
             assert measured["tps_vs_direct"] > 0 and "cpu_us_per_tx" in measured
 

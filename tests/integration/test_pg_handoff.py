@@ -16,7 +16,7 @@ import pytest
 from cygnet.postgres import handoff, process, sql
 from cygnet.postgres.handoff import Handoff, hand_over
 from tests.integration import pg_helpers
-from tests.integration.pg_helpers import Cluster, PgEnv
+from tests.integration.pg_helpers import Cluster, PgEnv, client_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +70,6 @@ class FakeEndpoint:
                                connect_timeout=10, autocommit=True)
 
 
-def _client_port(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    with socket.socket(fileno=conn.pgconn.socket) as sock:
-        try:
-            return int(sock.getsockname()[1])
-        finally:
-            sock.detach()  # libpq's descriptor, not ours to close
-
-
 @pytest.mark.parametrize("sslmode", ["disable", "prefer"])
 def test_a_handed_over_client_talks_to_postgres_directly(pg_env: PgEnv, sslmode: str) -> None:
     cluster = _started(pg_env, "a")
@@ -86,7 +78,7 @@ def test_a_handed_over_client_talks_to_postgres_directly(pg_env: PgEnv, sslmode:
         row = conn.execute("SELECT inet_client_port(), inet_server_port(), "
                            "current_setting('port')::int, 40 + 2").fetchone()
         # The backend's peer is the client itself: no relay between them.
-        assert row == (_client_port(conn), endpoint.port, cluster.port, 42)
+        assert row == (client_port(conn), endpoint.port, cluster.port, 42)
     endpoint.thread.join(10)
     assert endpoint.outcome is Handoff.TAKEN
 
