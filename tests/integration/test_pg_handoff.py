@@ -14,7 +14,11 @@ import psycopg
 import pytest
 
 from cygnet.postgres import handoff, process, sql
+from cygnet.postgres.fixup import prepare_clone
 from cygnet.postgres.handoff import Handoff, hand_over
+from cygnet.postgres.initdb import init_cluster
+from cygnet.postgres.layout import ClusterLayout
+from cygnet.postgres.versions import installed_versions, resolve_version
 from tests.integration import pg_helpers
 from tests.integration.pg_helpers import Cluster, PgEnv, client_port
 
@@ -79,6 +83,29 @@ def test_a_handed_over_client_talks_to_postgres_directly(pg_env: PgEnv, sslmode:
                            "current_setting('port')::int, 40 + 2").fetchone()
         # The backend's peer is the client itself: no relay between them.
         assert row == (client_port(conn), endpoint.port, cluster.port, 42)
+    endpoint.thread.join(10)
+    assert endpoint.outcome is Handoff.TAKEN
+
+
+@pytest.mark.parametrize("version", sorted(installed_versions()))
+def test_every_installed_major_takes_a_handoff(pg_env: PgEnv, version: str) -> None:
+    """The library wraps libc, not Postgres: one build serves every major."""
+    _, bindir = resolve_version(version)
+    name = f"v{version}"
+    cluster = Cluster(ClusterLayout(pg_env.base / name),
+                      pg_env.settings(name, major=int(version)), bindir)
+    pg_env.clusters.append(cluster)
+    cluster.layout.mount.mkdir(mode=0o755)
+    asyncio.run(init_cluster(bindir, cluster.pgdata, cluster.layout.log_file, sync=False))
+    prepare_clone(cluster.pgdata, cluster.layout.log_file, cluster.settings)
+    cluster.start()
+    asyncio.run(sql.set_password(cluster.socket_dir, cluster.port, "postgres", PASSWORD))
+    endpoint = FakeEndpoint(cluster)
+    with endpoint.connect("prefer") as conn:  # an SSLRequest replayed, its answer swallowed
+        row = conn.execute("SELECT inet_client_port(), current_setting('server_version_num')"
+                           ).fetchone()
+        assert row is not None and row[0] == client_port(conn)
+        assert str(row[1]).startswith(version)
     endpoint.thread.join(10)
     assert endpoint.outcome is Handoff.TAKEN
 
