@@ -153,6 +153,7 @@ static int sender_allowed(int conn)
     return cred.uid == 0 || cred.uid == geteuid();
 }
 
+/* A connected TCP socket: never a unix one (peer rules) nor a listener. */
 static int is_tcp_socket(int fd)
 {
     int domain = 0, type = 0, protocol = 0;
@@ -165,8 +166,10 @@ static int is_tcp_socket(int fd)
     len = sizeof(int);
     if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) != 0)
         return 0;
+    struct sockaddr_storage peer;
+    len = sizeof(peer);
     return (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM
-           && protocol == IPPROTO_TCP;
+           && protocol == IPPROTO_TCP && getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
 }
 
 /*
@@ -215,26 +218,22 @@ static int take_handoff(int conn, struct sockaddr *addr, socklen_t *addrlen)
     uint8_t prefix[MAX_PREFIX];
     size_t prefix_len = 0, swallow = 0;
     int fd = sender_allowed(conn) ? read_handoff(conn, prefix, &prefix_len, &swallow) : -1;
+    /* cygnetd relays the client itself unless it reads the 'K', sent last; once
+       it gave up waiting, its end is closed and the send fails: not taken. */
+    int taken = fd >= 0
+                && (addr == NULL || addrlen == NULL || getpeername(fd, addr, addrlen) == 0)
+                && remember(fd, prefix, prefix_len, swallow) == 0
+                && real_send(conn, "K", 1, MSG_NOSIGNAL) == 1;
 
-    if (fd >= 0 && remember(fd, prefix, prefix_len, swallow) != 0) {
-        real_close(fd);
-        fd = -1;
-    }
-    if (fd >= 0 && addr != NULL && addrlen != NULL && getpeername(fd, addr, addrlen) != 0) {
+    if (!taken && fd >= 0) {
         forget(fd);
         real_close(fd);
-        fd = -1;
-    }
-    /* cygnetd relays the client itself unless it reads this 'K'; once it gave
-       up waiting, its end is closed and the send fails: the client is not taken. */
-    if (fd >= 0 && real_send(conn, "K", 1, MSG_NOSIGNAL) != 1) {
-        forget(fd);
-        real_close(fd);
-        fd = -1;
     }
     real_close(conn);
-    if (fd < 0)
+    if (!taken) {
         errno = ECONNABORTED;
+        return -1;
+    }
     return fd;
 }
 

@@ -130,6 +130,8 @@ def test_what_is_not_a_handoff_is_refused_and_the_postmaster_serves_on(
     with a, b:
         # A unix socket would reach the peer-authenticated rules: never taken.
         assert _send_raw(path, handoff.message(b"", 0), a.fileno()) == b""
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # TCP, but no client
+        assert _send_raw(path, handoff.message(b"", 0), listening.fileno()) == b""
     with socket.create_connection(("127.0.0.1", cluster.port)) as tcp:
         assert _send_raw(path, b"XXXX\0\0", tcp.fileno()) == b""  # not the magic
         assert _send_raw(path, handoff.MAGIC + b"\0\x09" + b"x" * 8, tcp.fileno()) == b""
