@@ -183,15 +183,16 @@ pidfile = {workdir}/pgbouncer.pid
         self.proc.wait(10)
 
 
-def relayed_branch(d: Daemon, db: str) -> str:
-    """A branch of `db` (made now, with its pgbench tables) whose postmaster takes no
-    handoff: the endpoint relays its clients. Returns its endpoint name."""
+def relayed_branch(d: Daemon, db: str) -> pb.CreateBranchResponse:
+    """Branch "relayed" of `db` (made now, with its pgbench tables), whose postmaster
+    takes no handoff: the endpoint relays its clients."""
     with d.stub() as s:
-        made = s.CreateBranch(pb.CreateBranchRequest(database=db, name="relayed"), timeout=120)
+        made: pb.CreateBranchResponse = s.CreateBranch(
+            pb.CreateBranchRequest(database=db, name="relayed"), timeout=120)
     path = socket_path(socket_dir(d.base / "run", made.branch.id), made.connection.port)
     assert path is not None
     path.unlink()
-    return f"{db}--relayed"
+    return made
 
 
 def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: int,
@@ -201,6 +202,7 @@ def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: in
     # the C relay by SNI, TLS ended there too (OpenSSL in C) by options. A handed-off
     # connection costs them nothing once routed, and is measured against both.
     relay = relay_pid(d.base / "run" / "endpoint-relay.sock")
+    relayed_branch(d, db)
     middle = (d.proc.pid,) if relay is None else (d.proc.pid, relay)
     ca = f"sslrootcert={conn.sslrootcert}"
     common = f"user=postgres dbname=postgres sslmode=verify-full {ca}"
@@ -208,7 +210,7 @@ def paths(d: Daemon, conn: pb.Connection, db: str, domain: str, bouncer_port: in
         Path_("direct", f"host=127.0.0.1 port={conn.port} {common}", ()),
         Path_("endpoint", f"host={db}.{domain} hostaddr=127.0.0.1 port={d.endpoint_port} "
               f"{common}", middle),
-        Path_("endpoint_relay", f"host={relayed_branch(d, db)}.{domain} hostaddr=127.0.0.1 "
+        Path_("endpoint_relay", f"host={db}--relayed.{domain} hostaddr=127.0.0.1 "
               f"port={d.endpoint_port} {common}", middle),
         Path_("endpoint_options", f"host=127.0.0.1 port={d.endpoint_port} "
               f"options=endpoint={db} {common}", middle),

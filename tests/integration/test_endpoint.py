@@ -25,10 +25,8 @@ import pytest
 from psycopg.abc import Query
 
 from benchmarks import bench_endpoint
-from cygnet.agent.layout import socket_dir
 from cygnet.api.v1 import agent_pb2 as pb
 from cygnet.endpoint.relay_link import relay_pid
-from cygnet.postgres.handoff import socket_path
 from cygnet.postgres.versions import resolve_version
 from tests.conftest import unique
 from tests.harness import Daemon, private_daemon
@@ -137,13 +135,7 @@ def test_sni_clients_are_handed_to_the_branch_postmaster(site: Site) -> None:
 def test_a_postmaster_that_cannot_take_a_client_gets_it_relayed(site: Site) -> None:
     """A postmaster without a handoff listener (one started before the handoff
     existed) is dialed, and the bytes relayed, as before."""
-    with site.daemon.stub() as s:
-        made = s.CreateBranch(pb.CreateBranchRequest(database=site.db, name="relayed"),
-                              timeout=120)
-    path = socket_path(socket_dir(site.daemon.base / "run", made.branch.id),
-                       made.connection.port)
-    assert path is not None
-    path.unlink()
+    made = bench_endpoint.relayed_branch(site.daemon, site.db)
     with _connect(site, f"{site.db}--relayed.{DOMAIN}", channel_binding="require") as c:
         seen_port, server_port = _peer(c)
         assert server_port == made.connection.port and seen_port != client_port(c)

@@ -8,7 +8,6 @@ import pytest
 
 from cygnet.errors import InternalError
 from cygnet.postgres.config import (
-    MAX_SOCKET_DIR_LEN,
     SETTINGS_FILE,
     ClusterSettings,
     render_hba,
@@ -17,6 +16,7 @@ from cygnet.postgres.config import (
     socket_dir_of,
 )
 from cygnet.postgres.fixup import strip_auto_conf
+from cygnet.postgres.layout import MAX_SOCKET_DIR_LEN
 from cygnet.postgres.sizes import size_class
 
 

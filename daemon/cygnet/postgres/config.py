@@ -19,8 +19,8 @@ from pathlib import Path
 from cygnet.errors import InternalError
 from cygnet.postgres import _fs
 from cygnet.postgres import settings as user_settings
-from cygnet.postgres.handoff import handoff_dir
-from cygnet.postgres.layout import POSTGRES_OS_USER, SUPERUSER_ROLE
+from cygnet.postgres.handoff import socket_dirs
+from cygnet.postgres.layout import MAX_SOCKET_DIR_LEN, POSTGRES_OS_USER, SUPERUSER_ROLE
 from cygnet.postgres.owned import FENCE, PRELOADED
 from cygnet.postgres.sizes import SizeClass
 
@@ -28,8 +28,6 @@ SETTINGS_FILE = "cygnet.conf"
 INCLUDE_LINE = f"include_if_exists = '{SETTINGS_FILE}'"
 IDENT_MAP = "cygnet"
 REPLICATION_ROLE = "cygnet_replicator"
-# sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
-MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
@@ -225,11 +223,6 @@ def _standby_lines(standby: StandbySettings | None) -> list[str]:
             "wal_retrieve_retry_interval = '500ms'"]
 
 
-def _socket_dirs(socket_dir: Path) -> str:
-    extra = handoff_dir(socket_dir)
-    return f"{socket_dir}, {extra}" if extra is not None else str(socket_dir)
-
-
 def render_settings(settings: ClusterSettings) -> str:
     """The text of cygnet.conf for `settings` (validated; raises InternalError)."""
     _check(settings)
@@ -239,7 +232,8 @@ def render_settings(settings: ClusterSettings) -> str:
         f"port = {settings.port}",
         f"listen_addresses = '{settings.listen_addresses}'",
         # The second directory holds the endpoint's handoff listener (postgres/handoff.py).
-        f"unix_socket_directories = '{_socket_dirs(settings.socket_dir)}'",
+        "unix_socket_directories = "
+        f"'{', '.join(map(str, socket_dirs(settings.socket_dir)))}'",
         f"shared_buffers = {size.shared_buffers_mb}MB",
         f"max_connections = {size.max_connections}",
         f"work_mem = {size.work_mem_mb}MB",
@@ -317,10 +311,8 @@ def ensure_include(pgdata: Path) -> None:
 
 def ensure_socket_dirs(socket_dir: Path) -> None:
     """The branch's socket dir and its handoff dir in it (postgres, 0700)."""
-    _fs.ensure_postgres_dir(socket_dir)
-    extra = handoff_dir(socket_dir)
-    if extra is not None:
-        _fs.ensure_postgres_dir(extra)
+    for path in socket_dirs(socket_dir):
+        _fs.ensure_postgres_dir(path)
 
 
 def socket_dir_of(pgdata: Path) -> Path | None:

@@ -25,6 +25,7 @@ from enum import Enum
 from pathlib import Path
 
 import cygnet
+from cygnet.postgres.layout import MAX_SOCKET_DIR_LEN
 
 log = logging.getLogger("cygnet.postgres")
 
@@ -33,7 +34,6 @@ DIR_NAME = "handoff"  # the library knows its listener by this directory name
 MAGIC = b"CYGH"  # read as a startup packet length, 0x43594748: impossible
 MAX_PREFIX = 64
 ANSWER_TIMEOUT = 10.0
-_UNIX_PATH_MAX = 107
 
 
 class Handoff(Enum):
@@ -45,7 +45,13 @@ class Handoff(Enum):
 def handoff_dir(socket_dir: Path) -> Path | None:
     """The handoff listener's directory, or None where its socket path would be too long."""
     path = socket_dir / DIR_NAME
-    return path if len(str(path)) + len("/.s.PGSQL.65535") <= _UNIX_PATH_MAX else None
+    return path if len(str(path)) <= MAX_SOCKET_DIR_LEN else None
+
+
+def socket_dirs(socket_dir: Path) -> list[Path]:
+    """A cluster's unix_socket_directories: its own, then the handoff listener's."""
+    extra = handoff_dir(socket_dir)
+    return [socket_dir] if extra is None else [socket_dir, extra]
 
 
 def socket_path(socket_dir: Path, port: int) -> Path | None:

@@ -11,6 +11,8 @@ POSTGRES_OS_USER = "postgres"
 # The database superuser role; peer auth maps OS users root and postgres to it.
 SUPERUSER_ROLE = "postgres"
 PGDATA = "pgdata"  # the data directory's name below a cluster's mount
+# sun_path is 108 bytes; the socket file name adds "/.s.PGSQL.NNNNN".
+MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from cygnet.errors import Aborted, FailedPrecondition, InternalError, InvalidArg
 from cygnet.postgres import _fs, sql
 from cygnet.postgres._cmd import postgres_env
 from cygnet.postgres.config import ensure_socket_dirs, socket_dir_of
-from cygnet.postgres.handoff import handoff_dir, preload_env
+from cygnet.postgres.handoff import preload_env, socket_dirs
 from cygnet.postgres.layout import postgres_user
 from cygnet.postgres.pidfile import PIDFILE, PidFile, lockfile_pid, read_pidfile
 from cygnet.postgres.procfs import (
@@ -123,9 +123,8 @@ async def start(bindir: Path, pgdata: Path, log_path: Path, timeout: float = 60.
     socket_dir = socket_dir_of(pgdata)
     if socket_dir is not None:
         ensure_socket_dirs(socket_dir)
-        _clear_stale_socket_locks(socket_dir)
-        if (extra := handoff_dir(socket_dir)) is not None:
-            _clear_stale_socket_locks(extra)
+        for path in socket_dirs(socket_dir):
+            _clear_stale_socket_locks(path)
     _fs.ensure_postgres_file(log_path)
     pid = _launch(bindir, pgdata, log_path)
     stat = read_stat(pid)
